@@ -1,0 +1,485 @@
+"""The gateway agent: the composition root. Config -> transports -> engine -> store.
+
+Owns: wiring the links, the engine and the store together and the agent's loops: message
+intake, timers and the lighting minute, outbox drains, trace flushing. Every inbound message
+is decoded (or rejected and counted), handled by the engine and its effects written to the
+outbox in one SQLite transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import ssl
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import msgspec
+
+from edge_agent.agent import topics
+from edge_agent.clock import Clock, ScaledClock
+from edge_agent.config import BrokerSettings, GatewayConfig
+from edge_agent.engine import (
+    AlertChanged,
+    Effect,
+    Engine,
+    LampSet,
+    NotifyResponder,
+    PublishRequest,
+    Site,
+)
+from edge_agent.engine.engine import SiteLamp, SiteResponder
+from edge_agent.errors import ConfigError, Problem, ProtocolError
+from edge_agent.models import (
+    SOUTH_SCHEMAS,
+    AlertMessage,
+    CameraEvent,
+    DeviceStatus,
+    Event,
+    Heartbeat,
+    LampCommand,
+    LampState,
+    ResponderAck,
+    WearableEvent,
+    WearableVitals,
+    decode_payload,
+    encode,
+)
+from edge_agent.store.db import ALERT_PRIORITY, EVENT_PRIORITY, Store, new_id
+from edge_agent.transports.broker import EmbeddedBroker
+from edge_agent.transports.mqtt import LinkSettings, MqttLink
+
+log = logging.getLogger("edge_agent")
+
+
+@dataclass
+class AgentStats:
+    received: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)
+    effects: int = 0
+    published: Counter[str] = field(default_factory=Counter)
+
+
+def site_from_config(config: GatewayConfig) -> Site:
+    gw = config.file
+    devices: dict[str, tuple[str, str | None, str | None]] = {}
+    for lamp in gw.lamps:
+        devices[lamp.id] = ("lamp", lamp.group, lamp.zone)
+    for camera in gw.cameras:
+        devices[camera.id] = ("camera", None, camera.zone)
+    for wearable in gw.wearables:
+        devices[wearable.id] = ("wearable", None, wearable.zone)
+    return Site(
+        gateway=config.id,
+        latitude=gw.gateway.latitude,
+        longitude=gw.gateway.longitude,
+        tz=config.tz,
+        lamps=tuple(SiteLamp(lamp.id, lamp.group, lamp.zone) for lamp in gw.lamps),
+        responders=tuple(SiteResponder(r.id, r.role, r.x, r.y) for r in gw.responders),
+        devices=devices,
+        traces_per_rule=gw.limits.traces_per_rule,
+    )
+
+
+def link_settings(config: GatewayConfig, which: str, broker: BrokerSettings, host: str, port: int) -> LinkSettings:
+    tls_context: ssl.SSLContext | None = None
+    if broker.tls is not None:
+        base = config.path.parent
+        tls_context = ssl.create_default_context(cafile=str(base / broker.tls.ca))
+        if broker.tls.cert:
+            key = str(base / broker.tls.key) if broker.tls.key else None
+            tls_context.load_cert_chain(str(base / broker.tls.cert), key)
+    elif not _is_loopback(host) and not broker.allow_plaintext_remote:
+        raise ConfigError(
+            [
+                Problem(
+                    str(config.path),
+                    f"{which}.url",
+                    f"plaintext MQTT to non-loopback host {host!r} is refused; "
+                    "add [" + which + ".tls] or set allow_plaintext_remote = true",
+                )
+            ]
+        )
+    status = topics.root(config.id) + "/status"
+    return LinkSettings(
+        host=host,
+        port=port,
+        client_id=f"{config.id}-{which}",
+        username=broker.username,
+        password=broker.password,
+        tls=tls_context,
+        keepalive=broker.keepalive,
+        reconnect_min=broker.reconnect_min,
+        reconnect_max=broker.reconnect_max,
+        will=(status, b"offline"),
+        birth=(status, b"online"),
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def parse_url(url: str) -> tuple[str, int]:
+    parts = urlsplit(url)
+    default = 8883 if parts.scheme == "mqtts" else 1883
+    return parts.hostname or "127.0.0.1", parts.port or default
+
+
+class Agent:
+    """One gateway. ``await agent.run()`` until cancelled; ``agent.ready`` is set once serving."""
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        clock: Clock | None = None,
+        *,
+        south_url: str | None = None,
+        north_url: str | None = None,
+    ) -> None:
+        self.config = config
+        self.clock: Clock = clock or ScaledClock()
+        self.root = topics.root(config.id)
+        self.stats = AgentStats()
+        self.ready = asyncio.Event()
+        self._south_url = south_url or config.file.south.url
+        self._north_url = north_url or config.file.north.url
+        self.store = Store(config.data_dir / "gateway.sqlite3")
+        self.engine = Engine(config.policy, site_from_config(config), self.store)
+        self.broker: EmbeddedBroker | None = None
+        self.south: MqttLink | None = None
+        self.north: MqttLink | None = None
+        self._wake = {"south": asyncio.Event(), "north": asyncio.Event()}
+        self._timers_changed = asyncio.Event()
+        self._last_faults: dict[str, int] = {}
+        self._reported: dict[str, dict[str, Any]] = {}
+        self._desired: dict[str, dict[str, Any]] = {}
+        self._unflushed_rejects: Counter[str] = Counter()
+        self._lamp_tasks: set[asyncio.Task[None]] = set()
+        self.max_payload = config.file.limits.max_payload_bytes
+        self.on_effect: Callable[[Effect], None] | None = None  # observers (demo timeline)
+
+    # ----- lifecycle ------------------------------------------------------------------------
+    async def run(self) -> None:
+        try:
+            async with contextlib.AsyncExitStack() as stack:
+                if self._south_url == "embedded":
+                    self.broker = await stack.enter_async_context(EmbeddedBroker())
+                    south_host, south_port = self.broker.host, self.broker.port
+                else:
+                    south_host, south_port = parse_url(self._south_url)
+                subscriptions = [(f"{self.root}/{pattern}", 1) for pattern in topics.SOUTH_INBOUND]
+                self.south = MqttLink(
+                    "south",
+                    link_settings(self.config, "south", self.config.file.south, south_host, south_port),
+                    subscriptions,
+                    self._on_south,
+                )
+                if self._north_url not in ("none", ""):
+                    if self._north_url == "embedded":
+                        north_host, north_port = south_host, south_port
+                    else:
+                        north_host, north_port = parse_url(self._north_url)
+                    self.north = MqttLink(
+                        "north",
+                        link_settings(self.config, "north", self.config.file.north, north_host, north_port),
+                        [],
+                        self._on_north,
+                    )
+                with self.store.transaction():
+                    effects = self.engine.start(self.clock.now())
+                    self._apply(effects)
+                async with asyncio.TaskGroup() as group:
+                    group.create_task(self.south.run())
+                    group.create_task(self._drain("south", self.south))
+                    if self.north is not None:
+                        group.create_task(self.north.run())
+                        group.create_task(self._drain("north", self.north))
+                    group.create_task(self._time_loop())
+                    group.create_task(self._flush_loop())
+                    await self.south.wait_connected(timeout=30)
+                    self.ready.set()
+        finally:
+            self._flush()
+            self.store.close()
+
+    @property
+    def south_address(self) -> tuple[str, int]:
+        if self.broker is not None:
+            return self.broker.host, self.broker.port
+        return parse_url(self._south_url)
+
+    # ----- intake ---------------------------------------------------------------------------
+    async def _on_south(self, topic: str, payload: bytes) -> None:
+        self.stats.received += 1
+        try:
+            event = self._decode_south(topic, payload)
+        except ProtocolError as exc:
+            self.stats.rejected[exc.reason] += 1
+            self._unflushed_rejects[exc.reason] += 1
+            log.warning("rejected %s", exc)
+            return
+        if event is None:
+            return
+        if isinstance(event, ResponderAck):
+            parts = topics.split(self.config.id, topic)
+            responder = parts[1] if parts else "?"
+            with self.store.transaction():
+                self._apply(self.engine.acknowledge(event.alert_id, responder, self.clock.now()))
+            return
+        events = [event]
+        if event.kind == "lamp" and event.name == "state":
+            faults = int(event.data.get("faults", 0))
+            if faults and faults != self._last_faults.get(event.device, 0):
+                events.append(
+                    Event(
+                        event.device,
+                        "lamp",
+                        "fault",
+                        event.ts,
+                        event.zone,
+                        event.group,
+                        dict(event.data),
+                    )
+                )
+            self._last_faults[event.device] = faults
+            self._reported[event.device] = dict(event.data)
+        with self.store.transaction():
+            for one in events:
+                self._apply(self.engine.handle(one))
+        self._timers_changed.set()
+
+    def _decode_south(self, topic: str, payload: bytes) -> Event | ResponderAck | None:
+        parts = topics.split(self.config.id, topic)
+        if parts is None:
+            raise ProtocolError("unknown_topic", where=topic)
+        kind, device, channel = parts
+        if len(payload) > self.max_payload:
+            raise ProtocolError("oversized", where=topic, detail=f"{len(payload)} bytes")
+        if kind == "responder" and channel == "ack":
+            ack: ResponderAck = decode_payload(ResponderAck, payload, where=topic)
+            return ack
+        schema = SOUTH_SCHEMAS.get((kind, channel))
+        if schema is None:
+            raise ProtocolError("unknown_topic", where=topic)
+        known = self.engine.site.devices.get(device)
+        if known is None or known[0] != kind:
+            raise ProtocolError("unknown_device", where=topic, detail=f"{kind} {device!r} is not in the config")
+        message = decode_payload(schema, payload, where=topic)
+        _, group, zone = known
+        now = self.clock.now()
+        if isinstance(message, LampState):
+            data = {
+                "on": message.on,
+                "level": message.level,
+                "power_w": message.power_w,
+                "energy_wh": message.energy_wh,
+                "burn_hours": message.burn_hours,
+                "faults": message.faults,
+                "policy_version": message.policy_version,
+            }
+            return Event(device, kind, "state", now, zone, group, data)
+        if isinstance(message, CameraEvent):
+            return Event(
+                device,
+                kind,
+                message.detection,
+                now,
+                message.zone or zone,
+                group,
+                {"detection": message.detection, "confidence": message.confidence},
+            )
+        if isinstance(message, DeviceStatus):
+            return Event(
+                device,
+                kind,
+                "online" if message.online else "offline",
+                now,
+                zone,
+                group,
+                {"online": message.online},
+            )
+        if isinstance(message, WearableEvent):
+            return Event(device, kind, message.event, now, zone, group, {"seq": message.seq})
+        if isinstance(message, WearableVitals):
+            data = {
+                k: v for k, v in (("heart_rate", message.heart_rate), ("battery", message.battery)) if v is not None
+            }
+            return Event(device, kind, "vitals", now, zone, group, data)
+        if isinstance(message, Heartbeat):
+            return Event(
+                device,
+                kind,
+                "heartbeat",
+                now,
+                zone,
+                group,
+                {} if message.battery is None else {"battery": message.battery},
+            )
+        return None
+
+    async def _on_north(self, topic: str, payload: bytes) -> None:
+        self.stats.received += 1
+
+    # ----- effects --------------------------------------------------------------------------
+    def _apply(self, effects: list[Effect]) -> None:
+        """Turn effects into outbox rows (inside the caller's transaction) and lamp commands."""
+        now = self.clock.now()
+        for effect in effects:
+            self.stats.effects += 1
+            if self.on_effect is not None:
+                self.on_effect(effect)
+            if isinstance(effect, LampSet):
+                self._desired[effect.lamp] = {"level": effect.level, "reason": effect.reason}
+                self._send_lamp(effect)
+            elif isinstance(effect, NotifyResponder):
+                payload = encode(self._alert_message(effect.alert))
+                self.store.enqueue(
+                    "south",
+                    f"{self.root}/responder/{effect.responder}/alert",
+                    payload,
+                    priority=ALERT_PRIORITY,
+                    now=now,
+                )
+                self._wake["south"].set()
+            elif isinstance(effect, AlertChanged):
+                if self.north is not None:
+                    self.store.enqueue(
+                        "north",
+                        f"{self.root}/alert",
+                        encode(self._alert_message(effect.alert)),
+                        priority=ALERT_PRIORITY,
+                        now=now,
+                    )
+                    self._wake["north"].set()
+            elif isinstance(effect, PublishRequest):
+                link = "north" if self.north is not None else "south"
+                body = dict(effect.payload, v=1)
+                self.store.enqueue(
+                    link,
+                    f"{self.root}/event/{effect.topic}",
+                    msgspec.json.encode(body),
+                    priority=EVENT_PRIORITY,
+                    now=now,
+                )
+                self._wake[link].set()
+
+    def _alert_message(self, alert: dict[str, Any]) -> AlertMessage:
+        kind = self.engine.site.devices.get(alert["device"], ("gateway", None, None))[0]
+        return AlertMessage(
+            v=1,
+            ts=alert["updated"],
+            alert_id=alert["alert_id"],
+            gateway=self.config.id,
+            device=alert["device"],
+            kind=kind,
+            priority=alert["priority"],
+            message=alert["message"],
+            rule=alert["rule"],
+            status=alert["status"],
+            responder=alert["responder"],
+            step=alert["step"],
+        )
+
+    def _send_lamp(self, change: LampSet) -> None:
+        link = self.south
+        if link is None or not link.connected:
+            return  # desired state is kept; the lamp is brought in line when the link returns
+        command = LampCommand(v=1, ts=self.clock.now(), level=change.level, cmd_id=new_id(), reason=change.reason)
+        task = asyncio.get_running_loop().create_task(self._publish_lamp(link, change.lamp, encode(command)))
+        self._lamp_tasks.add(task)
+        task.add_done_callback(self._lamp_tasks.discard)
+
+    async def _publish_lamp(self, link: MqttLink, lamp: str, payload: bytes) -> None:
+        try:
+            await link.publish(f"{self.root}/lamp/{lamp}/set", payload, qos=1)
+            self.stats.published["lamp_set"] += 1
+        except Exception as exc:
+            log.warning("lamp %s command not sent: %s", lamp, exc)
+
+    # ----- loops ----------------------------------------------------------------------------
+    async def _drain(self, name: str, link: MqttLink) -> None:
+        """Send the outbox in order (alerts first); a message leaves it only after PUBACK."""
+        wake = self._wake[name]
+        while True:
+            await link.wait_connected()
+            batch = self.store.pending(name, limit=100)
+            if not batch:
+                wake.clear()
+                if not self.store.pending(name, limit=1):
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(wake.wait(), timeout=1.0)
+                continue
+            for message in batch:
+                try:
+                    await link.publish(message.topic, message.payload, qos=message.qos, retain=message.retain)
+                except Exception as exc:
+                    log.info("%s outbox paused: %s", name, exc)
+                    await asyncio.sleep(0.05)
+                    break
+                self.store.delivered(message.seq)
+                self.stats.published[name] += 1
+
+    async def _time_loop(self) -> None:
+        """Fire due timers and re-decide lamp levels at each minute of the timeline."""
+        next_minute = (self.clock.now() // 60.0 + 1.0) * 60.0
+        while True:
+            due = self.engine.next_due()
+            wake_at = next_minute if due is None else min(due, next_minute)
+            self._timers_changed.clear()
+            sleeper = asyncio.ensure_future(self.clock.sleep_until(wake_at))
+            changed = asyncio.ensure_future(self._timers_changed.wait())
+            await asyncio.wait({sleeper, changed}, return_when=asyncio.FIRST_COMPLETED)
+            for task in (sleeper, changed):
+                task.cancel()
+            now = self.clock.now()
+            with self.store.transaction():
+                effects = self.engine.fire_due(now)
+                if now >= next_minute:
+                    effects.extend(self.engine.tick_lighting(now))
+                    next_minute = (now // 60.0 + 1.0) * 60.0
+                self._apply(effects)
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            self._flush()
+
+    def _flush(self) -> None:
+        try:
+            self.store.add_traces(self.engine.take_traces(), self.config.file.limits.traces_per_rule)
+            now = self.clock.now()
+            if self._reported or self._desired:
+                with self.store.transaction(durable=False):
+                    for device, reported in self._reported.items():
+                        self.store.set_reported(device, reported, now)
+                    for device, desired in self._desired.items():
+                        self.store.set_desired(device, desired, now)
+                self._reported.clear()
+                self._desired.clear()
+            if self._unflushed_rejects:
+                self.store.add_counts({f"rejected.{k}": v for k, v in self._unflushed_rejects.items()})
+                self._unflushed_rejects.clear()
+        except Exception:
+            log.exception("flush failed")
+
+
+async def run_agent(config: GatewayConfig, clock: Clock | None = None) -> None:
+    agent = Agent(config, clock)
+    started = time.monotonic()
+    log.info("gateway %s starting", config.id)
+    try:
+        await agent.run()
+    finally:
+        log.info("gateway %s stopped after %.1fs", config.id, time.monotonic() - started)

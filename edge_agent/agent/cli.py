@@ -1,0 +1,168 @@
+"""`edge-agent`: run a gateway, check its config, read its traces and alerts, run the demo.
+
+Owns: the command line. Each command is a thin shell over the agent, config and store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from edge_agent.agent.cli_policy import policy_app
+from edge_agent.config import GatewayConfig, load_config
+from edge_agent.errors import ConfigError
+
+app = typer.Typer(
+    help="Gateway agent for street lamps, village cameras and home-care wearables.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+app.add_typer(policy_app, name="policy")
+console = Console()
+err = Console(stderr=True)
+
+ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="The gateway's TOML file.", exists=False)]
+
+
+def _load(path: Path) -> GatewayConfig:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        err.print(f"[red]{len(exc.problems)} problem(s) in the configuration:[/red]")
+        for problem in exc.problems:
+            err.print(f"  {problem}", markup=False, highlight=False)
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def check(config: ConfigOption) -> None:
+    """Validate a gateway config and its policy; print every problem; exit 2 if any."""
+    loaded = _load(config)
+    gw = loaded.file
+    console.print(
+        f"[green]ok[/green] {config}: gateway {loaded.id}, {len(gw.lamps)} lamps, {len(gw.cameras)} cameras, "
+        f"{len(gw.wearables)} wearables, {len(gw.responders)} responders; policy "
+        f"{loaded.policy.policy.name} ({len(loaded.policy.rules)} rules, sha256 {loaded.policy.sha256[:12]})"
+    )
+
+
+@app.command()
+def run(
+    config: ConfigOption,
+    speed: Annotated[float, typer.Option(help="Timeline seconds per real second (1 = real time).")] = 1.0,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log at debug level.")] = False,
+) -> None:
+    """Run the gateway agent until interrupted (Ctrl-C)."""
+    from edge_agent.agent.app import run_agent
+    from edge_agent.clock import ScaledClock
+
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    loaded = _load(config)
+    try:
+        asyncio.run(run_agent(loaded, ScaledClock(speed=speed)))
+    except KeyboardInterrupt:
+        console.print("stopped")
+
+
+@app.command()
+def demo(
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", help="Gateway config (default: examples/village-gateway.toml)."),
+    ] = None,
+    speed: Annotated[float, typer.Option(help="Timeline seconds per real second.")] = 2400.0,
+) -> None:
+    """One village night at accelerated time on the embedded broker; exits 0 if all checks pass."""
+    from edge_agent.agent.demo import DEFAULT_CONFIG, run_demo
+
+    logging.basicConfig(level=logging.ERROR)
+    ok = asyncio.run(run_demo(config or DEFAULT_CONFIG, speed=speed, console=console))
+    raise typer.Exit(0 if ok else 1)
+
+
+def _store(config: Path):  # type: ignore[no-untyped-def]
+    from edge_agent.store.db import Store
+
+    loaded = _load(config)
+    path = loaded.data_dir / "gateway.sqlite3"
+    if not path.exists():
+        err.print(f"[red]no state yet at {path}[/red]: run the agent first (edge-agent run -c {config})")
+        raise typer.Exit(1)
+    return Store(path)
+
+
+@app.command()
+def traces(
+    config: ConfigOption,
+    rule: Annotated[str | None, typer.Option(help="Only this rule's traces.")] = None,
+    limit: Annotated[int, typer.Option(help="How many, newest first.")] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON, one trace per line.")] = False,
+) -> None:
+    """List the last rule runs: trigger, condition and result, actions, duration."""
+    store = _store(config)
+    found = store.traces(rule, limit)
+    if as_json:
+        for trace in found:
+            sys.stdout.write(json.dumps(trace) + "\n")
+        return
+    table = Table(title=f"Last {len(found)} rule runs")
+    for column in ("time", "rule", "trigger", "condition", "actions", "µs"):
+        table.add_column(column)
+    for trace in found:
+        cond = trace.get("condition")
+        cond_text = (
+            "-"
+            if not cond
+            else f"{cond['if']} -> {cond['result']}" + (f" ({cond['reason']})" if cond.get("reason") else "")
+        )
+        table.add_row(
+            datetime.fromtimestamp(trace["ts"]).strftime("%m-%d %H:%M:%S"),
+            trace["rule"],
+            json.dumps(trace["trigger"]),
+            cond_text,
+            "; ".join(trace["actions"]) or "(none)",
+            str(trace["duration_us"]),
+        )
+    console.print(table)
+
+
+@app.command()
+def alerts(
+    config: ConfigOption,
+    limit: Annotated[int, typer.Option(help="How many, newest first.")] = 20,
+) -> None:
+    """List the alerts recorded on this gateway (kept even while the uplink is down)."""
+    store = _store(config)
+    table = Table(title="Alerts")
+    for column in ("raised", "priority", "device", "message", "status", "responder"):
+        table.add_column(column)
+    for alert in store.alerts(limit):
+        table.add_row(
+            datetime.fromtimestamp(alert["created"]).strftime("%m-%d %H:%M:%S"),
+            str(alert["priority"]),
+            alert["device"],
+            alert["message"],
+            alert["status"],
+            alert["responder"] or "-",
+        )
+    console.print(table)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

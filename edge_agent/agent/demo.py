@@ -1,0 +1,211 @@
+"""`edge-agent demo`: one village night on the embedded broker, at accelerated time.
+
+Owns: the scripted night (dusk, a person at the square, an SOS that escalates, a lamp fault,
+midnight dimming, dawn) against simulated devices over real MQTT, the printed timeline and
+the checks that decide the exit code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from datetime import time as dtime
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from edge_agent.agent.app import Agent
+from edge_agent.clock import ScaledClock
+from edge_agent.config import GatewayConfig, load_config
+from edge_agent.devtools.simdevices import Received, ResponderBehaviour, SimField, SimLamp
+from edge_agent.engine import AlertChanged, Effect, LampSet
+
+DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "examples" / "village-gateway.toml"
+
+
+@dataclass
+class Check:
+    name: str
+    passed: bool = False
+    detail: str = ""
+
+
+@dataclass
+class Timeline:
+    console: Console
+    clock: ScaledClock
+    tz: Any
+    checks: dict[str, Check] = field(default_factory=dict)
+    _pending_lamps: dict[tuple[float, str], list[str]] = field(default_factory=dict)
+
+    def stamp(self, at: float | None = None) -> str:
+        moment = datetime.fromtimestamp(self.clock.now() if at is None else at, self.tz)
+        return moment.strftime("%H:%M")
+
+    def line(self, who: str, what: str, style: str = "") -> None:
+        self.console.print(
+            f"[dim]{self.stamp()}[/dim]  [bold]{who:<12}[/bold] [{style}]{what}[/{style}]"
+            if style
+            else f"[dim]{self.stamp()}[/dim]  [bold]{who:<12}[/bold] {what}"
+        )
+
+    def check(self, name: str, detail: str = "") -> None:
+        entry = self.checks.setdefault(name, Check(name))
+        if not entry.passed:
+            entry.passed = True
+            entry.detail = detail
+
+
+def _demo_config(path: Path, data_dir: Path) -> GatewayConfig:
+    config = load_config(path)
+    gateway = msgspec.structs.replace(config.file.gateway, data_dir=str(data_dir))
+    return dataclasses.replace(config, file=msgspec.structs.replace(config.file, gateway=gateway))
+
+
+async def run_demo(config_path: Path = DEFAULT_CONFIG, speed: float = 2400.0, console: Console | None = None) -> bool:
+    console = console or Console()
+    with tempfile.TemporaryDirectory(prefix="edge-demo-") as tmp:
+        config = _demo_config(config_path, Path(tmp))
+        tz = config.tz
+        night = date(2026, 11, 26)
+        start = datetime.combine(night, dtime(17, 0), tz).timestamp()
+        end = datetime.combine(night + timedelta(days=1), dtime(8, 0), tz).timestamp()
+        clock = ScaledClock(start=start, speed=speed)
+        timeline = Timeline(console, clock, tz)
+        for name in (
+            "lamps on at dusk",
+            "boost and revert",
+            "SOS notified < 1 s",
+            "SOS escalated",
+            "SOS acknowledged",
+            "lamp fault alert",
+            "midnight dimming",
+            "lamps off at dawn",
+        ):
+            timeline.checks[name] = Check(name)
+        agent = Agent(config, clock)
+        console.print(
+            f"[bold]Village night demo[/bold]: gateway {config.id} at {config.file.gateway.latitude} N, "
+            f"{config.file.gateway.longitude} E; {night} 17:00 -> 08:00, time x{speed:g}"
+        )
+        lamp_batches: dict[tuple[str, float], list[str]] = {}
+
+        def on_effect(effect: Effect) -> None:
+            if isinstance(effect, LampSet):
+                lamp_batches.setdefault((effect.reason, effect.level), []).append(effect.lamp)
+                local = datetime.fromtimestamp(clock.now(), tz)
+                if effect.level > 0 and effect.reason == "program" and local.hour >= 17:
+                    timeline.check("lamps on at dusk", timeline.stamp())
+                if effect.reason == "boost":
+                    timeline.check("boost and revert", "boosted")
+                if effect.reason == "program" and local.hour == 0 and effect.level < 80:
+                    timeline.check("midnight dimming", f"{effect.lamp} -> {effect.level:g}%")
+                if effect.level == 0 and 5 <= local.hour < 9:
+                    timeline.check("lamps off at dawn", timeline.stamp())
+                loop.call_soon(flush_lamps)
+            elif isinstance(effect, AlertChanged):
+                alert = effect.alert
+                who = alert["responder"] or "-"
+                timeline.line("alert", escape(f"{alert['message']} [{alert['status']}] -> {who}"), "red")
+                if alert["status"] == "escalated":
+                    timeline.check("SOS escalated", f"to {who}")
+                if alert["status"] == "acknowledged" and alert["rule"] == "sos":
+                    timeline.check("SOS acknowledged", f"by {who}")
+                if alert["rule"] == "lamp-fault":
+                    timeline.check("lamp fault alert", alert["message"])
+
+        def flush_lamps() -> None:
+            for (reason, level), lamps in sorted(lamp_batches.items()):
+                shown = ", ".join(lamps) if len(lamps) <= 4 else f"{len(lamps)} lamps"
+                timeline.line("lamps", f"{shown} -> {level:g}% ({reason})", "yellow")
+            lamp_batches.clear()
+
+        sos_sent: dict[str, float] = {}
+
+        def on_receive(item: Received) -> None:
+            if "/responder/" in item.topic:
+                responder = item.topic.split("/")[-2]
+                timeline.line(responder, f"phone rings: {item.payload['message']}", "magenta")
+                if "sos" in sos_sent:
+                    delay = item.real_time - sos_sent["sos"]
+                    if item.payload.get("step") == 0 and delay < 1.0:
+                        timeline.check("SOS notified < 1 s", f"{delay * 1000:.0f} ms real time")
+
+        loop = asyncio.get_running_loop()
+        agent.on_effect = on_effect
+        agent_task = asyncio.create_task(agent.run())
+        await asyncio.wait_for(agent.ready.wait(), 30)
+        host, port = agent.south_address
+        field_ = SimField(config.id, host, port, clock, on_receive=on_receive)
+        for lamp in config.file.lamps:
+            field_.lamps[lamp.id] = SimLamp(lamp.id, lamp.rated_w)
+        field_.responders = {
+            "dr-wang": ResponderBehaviour(ack_after=None),  # busy: does not answer
+            "dr-li": ResponderBehaviour(ack_after=60.0),
+            "grid-zhang": ResponderBehaviour(ack_after=300.0),
+        }
+        field_ready = asyncio.Event()
+        field_task = asyncio.create_task(field_.run(field_ready))
+        await asyncio.wait_for(field_ready.wait(), 10)
+
+        async def heartbeats() -> None:
+            while True:  # each wearable checks in every 10 minutes of the night
+                for wearable in config.file.wearables:
+                    await field_.wearable(wearable.id, "heartbeat", battery=80)
+                await clock.sleep_until(clock.now() + 600.0)
+
+        heartbeat_task = asyncio.create_task(heartbeats())
+
+        def at(hour: int, minute: int) -> float:
+            day = night if hour >= 12 else night + timedelta(days=1)
+            return datetime.combine(day, dtime(hour, minute), tz).timestamp()
+
+        async def scene(when: float) -> None:
+            await clock.sleep_until(when)
+
+        try:
+            await scene(at(21, 40))
+            timeline.line("cam-square", "person detected in the square", "cyan")
+            await field_.camera("cam-square", "person")
+            await scene(at(21, 50))
+            square = [lamp for lamp in config.file.lamps if lamp.zone == "square"]
+            if all(field_.lamps[lamp.id].level == 80 for lamp in square):
+                timeline.checks["boost and revert"].detail = "boosted to 100%, back to 80%"
+            else:
+                timeline.checks["boost and revert"].passed = False
+            await scene(at(22, 30))
+            timeline.line("wear-001", "SOS button pressed", "bold red")
+            sos_sent["sos"] = time.monotonic()
+            await field_.wearable("wear-001", "sos")
+            await scene(at(1, 30))
+            timeline.line("lamp-ln-2", "driver fault reported (bits 0x0004)", "cyan")
+            await field_.fault("lamp-ln-2", 4)
+            await scene(end)
+        finally:
+            for task in (heartbeat_task, agent_task, field_task):
+                task.cancel()
+            await field_.close()
+            for task in (heartbeat_task, agent_task, field_task):
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        table = Table(title="What the night showed")
+        table.add_column("check")
+        table.add_column("result")
+        table.add_column("detail")
+        for check in timeline.checks.values():
+            table.add_row(
+                check.name,
+                "[green]ok[/green]" if check.passed else "[red]MISSING[/red]",
+                check.detail,
+            )
+        console.print(table)
+        return all(check.passed for check in timeline.checks.values())

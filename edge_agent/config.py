@@ -1,0 +1,272 @@
+"""Gateway configuration: one TOML file per gateway, validated once into frozen typed objects.
+
+Owns: the gateway file's schema (identity, brokers, devices, responders, serial buses, the
+policy file it runs) and loading it together with its policy. ``load_config`` raises
+``ConfigError`` listing every problem, each naming the file, the key path and what was
+expected. No raw dicts leave this module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import msgspec
+
+from edge_agent.errors import ConfigError, Problem
+from edge_agent.policy.model import Name, Policy, convert_section, load_toml, parse_policy
+
+Percent = Annotated[int, msgspec.Meta(ge=0, le=100)]
+
+
+class Identity(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    id: Name
+    district: Name = "naxi"
+    latitude: Annotated[float, msgspec.Meta(ge=-90, le=90)]
+    longitude: Annotated[float, msgspec.Meta(ge=-180, le=180)]
+    timezone: str = "Asia/Shanghai"
+    data_dir: str = "var/{id}"  # SQLite state; relative to the config file
+    policy: str  # path of the policy file, relative to the config file
+
+
+class Tls(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    ca: str
+    cert: str | None = None
+    key: str | None = None
+
+
+class BrokerSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """``url`` is ``embedded``, ``mqtt://host:port``, ``mqtts://host:port`` or ``none``."""
+
+    url: str = "embedded"
+    username: str | None = None
+    password: str | None = None
+    tls: Tls | None = None
+    allow_plaintext_remote: bool = False
+    keepalive: Annotated[int, msgspec.Meta(ge=5, le=3600)] = 30
+    reconnect_min: Annotated[float, msgspec.Meta(gt=0)] = 0.5
+    reconnect_max: Annotated[float, msgspec.Meta(gt=0)] = 30.0
+
+
+class Lamp(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    id: Name
+    group: Name = "default"
+    zone: Name | None = None
+    rated_w: Annotated[float, msgspec.Meta(gt=0, le=1000)] = 100.0
+    bus: Name | None = None  # a [buses.NAME] RS-485 bus; None means the lamp speaks MQTT
+    unit: Annotated[int, msgspec.Meta(ge=1, le=247)] | None = None  # Modbus unit id on the bus
+
+
+class Camera(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    id: Name
+    zone: Name
+
+
+class Wearable(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    id: Name
+    zone: Name | None = None
+    link: Literal["mqtt", "dongle"] = "mqtt"
+
+
+class Responder(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    id: Name
+    role: Name
+    x: float = 0.0  # metres east of the gateway
+    y: float = 0.0  # metres north of the gateway
+
+
+class Bus(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    port: str
+    baudrate: int = 9600
+    inter_frame_delay: float = 0.005
+    timeout: float = 0.3
+    retries: int = 2
+    offline_after: int = 3
+    poll_interval: float = 5.0
+
+
+class Dongle(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    port: str
+    baudrate: int = 115200
+
+
+class Limits(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    max_payload_bytes: Annotated[int, msgspec.Meta(ge=64, le=1 << 20)] = 16 * 1024
+    traces_per_rule: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 20
+    outbox_max_mb: Annotated[float, msgspec.Meta(gt=0)] = 64.0
+
+
+class GatewayFile(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    gateway: Identity
+    south: BrokerSettings = BrokerSettings()
+    north: BrokerSettings = BrokerSettings(url="none")
+    lamps: list[Lamp] = []
+    cameras: list[Camera] = []
+    wearables: list[Wearable] = []
+    responders: list[Responder] = []
+    buses: dict[Name, Bus] = {}
+    dongle: Dongle | None = None
+    limits: Limits = Limits()
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    """A validated gateway file and the policy it runs."""
+
+    path: Path
+    file: GatewayFile
+    policy: Policy
+    policy_bytes: bytes
+    policy_path: Path
+
+    @property
+    def id(self) -> str:
+        return self.file.gateway.id
+
+    @property
+    def data_dir(self) -> Path:
+        raw = self.file.gateway.data_dir.replace("{id}", self.id)
+        return (self.path.parent / raw).resolve()
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.file.gateway.timezone)
+
+
+def load_config(path: str | Path) -> GatewayConfig:
+    """Read and validate a gateway file and its policy; every problem in one ConfigError."""
+    path = Path(path)
+    source = str(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError([Problem(source, "", f"cannot read: {exc.strerror}")]) from None
+    raw = load_toml(data, source)
+    problems: list[Problem] = []
+    sections = {f.encode_name for f in msgspec.structs.fields(GatewayFile)}
+    for key in raw:
+        if key not in sections:
+            problems.append(Problem(source, key, f"unknown section; expected one of {sorted(sections)}"))
+    parsed: dict[str, object] = {}
+    for field in msgspec.structs.fields(GatewayFile):
+        if field.encode_name not in raw:
+            if field.required:
+                problems.append(Problem(source, field.encode_name, "missing required section"))
+            continue
+        value = raw[field.encode_name]
+        if isinstance(value, list):  # validate list items one by one: report them all
+            items = [
+                convert_section(item, field.type.__args__[0], source, f"{field.encode_name}[{i}]", problems)
+                for i, item in enumerate(value)
+            ]
+            parsed[field.encode_name] = [item for item in items if item is not None]
+        else:
+            converted = convert_section(value, field.type, source, field.encode_name, problems)
+            if converted is not None:
+                parsed[field.encode_name] = converted
+    policy: Policy | None = None
+    policy_bytes = b""
+    policy_path = Path()
+    identity = parsed.get("gateway")
+    if isinstance(identity, Identity):
+        try:
+            ZoneInfo(identity.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            problems.append(Problem(source, "gateway.timezone", f"unknown time zone {identity.timezone!r}"))
+        policy_path = (path.parent / identity.policy).resolve()
+        try:
+            policy_bytes = policy_path.read_bytes()
+            policy = parse_policy(policy_bytes, str(policy_path))
+        except OSError as exc:
+            problems.append(Problem(source, "gateway.policy", f"cannot read {policy_path}: {exc.strerror}"))
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+    if not problems:
+        gateway_file = msgspec.convert(parsed, GatewayFile, from_attributes=True)
+        problems.extend(_check_references(gateway_file, policy, source))
+    if problems or policy is None:
+        raise ConfigError(problems)
+    return GatewayConfig(path, gateway_file, policy, policy_bytes, policy_path)
+
+
+def _check_references(gw: GatewayFile, policy: Policy | None, source: str) -> list[Problem]:
+    problems: list[Problem] = []
+    seen: dict[str, str] = {}
+    sections: tuple[tuple[str, list[Lamp] | list[Camera] | list[Wearable]], ...] = (
+        ("lamps", gw.lamps),
+        ("cameras", gw.cameras),
+        ("wearables", gw.wearables),
+    )
+    for section, devices in sections:
+        for i, device in enumerate[Lamp | Camera | Wearable](devices):
+            if device.id in seen:
+                problems.append(
+                    Problem(
+                        source,
+                        f"{section}[{i}].id",
+                        f"duplicate device id {device.id!r} (also in {seen[device.id]})",
+                    )
+                )
+            seen[device.id] = section
+    units: set[tuple[str, int]] = set()
+    for i, lamp in enumerate(gw.lamps):
+        if lamp.bus is not None:
+            if lamp.bus not in gw.buses:
+                problems.append(
+                    Problem(
+                        source,
+                        f"lamps[{i}].bus",
+                        f"unknown bus {lamp.bus!r}; defined: {sorted(gw.buses)}",
+                    )
+                )
+            if lamp.unit is None:
+                problems.append(Problem(source, f"lamps[{i}].unit", "a lamp on a bus needs a Modbus unit id"))
+            elif (lamp.bus, lamp.unit) in units:
+                problems.append(
+                    Problem(
+                        source,
+                        f"lamps[{i}].unit",
+                        f"unit {lamp.unit} used twice on bus {lamp.bus!r}",
+                    )
+                )
+            else:
+                units.add((lamp.bus, lamp.unit))
+        if policy is not None and policy.program_for_group(lamp.group) is None:
+            problems.append(
+                Problem(
+                    source,
+                    f"lamps[{i}].group",
+                    f"no program for group {lamp.group!r} in the policy and no 'default'",
+                )
+            )
+    for i, wearable in enumerate(gw.wearables):
+        if wearable.link == "dongle" and gw.dongle is None:
+            problems.append(Problem(source, f"wearables[{i}].link", "link = 'dongle' needs a [dongle] section"))
+    for name, broker in (("south", gw.south), ("north", gw.north)):
+        url = broker.url
+        if url in ("embedded", "none"):
+            if name == "south" and url == "none":
+                problems.append(Problem(source, "south.url", "the south broker cannot be 'none'"))
+            continue
+        if not url.startswith(("mqtt://", "mqtts://")):
+            problems.append(
+                Problem(
+                    source,
+                    f"{name}.url",
+                    f"expected 'embedded', 'none', mqtt://host:port or mqtts://host:port, got {url!r}",
+                )
+            )
+    if policy is not None:
+        roles = {r.role for r in gw.responders}
+        for chain_name, chain in policy.chains.items():
+            if not roles.intersection(chain.roles):
+                problems.append(
+                    Problem(
+                        source,
+                        "responders",
+                        f"no responder has a role of chain {chain_name!r} ({', '.join(chain.roles)})",
+                    )
+                )
+    return problems

@@ -1,0 +1,19 @@
+"""The rule engine: typed events in, effects out; timers, escalations and traces.
+
+Owns: rule evaluation, the lighting controller, alert lifecycles, persisted timers.
+Must not import: edge_agent.transports or edge_agent.agent. Uses edge_agent.policy (the
+decisions) and edge_agent.store (persistence, inside the caller's transaction).
+"""
+
+from edge_agent.engine.effects import AlertChanged, Effect, LampSet, NotifyResponder, PublishRequest
+from edge_agent.engine.engine import Engine, Site
+
+__all__ = [
+    "AlertChanged",
+    "Effect",
+    "Engine",
+    "LampSet",
+    "NotifyResponder",
+    "PublishRequest",
+    "Site",
+]

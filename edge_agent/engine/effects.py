@@ -1,0 +1,33 @@
+"""What the engine asks the world to do. The agent turns effects into messages."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class LampSet:
+    lamp: str
+    level: float
+    reason: str  # "program", "boost", "rule:<id>", "revert"
+
+
+@dataclass(frozen=True, slots=True)
+class AlertChanged:
+    alert: dict[str, Any]  # the alert record as stored (status, step, responder, ...)
+
+
+@dataclass(frozen=True, slots=True)
+class NotifyResponder:
+    responder: str
+    alert: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class PublishRequest:
+    topic: str  # relative to the gateway's topic root
+    payload: dict[str, Any]
+
+
+Effect = LampSet | AlertChanged | NotifyResponder | PublishRequest

@@ -1,0 +1,594 @@
+"""The engine: events and time in, effects out, every pending timer persisted.
+
+Owns: matching events to rules, ``for`` timers on thresholds, absence timers, time and sun
+triggers, lamp overrides with revert, alert lifecycles (notify, escalate, acknowledge) and
+rule traces. All state changes go to the ``Store`` inside the caller's transaction, together
+with the outbox messages the caller derives from the returned effects: a crash either keeps
+a timer and no message, or the message and no timer. So each timer fires exactly once.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import time
+from collections import deque
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from croniter import croniter
+
+from edge_agent.engine.effects import AlertChanged, Effect, NotifyResponder, PublishRequest
+from edge_agent.engine.lighting import LampState, LightingController, LocalTime, local_time
+from edge_agent.engine.rules import CompiledRule, compile_rule, render
+from edge_agent.models import Event
+from edge_agent.policy.dispatch import choose_responder
+from edge_agent.policy.expr import evaluate
+from edge_agent.policy.model import (
+    Notify,
+    Policy,
+    Publish,
+    RaiseAlert,
+    SetLamp,
+    SunTrigger,
+    TimeTrigger,
+)
+from edge_agent.policy.programs import compile_programs
+from edge_agent.policy.sun import ZENITH_CIVIL, ZENITH_OFFICIAL, solar_elevation, sun_event_minute
+from edge_agent.policy.units import parse_clock, parse_duration, parse_signed_duration
+from edge_agent.store.db import Store, Timer, new_id
+
+FOREVER = 1e300  # due time of a latch: persisted, never fires
+
+
+@dataclass(frozen=True, slots=True)
+class SiteLamp:
+    id: str
+    group: str
+    zone: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class SiteResponder:
+    id: str
+    role: str
+    x: float = 0.0
+    y: float = 0.0
+
+
+@dataclass(frozen=True)
+class Site:
+    """What the engine needs to know of the gateway's place and devices."""
+
+    gateway: str
+    latitude: float
+    longitude: float
+    tz: ZoneInfo
+    lamps: tuple[SiteLamp, ...] = ()
+    responders: tuple[SiteResponder, ...] = ()
+    devices: Mapping[str, tuple[str, str | None, str | None]] = field(default_factory=dict)
+    # device id -> (kind, group, zone), for absence timers of devices never heard from
+    traces_per_rule: int = 20
+
+
+class _Context(Mapping[str, Any]):
+    """Condition names, computed lazily: event values first, then the gateway's context."""
+
+    __slots__ = ("_engine", "_event", "_extra", "_local")
+
+    def __init__(self, engine: Engine, event: Event, extra: Mapping[str, Any]) -> None:
+        self._engine = engine
+        self._event = event
+        self._extra = extra
+        self._local: LocalTime | None = None
+
+    def __getitem__(self, key: str) -> Any:
+        if key in self._extra:
+            return self._extra[key]
+        data = self._event.data
+        if key in data:
+            return data[key]
+        event = self._event
+        if key == "device":
+            return event.device
+        if key == "kind":
+            return event.kind
+        if key == "event":
+            return event.name
+        if key == "zone" and event.zone is not None:
+            return event.zone
+        if key == "group" and event.group is not None:
+            return event.group
+        if key in ("hour", "minute", "weekday"):
+            if self._local is None:
+                self._local = local_time(event.ts, self._engine.site.tz)
+            local = self._local
+            return {"hour": local.hour, "minute": int(local.minute), "weekday": local.weekday}[key]
+        if key == "sun_elevation":
+            return self._engine.sun_elevation(event.ts)
+        if key == "is_dark":
+            return self._engine.sun_elevation(event.ts) < -0.833
+        raise KeyError(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._event.data)
+
+    def __len__(self) -> int:
+        return len(self._event.data)
+
+
+class Engine:
+    def __init__(self, policy: Policy, site: Site, store: Store) -> None:
+        self.policy = policy
+        self.site = site
+        self.store = store
+        self.rules = [compile_rule(r) for r in policy.rules if r.enabled]
+        self.rules_by_id = {r.id: r for r in self.rules}
+        self.by_event: dict[str, list[CompiledRule]] = {}
+        for rule in self.rules:
+            for name in rule.events:
+                self.by_event.setdefault(name, []).append(rule)
+        programs = compile_programs(policy)
+        lamps: dict[str, LampState] = {}
+        for lamp in site.lamps:
+            program_name = policy.program_for_group(lamp.group)
+            if program_name is None:
+                continue  # the config loader refuses this; the bench may build such sites
+            lamps[lamp.id] = LampState(lamp.id, lamp.group, lamp.zone, programs[program_name])
+        self.lighting = LightingController(lamps, site.latitude, site.longitude, site.tz)
+        self.traces: dict[str, deque[dict[str, Any]]] = {}
+        self.unsaved_traces: list[dict[str, Any]] = []
+        self._heap: list[tuple[float, str]] = []
+        self._timers: dict[str, Timer] = {}
+        self._chains = {
+            name: (
+                chain,
+                parse_duration(chain.ack_timeout),
+                tuple(chain.roles.index(r.role) if r.role in chain.roles else -1 for r in site.responders),
+            )
+            for name, chain in policy.chains.items()
+        }
+        self._rx = tuple(r.x for r in site.responders)
+        self._ry = tuple(r.y for r in site.responders)
+        self._available = tuple(True for _ in site.responders)
+        self._elevation_cache: tuple[float, float] = (-1.0, 0.0)
+
+    # ----- start ------------------------------------------------------------------------------
+    def start(self, now: float) -> list[Effect]:
+        """Load persisted timers, schedule time/sun triggers and absence watches; first tick.
+
+        Call inside a store transaction. Overdue persisted timers fire at the next ``fire_due``.
+        """
+        for timer in self.store.timers():
+            self._timers[timer.timer_id] = timer
+            heapq.heappush(self._heap, (timer.due, timer.timer_id))
+            if timer.kind == "override":
+                self.lighting.override(timer.data["lamps"], timer.data["level"], timer.data["reason"], now)
+        for rule in self.rules:
+            if rule.trigger in ("time", "sun"):
+                self._schedule_next(rule, now)
+            elif rule.trigger == "absence":
+                for device, (kind, group, zone) in self.site.devices.items():
+                    probe = Event(device, kind, next(iter(rule.events)), now, zone, group)
+                    key = f"absence:{rule.id}:{device}"
+                    if rule.matches(probe) and key not in self._timers:
+                        self._put_timer(
+                            Timer(
+                                key,
+                                now + rule.for_seconds,
+                                "absence",
+                                {
+                                    "rule": rule.id,
+                                    "device": device,
+                                    "kind": kind,
+                                    "group": group,
+                                    "zone": zone,
+                                },
+                            )
+                        )
+        return list(self.lighting.tick(now))
+
+    # ----- events -----------------------------------------------------------------------------
+    def handle(self, event: Event) -> list[Effect]:
+        """One typed event in; effects out. Call inside a store transaction."""
+        effects: list[Effect] = []
+        now = event.ts
+        if event.kind == "camera" and event.name in ("person", "vehicle") and self.is_dark(now):
+            changes, until = self.lighting.boost_zone(event.zone, now)
+            effects.extend(changes)
+            if until > now:  # in memory only: a lost boost end is caught by the next tick
+                key = f"boost:{event.zone}"
+                self._timers[key] = Timer(key, until, "boost", {})
+                heapq.heappush(self._heap, (until, key))
+        for rule in self.by_event.get(event.name, ()):
+            if not rule.matches(event):
+                continue
+            if rule.trigger == "event":
+                effects.extend(
+                    self._run(
+                        rule,
+                        event,
+                        {"type": "event", "event": event.name, "device": event.device},
+                        {},
+                    )
+                )
+            elif rule.trigger == "threshold":
+                self._threshold(rule, event, effects)
+            elif rule.trigger == "absence":
+                key = f"absence:{rule.id}:{event.device}"
+                data = {
+                    "rule": rule.id,
+                    "device": event.device,
+                    "kind": event.kind,
+                    "group": event.group,
+                    "zone": event.zone,
+                }
+                self._put_timer(Timer(key, now + rule.for_seconds, "absence", data))
+        return effects
+
+    def _threshold(self, rule: CompiledRule, event: Event, effects: list[Effect]) -> None:
+        assert rule.field is not None
+        value = event.data.get(rule.field)
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            return
+        key = f"threshold:{rule.id}:{event.device}"
+        pending = self._timers.get(key)
+        if not rule.crossed(float(value)):
+            if pending is not None:
+                self._drop_timer(key)
+            return
+        if pending is not None:
+            return  # already counting, or latched until the value goes back
+        if rule.for_seconds <= 0:
+            self._put_timer(Timer(key, FOREVER, "latch", {"rule": rule.id}))
+            effects.extend(
+                self._run(
+                    rule,
+                    event,
+                    {"type": "threshold", "field": rule.field, "value": value},
+                    {"value": value},
+                )
+            )
+            return
+        data = {
+            "rule": rule.id,
+            "device": event.device,
+            "kind": event.kind,
+            "group": event.group,
+            "zone": event.zone,
+            "value": value,
+            "since": event.ts,
+        }
+        self._put_timer(Timer(key, event.ts + rule.for_seconds, "threshold", data))
+
+    # ----- acknowledgements -------------------------------------------------------------------
+    def acknowledge(self, alert_id: str, responder: str, now: float) -> list[Effect]:
+        """A responder acknowledged: stop escalating. Unknown or repeated acks change nothing."""
+        alert = self.store.alert(alert_id)
+        if alert is None or alert["status"] in ("acknowledged",):
+            return []
+        alert.update(status="acknowledged", responder=responder, updated=now)
+        self.store.put_alert(alert)
+        self._drop_timer(f"escalate:{alert_id}")
+        self._trace(
+            {
+                "rule": alert["rule"],
+                "ts": now,
+                "trigger": {"type": "ack", "alert": alert_id, "responder": responder},
+                "condition": None,
+                "actions": ["acknowledged"],
+                "duration_us": 0,
+            }
+        )
+        return [AlertChanged(alert)]
+
+    # ----- time -------------------------------------------------------------------------------
+    def next_due(self) -> float | None:
+        while self._heap:
+            due, key = self._heap[0]
+            timer = self._timers.get(key)
+            if timer is None or timer.due != due:
+                heapq.heappop(self._heap)  # stale entry
+                continue
+            return due if due < FOREVER else None
+        return None
+
+    def fire_due(self, now: float) -> list[Effect]:
+        """Fire every timer due at ``now``. Call inside a store transaction."""
+        effects: list[Effect] = []
+        while True:
+            due = self.next_due()
+            if due is None or due > now:
+                return effects
+            _, key = heapq.heappop(self._heap)
+            timer = self._timers[key]
+            effects.extend(self._fire(timer, now))
+
+    def _fire(self, timer: Timer, now: float) -> list[Effect]:
+        data = timer.data
+        kind = timer.kind
+        if kind in ("schedule",):
+            del self._timers[timer.timer_id]
+            rule = self.rules_by_id.get(data["rule"])
+            if rule is None:
+                return []
+            self._schedule_next(rule, timer.due + 1.0)
+            probe = Event("gateway", "gateway", rule.trigger, timer.due)
+            return self._run(rule, probe, {"type": rule.trigger, "scheduled": timer.due}, {})
+        if kind == "boost":
+            del self._timers[timer.timer_id]
+            return list(self.lighting.tick(now))
+        self._drop_timer(timer.timer_id)
+        if kind == "override":
+            return list(self.lighting.release(data["lamps"], now))
+        if kind == "escalate":
+            return self._escalate(data["alert_id"], now)
+        rule = self.rules_by_id.get(data.get("rule", ""))
+        if rule is None:
+            return []
+        event = Event(
+            data["device"],
+            data["kind"],
+            kind,
+            timer.due,
+            data.get("zone"),
+            data.get("group"),
+            {"value": data.get("value", 0)},
+        )
+        if kind == "threshold":
+            self._put_timer(Timer(timer.timer_id, FOREVER, "latch", {"rule": rule.id}))
+            trigger = {
+                "type": "threshold",
+                "field": rule.field,
+                "value": data["value"],
+                "held_since": data["since"],
+            }
+            return self._run(rule, event, trigger, {"value": data["value"]})
+        if kind == "absence":
+            trigger = {"type": "absence", "device": data["device"], "silent_for": rule.for_seconds}
+            return self._run(rule, event, trigger, {})
+        return []
+
+    def _schedule_next(self, rule: CompiledRule, after: float) -> None:
+        when = rule.declaration.when
+        tz = self.site.tz
+        if isinstance(when, TimeTrigger):
+            start = datetime.fromtimestamp(after, tz)
+            if when.cron is not None:
+                due = float(croniter(when.cron, start).get_next(float))
+            else:
+                assert when.at is not None
+                minute = parse_clock(when.at)
+                moment = start.replace(hour=minute // 60, minute=minute % 60, second=0, microsecond=0)
+                if moment.timestamp() < after:
+                    moment = (moment + timedelta(days=1)).replace(hour=minute // 60, minute=minute % 60)
+                due = moment.timestamp()
+        elif isinstance(when, SunTrigger):
+            due = self._next_sun_event(when, after)
+        else:
+            return
+        self._timers[f"schedule:{rule.id}"] = Timer(f"schedule:{rule.id}", due, "schedule", {"rule": rule.id})
+        heapq.heappush(self._heap, (due, f"schedule:{rule.id}"))
+
+    def _next_sun_event(self, when: SunTrigger, after: float) -> float:
+        offset = parse_signed_duration(when.offset)
+        rising = when.event in ("sunrise", "dawn")
+        zenith = ZENITH_OFFICIAL if when.event in ("sunrise", "sunset") else ZENITH_CIVIL
+        local = local_time(after, self.site.tz)
+        for day in range(local.epoch_day - 1, local.epoch_day + 3):
+            minute = sun_event_minute(
+                day,
+                self.site.latitude,
+                self.site.longitude,
+                local.utc_offset_minutes,
+                zenith,
+                rising,
+            )
+            if math.isnan(minute):
+                continue
+            moment = (day * 1440.0 + minute - local.utc_offset_minutes) * 60.0 + offset
+            if moment >= after:
+                return moment
+        return after + 86400.0
+
+    # ----- lighting ---------------------------------------------------------------------------
+    def tick_lighting(self, now: float) -> list[Effect]:
+        return list(self.lighting.tick(now))
+
+    def sun_elevation(self, now: float) -> float:
+        cached_at, value = self._elevation_cache
+        if abs(now - cached_at) > 30.0:
+            value = solar_elevation(now, self.site.latitude, self.site.longitude)
+            self._elevation_cache = (now, value)
+        return value
+
+    def is_dark(self, now: float) -> bool:
+        return self.sun_elevation(now) < -0.833
+
+    # ----- rule runs --------------------------------------------------------------------------
+    def _run(self, rule: CompiledRule, event: Event, trigger: dict[str, Any], extra: Mapping[str, Any]) -> list[Effect]:
+        started = time.perf_counter_ns()
+        env = _Context(self, event, extra)
+        condition: dict[str, Any] | None = None
+        if rule.condition is not None:
+            passed, reason = evaluate(rule.condition, env)
+            condition = {"if": rule.condition_text, "result": passed}
+            if reason:
+                condition["reason"] = reason
+            if not passed:
+                self._trace(
+                    {
+                        "rule": rule.id,
+                        "ts": event.ts,
+                        "trigger": trigger,
+                        "condition": condition,
+                        "actions": [],
+                        "duration_us": (time.perf_counter_ns() - started) // 1000,
+                    }
+                )
+                return []
+        effects: list[Effect] = []
+        done: list[str] = []
+        for action in rule.actions:
+            done.append(self._act(rule, action, event, env, effects))
+        self._trace(
+            {
+                "rule": rule.id,
+                "ts": event.ts,
+                "trigger": trigger,
+                "condition": condition,
+                "actions": done,
+                "duration_us": (time.perf_counter_ns() - started) // 1000,
+            }
+        )
+        return effects
+
+    def _act(self, rule: CompiledRule, action: Any, event: Event, env: _Context, effects: list[Effect]) -> str:
+        now = event.ts
+        if isinstance(action, SetLamp):
+            lamps = [lamp.lamp for lamp in self.lighting.resolve(action.device, action.group, action.zone)]
+            reason = f"rule:{rule.id}"
+            changes = self.lighting.override(lamps, float(action.level), reason, now)
+            effects.extend(changes)
+            target = action.device or action.group or action.zone
+            key = f"override:{rule.id}:{target}"
+            duration = parse_duration(action.for_) if action.for_ is not None else None
+            due = now + duration if duration is not None else FOREVER
+            self._put_timer(
+                Timer(
+                    key,
+                    due,
+                    "override",
+                    {"lamps": lamps, "level": float(action.level), "reason": reason},
+                )
+            )
+            until = f" for {duration:g}s" if duration is not None else ""
+            return f"set_lamp {target} level={action.level}{until} ({len(lamps)} lamps)"
+        if isinstance(action, RaiseAlert | Notify):
+            chain = action.notify if isinstance(action, RaiseAlert) else action.chain
+            message = render(action.message, env)
+            alert = self._raise(rule.id, event.device, action.priority, message, chain, now, effects)
+            return f"alert {alert['alert_id']} priority={action.priority}" + (f" notify={chain}" if chain else "")
+        if isinstance(action, Publish):
+            payload = {k: render(v, env) if isinstance(v, str) else v for k, v in action.payload.items()}
+            payload.update(rule=rule.id, device=event.device, ts=now)
+            effects.append(PublishRequest(action.topic, payload))
+            return f"publish {action.topic}"
+        raise TypeError(type(action))  # pragma: no cover - the schema admits no other action
+
+    # ----- alerts -----------------------------------------------------------------------------
+    def _raise(
+        self,
+        rule: str,
+        device: str,
+        priority: int,
+        message: str,
+        chain: str | None,
+        now: float,
+        effects: list[Effect],
+    ) -> dict[str, Any]:
+        alert: dict[str, Any] = {
+            "alert_id": new_id(),
+            "created": now,
+            "device": device,
+            "rule": rule,
+            "priority": priority,
+            "message": message,
+            "chain": chain,
+            "step": 0,
+            "responder": None,
+            "status": "raised",
+            "updated": now,
+        }
+        if chain is not None:
+            self._notify_step(alert, 0, now, effects)
+        else:
+            self.store.put_alert(alert)
+            effects.append(AlertChanged(dict(alert)))
+        return alert
+
+    def _notify_step(self, alert: dict[str, Any], step: int, now: float, effects: list[Effect]) -> None:
+        chain, ack_timeout, ranks = self._chains[alert["chain"]]
+        n = len(self.site.responders)
+        while step < len(chain.roles):
+            index = choose_responder(0.0, 0.0, self._rx, self._ry, self._available, ranks, n, step)
+            if index >= 0:
+                responder = self.site.responders[index].id
+                alert.update(
+                    step=step,
+                    responder=responder,
+                    status="notified" if step == 0 else "escalated",
+                    updated=now,
+                )
+                self.store.put_alert(alert)
+                self._put_timer(
+                    Timer(
+                        f"escalate:{alert['alert_id']}",
+                        now + ack_timeout,
+                        "escalate",
+                        {"alert_id": alert["alert_id"]},
+                    )
+                )
+                effects.append(NotifyResponder(responder, dict(alert)))
+                effects.append(AlertChanged(dict(alert)))
+                return
+            step += 1
+        if chain.repeat_last and alert["responder"] is not None:
+            self._put_timer(
+                Timer(
+                    f"escalate:{alert['alert_id']}",
+                    now + ack_timeout,
+                    "escalate",
+                    {"alert_id": alert["alert_id"]},
+                )
+            )
+            effects.append(NotifyResponder(alert["responder"], dict(alert)))
+            return
+        alert.update(status="unacknowledged", updated=now)
+        self.store.put_alert(alert)
+        effects.append(AlertChanged(dict(alert)))
+
+    def _escalate(self, alert_id: str, now: float) -> list[Effect]:
+        alert = self.store.alert(alert_id)
+        if alert is None or alert["status"] in ("acknowledged", "unacknowledged"):
+            return []
+        effects: list[Effect] = []
+        previous = alert["responder"]
+        self._notify_step(alert, int(alert["step"]) + 1, now, effects)
+        self._trace(
+            {
+                "rule": alert["rule"],
+                "ts": now,
+                "trigger": {"type": "escalation", "alert": alert_id, "unanswered": previous},
+                "condition": None,
+                "actions": [f"{alert['status']} -> {alert['responder']}"],
+                "duration_us": 0,
+            }
+        )
+        return effects
+
+    # ----- timers and traces ------------------------------------------------------------------
+    def _put_timer(self, timer: Timer) -> None:
+        self._timers[timer.timer_id] = timer
+        self.store.put_timer(timer)
+        heapq.heappush(self._heap, (timer.due, timer.timer_id))
+
+    def _drop_timer(self, key: str) -> None:
+        if self._timers.pop(key, None) is not None:
+            self.store.delete_timer(key)
+
+    def _trace(self, trace: dict[str, Any]) -> None:
+        kept = self.traces.get(trace["rule"])
+        if kept is None:
+            kept = self.traces[trace["rule"]] = deque(maxlen=self.site.traces_per_rule)
+        kept.append(trace)
+        self.unsaved_traces.append(trace)
+        if len(self.unsaved_traces) > 10 * self.site.traces_per_rule * max(1, len(self.rules)):
+            del self.unsaved_traces[: len(self.unsaved_traces) // 2]  # bounded if never flushed
+
+    def take_traces(self) -> list[dict[str, Any]]:
+        traces, self.unsaved_traces = self.unsaved_traces, []
+        return traces

@@ -1,0 +1,58 @@
+"""The one exception root of the project and its few categories.
+
+Third-party exceptions are converted at the boundary (``raise TransportError(...) from None``),
+so callers only ever catch these. Errors carry structured fields, not just text.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class EdgeError(Exception):
+    """Root of every error this project raises on purpose."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong in an input: where it is and what was expected."""
+
+    source: str  # a file name, a topic, a port
+    path: str  # key path inside it, e.g. ``rules[3].when.for``
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.source}: {self.path}" if self.path else self.source
+        return f"{where}: {self.message}"
+
+
+class ConfigError(EdgeError):
+    """A configuration (or scenario) file is invalid. Holds every problem found, not just the first."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+class ProtocolError(EdgeError):
+    """Bytes or a payload that do not follow the contract (frame, Modbus PDU, MQTT schema)."""
+
+    def __init__(self, reason: str, *, where: str = "", detail: str = "") -> None:
+        self.reason = reason  # a short, countable key, e.g. "bad_crc", "oversized"
+        self.where = where
+        self.detail = detail
+        text = f"{where}: {reason}" if where else reason
+        super().__init__(f"{text} ({detail})" if detail else text)
+
+
+class TransportError(EdgeError):
+    """A link failed: broker unreachable, port gone, timeout."""
+
+
+class PolicyError(EdgeError):
+    """A policy or policy bundle was refused (bad signature, rollback, expired, ...)."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        self.reason = reason
+        self.detail = detail
+        super().__init__(f"{reason}: {detail}" if detail else reason)

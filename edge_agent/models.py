@@ -1,0 +1,135 @@
+"""Typed, versioned message schemas (MQTT payloads) and the engine's event type.
+
+Owns: what each topic carries and how bytes become typed messages. Every payload is JSON with
+``"v": 1``. A malformed, unknown, wrong-version or oversized payload raises ``ProtocolError``
+with a short countable ``reason``; callers count and log it and go on.
+Must not import: the engine, the policy, transports, store or agent.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from edge_agent.errors import ProtocolError
+
+SCHEMA_VERSION = 1
+MAX_PAYLOAD_BYTES = 16 * 1024
+
+Level = Annotated[float, msgspec.Meta(ge=0, le=100)]
+NonNegative = Annotated[float, msgspec.Meta(ge=0)]
+
+
+class Message(msgspec.Struct, frozen=True, forbid_unknown_fields=False, kw_only=True):
+    v: Literal[1]
+    ts: float | None = None  # device time (epoch seconds); the gateway stamps its own on receipt
+
+
+# ----- south: devices -> gateway -------------------------------------------------------------
+class LampState(Message, frozen=True, kw_only=True):
+    on: bool
+    level: Level
+    power_w: NonNegative = 0.0
+    energy_wh: NonNegative = 0.0
+    burn_hours: NonNegative = 0.0
+    faults: Annotated[int, msgspec.Meta(ge=0, le=0xFFFF)] = 0
+    policy_version: int | None = None
+
+
+class CameraEvent(Message, frozen=True, kw_only=True):
+    detection: Literal["motion", "person", "vehicle"]
+    zone: str | None = None
+    confidence: Annotated[float, msgspec.Meta(ge=0, le=1)] | None = None
+
+
+class DeviceStatus(Message, frozen=True, kw_only=True):
+    online: bool
+
+
+class WearableEvent(Message, frozen=True, kw_only=True):
+    event: Literal["sos", "fall", "geofence_exit"]
+    seq: int | None = None
+
+
+class WearableVitals(Message, frozen=True, kw_only=True):
+    heart_rate: Annotated[int, msgspec.Meta(ge=0, le=300)] | None = None
+    battery: Annotated[int, msgspec.Meta(ge=0, le=100)] | None = None
+
+
+class Heartbeat(Message, frozen=True, kw_only=True):
+    battery: Annotated[int, msgspec.Meta(ge=0, le=100)] | None = None
+
+
+class ResponderAck(Message, frozen=True, kw_only=True):
+    alert_id: str
+
+
+# ----- gateway -> devices / responders / north -----------------------------------------------
+class LampCommand(Message, frozen=True, kw_only=True):
+    level: Level
+    cmd_id: str
+    reason: str = ""
+
+
+class AlertMessage(Message, frozen=True, kw_only=True):
+    alert_id: str
+    gateway: str
+    device: str
+    kind: str
+    priority: Annotated[int, msgspec.Meta(ge=1, le=5)]
+    message: str
+    rule: str
+    status: Literal["raised", "notified", "escalated", "acknowledged", "unacknowledged"]
+    responder: str | None = None
+    step: int = 0
+
+
+# (kind, channel) of a south topic -> schema
+SOUTH_SCHEMAS: dict[tuple[str, str], type[Message]] = {
+    ("lamp", "state"): LampState,
+    ("camera", "event"): CameraEvent,
+    ("camera", "status"): DeviceStatus,
+    ("wearable", "event"): WearableEvent,
+    ("wearable", "vitals"): WearableVitals,
+    ("wearable", "heartbeat"): Heartbeat,
+}
+
+_decoders: dict[type[Message], msgspec.json.Decoder[Any]] = {}
+_encoder = msgspec.json.Encoder()
+
+
+def decode_payload(schema: type[Message], payload: bytes, *, where: str) -> Any:
+    """Bytes -> typed message, or ProtocolError(reason) naming the topic and the field."""
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise ProtocolError("oversized", where=where, detail=f"{len(payload)} bytes")
+    decoder = _decoders.get(schema)
+    if decoder is None:
+        decoder = _decoders[schema] = msgspec.json.Decoder(schema)
+    try:
+        return decoder.decode(payload)
+    except msgspec.ValidationError as exc:
+        reason = "bad_version" if "`$.v`" in str(exc) else "schema"
+        raise ProtocolError(reason, where=where, detail=str(exc)) from None
+    except msgspec.DecodeError as exc:
+        raise ProtocolError("bad_json", where=where, detail=str(exc)) from None
+
+
+def encode(message: msgspec.Struct) -> bytes:
+    return _encoder.encode(message)
+
+
+class Event(msgspec.Struct, frozen=True, gc=False):
+    """What the engine sees: one thing that happened to one device, with its values.
+
+    ``name`` is e.g. ``sos``, ``fall``, ``geofence_exit``, ``person``, ``vehicle``, ``motion``,
+    ``state``, ``vitals``, ``heartbeat``, ``online``, ``offline``, ``fault``, ``ack``.
+    """
+
+    device: str
+    kind: str
+    name: str
+    ts: float
+    zone: str | None = None
+    group: str | None = None
+    data: dict[str, Any] = {}

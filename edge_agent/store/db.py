@@ -1,0 +1,267 @@
+"""The gateway's SQLite state: outbox, timers, alerts, traces, shadow, counters.
+
+Owns: the schema and every statement against it. WAL mode; alerts and anything an alert
+depends on commit with ``synchronous=FULL`` (fsync before the commit returns); telemetry may
+commit with ``NORMAL`` (a power cut can lose the last commits of telemetry, never an alert).
+Every outbox message gets the agent's own id before it is stored; MQTT packet ids are never
+used for identity. Must not import: engine, transports, agent.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    msg_id TEXT NOT NULL UNIQUE,
+    link TEXT NOT NULL,              -- 'south' or 'north'
+    priority INTEGER NOT NULL,       -- 0 alert, 1 event, 2 telemetry
+    topic TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    qos INTEGER NOT NULL DEFAULT 1,
+    retain INTEGER NOT NULL DEFAULT 0,
+    created REAL NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS outbox_order ON outbox (link, priority, seq);
+CREATE TABLE IF NOT EXISTS timers (
+    timer_id TEXT PRIMARY KEY,
+    due REAL NOT NULL,
+    kind TEXT NOT NULL,
+    data TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS alerts (
+    alert_id TEXT PRIMARY KEY,
+    created REAL NOT NULL,
+    device TEXT NOT NULL,
+    rule TEXT NOT NULL,
+    priority INTEGER NOT NULL,
+    message TEXT NOT NULL,
+    chain TEXT,
+    step INTEGER NOT NULL DEFAULT 0,
+    responder TEXT,
+    status TEXT NOT NULL,
+    updated REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS traces (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    rule TEXT NOT NULL,
+    ts REAL NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS traces_rule ON traces (rule, id);
+CREATE TABLE IF NOT EXISTS shadow (
+    device TEXT PRIMARY KEY,
+    desired TEXT NOT NULL DEFAULT '{}',
+    reported TEXT NOT NULL DEFAULT '{}',
+    updated REAL NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS counters (
+    name TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+"""
+
+ALERT_PRIORITY = 0
+EVENT_PRIORITY = 1
+TELEMETRY_PRIORITY = 2
+
+
+def new_id() -> str:
+    """The agent's own message id: unique across restarts and reconnects."""
+    return uuid.uuid4().hex
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxMessage:
+    seq: int
+    msg_id: str
+    link: str
+    priority: int
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Timer:
+    timer_id: str
+    due: float
+    kind: str
+    data: dict[str, Any]
+
+
+class Store:
+    """One SQLite database per gateway. Not thread-safe: used from the agent's event loop."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        if str(path) != ":memory:":
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.executescript(SCHEMA)
+        self._durable = True
+
+    def close(self) -> None:
+        self.db.close()
+
+    @contextmanager
+    def transaction(self, *, durable: bool = True) -> Iterator[sqlite3.Connection]:
+        """One atomic commit; ``durable`` commits with fsync (alerts), else NORMAL (telemetry)."""
+        if durable != self._durable:
+            self.db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+            self._durable = durable
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    # ----- outbox -------------------------------------------------------------------------
+    def enqueue(
+        self,
+        link: str,
+        topic: str,
+        payload: bytes,
+        *,
+        priority: int,
+        now: float,
+        qos: int = 1,
+        retain: bool = False,
+        msg_id: str | None = None,
+    ) -> str:
+        """Add a message (inside the caller's transaction if one is open). Returns its id."""
+        msg_id = msg_id or new_id()
+        self.db.execute(
+            "INSERT INTO outbox (msg_id, link, priority, topic, payload, qos, retain, created)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (msg_id, link, priority, topic, payload, qos, int(retain), now),
+        )
+        return msg_id
+
+    def pending(self, link: str, limit: int = 100) -> list[OutboxMessage]:
+        """Oldest first within priority: alerts before events before telemetry."""
+        rows = self.db.execute(
+            "SELECT seq, msg_id, link, priority, topic, payload, qos, retain FROM outbox"
+            " WHERE link = ? ORDER BY priority, seq LIMIT ?",
+            (link, limit),
+        ).fetchall()
+        return [OutboxMessage(r[0], r[1], r[2], r[3], r[4], bytes(r[5]), r[6], bool(r[7])) for r in rows]
+
+    def delivered(self, seq: int) -> None:
+        """Forget a message once its PUBACK arrived (NORMAL sync: a replay is a duplicate)."""
+        with self.transaction(durable=False):
+            self.db.execute("DELETE FROM outbox WHERE seq = ?", (seq,))
+
+    def count_pending(self, link: str | None = None) -> int:
+        if link is None:
+            return int(self.db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+        row = self.db.execute("SELECT COUNT(*) FROM outbox WHERE link = ?", (link,)).fetchone()
+        return int(row[0])
+
+    # ----- timers -------------------------------------------------------------------------
+    def put_timer(self, timer: Timer) -> None:
+        self.db.execute(
+            "INSERT OR REPLACE INTO timers (timer_id, due, kind, data) VALUES (?, ?, ?, ?)",
+            (timer.timer_id, timer.due, timer.kind, json.dumps(timer.data)),
+        )
+
+    def delete_timer(self, timer_id: str) -> None:
+        self.db.execute("DELETE FROM timers WHERE timer_id = ?", (timer_id,))
+
+    def timers(self) -> list[Timer]:
+        rows = self.db.execute("SELECT timer_id, due, kind, data FROM timers ORDER BY due").fetchall()
+        return [Timer(r[0], r[1], r[2], json.loads(r[3])) for r in rows]
+
+    # ----- alerts -------------------------------------------------------------------------
+    def put_alert(self, alert: dict[str, Any]) -> None:
+        self.db.execute(
+            "INSERT OR REPLACE INTO alerts (alert_id, created, device, rule, priority, message,"
+            " chain, step, responder, status, updated) VALUES (:alert_id, :created, :device,"
+            " :rule, :priority, :message, :chain, :step, :responder, :status, :updated)",
+            alert,
+        )
+
+    def alert(self, alert_id: str) -> dict[str, Any] | None:
+        cur = self.db.execute("SELECT * FROM alerts WHERE alert_id = ?", (alert_id,))
+        row = cur.fetchone()
+        if row is None:
+            return None
+        return dict(zip([c[0] for c in cur.description], row, strict=True))
+
+    def alerts(self, limit: int = 100) -> list[dict[str, Any]]:
+        cur = self.db.execute("SELECT * FROM alerts ORDER BY created DESC LIMIT ?", (limit,))
+        names = [c[0] for c in cur.description]
+        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+    # ----- traces -------------------------------------------------------------------------
+    def add_traces(self, traces: list[dict[str, Any]], keep_per_rule: int) -> None:
+        if not traces:
+            return
+        with self.transaction(durable=False):
+            self.db.executemany(
+                "INSERT INTO traces (rule, ts, body) VALUES (?, ?, ?)",
+                [(t["rule"], t["ts"], json.dumps(t)) for t in traces],
+            )
+            for rule in {t["rule"] for t in traces}:
+                self.db.execute(
+                    "DELETE FROM traces WHERE rule = ? AND id NOT IN"
+                    " (SELECT id FROM traces WHERE rule = ? ORDER BY id DESC LIMIT ?)",
+                    (rule, rule, keep_per_rule),
+                )
+
+    def traces(self, rule: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
+        if rule is None:
+            rows = self.db.execute("SELECT body FROM traces ORDER BY id DESC LIMIT ?", (limit,))
+        else:
+            rows = self.db.execute("SELECT body FROM traces WHERE rule = ? ORDER BY id DESC LIMIT ?", (rule, limit))
+        return [json.loads(r[0]) for r in rows.fetchall()]
+
+    # ----- shadow -------------------------------------------------------------------------
+    def set_desired(self, device: str, desired: dict[str, Any], now: float) -> None:
+        self.db.execute(
+            "INSERT INTO shadow (device, desired, updated) VALUES (?, ?, ?)"
+            " ON CONFLICT(device) DO UPDATE SET desired = excluded.desired, updated = excluded.updated",
+            (device, json.dumps(desired), now),
+        )
+
+    def set_reported(self, device: str, reported: dict[str, Any], now: float) -> None:
+        self.db.execute(
+            "INSERT INTO shadow (device, reported, updated) VALUES (?, ?, ?)"
+            " ON CONFLICT(device) DO UPDATE SET reported = excluded.reported, updated = excluded.updated",
+            (device, json.dumps(reported), now),
+        )
+
+    def shadow(self) -> dict[str, tuple[dict[str, Any], dict[str, Any]]]:
+        rows = self.db.execute("SELECT device, desired, reported FROM shadow").fetchall()
+        return {r[0]: (json.loads(r[1]), json.loads(r[2])) for r in rows}
+
+    # ----- counters -----------------------------------------------------------------------
+    def add_counts(self, counts: dict[str, int]) -> None:
+        if not counts:
+            return
+        with self.transaction(durable=False):
+            self.db.executemany(
+                "INSERT INTO counters (name, value) VALUES (?, ?)"
+                " ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
+                list(counts.items()),
+            )
+
+    def counters(self) -> dict[str, int]:
+        return {r[0]: r[1] for r in self.db.execute("SELECT name, value FROM counters")}
+
+    def integrity_ok(self) -> bool:
+        return bool(self.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok")

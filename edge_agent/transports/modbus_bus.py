@@ -1,0 +1,440 @@
+"""Modbus RTU master for a street cabinet's lamp bus: one serial port, many lamp nodes.
+
+Owns: the bus scheduler (one request in flight, inter-frame delay, staggered polls, timeouts and
+retries, online/offline tracking, commands ahead of polls), turning register blocks into
+``LampReading`` values (register map: hardware/REGISTERS.md), and converting pymodbus/pyserial
+exceptions into ``TransportError`` / ``ProtocolError`` at this boundary.
+Must not import: edge_agent.engine, edge_agent.policy, edge_agent.agent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+from pymodbus import FramerType
+from pymodbus.client import AsyncModbusSerialClient
+from pymodbus.exceptions import ModbusException
+
+from edge_agent.errors import ProtocolError, TransportError
+from hardware import registers as regmap
+
+__all__ = [
+    "BusSettings",
+    "BusStats",
+    "LampProgram",
+    "LampReading",
+    "ModbusLampBus",
+    "NodeStatus",
+    "decode_reading",
+]
+
+log = logging.getLogger(__name__)
+
+PRIORITY_COMMAND = 0  # dim level, on/off, program writes
+PRIORITY_CLOCK = 1  # clock sync
+PRIORITY_POLL = 2  # routine readings
+
+
+@dataclass(frozen=True)
+class BusSettings:
+    """Everything that configures one bus. Copy with ``dataclasses.replace``."""
+
+    port: str
+    baudrate: int = 9600
+    units: tuple[int, ...] = ()
+    inter_frame_delay: float | None = None  # None: 3.5 character times (>= 1.75 ms)
+    timeout: float = 0.5  # per request attempt
+    retries: int = 2  # extra attempts after the first
+    offline_after: int = 3  # consecutive failed requests before a node is offline
+    poll_interval: float = 5.0  # each node polled once per interval, staggered across nodes
+    parity: str = "N"
+    stopbits: int = 1
+    events_maxsize: int = 1024
+
+    def frame_gap(self) -> float:
+        if self.inter_frame_delay is not None:
+            return self.inter_frame_delay
+        return max(3.5 * 11 / self.baudrate, 0.00175)
+
+
+@dataclass(frozen=True)
+class LampReading:
+    """One routine poll of a lamp node, in engineering units."""
+
+    unit: int
+    online: bool
+    on: bool
+    level: int  # percent applied now
+    voltage_v: float
+    current_a: float
+    power_w: float
+    energy_wh: int
+    burn_hours: float
+    fault_bits: int
+    firmware_version: int
+    program_version: int
+    fallback: bool  # the node runs its stored program (master silence)
+    clock_s: int  # node clock, seconds since 2000-01-01 local
+
+
+@dataclass(frozen=True)
+class NodeStatus:
+    """A node went online or offline."""
+
+    unit: int
+    online: bool
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class LampProgram:
+    """A stored fallback program: (minute of day, level percent) steps, level 0 = off."""
+
+    version: int
+    steps: tuple[tuple[int, int], ...]
+
+    def to_registers(self) -> list[int]:
+        if len(self.steps) > regmap.PROGRAM_MAX_STEPS:
+            raise ProtocolError("program_too_long", detail=f"{len(self.steps)} steps")
+        regs = [self.version & 0xFFFF, len(self.steps)]
+        for minute, level in self.steps:
+            if not (0 <= minute < 1440 and 0 <= level <= 100):
+                raise ProtocolError("bad_program_step", detail=f"({minute}, {level})")
+            regs += [minute, level]
+        return regs
+
+
+@dataclass
+class BusStats:
+    requests: int = 0
+    failures: int = 0
+    retries: int = 0
+    protocol_errors: dict[str, int] = field(default_factory=dict)
+
+
+def decode_reading(unit: int, regs: Sequence[int]) -> LampReading:
+    """Input registers 0..IR_COUNT-1 of one node to a reading; ProtocolError on a bad block."""
+    if len(regs) != regmap.IR_COUNT:
+        raise ProtocolError("bad_count", where=f"unit {unit}", detail=f"{len(regs)} registers")
+    if any(not 0 <= r <= 0xFFFF for r in regs):
+        raise ProtocolError("bad_value", where=f"unit {unit}")
+    return LampReading(
+        unit=unit,
+        online=True,
+        on=bool(regs[regmap.IR_ACTUAL_ON]),
+        level=regs[regmap.IR_ACTUAL_LEVEL],
+        voltage_v=regs[regmap.IR_VOLTAGE] / 10.0,
+        current_a=regs[regmap.IR_CURRENT] / 1000.0,
+        power_w=regs[regmap.IR_POWER] / 10.0,
+        energy_wh=(regs[regmap.IR_ENERGY_HI] << 16) | regs[regmap.IR_ENERGY_LO],
+        burn_hours=((regs[regmap.IR_BURN_HI] << 16) | regs[regmap.IR_BURN_LO]) / 100.0,
+        fault_bits=regs[regmap.IR_FAULTS],
+        firmware_version=regs[regmap.IR_FW_VERSION],
+        program_version=regs[regmap.IR_PROGRAM_VERSION],
+        fallback=regs[regmap.IR_MODE] == regmap.MODE_FALLBACK,
+        clock_s=(regs[regmap.IR_CLOCK_HI] << 16) | regs[regmap.IR_CLOCK_LO],
+    )
+
+
+@dataclass
+class _Node:
+    unit: int
+    online: bool = True
+    failures: int = 0
+    poll_queued: bool = False
+    last: LampReading | None = None
+
+
+_Op = Callable[[AsyncModbusSerialClient], Awaitable[Any]]
+
+
+@dataclass
+class _Job:
+    unit: int
+    name: str
+    op: _Op
+    future: asyncio.Future[Any] | None
+
+
+class ModbusLampBus:
+    """The master of one RS-485 lamp bus. Use as ``async with ModbusLampBus(settings) as bus``.
+
+    Commands (``set_level``, ``set_on``, ``write_program``, ``sync_clock``) wait for the node's
+    reply and raise ``TransportError`` (no answer after retries) or ``ProtocolError`` (an
+    exception reply or a malformed one). Readings and online/offline changes arrive through
+    ``events()``; ``poll_all()`` polls every node now and returns the readings.
+    """
+
+    def __init__(self, settings: BusSettings) -> None:
+        self.settings = settings
+        self.stats = BusStats()
+        self._nodes = {u: _Node(u) for u in settings.units}
+        self._queue: asyncio.PriorityQueue[tuple[int, int, _Job]] = asyncio.PriorityQueue()
+        self._order = itertools.count()
+        self._events: asyncio.Queue[LampReading | NodeStatus] = asyncio.Queue(
+            settings.events_maxsize
+        )
+        self._client: AsyncModbusSerialClient | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._polling = settings.poll_interval > 0
+
+    # --- lifecycle -----------------------------------------------------------------------------
+    async def __aenter__(self) -> ModbusLampBus:
+        s = self.settings
+        self._client = AsyncModbusSerialClient(
+            s.port,
+            framer=FramerType.RTU,
+            baudrate=s.baudrate,
+            parity=s.parity,
+            stopbits=s.stopbits,
+            timeout=s.timeout,
+            retries=0,  # retries are ours: the scheduler decides what goes next
+            reconnect_delay=0.1,
+            reconnect_delay_max=2.0,
+        )
+        try:
+            connected = await self._client.connect()
+        except Exception as exc:  # pyserial raises several kinds while opening
+            raise TransportError(f"{s.port}: cannot open ({exc})") from None
+        if not connected:
+            raise TransportError(f"{s.port}: cannot open")
+        self._tasks.append(asyncio.create_task(self._worker(), name="modbus-worker"))
+        if self._polling and self._nodes:
+            self._tasks.append(asyncio.create_task(self._poll_ticker(), name="modbus-polls"))
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        while not self._queue.empty():
+            _, _, job = self._queue.get_nowait()
+            if job.future is not None and not job.future.done():
+                job.future.set_exception(TransportError("bus closed"))
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    # --- public API ----------------------------------------------------------------------------
+    def online(self, unit: int) -> bool:
+        return self._node(unit).online
+
+    def latest(self, unit: int) -> LampReading | None:
+        return self._node(unit).last
+
+    async def events(self) -> AsyncIterator[LampReading | NodeStatus]:
+        """Readings and online/offline changes, in the order they happened."""
+        while True:
+            yield await self._events.get()
+
+    async def set_level(self, unit: int, level: int) -> None:
+        if not 0 <= level <= 100:
+            raise ValueError(f"level {level} outside 0..100")
+        await self._command(unit, "set_level", self._write_op(unit, regmap.HR_LEVEL, [level]))
+
+    async def set_on(self, unit: int, on: bool) -> None:
+        await self._command(unit, "set_on", self._write_op(unit, regmap.HR_ON, [int(on)]))
+
+    async def set_level_and_on(self, unit: int, level: int, on: bool) -> None:
+        """Level and on/off in one FC 16 write (registers 0 and 1 are adjacent on purpose)."""
+        if not 0 <= level <= 100:
+            raise ValueError(f"level {level} outside 0..100")
+        await self._command(unit, "set", self._write_op(unit, regmap.HR_LEVEL, [level, int(on)]))
+
+    async def write_program(self, unit: int, program: LampProgram) -> None:
+        await self._command(
+            unit, "program", self._write_op(unit, regmap.HR_PROGRAM_VERSION, program.to_registers())
+        )
+
+    async def set_silence_timeout(self, unit: int, seconds: int) -> None:
+        await self._command(
+            unit, "silence", self._write_op(unit, regmap.HR_SILENCE_TIMEOUT, [seconds])
+        )
+
+    async def sync_clock(self, unit: int, seconds_since_2000: int, rate: int = 1) -> None:
+        """Set the node clock (local time) and its speed factor (1 = real time)."""
+        s = seconds_since_2000 & 0xFFFFFFFF
+        op = self._write_op(unit, regmap.HR_CLOCK_HI, [s >> 16, s & 0xFFFF, rate])
+        await self._command(unit, "clock", op, PRIORITY_CLOCK)
+
+    async def read_holding(self, unit: int, address: int, count: int) -> list[int]:
+        return list(await self._command(unit, "read_hr", self._read_op(unit, address, count, 3)))
+
+    async def poll(self, unit: int) -> LampReading:
+        """Poll one node now (at poll priority) and return its reading."""
+        fut: asyncio.Future[LampReading] = asyncio.get_running_loop().create_future()
+        self._enqueue(PRIORITY_POLL, self._poll_job(unit, fut))
+        return await fut
+
+    async def poll_all(self) -> dict[int, LampReading | TransportError | ProtocolError]:
+        """Poll every node once (one full polling cycle); failures are returned, not raised."""
+        results = await asyncio.gather(*(self.poll(u) for u in self._nodes), return_exceptions=True)
+        out: dict[int, LampReading | TransportError | ProtocolError] = {}
+        for unit, res in zip(self._nodes, results, strict=True):
+            if isinstance(res, LampReading | TransportError | ProtocolError):
+                out[unit] = res
+            elif isinstance(res, BaseException):
+                raise res
+        return out
+
+    # --- scheduling ----------------------------------------------------------------------------
+    def _node(self, unit: int) -> _Node:
+        node = self._nodes.get(unit)
+        if node is None:
+            node = self._nodes[unit] = _Node(unit)
+        return node
+
+    def _enqueue(self, priority: int, job: _Job) -> None:
+        self._queue.put_nowait((priority, next(self._order), job))
+
+    async def _command(
+        self, unit: int, name: str, op: _Op, priority: int = PRIORITY_COMMAND
+    ) -> Any:
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._enqueue(priority, _Job(unit, name, op, fut))
+        return await fut
+
+    def _poll_job(self, unit: int, fut: asyncio.Future[LampReading] | None) -> _Job:
+        return _Job(unit, "poll", self._read_op(unit, 0, regmap.IR_COUNT, 4), fut)
+
+    async def _poll_ticker(self) -> None:
+        """Stagger: one node every poll_interval / n, round robin."""
+        units = list(self._nodes)
+        step = self.settings.poll_interval / max(len(units), 1)
+        for unit in itertools.cycle(units):
+            node = self._nodes[unit]
+            if not node.poll_queued:
+                node.poll_queued = True
+                self._enqueue(PRIORITY_POLL, self._poll_job(unit, None))
+            await asyncio.sleep(step)
+
+    async def _worker(self) -> None:
+        gap = self.settings.frame_gap()
+        while True:
+            _, _, job = await self._queue.get()
+            if job.future is not None and job.future.done():  # caller gave up
+                continue
+            try:
+                result = await self._run_job(job)
+            except (TransportError, ProtocolError) as exc:
+                if job.future is not None and not job.future.done():
+                    job.future.set_exception(exc)
+            else:
+                if job.future is not None and not job.future.done():
+                    job.future.set_result(result)
+            await asyncio.sleep(gap)
+
+    async def _run_job(self, job: _Job) -> Any:
+        node = self._node(job.unit)
+        if job.name == "poll":
+            node.poll_queued = False
+        attempts = 1 + self.settings.retries
+        last: TransportError | ProtocolError = TransportError("no attempt")
+        for attempt in range(attempts):
+            if attempt:
+                self.stats.retries += 1
+                await asyncio.sleep(self.settings.frame_gap())
+            self.stats.requests += 1
+            try:
+                result = await self._attempt(job)
+            except ProtocolError as exc:
+                self.stats.protocol_errors[exc.reason] = (
+                    self.stats.protocol_errors.get(exc.reason, 0) + 1
+                )
+                if exc.reason == "exception_response":
+                    self._mark_answered(node)  # the node is alive; the request was wrong
+                    raise
+                last = exc
+                continue
+            except TransportError as exc:
+                last = exc
+                continue
+            self._mark_answered(node)
+            if isinstance(result, LampReading):
+                node.last = result
+                self._emit(result)
+            return result
+        self.stats.failures += 1
+        self._mark_failed(node, last)
+        raise last
+
+    async def _attempt(self, job: _Job) -> Any:
+        client = self._client
+        if client is None:
+            raise TransportError("bus not open")
+        try:
+            return await job.op(client)
+        except (ProtocolError, TransportError):
+            raise
+        except ModbusException as exc:
+            raise TransportError(f"unit {job.unit} {job.name}: {exc}") from None
+        except (TimeoutError, OSError, ValueError) as exc:
+            raise TransportError(f"unit {job.unit} {job.name}: {exc!r}") from None
+
+    def _mark_answered(self, node: _Node) -> None:
+        node.failures = 0
+        if not node.online:
+            node.online = True
+            self._emit(NodeStatus(node.unit, True, "answered"))
+
+    def _mark_failed(self, node: _Node, exc: Exception) -> None:
+        node.failures += 1
+        if node.online and node.failures >= self.settings.offline_after:
+            node.online = False
+            self._emit(NodeStatus(node.unit, False, str(exc)))
+
+    def _emit(self, event: LampReading | NodeStatus) -> None:
+        if self._events.full():
+            self._events.get_nowait()  # keep the newest; consumers that lag lose old readings
+        self._events.put_nowait(event)
+
+    # --- operations (run by the worker only) -------------------------------------------------
+    @staticmethod
+    def _check(unit: int, response: Any, count: int | None) -> list[int]:
+        if response is None:
+            raise TransportError(f"unit {unit}: no response")
+        if response.isError():
+            code = getattr(response, "exception_code", 0)
+            raise ProtocolError("exception_response", where=f"unit {unit}", detail=f"code {code}")
+        if count is None:
+            return []
+        regs = list(getattr(response, "registers", []))
+        if len(regs) != count:
+            raise ProtocolError("bad_count", where=f"unit {unit}", detail=f"{len(regs)} != {count}")
+        return regs
+
+    def _read_op(self, unit: int, address: int, count: int, fc: int) -> _Op:
+        async def op(client: AsyncModbusSerialClient) -> Any:
+            if fc == 4:
+                rr = await client.read_input_registers(address, count=count, device_id=unit)
+                return decode_reading(unit, self._check(unit, rr, count))
+            rr = await client.read_holding_registers(address, count=count, device_id=unit)
+            return self._check(unit, rr, count)
+
+        return op
+
+    def _write_op(self, unit: int, address: int, values: list[int]) -> _Op:
+        async def op(client: AsyncModbusSerialClient) -> Any:
+            if len(values) == 1:
+                rr = await client.write_register(address, values[0], device_id=unit)
+            else:
+                rr = await client.write_registers(address, values, device_id=unit)
+            self._check(unit, rr, None)
+            return None
+
+        return op

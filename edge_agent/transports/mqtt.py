@@ -1,0 +1,147 @@
+"""An MQTT link that stays up: aiomqtt plus reconnect, resubscribe and honest status.
+
+Owns: one broker connection (south or north). aiomqtt does not reconnect by itself; ``run``
+does, with jittered exponential backoff and a cap, resubscribes, and re-sends the birth
+message. ``connected`` is true only while a session is up: a dead link (keepalive missed,
+socket closed) flips it to false before any publish could pretend to succeed.
+``publish`` with QoS 1 returns only after the broker's PUBACK.
+Must not import: the engine, the policy, the store or the agent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import ssl
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+import aiomqtt
+
+from edge_agent.errors import TransportError
+
+log = logging.getLogger(__name__)
+
+MessageHandler = Callable[[str, bytes], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class LinkSettings:
+    host: str
+    port: int
+    client_id: str
+    username: str | None = None
+    password: str | None = None
+    tls: ssl.SSLContext | None = None
+    keepalive: int = 30
+    reconnect_min: float = 0.5
+    reconnect_max: float = 30.0
+    will: tuple[str, bytes] | None = None  # last will (retained), e.g. status "offline"
+    birth: tuple[str, bytes] | None = None  # sent (retained) after every connect
+    clean_session: bool = False
+    publish_timeout: float = 10.0
+
+
+def backoff_delay(attempt: int, minimum: float, maximum: float, rand: float) -> float:
+    """Full-jitter exponential backoff: uniform in [0, min(max, minimum * 2**attempt)]."""
+    ceiling = min(maximum, minimum * (2.0 ** min(attempt, 30)))
+    return max(minimum / 10.0, ceiling * rand)
+
+
+class MqttLink:
+    def __init__(
+        self,
+        name: str,
+        settings: LinkSettings,
+        subscriptions: Sequence[tuple[str, int]],
+        on_message: MessageHandler,
+        *,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        self.name = name
+        self.settings = settings
+        self.subscriptions = list(subscriptions)
+        self.on_message = on_message
+        self._sleep = sleep
+        self._rand = rand
+        self._client: aiomqtt.Client | None = None
+        self._up = asyncio.Event()
+        self.connects = 0
+        self.failures = 0
+        self.last_error: str | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self._up.is_set()
+
+    async def wait_connected(self, timeout: float | None = None) -> None:
+        try:
+            await asyncio.wait_for(self._up.wait(), timeout)
+        except TimeoutError:
+            raise TransportError(f"{self.name} link not connected within {timeout}s") from None
+
+    def _make_client(self) -> aiomqtt.Client:
+        s = self.settings
+        will = aiomqtt.Will(s.will[0], s.will[1], qos=1, retain=True) if s.will else None
+        return aiomqtt.Client(
+            s.host,
+            s.port,
+            identifier=s.client_id,
+            username=s.username,
+            password=s.password,
+            tls_context=s.tls,
+            keepalive=s.keepalive,
+            will=will,
+            clean_session=s.clean_session,
+            timeout=s.publish_timeout,
+            max_inflight_messages=100,
+        )
+
+    async def run(self) -> None:
+        """Connect, serve, and reconnect forever (until cancelled)."""
+        attempt = 0
+        while True:
+            client = self._make_client()
+            try:
+                async with client:
+                    self._client = client
+                    for topic, qos in self.subscriptions:
+                        await client.subscribe(topic, qos=qos)
+                    if self.settings.birth:
+                        await client.publish(self.settings.birth[0], self.settings.birth[1], qos=1, retain=True)
+                    self.connects += 1
+                    attempt = 0
+                    self.last_error = None
+                    self._up.set()
+                    log.info(
+                        "%s link connected to %s:%s",
+                        self.name,
+                        self.settings.host,
+                        self.settings.port,
+                    )
+                    async for message in client.messages:
+                        payload = message.payload
+                        data = payload if isinstance(payload, bytes) else str(payload or "").encode()
+                        await self.on_message(str(message.topic), data)
+            except aiomqtt.MqttError as exc:
+                self.failures += 1
+                self.last_error = str(exc)
+                log.warning("%s link down: %s", self.name, exc)
+            finally:
+                self._up.clear()
+                self._client = None
+            delay = backoff_delay(attempt, self.settings.reconnect_min, self.settings.reconnect_max, self._rand())
+            attempt += 1
+            await self._sleep(delay)
+
+    async def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> None:
+        """Publish; with QoS 1 return only after PUBACK. TransportError if the link is down."""
+        client = self._client
+        if client is None or not self._up.is_set():
+            raise TransportError(f"{self.name} link is down")
+        try:
+            await client.publish(topic, payload, qos=qos, retain=retain, timeout=self.settings.publish_timeout)
+        except aiomqtt.MqttError as exc:
+            raise TransportError(f"{self.name} publish to {topic} failed: {exc}") from None

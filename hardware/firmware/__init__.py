@@ -1,0 +1,1 @@
+"""MicroPython firmware sources (also importable under CPython for in-process emulation)."""

@@ -1,0 +1,1 @@
+"""Wearable dongle firmware: radio packets to frames, retransmitted until ACKed."""

@@ -1,0 +1,38 @@
+"""Dongle main loop: radio packets in, frames out to the gateway, ACKs back in.
+The board is injected. Must not import: machine, board modules."""
+
+try:
+    from hardware.firmware.dongle.radio import parse_line
+    from hardware.firmware.dongle.sender import Sender
+except ImportError:  # MicroPython
+    from radio import parse_line  # type: ignore[import-not-found, no-redef]
+    from sender import Sender  # type: ignore[import-not-found, no-redef]
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from fwtypes import DongleBoard
+
+
+def run(board: "DongleBoard", ack_timeout_ms: int = 50, nonce: int = 0) -> Sender:
+    """Serve until the host link closes; returns the sender (for its counters)."""
+    sender = Sender(board, ack_timeout_ms, nonce)
+    while not board.closed:
+        board.wait(5)
+        while True:
+            c = board.read_byte()
+            if c < 0:
+                break
+            sender.on_byte(c)
+        line = board.read_radio_line()
+        while line is not None:
+            if line.strip() == b"stats":
+                board.log("stats sent=%d retransmits=%d acked=%d dropped=%d rejected=%r" % (
+                    sender.sent, sender.retransmits, sender.acked, sender.dropped,
+                    sender.decoder.rejected))
+            else:
+                pkt = parse_line(line)
+                if pkt is not None:
+                    sender.push(pkt[0], pkt[1], pkt[2])
+            line = board.read_radio_line()
+        sender.poll(board.ticks_ms())
+    return sender

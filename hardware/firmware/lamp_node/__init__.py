@@ -1,0 +1,1 @@
+"""Lamp node firmware: a Modbus RTU slave serving hardware/REGISTERS.md."""

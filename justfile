@@ -1,0 +1,27 @@
+# Recipes for developers and CI. `just --list` shows them all.
+set positional-arguments
+
+py := env_var_or_default("PYTHON", "python")
+
+# One village night at accelerated time on the embedded broker (the main job)
+demo *args:
+    {{py}} -m edge_agent.agent.cli demo "$@"
+
+# The whole test suite (real Mosquitto when on PATH, else the embedded broker)
+test *args:
+    {{py}} -m pytest -q "$@"
+
+# ruff, mypy strict on the packages, and the firmware type check against MicroPython stubs
+lint:
+    {{py}} -m ruff check .
+    {{py}} -m ruff format --check edge_agent twin tests
+    {{py}} -m mypy
+    {{py}} -m hardware.typecheck
+
+# Benchmarks: rule engine throughput, end-to-end latency via Mosquitto, agent RSS, serial polling
+bench *args:
+    {{py}} -m edge_agent.bench "$@"
+
+# Hardware-in-the-loop: MicroPython unix port on ptys by default; `just hil --port /dev/ttyUSB0` for a board
+hil *args:
+    {{py}} -m pytest -q -m hil tests/hil -p no:cacheprovider "$@"

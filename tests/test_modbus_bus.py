@@ -1,0 +1,321 @@
+"""ModbusLampBus against emulated lamp nodes (the firmware's own classes under CPython) on a
+real pty, plus property tests of the response handling. No mocks of what can be real."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from edge_agent.codec.crc import crc16_modbus
+from edge_agent.errors import ProtocolError, TransportError
+from edge_agent.transports.modbus_bus import (
+    BusSettings,
+    LampProgram,
+    LampReading,
+    ModbusLampBus,
+    NodeStatus,
+    decode_reading,
+)
+from hardware import registers as regmap
+from hardware.firmware.lamp_node import regs as fw_regs
+from hardware.hil.emulated import EmulatedLampNode
+from hardware.hil.ptybus import PtyBus
+
+
+def test_firmware_register_copy_agrees_with_the_contract() -> None:
+    shared = {n: v for n, v in vars(regmap).items() if n.isupper() and isinstance(v, int)}
+    firmware = {n: v for n, v in vars(fw_regs).items() if n.isupper() and isinstance(v, int)}
+    common = shared.keys() & firmware.keys()
+    assert len(common) >= 35
+    assert {n: firmware[n] for n in common} == {n: shared[n] for n in common}
+    assert fw_regs.STANDBY_DW == round(regmap.STANDBY_POWER_W * 10)
+    assert fw_regs.RATED_DW == round(regmap.RATED_POWER_W * 10)
+    assert fw_regs.VOLTAGE_DV == round(regmap.NOMINAL_VOLTAGE_V * 10)
+    missing = {n for n in shared if n.startswith(("HR_", "IR_", "FAULT_"))} - firmware.keys()
+    assert missing == set()
+
+
+@given(st.lists(st.integers(0, 0xFFFF), min_size=regmap.IR_COUNT, max_size=regmap.IR_COUNT))
+def test_decode_reading_accepts_any_full_block(regs: list[int]) -> None:
+    r = decode_reading(3, regs)
+    assert r.unit == 3
+    assert r.power_w == regs[regmap.IR_POWER] / 10
+    assert r.energy_wh == regs[regmap.IR_ENERGY_HI] * 65536 + regs[regmap.IR_ENERGY_LO]
+
+
+@given(st.lists(st.integers(0, 0xFFFF), max_size=40).filter(lambda x: len(x) != regmap.IR_COUNT))
+def test_decode_reading_refuses_wrong_counts(regs: list[int]) -> None:
+    with pytest.raises(ProtocolError) as err:
+        decode_reading(3, regs)
+    assert err.value.reason == "bad_count"
+
+
+def test_program_registers_and_validation() -> None:
+    p = LampProgram(version=9, steps=((1080, 100), (1380, 50)))
+    assert p.to_registers() == [9, 2, 1080, 100, 1380, 50]
+    with pytest.raises(ProtocolError):
+        LampProgram(1, ((1440, 10),)).to_registers()
+    with pytest.raises(ProtocolError):
+        LampProgram(1, tuple((i, 10) for i in range(9))).to_registers()
+
+
+# --- on a pty ---------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Line:
+    bus: PtyBus
+    nodes: dict[int, EmulatedLampNode]
+    log: list[tuple[float, str, bytes]]
+
+    def settings(self, **kw: Any) -> BusSettings:
+        base = BusSettings(
+            port=str(self.bus.link_path),
+            baudrate=115200,
+            units=tuple(self.nodes),
+            timeout=0.3,
+            retries=1,
+            offline_after=2,
+            poll_interval=0,
+        )
+        return dataclasses.replace(base, **kw)
+
+
+def make_line(tmp_path: Path, units: tuple[int, ...], **kw: Any) -> Line:
+    bus = PtyBus(tmp_path / "ttyBUS", **kw)
+    log: list[tuple[float, str, bytes]] = []
+    lock = threading.Lock()
+
+    def tap(direction: str, data: bytes) -> None:
+        with lock:
+            log.append((time.monotonic(), direction, data))
+
+    bus.tap = tap
+    nodes = {u: EmulatedLampNode(u) for u in units}
+    for n in nodes.values():
+        bus.add_inprocess_device(n)
+    bus.start()
+    return Line(bus, nodes, log)
+
+
+@pytest.fixture
+def line(tmp_path: Path) -> Iterator[Line]:
+    ln = make_line(tmp_path, (1, 2, 3, 4))
+    try:
+        yield ln
+    finally:
+        ln.bus.close()
+
+
+async def test_set_level_and_poll(line: Line) -> None:
+    async with ModbusLampBus(line.settings()) as bus:
+        await bus.set_level_and_on(2, 60, True)
+        r = await bus.poll(2)
+        assert (r.level, r.on) == (60, True)
+        assert r.power_w == pytest.approx(regmap.expected_power_w(60, True))
+        assert line.nodes[2].pwm.levels[-1] == 60
+        assert await bus.read_holding(2, regmap.HR_LEVEL, 2) == [60, 1]
+
+
+async def test_one_request_in_flight_and_inter_frame_delay(line: Line) -> None:
+    gap = 0.02
+    async with ModbusLampBus(line.settings(inter_frame_delay=gap)) as bus:
+        await asyncio.gather(
+            *(bus.set_level(u, 10 * u) for u in line.nodes),
+            *(bus.poll(u) for u in line.nodes for _ in range(3)),
+        )
+    directions = [d for _, d, _ in line.log]
+    # requests and replies strictly alternate: never two requests without a reply between
+    merged = [d for i, d in enumerate(directions) if i == 0 or directions[i - 1] != d]
+    assert merged.count("from_agent") == 16
+    assert all(a != b for a, b in zip(merged, merged[1:], strict=False))
+    # every request waited at least the inter-frame delay after the previous reply
+    times = [(t, d) for t, d, _ in line.log]
+    for (t0, d0), (t1, d1) in zip(times, times[1:], strict=False):
+        if d0 == "to_agent" and d1 == "from_agent":
+            assert t1 - t0 >= gap * 0.9
+
+
+async def test_commands_overtake_queued_polls(line: Line) -> None:
+    async with ModbusLampBus(line.settings()) as bus:
+        polls = [asyncio.ensure_future(bus.poll(1)) for _ in range(30)]
+        await asyncio.sleep(0)
+        await bus.set_level(1, 77)
+        assert sum(p.done() for p in polls) < 10
+        await asyncio.gather(*polls)
+
+
+async def test_staggered_background_polls_emit_readings(line: Line) -> None:
+    async with ModbusLampBus(line.settings(poll_interval=0.4)) as bus:
+        seen: list[int] = []
+        async with asyncio.timeout(20):
+            async for ev in bus.events():
+                if isinstance(ev, LampReading):
+                    seen.append(ev.unit)
+                if len(seen) == 8:
+                    break
+    assert seen[:4] == [1, 2, 3, 4]  # round robin, one node per interval/4
+    assert seen[4:] == [1, 2, 3, 4]
+    reqs = [t for t, d, _ in line.log if d == "from_agent"]
+    spacing = [b - a for a, b in zip(reqs, reqs[1:], strict=False)]
+    assert min(spacing) >= 0.05  # spread over the interval, not a burst of 4
+
+
+async def test_node_goes_offline_and_comes_back(line: Line) -> None:
+    async with ModbusLampBus(line.settings(timeout=0.15, retries=0)) as bus:
+        events = bus.events()
+        line.nodes[3].mute = True
+        for _ in range(2):
+            with pytest.raises(TransportError):
+                await bus.poll(3)
+        assert not bus.online(3)
+        line.nodes[3].mute = False
+        await bus.poll(3)
+        assert bus.online(3)
+        statuses = []
+        async with asyncio.timeout(5):
+            while len(statuses) < 2:
+                ev = await anext(events)
+                if isinstance(ev, NodeStatus):
+                    statuses.append((ev.unit, ev.online))
+        assert statuses == [(3, False), (3, True)]
+        assert bus.stats.failures == 2
+
+
+async def test_exception_reply_is_a_protocol_error_and_keeps_node_online(line: Line) -> None:
+    async with ModbusLampBus(line.settings()) as bus:
+        with pytest.raises(ProtocolError) as err:
+            await bus.read_holding(1, 200, 2)
+        assert err.value.reason == "exception_response"
+        assert bus.online(1)
+
+
+async def test_missing_port_is_a_transport_error(tmp_path: Path) -> None:
+    with pytest.raises(TransportError):
+        async with ModbusLampBus(BusSettings(port=str(tmp_path / "nope"), timeout=0.2)):
+            pass
+
+
+async def test_fallback_program_runs_on_the_node_clock(line: Line) -> None:
+    prog = LampProgram(3, ((0, 20), (12 * 60, 70)))
+    async with ModbusLampBus(line.settings()) as bus:
+        await bus.write_program(1, prog)
+        await bus.sync_clock(1, 11 * 3600 + 59 * 60 + 50, rate=100)
+        await bus.set_silence_timeout(1, 5)
+        await asyncio.sleep(0.3)  # 30 node-seconds: silent past the timeout, clock past noon
+        r = await bus.poll(1)
+        assert r.fallback
+        assert r.level == 70
+        assert r.clock_s >= 12 * 3600
+
+
+# --- bad replies: property test over what the master accepts -----------------------------------
+
+
+def _mutations() -> st.SearchStrategy[Any]:
+    def reframe(body: bytes) -> bytes:
+        c = crc16_modbus(body)
+        return body + bytes([c & 0xFF, c >> 8])
+
+    return st.one_of(
+        st.binary(max_size=300).map(lambda g: ("garbage", g)),
+        st.integers(1, 30).map(lambda k: ("truncate", k)),
+        st.integers(0, 40).map(lambda i: ("flip", i)),
+        st.integers(0, 60).map(lambda n: ("count", n)),
+        st.integers(2, 247).map(lambda u: ("unit", u)),
+        st.just(("oversized", 0)),
+        st.just(("exception", 0)),
+    ).map(lambda m: (m, reframe))
+
+
+def _apply(mutation: tuple[str, int | bytes], reply: bytes, reframe: Any) -> bytes:
+    kind, arg = mutation
+    if kind == "garbage":
+        assert isinstance(arg, bytes)
+        return arg
+    assert isinstance(arg, int)
+    if kind == "truncate":
+        return reply[: max(0, len(reply) - arg)]
+    if kind == "flip":
+        b = bytearray(reply)
+        b[arg % len(b)] ^= 0x5A
+        return bytes(b)
+    if kind == "count":  # a well-formed frame with a wrong byte count (valid CRC)
+        data = bytes(range(arg))
+        return reframe(bytes([reply[0], 4, arg]) + data)
+    if kind == "unit":
+        return reframe(bytes([arg]) + reply[1:-2])
+    if kind == "oversized":
+        return reframe(bytes([reply[0], 4, 250]) + bytes(250))
+    return reframe(bytes([reply[0], 0x84, 4]))
+
+
+class _LoopThread:
+    """One event loop in a thread holding one open bus, so a sync hypothesis test can use it."""
+
+    def __init__(self, settings_: BusSettings) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._stop: asyncio.Event | None = None
+        self.bus: ModbusLampBus | None = None
+        self._settings = settings_
+        self.thread = threading.Thread(target=self.loop.run_until_complete, args=(self._main(),))
+        self.thread.start()
+        assert self._ready.wait(10)
+
+    async def _main(self) -> None:
+        self._stop = asyncio.Event()
+        async with ModbusLampBus(self._settings) as bus:
+            self.bus = bus
+            self._ready.set()
+            await self._stop.wait()
+
+    def run(self, coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(30)
+
+    def close(self) -> None:
+        assert self._stop is not None
+        self.loop.call_soon_threadsafe(self._stop.set)
+        self.thread.join(10)
+        self.loop.close()
+
+
+@pytest.fixture(scope="module")
+def bad_reply_rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Line, _LoopThread]]:
+    ln = make_line(tmp_path_factory.mktemp("bad"), (1,))
+    rig = _LoopThread(ln.settings(timeout=0.12, retries=0, offline_after=1000))
+    try:
+        yield ln, rig
+    finally:
+        rig.close()
+        ln.bus.close()
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(_mutations())
+def test_bad_replies_give_only_our_errors_and_the_next_poll_works(
+    bad_reply_rig: tuple[Line, _LoopThread], mutation: Any
+) -> None:
+    ln, rig = bad_reply_rig
+    (m, reframe) = mutation
+    node = ln.nodes[1]
+    assert rig.bus is not None
+    node.reply_override = lambda reply: _apply(m, reply, reframe)
+    try:
+        result = rig.run(rig.bus.poll(1))
+    except (TransportError, ProtocolError):
+        pass
+    else:  # a mutation can leave a valid reply (e.g. garbage that is a frame): it must decode
+        assert isinstance(result, LampReading)
+    node.reply_override = None
+    time.sleep(0.02)  # let a late tail of the bad reply drain before the next request
+    assert isinstance(rig.run(rig.bus.poll(1)), LampReading)

@@ -1,0 +1,88 @@
+"""Failure kernels: lamp and driver times to failure from a hazard model; kernel-side renewal.
+
+Owns: sampling when lamps fail. The hazard is the sum of a constant electronics (driver) term
+and a Weibull wear-out term, i.e. survival ``S(t) = exp(-t/mtbf) * exp(-(t/scale)**shape)``
+(FIELD.md: drivers fail most; exponential electronics term times Weibull wear-out). A lamp that
+is already ``age`` hours old draws its first failure from the conditional distribution; a
+repaired lamp (new driver and module) starts again at age 0.
+
+Two ways to turn failures into outages, one seam: ``time_to_failure`` gives each lamp a row of
+independent times to failure; whoever repairs the lamp (the SimPy maintenance dispatch in
+``twin.sim``, or :func:`renewal_outages` here with sampled repair delays for the benchmark)
+places failure ``j+1`` at ``repair_j + ttf[i, j+1]``. Repairs never change the draws, so the
+two repair models see the same failures up to the first repair.
+
+Must not import: simpy, twin.sim, twin.reference.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+
+@njit(cache=True)
+def _weibull_residual(age: float, shape: float, scale: float) -> float:
+    """Remaining life of a Weibull(shape, scale) item that survived to ``age`` (inverse CDF)."""
+    u = 1.0 - np.random.random()
+    return scale * ((age / scale) ** shape - math.log(u)) ** (1.0 / shape) - age
+
+
+@njit(cache=True)
+def time_to_failure(
+    seed: int,
+    age_h: np.ndarray,
+    per_lamp: int,
+    driver_mtbf_h: float,
+    wearout_shape: float,
+    wearout_scale_h: float,
+) -> np.ndarray:
+    """Hours to failure, shape (lamps, per_lamp): column 0 from each lamp's age, then new lamps.
+
+    The electronics term is memoryless, so only the wear-out part depends on age.
+    """
+    np.random.seed(seed % 4294967291)
+    n = age_h.shape[0]
+    out = np.empty((n, per_lamp))
+    for i in range(n):
+        for j in range(per_lamp):
+            age = age_h[i] if j == 0 else 0.0
+            electronics = -math.log(1.0 - np.random.random()) * driver_mtbf_h
+            wearout = _weibull_residual(age, wearout_shape, wearout_scale_h)
+            out[i, j] = min(electronics, wearout)
+    return out
+
+
+@njit(cache=True)
+def renewal_outages(
+    seed: int, ttf_h: np.ndarray, horizon_min: float, repair_mean_h: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Outage intervals with exponential repair delays drawn here (no dispatch model).
+
+    Returns CSR arrays (ptr[L+1], start[K], end[K]) in absolute twin minutes, what
+    ``simulate_lighting`` takes. Used by ``twin bench`` and kernel-only studies.
+    """
+    np.random.seed((seed + 7) % 4294967291)
+    n, per_lamp = ttf_h.shape
+    ptr = np.zeros(n + 1, dtype=np.int64)
+    starts = []
+    ends = []
+    for i in range(n):
+        t = 0.0
+        for j in range(per_lamp):
+            t += ttf_h[i, j] * 60.0
+            if t >= horizon_min:
+                break
+            repair = -math.log(1.0 - np.random.random()) * repair_mean_h * 60.0
+            starts.append(t)
+            ends.append(t + repair)
+            t += repair
+        ptr[i + 1] = len(starts)
+    start = np.empty(len(starts))
+    end = np.empty(len(ends))
+    for k in range(len(starts)):
+        start[k] = starts[k]
+        end[k] = ends[k]
+    return ptr, start, end

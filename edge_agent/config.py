@@ -175,7 +175,10 @@ def load_config(path: str | Path) -> GatewayConfig:
             ZoneInfo(identity.timezone)
         except (ZoneInfoNotFoundError, ValueError):
             problems.append(Problem(source, "gateway.timezone", f"unknown time zone {identity.timezone!r}"))
-        policy_path = (path.parent / identity.policy).resolve()
+    raw_gateway = raw.get("gateway")
+    policy_ref = raw_gateway.get("policy") if isinstance(raw_gateway, dict) else None
+    if isinstance(policy_ref, str):  # check the policy too, even when the gateway table has problems
+        policy_path = (path.parent / policy_ref).resolve()
         try:
             policy_bytes = policy_path.read_bytes()
             policy = parse_policy(policy_bytes, str(policy_path))

@@ -111,8 +111,10 @@ def decode_payload(schema: type[Message], payload: bytes, *, where: str) -> Any:
     except msgspec.ValidationError as exc:
         reason = "bad_version" if "`$.v`" in str(exc) else "schema"
         raise ProtocolError(reason, where=where, detail=str(exc)) from None
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise ProtocolError("bad_json", where=where, detail=str(exc)) from None
+    except RecursionError:
+        raise ProtocolError("too_deep", where=where, detail="nesting too deep") from None
 
 
 def encode(message: msgspec.Struct) -> bytes:

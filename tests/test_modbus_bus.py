@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import threading
 import time
 from collections.abc import Iterator
@@ -37,9 +38,9 @@ def test_firmware_register_copy_agrees_with_the_contract() -> None:
     common = shared.keys() & firmware.keys()
     assert len(common) >= 35
     assert {n: firmware[n] for n in common} == {n: shared[n] for n in common}
-    assert fw_regs.STANDBY_DW == round(regmap.STANDBY_POWER_W * 10)
-    assert fw_regs.RATED_DW == round(regmap.RATED_POWER_W * 10)
-    assert fw_regs.VOLTAGE_DV == round(regmap.NOMINAL_VOLTAGE_V * 10)
+    assert round(regmap.STANDBY_POWER_W * 10) == fw_regs.STANDBY_DW
+    assert round(regmap.RATED_POWER_W * 10) == fw_regs.RATED_DW
+    assert round(regmap.NOMINAL_VOLTAGE_V * 10) == fw_regs.VOLTAGE_DV
     missing = {n for n in shared if n.startswith(("HR_", "IR_", "FAULT_"))} - firmware.keys()
     assert missing == set()
 
@@ -137,10 +138,10 @@ async def test_one_request_in_flight_and_inter_frame_delay(line: Line) -> None:
     # requests and replies strictly alternate: never two requests without a reply between
     merged = [d for i, d in enumerate(directions) if i == 0 or directions[i - 1] != d]
     assert merged.count("from_agent") == 16
-    assert all(a != b for a, b in zip(merged, merged[1:], strict=False))
+    assert all(a != b for a, b in itertools.pairwise(merged))
     # every request waited at least the inter-frame delay after the previous reply
     times = [(t, d) for t, d, _ in line.log]
-    for (t0, d0), (t1, d1) in zip(times, times[1:], strict=False):
+    for (t0, d0), (t1, d1) in itertools.pairwise(times):
         if d0 == "to_agent" and d1 == "from_agent":
             assert t1 - t0 >= gap * 0.9
 
@@ -166,7 +167,7 @@ async def test_staggered_background_polls_emit_readings(line: Line) -> None:
     assert seen[:4] == [1, 2, 3, 4]  # round robin, one node per interval/4
     assert seen[4:] == [1, 2, 3, 4]
     reqs = [t for t, d, _ in line.log if d == "from_agent"]
-    spacing = [b - a for a, b in zip(reqs, reqs[1:], strict=False)]
+    spacing = [b - a for a, b in itertools.pairwise(reqs)]
     assert min(spacing) >= 0.05  # spread over the interval, not a burst of 4
 
 
@@ -181,7 +182,7 @@ async def test_node_goes_offline_and_comes_back(line: Line) -> None:
         line.nodes[3].mute = False
         await bus.poll(3)
         assert bus.online(3)
-        statuses = []
+        statuses: list[tuple[int, bool]] = []
         async with asyncio.timeout(5):
             while len(statuses) < 2:
                 ev = await anext(events)
@@ -221,11 +222,12 @@ async def test_fallback_program_runs_on_the_node_clock(line: Line) -> None:
 # --- bad replies: property test over what the master accepts -----------------------------------
 
 
-def _mutations() -> st.SearchStrategy[Any]:
-    def reframe(body: bytes) -> bytes:
-        c = crc16_modbus(body)
-        return body + bytes([c & 0xFF, c >> 8])
+def _reframe(body: bytes) -> bytes:
+    c = crc16_modbus(body)
+    return body + bytes([c & 0xFF, c >> 8])
 
+
+def _mutations() -> st.SearchStrategy[tuple[str, int | bytes]]:
     return st.one_of(
         st.binary(max_size=300).map(lambda g: ("garbage", g)),
         st.integers(1, 30).map(lambda k: ("truncate", k)),
@@ -234,10 +236,10 @@ def _mutations() -> st.SearchStrategy[Any]:
         st.integers(2, 247).map(lambda u: ("unit", u)),
         st.just(("oversized", 0)),
         st.just(("exception", 0)),
-    ).map(lambda m: (m, reframe))
+    )
 
 
-def _apply(mutation: tuple[str, int | bytes], reply: bytes, reframe: Any) -> bytes:
+def _apply(mutation: tuple[str, int | bytes], reply: bytes) -> bytes:
     kind, arg = mutation
     if kind == "garbage":
         assert isinstance(arg, bytes)
@@ -251,12 +253,12 @@ def _apply(mutation: tuple[str, int | bytes], reply: bytes, reframe: Any) -> byt
         return bytes(b)
     if kind == "count":  # a well-formed frame with a wrong byte count (valid CRC)
         data = bytes(range(arg))
-        return reframe(bytes([reply[0], 4, arg]) + data)
+        return _reframe(bytes([reply[0], 4, arg]) + data)
     if kind == "unit":
-        return reframe(bytes([arg]) + reply[1:-2])
+        return _reframe(bytes([arg]) + reply[1:-2])
     if kind == "oversized":
-        return reframe(bytes([reply[0], 4, 250]) + bytes(250))
-    return reframe(bytes([reply[0], 0x84, 4]))
+        return _reframe(bytes([reply[0], 4, 250]) + bytes(250))
+    return _reframe(bytes([reply[0], 0x84, 4]))
 
 
 class _LoopThread:
@@ -303,13 +305,12 @@ def bad_reply_rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Li
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(_mutations())
 def test_bad_replies_give_only_our_errors_and_the_next_poll_works(
-    bad_reply_rig: tuple[Line, _LoopThread], mutation: Any
+    bad_reply_rig: tuple[Line, _LoopThread], mutation: tuple[str, int | bytes]
 ) -> None:
     ln, rig = bad_reply_rig
-    (m, reframe) = mutation
     node = ln.nodes[1]
     assert rig.bus is not None
-    node.reply_override = lambda reply: _apply(m, reply, reframe)
+    node.reply_override = lambda reply: _apply(mutation, reply)
     try:
         result = rig.run(rig.bus.poll(1))
     except (TransportError, ProtocolError):
@@ -319,3 +320,21 @@ def test_bad_replies_give_only_our_errors_and_the_next_poll_works(
     node.reply_override = None
     time.sleep(0.02)  # let a late tail of the bad reply drain before the next request
     assert isinstance(rig.run(rig.bus.poll(1)), LampReading)
+
+
+async def test_bus_recovers_when_the_port_disappears_and_returns(line: Line) -> None:
+    async with ModbusLampBus(line.settings(timeout=0.2, retries=0)) as bus:
+        await bus.set_level(1, 25)
+        line.bus.unplug()
+        with pytest.raises(TransportError):
+            await bus.poll(1)
+        line.bus.replug()
+        async with asyncio.timeout(20):  # pymodbus reopens the port with capped backoff
+            while True:
+                try:
+                    reading = await bus.poll(1)
+                    break
+                except TransportError:
+                    await asyncio.sleep(0.1)
+        assert reading.level == 25
+        assert bus.online(1)

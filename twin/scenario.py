@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -65,10 +66,9 @@ class District(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     villages: Annotated[int, msgspec.Meta(ge=0)] = 0
     lamps_per_village: Annotated[int, msgspec.Meta(ge=0)] = 0
     village_radius_m: Positive = 400.0
-    village_ring_m: Annotated[list[Positive], msgspec.Meta(min_length=2, max_length=2)] = [
-        4000.0,
-        15000.0,
-    ]
+    village_ring_m: Annotated[list[Positive], msgspec.Meta(min_length=2, max_length=2)] = (
+        msgspec.field(default_factory=lambda: [4000.0, 15000.0])
+    )
     lamps_per_gateway: Annotated[int, msgspec.Meta(ge=1)] = 100  # town cabinets; 1 per village
     lamps_file: str | None = None  # relative to the scenario file
 
@@ -89,7 +89,9 @@ class Failures(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     driver_mtbf_years: Positive = 25.0
     wearout_shape: Positive = 4.0
     wearout_scale_years: Positive = 14.0
-    age_years: Annotated[list[NonNegative], msgspec.Meta(min_length=2, max_length=2)] = [0.0, 8.0]
+    age_years: Annotated[list[NonNegative], msgspec.Meta(min_length=2, max_length=2)] = (
+        msgspec.field(default_factory=lambda: [0.0, 8.0])
+    )
     repair_minutes: Positive = 45.0  # on site, once the crew is there
     detect_poll_minutes: Positive = 15.0  # gateway telemetry: a dark lamp is seen at next poll
 
@@ -219,7 +221,7 @@ def incident_chain(name: str, incident: IncidentType, policy: Policy) -> str | N
 
 
 def _cross_check(spec: Scenario, policy: Policy, source: str, problems: list[Problem]) -> None:
-    from twin.kpis import is_known_kpi  # noqa: PLC0415  (small, pure; avoids an import cycle)
+    from twin.kpis import is_known_kpi
 
     try:
         ZoneInfo(spec.site.timezone)
@@ -282,6 +284,15 @@ def _cross_check(spec: Scenario, policy: Policy, source: str, problems: list[Pro
         problems.append(Problem(source, "failures.age_years", "expected [min, max], min <= max"))
 
 
+def _point_at_unknown_field(problem: Problem) -> Problem:
+    """msgspec names the table holding an unknown key; name the key itself in the path."""
+    match = re.search(r"unknown field `([^`]+)`", problem.message)
+    if match is None:
+        return problem
+    path = f"{problem.path}.{match.group(1)}" if problem.path else match.group(1)
+    return Problem(problem.source, path, "unknown key; check its spelling against the schema")
+
+
 def load_scenario(path: str | Path, policy_override: str | Path | None = None) -> LoadedScenario:
     """Read, validate and cross-check a scenario and its policy; raise ConfigError listing all."""
     path = Path(path)
@@ -294,7 +305,7 @@ def load_scenario(path: str | Path, policy_override: str | Path | None = None) -
     problems: list[Problem] = []
     spec = convert_section(raw, Scenario, source, "", problems)
     if spec is None:
-        raise ConfigError(problems)
+        raise ConfigError([_point_at_unknown_field(p) for p in problems])
     if policy_override is not None:
         policy_path = Path(policy_override)
         where = "--policy"

@@ -140,6 +140,8 @@ def parse_url(url: str) -> tuple[str, int]:
 class Agent:
     """One gateway. ``await agent.run()`` until cancelled; ``agent.ready`` is set once serving."""
 
+    DRAIN_WINDOW = 64  # outbox messages in flight at once per link
+
     def __init__(
         self,
         config: GatewayConfig,
@@ -185,6 +187,7 @@ class Agent:
                     link_settings(self.config, "south", self.config.file.south, south_host, south_port),
                     subscriptions,
                     self._on_south,
+                    on_connect=self._resync_lamps,
                 )
                 if self._north_url not in ("none", ""):
                     if self._north_url == "embedded":
@@ -224,12 +227,20 @@ class Agent:
     async def _on_south(self, topic: str, payload: bytes) -> None:
         self.stats.received += 1
         try:
-            event = self._decode_south(topic, payload)
+            await self._handle_south(topic, payload)
         except ProtocolError as exc:
-            self.stats.rejected[exc.reason] += 1
-            self._unflushed_rejects[exc.reason] += 1
-            log.warning("rejected %s", exc)
-            return
+            self._reject(exc.reason, str(exc))
+        except Exception:  # one bad message must never take the link down
+            log.exception("internal error on %s", topic)
+            self._reject("internal", topic)
+
+    def _reject(self, reason: str, text: str) -> None:
+        self.stats.rejected[reason] += 1
+        self._unflushed_rejects[reason] += 1
+        log.warning("rejected %s", text)
+
+    async def _handle_south(self, topic: str, payload: bytes) -> None:
+        event = self._decode_south(topic, payload)
         if event is None:
             return
         if isinstance(event, ResponderAck):
@@ -255,7 +266,8 @@ class Agent:
                 )
             self._last_faults[event.device] = faults
             self._reported[event.device] = dict(event.data)
-        with self.store.transaction():
+        durable = any(one.name in self.engine.durable_events for one in events)
+        with self.store.transaction(durable=durable):
             for one in events:
                 self._apply(self.engine.handle(one))
         self._timers_changed.set()
@@ -401,6 +413,12 @@ class Agent:
         self._lamp_tasks.add(task)
         task.add_done_callback(self._lamp_tasks.discard)
 
+    def _resync_lamps(self) -> None:
+        """After every (re)connect, bring each lamp in line with its decided level."""
+        for lamp in self.engine.lighting.lamps.values():
+            if lamp.level is not None:
+                self._send_lamp(LampSet(lamp.lamp, lamp.level, "resync"))
+
     async def _publish_lamp(self, link: MqttLink, lamp: str, payload: bytes) -> None:
         try:
             await link.publish(f"{self.root}/lamp/{lamp}/set", payload, qos=1)
@@ -410,26 +428,36 @@ class Agent:
 
     # ----- loops ----------------------------------------------------------------------------
     async def _drain(self, name: str, link: MqttLink) -> None:
-        """Send the outbox in order (alerts first); a message leaves it only after PUBACK."""
+        """Send the outbox in order (alerts first); a message leaves it only after PUBACK.
+
+        Up to a window of publishes is in flight at once, issued in outbox order on one
+        connection (so the broker sees them in order). Only the unbroken prefix of
+        acknowledged messages is deleted: after a failure everything from the first
+        unacknowledged message on is sent again (receivers drop duplicates by message id).
+        """
         wake = self._wake[name]
         while True:
             await link.wait_connected()
-            batch = self.store.pending(name, limit=100)
+            batch = self.store.pending(name, limit=self.DRAIN_WINDOW)
             if not batch:
                 wake.clear()
-                if not self.store.pending(name, limit=1):
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(wake.wait(), timeout=1.0)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), timeout=1.0)
                 continue
-            for message in batch:
-                try:
-                    await link.publish(message.topic, message.payload, qos=message.qos, retain=message.retain)
-                except Exception as exc:
-                    log.info("%s outbox paused: %s", name, exc)
-                    await asyncio.sleep(0.05)
+            results = await asyncio.gather(
+                *(link.publish(m.topic, m.payload, qos=m.qos, retain=m.retain) for m in batch),
+                return_exceptions=True,
+            )
+            done: list[int] = []
+            for message, result in zip(batch, results, strict=True):
+                if isinstance(result, BaseException):
+                    log.info("%s outbox paused: %s", name, result)
                     break
-                self.store.delivered(message.seq)
-                self.stats.published[name] += 1
+                done.append(message.seq)
+            self.store.delivered(done)
+            self.stats.published[name] += len(done)
+            if len(done) < len(batch):
+                await asyncio.sleep(0.05)
 
     async def _time_loop(self) -> None:
         """Fire due timers and re-decide lamp levels at each minute of the timeline."""

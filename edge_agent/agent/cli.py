@@ -39,7 +39,7 @@ def _load(path: Path) -> GatewayConfig:
     except ConfigError as exc:
         err.print(f"[red]{len(exc.problems)} problem(s) in the configuration:[/red]")
         for problem in exc.problems:
-            err.print(f"  {problem}", markup=False, highlight=False)
+            err.print(f"  {problem}", markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
 
 

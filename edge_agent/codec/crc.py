@@ -12,7 +12,7 @@ try:
     from micropython import const  # type: ignore[import-not-found, attr-defined, unused-ignore]
 except ImportError:  # CPython
 
-    def const(value: int) -> int:
+    def const(value: int) -> int:  # type: ignore[misc, unused-ignore]
         return value
 
 

@@ -16,7 +16,7 @@ lost tail cost only that frame, never the next one.
 """
 
 try:
-    from edge_agent.codec.crc import crc16_ccitt
+    from edge_agent.codec.crc import crc16_ccitt  # type: ignore[import-not-found, unused-ignore]
 except ImportError:  # MicroPython: the codec files sit on the module path
     from crc import crc16_ccitt  # type: ignore[import-not-found, no-redef, unused-ignore]
 
@@ -24,7 +24,7 @@ try:
     from micropython import const  # type: ignore[import-not-found, attr-defined, unused-ignore]
 except ImportError:  # CPython
 
-    def const(value: int) -> int:
+    def const(value: int) -> int:  # type: ignore[misc, unused-ignore]
         return value
 
 

@@ -131,6 +131,14 @@ class Engine:
         for rule in self.rules:
             for name in rule.events:
                 self.by_event.setdefault(name, []).append(rule)
+        # events whose handling may raise an alert or move a timer: committed with fsync
+        self.durable_events = frozenset(
+            name
+            for rule in self.rules
+            if rule.trigger in ("threshold", "absence")
+            or any(isinstance(a, RaiseAlert | Notify) for a in rule.actions)
+            for name in rule.events
+        )
         programs = compile_programs(policy)
         lamps: dict[str, LampState] = {}
         for lamp in site.lamps:
@@ -140,7 +148,7 @@ class Engine:
             lamps[lamp.id] = LampState(lamp.id, lamp.group, lamp.zone, programs[program_name])
         self.lighting = LightingController(lamps, site.latitude, site.longitude, site.tz)
         self.traces: dict[str, deque[dict[str, Any]]] = {}
-        self.unsaved_traces: list[dict[str, Any]] = []
+        self.unsaved_traces: deque[dict[str, Any]] = deque(maxlen=10_000)
         self._heap: list[tuple[float, str]] = []
         self._timers: dict[str, Timer] = {}
         self._chains = {
@@ -203,6 +211,7 @@ class Engine:
                 key = f"boost:{event.zone}"
                 self._timers[key] = Timer(key, until, "boost", {})
                 heapq.heappush(self._heap, (until, key))
+        shared = _Context(self, event, {})  # one lazy context for every rule this event runs
         for rule in self.by_event.get(event.name, ()):
             if not rule.matches(event):
                 continue
@@ -213,6 +222,7 @@ class Engine:
                         event,
                         {"type": "event", "event": event.name, "device": event.device},
                         {},
+                        shared,
                     )
                 )
             elif rule.trigger == "threshold":
@@ -409,9 +419,16 @@ class Engine:
         return self.sun_elevation(now) < -0.833
 
     # ----- rule runs --------------------------------------------------------------------------
-    def _run(self, rule: CompiledRule, event: Event, trigger: dict[str, Any], extra: Mapping[str, Any]) -> list[Effect]:
+    def _run(
+        self,
+        rule: CompiledRule,
+        event: Event,
+        trigger: dict[str, Any],
+        extra: Mapping[str, Any],
+        shared: _Context | None = None,
+    ) -> list[Effect]:
         started = time.perf_counter_ns()
-        env = _Context(self, event, extra)
+        env = shared if shared is not None and not extra else _Context(self, event, extra)
         condition: dict[str, Any] | None = None
         if rule.condition is not None:
             passed, reason = evaluate(rule.condition, env)
@@ -585,10 +602,9 @@ class Engine:
         if kept is None:
             kept = self.traces[trace["rule"]] = deque(maxlen=self.site.traces_per_rule)
         kept.append(trace)
-        self.unsaved_traces.append(trace)
-        if len(self.unsaved_traces) > 10 * self.site.traces_per_rule * max(1, len(self.rules)):
-            del self.unsaved_traces[: len(self.unsaved_traces) // 2]  # bounded if never flushed
+        self.unsaved_traces.append(trace)  # bounded: the oldest unsaved ones fall off
 
     def take_traces(self) -> list[dict[str, Any]]:
-        traces, self.unsaved_traces = self.unsaved_traces, []
+        traces = list(self.unsaved_traces)
+        self.unsaved_traces.clear()
         return traces

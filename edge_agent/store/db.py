@@ -161,10 +161,12 @@ class Store:
         ).fetchall()
         return [OutboxMessage(r[0], r[1], r[2], r[3], r[4], bytes(r[5]), r[6], bool(r[7])) for r in rows]
 
-    def delivered(self, seq: int) -> None:
-        """Forget a message once its PUBACK arrived (NORMAL sync: a replay is a duplicate)."""
+    def delivered(self, seqs: list[int]) -> None:
+        """Forget messages once their PUBACK arrived (NORMAL sync: a replay is a duplicate)."""
+        if not seqs:
+            return
         with self.transaction(durable=False):
-            self.db.execute("DELETE FROM outbox WHERE seq = ?", (seq,))
+            self.db.executemany("DELETE FROM outbox WHERE seq = ?", [(seq,) for seq in seqs])
 
     def count_pending(self, link: str | None = None) -> int:
         if link is None:

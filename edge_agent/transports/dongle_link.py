@@ -233,7 +233,9 @@ class DongleLink:
 
     def _open(self) -> None:
         try:
-            self._serial = serial.Serial(self.settings.port, self.settings.baudrate, timeout=0)
+            self._serial = serial.Serial(
+                self.settings.port, self.settings.baudrate, timeout=0, exclusive=True
+            )
         except (serial.SerialException, OSError, ValueError) as exc:
             raise TransportError(f"{self.settings.port}: {exc}") from None
         self.receiver.reset_partial()

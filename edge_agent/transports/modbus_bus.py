@@ -334,6 +334,10 @@ class ModbusLampBus:
             except (TransportError, ProtocolError) as exc:
                 if job.future is not None and not job.future.done():
                     job.future.set_exception(exc)
+            except Exception as exc:  # a bug below us must not stop the bus for every lamp
+                log.exception("unit %s %s failed unexpectedly", job.unit, job.name)
+                if job.future is not None and not job.future.done():
+                    job.future.set_exception(TransportError(f"unit {job.unit}: {exc!r}"))
             else:
                 if job.future is not None and not job.future.done():
                     job.future.set_result(result)

@@ -23,6 +23,10 @@ from edge_agent.errors import TransportError
 
 log = logging.getLogger(__name__)
 
+# aiomqtt warns at more than 10 pending publishes; the outbox pipelines more on purpose.
+_aiomqtt_log = logging.getLogger("edge_agent.mqtt.client")
+_aiomqtt_log.setLevel(logging.ERROR)
+
 MessageHandler = Callable[[str, bytes], Awaitable[None]]
 
 
@@ -59,12 +63,14 @@ class MqttLink:
         *,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rand: Callable[[], float] = random.random,
+        on_connect: Callable[[], None] | None = None,
     ) -> None:
         self.name = name
         self.settings = settings
         self.subscriptions = list(subscriptions)
         self.on_message = on_message
         self._sleep = sleep
+        self.on_connect = on_connect
         self._rand = rand
         self._client: aiomqtt.Client | None = None
         self._up = asyncio.Event()
@@ -97,6 +103,7 @@ class MqttLink:
             clean_session=s.clean_session,
             timeout=s.publish_timeout,
             max_inflight_messages=100,
+            logger=_aiomqtt_log,
         )
 
     async def run(self) -> None:
@@ -115,6 +122,8 @@ class MqttLink:
                     attempt = 0
                     self.last_error = None
                     self._up.set()
+                    if self.on_connect is not None:
+                        self.on_connect()
                     log.info(
                         "%s link connected to %s:%s",
                         self.name,

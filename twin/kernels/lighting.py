@@ -286,8 +286,8 @@ def simulate_lighting(
             base = n * 1440.0
             lo = first_lit[p, n]
             hi = end_lit[p, n]
-            ds = int(math.ceil(dark_start[n]))
-            de = int(math.ceil(dark_end[n]))
+            ds = int(math.ceil(dark_start[n]))  # noqa: RUF046 (numba: ceil may be float)
+            de = int(math.ceil(dark_end[n]))  # noqa: RUF046
             k_start = min(lo, ds) if hi > lo else ds
             k_stop = max(hi, de) if hi > lo else de
             if k_stop < k_start:
@@ -311,10 +311,7 @@ def simulate_lighting(
                     while o < o_end and outage_end[o] <= t:
                         o += 1
                     out = o < o_end and outage_start[o] <= t
-                if out:
-                    level = 0.0
-                else:
-                    level = lamp_level(row[k], k < boost_until, boost, -1.0)
+                level = 0.0 if out else lamp_level(row[k], k < boost_until, boost, -1.0)
                 power = lamp_power_w(level, rated, standby)
                 night_energy += power
                 is_dark = ds <= k < de
@@ -328,6 +325,9 @@ def simulate_lighting(
                         dark_lit += 1
                 elif is_dark and out:
                     dark_out += 1
+            while x < hi:  # arrivals in the last fraction of the lit window boost nothing
+                arrivals += 1
+                x = next_arrival(x, float(hi), rates)
             dark += max(0, de - ds)
             if record_switches:
                 switch_on[i, n] = on_k

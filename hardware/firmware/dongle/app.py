@@ -2,11 +2,11 @@
 The board is injected. Must not import: machine, board modules."""
 
 try:
-    from hardware.firmware.dongle.radio import parse_line
-    from hardware.firmware.dongle.sender import Sender
+    from hardware.firmware.dongle.radio import parse_line  # type: ignore[import-not-found, unused-ignore]
+    from hardware.firmware.dongle.sender import Sender  # type: ignore[import-not-found, unused-ignore]
 except ImportError:  # MicroPython
-    from radio import parse_line  # type: ignore[import-not-found, no-redef]
-    from sender import Sender  # type: ignore[import-not-found, no-redef]
+    from radio import parse_line  # type: ignore[import-not-found, no-redef, unused-ignore]
+    from sender import Sender  # type: ignore[import-not-found, no-redef, unused-ignore]
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

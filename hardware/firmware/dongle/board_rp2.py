@@ -16,10 +16,10 @@ class Rp2DongleBoard:
         self.closed = False
 
     def ticks_ms(self) -> int:
-        return time.ticks_ms()
+        return int(time.ticks_ms())
 
     def ticks_diff(self, a: int, b: int) -> int:
-        return time.ticks_diff(a, b)
+        return int(time.ticks_diff(a, b))
 
     def wait(self, timeout_ms: int) -> None:
         deadline = time.ticks_add(time.ticks_ms(), timeout_ms)

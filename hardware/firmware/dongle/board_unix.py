@@ -22,10 +22,10 @@ class UnixDongleBoard:
         self.closed = False
 
     def ticks_ms(self) -> int:
-        return time.ticks_ms()
+        return int(time.ticks_ms())
 
     def ticks_diff(self, a: int, b: int) -> int:
-        return time.ticks_diff(a, b)
+        return int(time.ticks_diff(a, b))
 
     def wait(self, timeout_ms: int) -> None:
         self._poll.poll(timeout_ms)

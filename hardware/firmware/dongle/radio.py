@@ -6,9 +6,9 @@ Lines: ``sos DEV BATT`` | ``fall DEV SEVERITY BATT`` | ``vitals DEV HR SPO2 TEMP
 """
 
 try:
-    from edge_agent.codec import frames
+    from edge_agent.codec import frames  # type: ignore[import-not-found, unused-ignore]
 except ImportError:  # MicroPython
-    import frames  # type: ignore[import-not-found, no-redef]
+    import frames  # type: ignore[import-not-found, no-redef, unused-ignore]
 
 
 def parse_line(line: bytes) -> "tuple[int, int, bytes] | None":

@@ -7,9 +7,9 @@ duplicate window. Must not import: board modules.
 """
 
 try:
-    from edge_agent.codec import frames
+    from edge_agent.codec import frames  # type: ignore[import-not-found, unused-ignore]
 except ImportError:  # MicroPython
-    import frames  # type: ignore[import-not-found, no-redef]
+    import frames  # type: ignore[import-not-found, no-redef, unused-ignore]
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

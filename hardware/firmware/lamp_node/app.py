@@ -9,11 +9,11 @@ if TYPE_CHECKING:
     from fwtypes import Board
 
 try:
-    from hardware.firmware.lamp_node.lamp import Lamp
-    from hardware.firmware.lamp_node.rtu import RtuSlave
+    from hardware.firmware.lamp_node.lamp import Lamp  # type: ignore[import-not-found, unused-ignore]
+    from hardware.firmware.lamp_node.rtu import RtuSlave  # type: ignore[import-not-found, unused-ignore]
 except ImportError:  # MicroPython
-    from lamp import Lamp  # type: ignore[import-not-found, no-redef]
-    from rtu import RtuSlave  # type: ignore[import-not-found, no-redef]
+    from lamp import Lamp  # type: ignore[import-not-found, no-redef, unused-ignore]
+    from rtu import RtuSlave  # type: ignore[import-not-found, no-redef, unused-ignore]
 
 
 def run(board: "Board", unit: int, gap_ms: int = 20, tick_ms: int = 10) -> None:

@@ -28,10 +28,10 @@ class Rp2Board:
         self.closed = False
 
     def ticks_ms(self) -> int:
-        return time.ticks_ms()
+        return int(time.ticks_ms())
 
     def ticks_diff(self, a: int, b: int) -> int:
-        return time.ticks_diff(a, b)
+        return int(time.ticks_diff(a, b))
 
     def wait_rx(self, timeout_ms: int) -> bool:
         deadline = time.ticks_add(time.ticks_ms(), timeout_ms)

@@ -37,10 +37,10 @@ class UnixBoard:
         self.closed = False
 
     def ticks_ms(self) -> int:
-        return time.ticks_ms()
+        return int(time.ticks_ms())
 
     def ticks_diff(self, a: int, b: int) -> int:
-        return time.ticks_diff(a, b)
+        return int(time.ticks_diff(a, b))
 
     def wait_rx(self, timeout_ms: int) -> bool:
         return bool(self._poll.poll(timeout_ms))

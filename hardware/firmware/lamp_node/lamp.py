@@ -9,9 +9,9 @@ if TYPE_CHECKING:
     from fwtypes import Pwm
 
 try:
-    from hardware.firmware.lamp_node import regs
+    from hardware.firmware.lamp_node import regs  # type: ignore[import-not-found, unused-ignore]
 except ImportError:  # MicroPython: firmware files are top-level modules
-    import regs  # type: ignore[import-not-found, no-redef]
+    import regs  # type: ignore[import-not-found, no-redef, unused-ignore]
 
 _MS_PER_WH_DW = 36000000  # 0.1 W * ms in one Wh
 _MS_PER_BURN_UNIT = 36000  # 0.01 h
@@ -50,7 +50,7 @@ class Lamp:
         if addr == regs.HR_CLOCK_RATE:
             return 1 <= value <= 10000
         if addr == regs.HR_PROGRAM_COUNT:
-            return value <= regs.PROGRAM_MAX_STEPS
+            return bool(value <= regs.PROGRAM_MAX_STEPS)
         if addr >= regs.HR_PROGRAM_BASE:
             if (addr - regs.HR_PROGRAM_BASE) & 1:
                 return value <= 100
@@ -61,6 +61,7 @@ class Lamp:
         """A holding-register write: the master is in control again, so fallback ends."""
         self.hr[addr] = value
         self.fallback = False
+        self._silent_ms = 0
         if addr == regs.HR_CLOCK_LO:
             self.clock_s = (self.hr[regs.HR_CLOCK_HI] << 16) | value
             self._clock_acc = 0
@@ -89,7 +90,7 @@ class Lamp:
         if timeout_s:
             if self._silent_ms < timeout_s * 1000:
                 self._silent_ms += d
-            elif not self.fallback:
+            if self._silent_ms >= timeout_s * 1000:
                 self.fallback = True
         power = self.ir[regs.IR_POWER]
         e = self._energy_acc + power * d

@@ -6,7 +6,7 @@ try:
     from micropython import const
 except ImportError:  # CPython (in-process emulation, tests)
 
-    def const(value: int) -> int:
+    def const(value: int) -> int:  # type: ignore[misc, unused-ignore]
         return value
 
 

@@ -11,14 +11,14 @@ if TYPE_CHECKING:
     from fwtypes import LampModel
 
 try:
-    from edge_agent.codec.crc import crc16_modbus
+    from edge_agent.codec.crc import crc16_modbus  # type: ignore[import-not-found, unused-ignore]
 except ImportError:  # MicroPython
-    from crc import crc16_modbus  # type: ignore[import-not-found, no-redef]
+    from crc import crc16_modbus  # type: ignore[import-not-found, no-redef, unused-ignore]
 
 try:
-    from hardware.firmware.lamp_node import regs
+    from hardware.firmware.lamp_node import regs  # type: ignore[import-not-found, unused-ignore]
 except ImportError:  # MicroPython
-    import regs  # type: ignore[import-not-found, no-redef]
+    import regs  # type: ignore[import-not-found, no-redef, unused-ignore]
 
 _BUF = 256
 

@@ -1,0 +1,336 @@
+"""`just bench`: the gateway's figures. Prints a table; asserts nothing.
+
+1. Rule engine throughput, in process (no broker, in-memory SQLite): 200 devices, 100 rules.
+2. End-to-end latency through a private Mosquitto at a fixed rate: device message ->
+   rule -> action message seen by a subscriber (publish action via the outbox), and
+   SOS -> responder's phone (alert path, fsync on every commit).
+3. Resident memory of a running agent process (embedded broker, and external Mosquitto).
+4. Serial figures (Modbus polling cycle, SOS over a lossy dongle link) when available.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import aiomqtt
+import msgspec
+import psutil
+from rich.console import Console
+from rich.table import Table
+
+from edge_agent.engine import Engine, Site
+from edge_agent.engine.engine import SiteLamp, SiteResponder
+from edge_agent.models import Event
+from edge_agent.policy.model import parse_policy
+from edge_agent.store.db import Store
+
+console = Console()
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _bench_policy(n_rules: int) -> bytes:
+    head = """
+[policy]
+name = "bench"
+[programs.main]
+on = "sunset"
+off = "sunrise"
+steps = [ { at = "00:00", level = 50 } ]
+boost = { level = 100, minutes = 3 }
+[assign]
+default = "main"
+[chains.medical]
+roles = ["doctor", "backup"]
+ack_timeout = "2m"
+"""
+    rules = []
+    for i in range(n_rules):
+        kind = i % 4
+        if kind == 0:
+            rules.append(
+                f'[[rules]]\nid = "hr-{i}"\nwhen = {{ trigger = "threshold", field = "heart_rate", above = {140 + i}, for = "2m", devices = ["w{i % 100}"] }}\nthen = [ {{ action = "alert", priority = 2 }} ]\n'
+            )
+        elif kind == 1:
+            rules.append(
+                f'[[rules]]\nid = "batt-{i}"\nwhen = {{ trigger = "event", event = "vitals", kind = "wearable" }}\nif = "battery < {5 + i % 10} and device == \'w{i % 100}\'"\nthen = [ {{ action = "publish", topic = "low-battery" }} ]\n'
+            )
+        elif kind == 2:
+            rules.append(
+                f'[[rules]]\nid = "lamp-{i}"\nwhen = {{ trigger = "event", event = "state", kind = "lamp", zone = "z{i % 20}" }}\nif = "power_w > 200 or faults > 0 and level < 10"\nthen = [ {{ action = "publish", topic = "lamp-check" }} ]\n'
+            )
+        else:
+            rules.append(
+                f'[[rules]]\nid = "cam-{i}"\nwhen = {{ trigger = "event", event = "vehicle", kind = "camera", zone = "z{i % 20}" }}\nif = "hour >= 22 or hour < 5"\nthen = [ {{ action = "publish", topic = "night-traffic" }} ]\n'
+            )
+    return (head + "\n".join(rules)).encode()
+
+
+def engine_throughput(n_events: int = 200_000, n_rules: int = 100) -> dict[str, float]:
+    policy = parse_policy(_bench_policy(n_rules), "bench")
+    lamps = tuple(SiteLamp(f"l{i}", "g", f"z{i % 20}") for i in range(80))
+    devices: dict[str, tuple[str, str | None, str | None]] = {f"l{i}": ("lamp", "g", f"z{i % 20}") for i in range(80)}
+    devices |= {f"w{i}": ("wearable", None, f"z{i % 20}") for i in range(100)}
+    devices |= {f"c{i}": ("camera", None, f"z{i % 20}") for i in range(20)}
+    site = Site("bench", 28.77, 105.37, ZoneInfo("Asia/Shanghai"), lamps, (SiteResponder("d", "doctor"),), devices)
+    store = Store(":memory:")
+    engine = Engine(policy, site, store)
+    now = 1_767_225_600.0
+    engine.start(now)
+    rng = random.Random(1)
+    events = []
+    for i in range(n_events):
+        r = rng.random()
+        ts = now + i * 0.001
+        if r < 0.5:
+            w = rng.randrange(100)
+            events.append(
+                Event(
+                    f"w{w}",
+                    "wearable",
+                    "vitals",
+                    ts,
+                    f"z{w % 20}",
+                    None,
+                    {"heart_rate": rng.randrange(50, 130), "battery": rng.randrange(0, 100)},
+                )
+            )
+        elif r < 0.9:
+            lamp = rng.randrange(80)
+            events.append(
+                Event(
+                    f"l{lamp}",
+                    "lamp",
+                    "state",
+                    ts,
+                    f"z{lamp % 20}",
+                    "g",
+                    {"on": True, "level": 50.0, "power_w": 51.5, "faults": 0},
+                )
+            )
+        else:
+            c = rng.randrange(20)
+            events.append(Event(f"c{c}", "camera", "vehicle", ts, f"z{c}", None, {"detection": "vehicle"}))
+    started = time.perf_counter()
+    effects = 0
+    for event in events:
+        effects += len(engine.handle(event))
+    elapsed = time.perf_counter() - started
+    return {
+        "events": n_events,
+        "rules": len(engine.rules),
+        "devices": len(devices),
+        "seconds": elapsed,
+        "events_per_s": n_events / elapsed,
+        "effects": effects,
+    }
+
+
+GATEWAY = """
+[gateway]
+id = "{gw}"
+latitude = 28.77
+longitude = 105.37
+data_dir = "state"
+policy = "policy.toml"
+[south]
+url = "{south}"
+[north]
+url = "{north}"
+{devices}
+[[responders]]
+id = "doc"
+role = "doctor"
+[[responders]]
+id = "doc2"
+role = "backup"
+"""
+
+LATENCY_POLICY = """
+[policy]
+name = "latency"
+[programs.main]
+on = "sunset"
+off = "sunrise"
+[assign]
+default = "main"
+[chains.medical]
+roles = ["doctor", "backup"]
+ack_timeout = "10m"
+[[rules]]
+id = "echo"
+when = {{ trigger = "event", event = "geofence_exit", kind = "wearable" }}
+then = [ {{ action = "publish", topic = "echo", payload = {{ seq = "{{seq}}" }} }} ]
+[[rules]]
+id = "sos"
+when = {{ trigger = "event", event = "sos", kind = "wearable" }}
+then = [ {{ action = "alert", priority = 1, notify = "medical" }} ]
+"""
+
+
+def write_gateway(tmp: Path, gw: str, south: str, north: str, n_wearables: int = 20, n_lamps: int = 0) -> Path:
+    devices = "".join(f'[[wearables]]\nid = "w{i}"\n' for i in range(n_wearables))
+    devices += "".join(f'[[lamps]]\nid = "l{i}"\nzone = "z{i % 4}"\n' for i in range(n_lamps))
+    (tmp / "policy.toml").write_text(LATENCY_POLICY.format())
+    (tmp / "gateway.toml").write_text(GATEWAY.format(gw=gw, south=south, north=north, devices=devices))
+    return tmp / "gateway.toml"
+
+
+async def _latency(port: int, rate: float, count: int, kind: str) -> dict[str, float]:
+    """The agent runs as its own process (`edge-agent run`); load and timing run here."""
+    with tempfile.TemporaryDirectory() as tmp:
+        url = f"mqtt://127.0.0.1:{port}"
+        path = write_gateway(Path(tmp), f"bench{kind}", url, url)
+        agent = subprocess.Popen(
+            [sys.executable, "-m", "edge_agent.agent.cli", "run", "-c", str(path)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        sent: dict[str, float] = {}
+        latencies: list[float] = []
+        done = asyncio.Event()
+        root = f"district/v1/bench{kind}"
+        listen_topic = f"{root}/event/echo" if kind == "publish" else f"{root}/responder/+/alert"
+
+        async def listen(client: aiomqtt.Client) -> None:
+            async for message in client.messages:
+                now = time.perf_counter()
+                if str(message.topic).endswith("/status"):
+                    continue
+                body = msgspec.json.decode(message.payload if isinstance(message.payload, bytes) else b"{}")
+                if kind == "publish" and str(body.get("seq")) in sent:
+                    latencies.append(now - sent.pop(str(body["seq"])))
+                elif kind == "sos" and sent:
+                    first = min(sent.items(), key=lambda kv: kv[1])
+                    latencies.append(now - sent.pop(first[0]))
+                if len(latencies) >= count:
+                    done.set()
+
+        async def agent_online() -> None:
+            async with aiomqtt.Client("127.0.0.1", port) as probe:
+                await probe.subscribe(f"{root}/status", qos=1)
+                async for message in probe.messages:
+                    if message.payload == b"online":
+                        return
+
+        await asyncio.wait_for(agent_online(), 30)
+        async with (
+            aiomqtt.Client("127.0.0.1", port, max_inflight_messages=1000) as sub,
+            aiomqtt.Client("127.0.0.1", port, max_inflight_messages=1000) as pub,
+        ):
+            await sub.subscribe(listen_topic, qos=1)
+            listener = asyncio.create_task(listen(sub))
+            interval = 1.0 / rate
+            start = time.perf_counter()
+            for i in range(count):
+                target = start + i * interval
+                delay = target - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                device = f"w{i % 20}"
+                event = "geofence_exit" if kind == "publish" else "sos"
+                sent[str(i)] = time.perf_counter()
+                await pub.publish(
+                    f"{root}/wearable/{device}/event", msgspec.json.encode({"v": 1, "event": event, "seq": i}), qos=0
+                )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), 30)
+            achieved = count / (time.perf_counter() - start)
+            listener.cancel()
+        agent.terminate()
+        agent.wait(10)
+    latencies.sort()
+    if not latencies:
+        return {"count": 0}
+    pick = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000  # noqa: E731
+    return {
+        "count": len(latencies),
+        "rate": achieved,
+        "p50_ms": pick(0.5),
+        "p99_ms": pick(0.99),
+        "max_ms": latencies[-1] * 1000,
+        "mean_ms": statistics.fmean(latencies) * 1000,
+    }
+
+
+def agent_rss(seconds: float = 6.0, external_port: int | None = None) -> float:
+    """Resident memory (MB) of an `edge-agent run` process on the example village config."""
+    with tempfile.TemporaryDirectory() as tmp:
+        url = f"mqtt://127.0.0.1:{external_port}" if external_port else "embedded"
+        path = write_gateway(Path(tmp), "rss", url, "none", n_wearables=50, n_lamps=50)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "edge_agent.agent.cli", "run", "-c", str(path), "--speed", "60"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            time.sleep(seconds)
+            return psutil.Process(proc.pid).memory_info().rss / 1e6
+        finally:
+            proc.terminate()
+            proc.wait(10)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="just bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="smaller runs (a smoke test of the bench itself)")
+    parser.add_argument("--no-serial", action="store_true", help="skip the serial-link figures")
+    args = parser.parse_args(argv)
+    from edge_agent.devtools.mosquitto import MosquittoProcess
+
+    table = Table(title="Gateway benchmarks (this machine: %d cores)" % (os.cpu_count() or 0))
+    table.add_column("what")
+    table.add_column("figure", justify="right")
+    table.add_column("aim")
+    console.print("[bold]1/4[/bold] rule engine throughput ...")
+    result = engine_throughput(20_000 if args.quick else 200_000)
+    table.add_row(
+        f"engine: {result['devices']} devices, {result['rules']} rules, {result['events']:,} events (1 core, no I/O)",
+        f"{result['events_per_s']:,.0f} events/s",
+        ">= 20,000 events/s",
+    )
+    with MosquittoProcess() as mosq:
+        console.print("[bold]2/4[/bold] end-to-end latency through Mosquitto ...")
+        count = 2000 if args.quick else 10_000
+        lat = asyncio.run(_latency(mosq.port, 1000.0, count, "publish"))
+        table.add_row(
+            f"device event -> rule -> published action, {lat.get('rate', 0):,.0f} msg/s, n={lat['count']}",
+            f"p50 {lat.get('p50_ms', 0):.2f} ms, p99 {lat.get('p99_ms', 0):.2f} ms",
+            "p99 <= 10 ms",
+        )
+        sos = asyncio.run(_latency(mosq.port, 50.0, 200 if args.quick else 1000, "sos"))
+        table.add_row(
+            f"SOS -> responder's phone (fsync per alert), {sos.get('rate', 0):,.0f} msg/s, n={sos['count']}",
+            f"p50 {sos.get('p50_ms', 0):.2f} ms, p99 {sos.get('p99_ms', 0):.2f} ms",
+            "< 1 s",
+        )
+        console.print("[bold]3/4[/bold] resident memory ...")
+        table.add_row(
+            "agent RSS, 100 devices, external Mosquitto", f"{agent_rss(external_port=mosq.port):.1f} MB", "<= 60 MB"
+        )
+    table.add_row("agent RSS, 100 devices, embedded amqtt broker", f"{agent_rss():.1f} MB", "(broker in process)")
+    console.print(table)
+    if not args.no_serial:
+        console.print("[bold]4/4[/bold] serial links ...")
+        try:
+            from edge_agent.transports import bench_serial
+        except ImportError as exc:  # pragma: no cover - serial bench not installed
+            console.print(f"serial bench unavailable: {exc}")
+        else:
+            bench_serial.main(["--quick"] if args.quick else [])
+
+
+if __name__ == "__main__":
+    main()

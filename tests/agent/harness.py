@@ -1,0 +1,169 @@
+"""Test harness: a gateway config on a real broker, an observer, and `eventually`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import msgspec
+
+from edge_agent.agent.app import Agent
+from edge_agent.clock import Clock
+from edge_agent.config import GatewayConfig, load_config
+
+GATEWAY_TEMPLATE = """
+[gateway]
+id = "{gw}"
+latitude = 28.77
+longitude = 105.37
+timezone = "Asia/Shanghai"
+data_dir = "state"
+policy = "policy.toml"
+
+[south]
+url = "mqtt://127.0.0.1:{port}"
+
+[north]
+url = "mqtt://127.0.0.1:{port}"
+
+[[lamps]]
+id = "L1"
+group = "village"
+zone = "square"
+[[lamps]]
+id = "L2"
+group = "village"
+zone = "square"
+[[lamps]]
+id = "L3"
+group = "village"
+zone = "lane"
+
+[[cameras]]
+id = "C1"
+zone = "square"
+
+[[wearables]]
+id = "W1"
+zone = "lane"
+
+[[responders]]
+id = "doc1"
+role = "village_doctor"
+[[responders]]
+id = "doc2"
+role = "township_doctor"
+"""
+
+POLICY_HEAD = """
+[policy]
+name = "test"
+
+[programs.village]
+on = "sunset+10m"
+off = "sunrise-15m"
+level = 80
+steps = [ {{ at = "22:00", level = 50 }}, {{ at = "00:00", level = 30 }} ]
+boost = {{ level = 100, minutes = 3 }}
+
+[assign]
+default = "village"
+
+[chains.medical]
+roles = ["village_doctor", "township_doctor"]
+ack_timeout = "2m"
+"""
+
+
+def write_gateway(tmp_path: Path, gw: str, port: int, rules: str) -> GatewayConfig:
+    (tmp_path / "policy.toml").write_text(POLICY_HEAD.format() + rules)
+    (tmp_path / "gateway.toml").write_text(GATEWAY_TEMPLATE.format(gw=gw, port=port))
+    return load_config(tmp_path / "gateway.toml")
+
+
+async def eventually(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
+    """Wait (real time) until predicate() is truthy; fail with ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+@dataclass
+class Seen:
+    topic: str
+    payload: dict[str, Any] | bytes
+
+
+@dataclass
+class Observer:
+    """A plain MQTT client on the gateway's topic root: what a device or the platform sees."""
+
+    host: str
+    port: int
+    root: str
+    messages: list[Seen] = field(default_factory=list)
+    client: aiomqtt.Client | None = None
+
+    def on(self, suffix: str) -> list[dict[str, Any]]:
+        topic = f"{self.root}/{suffix}"
+        return [m.payload for m in self.messages if m.topic == topic and isinstance(m.payload, dict)]
+
+    def matching(self, part: str) -> list[Seen]:
+        return [m for m in self.messages if part in m.topic]
+
+    async def publish(self, suffix: str, payload: dict[str, Any] | bytes, qos: int = 1) -> None:
+        assert self.client is not None
+        data = payload if isinstance(payload, bytes) else msgspec.json.encode({"v": 1, **payload})
+        await self.client.publish(f"{self.root}/{suffix}", data, qos=qos)
+
+
+@contextlib.asynccontextmanager
+async def observing(host: str, port: int, root: str) -> AsyncIterator[Observer]:
+    observer = Observer(host, port, root)
+    ready = asyncio.Event()
+
+    async def listen() -> None:
+        async with aiomqtt.Client(host, port) as client:
+            observer.client = client
+            await client.subscribe(f"{root}/#", qos=1)
+            ready.set()
+            async for message in client.messages:
+                raw = message.payload if isinstance(message.payload, bytes) else b""
+                try:
+                    decoded: dict[str, Any] | bytes = msgspec.json.decode(raw)
+                except (msgspec.DecodeError, RecursionError):
+                    decoded = raw
+                observer.messages.append(Seen(str(message.topic), decoded))
+
+    task = asyncio.create_task(listen())
+    await asyncio.wait_for(ready.wait(), 10)
+    try:
+        yield observer
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+@contextlib.asynccontextmanager
+async def running(config: GatewayConfig, clock: Clock) -> AsyncIterator[Agent]:
+    agent = Agent(config, clock)
+    task = asyncio.create_task(agent.run())
+    try:
+        await asyncio.wait_for(agent.ready.wait(), 15)
+        yield agent
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

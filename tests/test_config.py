@@ -1,0 +1,129 @@
+"""Gateway and policy configuration: every error names file, key path and expectation."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from edge_agent.config import load_config
+from edge_agent.errors import ConfigError
+from edge_agent.policy.model import parse_policy
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_shipped_configs_and_policies_pass_check() -> None:
+    for path in sorted((ROOT / "examples").glob("*.toml")):
+        result = subprocess.run(
+            [sys.executable, "-m", "edge_agent.agent.cli", "check", "--config", str(path)],
+            capture_output=True,
+            text=True,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "ok" in result.stdout
+    for path in sorted((ROOT / "scenarios" / "policies").glob("*.toml")):
+        parse_policy(path.read_bytes(), str(path))
+
+
+def test_check_prints_every_problem_and_exits_2(tmp_path: Path) -> None:
+    (tmp_path / "policy.toml").write_text(
+        """
+[policy]
+name = "bad"
+[programs.main]
+on = "sunsett"
+steps = [ { at = "25:00", level = 50 } ]
+[[rules]]
+id = "r1"
+when = { trigger = "threshold", field = "heart_rate", above = 130, for = "3 minutes" }
+if = "hart_rate > 3"
+then = [ { action = "alert", notify = "nobody" } ]
+[[rules]]
+id = "r1"
+when = { trigger = "time", cron = "61 * * * *" }
+then = [ { action = "set_lamp", level = 120 } ]
+"""
+    )
+    (tmp_path / "gw.toml").write_text(
+        """
+[gateway]
+id = "gw 1"
+latitude = 95
+longitude = 105.37
+policy = "policy.toml"
+[[lamps]]
+id = "L1"
+colour = "red"
+"""
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "edge_agent.agent.cli", "check", "-c", str(tmp_path / "gw.toml")],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2
+    out = result.stderr
+    for expected in (
+        "gw.toml: gateway.id",
+        "gw.toml: gateway.latitude: Expected `float` <= 90.0",
+        "gw.toml: lamps[0].colour: unknown key",
+        "policy.toml: programs.main.on: expected e.g. 'sunset'",
+        "policy.toml: programs.main.steps[0].at: clock time out of range",
+        "policy.toml: rules[0].when.for: expected a duration",
+        "policy.toml: rules[0].if: unknown name 'hart_rate' (did you mean 'heart_rate'?)",
+        "policy.toml: rules[0].then[0]: unknown responder chain 'nobody'",
+        "policy.toml: rules[1].then[0].level",
+    ):
+        assert expected in out, f"missing {expected!r} in:\n{out}"
+
+
+def test_reference_errors_are_found_once_the_shapes_are_right(tmp_path: Path) -> None:
+    (tmp_path / "policy.toml").write_text((ROOT / "scenarios/policies/naxi-standard.toml").read_text())
+    (tmp_path / "gw.toml").write_text(
+        """
+[gateway]
+id = "gw1"
+latitude = 28.77
+longitude = 105.37
+policy = "policy.toml"
+timezone = "Mars/Olympus"
+[south]
+url = "http://broker"
+[[lamps]]
+id = "L1"
+bus = "rs485"
+[[lamps]]
+id = "L1"
+[[wearables]]
+id = "W1"
+link = "dongle"
+"""
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(tmp_path / "gw.toml")
+    text = str(caught.value)
+    for expected in ("gateway.timezone: unknown time zone 'Mars/Olympus'",):
+        assert expected in text
+    (tmp_path / "gw.toml").write_text((tmp_path / "gw.toml").read_text().replace('timezone = "Mars/Olympus"\n', ""))
+    with pytest.raises(ConfigError) as caught:
+        load_config(tmp_path / "gw.toml")
+    text = str(caught.value)
+    for expected in (
+        "lamps[0].bus: unknown bus 'rs485'",
+        "lamps[0].unit: a lamp on a bus needs a Modbus unit id",
+        "lamps[1].id: duplicate device id 'L1'",
+        "wearables[0].link: link = 'dongle' needs a [dongle] section",
+        "south.url: expected 'embedded', 'none', mqtt://host:port",
+        "responders: no responder has a role of chain 'medical'",
+    ):
+        assert expected in text, f"missing {expected!r} in:\n{text}"
+
+
+def test_policy_syntax_error_names_the_file() -> None:
+    with pytest.raises(ConfigError, match=r"p\.toml: TOML syntax error"):
+        parse_policy(b"[policy\nname=1", "p.toml")
+    with pytest.raises(ConfigError, match=r"p\.toml: not UTF-8"):
+        parse_policy(b"\xff\xfe", "p.toml")

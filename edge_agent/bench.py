@@ -54,25 +54,22 @@ default = "main"
 roles = ["doctor", "backup"]
 ack_timeout = "2m"
 """
-    rules = []
-    for i in range(n_rules):
-        kind = i % 4
-        if kind == 0:
-            rules.append(
-                f'[[rules]]\nid = "hr-{i}"\nwhen = {{ trigger = "threshold", field = "heart_rate", above = {140 + i}, for = "2m", devices = ["w{i % 100}"] }}\nthen = [ {{ action = "alert", priority = 2 }} ]\n'
-            )
-        elif kind == 1:
-            rules.append(
-                f'[[rules]]\nid = "batt-{i}"\nwhen = {{ trigger = "event", event = "vitals", kind = "wearable" }}\nif = "battery < {5 + i % 10} and device == \'w{i % 100}\'"\nthen = [ {{ action = "publish", topic = "low-battery" }} ]\n'
-            )
-        elif kind == 2:
-            rules.append(
-                f'[[rules]]\nid = "lamp-{i}"\nwhen = {{ trigger = "event", event = "state", kind = "lamp", zone = "z{i % 20}" }}\nif = "power_w > 200 or faults > 0 and level < 10"\nthen = [ {{ action = "publish", topic = "lamp-check" }} ]\n'
-            )
-        else:
-            rules.append(
-                f'[[rules]]\nid = "cam-{i}"\nwhen = {{ trigger = "event", event = "vehicle", kind = "camera", zone = "z{i % 20}" }}\nif = "hour >= 22 or hour < 5"\nthen = [ {{ action = "publish", topic = "night-traffic" }} ]\n'
-            )
+    templates = (
+        '[[rules]]\nid = "hr-{i}"\n'
+        'when = {{ trigger = "threshold", field = "heart_rate", above = {above}, for = "2m", devices = ["w{w}"] }}\n'
+        'then = [ {{ action = "alert", priority = 2 }} ]\n',
+        '[[rules]]\nid = "batt-{i}"\nwhen = {{ trigger = "event", event = "vitals", kind = "wearable" }}\n'
+        "if = \"battery < {battery} and device == 'w{w}'\"\n"
+        'then = [ {{ action = "publish", topic = "low-battery" }} ]\n',
+        '[[rules]]\nid = "lamp-{i}"\nwhen = {{ trigger = "event", event = "state", kind = "lamp", zone = "z{z}" }}\n'
+        'if = "power_w > 200 or faults > 0 and level < 10"\n'
+        'then = [ {{ action = "publish", topic = "lamp-check" }} ]\n',
+        '[[rules]]\nid = "cam-{i}"\nwhen = {{ trigger = "event", event = "vehicle", kind = "camera", zone = "z{z}" }}\n'
+        'if = "hour >= 22 or hour < 5"\nthen = [ {{ action = "publish", topic = "night-traffic" }} ]\n',
+    )
+    rules = [
+        templates[i % 4].format(i=i, above=140 + i, w=i % 100, battery=5 + i % 10, z=i % 20) for i in range(n_rules)
+    ]
     return (head + "\n".join(rules)).encode()
 
 
@@ -191,8 +188,13 @@ async def _latency(port: int, rate: float, count: int, kind: str) -> dict[str, f
     with tempfile.TemporaryDirectory() as tmp:
         url = f"mqtt://127.0.0.1:{port}"
         path = write_gateway(Path(tmp), f"bench{kind}", url, url)
-        agent = subprocess.Popen(
-            [sys.executable, "-m", "edge_agent.agent.cli", "run", "-c", str(path)],
+        agent = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "edge_agent.agent.cli",
+            "run",
+            "-c",
+            str(path),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -248,11 +250,14 @@ async def _latency(port: int, rate: float, count: int, kind: str) -> dict[str, f
             achieved = count / (time.perf_counter() - start)
             listener.cancel()
         agent.terminate()
-        agent.wait(10)
+        await agent.wait()
     latencies.sort()
     if not latencies:
         return {"count": 0}
-    pick = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000  # noqa: E731
+
+    def pick(q: float) -> float:
+        return latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000
+
     return {
         "count": len(latencies),
         "rate": achieved,
@@ -275,7 +280,8 @@ def agent_rss(seconds: float = 6.0, external_port: int | None = None) -> float:
         )
         try:
             time.sleep(seconds)
-            return psutil.Process(proc.pid).memory_info().rss / 1e6
+            rss: int = psutil.Process(proc.pid).memory_info().rss
+            return rss / 1e6
         finally:
             proc.terminate()
             proc.wait(10)
@@ -290,7 +296,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     from edge_agent.devtools.mosquitto import MosquittoProcess
 
-    table = Table(title="Gateway benchmarks (this machine: %d cores)" % (os.cpu_count() or 0))
+    table = Table(title=f"Gateway benchmarks (this machine: {os.cpu_count() or 0} cores)")
     table.add_column("what")
     table.add_column("figure", justify="right")
     table.add_column("aim")

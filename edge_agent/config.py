@@ -92,6 +92,13 @@ class Dongle(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     baudrate: int = 115200
 
 
+class Trust(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """The city centre's pinned public keys: the only signers of policy bundles we accept."""
+
+    keys: list[str]  # PEM files or directories of PEM files, relative to the config file
+    max_bundle_bytes: Annotated[int, msgspec.Meta(ge=1024, le=16 << 20)] = 256 * 1024
+
+
 class Limits(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     max_payload_bytes: Annotated[int, msgspec.Meta(ge=64, le=1 << 20)] = 16 * 1024
     traces_per_rule: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 20
@@ -108,6 +115,7 @@ class GatewayFile(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
     responders: list[Responder] = []
     buses: dict[Name, Bus] = {}
     dongle: Dongle | None = None
+    trust: Trust | None = None
     limits: Limits = Limits()
 
 
@@ -194,6 +202,24 @@ def load_config(path: str | Path) -> GatewayConfig:
     return GatewayConfig(path, gateway_file, policy, policy_bytes, policy_path)
 
 
+def policy_problems(gw: GatewayFile, policy: Policy, source: str) -> list[Problem]:
+    """What makes a policy unusable on this gateway (a lamp group without a program, a chain
+    no responder can answer). Checked at load and again before a new bundle is accepted."""
+    problems: list[Problem] = []
+    for i, lamp in enumerate(gw.lamps):
+        if policy.program_for_group(lamp.group) is None:
+            problems.append(
+                Problem(source, f"lamps[{i}].group", f"no program for group {lamp.group!r} and no 'default'")
+            )
+    roles = {r.role for r in gw.responders}
+    for chain_name, chain in policy.chains.items():
+        if not roles.intersection(chain.roles):
+            problems.append(
+                Problem(source, "responders", f"no responder has a role of chain {chain_name!r}: {chain.roles}")
+            )
+    return problems
+
+
 def _check_references(gw: GatewayFile, policy: Policy | None, source: str) -> list[Problem]:
     problems: list[Problem] = []
     seen: dict[str, str] = {}
@@ -236,14 +262,6 @@ def _check_references(gw: GatewayFile, policy: Policy | None, source: str) -> li
                 )
             else:
                 units.add((lamp.bus, lamp.unit))
-        if policy is not None and policy.program_for_group(lamp.group) is None:
-            problems.append(
-                Problem(
-                    source,
-                    f"lamps[{i}].group",
-                    f"no program for group {lamp.group!r} in the policy and no 'default'",
-                )
-            )
     for i, wearable in enumerate(gw.wearables):
         if wearable.link == "dongle" and gw.dongle is None:
             problems.append(Problem(source, f"wearables[{i}].link", "link = 'dongle' needs a [dongle] section"))
@@ -262,14 +280,5 @@ def _check_references(gw: GatewayFile, policy: Policy | None, source: str) -> li
                 )
             )
     if policy is not None:
-        roles = {r.role for r in gw.responders}
-        for chain_name, chain in policy.chains.items():
-            if not roles.intersection(chain.roles):
-                problems.append(
-                    Problem(
-                        source,
-                        "responders",
-                        f"no responder has a role of chain {chain_name!r} ({', '.join(chain.roles)})",
-                    )
-                )
+        problems.extend(policy_problems(gw, policy, source))
     return problems

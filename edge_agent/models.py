@@ -72,6 +72,31 @@ class LampCommand(Message, frozen=True, kw_only=True):
     reason: str = ""
 
 
+class LampProgram(Message, frozen=True, kw_only=True):
+    """The lamp's own copy of its program (retained): what it runs if the gateway goes quiet."""
+
+    policy_version: int
+    program: str
+    on_kind: int
+    on_value: float
+    off_kind: int
+    off_value: float
+    level: float
+    steps: list[tuple[float, float]]  # (clock minute, level), in night order
+    boost_level: float
+    boost_minutes: float
+    latitude: float
+    longitude: float
+
+
+class PolicyAck(Message, frozen=True, kw_only=True):
+    gateway: str
+    status: Literal["accepted", "already_active", "rejected"]
+    version: int | None = None
+    reason: str | None = None
+    detail: str | None = None
+
+
 class AlertMessage(Message, frozen=True, kw_only=True):
     alert_id: str
     gateway: str

@@ -53,9 +53,7 @@ def test_encode_refuses_bad_fields() -> None:
 
 
 @given(st.binary(max_size=300), frame_fields)
-def test_garbage_then_valid_frame_still_parses(
-    garbage: bytes, fields: tuple[int, int, int, bytes]
-) -> None:
+def test_garbage_then_valid_frame_still_parses(garbage: bytes, fields: tuple[int, int, int, bytes]) -> None:
     d = frames.Decoder()
     results = d.feed(garbage + frames.encode(*fields))
     assert results[-1] == frames.Frame(*fields)
@@ -78,9 +76,7 @@ def test_truncated_frame_is_dropped_and_next_parses(
 
 
 @given(frame_fields, st.data())
-def test_corrupted_byte_is_rejected_never_misread(
-    fields: tuple[int, int, int, bytes], data: st.DataObject
-) -> None:
+def test_corrupted_byte_is_rejected_never_misread(fields: tuple[int, int, int, bytes], data: st.DataObject) -> None:
     wire = bytearray(frames.encode(*fields))
     i = data.draw(st.integers(1, len(wire) - 2))
     wire[i] ^= data.draw(st.integers(1, 255))
@@ -149,9 +145,7 @@ def _vectors(rng: random.Random) -> list[str]:
     for _ in range(200):
         kind = rng.choice(DATA_KINDS)
         payload = rng.randbytes(rng.randint(0, frames.MAX_PAYLOAD))
-        lines.append(
-            f"enc {kind} {rng.randint(0, 0xFFFF)} {rng.randint(0, 0xFFFFFFFF)} {payload.hex()}"
-        )
+        lines.append(f"enc {kind} {rng.randint(0, 0xFFFF)} {rng.randint(0, 0xFFFFFFFF)} {payload.hex()}")
         lines.append(f"crc {payload.hex()}")
     for _ in range(200):
         parts = []
@@ -191,9 +185,7 @@ def _cpython_answers(lines: list[str]) -> list[str]:
         else:
             data = bytes.fromhex(parts[1]) if len(parts) > 1 else b""
             res = [
-                "R:" + r
-                if isinstance(r, str)
-                else f"F:{r.kind}:{r.seq}:{r.device_id}:{r.payload.hex()}"
+                "R:" + r if isinstance(r, str) else f"F:{r.kind}:{r.seq}:{r.device_id}:{r.payload.hex()}"
                 for r in dec.feed(data)
             ]
             out.append(" ".join(res) if res else "-")
@@ -220,9 +212,7 @@ def test_micropython_and_cpython_agree(tmp_path: Path) -> None:
     mp = proc.stdout.splitlines()
     cp = _cpython_answers(lines)
     assert len(mp) == len(cp) == len(lines)
-    mismatches = [
-        (i, lines[i][:60], a, b) for i, (a, b) in enumerate(zip(mp, cp, strict=True)) if a != b
-    ]
+    mismatches = [(i, lines[i][:60], a, b) for i, (a, b) in enumerate(zip(mp, cp, strict=True)) if a != b]
     assert mismatches == []
     # the vectors exercised every branch: good frames and several rejection reasons
     joined = " ".join(cp)

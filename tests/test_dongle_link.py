@@ -80,13 +80,13 @@ def test_bad_payload_is_counted_and_not_acked() -> None:
 
 
 def test_no_room_means_no_ack_so_the_dongle_retries() -> None:
-    room = [False]
-    rx = DongleReceiver(room=lambda: room[0])
-    msgs, acks = rx.feed(sos(1))
-    assert (msgs, acks) == ([], [])
-    room[0] = True
-    msgs, acks = rx.feed(sos(1))
-    assert [m.seq for m in msgs] == [1]
+    rx = DongleReceiver()
+    msgs, acks = rx.feed(sos(1) + sos(2) + sos(3), room=2)
+    assert [m.seq for m in msgs] == [1, 2]
+    assert ack_seqs(acks) == [1, 2]  # seq 3 is not ACKed: it was not taken
+    assert rx.stats.rejected == {"queue_full": 1}
+    msgs, acks = rx.feed(sos(3), room=1)
+    assert [m.seq for m in msgs] == [3]
 
 
 def test_window_forgets_old_seqs() -> None:

@@ -64,10 +64,23 @@ def _lighting_args(inputs: LightingInputs, seed: int, tile: int) -> tuple[object
     ptr, start, end = renewal_outages(seed, ttf, inputs.days * 1440.0, 6.0)
     p = inputs.programs
     return (
-        seed, np.tile(d.lamp_program, tile), np.tile(d.lamp_area, tile),
-        np.tile(d.lamp_rated_w, tile), np.tile(d.lamp_standby_w, tile), inputs.levels,
-        inputs.first_lit, inputs.end_lit, p.boost_level, p.boost_minutes, inputs.rates,
-        inputs.dark_start, inputs.dark_end, ptr, start, end, False,
+        seed,
+        np.tile(d.lamp_program, tile),
+        np.tile(d.lamp_area, tile),
+        np.tile(d.lamp_rated_w, tile),
+        np.tile(d.lamp_standby_w, tile),
+        inputs.levels,
+        inputs.first_lit,
+        inputs.end_lit,
+        p.boost_level,
+        p.boost_minutes,
+        inputs.rates,
+        inputs.dark_start,
+        inputs.dark_end,
+        ptr,
+        start,
+        end,
+        False,
     )
 
 
@@ -82,7 +95,10 @@ def _timed_lighting(inputs: LightingInputs, seed: int, tile: int) -> float:
 def _compile_seconds(cache_dir: str) -> float:
     env = dict(os.environ, NUMBA_CACHE_DIR=cache_dir)
     out = subprocess.run(
-        [sys.executable, "-c", _COMPILE_SCRIPT], env=env, capture_output=True, text=True,
+        [sys.executable, "-c", _COMPILE_SCRIPT],
+        env=env,
+        capture_output=True,
+        text=True,
         check=True,
     )
     return float(out.stdout.strip().splitlines()[-1])
@@ -93,22 +109,45 @@ def _reference_seconds_per_step(inputs: LightingInputs, scenario: str, lamps: in
     compiled = compile_programs(loaded.policy)
     p = inputs.programs
     programs = [
-        {"on_kind": c.on_kind, "on_value": c.on_value, "off_kind": c.off_kind,
-         "off_value": c.off_value, "base_level": c.base_level, "step_minutes": c.step_minutes,
-         "step_levels": c.step_levels, "n_steps": c.n_steps, "boost_level": c.boost_level,
-         "boost_minutes": c.boost_minutes}
+        {
+            "on_kind": c.on_kind,
+            "on_value": c.on_value,
+            "off_kind": c.off_kind,
+            "off_value": c.off_value,
+            "base_level": c.base_level,
+            "step_minutes": c.step_minutes,
+            "step_levels": c.step_levels,
+            "n_steps": c.n_steps,
+            "boost_level": c.boost_level,
+            "boost_minutes": c.boost_minutes,
+        }
         for c in (compiled[name] for name in p.names)
     ]
     d = inputs.district
     pick = np.linspace(0, d.n_lamps - 1, lamps).astype(int)
-    spec = [{"program": int(d.lamp_program[i]), "area": int(d.lamp_area[i]),
-             "rated_w": float(d.lamp_rated_w[i]), "standby_w": float(d.lamp_standby_w[i])}
-            for i in pick]
+    spec = [
+        {
+            "program": int(d.lamp_program[i]),
+            "area": int(d.lamp_area[i]),
+            "rated_w": float(d.lamp_rated_w[i]),
+            "standby_w": float(d.lamp_standby_w[i]),
+        }
+        for i in pick
+    ]
     site = loaded.spec.site
     t0 = time.perf_counter()
-    result = run_reference(1, inputs.first_day, days, site.latitude, site.longitude,
-                           list(inputs.offsets), spec, programs, inputs.rates,
-                           [[] for _ in pick])
+    result = run_reference(
+        1,
+        inputs.first_day,
+        days,
+        site.latitude,
+        site.longitude,
+        list(inputs.offsets),
+        spec,
+        programs,
+        inputs.rates,
+        [[] for _ in pick],
+    )
     return (time.perf_counter() - t0) / result.lamp_minutes
 
 
@@ -126,19 +165,31 @@ def run_bench(scenario: str, days: int = 365, sample_lamps: int = 6, sample_days
     _timed_lighting(small, 1, 1)  # warm-up (loads the compiled kernels)
     t_year = min(_timed_lighting(inputs, s, 1) for s in (1, 2))
     steps = n * days * 1440
-    rows.append(BenchRow(f"{n:,} lamps x {days} nights, lighting + failures", f"{t_year:.2f} s",
-                         f"{steps / t_year / 1e6:,.0f} M lamp-minutes/s, one core"))
+    rows.append(
+        BenchRow(
+            f"{n:,} lamps x {days} nights, lighting + failures",
+            f"{t_year:.2f} s",
+            f"{steps / t_year / 1e6:,.0f} M lamp-minutes/s, one core",
+        )
+    )
     t_big = _timed_lighting(inputs, 3, 10)
-    rows.append(BenchRow(f"{10 * n:,} lamps x {days} nights", f"{t_big:.2f} s",
-                         f"{10 * steps / t_big / 1e6:,.0f} M lamp-minutes/s"))
+    rows.append(
+        BenchRow(
+            f"{10 * n:,} lamps x {days} nights", f"{t_big:.2f} s", f"{10 * steps / t_big / 1e6:,.0f} M lamp-minutes/s"
+        )
+    )
     ref = _reference_seconds_per_step(inputs, scenario, sample_lamps, sample_days)
     kernel = t_year / steps
-    rows.append(BenchRow("reference (plain SimPy) per lamp-minute", f"{ref * 1e6:.2f} us",
-                         f"{sample_lamps} lamps x {sample_days} nights, extrapolated"))
+    rows.append(
+        BenchRow(
+            "reference (plain SimPy) per lamp-minute",
+            f"{ref * 1e6:.2f} us",
+            f"{sample_lamps} lamps x {sample_days} nights, extrapolated",
+        )
+    )
     rows.append(BenchRow("kernel per lamp-minute", f"{kernel * 1e9:.2f} ns"))
     rows.append(BenchRow("speed ratio kernel / reference", f"{ref / kernel:,.0f}x", "aim >= 1,000x"))
-    rows.append(BenchRow("reference for the 3,000-lamp year (extrapolated)",
-                         f"{ref * steps / 3600:.1f} h"))
+    rows.append(BenchRow("reference for the 3,000-lamp year (extrapolated)", f"{ref * steps / 3600:.1f} h"))
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     rows.append(BenchRow("peak memory (RSS)", f"{peak:.0f} MiB", "this process"))
     rows.append(BenchRow("scenario", Path(scenario).name, f"cache {os.environ.get('NUMBA_CACHE_DIR')}"))

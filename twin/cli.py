@@ -31,14 +31,10 @@ err = Console(stderr=True)
 
 ScenarioArg = Annotated[Path, typer.Argument(help="Scenario TOML file (see scenarios/).")]
 OutOpt = Annotated[Path, typer.Option("--out", help="Output directory (created).")]
-RepsOpt = Annotated[
-    int | None, typer.Option("--replications", "-n", help="Replications (default: scenario's).")
-]
+RepsOpt = Annotated[int | None, typer.Option("--replications", "-n", help="Replications (default: scenario's).")]
 SeedOpt = Annotated[int | None, typer.Option("--seed", help="Seed (default: scenario's).")]
 DaysOpt = Annotated[int | None, typer.Option("--days", help="Nights to simulate (default: scenario's).")]
-WorkersOpt = Annotated[
-    int | None, typer.Option("--workers", help="Local worker processes (default: one per core).")
-]
+WorkersOpt = Annotated[int | None, typer.Option("--workers", help="Local worker processes (default: one per core).")]
 ClusterOpt = Annotated[
     str | None,
     typer.Option("--cluster", help="Dask scheduler address, e.g. tcp://127.0.0.1:8786."),
@@ -56,27 +52,43 @@ def _load(path: Path, policy: Path | None = None) -> Any:
 
 
 def _replicate(
-    scenario: Path, policy: Path | None, reps: int, seed: int, days: int | None,
-    workers: int | None, cluster: str | None, label: str,
+    scenario: Path,
+    policy: Path | None,
+    reps: int,
+    seed: int,
+    days: int | None,
+    workers: int | None,
+    cluster: str | None,
+    label: str,
 ) -> list[dict[str, Any]]:
     from twin.executors import run_replications
     from twin.replication import replication_seeds
 
     seeds = replication_seeds(seed, reps)
     with Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TimeElapsedColumn(), console=err, transient=False,
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=False,
     ) as progress:
         task = progress.add_task(label, total=reps)
         try:
             return run_replications(
-                str(scenario), str(policy) if policy else None, seeds, days,
-                workers=workers, cluster=cluster,
+                str(scenario),
+                str(policy) if policy else None,
+                seeds,
+                days,
+                workers=workers,
+                cluster=cluster,
                 progress=lambda k: progress.advance(task, k),
             )
         except OSError as exc:
-            err.print(f"[red]cannot reach the cluster[/red] {cluster}: {exc}; "
-                      "start one with `dask scheduler` and `dask worker ADDRESS`")
+            err.print(
+                f"[red]cannot reach the cluster[/red] {cluster}: {exc}; "
+                "start one with `dask scheduler` and `dask worker ADDRESS`"
+            )
             raise typer.Exit(2) from None
 
 
@@ -94,16 +106,30 @@ def _print_kpis(table: dict[str, dict[str, Any]], names: list[str] | None = None
 
 
 HEADLINE = [
-    "energy_kwh", "energy_saving", "dark_hours_lit", "outage_lamp_hours", "repair_hours_mean",
-    "sos_p90_min", "sos_town_p90_min", "sos_village_p90_min", "within_target_town",
-    "within_target_village", "utilisation_village_doctor", "gateway_msgs_per_s_mean",
+    "energy_kwh",
+    "energy_saving",
+    "dark_hours_lit",
+    "outage_lamp_hours",
+    "repair_hours_mean",
+    "sos_p90_min",
+    "sos_town_p90_min",
+    "sos_village_p90_min",
+    "within_target_town",
+    "within_target_village",
+    "utilisation_village_doctor",
+    "gateway_msgs_per_s_mean",
 ]
 
 
 @app.command()
 def run(
-    scenario: ScenarioArg, out: OutOpt, replications: RepsOpt = None, seed: SeedOpt = None,
-    days: DaysOpt = None, workers: WorkersOpt = None, cluster: ClusterOpt = None,
+    scenario: ScenarioArg,
+    out: OutOpt,
+    replications: RepsOpt = None,
+    seed: SeedOpt = None,
+    days: DaysOpt = None,
+    workers: WorkersOpt = None,
+    cluster: ClusterOpt = None,
 ) -> None:
     """Run replications of a scenario; write DIR/kpis.json, DIR/report.html and plots."""
     from twin.report import write_run_report
@@ -114,9 +140,14 @@ def run(
     seed = meta.seed if seed is None else seed
     results = _replicate(scenario, None, reps, seed, days, workers, cluster, meta.name)
     info = {
-        "scenario": meta.name, "scenario_file": str(scenario), "scenario_sha256": loaded.sha256,
-        "policy": loaded.policy.policy.name, "policy_sha256": loaded.policy.sha256,
-        "replications": reps, "seed": seed, "days": results[0]["days"],
+        "scenario": meta.name,
+        "scenario_file": str(scenario),
+        "scenario_sha256": loaded.sha256,
+        "policy": loaded.policy.policy.name,
+        "policy_sha256": loaded.policy.sha256,
+        "replications": reps,
+        "seed": seed,
+        "days": results[0]["days"],
         "seeds": [r["seed"] for r in results],
     }
     table = write_run_report(out, info, results)
@@ -126,10 +157,14 @@ def run(
 
 @app.command()
 def compare(
-    scenario: ScenarioArg, out: OutOpt,
+    scenario: ScenarioArg,
+    out: OutOpt,
     policy: Annotated[list[Path], typer.Option("--policy", help="Policy file; give exactly two (A, then B).")],
-    replications: RepsOpt = None, seed: SeedOpt = None, days: DaysOpt = None,
-    workers: WorkersOpt = None, cluster: ClusterOpt = None,
+    replications: RepsOpt = None,
+    seed: SeedOpt = None,
+    days: DaysOpt = None,
+    workers: WorkersOpt = None,
+    cluster: ClusterOpt = None,
 ) -> None:
     """Run a scenario under policy A and policy B (same seeds); verdict per KPI for B vs A."""
     from twin.report import aggregate, compare_tables, write_compare_report
@@ -146,8 +181,13 @@ def compare(
         results = _replicate(scenario, p, reps, seed, days, workers, cluster, lo.policy.policy.name)
         tables.append(aggregate(results))
     rows = compare_tables(tables[0], tables[1])
-    info = {"scenario": meta.name, "policy_a": str(policy[0]), "policy_b": str(policy[1]),
-            "replications": reps, "seed": seed}
+    info = {
+        "scenario": meta.name,
+        "policy_a": str(policy[0]),
+        "policy_b": str(policy[1]),
+        "replications": reps,
+        "seed": seed,
+    }
     write_compare_report(out, info, rows)
     table = Table(title=f"B = {policy[1].name} vs A = {policy[0].name}")
     for col in ("KPI", "A", "B", "B vs A"):
@@ -158,8 +198,12 @@ def compare(
 
     for r in rows:
         colour = {"better": "green", "worse": "red"}.get(r["verdict"], "")
-        table.add_row(r["kpi"], cell(r["a_mean"], r["a_ci95"]), cell(r["b_mean"], r["b_ci95"]),
-                      f"[{colour}]{r['verdict']}[/{colour}]" if colour else r["verdict"])
+        table.add_row(
+            r["kpi"],
+            cell(r["a_mean"], r["a_ci95"]),
+            cell(r["b_mean"], r["b_ci95"]),
+            f"[{colour}]{r['verdict']}[/{colour}]" if colour else r["verdict"],
+        )
     console.print(table)
     console.print(f"wrote {out / 'compare.json'} and {out / 'report.html'}")
 
@@ -168,8 +212,12 @@ def compare(
 def validate(
     policy: Annotated[Path, typer.Argument(help="Policy TOML file to validate.")],
     scenario: Annotated[Path, typer.Option("--scenario", help="Scenario whose gates apply.")],
-    out: OutOpt, replications: RepsOpt = None, seed: SeedOpt = None, days: DaysOpt = None,
-    workers: WorkersOpt = None, cluster: ClusterOpt = None,
+    out: OutOpt,
+    replications: RepsOpt = None,
+    seed: SeedOpt = None,
+    days: DaysOpt = None,
+    workers: WorkersOpt = None,
+    cluster: ClusterOpt = None,
 ) -> None:
     """Run the scenario with POLICY, check its gates, write DIR/validation.json (exit 1 on fail)."""
     from edge_agent.policy.bundle import (
@@ -187,24 +235,33 @@ def validate(
     reps = replications or meta.replications
     seed = meta.seed if seed is None else seed
     results = _replicate(scenario, policy, reps, seed, days, workers, cluster, "validate")
-    info = {"scenario": meta.name, "policy": loaded.policy.policy.name,
-            "policy_sha256": loaded.policy.sha256, "replications": reps, "seed": seed,
-            "days": results[0]["days"]}
+    info = {
+        "scenario": meta.name,
+        "policy": loaded.policy.policy.name,
+        "policy_sha256": loaded.policy.sha256,
+        "replications": reps,
+        "seed": seed,
+        "days": results[0]["days"],
+    }
     table = write_run_report(out, info, results)
     kpis = {k: float(v["mean"]) for k, v in table.items() if math.isfinite(v["mean"])}
     gates = []
     for g in loaded.spec.gates:
         if g.kpi not in kpis:
-            err.print(f"{scenario}: gate {g.name!r}: KPI {g.kpi!r} was not produced (no such "
-                      "incidents or responders in this scenario?)")
+            err.print(
+                f"{scenario}: gate {g.name!r}: KPI {g.kpi!r} was not produced (no such "
+                "incidents or responders in this scenario?)"
+            )
             raise typer.Exit(2)
         value = kpis[g.kpi]
         ok = value <= g.limit if g.op == "<=" else value >= g.limit
-        gates.append(Gate(name=g.name, kpi=g.kpi, op=g.op, limit=float(g.limit), value=value,
-                          passed=ok))
+        gates.append(Gate(name=g.name, kpi=g.kpi, op=g.op, limit=float(g.limit), value=value, passed=ok))
     record = ValidationRecord(
         policy_sha256=hashlib.sha256(loaded.policy_bytes).hexdigest(),
-        scenario=meta.name, scenario_sha256=loaded.sha256, kpis=kpis, gates=tuple(gates),
+        scenario=meta.name,
+        scenario_sha256=loaded.sha256,
+        kpis=kpis,
+        gates=tuple(gates),
         passed=all(g.passed for g in gates),
         created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         tool_version="twin 0.1.0",
@@ -214,8 +271,13 @@ def validate(
     for col in ("gate", "KPI", "value", "limit", "verdict"):
         view.add_column(col)
     for g in gates:
-        view.add_row(g.name, g.kpi, f"{g.value:.4g}", f"{g.op} {g.limit:g}",
-                     "[green]pass[/green]" if g.passed else "[red]FAIL[/red]")
+        view.add_row(
+            g.name,
+            g.kpi,
+            f"{g.value:.4g}",
+            f"{g.op} {g.limit:g}",
+            "[green]pass[/green]" if g.passed else "[red]FAIL[/red]",
+        )
     console.print(view)
     console.print(f"wrote {out / 'validation.json'} (policy sha256 {record.policy_sha256[:16]}...)")
     if not record.passed:

@@ -117,9 +117,7 @@ def _read_lamps_file(path: Path, lat0: float, lon0: float) -> list[dict[str, obj
             doc = json.loads(path.read_text())
             features = doc["features"]
         except (ValueError, KeyError, TypeError):
-            raise ConfigError(
-                [Problem(source, "", "expected a GeoJSON FeatureCollection of Points")]
-            ) from None
+            raise ConfigError([Problem(source, "", "expected a GeoJSON FeatureCollection of Points")]) from None
         for i, feature in enumerate(features):
             geometry = feature.get("geometry") or {}
             if geometry.get("type") != "Point":
@@ -141,9 +139,7 @@ def _read_lamps_file(path: Path, lat0: float, lon0: float) -> list[dict[str, obj
                         item["x"] = (float(row["lon"]) - lon0) * scale_x
                         item["y"] = (float(row["lat"]) - lat0) * _M_PER_DEG_LAT
                 except (KeyError, TypeError, ValueError):
-                    problems.append(
-                        Problem(source, f"row {i + 2}", "expected x_m,y_m or lat,lon numbers")
-                    )
+                    problems.append(Problem(source, f"row {i + 2}", "expected x_m,y_m or lat,lon numbers"))
                     continue
                 rows.append(item)
     for i, row in enumerate(rows):
@@ -167,9 +163,7 @@ def build_district(loaded: LoadedScenario, programs: ProgramArrays) -> DistrictA
     rated: list[float] = []
     gateway_keys: list[str] = []
     if d.lamps_file is not None:
-        rows = _read_lamps_file(
-            Path(loaded.path).parent / d.lamps_file, spec.site.latitude, spec.site.longitude
-        )
+        rows = _read_lamps_file(Path(loaded.path).parent / d.lamps_file, spec.site.latitude, spec.site.longitude)
         for row in rows:
             area = str(row.get("area", "town"))
             xs.append(np.array([float(str(row["x"]))]))
@@ -208,8 +202,9 @@ def build_district(loaded: LoadedScenario, programs: ProgramArrays) -> DistrictA
         name = loaded.policy.program_for_group(group)
         if name is None:
             problems.append(
-                Problem(loaded.policy_path, f"assign.{group}",
-                        "lamps of this group have no program; add it or a 'default'")
+                Problem(
+                    loaded.policy_path, f"assign.{group}", "lamps of this group have no program; add it or a 'default'"
+                )
             )
             break
         lamp_program[i] = program_index[name]

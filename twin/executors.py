@@ -38,8 +38,7 @@ def run_replications(
 
         with Client(cluster, timeout="20s") as client:  # type: ignore[no-untyped-call]
             futures = {
-                client.submit(run_replication, scenario, policy, s, days, pure=False): i
-                for i, s in enumerate(seeds)
+                client.submit(run_replication, scenario, policy, s, days, pure=False): i for i, s in enumerate(seeds)
             }
             for future in dask_completed(list(futures)):  # type: ignore[no-untyped-call]
                 results[futures[future]] = future.result()
@@ -54,8 +53,7 @@ def run_replications(
         n = workers or min(len(seeds), os.cpu_count() or 1)
         # spawn, not fork: forking a process that has started threads (numba, rich) is unsafe.
         with ProcessPoolExecutor(max_workers=n, mp_context=get_context("spawn")) as pool:
-            pending = {pool.submit(run_replication, scenario, policy, s, days): i
-                       for i, s in enumerate(seeds)}
+            pending = {pool.submit(run_replication, scenario, policy, s, days): i for i, s in enumerate(seeds)}
             for future in as_completed(pending):
                 results[pending[future]] = future.result()
                 if progress:

@@ -30,9 +30,7 @@ FIXED = {
     "uplink_backlog_max": (False, "largest backlog a gateway flushed after an uplink outage"),
 }
 
-RESPONSE = re.compile(
-    r"^(?P<type>[a-z_]+?)(?:_(?P<area>town|village))?_p(?P<q>50|90|95)_min$"
-)
+RESPONSE = re.compile(r"^(?P<type>[a-z_]+?)(?:_(?P<area>town|village))?_p(?P<q>50|90|95)_min$")
 UTILISATION = re.compile(r"^utilisation_(?P<role>[A-Za-z0-9_.\-]+)$")
 
 

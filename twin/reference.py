@@ -82,21 +82,38 @@ def run_reference(
         darkness = []  # civil dusk to civil dawn, night minutes (polar nights not handled)
         for night in range(days):
             on, off = night_switch_minutes(
-                first_day + night, latitude, longitude, utc_offsets[night],
-                prog["on_kind"], prog["on_value"], prog["off_kind"], prog["off_value"],
+                first_day + night,
+                latitude,
+                longitude,
+                utc_offsets[night],
+                prog["on_kind"],
+                prog["on_value"],
+                prog["off_kind"],
+                prog["off_value"],
             )
-            dusk = sun_event_minute(first_day + night, latitude, longitude,
-                                    utc_offsets[night], ZENITH_CIVIL, False)
-            dawn = sun_event_minute(first_day + night + 1, latitude, longitude,
-                                    utc_offsets[night + 1], ZENITH_CIVIL, True)
+            dusk = sun_event_minute(first_day + night, latitude, longitude, utc_offsets[night], ZENITH_CIVIL, False)
+            dawn = sun_event_minute(
+                first_day + night + 1, latitude, longitude, utc_offsets[night + 1], ZENITH_CIVIL, True
+            )
             windows.append((on, off))
             darkness.append((math.ceil((dusk - 720.0) % 1440.0), math.ceil((dawn - 720.0) % 1440.0)))
         first = np.zeros(days, dtype=np.int64)
         end = np.zeros(days, dtype=np.int64)
         for night, (on, off) in enumerate(windows):
-            lit = [k for k in range(1440) if program_level(
-                (720.0 + k) % 1440.0, on, off, prog["base_level"], prog["step_minutes"],
-                prog["step_levels"], prog["n_steps"]) > 0.0]
+            lit = [
+                k
+                for k in range(1440)
+                if program_level(
+                    (720.0 + k) % 1440.0,
+                    on,
+                    off,
+                    prog["base_level"],
+                    prog["step_minutes"],
+                    prog["step_levels"],
+                    prog["n_steps"],
+                )
+                > 0.0
+            ]
             if lit:
                 first[night], end[night] = lit[0], lit[-1] + 1
         arrivals = list(lamp_arrivals(seed, i, rates_per_hour[spec["area"]], first, end))
@@ -112,12 +129,15 @@ def run_reference(
                 boost_until = max(boost_until, math.ceil(arrivals.pop(0)) + prog["boost_minutes"])
             failed = any(s <= t < e for s, e in outages[i])
             program = program_level(
-                minute_of_day, on, off, prog["base_level"], prog["step_minutes"],
-                prog["step_levels"], prog["n_steps"],
+                minute_of_day,
+                on,
+                off,
+                prog["base_level"],
+                prog["step_minutes"],
+                prog["step_levels"],
+                prog["n_steps"],
             )
-            level = 0.0 if failed else lamp_level(
-                program, t < boost_until, prog["boost_level"], -1.0
-            )
+            level = 0.0 if failed else lamp_level(program, t < boost_until, prog["boost_level"], -1.0)
             energy += lamp_power_w(level, spec["rated_w"], spec["standby_w"])
             dark = darkness[night][0] <= k < darkness[night][1]
             if level > 0.0:

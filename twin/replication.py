@@ -59,19 +59,41 @@ def prepare_lighting(loaded: LoadedScenario, days: int) -> LightingInputs:
     offsets = np.array(utc_offsets(spec.site.timezone, first_day, days + 1))
     lat, lon = spec.site.latitude, spec.site.longitude
     on, off = switch_table(
-        first_day, days, lat, lon, offsets, programs.on_kind, programs.on_value,
-        programs.off_kind, programs.off_value,
+        first_day,
+        days,
+        lat,
+        lon,
+        offsets,
+        programs.on_kind,
+        programs.on_value,
+        programs.off_kind,
+        programs.off_value,
     )
     levels, first_lit, end_lit = program_levels(
-        on, off, programs.base_level, programs.step_minutes, programs.step_levels,
+        on,
+        off,
+        programs.base_level,
+        programs.step_minutes,
+        programs.step_levels,
         programs.n_steps,
     )
     sun = sun_table(first_day, days + 1, lat, lon, offsets)
     dark_start, dark_end = dark_windows(sun, days)
     rates = np.array([spec.lamps.town_traffic, spec.lamps.village_traffic], dtype=np.float64)
     return LightingInputs(
-        programs, district, first_day, days, offsets, on, off, levels, first_lit, end_lit,
-        dark_start, dark_end, rates,
+        programs,
+        district,
+        first_day,
+        days,
+        offsets,
+        on,
+        off,
+        levels,
+        first_lit,
+        end_lit,
+        dark_start,
+        dark_end,
+        rates,
     )
 
 
@@ -85,9 +107,7 @@ def _pct(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else math.nan
 
 
-def run_replication(
-    scenario_path: str, policy_path: str | None, seed: int, days: int | None
-) -> dict[str, Any]:
+def run_replication(scenario_path: str, policy_path: str | None, seed: int, days: int | None) -> dict[str, Any]:
     """Run one replication; returns {"kpis": {name: float}, "details": {...}} (picklable)."""
     loaded = load_scenario(scenario_path, policy_path)
     spec = loaded.spec
@@ -104,8 +124,12 @@ def run_replication(
     lo, hi = f.age_years
     ages_h = rng.uniform(lo, hi, district.n_lamps) * HOURS_PER_YEAR
     ttf = time_to_failure(
-        failure_seed, ages_h, FAILURE_DRAWS_PER_LAMP, f.driver_mtbf_years * HOURS_PER_YEAR,
-        f.wearout_shape, f.wearout_scale_years * HOURS_PER_YEAR,
+        failure_seed,
+        ages_h,
+        FAILURE_DRAWS_PER_LAMP,
+        f.driver_mtbf_years * HOURS_PER_YEAR,
+        f.wearout_shape,
+        f.wearout_scale_years * HOURS_PER_YEAR,
     )
     night = np.arange(days)[None, :] * 1440.0
     lit_on = night + inputs.first_lit
@@ -114,10 +138,23 @@ def run_replication(
 
     p = inputs.programs
     counters, energy, baseline, by_hour, by_night, _, _, outage_dark = simulate_lighting(
-        kernel_seed, district.lamp_program, district.lamp_area, district.lamp_rated_w,
-        district.lamp_standby_w, inputs.levels, inputs.first_lit, inputs.end_lit,
-        p.boost_level, p.boost_minutes, inputs.rates, inputs.dark_start, inputs.dark_end,
-        world.outage_ptr, world.outage_start, world.outage_end, False,
+        kernel_seed,
+        district.lamp_program,
+        district.lamp_area,
+        district.lamp_rated_w,
+        district.lamp_standby_w,
+        inputs.levels,
+        inputs.first_lit,
+        inputs.end_lit,
+        p.boost_level,
+        p.boost_minutes,
+        inputs.rates,
+        inputs.dark_start,
+        inputs.dark_end,
+        world.outage_ptr,
+        world.outage_start,
+        world.outage_end,
+        False,
     )
     horizon = days * 1440.0
     kpis: dict[str, float] = {}
@@ -153,8 +190,7 @@ def run_replication(
             kpis[f"{key}_p{q}_min"] = _pct(values, q)
     targets = {"town": spec.targets.town_minutes, "village": spec.targets.village_minutes}
     for area in AREAS:
-        values = [i.arrived - i.occurred for i in counted
-                  if i.kind in medical_types and i.area == area]
+        values = [i.arrived - i.occurred for i in counted if i.kind in medical_types and i.area == area]
         if values:
             kpis[f"within_target_{area}"] = float(np.mean(np.array(values) <= targets[area]))
     for role, share in world.utilisation.items():

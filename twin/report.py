@@ -44,8 +44,12 @@ def write_kpis_json(path: Path, meta: dict[str, Any], table: dict[str, dict[str,
     doc = {
         **meta,
         "kpis": {
-            k: {"mean": _clean(v["mean"]), "ci95": _clean(v["ci95"]),
-                "values": [_clean(x) for x in v["values"]], "description": describe(k)}
+            k: {
+                "mean": _clean(v["mean"]),
+                "ci95": _clean(v["ci95"]),
+                "values": [_clean(x) for x in v["values"]],
+                "description": describe(k),
+            }
             for k, v in table.items()
         },
     }
@@ -121,9 +125,7 @@ def _fmt(x: float) -> str:
     return f"{x:,.4g}" if abs(x) < 1e5 else f"{x:,.0f}"
 
 
-def write_run_report(
-    out: Path, meta: dict[str, Any], results: list[dict[str, Any]]
-) -> dict[str, dict[str, Any]]:
+def write_run_report(out: Path, meta: dict[str, Any], results: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """kpis.json, report.html and the PNG plots in ``out``; returns the KPI table."""
     out.mkdir(parents=True, exist_ok=True)
     table = aggregate(results)
@@ -135,8 +137,7 @@ def write_run_report(
         for k, v in table.items()
     )
     images = "\n".join(
-        f'<figure><img src="{f}" alt="{html.escape(c)}"><figcaption>{html.escape(c)}'
-        "</figcaption></figure>"
+        f'<figure><img src="{f}" alt="{html.escape(c)}"><figcaption>{html.escape(c)}</figcaption></figure>'
         for f, c in plots
     )
     head = html.escape(
@@ -154,20 +155,22 @@ def write_run_report(
     return table
 
 
-def compare_tables(
-    a: dict[str, dict[str, Any]], b: dict[str, dict[str, Any]]
-) -> list[dict[str, Any]]:
+def compare_tables(a: dict[str, dict[str, Any]], b: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     """Per KPI: A and B mean and CI, and B's verdict against A."""
     rows = []
     for name in sorted(set(a) | set(b)):
         va = a.get(name, {"mean": math.nan, "ci95": math.nan, "values": []})
         vb = b.get(name, {"mean": math.nan, "ci95": math.nan, "values": []})
-        rows.append({
-            "kpi": name,
-            "a_mean": _clean(va["mean"]), "a_ci95": _clean(va["ci95"]),
-            "b_mean": _clean(vb["mean"]), "b_ci95": _clean(vb["ci95"]),
-            "verdict": verdict(va["values"], vb["values"], higher_is_better(name)),
-        })
+        rows.append(
+            {
+                "kpi": name,
+                "a_mean": _clean(va["mean"]),
+                "a_ci95": _clean(va["ci95"]),
+                "b_mean": _clean(vb["mean"]),
+                "b_ci95": _clean(vb["ci95"]),
+                "verdict": verdict(va["values"], vb["values"], higher_is_better(name)),
+            }
+        )
     return rows
 
 

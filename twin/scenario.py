@@ -66,8 +66,8 @@ class District(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     villages: Annotated[int, msgspec.Meta(ge=0)] = 0
     lamps_per_village: Annotated[int, msgspec.Meta(ge=0)] = 0
     village_radius_m: Positive = 400.0
-    village_ring_m: Annotated[list[Positive], msgspec.Meta(min_length=2, max_length=2)] = (
-        msgspec.field(default_factory=lambda: [4000.0, 15000.0])
+    village_ring_m: Annotated[list[Positive], msgspec.Meta(min_length=2, max_length=2)] = msgspec.field(
+        default_factory=lambda: [4000.0, 15000.0]
     )
     lamps_per_gateway: Annotated[int, msgspec.Meta(ge=1)] = 100  # town cabinets; 1 per village
     lamps_file: str | None = None  # relative to the scenario file
@@ -89,8 +89,8 @@ class Failures(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     driver_mtbf_years: Positive = 25.0
     wearout_shape: Positive = 4.0
     wearout_scale_years: Positive = 14.0
-    age_years: Annotated[list[NonNegative], msgspec.Meta(min_length=2, max_length=2)] = (
-        msgspec.field(default_factory=lambda: [0.0, 8.0])
+    age_years: Annotated[list[NonNegative], msgspec.Meta(min_length=2, max_length=2)] = msgspec.field(
+        default_factory=lambda: [0.0, 8.0]
     )
     repair_minutes: Positive = 45.0  # on site, once the crew is there
     detect_poll_minutes: Positive = 15.0  # gateway telemetry: a dark lamp is seen at next poll
@@ -227,8 +227,11 @@ def _cross_check(spec: Scenario, policy: Policy, source: str, problems: list[Pro
         ZoneInfo(spec.site.timezone)
     except (ZoneInfoNotFoundError, ValueError):
         problems.append(
-            Problem(source, "site.timezone", f"unknown time zone {spec.site.timezone!r}; "
-                    "expected an IANA name such as 'Asia/Shanghai'")
+            Problem(
+                source,
+                "site.timezone",
+                f"unknown time zone {spec.site.timezone!r}; expected an IANA name such as 'Asia/Shanghai'",
+            )
         )
     try:
         dt.date.fromisoformat(spec.scenario.start)
@@ -238,9 +241,11 @@ def _cross_check(spec: Scenario, policy: Policy, source: str, problems: list[Pro
     for i, group in enumerate(spec.responders):
         if group.role not in roles:
             problems.append(
-                Problem(source, f"responders[{i}].role",
-                        f"role {group.role!r} is in no chain of the policy; chains use "
-                        f"{sorted(roles)}")
+                Problem(
+                    source,
+                    f"responders[{i}].role",
+                    f"role {group.role!r} is in no chain of the policy; chains use {sorted(roles)}",
+                )
             )
         try:
             parse_shift(group.shift)
@@ -248,37 +253,36 @@ def _cross_check(spec: Scenario, policy: Policy, source: str, problems: list[Pro
             problems.append(Problem(source, f"responders[{i}].shift", str(exc)))
     for area in spec.residents:
         if area not in AREAS:
-            problems.append(
-                Problem(source, f"residents.{area}", f"unknown area; expected one of {AREAS}")
-            )
+            problems.append(Problem(source, f"residents.{area}", f"unknown area; expected one of {AREAS}"))
     for name, incident in spec.incidents.items():
         chain = incident_chain(name, incident, policy)
         if chain is None:
             problems.append(
-                Problem(source, f"incidents.{name}.chain",
-                        "no chain given and no policy rule notifies one for this event; "
-                        f"set chain to one of {sorted(policy.chains)}")
+                Problem(
+                    source,
+                    f"incidents.{name}.chain",
+                    "no chain given and no policy rule notifies one for this event; "
+                    f"set chain to one of {sorted(policy.chains)}",
+                )
             )
         elif chain not in policy.chains:
             problems.append(
-                Problem(source, f"incidents.{name}.chain",
-                        f"unknown chain {chain!r}; the policy defines {sorted(policy.chains)}")
+                Problem(
+                    source,
+                    f"incidents.{name}.chain",
+                    f"unknown chain {chain!r}; the policy defines {sorted(policy.chains)}",
+                )
             )
         if name != "lamp_outage" and incident.per_day == 0 and incident.per_resident_year == 0:
-            problems.append(
-                Problem(source, f"incidents.{name}", "set per_day or per_resident_year above 0")
-            )
+            problems.append(Problem(source, f"incidents.{name}", "set per_day or per_resident_year above 0"))
     for i, gate in enumerate(spec.gates):
         if not is_known_kpi(gate.kpi):
             problems.append(
-                Problem(source, f"gates[{i}].kpi",
-                        f"unknown KPI {gate.kpi!r}; see `twin kpis` for the names")
+                Problem(source, f"gates[{i}].kpi", f"unknown KPI {gate.kpi!r}; see `twin kpis` for the names")
             )
     district = spec.district
     if district.lamps_file is None and district.town_lamps + district.villages == 0:
-        problems.append(
-            Problem(source, "district", "no lamps: set town_lamps/villages or lamps_file")
-        )
+        problems.append(Problem(source, "district", "no lamps: set town_lamps/villages or lamps_file"))
     lo, hi = spec.failures.age_years
     if lo > hi:
         problems.append(Problem(source, "failures.age_years", "expected [min, max], min <= max"))
@@ -316,15 +320,24 @@ def load_scenario(path: str | Path, policy_override: str | Path | None = None) -
         policy_bytes = policy_path.read_bytes()
     except OSError as exc:
         raise ConfigError(
-            [Problem(source, where, f"cannot read policy {str(policy_path)!r}: {exc.strerror}; "
-                     "the path is relative to the scenario file")]
+            [
+                Problem(
+                    source,
+                    where,
+                    f"cannot read policy {str(policy_path)!r}: {exc.strerror}; "
+                    "the path is relative to the scenario file",
+                )
+            ]
         ) from None
     policy = parse_policy(policy_bytes, str(policy_path))
     _cross_check(spec, policy, source, problems)
     if spec.district.lamps_file is not None and not (path.parent / spec.district.lamps_file).is_file():
         problems.append(
-            Problem(source, "district.lamps_file",
-                    f"no such file {spec.district.lamps_file!r} (relative to the scenario file)")
+            Problem(
+                source,
+                "district.lamps_file",
+                f"no such file {spec.district.lamps_file!r} (relative to the scenario file)",
+            )
         )
     if problems:
         raise ConfigError(problems)

@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 import msgspec
 
 from edge_agent.agent import topics
+from edge_agent.agent.policy_delivery import PolicyDelivery
 from edge_agent.clock import Clock, ScaledClock
 from edge_agent.config import BrokerSettings, GatewayConfig
 from edge_agent.engine import (
@@ -44,13 +45,16 @@ from edge_agent.models import (
     Event,
     Heartbeat,
     LampCommand,
+    LampProgram,
     LampState,
+    PolicyAck,
     ResponderAck,
     WearableEvent,
     WearableVitals,
     decode_payload,
     encode,
 )
+from edge_agent.policy.model import Policy
 from edge_agent.store.db import ALERT_PRIORITY, EVENT_PRIORITY, Store, new_id
 from edge_agent.transports.broker import EmbeddedBroker
 from edge_agent.transports.mqtt import LinkSettings, MqttLink
@@ -158,7 +162,10 @@ class Agent:
         self._south_url = south_url or config.file.south.url
         self._north_url = north_url or config.file.north.url
         self.store = Store(config.data_dir / "gateway.sqlite3")
-        self.engine = Engine(config.policy, site_from_config(config), self.store)
+        self.delivery = PolicyDelivery(config, config.data_dir / "gateway.sqlite3")
+        policy, self.policy_version = self.delivery.startup_policy()
+        self.site = site_from_config(config)
+        self.engine = Engine(policy, self.site, self.store)
         self.broker: EmbeddedBroker | None = None
         self.south: MqttLink | None = None
         self.north: MqttLink | None = None
@@ -169,6 +176,11 @@ class Agent:
         self._desired: dict[str, dict[str, Any]] = {}
         self._unflushed_rejects: Counter[str] = Counter()
         self._lamp_tasks: set[asyncio.Task[None]] = set()
+        # rollout: the policy version each lamp last reported, and when we last pushed it
+        self.lamp_versions: dict[str, int | None] = {lamp.id: None for lamp in config.file.lamps}
+        self._program_pushed: dict[str, float] = {}
+        self.rollout_retries = 0
+        self.rollout_retry_s = 1.0  # real seconds before a lamp that has not confirmed gets it again
         self.max_payload = config.file.limits.max_payload_bytes
         self.on_effect: Callable[[Effect], None] | None = None  # observers (demo timeline)
 
@@ -182,6 +194,9 @@ class Agent:
                 else:
                     south_host, south_port = parse_url(self._south_url)
                 subscriptions = [(f"{self.root}/{pattern}", 1) for pattern in topics.SOUTH_INBOUND]
+                policy_topic = (f"{self.root}/{topics.POLICY}", 1)
+                if self._north_url in ("none", ""):
+                    subscriptions.append(policy_topic)  # no uplink: the centre reaches us locally
                 self.south = MqttLink(
                     "south",
                     link_settings(self.config, "south", self.config.file.south, south_host, south_port),
@@ -197,7 +212,7 @@ class Agent:
                     self.north = MqttLink(
                         "north",
                         link_settings(self.config, "north", self.config.file.north, north_host, north_port),
-                        [],
+                        [policy_topic],
                         self._on_north,
                     )
                 with self.store.transaction():
@@ -211,11 +226,13 @@ class Agent:
                         group.create_task(self._drain("north", self.north))
                     group.create_task(self._time_loop())
                     group.create_task(self._flush_loop())
+                    group.create_task(self._rollout_loop())
                     await self.south.wait_connected(timeout=30)
                     self.ready.set()
         finally:
             self._flush()
             self.store.close()
+            self.delivery.close()
 
     @property
     def south_address(self) -> tuple[str, int]:
@@ -240,6 +257,9 @@ class Agent:
         log.warning("rejected %s", text)
 
     async def _handle_south(self, topic: str, payload: bytes) -> None:
+        if topic == f"{self.root}/{topics.POLICY}":
+            await self._on_policy(payload)
+            return
         event = self._decode_south(topic, payload)
         if event is None:
             return
@@ -266,6 +286,8 @@ class Agent:
                 )
             self._last_faults[event.device] = faults
             self._reported[event.device] = dict(event.data)
+            reported_version = event.data.get("policy_version")
+            self.lamp_versions[event.device] = reported_version if isinstance(reported_version, int) else None
         durable = any(one.name in self.engine.durable_events for one in events)
         with self.store.transaction(durable=durable):
             for one in events:
@@ -343,6 +365,136 @@ class Agent:
 
     async def _on_north(self, topic: str, payload: bytes) -> None:
         self.stats.received += 1
+        if topic == f"{self.root}/{topics.POLICY}":
+            await self._on_policy(payload)
+
+    # ----- policy ---------------------------------------------------------------------------
+    async def _on_policy(self, envelope: bytes) -> None:
+        """A signed bundle: accepted (durably) and installed, a no-op, or refused; then acked."""
+        if not envelope:
+            return  # a cleared retained message
+        outcome = self.delivery.receive(envelope, self.clock.now())
+        if outcome.policy is not None and outcome.version is not None:
+            self.install_policy(outcome.policy, outcome.version)
+        ack = PolicyAck(
+            v=1,
+            ts=self.clock.now(),
+            gateway=self.config.id,
+            status=outcome.status,  # type: ignore[arg-type]
+            version=outcome.version if outcome.version is not None else self.policy_version,
+            reason=outcome.reason,
+            detail=outcome.detail,
+        )
+        link = "north" if self.north is not None else "south"
+        with self.store.transaction():
+            self.store.enqueue(
+                link, f"{self.root}/{topics.POLICY_ACK}", encode(ack), priority=EVENT_PRIORITY, now=self.clock.now()
+            )
+        self._wake[link].set()
+
+    def install_policy(self, policy: Policy, version: int) -> None:
+        """Swap the engine for one running ``policy`` and push each lamp its program.
+
+        Timers, alerts and the outbox live in the store and carry over; lamp levels are
+        decided afresh, so every lamp gets a command and its retained program (an offline
+        lamp finds the program waiting when it returns).
+        """
+        for trace in self.engine.take_traces():
+            self.engine.unsaved_traces.append(trace)
+        self.store.add_traces(self.engine.take_traces(), self.config.file.limits.traces_per_rule)
+        now = self.clock.now()
+        with self.store.transaction():
+            engine = Engine(policy, self.site, self.store)
+            effects = engine.start(now)
+            self.engine = engine
+            self.policy_version = version
+            self._apply(effects)
+            self._push_programs(now)
+        self._timers_changed.set()
+
+    def _push_programs(self, now: float) -> None:
+        for lamp in self.engine.lighting.lamps.values():
+            self.store.enqueue(
+                "south",
+                f"{self.root}/lamp/{lamp.lamp}/program",
+                self._program_message(lamp.lamp, now),
+                priority=EVENT_PRIORITY,
+                now=now,
+                retain=True,
+            )
+            self._program_pushed[lamp.lamp] = time.monotonic()
+        self._wake["south"].set()
+
+    def _program_message(self, lamp_id: str, now: float) -> bytes:
+        gateway = self.config.file.gateway
+        program = self.engine.lighting.lamps[lamp_id].program
+        return encode(
+            LampProgram(
+                v=1,
+                ts=now,
+                policy_version=self.policy_version,
+                program=program.name,
+                on_kind=program.on_kind,
+                on_value=program.on_value,
+                off_kind=program.off_kind,
+                off_value=program.off_value,
+                level=program.base_level,
+                steps=list(zip(program.step_minutes, program.step_levels, strict=True)),
+                boost_level=program.boost_level,
+                boost_minutes=program.boost_minutes,
+                latitude=gateway.latitude,
+                longitude=gateway.longitude,
+            )
+        )
+
+    def rollout_status(self) -> dict[str, Any]:
+        on_version = sum(1 for v in self.lamp_versions.values() if v == self.policy_version)
+        return {
+            "v": 1,
+            "gateway": self.config.id,
+            "policy_version": self.policy_version,
+            "lamps": len(self.lamp_versions),
+            "on_version": on_version,
+            "retries": self.rollout_retries,
+        }
+
+    async def _rollout_loop(self) -> None:
+        """Re-send its program to every lamp that has not confirmed the active version.
+
+        Lost messages and lamps that were offline or rebooted are caught here; a lamp that
+        never confirms is reported as stuck by ``edge-agent rollout status``.
+        """
+        last_summary: dict[str, Any] = {}
+        while True:
+            await asyncio.sleep(self.rollout_retry_s / 4)
+            link = self.south
+            if link is None or not link.connected:
+                continue
+            if self.policy_version > 0:
+                due = time.monotonic() - self.rollout_retry_s
+                for lamp_id, version in self.lamp_versions.items():
+                    if version != self.policy_version and self._program_pushed.get(lamp_id, 0.0) < due:
+                        self._program_pushed[lamp_id] = time.monotonic()
+                        self.rollout_retries += 1
+                        payload = self._program_message(lamp_id, self.clock.now())
+                        task = asyncio.get_running_loop().create_task(
+                            self._publish_quietly(link, f"{self.root}/lamp/{lamp_id}/program", payload, retain=True)
+                        )
+                        self._lamp_tasks.add(task)
+                        task.add_done_callback(self._lamp_tasks.discard)
+            summary = self.rollout_status()
+            if summary != last_summary:
+                last_summary = summary
+                target = self.north if self.north is not None else link
+                await self._publish_quietly(
+                    target, f"{self.root}/{topics.ROLLOUT}", msgspec.json.encode(summary), retain=True
+                )
+
+    async def _publish_quietly(self, link: MqttLink, topic: str, payload: bytes, *, retain: bool = False) -> None:
+        try:
+            await link.publish(topic, payload, qos=1, retain=retain)
+        except Exception as exc:  # retried by the loop that called us
+            log.debug("publish to %s failed: %s", topic, exc)
 
     # ----- effects --------------------------------------------------------------------------
     def _apply(self, effects: list[Effect]) -> None:

@@ -122,12 +122,8 @@ def _forced_warning(bundle: Bundle) -> None:
 
 @policy_app.command()
 def keygen(
-    out: Annotated[
-        Path, typer.Option("--out", help="Directory for the key pair (created 0700 if missing).")
-    ],
-    name: Annotated[
-        str, typer.Option("--name", help="File stem: writes NAME.key (0600) and NAME.pub.")
-    ] = "centre",
+    out: Annotated[Path, typer.Option("--out", help="Directory for the key pair (created 0700 if missing).")],
+    name: Annotated[str, typer.Option("--name", help="File stem: writes NAME.key (0600) and NAME.pub.")] = "centre",
 ) -> None:
     """Create an Ed25519 signing key (NAME.key, mode 0600) and its public key (NAME.pub).
 
@@ -156,9 +152,7 @@ def sign(
         str,
         typer.Option("--gateways", help="Comma-separated gateway ids, or * for every gateway."),
     ],
-    version: Annotated[
-        int, typer.Option("--version", min=1, help="Bundle version; must exceed the active one.")
-    ],
+    version: Annotated[int, typer.Option("--version", min=1, help="Bundle version; must exceed the active one.")],
     out: Annotated[Path, typer.Option("--out", help="Where to write the signed envelope.")],
     validation: Annotated[
         Path | None,
@@ -177,9 +171,7 @@ def sign(
             help="Start of validity: epoch seconds or ISO 8601 (UTC if no zone). Default: now.",
         ),
     ] = None,
-    kind: Annotated[
-        str, typer.Option("--kind", help=f"Bundle kind: one of {', '.join(_KINDS)}.")
-    ] = "policy",
+    kind: Annotated[str, typer.Option("--kind", help=f"Bundle kind: one of {', '.join(_KINDS)}.")] = "policy",
     force: Annotated[
         bool,
         typer.Option(
@@ -194,15 +186,11 @@ def sign(
     or --force is given (the bundle is then flagged forced and a warning is printed).
     """
     if kind not in _KINDS:
-        raise typer.BadParameter(
-            f"{kind!r}; expected one of {', '.join(_KINDS)}", param_hint="--kind"
-        )
+        raise typer.BadParameter(f"{kind!r}; expected one of {', '.join(_KINDS)}", param_hint="--kind")
     try:
         payload = policy_file.read_bytes()
     except OSError as exc:
-        raise typer.BadParameter(
-            f"{policy_file}: {exc.strerror}", param_hint="POLICY_FILE"
-        ) from None
+        raise typer.BadParameter(f"{policy_file}: {exc.strerror}", param_hint="POLICY_FILE") from None
     ids = [g.strip() for g in gateways.split(",") if g.strip()]
     now = int(time.time())
     start = now if not_before is None else _parse_time(not_before)
@@ -212,9 +200,7 @@ def sign(
             try:
                 record_bytes = validation.read_bytes()
             except OSError as exc:
-                raise PolicyError(
-                    "bad_validation_record", f"{validation}: cannot read ({exc.strerror})"
-                ) from None
+                raise PolicyError("bad_validation_record", f"{validation}: cannot read ({exc.strerror})") from None
             record = decode_validation_record(record_bytes, source=str(validation))
         private_key = load_private_key(key)
         bundle = build_bundle(
@@ -246,21 +232,13 @@ def sign(
 
 @policy_app.command()
 def verify(
-    bundle_file: Annotated[
-        Path, typer.Argument(help="A signed bundle (envelope) file.", show_default=False)
-    ],
+    bundle_file: Annotated[Path, typer.Argument(help="A signed bundle (envelope) file.", show_default=False)],
     pubkey: Annotated[
         list[Path],
-        typer.Option(
-            "--pubkey", help="Pinned public key PEM, or a directory of them (repeatable)."
-        ),
+        typer.Option("--pubkey", help="Pinned public key PEM, or a directory of them (repeatable)."),
     ],
-    gateway: Annotated[
-        str | None, typer.Option("--gateway", help="Check that this gateway id is targeted.")
-    ] = None,
-    district: Annotated[
-        str | None, typer.Option("--district", help="Check that this district is targeted.")
-    ] = None,
+    gateway: Annotated[str | None, typer.Option("--gateway", help="Check that this gateway id is targeted.")] = None,
+    district: Annotated[str | None, typer.Option("--district", help="Check that this district is targeted.")] = None,
     now: Annotated[
         str | None,
         typer.Option("--now", help="Judge validity at this time (epoch or ISO 8601), not now."),

@@ -36,9 +36,7 @@ def _write_new(path: Path, data: bytes, mode: int) -> None:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     except FileExistsError:
-        raise PolicyError(
-            "key_exists", f"{path} already exists; choose another --name or --out"
-        ) from None
+        raise PolicyError("key_exists", f"{path} already exists; choose another --name or --out") from None
     try:
         os.write(fd, data)
         os.fsync(fd)
@@ -73,8 +71,7 @@ def load_private_key(path: Path) -> Ed25519PrivateKey:
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise PolicyError(
             Reason.BAD_KEY,
-            f"{path}: permissions {stat.S_IMODE(mode):04o} let others read the signing key; "
-            f"run `chmod 600 {path}`",
+            f"{path}: permissions {stat.S_IMODE(mode):04o} let others read the signing key; run `chmod 600 {path}`",
         )
     return load_private_key_pem(data, source=str(path))
 

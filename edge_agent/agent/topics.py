@@ -16,11 +16,19 @@ north (the city platform; the same broker when there is no uplink)
   status                     retained "online" / "offline" (last will)
   alert                      AlertMessage, every change of every alert (QoS 1, outbox)
   event/<topic>              what a rule's publish action sends (QoS 1, outbox)
+  policy                     centre -> gateway: retained signed policy bundle
+  policy/ack                 gateway -> centre: accepted / already_active / rejected + reason
+  rollout                    gateway -> centre: retained {policy_version, lamps, on_version, retries}
+south, for policy rollout
+  lamp/<id>/program          gateway -> lamp: retained LampProgram with the policy version
 """
 
 from __future__ import annotations
 
 PREFIX = "district/v1"
+POLICY = "policy"  # north, retained signed bundle from the centre
+POLICY_ACK = "policy/ack"  # north, the gateway's answer
+ROLLOUT = "rollout"  # north, retained: how many lamps run the active policy version
 
 SOUTH_INBOUND = (
     "lamp/+/state",

@@ -67,9 +67,7 @@ REASONS = (R_OVERSIZED, R_COBS, R_SHORT, R_LENGTH, R_CRC, R_VERSION, R_KIND)
 class Frame:
     """One decoded frame."""
 
-    def __init__(
-        self, kind: int, seq: int, device_id: int, payload: bytes, version: int = VERSION
-    ) -> None:
+    def __init__(self, kind: int, seq: int, device_id: int, payload: bytes, version: int = VERSION) -> None:
         self.kind = kind
         self.seq = seq
         self.device_id = device_id

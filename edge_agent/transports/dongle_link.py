@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import os
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from types import TracebackType
 
@@ -84,15 +84,14 @@ class DongleReceiver:
     """The link's protocol core, without a port: bytes in, (messages, ACK frames to send) out.
 
     Every accepted data frame is ACKed and delivered once; a copy (same seq inside the window)
-    is ACKed again and dropped; a frame with a bad payload, or arriving when ``room()`` says
-    the consumer is full, is not ACKed (the dongle keeps retransmitting it). A HELLO with a new
+    is ACKed again and dropped; a frame with a bad payload, or arriving beyond the ``room``
+    the consumer has left, is not ACKed (the dongle keeps retransmitting it). A HELLO with a new
     boot nonce empties the duplicate window (the dongle rebooted and its seqs start over).
     """
 
-    def __init__(self, window: int = 128, room: Callable[[], bool] | None = None) -> None:
+    def __init__(self, window: int = 128) -> None:
         self.window = window
         self.stats = LinkStats()
-        self._room = room
         self._decoder = frames.Decoder()
         self._seen: deque[int] = deque()
         self._seen_set: set[int] = set()
@@ -104,19 +103,18 @@ class DongleReceiver:
     def count(self, reason: str) -> None:
         self.stats.rejected[reason] = self.stats.rejected.get(reason, 0) + 1
 
-    def feed(self, data: bytes) -> tuple[list[DongleMessage], list[bytes]]:
+    def feed(self, data: bytes, room: int = -1) -> tuple[list[DongleMessage], list[bytes]]:
+        """Decode ``data``; accept at most ``room`` new messages (-1: no limit)."""
         messages: list[DongleMessage] = []
         acks: list[bytes] = []
         for result in self._decoder.feed(data):
             if isinstance(result, str):
                 self.count(result)
             else:
-                self._on_frame(result, messages, acks)
+                self._on_frame(result, messages, acks, room)
         return messages, acks
 
-    def _on_frame(
-        self, frame: frames.Frame, messages: list[DongleMessage], acks: list[bytes]
-    ) -> None:
+    def _on_frame(self, frame: frames.Frame, messages: list[DongleMessage], acks: list[bytes], room: int) -> None:
         self.stats.frames += 1
         ack = frames.encode(frames.ACK, frame.seq, frame.device_id)
         if frame.kind == frames.ACK:
@@ -139,7 +137,7 @@ class DongleReceiver:
             acks.append(ack)  # our earlier ACK was lost: ACK the copy, deliver nothing
             self.stats.duplicates += 1
             return
-        if self._room is not None and not self._room():
+        if 0 <= room <= len(messages):
             self.count("queue_full")  # no ACK: the dongle keeps it until there is room
             return
         acks.append(ack)
@@ -147,9 +145,7 @@ class DongleReceiver:
         self._seen_set.add(frame.seq)
         if len(self._seen) > self.window:
             self._seen_set.discard(self._seen.popleft())
-        messages.append(
-            DongleMessage(frame.device_id, frames.KIND_NAMES[frame.kind], frame.seq, data)
-        )
+        messages.append(DongleMessage(frame.device_id, frames.KIND_NAMES[frame.kind], frame.seq, data))
         self.stats.delivered += 1
 
 
@@ -158,7 +154,7 @@ class DongleLink:
 
     def __init__(self, settings: DongleSettings) -> None:
         self.settings = settings
-        self.receiver = DongleReceiver(settings.window, room=self._room)
+        self.receiver = DongleReceiver(settings.window)
         self.stats = self.receiver.stats
         self._queue: asyncio.Queue[DongleMessage] = asyncio.Queue(settings.queue_size)
         self._serial: serial.Serial | None = None
@@ -183,9 +179,6 @@ class DongleLink:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         self._close()
-
-    def _room(self) -> bool:
-        return not self._queue.full()
 
     def __aiter__(self) -> AsyncIterator[DongleMessage]:
         return self
@@ -233,9 +226,7 @@ class DongleLink:
 
     def _open(self) -> None:
         try:
-            self._serial = serial.Serial(
-                self.settings.port, self.settings.baudrate, timeout=0, exclusive=True
-            )
+            self._serial = serial.Serial(self.settings.port, self.settings.baudrate, timeout=0, exclusive=True)
         except (serial.SerialException, OSError, ValueError) as exc:
             raise TransportError(f"{self.settings.port}: {exc}") from None
         self.receiver.reset_partial()
@@ -256,15 +247,13 @@ class DongleLink:
         if not data:  # hangup: the device went away
             self._lost.set()
             return
-        messages, acks = self.receiver.feed(data)
+        room = self._queue.maxsize - self._queue.qsize()
+        messages, acks = self.receiver.feed(data, room)
         for ack in acks:
             try:
                 os.write(fd, ack)
                 self.stats.acks += 1
             except OSError:
                 self.receiver.count("ack_write_failed")  # the dongle retransmits; we ACK the copy
-        for msg in messages:
-            if self._queue.full():
-                self.receiver.count("queue_full")  # (cannot happen: the receiver checks room)
-                continue
+        for msg in messages:  # fits: the receiver accepted no more than ``room``
             self._queue.put_nowait(msg)

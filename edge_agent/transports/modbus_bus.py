@@ -178,9 +178,7 @@ class ModbusLampBus:
         self._nodes = {u: _Node(u) for u in settings.units}
         self._queue: asyncio.PriorityQueue[tuple[int, int, _Job]] = asyncio.PriorityQueue()
         self._order = itertools.count()
-        self._events: asyncio.Queue[LampReading | NodeStatus] = asyncio.Queue(
-            settings.events_maxsize
-        )
+        self._events: asyncio.Queue[LampReading | NodeStatus] = asyncio.Queue(settings.events_maxsize)
         self._client: AsyncModbusSerialClient | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._polling = settings.poll_interval > 0
@@ -257,14 +255,10 @@ class ModbusLampBus:
         await self._command(unit, "set", self._write_op(unit, regmap.HR_LEVEL, [level, int(on)]))
 
     async def write_program(self, unit: int, program: LampProgram) -> None:
-        await self._command(
-            unit, "program", self._write_op(unit, regmap.HR_PROGRAM_VERSION, program.to_registers())
-        )
+        await self._command(unit, "program", self._write_op(unit, regmap.HR_PROGRAM_VERSION, program.to_registers()))
 
     async def set_silence_timeout(self, unit: int, seconds: int) -> None:
-        await self._command(
-            unit, "silence", self._write_op(unit, regmap.HR_SILENCE_TIMEOUT, [seconds])
-        )
+        await self._command(unit, "silence", self._write_op(unit, regmap.HR_SILENCE_TIMEOUT, [seconds]))
 
     async def sync_clock(self, unit: int, seconds_since_2000: int, rate: int = 1) -> None:
         """Set the node clock (local time) and its speed factor (1 = real time)."""
@@ -302,9 +296,7 @@ class ModbusLampBus:
     def _enqueue(self, priority: int, job: _Job) -> None:
         self._queue.put_nowait((priority, next(self._order), job))
 
-    async def _command(
-        self, unit: int, name: str, op: _Op, priority: int = PRIORITY_COMMAND
-    ) -> Any:
+    async def _command(self, unit: int, name: str, op: _Op, priority: int = PRIORITY_COMMAND) -> Any:
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._enqueue(priority, _Job(unit, name, op, fut))
         return await fut
@@ -357,9 +349,7 @@ class ModbusLampBus:
             try:
                 result = await self._attempt(job)
             except ProtocolError as exc:
-                self.stats.protocol_errors[exc.reason] = (
-                    self.stats.protocol_errors.get(exc.reason, 0) + 1
-                )
+                self.stats.protocol_errors[exc.reason] = self.stats.protocol_errors.get(exc.reason, 0) + 1
                 if exc.reason == "exception_response":
                     self._mark_answered(node)  # the node is alive; the request was wrong
                     raise

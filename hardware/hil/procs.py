@@ -1,7 +1,7 @@
 """Start firmware under the MicroPython unix port, wired to a ``PtyBus`` through pipes.
 
 Owns: locating the ``micropython`` binary, MICROPYPATH for each firmware, process lifetime.
-Must not import: edge_agent (beyond nothing): only paths are shared.
+Must not import: edge_agent (only the codec folder path is shared with the firmware).
 """
 
 from __future__ import annotations

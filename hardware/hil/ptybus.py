@@ -7,7 +7,7 @@ With ``baudrate`` set, the line is paced as a half-duplex wire at 10 bits per by
 delivered when its last stop bit would have arrived, and chunks queue behind each other.
 Faults: ``loss`` (probability that a device->agent byte is dropped, seeded), ``babble(data)``
 (garbage on the line), ``unplug()`` / ``replug()`` (the agent's port vanishes and returns).
-Must not import: anything of edge_agent but nothing at all is needed.
+Must not import: anything of ours (it moves bytes only).
 """
 
 from __future__ import annotations

@@ -122,10 +122,10 @@ class Observer:
     def matching(self, part: str) -> list[Seen]:
         return [m for m in self.messages if part in m.topic]
 
-    async def publish(self, suffix: str, payload: dict[str, Any] | bytes, qos: int = 1) -> None:
+    async def publish(self, suffix: str, payload: dict[str, Any] | bytes, qos: int = 1, retain: bool = False) -> None:
         assert self.client is not None
         data = payload if isinstance(payload, bytes) else msgspec.json.encode({"v": 1, **payload})
-        await self.client.publish(f"{self.root}/{suffix}", data, qos=qos)
+        await self.client.publish(f"{self.root}/{suffix}", data, qos=qos, retain=retain)
 
 
 @contextlib.asynccontextmanager

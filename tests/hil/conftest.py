@@ -18,9 +18,7 @@ from hardware.hil.ptybus import PtyBus
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("hil")
-    group.addoption(
-        "--port", default=None, help="serial port of a real lamp bus, e.g. /dev/ttyUSB0"
-    )
+    group.addoption("--port", default=None, help="serial port of a real lamp bus, e.g. /dev/ttyUSB0")
     group.addoption("--units", default="1", help="comma-separated unit ids on the real lamp bus")
     group.addoption("--baud", type=int, default=9600, help="baud rate of the real lamp bus")
     group.addoption("--dongle-port", default=None, help="serial port of a real wearable dongle")
@@ -72,9 +70,7 @@ def dongle_target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Do
         pytest.skip("micropython unix port not installed")
     line = PtyBus(tmp_path / "ttyDONGLE", loss=0.0, seed=7).start()
     r, w = os.pipe()
-    proc = FirmwareProcess(
-        DONGLE_DIR, [f"/dev/fd/{r}", "30"], tmp_path / "dongle.log", extra_fds=(r,)
-    )
+    proc = FirmwareProcess(DONGLE_DIR, [f"/dev/fd/{r}", "30"], tmp_path / "dongle.log", extra_fds=(r,))
     os.close(r)
     proc.attach(line)
     try:

@@ -15,9 +15,7 @@ from .conftest import DongleTarget, dongle_stats
 pytestmark = [pytest.mark.hil, pytest.mark.timeout(60)]
 
 
-async def collect_until(
-    link: DongleLink, marker_device: int, seconds: float
-) -> list[DongleMessage]:
+async def collect_until(link: DongleLink, marker_device: int, seconds: float) -> list[DongleMessage]:
     out: list[DongleMessage] = []
     async with asyncio.timeout(seconds):
         while True:
@@ -42,11 +40,7 @@ async def test_sos_arrives_exactly_once_under_loss_and_garbage(dongle_target: Do
         soses = Counter(m.device_id for m in msgs if m.kind == "sos")
         assert soses == Counter(range(100, 120))  # each SOS exactly once
         vitals = [m for m in msgs if m.kind == "vitals"]
-        assert vitals == [
-            DongleMessage(
-                7, "vitals", vitals[0].seq, {"heart_rate": 72, "spo2": 97, "temp_dc": 368}
-            )
-        ]
+        assert vitals == [DongleMessage(7, "vitals", vitals[0].seq, {"heart_rate": 72, "spo2": 97, "temp_dc": 368})]
         assert msgs[-1].data == {"battery": 80, "rssi": -60}
         assert sum(link.stats.rejected.values()) > 0  # garbage and damaged frames were counted
         stats = await dongle_stats(dongle_target)

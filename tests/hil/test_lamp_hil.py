@@ -110,7 +110,7 @@ async def test_node_falls_back_to_its_program_when_master_is_silent(
     async with ModbusLampBus(settings(lamp_target)) as bus:
         await bus.write_program(unit, program)
         await bus.set_level_and_on(unit, 10, True)
-        await bus.sync_clock(unit, 22 * 3600 + 30 * 60, rate=600)  # 22:30 on day 0
+        await bus.sync_clock(unit, 23 * 3600 + 50 * 60, rate=600)  # 23:50 on day 0
         await bus.set_silence_timeout(unit, 60)
         first = await bus.poll(unit)
         assert not first.fallback

@@ -20,11 +20,11 @@ def test_local_processes_and_dask_give_identical_kpis(tiny_scenario: Path) -> No
     seeds = replication_seeds(7, 2)
     serial = run_replications(str(tiny_scenario), None, seeds, 3, workers=1)
     pool = run_replications(str(tiny_scenario), None, seeds, 3, workers=2)
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address=None) as cluster:
+    with LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
+    ) as cluster:
         assert cluster.scheduler_address.startswith("tcp://127.0.0.1:")
-        dask = run_replications(str(tiny_scenario), None, seeds, 3,
-                                cluster=cluster.scheduler_address)
+        dask = run_replications(str(tiny_scenario), None, seeds, 3, cluster=cluster.scheduler_address)
     assert [r["kpis"] for r in pool] == [r["kpis"] for r in serial]
     assert [r["kpis"] for r in dask] == [r["kpis"] for r in serial]
     assert serial[0]["kpis"] != serial[1]["kpis"], "replications must differ from each other"

@@ -46,9 +46,7 @@ def simulate_waits(lam: float, mu: float, c: int, customers: int, seed: int) -> 
     return [i.assigned - i.occurred for i in incidents]
 
 
-@pytest.mark.parametrize(
-    ("lam", "mu", "c", "expected"), [(2.4, 0.7, 4, 1.7576), (0.2, 0.1, 3, 4.444)]
-)
+@pytest.mark.parametrize(("lam", "mu", "c", "expected"), [(2.4, 0.7, 4, 1.7576), (0.2, 0.1, 3, 4.444)])
 def test_mean_wait_matches_erlang_c(lam: float, mu: float, c: int, expected: float) -> None:
     assert erlang_c_wq(lam, mu, c) == pytest.approx(expected, abs=1e-3)
     waits = simulate_waits(lam, mu, c, customers=252_000, seed=2024)

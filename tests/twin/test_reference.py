@@ -30,30 +30,62 @@ def _kernel_and_reference(scenario: Path, days: int) -> tuple[LightingInputs, tu
     ptr, start, end = renewal_outages(SEED, ttf, days * 1440.0, 6.0)
     p = inputs.programs
     kernel = simulate_lighting(
-        SEED, d.lamp_program, d.lamp_area, d.lamp_rated_w, d.lamp_standby_w, inputs.levels,
-        inputs.first_lit, inputs.end_lit, p.boost_level, p.boost_minutes, inputs.rates,
-        inputs.dark_start, inputs.dark_end, ptr, start, end, True,
+        SEED,
+        d.lamp_program,
+        d.lamp_area,
+        d.lamp_rated_w,
+        d.lamp_standby_w,
+        inputs.levels,
+        inputs.first_lit,
+        inputs.end_lit,
+        p.boost_level,
+        p.boost_minutes,
+        inputs.rates,
+        inputs.dark_start,
+        inputs.dark_end,
+        ptr,
+        start,
+        end,
+        True,
     )
     compiled = compile_programs(loaded.policy)
     programs = [
         {
-            "on_kind": c.on_kind, "on_value": c.on_value, "off_kind": c.off_kind,
-            "off_value": c.off_value, "base_level": c.base_level,
-            "step_minutes": c.step_minutes, "step_levels": c.step_levels, "n_steps": c.n_steps,
-            "boost_level": c.boost_level, "boost_minutes": c.boost_minutes,
+            "on_kind": c.on_kind,
+            "on_value": c.on_value,
+            "off_kind": c.off_kind,
+            "off_value": c.off_value,
+            "base_level": c.base_level,
+            "step_minutes": c.step_minutes,
+            "step_levels": c.step_levels,
+            "n_steps": c.n_steps,
+            "boost_level": c.boost_level,
+            "boost_minutes": c.boost_minutes,
         }
         for c in (compiled[name] for name in p.names)
     ]
     lamps = [
-        {"program": int(d.lamp_program[i]), "area": int(d.lamp_area[i]),
-         "rated_w": float(d.lamp_rated_w[i]), "standby_w": float(d.lamp_standby_w[i])}
+        {
+            "program": int(d.lamp_program[i]),
+            "area": int(d.lamp_area[i]),
+            "rated_w": float(d.lamp_rated_w[i]),
+            "standby_w": float(d.lamp_standby_w[i]),
+        }
         for i in range(d.n_lamps)
     ]
     outages = [list(zip(start[a:b], end[a:b], strict=True)) for a, b in itertools.pairwise(ptr)]
     site = loaded.spec.site
     reference = run_reference(
-        SEED, inputs.first_day, days, site.latitude, site.longitude, list(inputs.offsets),
-        lamps, programs, inputs.rates, outages,
+        SEED,
+        inputs.first_day,
+        days,
+        site.latitude,
+        site.longitude,
+        list(inputs.offsets),
+        lamps,
+        programs,
+        inputs.rates,
+        outages,
     )
     assert ptr[-1] > 0, "the test must exercise outages"
     return inputs, kernel, reference
@@ -89,6 +121,5 @@ def test_stepwise_kernel_equals_gateway_whole_decision(tiny_scenario: Path) -> N
             for k in range(0, 1440, 7):
                 minute_of_day = (720 + k) % 1440
                 day = inputs.first_day + night + (1 if 720 + k >= 1440 else 0)
-                expected = program.level_at(day, float(minute_of_day), site.latitude,
-                                            site.longitude, 480.0)
+                expected = program.level_at(day, float(minute_of_day), site.latitude, site.longitude, 480.0)
                 assert inputs.levels[p, night, k] == expected

@@ -30,8 +30,7 @@ def test_sun_events_match_astral_over_a_year(scenario: Path) -> None:
     zone = ZoneInfo(site.timezone)
     first = loaded.first_day
     days = 366
-    table = sun_table(first, days, site.latitude, site.longitude,
-                      np.array(utc_offsets(site.timezone, first, days)))
+    table = sun_table(first, days, site.latitude, site.longitude, np.array(utc_offsets(site.timezone, first, days)))
     observer = Observer(latitude=site.latitude, longitude=site.longitude)
     worst = 0.0
     for d in range(days):

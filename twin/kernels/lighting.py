@@ -82,9 +82,7 @@ def switch_table(
 
 
 @njit(cache=True)
-def sun_table(
-    first_day: int, n_days: int, latitude: float, longitude: float, utc_offsets: np.ndarray
-) -> np.ndarray:
+def sun_table(first_day: int, n_days: int, latitude: float, longitude: float, utc_offsets: np.ndarray) -> np.ndarray:
     """Local minutes of sunrise, sunset, civil dawn, civil dusk per day: shape (n_days, 4)."""
     out = np.empty((n_days, 4))
     for d in range(n_days):
@@ -235,9 +233,7 @@ def simulate_lighting(
     outage_start: np.ndarray,
     outage_end: np.ndarray,
     record_switches: bool,
-) -> tuple[
-    np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray
-]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Every lamp's level every minute of every night; energy and service counters.
 
     Per lamp ``i`` the level at minute ``k`` of night ``n`` is

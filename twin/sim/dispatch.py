@@ -108,8 +108,7 @@ class Dispatcher:
         self.busy_since = [0.0] * n
         self.busy_minutes = [0.0] * n
         self.ranks = {
-            name: tuple(chain.roles.index(r.role) if r.role in chain.roles else -1
-                        for r in responders)
+            name: tuple(chain.roles.index(r.role) if r.role in chain.roles else -1 for r in responders)
             for name, chain in chains.items()
         }
         self.waiting: deque[tuple[simpy.Event, str]] = deque()
@@ -122,9 +121,7 @@ class Dispatcher:
     # -- availability --------------------------------------------------------------------
     def _available(self) -> tuple[bool, ...]:
         now = self.env.now
-        return tuple(
-            self.free[i] and on_shift(self.responders[i].shift, now) for i in range(self.n)
-        )
+        return tuple(self.free[i] and on_shift(self.responders[i].shift, now) for i in range(self.n))
 
     def _take(self, i: int) -> None:
         self.free[i] = False
@@ -166,9 +163,7 @@ class Dispatcher:
         step = 0
         tried = 0
         while True:
-            i = choose_responder(
-                incident.x, incident.y, self.rx, self.ry, self._available(), ranks, self.n, step
-            )
+            i = choose_responder(incident.x, incident.y, self.rx, self.ry, self._available(), ranks, self.n, step)
             if i >= 0:
                 self._take(i)
             elif tried < last:
@@ -190,11 +185,7 @@ class Dispatcher:
                     yield env.timeout(ready - env.now)
             self.messages += 2  # notify + (ack or timeout)
             acked = self.rng.random() < self.ack_probability
-            delay = (
-                float(self.rng.exponential(self.ack_delay_mean_min))
-                if self.ack_delay_mean_min > 0
-                else 0.0
-            )
+            delay = float(self.rng.exponential(self.ack_delay_mean_min)) if self.ack_delay_mean_min > 0 else 0.0
             if acked and delay <= chain.ack_timeout_min:
                 if delay > 0:
                     yield env.timeout(delay)

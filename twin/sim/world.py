@@ -104,8 +104,9 @@ def _responders(loaded: LoadedScenario, district: DistrictArrays, rng: np.random
     return out
 
 
-def _place(area: str, district: DistrictArrays, radius: float, village_radius: float,
-           rng: np.random.Generator) -> tuple[float, float]:
+def _place(
+    area: str, district: DistrictArrays, radius: float, village_radius: float, rng: np.random.Generator
+) -> tuple[float, float]:
     if area == "town" or len(district.village_x) == 0:
         r = radius * math.sqrt(rng.random())
     else:
@@ -142,15 +143,17 @@ def run_world(
     env = simpy.Environment()
     horizon = days * 1440.0
     n_gw = max(1, district.gateway_x.size)
-    uplinks = Uplinks(n_gw, horizon, spec.gateways.uplink_mtbf_hours * 60.0,
-                      spec.gateways.uplink_outage_minutes, rng)
+    uplinks = Uplinks(n_gw, horizon, spec.gateways.uplink_mtbf_hours * 60.0, spec.gateways.uplink_outage_minutes, rng)
     responders = _responders(loaded, district, rng)
     chains = {
         name: ChainSpec(tuple(c.roles), chain_ack_timeout_minutes(policy, name), c.repeat_last)
         for name, c in policy.chains.items()
     }
     dispatcher = Dispatcher(
-        env, responders, chains, rng,
+        env,
+        responders,
+        chains,
+        rng,
         ack_probability=spec.dispatch.ack_probability,
         ack_delay_mean_min=spec.dispatch.ack_delay_minutes,
         detour_factor=spec.dispatch.detour_factor,
@@ -232,9 +235,16 @@ def run_world(
                 return
             yield env.timeout(seen - env.now)
             x, y = float(district.lamp_x[lamp]), float(district.lamp_y[lamp])
-            incident = Incident("lamp_outage", AREAS[int(district.lamp_area[lamp])], x, y,
-                                outage_chain, failed, repair_mean,
-                                int(district.lamp_gateway[lamp]))
+            incident = Incident(
+                "lamp_outage",
+                AREAS[int(district.lamp_area[lamp])],
+                x,
+                y,
+                outage_chain,
+                failed,
+                repair_mean,
+                int(district.lamp_gateway[lamp]),
+            )
             incident.finished = env.event()
             spawn(incident)
             restored = yield incident.finished
@@ -264,9 +274,7 @@ def run_world(
     # backlog each gateway flushes when its uplink returns.
     gw_lamps = np.bincount(district.lamp_gateway, minlength=n_gw).astype(float)
     wearables = float(sum(spec.residents.values()))
-    per_min = gw_lamps / spec.gateways.telemetry_minutes + (
-        wearables / n_gw / spec.gateways.wearable_heartbeat_minutes
-    )
+    per_min = gw_lamps / spec.gateways.telemetry_minutes + (wearables / n_gw / spec.gateways.wearable_heartbeat_minutes)
     incident_msgs = float(dispatcher.messages + 3 * len(incidents))
     total = float(per_min.sum() * horizon + incident_msgs)
     backlog = 0.0
@@ -288,4 +296,3 @@ def run_world(
         backlog_max=backlog,
         responders=responders,
     )
-

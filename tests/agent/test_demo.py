@@ -1,0 +1,21 @@
+"""The main job: `edge-agent demo` runs one village night and passes all its own checks."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+
+def test_demo_runs_a_village_night_and_exits_zero() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "edge_agent.agent.cli", "demo", "--speed", "4800"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    for line in ("person detected in the square", "SOS button pressed", "phone rings", "driver fault"):
+        assert line in out
+    assert "MISSING" not in out
+    assert out.count(" ok ") >= 8

@@ -1,0 +1,313 @@
+"""The city broker for the security tests: the real deploy/mosquitto files on loopback ports.
+
+Owns: a throw-away district PKI made with trustme (server certificate for 127.0.0.1 and
+localhost, client certificates whose CN is the gateway id or ``centre``, an expired one and
+one from a rogue CA) and a Mosquitto child process started from ``deploy/mosquitto/
+mosquitto.conf`` and ``deploy/mosquitto/acl``. The config is templated for paths and ports
+only (each substitution must hit, so the test notices when the deploy file drifts); the ACL
+is copied byte for byte. Never binds anything but 127.0.0.1 and never touches port 1883.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import getpass
+import os
+import shutil
+import socket
+import ssl
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiomqtt
+import trustme
+
+from edge_agent.devtools.mosquitto import mosquitto_binary
+from edge_agent.transports.broker import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+DEPLOY = REPO / "deploy" / "mosquitto"
+PROD_CONF = DEPLOY / "mosquitto.conf"
+PROD_ACL = DEPLOY / "acl"
+CENTRE = "centre"
+HOST = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """PEM files a client presents: the CA it trusts, its certificate and its key."""
+
+    ca: Path
+    cert: Path
+    key: Path
+
+    def context(self) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(cafile=str(self.ca))
+        ctx.load_cert_chain(str(self.cert), str(self.key))
+        return ctx
+
+
+@dataclass
+class Pki:
+    """The district CA (trustme), a rogue CA, and client certificates issued on demand."""
+
+    directory: Path
+    ca: trustme.CA = field(default_factory=trustme.CA)
+    rogue: trustme.CA = field(default_factory=trustme.CA)
+
+    def __post_init__(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.ca_pem = self.directory / "district-ca.crt"
+        self.ca.cert_pem.write_to_path(str(self.ca_pem))
+        server = self.ca.issue_cert("127.0.0.1", "localhost", common_name="city-broker")
+        self.server_cert = self.directory / "broker.crt"
+        self.server_key = self.directory / "broker.key"
+        server.cert_chain_pems[0].write_to_path(str(self.server_cert))
+        server.private_key_pem.write_to_path(str(self.server_key))
+        os.chmod(self.server_key, 0o600)
+
+    def client(self, name: str, *, expired: bool = False, rogue: bool = False) -> Credentials:
+        """A client certificate whose CN is ``name`` (a gateway id or ``centre``)."""
+        tag = "-expired" if expired else "-rogue" if rogue else ""
+        cert, key = self.directory / f"{name}{tag}.crt", self.directory / f"{name}{tag}.key"
+        if not cert.exists():
+            issuer = self.rogue if rogue else self.ca
+            now = dt.datetime.now(dt.UTC)
+            window = {"not_before": now - dt.timedelta(days=30), "not_after": now - dt.timedelta(days=1)}
+            leaf = issuer.issue_cert(f"{name}.gateways.district.invalid", common_name=name, **(window if expired else {}))
+            leaf.cert_chain_pems[0].write_to_path(str(cert))
+            leaf.private_key_pem.write_to_path(str(key))
+            os.chmod(key, 0o600)
+        return Credentials(self.ca_pem, cert, key)
+
+
+def template_config(text: str, workdir: Path, mtls_port: int, password_port: int) -> str:
+    """The production config with paths and ports rewritten; every rewrite must apply."""
+    replacements = {
+        # the account Mosquitto drops to when started as root: the test runner's own
+        "user mosquitto\n": f"user {getpass.getuser()}\n",
+        "listener 8883\n": f"listener {mtls_port} {HOST}\n",
+        "listener 8884\n": f"listener {password_port} {HOST}\n",
+        "/etc/mosquitto/certs/district-ca.crt": str(workdir / "certs" / "district-ca.crt"),
+        "/etc/mosquitto/certs/broker.crt": str(workdir / "certs" / "broker.crt"),
+        "/etc/mosquitto/certs/broker.key": str(workdir / "certs" / "broker.key"),
+        "/etc/mosquitto/acl": str(workdir / "acl"),
+        "/etc/mosquitto/passwd": str(workdir / "passwd"),
+        "/var/lib/mosquitto/": f"{workdir}/data/",
+        "/var/log/mosquitto/mosquitto.log": str(workdir / "mosquitto.log"),
+    }
+    for old, new in replacements.items():
+        if old not in text:
+            raise AssertionError(f"deploy/mosquitto/mosquitto.conf no longer contains {old!r}")
+        text = text.replace(old, new)
+    return text
+
+
+class CityBroker:
+    """Mosquitto running the deploy config: ``mtls_port`` (8883) and ``password_port`` (8884)."""
+
+    def __init__(self, workdir: Path, pki: Pki, passwords: dict[str, str] | None = None) -> None:
+        binary = mosquitto_binary()
+        if binary is None:
+            raise RuntimeError("mosquitto is not installed (apt-get install mosquitto)")
+        self.binary = binary
+        self.workdir = workdir
+        self.pki = pki
+        self.passwords = dict(passwords or {})
+        self.mtls_port = free_port()
+        self.password_port = free_port()
+        while self.password_port == self.mtls_port:
+            self.password_port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def _write_files(self) -> Path:
+        certs = self.workdir / "certs"
+        certs.mkdir(parents=True, exist_ok=True)
+        (self.workdir / "data").mkdir(exist_ok=True)
+        shutil.copyfile(self.pki.ca_pem, certs / "district-ca.crt")
+        shutil.copyfile(self.pki.server_cert, certs / "broker.crt")
+        shutil.copyfile(self.pki.server_key, certs / "broker.key")
+        shutil.copyfile(PROD_ACL, self.workdir / "acl")
+        passwd = self.workdir / "passwd"
+        passwd.write_text("")
+        passwd_tool = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
+        for user, password in self.passwords.items():
+            subprocess.run([passwd_tool, "-b", str(passwd), user, password], check=True, capture_output=True)
+        for private in (certs / "broker.key", self.workdir / "acl", passwd):
+            os.chmod(private, 0o600)
+        conf = self.workdir / "mosquitto.conf"
+        conf.write_text(template_config(PROD_CONF.read_text(), self.workdir, self.mtls_port, self.password_port))
+        return conf
+
+    def start(self, timeout: float = 15.0) -> CityBroker:
+        conf = self._write_files()
+        self.proc = subprocess.Popen([self.binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + timeout
+        waiting = {self.mtls_port, self.password_port}
+        while waiting:
+            if self.proc.poll() is not None:
+                err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
+                raise RuntimeError(f"mosquitto exited at start: {err.strip()} {self.log()}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"mosquitto did not listen on {sorted(waiting)}: {self.log()}")
+            for port in list(waiting):
+                with contextlib.suppress(OSError), socket.create_connection((HOST, port), timeout=0.2):
+                    waiting.discard(port)
+            if waiting:
+                time.sleep(0.02)
+        return self
+
+    def log(self) -> str:
+        path = self.workdir / "mosquitto.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        if self.proc.stderr:
+            self.proc.stderr.close()
+        self.proc = None
+
+    def client(
+        self,
+        credentials: Credentials | None,
+        *,
+        port: int | None = None,
+        identifier: str | None = None,
+        username: str | None = None,
+        password: str | None = None,
+        tls: ssl.SSLContext | None = None,
+        timeout: float = 10.0,
+    ) -> aiomqtt.Client:
+        """An aiomqtt client for this broker (mTLS port unless ``port`` says otherwise)."""
+        context = tls if tls is not None else credentials.context() if credentials is not None else None
+        return aiomqtt.Client(
+            HOST,
+            port or self.mtls_port,
+            identifier=identifier,
+            username=username,
+            password=password,
+            tls_context=context,
+            timeout=timeout,
+            keepalive=10,
+        )
+
+
+@contextlib.contextmanager
+def city_broker(workdir: Path, pki: Pki, passwords: dict[str, str] | None = None) -> Iterator[CityBroker]:
+    broker = CityBroker(workdir, pki, passwords).start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+def listeners(conf_text: str) -> list[dict[str, str]]:
+    """Parse a mosquitto.conf into its listener blocks (option -> value), in file order.
+
+    Options before the first ``listener`` line that would open the implicit default listener
+    (``port``, ``bind_address``) are reported as a listener of their own.
+    """
+    blocks: list[dict[str, str]] = []
+    implicit: dict[str, str] = {}
+    current: dict[str, str] | None = None
+    for raw in conf_text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, _, value = line.partition(" ")
+        if key == "listener":
+            current = {"listener": value.strip()}
+            blocks.append(current)
+        elif current is not None:
+            current[key] = value.strip()
+        elif key in ("port", "bind_address"):
+            implicit[key] = value.strip()
+    if implicit:
+        blocks.insert(0, {"listener": implicit.get("port", "1883"), **implicit})
+    return blocks
+
+
+def global_options(conf_text: str) -> dict[str, str]:
+    """Options set before the first listener (the broker-wide ones)."""
+    options: dict[str, str] = {}
+    for raw in conf_text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, _, value = line.partition(" ")
+        if key == "listener":
+            break
+        options[key] = value.strip()
+    return options
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What a bare MQTT CONNECT got: a CONNACK return code, or how the connection ended."""
+
+    connack: int | None  # 0 accepted, 4 bad user name or password, 5 not authorised
+    error: str = ""
+
+    @property
+    def accepted(self) -> bool:
+        return self.connack == 0
+
+
+def _connect_packet(client_id: str, username: str | None, password: str | None) -> bytes:
+    def text(value: str) -> bytes:
+        data = value.encode()
+        return len(data).to_bytes(2, "big") + data
+
+    flags = 0x02 | (0x80 if username is not None else 0) | (0x40 if password is not None else 0)
+    body = text("MQTT") + bytes([4, flags]) + (10).to_bytes(2, "big") + text(client_id)
+    if username is not None:
+        body += text(username)
+    if password is not None:
+        body += text(password)
+    assert len(body) < 128  # one-byte remaining length is all a probe needs
+    return bytes([0x10, len(body)]) + body
+
+
+def probe(
+    port: int,
+    tls: ssl.SSLContext | None,
+    *,
+    username: str | None = None,
+    password: str | None = None,
+    timeout: float = 10.0,
+) -> Probe:
+    """Open a socket (TLS when ``tls``), send one MQTT 3.1.1 CONNECT, read the answer.
+
+    Fast and exact where a full client would only time out: a refused TLS handshake shows up
+    as the broker's TLS alert (certificate required, unknown CA, certificate expired).
+    """
+    client_id = f"probe-{os.getpid()}-{time.monotonic_ns()}"
+    try:
+        with socket.create_connection((HOST, port), timeout=timeout) as raw:
+            conn: socket.socket = tls.wrap_socket(raw, server_hostname=HOST) if tls is not None else raw
+            conn.sendall(_connect_packet(client_id, username, password))
+            answer = b""
+            while len(answer) < 4:
+                chunk = conn.recv(4 - len(answer))
+                if not chunk:
+                    return Probe(None, "connection closed before CONNACK")
+                answer += chunk
+    except ssl.SSLError as exc:
+        return Probe(None, f"TLS: {exc.reason or exc}")
+    except OSError as exc:
+        return Probe(None, f"socket: {exc}")
+    if answer[0] != 0x20:
+        return Probe(None, f"not a CONNACK: {answer!r}")
+    return Probe(answer[3])

@@ -25,3 +25,11 @@ bench *args:
 # Hardware-in-the-loop: MicroPython unix port on ptys by default; `just hil --port /dev/ttyUSB0` for a board
 hil *args:
     {{py}} -m pytest -q -m hil tests/hil -p no:cacheprovider "$@"
+
+# The twin's speed figures (3,000-lamp year, 30,000 lamps, JIT cold/cached, vs the reference)
+twin-bench:
+    {{py}} -m twin.cli bench
+
+# A signed policy rolled out to 3,000 virtual lamps over 30 gateways on a private Mosquitto
+fleet *args:
+    {{py}} -m edge_agent.devtools.fleet "$@"

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import math
 import ssl
 import time
 from collections import Counter
@@ -179,8 +180,10 @@ class Agent:
         # rollout: the policy version each lamp last reported, and when we last pushed it
         self.lamp_versions: dict[str, int | None] = {lamp.id: None for lamp in config.file.lamps}
         self._program_pushed: dict[str, float] = {}
+        self._program_attempts: dict[str, int] = {}
+        self._rollout_wake = asyncio.Event()
         self.rollout_retries = 0
-        self.rollout_retry_s = 1.0  # real seconds before a lamp that has not confirmed gets it again
+        self.rollout_retry_s = 1.0  # real seconds before an unconfirmed lamp gets it again; doubles each time
         self.max_payload = config.file.limits.max_payload_bytes
         self.on_effect: Callable[[Effect], None] | None = None  # observers (demo timeline)
 
@@ -396,8 +399,8 @@ class Agent:
         """Swap the engine for one running ``policy`` and push each lamp its program.
 
         Timers, alerts and the outbox live in the store and carry over; lamp levels are
-        decided afresh, so every lamp gets a command and its retained program (an offline
-        lamp finds the program waiting when it returns).
+        decided afresh, so every lamp gets a command, and the rollout loop sends each lamp its
+        retained program until the lamp confirms the version.
         """
         for trace in self.engine.take_traces():
             self.engine.unsaved_traces.append(trace)
@@ -413,17 +416,11 @@ class Agent:
         self._timers_changed.set()
 
     def _push_programs(self, now: float) -> None:
-        for lamp in self.engine.lighting.lamps.values():
-            self.store.enqueue(
-                "south",
-                f"{self.root}/lamp/{lamp.lamp}/program",
-                self._program_message(lamp.lamp, now),
-                priority=EVENT_PRIORITY,
-                now=now,
-                retain=True,
-            )
-            self._program_pushed[lamp.lamp] = time.monotonic()
-        self._wake["south"].set()
+        """Every lamp gets its program at once (the rollout loop sends and re-sends it)."""
+        for lamp in self.engine.lighting.lamps:
+            self._program_pushed[lamp] = 0.0
+            self._program_attempts[lamp] = 0
+        self._rollout_wake.set()
 
     def _program_message(self, lamp_id: str, now: float) -> bytes:
         gateway = self.config.file.gateway
@@ -459,29 +456,38 @@ class Agent:
         }
 
     async def _rollout_loop(self) -> None:
-        """Re-send its program to every lamp that has not confirmed the active version.
+        """Send its program to every lamp that has not confirmed the active version, and again
+        (1 s, 2 s, 4 s ... at most 16 s after the broker took the last copy) until it does.
 
         Lost messages and lamps that were offline or rebooted are caught here; a lamp that
-        never confirms is reported as stuck by ``edge-agent rollout status``.
+        never confirms is reported as stuck by ``edge-agent rollout status``. Programs are
+        retained, so a lamp that reconnects finds its program waiting.
         """
         last_summary: dict[str, Any] = {}
         while True:
-            await asyncio.sleep(self.rollout_retry_s / 4)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._rollout_wake.wait(), self.rollout_retry_s / 4)
+            self._rollout_wake.clear()
             link = self.south
             if link is None or not link.connected:
                 continue
             if self.policy_version > 0:
-                due = time.monotonic() - self.rollout_retry_s
+                now_real = time.monotonic()
                 for lamp_id, version in self.lamp_versions.items():
-                    if version != self.policy_version and self._program_pushed.get(lamp_id, 0.0) < due:
-                        self._program_pushed[lamp_id] = time.monotonic()
+                    if version == self.policy_version:
+                        continue
+                    attempts = self._program_attempts.get(lamp_id, 0)
+                    wait = min(16.0, self.rollout_retry_s * 2.0**attempts) if attempts else 0.0
+                    if self._program_pushed.get(lamp_id, 0.0) + wait > now_real:
+                        continue
+                    self._program_pushed[lamp_id] = math.inf  # in flight
+                    if attempts:
                         self.rollout_retries += 1
-                        payload = self._program_message(lamp_id, self.clock.now())
-                        task = asyncio.get_running_loop().create_task(
-                            self._publish_quietly(link, f"{self.root}/lamp/{lamp_id}/program", payload, retain=True)
-                        )
-                        self._lamp_tasks.add(task)
-                        task.add_done_callback(self._lamp_tasks.discard)
+                    self._program_attempts[lamp_id] = attempts + 1
+                    payload = self._program_message(lamp_id, self.clock.now())
+                    task = asyncio.get_running_loop().create_task(self._send_program(link, lamp_id, payload))
+                    self._lamp_tasks.add(task)
+                    task.add_done_callback(self._lamp_tasks.discard)
             summary = self.rollout_status()
             if summary != last_summary:
                 last_summary = summary
@@ -489,6 +495,10 @@ class Agent:
                 await self._publish_quietly(
                     target, f"{self.root}/{topics.ROLLOUT}", msgspec.json.encode(summary), retain=True
                 )
+
+    async def _send_program(self, link: MqttLink, lamp_id: str, payload: bytes) -> None:
+        await self._publish_quietly(link, f"{self.root}/lamp/{lamp_id}/program", payload, retain=True)
+        self._program_pushed[lamp_id] = time.monotonic()  # the retry clock starts at the PUBACK
 
     async def _publish_quietly(self, link: MqttLink, topic: str, payload: bytes, *, retain: bool = False) -> None:
         try:

@@ -160,6 +160,68 @@ def alerts(
     console.print(table)
 
 
+rollout_app = typer.Typer(help="Policy rollout on this gateway's lamps.", no_args_is_help=True)
+app.add_typer(rollout_app, name="rollout")
+
+
+@rollout_app.command("status")
+def rollout_status(
+    config: ConfigOption,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Which lamps report which policy version; lamps that lag behind and since when.
+
+    Reads the gateway's state (the shadow), so it works while the agent runs or after.
+    """
+    from edge_agent.store.policy_store import PolicyStore
+
+    loaded = _load(config)
+    store = _store(config)
+    active = PolicyStore(store.path).active("policy")
+    version = active.version if active is not None else 0
+    shadow = store.shadow()
+    lamps = [lamp.id for lamp in loaded.file.lamps]
+    by_version: dict[str, int] = {}
+    stuck: list[tuple[str, str]] = []
+    for lamp in lamps:
+        reported = shadow.get(lamp, ({}, {}))[1]
+        seen = reported.get("policy_version")
+        by_version[str(seen)] = by_version.get(str(seen), 0) + 1
+        if seen != version:
+            why = "never reported" if not reported else f"reports version {seen}"
+            stuck.append((lamp, why))
+    if as_json:
+        sys.stdout.write(
+            json.dumps(
+                {
+                    "gateway": loaded.id,
+                    "policy_version": version,
+                    "lamps": len(lamps),
+                    "by_version": by_version,
+                    "stuck": dict(stuck),
+                }
+            )
+            + "\n"
+        )
+        return
+    console.print(
+        f"gateway {loaded.id}: active policy version {version}"
+        + (
+            f" ({active.payload_sha256[:12]}, accepted {datetime.fromtimestamp(active.accepted_at):%Y-%m-%d %H:%M})"
+            if active
+            else " (the config's policy file)"
+        )
+    )
+    console.print(f"{len(lamps) - len(stuck)}/{len(lamps)} lamps confirm it; by reported version: {by_version}")
+    if stuck:
+        table = Table(title="Lamps not on the active version")
+        table.add_column("lamp")
+        table.add_column("why")
+        for lamp, why in stuck:
+            table.add_row(lamp, why)
+        console.print(table)
+
+
 def main() -> None:
     app()
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +31,7 @@ class SimLamp:
     faults: int = 0
     energy_wh: float = 0.0
     commands: int = 0
+    policy_version: int | None = None
 
 
 @dataclass
@@ -56,6 +58,10 @@ class SimField:
     responders: dict[str, ResponderBehaviour] = field(default_factory=dict)
     on_receive: Callable[[Received], None] | None = None
     received: list[Received] = field(default_factory=list)
+    keep_received: bool = True
+    loss: float = 0.0  # chance that a lamp misses a command or its report is lost (fleet runs)
+    rng: random.Random = field(default_factory=lambda: random.Random(7))
+    dropped: int = 0
     _client: aiomqtt.Client | None = None
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
@@ -67,6 +73,7 @@ class SimField:
         async with aiomqtt.Client(self.host, self.port, identifier=f"{self.gateway}-simfield") as client:
             self._client = client
             await client.subscribe(f"{self.root}/lamp/+/set", qos=1)
+            await client.subscribe(f"{self.root}/lamp/+/program", qos=1)
             await client.subscribe(f"{self.root}/responder/+/alert", qos=1)
             if ready is not None:
                 ready.set()
@@ -75,21 +82,31 @@ class SimField:
                 raw = message.payload if isinstance(message.payload, bytes) else b"{}"
                 payload = msgspec.json.decode(raw)
                 item = Received(topic, payload, time.monotonic())
-                self.received.append(item)
+                if self.keep_received:
+                    self.received.append(item)
                 if self.on_receive is not None:
                     self.on_receive(item)
                 parts = topic.split("/")
                 if parts[-3] == "lamp" and parts[-2] in self.lamps:
+                    if self.loss and self.rng.random() < self.loss:
+                        self.dropped += 1
+                        continue
                     lamp = self.lamps[parts[-2]]
-                    lamp.level = float(payload["level"])
-                    lamp.commands += 1
-                    await self.publish_lamp_state(lamp.id)
+                    if parts[-1] == "program":
+                        lamp.policy_version = int(payload["policy_version"])
+                    else:
+                        lamp.level = float(payload["level"])
+                        lamp.commands += 1
+                    self._spawn(self.publish_lamp_state(lamp.id))  # report without stalling intake
                 elif parts[-3] == "responder":
                     behaviour = self.responders.get(parts[-2])
                     if behaviour is not None and behaviour.ack_after is not None:
-                        task = asyncio.create_task(self._ack_later(parts[-2], payload["alert_id"], behaviour.ack_after))
-                        self._tasks.add(task)
-                        task.add_done_callback(self._tasks.discard)
+                        self._spawn(self._ack_later(parts[-2], payload["alert_id"], behaviour.ack_after))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _ack_later(self, responder: str, alert_id: str, delay: float) -> None:
         await self.clock.sleep_until(self.clock.now() + delay)
@@ -102,6 +119,9 @@ class SimField:
 
     async def publish_lamp_state(self, lamp_id: str) -> None:
         lamp = self.lamps[lamp_id]
+        if self.loss and self.rng.random() < self.loss:
+            self.dropped += 1
+            return
         power = STANDBY_W + (lamp.rated_w * lamp.level / 100.0 if lamp.level > 0 else 0.0)
         await self.publish(
             f"lamp/{lamp_id}/state",
@@ -111,6 +131,7 @@ class SimField:
                 "power_w": power,
                 "energy_wh": lamp.energy_wh,
                 "faults": lamp.faults,
+                "policy_version": lamp.policy_version,
             },
         )
 

@@ -49,6 +49,13 @@ async def test_bundle_is_applied_pushed_to_lamps_acked_and_survives_restart(tmp_
             assert agent.policy_version == 1 and agent.engine.policy.policy.name == "v1"
             programs = await eventually(lambda: [m.payload for m in obs.matching("/program")] if len(obs.matching("/program")) == 3 else None, what="programs pushed to the 3 lamps")
             assert {p["policy_version"] for p in programs} == {1} and {p["level"] for p in programs} == {60.0}
+            # two lamps confirm; the third stays silent and keeps getting its program again
+            for lamp in ("L1", "L2"):
+                await obs.publish(f"lamp/{lamp}/state", {"on": False, "level": 0, "policy_version": 1})
+            await eventually(lambda: len(obs.on("lamp/L3/program")) >= 3, what="retries to the silent lamp")
+            summary = await eventually(lambda: [r for r in obs.on("rollout") if r["on_version"] == 2], what="rollout summary")
+            assert summary[-1]["lamps"] == 3 and summary[-1]["policy_version"] == 1 and summary[-1]["retries"] >= 2
+            assert len(obs.on("lamp/L1/program")) == 1, "a lamp that confirmed is left alone"
 
             # refused: rollback, bad signature, wrong target, incompatible, garbage; v1 stays
             await obs.publish("policy", _sign(key, _policy("old"), 1))  # same version, other bytes
@@ -81,3 +88,29 @@ async def test_gateway_without_trusted_keys_refuses_every_bundle(tmp_path: Path,
         ack = await eventually(lambda: obs.on("policy/ack"), what="ack")
         assert ack[0]["status"] == "rejected" and ack[0]["reason"] == "no_trusted_keys"
         assert agent.policy_version == 0
+
+
+def test_rollout_status_names_the_lamps_that_lag(tmp_path: Path, mqtt_broker: BrokerInfo, unique_id: str) -> None:
+    import asyncio
+    import json
+    import subprocess
+    import sys
+
+    config, key = _setup(tmp_path, unique_id, mqtt_broker.port)
+
+    async def scenario() -> None:
+        async with observing(mqtt_broker.host, mqtt_broker.port, f"district/v1/{unique_id}") as obs, running(config, ManualClock(T0)):
+            await obs.publish("policy", _sign(key, _policy("v1"), 1))
+            await eventually(lambda: obs.on("policy/ack"), what="ack")
+            await obs.publish("lamp/L1/state", {"on": False, "level": 0, "policy_version": 1})
+            await obs.publish("lamp/L2/state", {"on": False, "level": 0})
+            await eventually(lambda: len([m for m in obs.matching("/state")]) == 2)
+            await asyncio.sleep(1.5)  # the shadow is flushed every second
+
+    asyncio.run(scenario())
+    result = subprocess.run([sys.executable, "-m", "edge_agent.agent.cli", "rollout", "status", "-c", str(config.path), "--json"],
+                            capture_output=True, text=True, check=True)
+    status = json.loads(result.stdout)
+    assert status["policy_version"] == 1 and status["lamps"] == 3
+    assert status["by_version"] == {"1": 1, "None": 2}
+    assert status["stuck"] == {"L2": "reports version None", "L3": "never reported"}

@@ -10,6 +10,7 @@ is copied byte for byte. Never binds anything but 127.0.0.1 and never touches po
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
 import getpass
@@ -19,7 +20,7 @@ import socket
 import ssl
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -78,7 +79,9 @@ class Pki:
             issuer = self.rogue if rogue else self.ca
             now = dt.datetime.now(dt.UTC)
             window = {"not_before": now - dt.timedelta(days=30), "not_after": now - dt.timedelta(days=1)}
-            leaf = issuer.issue_cert(f"{name}.gateways.district.invalid", common_name=name, **(window if expired else {}))
+            leaf = issuer.issue_cert(
+                f"{name}.gateways.district.invalid", common_name=name, **(window if expired else {})
+            )
             leaf.cert_chain_pems[0].write_to_path(str(cert))
             leaf.private_key_pem.write_to_path(str(key))
             os.chmod(key, 0o600)
@@ -110,7 +113,9 @@ def template_config(text: str, workdir: Path, mtls_port: int, password_port: int
 class CityBroker:
     """Mosquitto running the deploy config: ``mtls_port`` (8883) and ``password_port`` (8884)."""
 
-    def __init__(self, workdir: Path, pki: Pki, passwords: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, workdir: Path, pki: Pki, passwords: dict[str, str] | None = None, extra_config: str = ""
+    ) -> None:
         binary = mosquitto_binary()
         if binary is None:
             raise RuntimeError("mosquitto is not installed (apt-get install mosquitto)")
@@ -118,6 +123,7 @@ class CityBroker:
         self.workdir = workdir
         self.pki = pki
         self.passwords = dict(passwords or {})
+        self.extra_config = extra_config  # appended verbatim, e.g. an explicit admin listener
         self.mtls_port = free_port()
         self.password_port = free_port()
         while self.password_port == self.mtls_port:
@@ -140,7 +146,8 @@ class CityBroker:
         for private in (certs / "broker.key", self.workdir / "acl", passwd):
             os.chmod(private, 0o600)
         conf = self.workdir / "mosquitto.conf"
-        conf.write_text(template_config(PROD_CONF.read_text(), self.workdir, self.mtls_port, self.password_port))
+        text = template_config(PROD_CONF.read_text(), self.workdir, self.mtls_port, self.password_port)
+        conf.write_text(text + self.extra_config)
         return conf
 
     def start(self, timeout: float = 15.0) -> CityBroker:
@@ -189,6 +196,7 @@ class CityBroker:
         password: str | None = None,
         tls: ssl.SSLContext | None = None,
         timeout: float = 10.0,
+        clean_session: bool | None = None,
     ) -> aiomqtt.Client:
         """An aiomqtt client for this broker (mTLS port unless ``port`` says otherwise)."""
         context = tls if tls is not None else credentials.context() if credentials is not None else None
@@ -201,12 +209,15 @@ class CityBroker:
             tls_context=context,
             timeout=timeout,
             keepalive=10,
+            clean_session=clean_session,
         )
 
 
 @contextlib.contextmanager
-def city_broker(workdir: Path, pki: Pki, passwords: dict[str, str] | None = None) -> Iterator[CityBroker]:
-    broker = CityBroker(workdir, pki, passwords).start()
+def city_broker(
+    workdir: Path, pki: Pki, passwords: dict[str, str] | None = None, extra_config: str = ""
+) -> Iterator[CityBroker]:
+    broker = CityBroker(workdir, pki, passwords, extra_config).start()
     try:
         yield broker
     finally:
@@ -295,8 +306,10 @@ def probe(
     """
     client_id = f"probe-{os.getpid()}-{time.monotonic_ns()}"
     try:
-        with socket.create_connection((HOST, port), timeout=timeout) as raw:
-            conn: socket.socket = tls.wrap_socket(raw, server_hostname=HOST) if tls is not None else raw
+        with contextlib.ExitStack() as stack:
+            conn = stack.enter_context(socket.create_connection((HOST, port), timeout=timeout))
+            if tls is not None:
+                conn = stack.enter_context(tls.wrap_socket(conn, server_hostname=HOST))
             conn.sendall(_connect_packet(client_id, username, password))
             answer = b""
             while len(answer) < 4:
@@ -311,3 +324,53 @@ def probe(
     if answer[0] != 0x20:
         return Probe(None, f"not a CONNACK: {answer!r}")
     return Probe(answer[3])
+
+
+@dataclass
+class Inbox:
+    """Every message one client received, in arrival order; awaitable by topic."""
+
+    messages: list[tuple[str, bytes]] = field(default_factory=list)
+    _changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def topics(self) -> list[str]:
+        return [topic for topic, _ in self.messages]
+
+    def payloads(self, topic: str) -> list[bytes]:
+        return [payload for seen, payload in self.messages if seen == topic]
+
+    async def wait_for(self, topic: str, timeout: float = 15.0) -> bytes:
+        """The first payload seen on ``topic`` (waiting for it up to ``timeout`` seconds)."""
+
+        async def arrival() -> bytes:
+            while True:
+                for seen, payload in self.messages:
+                    if seen == topic:
+                        return payload
+                self._changed.clear()
+                await self._changed.wait()
+
+        try:
+            return await asyncio.wait_for(arrival(), timeout)
+        except TimeoutError:
+            raise AssertionError(f"nothing on {topic} within {timeout}s; saw {self.topics()}") from None
+
+
+@contextlib.asynccontextmanager
+async def receiving(client: aiomqtt.Client) -> AsyncIterator[Inbox]:
+    """Collect what ``client`` (already connected and subscribed, or about to be) receives."""
+    inbox = Inbox()
+
+    async def pump() -> None:
+        async for message in client.messages:
+            payload = message.payload if isinstance(message.payload, bytes) else str(message.payload).encode()
+            inbox.messages.append((str(message.topic), payload))
+            inbox._changed.set()
+
+    task = asyncio.create_task(pump())
+    try:
+        yield inbox
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

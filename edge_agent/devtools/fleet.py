@@ -1,0 +1,357 @@
+"""`just fleet`: a signed policy rolled out to a 3,000-lamp fleet on a real Mosquitto.
+
+Owns: the fleet run. It starts a private Mosquitto, one `edge-agent run` process per gateway
+(30 by default, 100 virtual lamps each) and lamp-simulator processes, signs a new policy as
+the centre would, publishes it (retained) to every gateway, and measures the time until every
+lamp *reports* the new version. Then again with message loss injected at the lamps and some
+gateways killed (SIGKILL) and restarted during the rollout. Zero lamps may be left behind.
+Loopback only; every phase has a deadline and the run stops by itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiomqtt
+import msgspec
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from edge_agent.clock import ScaledClock
+from edge_agent.devtools.mosquitto import MosquittoProcess
+from edge_agent.devtools.simdevices import SimField, SimLamp
+from edge_agent.policy.bundle import build_bundle, generate_private_key, key_id, public_key_to_pem, sign_bundle
+
+ROOT = Path(__file__).resolve().parents[2]
+POLICY = ROOT / "scenarios" / "policies" / "naxi-standard.toml"
+console = Console()
+
+GATEWAY = """
+[gateway]
+id = "{gw}"
+district = "naxi"
+latitude = 28.77
+longitude = 105.37
+data_dir = "{data}"
+policy = "{policy}"
+
+[south]
+url = "mqtt://127.0.0.1:{port}"
+[north]
+url = "mqtt://127.0.0.1:{port}"
+[trust]
+keys = ["centre.pub"]
+
+[[responders]]
+id = "doctor"
+role = "village_doctor"
+[[responders]]
+id = "crew"
+role = "grid_worker"
+{lamps}
+"""
+
+
+def gateway_ids(n: int) -> list[str]:
+    return [f"fleet-gw{i:02d}" for i in range(n)]
+
+
+def lamp_ids(gateway: str, n: int) -> list[str]:
+    return [f"{gateway}-l{j:03d}" for j in range(n)]
+
+
+# ----- lamp simulator process ------------------------------------------------------------------
+async def _serve_lamps(port: int, gateways: list[str], per_gateway: int, control: str) -> None:
+    clock = ScaledClock()
+    fields = []
+    for index, gw in enumerate(gateways):
+        sim = SimField(gw, "127.0.0.1", port, clock, keep_received=False, rng=random.Random(index))
+        sim.lamps = {lamp: SimLamp(lamp, 100.0) for lamp in lamp_ids(gw, per_gateway)}
+        fields.append(sim)
+
+    async def obey_control() -> None:
+        async with aiomqtt.Client("127.0.0.1", port) as client:
+            await client.subscribe(control, qos=1)
+            async for message in client.messages:
+                loss = float(message.payload) if isinstance(message.payload, bytes) else 0.0
+                for sim in fields:
+                    sim.loss = loss
+
+    async with asyncio.TaskGroup() as group:
+        group.create_task(obey_control())
+        for sim in fields:
+            group.create_task(sim.run())
+
+
+# ----- controller --------------------------------------------------------------------------------
+@dataclass
+class Phase:
+    name: str
+    lamps: int
+    gateways: int
+    seconds: float | None = None
+    messages: int = 0
+    retries: int = 0
+    left_behind: int = 0
+    restarted: list[str] = field(default_factory=list)
+
+
+class Fleet:
+    def __init__(self, work: Path, port: int, n_gateways: int, per_gateway: int, sim_processes: int) -> None:
+        self.work = work
+        self.port = port
+        self.gateways = gateway_ids(n_gateways)
+        self.per_gateway = per_gateway
+        self.sim_processes = sim_processes
+        self.key = generate_private_key()
+        (work / "centre.pub").write_bytes(public_key_to_pem(self.key.public_key()))
+        self.agents: dict[str, subprocess.Popen[bytes]] = {}
+        self.sims: list[subprocess.Popen[bytes]] = []
+        self.versions: dict[str, int | None] = {}
+        self.retries: dict[str, int] = {}
+        self.online: set[str] = set()
+        self.messages = 0
+        self.control = "fleet/control/loss"
+        for gw in self.gateways:
+            lamps = "".join(
+                f'[[lamps]]\nid = "{lamp}"\ngroup = "{"town" if j % 3 else "village"}"\n'
+                for j, lamp in enumerate(lamp_ids(gw, per_gateway))
+            )
+            text = GATEWAY.format(gw=gw, data=work / "state" / gw, policy=POLICY, port=port, lamps=lamps)
+            (work / f"{gw}.toml").write_text(text)
+            for lamp in lamp_ids(gw, per_gateway):
+                self.versions[lamp] = None
+
+    def start_agent(self, gw: str) -> None:
+        log = open(self.work / f"{gw}.log", "ab")  # noqa: SIM115 - the child owns it
+        self.agents[gw] = subprocess.Popen(
+            [sys.executable, "-m", "edge_agent.agent.cli", "run", "-c", str(self.work / f"{gw}.toml")],
+            stdout=log,
+            stderr=log,
+        )
+
+    def start(self) -> None:
+        chunks = [self.gateways[i :: self.sim_processes] for i in range(self.sim_processes)]
+        for chunk in chunks:
+            self.sims.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "edge_agent.devtools.fleet",
+                        "lamps",
+                        "--port",
+                        str(self.port),
+                        "--lamps",
+                        str(self.per_gateway),
+                        "--gateways",
+                        ",".join(chunk),
+                        "--control",
+                        self.control,
+                    ],
+                )
+            )
+        for gw in self.gateways:
+            self.start_agent(gw)
+
+    def stop(self) -> None:
+        for proc in [*self.agents.values(), *self.sims]:
+            with contextlib.suppress(ProcessLookupError):
+                proc.terminate()
+        for proc in [*self.agents.values(), *self.sims]:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+    def bundle(self, version: int, level_shift: int) -> bytes:
+        payload = POLICY.read_bytes().replace(b"level = 80\n", f"level = {80 - level_shift}\n".encode())
+        now = int(time.time())
+        bundle = build_bundle(
+            payload,
+            kind="policy",
+            district="naxi",
+            gateways=["*"],
+            version=version,
+            issued_at=now,
+            not_before=now - 60,
+            expires=now + 30 * 86400,
+            key_id=key_id(self.key.public_key()),
+            force=True,
+        )
+        return sign_bundle(bundle, self.key)
+
+    async def watch(self, client: aiomqtt.Client) -> None:
+        async for message in client.messages:
+            self.messages += 1
+            topic = str(message.topic)
+            parts = topic.split("/")
+            raw = message.payload if isinstance(message.payload, bytes) else b""
+            if len(parts) == 6 and parts[3] == "lamp" and parts[5] == "state":
+                self.versions[parts[4]] = msgspec.json.decode(raw).get("policy_version")
+            elif topic.endswith("/rollout"):
+                self.retries[parts[2]] = msgspec.json.decode(raw).get("retries", 0)
+            elif topic.endswith("/status"):
+                (self.online.add if raw == b"online" else self.online.discard)(parts[2])
+
+    async def wait_for(
+        self,
+        predicate: Callable[[], bool],
+        deadline: float,
+        progress: Progress,
+        task: TaskID,
+        total: int,
+        count: Callable[[], int],
+    ) -> bool:
+        while time.monotonic() < deadline:
+            progress.update(task, completed=count())
+            if predicate():
+                progress.update(task, completed=total)
+                return True
+            await asyncio.sleep(0.02)
+        return False
+
+    async def phase(self, name: str, version: int, loss: float, restarts: int, timeout: float) -> Phase:
+        result = Phase(name, len(self.versions), len(self.gateways))
+        async with aiomqtt.Client("127.0.0.1", self.port, max_queued_incoming_messages=0) as client:
+            await client.subscribe("district/v1/+/lamp/+/state", qos=0)
+            await client.subscribe("district/v1/+/lamp/+/program", qos=0)
+            await client.subscribe("district/v1/+/lamp/+/set", qos=0)
+            await client.subscribe("district/v1/+/rollout", qos=0)
+            await client.subscribe("district/v1/+/status", qos=0)
+            watcher = asyncio.create_task(self.watch(client))
+            with Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                TextColumn("{task.completed}/{task.total}"),
+                TimeElapsedColumn(),
+                console=console,
+                transient=True,
+            ) as progress:
+                ready = progress.add_task("gateways online", total=len(self.gateways))
+                if not await self.wait_for(
+                    lambda: len(self.online) == len(self.gateways),
+                    time.monotonic() + 120,
+                    progress,
+                    ready,
+                    len(self.gateways),
+                    lambda: len(self.online),
+                ):
+                    raise SystemExit(f"only {len(self.online)} of {len(self.gateways)} gateways came online")
+                progress.remove_task(ready)
+                await client.publish(self.control, str(loss).encode(), qos=1, retain=True)
+                await asyncio.sleep(0.3)
+                retries_before = sum(self.retries.values())
+                messages_before = self.messages
+                envelope = self.bundle(version, level_shift=10 * version)
+                started = time.monotonic()
+                for gw in self.gateways:
+                    await client.publish(f"district/v1/{gw}/policy", envelope, qos=1, retain=True)
+                if restarts:
+                    await asyncio.sleep(0.2)
+                    victims = random.Random(version).sample(self.gateways, restarts)
+                    for gw in victims:
+                        os.kill(self.agents[gw].pid, signal.SIGKILL)
+                        self.agents[gw].wait()
+                        self.online.discard(gw)
+                    for gw in victims:
+                        self.start_agent(gw)
+                    result.restarted = victims
+                total = len(self.versions)
+                rolling = progress.add_task(f"{name}: lamps on v{version}", total=total)
+                done = lambda: all(v == version for v in self.versions.values())  # noqa: E731
+                count = lambda: sum(1 for v in self.versions.values() if v == version)  # noqa: E731
+                converged = await self.wait_for(done, started + timeout, progress, rolling, total, count)
+                if converged:
+                    result.seconds = time.monotonic() - started
+                result.left_behind = total - count()
+            await asyncio.sleep(0.5)  # let the rollout summaries settle for the retry count
+            result.messages = self.messages - messages_before
+            result.retries = sum(self.retries.values()) - retries_before
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+            await client.publish(self.control, b"0", qos=1, retain=True)
+        return result
+
+
+def run_fleet(
+    n_gateways: int, per_gateway: int, loss: float, restarts: int, timeout: float, sim_processes: int
+) -> list[Phase]:
+    with tempfile.TemporaryDirectory(prefix="fleet-") as tmp, MosquittoProcess() as mosq:
+        fleet = Fleet(Path(tmp), mosq.port, n_gateways, per_gateway, sim_processes)
+        console.print(
+            f"[bold]fleet[/bold]: {n_gateways} gateways x {per_gateway} lamps on Mosquitto 127.0.0.1:{mosq.port}"
+        )
+        fleet.start()
+        try:
+            phases = [asyncio.run(fleet.phase("no faults", 1, 0.0, 0, timeout))]
+            phases.append(
+                asyncio.run(fleet.phase(f"{loss:.0%} loss, {restarts} gateways killed", 2, loss, restarts, timeout))
+            )
+        finally:
+            fleet.stop()
+        return phases
+
+
+def print_phases(phases: list[Phase]) -> None:
+    table = Table(title="Policy rollout to the fleet")
+    for column in ("phase", "lamps", "gateways", "convergence", "messages", "retries", "left behind", "restarted"):
+        table.add_column(column)
+    for p in phases:
+        table.add_row(
+            p.name,
+            f"{p.lamps:,}",
+            str(p.gateways),
+            f"{p.seconds:.2f} s" if p.seconds is not None else "[red]timeout[/red]",
+            f"{p.messages:,}",
+            f"{p.retries:,}",
+            str(p.left_behind),
+            ", ".join(p.restarted) or "-",
+        )
+    console.print(table)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="just fleet", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command")
+    lamps = sub.add_parser("lamps", help="(internal) serve virtual lamps for some gateways")
+    lamps.add_argument("--port", type=int, required=True)
+    lamps.add_argument("--lamps", type=int, required=True)
+    lamps.add_argument("--gateways", required=True)
+    lamps.add_argument("--control", required=True)
+    parser.add_argument("--gateways", type=int, default=30, help="gateways (default 30)")
+    parser.add_argument("--lamps-per-gateway", type=int, default=100, help="virtual lamps per gateway (default 100)")
+    parser.add_argument("--loss", type=float, default=0.05, help="message loss at the lamps in the fault phase (0.05)")
+    parser.add_argument("--restarts", type=int, default=3, help="gateways killed and restarted in the fault phase (3)")
+    parser.add_argument("--timeout", type=float, default=60.0, help="give up on a phase after this many seconds")
+    parser.add_argument("--sim-processes", type=int, default=2, help="processes simulating the lamps (2)")
+    args = parser.parse_args(argv)
+    if args.command == "lamps":
+        asyncio.run(_serve_lamps(args.port, args.gateways.split(","), args.lamps, args.control))
+        return
+    phases = run_fleet(
+        args.gateways, args.lamps_per_gateway, args.loss, args.restarts, args.timeout, args.sim_processes
+    )
+    print_phases(phases)
+    if any(p.seconds is None or p.left_behind for p in phases):
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -272,8 +272,13 @@ class Fleet:
                     result.restarted = victims
                 total = len(self.versions)
                 rolling = progress.add_task(f"{name}: lamps on v{version}", total=total)
-                done = lambda: all(v == version for v in self.versions.values())  # noqa: E731
-                count = lambda: sum(1 for v in self.versions.values() if v == version)  # noqa: E731
+
+                def count() -> int:
+                    return sum(1 for v in self.versions.values() if v == version)
+
+                def done() -> bool:
+                    return count() == total
+
                 converged = await self.wait_for(done, started + timeout, progress, rolling, total, count)
                 if converged:
                     result.seconds = time.monotonic() - started

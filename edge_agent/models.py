@@ -135,11 +135,23 @@ def decode_payload(schema: type[Message], payload: bytes, *, where: str) -> Any:
         return decoder.decode(payload)
     except msgspec.ValidationError as exc:
         reason = "bad_version" if "`$.v`" in str(exc) else "schema"
-        raise ProtocolError(reason, where=where, detail=str(exc)) from None
+        raise ProtocolError(reason, where=where, detail=_safe_detail(exc)) from None
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise ProtocolError("bad_json", where=where, detail=str(exc)) from None
     except RecursionError:
         raise ProtocolError("too_deep", where=where, detail="nesting too deep") from None
+
+
+_SAFE_PREFIXES = ("Expected ", "Object missing required field ")
+
+
+def _safe_detail(exc: msgspec.ValidationError) -> str:
+    """msgspec's message without payload values (it echoes invalid enum values verbatim,
+    and a payload may carry a resident's name): what was wrong and where, never the value."""
+    message, _, path = str(exc).partition(" - at ")
+    if not message.startswith(_SAFE_PREFIXES):
+        message = "invalid value"
+    return f"{message} - at {path}" if path else message
 
 
 def encode(message: msgspec.Struct) -> bytes:

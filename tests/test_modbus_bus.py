@@ -318,8 +318,16 @@ def test_bad_replies_give_only_our_errors_and_the_next_poll_works(
     else:  # a mutation can leave a valid reply (e.g. garbage that is a frame): it must decode
         assert isinstance(result, LampReading)
     node.reply_override = None
-    time.sleep(0.02)  # let a late tail of the bad reply drain before the next request
-    assert isinstance(rig.run(rig.bus.poll(1)), LampReading)
+    # The bus recovers at once: a valid reply parses again. (A second try is allowed only for
+    # a loaded CI machine, where the short timeout can fire before the reply is read.)
+    outcomes: list[object] = []
+    for _ in range(2):
+        try:
+            outcomes.append(rig.run(rig.bus.poll(1)))
+            break
+        except TransportError as exc:
+            outcomes.append(exc)
+    assert isinstance(outcomes[-1], LampReading), outcomes
 
 
 async def test_bus_recovers_when_the_port_disappears_and_returns(line: Line) -> None:

@@ -13,6 +13,7 @@ import contextlib
 import ipaddress
 import logging
 import math
+import sqlite3
 import ssl
 import time
 from collections import Counter
@@ -56,7 +57,7 @@ from edge_agent.models import (
     encode,
 )
 from edge_agent.policy.model import Policy
-from edge_agent.store.db import ALERT_PRIORITY, EVENT_PRIORITY, Store, new_id
+from edge_agent.store.db import ALERT_PRIORITY, EVENT_PRIORITY, TELEMETRY_PRIORITY, Store, new_id
 from edge_agent.transports.broker import EmbeddedBroker
 from edge_agent.transports.mqtt import LinkSettings, MqttLink
 
@@ -66,7 +67,9 @@ log = logging.getLogger("edge_agent")
 @dataclass
 class AgentStats:
     received: int = 0
+    duplicates: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
+    alarms: Counter[str] = field(default_factory=Counter)
     effects: int = 0
     published: Counter[str] = field(default_factory=Counter)
 
@@ -96,10 +99,17 @@ def link_settings(config: GatewayConfig, which: str, broker: BrokerSettings, hos
     tls_context: ssl.SSLContext | None = None
     if broker.tls is not None:
         base = config.path.parent
-        tls_context = ssl.create_default_context(cafile=str(base / broker.tls.ca))
-        if broker.tls.cert:
-            key = str(base / broker.tls.key) if broker.tls.key else None
-            tls_context.load_cert_chain(str(base / broker.tls.cert), key)
+        try:
+            tls_context = ssl.create_default_context(cafile=str(base / broker.tls.ca))
+            if broker.tls.cert:
+                key = str(base / broker.tls.key) if broker.tls.key else None
+                tls_context.load_cert_chain(str(base / broker.tls.cert), key)
+        except (OSError, ssl.SSLError) as exc:  # missing file, bad PEM, key not matching the cert
+            raise ConfigError(
+                [Problem(str(config.path), f"{which}.tls", f"cannot load CA/certificate/key: {exc}")]
+            ) from None
+    elif broker.url.startswith("mqtts://"):  # mqtts:// means TLS even without a [tls] table
+        tls_context = ssl.create_default_context()  # the system's trust store, host name checked
     elif not _is_loopback(host) and not broker.allow_plaintext_remote:
         raise ConfigError(
             [
@@ -162,7 +172,9 @@ class Agent:
         self.ready = asyncio.Event()
         self._south_url = south_url or config.file.south.url
         self._north_url = north_url or config.file.north.url
-        self.store = Store(config.data_dir / "gateway.sqlite3")
+        self.store = Store(
+            config.data_dir / "gateway.sqlite3", quota_bytes=int(config.file.limits.outbox_max_mb * 2**20)
+        )
         self.delivery = PolicyDelivery(config, config.data_dir / "gateway.sqlite3")
         policy, self.policy_version = self.delivery.startup_policy()
         self.site = site_from_config(config)
@@ -244,15 +256,36 @@ class Agent:
         return parse_url(self._south_url)
 
     # ----- intake ---------------------------------------------------------------------------
-    async def _on_south(self, topic: str, payload: bytes) -> None:
+    async def _on_south(self, topic: str, payload: bytes) -> bool:
+        """Handle one inbound message. False (not acknowledged to the broker, so it comes
+        again after a reconnect) when what it caused could not be stored."""
         self.stats.received += 1
         try:
             await self._handle_south(topic, payload)
         except ProtocolError as exc:
             self._reject(exc.reason, str(exc))
+        except sqlite3.Error as exc:
+            self.alarm("storage", f"cannot store what {topic} caused: {exc}")
+            return False
         except Exception:  # one bad message must never take the link down
             log.exception("internal error on %s", topic)
             self._reject("internal", topic)
+        return True
+
+    def alarm(self, reason: str, detail: str) -> None:
+        """A local alarm: the gateway cannot keep a promise (e.g. an alert cannot be stored).
+
+        Logged as critical, counted, and published on the local broker (``alarm``), which
+        works without the store and without the uplink.
+        """
+        self.stats.alarms[reason] += 1
+        log.critical("ALARM %s: %s", reason, detail)
+        link = self.south
+        if link is not None and link.connected:
+            body = msgspec.json.encode({"v": 1, "ts": self.clock.now(), "reason": reason, "detail": detail})
+            task = asyncio.get_running_loop().create_task(self._publish_quietly(link, f"{self.root}/alarm", body))
+            self._lamp_tasks.add(task)
+            task.add_done_callback(self._lamp_tasks.discard)
 
     def _reject(self, reason: str, text: str) -> None:
         self.stats.rejected[reason] += 1
@@ -293,8 +326,16 @@ class Agent:
             self.lamp_versions[event.device] = reported_version if isinstance(reported_version, int) else None
         durable = any(one.name in self.engine.durable_events for one in events)
         with self.store.transaction(durable=durable):
+            seq = event.data.get("seq") if event.kind == "wearable" else None
+            if isinstance(seq, int) and not self.store.first_time(event.device, seq, event.ts):
+                self.stats.duplicates += 1  # a redelivery of a message already handled
+                return
             for one in events:
                 self._apply(self.engine.handle(one))
+            if event.kind == "lamp" and event.name == "state" and self.north is not None:
+                self._enqueue_north(
+                    f"telemetry/lamp/{event.device}", dict(event.data), event.device, TELEMETRY_PRIORITY
+                )
         self._timers_changed.set()
 
     def _decode_south(self, topic: str, payload: bytes) -> Event | ResponderAck | None:
@@ -529,25 +570,31 @@ class Agent:
                 self._wake["south"].set()
             elif isinstance(effect, AlertChanged):
                 if self.north is not None:
-                    self.store.enqueue(
-                        "north",
-                        f"{self.root}/alert",
-                        encode(self._alert_message(effect.alert)),
-                        priority=ALERT_PRIORITY,
-                        now=now,
-                    )
-                    self._wake["north"].set()
+                    body = msgspec.to_builtins(self._alert_message(effect.alert))
+                    self._enqueue_north("alert", body, effect.alert["device"], ALERT_PRIORITY)
             elif isinstance(effect, PublishRequest):
-                link = "north" if self.north is not None else "south"
-                body = dict(effect.payload, v=1)
-                self.store.enqueue(
-                    link,
-                    f"{self.root}/event/{effect.topic}",
-                    msgspec.json.encode(body),
-                    priority=EVENT_PRIORITY,
-                    now=now,
-                )
-                self._wake[link].set()
+                device = str(effect.payload.get("device", "gateway"))
+                self._enqueue_north(f"event/{effect.topic}", dict(effect.payload), device, EVENT_PRIORITY)
+
+    def _enqueue_north(self, suffix: str, body: dict[str, Any], device: str, priority: int) -> None:
+        """Queue a message for the platform with our own id and a per-device sequence number.
+
+        ``msg_id`` identifies the message across retries (receivers drop duplicates by it);
+        ``seq`` counts per device, so a receiver can tell a gap from a reordering. Without an
+        uplink, events go to the local broker; alerts stay in the local alert table.
+        """
+        link = "north" if self.north is not None else "south"
+        msg_id = new_id()
+        body.update(v=1, msg_id=msg_id, seq=self.store.next_seq(f"{link}.{device}"), gateway=self.config.id)
+        self.store.enqueue(
+            link,
+            f"{self.root}/{suffix}",
+            msgspec.json.encode(body),
+            priority=priority,
+            now=self.clock.now(),
+            msg_id=msg_id,
+        )
+        self._wake[link].set()
 
     def _alert_message(self, alert: dict[str, Any]) -> AlertMessage:
         kind = self.engine.site.devices.get(alert["device"], ("gateway", None, None))[0]

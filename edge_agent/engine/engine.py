@@ -135,8 +135,7 @@ class Engine:
         self.durable_events = frozenset(
             name
             for rule in self.rules
-            if rule.trigger in ("threshold", "absence")
-            or any(isinstance(a, RaiseAlert | Notify) for a in rule.actions)
+            if rule.trigger in ("threshold", "absence") or any(isinstance(a, RaiseAlert | Notify) for a in rule.actions)
             for name in rule.events
         )
         programs = compile_programs(policy)

@@ -68,6 +68,12 @@ CREATE TABLE IF NOT EXISTS counters (
     name TEXT PRIMARY KEY,
     value INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS inbox (
+    device TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    ts REAL NOT NULL,
+    PRIMARY KEY (device, seq)
+);
 """
 
 ALERT_PRIORITY = 0
@@ -101,9 +107,17 @@ class Timer:
 
 
 class Store:
-    """One SQLite database per gateway. Not thread-safe: used from the agent's event loop."""
+    """One SQLite database per gateway. Not thread-safe: used from the agent's event loop.
 
-    def __init__(self, path: Path | str) -> None:
+    Outbox quota: when the queued payloads exceed ``quota_bytes``, the oldest telemetry is
+    evicted (and counted as ``outbox.evicted``); alerts and events are never evicted.
+    """
+
+    QUOTA_CHECK_EVERY = 64  # telemetry enqueues between two size checks
+
+    def __init__(self, path: Path | str, quota_bytes: int = 64 << 20) -> None:
+        self.quota_bytes = quota_bytes
+        self._since_check = 0
         self.path = Path(path)
         if str(path) != ":memory:":
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -150,7 +164,59 @@ class Store:
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (msg_id, link, priority, topic, payload, qos, int(retain), now),
         )
+        if priority == TELEMETRY_PRIORITY:
+            self._since_check += 1
+            if self._since_check >= self.QUOTA_CHECK_EVERY:
+                self._since_check = 0
+                self.enforce_quota()
         return msg_id
+
+    def outbox_bytes(self) -> int:
+        return int(self.db.execute("SELECT COALESCE(SUM(LENGTH(payload)), 0) FROM outbox").fetchone()[0])
+
+    def enforce_quota(self) -> int:
+        """Evict the oldest telemetry until the outbox fits its quota; returns how many."""
+        evicted = 0
+        excess = self.outbox_bytes() - self.quota_bytes
+        while excess > 0:
+            rows = self.db.execute(
+                "SELECT seq, LENGTH(payload) FROM outbox WHERE priority = ? ORDER BY seq LIMIT 256",
+                (TELEMETRY_PRIORITY,),
+            ).fetchall()
+            if not rows:
+                break  # only alerts and events left: they are never evicted
+            drop = []
+            for seq, size in rows:
+                drop.append((seq,))
+                excess -= size
+                if excess <= 0:
+                    break
+            self.db.executemany("DELETE FROM outbox WHERE seq = ?", drop)
+            evicted += len(drop)
+        if evicted:
+            self.db.execute(
+                "INSERT INTO counters (name, value) VALUES ('outbox.evicted', ?)"
+                " ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
+                (evicted,),
+            )
+        return evicted
+
+    def next_seq(self, key: str) -> int:
+        """The next number of a per-device sequence (inside the caller's transaction)."""
+        row = self.db.execute(
+            "INSERT INTO counters (name, value) VALUES (?, 1)"
+            " ON CONFLICT(name) DO UPDATE SET value = value + 1 RETURNING value",
+            (f"seq.{key}",),
+        ).fetchone()
+        return int(row[0])
+
+    def first_time(self, device: str, seq: int, now: float) -> bool:
+        """Record an inbound (device, seq); False if it was seen before (a redelivery)."""
+        cursor = self.db.execute("INSERT OR IGNORE INTO inbox (device, seq, ts) VALUES (?, ?, ?)", (device, seq, now))
+        return cursor.rowcount == 1
+
+    def prune_inbox(self, older_than: float) -> None:
+        self.db.execute("DELETE FROM inbox WHERE ts < ?", (older_than,))
 
     def pending(self, link: str, limit: int = 100) -> list[OutboxMessage]:
         """Oldest first within priority: alerts before events before telemetry."""

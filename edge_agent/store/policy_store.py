@@ -142,17 +142,14 @@ class PolicyStore:
         self._fault_hook = fault_hook
         self._lock = threading.Lock()
         try:
-            self._conn = sqlite3.connect(
-                self.db_path, isolation_level=None, check_same_thread=False, timeout=10.0
-            )
+            self._conn = sqlite3.connect(self.db_path, isolation_level=None, check_same_thread=False, timeout=10.0)
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=FULL")
             self._conn.executescript(_SCHEMA)
         except sqlite3.Error as exc:
             raise PolicyError(
                 "store_unavailable",
-                f"{self.db_path}: cannot open the policy store ({exc}); check the path, its "
-                "permissions and free space",
+                f"{self.db_path}: cannot open the policy store ({exc}); check the path, its permissions and free space",
             ) from None
 
     def close(self) -> None:
@@ -212,8 +209,7 @@ class PolicyStore:
         """Accepted bundles, oldest first: (kind, version, bundle_sha256, forced, accepted_at)."""
         with self._lock:
             rows = self._query(
-                "SELECT kind, version, bundle_sha256, forced, accepted_at FROM policy_history"
-                " ORDER BY seq"
+                "SELECT kind, version, bundle_sha256, forced, accepted_at FROM policy_history ORDER BY seq"
             ).fetchall()
         return [(r[0], r[1], r[2], bool(r[3]), r[4]) for r in rows]
 
@@ -284,12 +280,8 @@ class PolicyStore:
 
     # ------------------------------------------------------------------ internals
 
-    def _accept_locked(
-        self, bundle: Bundle, raw: bytes, envelope: bytes, wall: int
-    ) -> AcceptResult:
-        row = self._conn.execute(
-            "SELECT version, bundle FROM policy_active WHERE kind = ?", (bundle.kind,)
-        ).fetchone()
+    def _accept_locked(self, bundle: Bundle, raw: bytes, envelope: bytes, wall: int) -> AcceptResult:
+        row = self._conn.execute("SELECT version, bundle FROM policy_active WHERE kind = ?", (bundle.kind,)).fetchone()
         floor = self._read_floor()
         now = max(wall, floor or 0)
         previous: int | None = None if row is None else int(row[0])
@@ -370,8 +362,7 @@ class PolicyStore:
     def _store_error(self, exc: sqlite3.Error) -> PolicyError:
         return PolicyError(
             "store_unavailable",
-            f"{self.db_path}: {exc}; the active policy is unchanged (check disk space and "
-            "permissions)",
+            f"{self.db_path}: {exc}; the active policy is unchanged (check disk space and permissions)",
         )
 
     def _fault(self, point: str) -> None:

@@ -27,7 +27,9 @@ log = logging.getLogger(__name__)
 _aiomqtt_log = logging.getLogger("edge_agent.mqtt.client")
 _aiomqtt_log.setLevel(logging.ERROR)
 
-MessageHandler = Callable[[str, bytes], Awaitable[None]]
+# Returns False when the message could not be handled durably: it is then not acknowledged,
+# and the broker delivers it again after the next reconnect.
+MessageHandler = Callable[[str, bytes], Awaitable[bool | None]]
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,9 @@ class LinkSettings:
     birth: tuple[str, bytes] | None = None  # sent (retained) after every connect
     clean_session: bool = False
     publish_timeout: float = 10.0
+    # Acknowledge an inbound QoS 1 message only after on_message returned (i.e. after the
+    # agent committed what it did with it). If the agent dies first, the broker redelivers.
+    manual_ack: bool = True
 
 
 def backoff_delay(attempt: int, minimum: float, maximum: float, rand: float) -> float:
@@ -91,7 +96,7 @@ class MqttLink:
     def _make_client(self) -> aiomqtt.Client:
         s = self.settings
         will = aiomqtt.Will(s.will[0], s.will[1], qos=1, retain=True) if s.will else None
-        return aiomqtt.Client(
+        client = aiomqtt.Client(
             s.host,
             s.port,
             identifier=s.client_id,
@@ -105,6 +110,10 @@ class MqttLink:
             max_inflight_messages=100,
             logger=_aiomqtt_log,
         )
+        if s.manual_ack:
+            # aiomqtt does not expose paho's manual acknowledgement; its paho client does.
+            client._client.manual_ack_set(True)
+        return client
 
     async def run(self) -> None:
         """Connect, serve, and reconnect forever (until cancelled)."""
@@ -133,7 +142,9 @@ class MqttLink:
                     async for message in client.messages:
                         payload = message.payload
                         data = payload if isinstance(payload, bytes) else str(payload or "").encode()
-                        await self.on_message(str(message.topic), data)
+                        handled = await self.on_message(str(message.topic), data)
+                        if self.settings.manual_ack and message.qos > 0 and handled is not False:
+                            client._client.ack(message.mid, message.qos)
             except aiomqtt.MqttError as exc:
                 self.failures += 1
                 self.last_error = str(exc)

@@ -28,6 +28,14 @@ class InProcessDevice(Protocol):
     def feed(self, data: bytes) -> bytes: ...
 
 
+def _fd_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
+
+
 class _PipeDevice:
     def __init__(self, rfd: int, wfd: int) -> None:
         self.rfd = rfd
@@ -62,6 +70,8 @@ class PtyBus:
         self._slave_fd = -1
         self._wake_r, self._wake_w = os.pipe()
         self._stop = False
+        self._unplug_requested = False
+        self._unplugged = threading.Event()
         self._thread = threading.Thread(target=self._run, name="ptybus", daemon=True)
         self.dropped = 0
         self.tx_to_agent = 0
@@ -112,11 +122,21 @@ class PtyBus:
                 os.close(fd)
 
     def unplug(self) -> None:
-        """The port vanishes: the pty closes (readers get EIO/hangup) and the path is removed."""
+        """The port vanishes: the pty closes (readers get EIO/hangup) and the path is removed.
+        The relay thread does the closing (never close an fd another thread may be polling)."""
+        if not self._thread.is_alive():
+            self._do_unplug()
+            return
+        self._unplugged.clear()
+        self._unplug_requested = True
+        self._poke()
+        if not self._unplugged.wait(5):
+            raise RuntimeError("ptybus: relay thread did not unplug")
+
+    def _do_unplug(self) -> None:
         self._close_pty()
         if self.link_path.is_symlink():
             self.link_path.unlink()
-        self._poke()
 
     def replug(self) -> None:
         """A new pty appears behind the same path."""
@@ -203,6 +223,10 @@ class PtyBus:
 
     def _run(self) -> None:
         while not self._stop:
+            if self._unplug_requested:
+                self._unplug_requested = False
+                self._do_unplug()
+                self._unplugged.set()
             with self._lock:
                 fds = [self._wake_r] + [d.rfd for d in self._pipes]
                 if self._master_fd >= 0:
@@ -210,7 +234,12 @@ class PtyBus:
                 now = time.monotonic()
                 due = min((p[0] for p in self._pending), default=None)
             timeout = 0.2 if due is None else max(0.0, due - now)
-            readable, _, _ = select.select(fds, [], [], timeout)
+            try:
+                readable, _, _ = select.select(fds, [], [], timeout)
+            except OSError:  # a device pipe was closed under us: drop closed ones, go on
+                with self._lock:
+                    self._pipes = [d for d in self._pipes if _fd_open(d.rfd)]
+                continue
             for fd in readable:
                 if fd == self._wake_r:
                     os.read(fd, 4096)

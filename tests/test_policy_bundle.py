@@ -74,9 +74,7 @@ def make_bundle(
 
 
 def make_record(payload: bytes = POLICY, *, value: float = 420.0) -> ValidationRecord:
-    gate = Gate(
-        name="sos p90", kpi="sos_p90_s", op="<=", limit=600.0, value=value, passed=value <= 600.0
-    )
+    gate = Gate(name="sos p90", kpi="sos_p90_s", op="<=", limit=600.0, value=value, passed=value <= 600.0)
     return ValidationRecord(
         policy_sha256=hashlib.sha256(payload).hexdigest(),
         scenario="old-town-winter",
@@ -163,9 +161,7 @@ def test_non_canonical_bundle_bytes_are_refused_even_when_signed() -> None:
         ({"version": 0}, "version"),
     ],
 )
-def test_build_refuses_invalid_fields_with_the_field_named(
-    overrides: dict[str, object], fragment: str
-) -> None:
+def test_build_refuses_invalid_fields_with_the_field_named(overrides: dict[str, object], fragment: str) -> None:
     with pytest.raises(PolicyError) as err:
         make_bundle(**overrides)  # type: ignore[arg-type]
     assert err.value.reason == "invalid_bundle"
@@ -236,9 +232,7 @@ def test_record_hash_is_independent_of_json_layout() -> None:
     ],
     ids=["other-file", "failed", "verdict-lies", "gate-lies", "no-gates", "kpi-differs"],
 )
-def test_signing_refuses_without_a_passing_matching_record(
-    record: ValidationRecord, reason: str
-) -> None:
+def test_signing_refuses_without_a_passing_matching_record(record: ValidationRecord, reason: str) -> None:
     with pytest.raises(PolicyError) as err:
         make_bundle(validation=record, force=False)
     assert err.value.reason == reason
@@ -412,9 +406,7 @@ def test_fuzz_random_bytes_only_policy_errors(data: bytes) -> None:
 
 _json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
-    lambda inner: (
-        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
-    ),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
     max_leaves=20,
 )
 

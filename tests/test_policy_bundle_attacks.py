@@ -312,9 +312,7 @@ def test_truncated_inner_bundle(gateway: Gateway) -> None:
     env = json.dumps(
         {
             "bundle": base64.b64encode(raw).decode(),
-            "signatures": [
-                {"key_id": sigs[0].key_id, "sig": base64.b64encode(sigs[0].sig).decode()}
-            ],
+            "signatures": [{"key_id": sigs[0].key_id, "sig": base64.b64encode(sigs[0].sig).decode()}],
         }
     ).encode()
     _refused(gateway, env, "truncated")
@@ -401,9 +399,7 @@ def test_two_processes_racing_the_same_version_one_wins(gateway: Gateway) -> Non
         except PolicyError as exc:
             outcomes.append(exc.reason)
 
-    threads = [
-        threading.Thread(target=run, args=(s, e)) for s, e in [(gateway.store, a), (second, b)]
-    ]
+    threads = [threading.Thread(target=run, args=(s, e)) for s, e in [(gateway.store, a), (second, b)]]
     for t in threads:
         t.start()
     for t in threads:

@@ -17,7 +17,9 @@ T0 = datetime(2026, 1, 1, 8, 0, tzinfo=ZoneInfo("Asia/Shanghai")).timestamp()
 
 
 def _policy(name: str, level: int = 80) -> bytes:
-    return (POLICY_HEAD.format().replace('name = "test"', f'name = "{name}"').replace("level = 80", f"level = {level}")).encode()
+    return (
+        POLICY_HEAD.format().replace('name = "test"', f'name = "{name}"').replace("level = 80", f"level = {level}")
+    ).encode()
 
 
 def _setup(tmp_path: Path, gw: str, port: int):
@@ -30,13 +32,24 @@ def _setup(tmp_path: Path, gw: str, port: int):
 
 
 def _sign(key, payload: bytes, version: int, gateways=("*",), district="naxi", expires=T0 + 86400 * 30) -> bytes:
-    bundle = build_bundle(payload, kind="policy", district=district, gateways=list(gateways), version=version,
-                          issued_at=int(T0 - 60), not_before=int(T0 - 60), expires=int(expires),
-                          key_id=key_id(key.public_key()), force=True)
+    bundle = build_bundle(
+        payload,
+        kind="policy",
+        district=district,
+        gateways=list(gateways),
+        version=version,
+        issued_at=int(T0 - 60),
+        not_before=int(T0 - 60),
+        expires=int(expires),
+        key_id=key_id(key.public_key()),
+        force=True,
+    )
     return sign_bundle(bundle, key)
 
 
-async def test_bundle_is_applied_pushed_to_lamps_acked_and_survives_restart(tmp_path: Path, mqtt_broker: BrokerInfo, unique_id: str) -> None:
+async def test_bundle_is_applied_pushed_to_lamps_acked_and_survives_restart(
+    tmp_path: Path, mqtt_broker: BrokerInfo, unique_id: str
+) -> None:
     config, key = _setup(tmp_path, unique_id, mqtt_broker.port)
     clock = ManualClock(T0)
     root = f"district/v1/{unique_id}"
@@ -47,13 +60,18 @@ async def test_bundle_is_applied_pushed_to_lamps_acked_and_survives_restart(tmp_
             ack = await eventually(lambda: obs.on("policy/ack"), what="policy ack")
             assert ack[0]["status"] == "accepted" and ack[0]["version"] == 1
             assert agent.policy_version == 1 and agent.engine.policy.policy.name == "v1"
-            programs = await eventually(lambda: [m.payload for m in obs.matching("/program")] if len(obs.matching("/program")) == 3 else None, what="programs pushed to the 3 lamps")
+            programs = await eventually(
+                lambda: [m.payload for m in obs.matching("/program")] if len(obs.matching("/program")) == 3 else None,
+                what="programs pushed to the 3 lamps",
+            )
             assert {p["policy_version"] for p in programs} == {1} and {p["level"] for p in programs} == {60.0}
             # two lamps confirm; the third stays silent and keeps getting its program again
             for lamp in ("L1", "L2"):
                 await obs.publish(f"lamp/{lamp}/state", {"on": False, "level": 0, "policy_version": 1})
             await eventually(lambda: len(obs.on("lamp/L3/program")) >= 3, what="retries to the silent lamp")
-            summary = await eventually(lambda: [r for r in obs.on("rollout") if r["on_version"] == 2], what="rollout summary")
+            summary = await eventually(
+                lambda: [r for r in obs.on("rollout") if r["on_version"] == 2], what="rollout summary"
+            )
             assert summary[-1]["lamps"] == 3 and summary[-1]["policy_version"] == 1 and summary[-1]["retries"] >= 2
             assert len(obs.on("lamp/L1/program")) == 1, "a lamp that confirmed is left alone"
 
@@ -64,7 +82,9 @@ async def test_bundle_is_applied_pushed_to_lamps_acked_and_survives_restart(tmp_
             incompatible = _policy("bad").replace(b"default = ", b"town = ")  # the lamps' group loses its program
             await obs.publish("policy", _sign(key, incompatible, 7))
             await obs.publish("policy", b"\x00garbage")
-            acks = await eventually(lambda: obs.on("policy/ack") if len(obs.on("policy/ack")) == 6 else None, what="six acks")
+            acks = await eventually(
+                lambda: obs.on("policy/ack") if len(obs.on("policy/ack")) == 6 else None, what="six acks"
+            )
             assert [(a["status"], a["reason"]) for a in acks[1:]] == [
                 ("rejected", "version_conflict"),
                 ("rejected", "unknown_key"),
@@ -76,14 +96,21 @@ async def test_bundle_is_applied_pushed_to_lamps_acked_and_survives_restart(tmp_
         async with running(config, clock) as agent:
             assert agent.policy_version == 1 and agent.engine.policy.policy.name == "v1"
             # the retained v1 bundle is delivered again on reconnect: a no-op
-            acks = await eventually(lambda: [a for a in obs.on("policy/ack") if a["status"] == "already_active"], what="no-op ack")
+            acks = await eventually(
+                lambda: [a for a in obs.on("policy/ack") if a["status"] == "already_active"], what="no-op ack"
+            )
             assert acks[0]["version"] == 1
 
 
-async def test_gateway_without_trusted_keys_refuses_every_bundle(tmp_path: Path, mqtt_broker: BrokerInfo, unique_id: str) -> None:
+async def test_gateway_without_trusted_keys_refuses_every_bundle(
+    tmp_path: Path, mqtt_broker: BrokerInfo, unique_id: str
+) -> None:
     config = write_gateway(tmp_path, unique_id, mqtt_broker.port, "")
     key = generate_private_key()
-    async with observing(mqtt_broker.host, mqtt_broker.port, f"district/v1/{unique_id}") as obs, running(config, ManualClock(T0)) as agent:
+    async with (
+        observing(mqtt_broker.host, mqtt_broker.port, f"district/v1/{unique_id}") as obs,
+        running(config, ManualClock(T0)) as agent,
+    ):
         await obs.publish("policy", _sign(key, _policy("v1"), 1))
         ack = await eventually(lambda: obs.on("policy/ack"), what="ack")
         assert ack[0]["status"] == "rejected" and ack[0]["reason"] == "no_trusted_keys"
@@ -99,17 +126,24 @@ def test_rollout_status_names_the_lamps_that_lag(tmp_path: Path, mqtt_broker: Br
     config, key = _setup(tmp_path, unique_id, mqtt_broker.port)
 
     async def scenario() -> None:
-        async with observing(mqtt_broker.host, mqtt_broker.port, f"district/v1/{unique_id}") as obs, running(config, ManualClock(T0)):
+        async with (
+            observing(mqtt_broker.host, mqtt_broker.port, f"district/v1/{unique_id}") as obs,
+            running(config, ManualClock(T0)),
+        ):
             await obs.publish("policy", _sign(key, _policy("v1"), 1))
             await eventually(lambda: obs.on("policy/ack"), what="ack")
             await obs.publish("lamp/L1/state", {"on": False, "level": 0, "policy_version": 1})
             await obs.publish("lamp/L2/state", {"on": False, "level": 0})
-            await eventually(lambda: len([m for m in obs.matching("/state")]) == 2)
+            await eventually(lambda: len(list(obs.matching("/state"))) == 2)
             await asyncio.sleep(1.5)  # the shadow is flushed every second
 
     asyncio.run(scenario())
-    result = subprocess.run([sys.executable, "-m", "edge_agent.agent.cli", "rollout", "status", "-c", str(config.path), "--json"],
-                            capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "edge_agent.agent.cli", "rollout", "status", "-c", str(config.path), "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     status = json.loads(result.stdout)
     assert status["policy_version"] == 1 and status["lamps"] == 3
     assert status["by_version"] == {"1": 1, "None": 2}

@@ -206,7 +206,7 @@ then = [ { action = "alert", priority = 1, message = "SOS", notify = "medical" }
     config = write_gateway(tmp_path, unique_id, mqtt_broker.port, rules)
     clock = ManualClock(T0)
     async with observing(mqtt_broker.host, mqtt_broker.port, f"district/v1/{unique_id}") as obs:
-        async with running(config, clock) as agent:
+        async with running(config, clock):
             await obs.publish("wearable/W1/vitals", {"heart_rate": 150})
             await obs.publish("wearable/W1/event", {"event": "sos"})
             await eventually(lambda: obs.on("responder/doc1/alert"), what="doc1 notified")

@@ -34,6 +34,7 @@ from edge_agent.engine.engine import SiteLamp, SiteResponder
 from edge_agent.models import Event
 from edge_agent.policy.model import parse_policy
 from edge_agent.store.db import Store
+from edge_agent.transports.mqtt import NO_DELAY
 
 console = Console()
 ROOT = Path(__file__).resolve().parents[1]
@@ -219,7 +220,7 @@ async def _latency(port: int, rate: float, count: int, kind: str) -> dict[str, f
                     done.set()
 
         async def agent_online() -> None:
-            async with aiomqtt.Client("127.0.0.1", port) as probe:
+            async with aiomqtt.Client("127.0.0.1", port, socket_options=NO_DELAY) as probe:
                 await probe.subscribe(f"{root}/status", qos=1)
                 async for message in probe.messages:
                     if message.payload == b"online":
@@ -227,8 +228,8 @@ async def _latency(port: int, rate: float, count: int, kind: str) -> dict[str, f
 
         await asyncio.wait_for(agent_online(), 30)
         async with (
-            aiomqtt.Client("127.0.0.1", port, max_inflight_messages=1000) as sub,
-            aiomqtt.Client("127.0.0.1", port, max_inflight_messages=1000) as pub,
+            aiomqtt.Client("127.0.0.1", port, max_inflight_messages=1000, socket_options=NO_DELAY) as sub,
+            aiomqtt.Client("127.0.0.1", port, max_inflight_messages=1000, socket_options=NO_DELAY) as pub,
         ):
             await sub.subscribe(listen_topic, qos=1)
             listener = asyncio.create_task(listen(sub))

@@ -34,6 +34,7 @@ from edge_agent.clock import ScaledClock
 from edge_agent.devtools.mosquitto import MosquittoProcess
 from edge_agent.devtools.simdevices import SimField, SimLamp
 from edge_agent.policy.bundle import build_bundle, generate_private_key, key_id, public_key_to_pem, sign_bundle
+from edge_agent.transports.mqtt import NO_DELAY
 
 ROOT = Path(__file__).resolve().parents[2]
 POLICY = ROOT / "scenarios" / "policies" / "naxi-standard.toml"
@@ -83,7 +84,7 @@ async def _serve_lamps(port: int, gateways: list[str], per_gateway: int, control
         fields.append(sim)
 
     async def obey_control() -> None:
-        async with aiomqtt.Client("127.0.0.1", port) as client:
+        async with aiomqtt.Client("127.0.0.1", port, socket_options=NO_DELAY) as client:
             await client.subscribe(control, qos=1)
             async for message in client.messages:
                 loss = float(message.payload) if isinstance(message.payload, bytes) else 0.0
@@ -226,7 +227,7 @@ class Fleet:
 
     async def phase(self, name: str, version: int, loss: float, restarts: int, timeout: float) -> Phase:
         result = Phase(name, len(self.versions), len(self.gateways))
-        async with aiomqtt.Client("127.0.0.1", self.port, max_queued_incoming_messages=0) as client:
+        async with aiomqtt.Client("127.0.0.1", self.port, socket_options=NO_DELAY) as client:
             await client.subscribe("district/v1/+/lamp/+/state", qos=0)
             await client.subscribe("district/v1/+/lamp/+/program", qos=0)
             await client.subscribe("district/v1/+/lamp/+/set", qos=0)

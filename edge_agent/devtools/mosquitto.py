@@ -54,6 +54,7 @@ class MosquittoProcess:
             f"listener {self.port} {self.host}",
             "allow_anonymous true",
             "max_queued_messages 100000",
+            "set_tcp_nodelay true",  # no Nagle stalls between small QoS 1 packets
             f"persistence {'true' if self.persistence else 'false'}",
             f"persistence_location {self.workdir}/",
             "log_dest none",

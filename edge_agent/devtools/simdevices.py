@@ -19,6 +19,7 @@ import aiomqtt
 import msgspec
 
 from edge_agent.clock import Clock
+from edge_agent.transports.mqtt import NO_DELAY
 
 STANDBY_W = 1.5  # smart node standby, FIELD.md: 1-3 W
 
@@ -70,7 +71,9 @@ class SimField:
         return f"district/v1/{self.gateway}"
 
     async def run(self, ready: asyncio.Event | None = None) -> None:
-        async with aiomqtt.Client(self.host, self.port, identifier=f"{self.gateway}-simfield") as client:
+        async with aiomqtt.Client(
+            self.host, self.port, identifier=f"{self.gateway}-simfield", socket_options=NO_DELAY
+        ) as client:
             self._client = client
             await client.subscribe(f"{self.root}/lamp/+/set", qos=1)
             await client.subscribe(f"{self.root}/lamp/+/program", qos=1)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import socket
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -29,6 +30,10 @@ _aiomqtt_log.setLevel(logging.ERROR)
 
 # Returns False when the message could not be handled durably: it is then not acknowledged,
 # and the broker delivers it again after the next reconnect.
+# paho leaves Nagle's algorithm on: a small PUBLISH or PUBACK then waits for the previous
+# segment's TCP ack (up to 40 ms of delayed ACK). Alerts and lamp commands must not.
+NO_DELAY = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
+
 MessageHandler = Callable[[str, bytes], Awaitable[bool | None]]
 
 
@@ -50,6 +55,9 @@ class LinkSettings:
     # Acknowledge an inbound QoS 1 message only after on_message returned (i.e. after the
     # agent committed what it did with it). If the agent dies first, the broker redelivers.
     manual_ack: bool = True
+    # Inbound messages waiting to be handled. QoS 1 floods are paced by the broker (unacked
+    # messages in flight are capped); QoS 0 beyond this cap is dropped (and logged).
+    max_queued_incoming: int = 10_000
 
 
 def backoff_delay(attempt: int, minimum: float, maximum: float, rand: float) -> float:
@@ -108,6 +116,8 @@ class MqttLink:
             clean_session=s.clean_session,
             timeout=s.publish_timeout,
             max_inflight_messages=100,
+            max_queued_incoming_messages=s.max_queued_incoming,
+            socket_options=NO_DELAY,
             logger=_aiomqtt_log,
         )
         if s.manual_ack:

@@ -16,6 +16,7 @@ import msgspec
 from edge_agent.agent.app import Agent
 from edge_agent.clock import Clock
 from edge_agent.config import GatewayConfig, load_config
+from edge_agent.transports.mqtt import NO_DELAY
 
 GATEWAY_TEMPLATE = """
 [gateway]
@@ -134,7 +135,7 @@ async def observing(host: str, port: int, root: str) -> AsyncIterator[Observer]:
     ready = asyncio.Event()
 
     async def listen() -> None:
-        async with aiomqtt.Client(host, port) as client:
+        async with aiomqtt.Client(host, port, socket_options=NO_DELAY) as client:
             observer.client = client
             await client.subscribe(f"{root}/#", qos=1)
             ready.set()

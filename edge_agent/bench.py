@@ -168,7 +168,7 @@ ack_timeout = "10m"
 [[rules]]
 id = "echo"
 when = {{ trigger = "event", event = "geofence_exit", kind = "wearable" }}
-then = [ {{ action = "publish", topic = "echo", payload = {{ seq = "{{seq}}" }} }} ]
+then = [ {{ action = "publish", topic = "echo", payload = {{ probe = "{{seq}}" }} }} ]
 [[rules]]
 id = "sos"
 when = {{ trigger = "event", event = "sos", kind = "wearable" }}
@@ -211,8 +211,8 @@ async def _latency(port: int, rate: float, count: int, kind: str) -> dict[str, f
                 if str(message.topic).endswith("/status"):
                     continue
                 body = msgspec.json.decode(message.payload if isinstance(message.payload, bytes) else b"{}")
-                if kind == "publish" and str(body.get("seq")) in sent:
-                    latencies.append(now - sent.pop(str(body["seq"])))
+                if kind == "publish" and str(body.get("probe")) in sent:
+                    latencies.append(now - sent.pop(str(body["probe"])))
                 elif kind == "sos" and sent:
                     first = min(sent.items(), key=lambda kv: kv[1])
                     latencies.append(now - sent.pop(first[0]))

@@ -195,7 +195,7 @@ class Agent:
         self._program_attempts: dict[str, int] = {}
         self._rollout_wake = asyncio.Event()
         self.rollout_retries = 0
-        self.rollout_retry_s = 1.0  # real seconds before an unconfirmed lamp gets it again; doubles each time
+        self.rollout_retry_s = 2.0  # real seconds before an unconfirmed lamp gets it again; doubles each time
         self.max_payload = config.file.limits.max_payload_bytes
         self.on_effect: Callable[[Effect], None] | None = None  # observers (demo timeline)
 
@@ -449,6 +449,10 @@ class Agent:
         now = self.clock.now()
         with self.store.transaction():
             engine = Engine(policy, self.site, self.store)
+            for lamp_id, state in self.engine.lighting.lamps.items():  # lamps keep what they show
+                if lamp_id in engine.lighting.lamps:
+                    engine.lighting.lamps[lamp_id].level = state.level
+                    engine.lighting.lamps[lamp_id].boost_until = state.boost_until
             effects = engine.start(now)
             self.engine = engine
             self.policy_version = version
@@ -498,7 +502,8 @@ class Agent:
 
     async def _rollout_loop(self) -> None:
         """Send its program to every lamp that has not confirmed the active version, and again
-        (1 s, 2 s, 4 s ... at most 16 s after the broker took the last copy) until it does.
+        (2 s after the broker took the last copy, three times, then 4, 8 and every 16 s) until
+        it does.
 
         Lost messages and lamps that were offline or rebooted are caught here; a lamp that
         never confirms is reported as stuck by ``edge-agent rollout status``. Programs are
@@ -518,7 +523,7 @@ class Agent:
                     if version == self.policy_version:
                         continue
                     attempts = self._program_attempts.get(lamp_id, 0)
-                    wait = min(16.0, self.rollout_retry_s * 2.0**attempts) if attempts else 0.0
+                    wait = 0.0 if not attempts else min(16.0, self.rollout_retry_s * 2.0 ** max(0, attempts - 3))
                     if self._program_pushed.get(lamp_id, 0.0) + wait > now_real:
                         continue
                     self._program_pushed[lamp_id] = math.inf  # in flight

@@ -108,6 +108,7 @@ class Phase:
     retries: int = 0
     left_behind: int = 0
     restarted: list[str] = field(default_factory=list)
+    quantiles: tuple[float, ...] = ()  # seconds until 10%, 50%, 90% of lamps confirmed
 
 
 class Fleet:
@@ -126,6 +127,8 @@ class Fleet:
         self.online: set[str] = set()
         self.messages = 0
         self.control = "fleet/control/loss"
+        self.target: int | None = None
+        self.confirmed_at: list[float] = []
         for gw in self.gateways:
             lamps = "".join(
                 f'[[lamps]]\nid = "{lamp}"\ngroup = "{"town" if j % 3 else "village"}"\n'
@@ -202,7 +205,10 @@ class Fleet:
             parts = topic.split("/")
             raw = message.payload if isinstance(message.payload, bytes) else b""
             if len(parts) == 6 and parts[3] == "lamp" and parts[5] == "state":
-                self.versions[parts[4]] = msgspec.json.decode(raw).get("policy_version")
+                version = msgspec.json.decode(raw).get("policy_version")
+                if version != self.versions.get(parts[4]) and version == self.target:
+                    self.confirmed_at.append(time.monotonic())
+                self.versions[parts[4]] = version
             elif topic.endswith("/rollout"):
                 self.retries[parts[2]] = msgspec.json.decode(raw).get("retries", 0)
             elif topic.endswith("/status"):
@@ -258,6 +264,8 @@ class Fleet:
                 retries_before = sum(self.retries.values())
                 messages_before = self.messages
                 envelope = self.bundle(version, level_shift=10 * version)
+                self.target = version
+                self.confirmed_at = []
                 started = time.monotonic()
                 for gw in self.gateways:
                     await client.publish(f"district/v1/{gw}/policy", envelope, qos=1, retain=True)
@@ -283,6 +291,9 @@ class Fleet:
                 converged = await self.wait_for(done, started + timeout, progress, rolling, total, count)
                 if converged:
                     result.seconds = time.monotonic() - started
+                times = sorted(t - started for t in self.confirmed_at)
+                if times:
+                    result.quantiles = tuple(times[min(len(times) - 1, int(q * len(times)))] for q in (0.1, 0.5, 0.9))
                 result.left_behind = total - count()
             await asyncio.sleep(0.5)  # let the rollout summaries settle for the retry count
             result.messages = self.messages - messages_before
@@ -314,8 +325,18 @@ def run_fleet(
 
 
 def print_phases(phases: list[Phase]) -> None:
-    table = Table(title="Policy rollout to the fleet")
-    for column in ("phase", "lamps", "gateways", "convergence", "messages", "retries", "left behind", "restarted"):
+    table = Table(title="Policy rollout to the fleet", width=140)
+    for column in (
+        "phase",
+        "lamps",
+        "gateways",
+        "convergence",
+        "10/50/90% confirmed",
+        "messages",
+        "retries",
+        "left behind",
+        "restarted",
+    ):
         table.add_column(column)
     for p in phases:
         table.add_row(
@@ -323,10 +344,11 @@ def print_phases(phases: list[Phase]) -> None:
             f"{p.lamps:,}",
             str(p.gateways),
             f"{p.seconds:.2f} s" if p.seconds is not None else "[red]timeout[/red]",
+            " / ".join(f"{q:.2f}" for q in p.quantiles) + " s" if p.quantiles else "-",
             f"{p.messages:,}",
             f"{p.retries:,}",
             str(p.left_behind),
-            ", ".join(p.restarted) or "-",
+            str(len(p.restarted)),
         )
     console.print(table)
 

@@ -68,6 +68,7 @@ class Wearable(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     id: Name
     zone: Name | None = None
     link: Literal["mqtt", "dongle"] = "mqtt"
+    radio_id: Annotated[int, msgspec.Meta(ge=0, le=0xFFFFFFFF)] | None = None  # the wearable's id on the dongle link
 
 
 class Responder(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -78,13 +79,16 @@ class Responder(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only
 
 
 class Bus(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """An RS-485 lamp bus (Modbus RTU; the register map is hardware/REGISTERS.md)."""
+
     port: str
-    baudrate: int = 9600
-    inter_frame_delay: float = 0.005
-    timeout: float = 0.3
-    retries: int = 2
-    offline_after: int = 3
-    poll_interval: float = 5.0
+    baudrate: Literal[1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200] = 9600
+    inter_frame_delay: Annotated[float, msgspec.Meta(ge=0, le=1)] | None = None  # None: 3.5 characters
+    timeout: Annotated[float, msgspec.Meta(gt=0, le=10)] = 0.5
+    retries: Annotated[int, msgspec.Meta(ge=0, le=10)] = 2
+    offline_after: Annotated[int, msgspec.Meta(ge=1, le=100)] = 3
+    poll_interval: Annotated[float, msgspec.Meta(ge=0)] = 5.0
+    silence_timeout: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 300  # node runs its program after this
 
 
 class Dongle(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -265,6 +269,8 @@ def _check_references(gw: GatewayFile, policy: Policy | None, source: str) -> li
     for i, wearable in enumerate(gw.wearables):
         if wearable.link == "dongle" and gw.dongle is None:
             problems.append(Problem(source, f"wearables[{i}].link", "link = 'dongle' needs a [dongle] section"))
+        if wearable.link == "dongle" and wearable.radio_id is None:
+            problems.append(Problem(source, f"wearables[{i}].radio_id", "a wearable on the dongle needs its radio_id"))
     for name, broker in (("south", gw.south), ("north", gw.north)):
         url = broker.url
         if url in ("embedded", "none"):

@@ -26,6 +26,7 @@ import msgspec
 
 from edge_agent.agent import topics
 from edge_agent.agent.policy_delivery import PolicyDelivery
+from edge_agent.agent.serial_devices import SerialDevices
 from edge_agent.clock import Clock, ScaledClock
 from edge_agent.config import BrokerSettings, GatewayConfig
 from edge_agent.engine import (
@@ -178,6 +179,7 @@ class Agent:
         self.delivery = PolicyDelivery(config, config.data_dir / "gateway.sqlite3")
         policy, self.policy_version = self.delivery.startup_policy()
         self.site = site_from_config(config)
+        self.serial = SerialDevices(config, self.clock, self.handle_event)
         self.engine = Engine(policy, self.site, self.store)
         self.broker: EmbeddedBroker | None = None
         self.south: MqttLink | None = None
@@ -242,6 +244,8 @@ class Agent:
                     group.create_task(self._time_loop())
                     group.create_task(self._flush_loop())
                     group.create_task(self._rollout_loop())
+                    if self.serial.active:
+                        group.create_task(self.serial.run())
                     await self.south.wait_connected(timeout=30)
                     self.ready.set()
         finally:
@@ -305,21 +309,16 @@ class Agent:
             with self.store.transaction():
                 self._apply(self.engine.acknowledge(event.alert_id, responder, self.clock.now()))
             return
+        self.handle_event(event)
+
+    def handle_event(self, event: Event) -> None:
+        """One typed device event, from any transport (MQTT, Modbus bus, dongle): engine,
+        effects and outbox in one transaction. Lamps on a bus and MQTT lamps meet here."""
         events = [event]
         if event.kind == "lamp" and event.name == "state":
             faults = int(event.data.get("faults", 0))
             if faults and faults != self._last_faults.get(event.device, 0):
-                events.append(
-                    Event(
-                        event.device,
-                        "lamp",
-                        "fault",
-                        event.ts,
-                        event.zone,
-                        event.group,
-                        dict(event.data),
-                    )
-                )
+                events.append(Event(event.device, "lamp", "fault", event.ts, event.zone, event.group, dict(event.data)))
             self._last_faults[event.device] = faults
             self._reported[event.device] = dict(event.data)
             reported_version = event.data.get("policy_version")
@@ -515,12 +514,12 @@ class Agent:
                 await asyncio.wait_for(self._rollout_wake.wait(), self.rollout_retry_s / 4)
             self._rollout_wake.clear()
             link = self.south
-            if link is None or not link.connected:
-                continue
+            mqtt_up = link is not None and link.connected
             if self.policy_version > 0:
                 now_real = time.monotonic()
                 for lamp_id, version in self.lamp_versions.items():
-                    if version == self.policy_version:
+                    on_bus = self.serial.owns(lamp_id)
+                    if version == self.policy_version or not (on_bus or mqtt_up):
                         continue
                     attempts = self._program_attempts.get(lamp_id, 0)
                     wait = 0.0 if not attempts else min(16.0, self.rollout_retry_s * 2.0 ** max(0, attempts - 3))
@@ -530,17 +529,28 @@ class Agent:
                     if attempts:
                         self.rollout_retries += 1
                     self._program_attempts[lamp_id] = attempts + 1
-                    payload = self._program_message(lamp_id, self.clock.now())
-                    task = asyncio.get_running_loop().create_task(self._send_program(link, lamp_id, payload))
+                    if on_bus:
+                        work = self._write_bus_program(lamp_id)
+                    else:
+                        assert link is not None
+                        work = self._send_program(link, lamp_id, self._program_message(lamp_id, self.clock.now()))
+                    task = asyncio.get_running_loop().create_task(work)
                     self._lamp_tasks.add(task)
                     task.add_done_callback(self._lamp_tasks.discard)
             summary = self.rollout_status()
-            if summary != last_summary:
+            if summary != last_summary and link is not None and (mqtt_up or self.north is not None):
                 last_summary = summary
                 target = self.north if self.north is not None else link
                 await self._publish_quietly(
                     target, f"{self.root}/{topics.ROLLOUT}", msgspec.json.encode(summary), retain=True
                 )
+
+    async def _write_bus_program(self, lamp_id: str) -> None:
+        """A bus node's program write is answered by the node itself: that is its confirmation."""
+        version = self.policy_version
+        if await self.serial.write_program(lamp_id, version, self.engine.lighting.lamps[lamp_id]):
+            self.lamp_versions[lamp_id] = version
+        self._program_pushed[lamp_id] = time.monotonic()
 
     async def _send_program(self, link: MqttLink, lamp_id: str, payload: bytes) -> None:
         await self._publish_quietly(link, f"{self.root}/lamp/{lamp_id}/program", payload, retain=True)
@@ -619,6 +629,9 @@ class Agent:
         )
 
     def _send_lamp(self, change: LampSet) -> None:
+        if self.serial.owns(change.lamp):
+            self.serial.set_level(change.lamp, change.level)
+            return
         link = self.south
         if link is None or not link.connected:
             return  # desired state is kept; the lamp is brought in line when the link returns

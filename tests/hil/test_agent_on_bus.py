@@ -1,0 +1,103 @@
+"""The whole agent with lamp nodes on a Modbus bus: bus lamps obey the same rules and policy
+rollout as MQTT lamps. Firmware under the MicroPython unix port on a pty by default; a real
+board with `just hil --port /dev/ttyUSB0 --units 1,2`."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from edge_agent.clock import ManualClock
+from edge_agent.config import load_config
+from edge_agent.policy.bundle import build_bundle, generate_private_key, key_id, public_key_to_pem, sign_bundle
+from hardware import registers as regmap
+from tests.agent.harness import POLICY_HEAD, eventually, observing, running
+from tests.conftest import BrokerInfo
+
+from .conftest import LampTarget
+
+pytestmark = [pytest.mark.hil, pytest.mark.timeout(90)]
+
+T0 = datetime(2026, 1, 1, 8, 0, tzinfo=ZoneInfo("Asia/Shanghai")).timestamp()
+
+GATEWAY = """
+[gateway]
+id = "{gw}"
+latitude = 28.77
+longitude = 105.37
+data_dir = "state"
+policy = "policy.toml"
+[south]
+url = "mqtt://127.0.0.1:{port}"
+[north]
+url = "mqtt://127.0.0.1:{port}"
+[trust]
+keys = ["centre.pub"]
+[buses.street]
+port = "{tty}"
+baudrate = {baud}
+poll_interval = 0.3
+timeout = 0.5
+[[cameras]]
+id = "C1"
+zone = "square"
+[[responders]]
+id = "doc1"
+role = "village_doctor"
+[[responders]]
+id = "doc2"
+role = "township_doctor"
+{lamps}
+"""
+
+RULES = """
+[[rules]]
+id = "market"
+when = { trigger = "event", event = "motion", kind = "camera" }
+then = [ { action = "set_lamp", zone = "square", level = 70, for = "10m" } ]
+"""
+
+
+async def test_bus_lamps_follow_rules_and_take_a_signed_policy(
+    lamp_target: LampTarget, tmp_path: Path, mqtt_broker: BrokerInfo, unique_id: str
+) -> None:
+    lamps = "".join(f'[[lamps]]\nid = "N{u}"\nzone = "square"\nbus = "street"\nunit = {u}\n' for u in lamp_target.units)
+    (tmp_path / "policy.toml").write_text(POLICY_HEAD.format() + RULES)
+    (tmp_path / "gateway.toml").write_text(
+        GATEWAY.format(gw=unique_id, port=mqtt_broker.port, tty=lamp_target.port, baud=lamp_target.baudrate, lamps=lamps)
+    )
+    key = generate_private_key()
+    (tmp_path / "centre.pub").write_bytes(public_key_to_pem(key.public_key()))
+    config = load_config(tmp_path / "gateway.toml")
+    clock = ManualClock(T0)
+    first = f"N{lamp_target.units[0]}"
+    async with observing(mqtt_broker.host, mqtt_broker.port, f"district/v1/{unique_id}") as obs, running(config, clock):
+        # readings from the bus arrive as lamp telemetry, like an MQTT lamp's state
+        await eventually(lambda: obs.on(f"telemetry/lamp/{first}"), timeout=20, what="first bus reading")
+        await obs.publish("camera/C1/event", {"detection": "motion"})
+        lit = await eventually(
+            lambda: [t for t in obs.on(f"telemetry/lamp/{first}") if t["level"] == 70], timeout=20, what="node dimmed to 70"
+        )
+        assert lit[0]["power_w"] == pytest.approx(regmap.expected_power_w(70, True), abs=0.2)
+        await clock.advance(600)  # the override ends: daytime program level 0
+        await eventually(
+            lambda: obs.on(f"telemetry/lamp/{first}")[-1]["level"] == 0, timeout=20, what="node back to program"
+        )
+        # a signed policy: every node stores its fallback program, and reports its version
+        bundle = build_bundle(
+            (tmp_path / "policy.toml").read_bytes().replace(b'name = "test"', b'name = "v7"'),
+            kind="policy", district="naxi", gateways=["*"], version=7, issued_at=int(T0), not_before=int(T0) - 60,
+            expires=int(T0) + 86400, key_id=key_id(key.public_key()), force=True,
+        )  # fmt: skip
+        await obs.publish("policy", sign_bundle(bundle, key))
+        for unit in lamp_target.units:
+            await eventually(
+                lambda unit=unit: any(t.get("policy_version") == 7 for t in obs.on(f"telemetry/lamp/N{unit}")),
+                timeout=20,
+                what=f"node {unit} confirms program v7",
+            )
+        summary = await eventually(lambda: [r for r in obs.on("rollout") if r["on_version"] == len(lamp_target.units)])
+        assert summary[-1]["policy_version"] == 7

@@ -4,6 +4,8 @@ board with `just hil --port /dev/ttyUSB0 --units 1,2`."""
 
 from __future__ import annotations
 
+import asyncio
+import os
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -17,7 +19,7 @@ from hardware import registers as regmap
 from tests.agent.harness import POLICY_HEAD, eventually, observing, running
 from tests.conftest import BrokerInfo
 
-from .conftest import LampTarget
+from .conftest import DongleTarget, LampTarget
 
 pytestmark = [pytest.mark.hil, pytest.mark.timeout(90)]
 
@@ -67,7 +69,9 @@ async def test_bus_lamps_follow_rules_and_take_a_signed_policy(
     lamps = "".join(f'[[lamps]]\nid = "N{u}"\nzone = "square"\nbus = "street"\nunit = {u}\n' for u in lamp_target.units)
     (tmp_path / "policy.toml").write_text(POLICY_HEAD.format() + RULES)
     (tmp_path / "gateway.toml").write_text(
-        GATEWAY.format(gw=unique_id, port=mqtt_broker.port, tty=lamp_target.port, baud=lamp_target.baudrate, lamps=lamps)
+        GATEWAY.format(
+            gw=unique_id, port=mqtt_broker.port, tty=lamp_target.port, baud=lamp_target.baudrate, lamps=lamps
+        )
     )
     key = generate_private_key()
     (tmp_path / "centre.pub").write_bytes(public_key_to_pem(key.public_key()))
@@ -79,7 +83,9 @@ async def test_bus_lamps_follow_rules_and_take_a_signed_policy(
         await eventually(lambda: obs.on(f"telemetry/lamp/{first}"), timeout=20, what="first bus reading")
         await obs.publish("camera/C1/event", {"detection": "motion"})
         lit = await eventually(
-            lambda: [t for t in obs.on(f"telemetry/lamp/{first}") if t["level"] == 70], timeout=20, what="node dimmed to 70"
+            lambda: [t for t in obs.on(f"telemetry/lamp/{first}") if t["level"] == 70],
+            timeout=20,
+            what="node dimmed to 70",
         )
         assert lit[0]["power_w"] == pytest.approx(regmap.expected_power_w(70, True), abs=0.2)
         await clock.advance(600)  # the override ends: daytime program level 0
@@ -101,3 +107,59 @@ async def test_bus_lamps_follow_rules_and_take_a_signed_policy(
             )
         summary = await eventually(lambda: [r for r in obs.on("rollout") if r["on_version"] == len(lamp_target.units)])
         assert summary[-1]["policy_version"] == 7
+
+
+DONGLE_GATEWAY = """
+[gateway]
+id = "{gw}"
+latitude = 28.77
+longitude = 105.37
+data_dir = "state"
+policy = "policy.toml"
+[south]
+url = "mqtt://127.0.0.1:{port}"
+[north]
+url = "mqtt://127.0.0.1:{port}"
+[dongle]
+port = "{tty}"
+[[wearables]]
+id = "grandma-wu"
+link = "dongle"
+radio_id = 101
+[[responders]]
+id = "doc1"
+role = "village_doctor"
+[[responders]]
+id = "doc2"
+role = "township_doctor"
+"""
+
+SOS_RULE = """
+[[rules]]
+id = "sos"
+when = { trigger = "event", event = ["sos", "fall"], kind = "wearable" }
+then = [ { action = "alert", priority = 1, message = "{event} from {device}", notify = "medical" } ]
+"""
+
+
+async def test_an_sos_through_the_dongle_firmware_rings_the_doctor_once(
+    dongle_target: DongleTarget, tmp_path: Path, mqtt_broker: BrokerInfo, unique_id: str
+) -> None:
+    (tmp_path / "policy.toml").write_text(POLICY_HEAD.format() + SOS_RULE)
+    (tmp_path / "gateway.toml").write_text(
+        DONGLE_GATEWAY.format(gw=unique_id, port=mqtt_broker.port, tty=dongle_target.port)
+    )
+    config = load_config(tmp_path / "gateway.toml")
+    async with (
+        observing(mqtt_broker.host, mqtt_broker.port, f"district/v1/{unique_id}") as obs,
+        running(config, ManualClock(T0)),
+    ):
+        if dongle_target.line is not None:
+            dongle_target.line.loss = 0.05  # a noisy USB line: the dongle retransmits
+        os.write(dongle_target.radio, b"sos 101 80\n")
+        rang = await eventually(lambda: obs.on("responder/doc1/alert"), timeout=30, what="the doctor's phone rings")
+        assert rang[0]["message"] == "sos from grandma-wu" and rang[0]["device"] == "grandma-wu"
+        os.write(dongle_target.radio, b"hb 101 80 -60\n")  # a later packet as a marker
+        await eventually(lambda: len(obs.on("alert")) >= 1, timeout=30)
+        await asyncio.sleep(1.0)
+        assert len(obs.on("responder/doc1/alert")) == 1, "the SOS must arrive exactly once"

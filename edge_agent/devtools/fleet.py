@@ -140,12 +140,12 @@ class Fleet:
                 self.versions[lamp] = None
 
     def start_agent(self, gw: str) -> None:
-        log = open(self.work / f"{gw}.log", "ab")  # noqa: SIM115 - the child owns it
-        self.agents[gw] = subprocess.Popen(
-            [sys.executable, "-m", "edge_agent.agent.cli", "run", "-c", str(self.work / f"{gw}.toml")],
-            stdout=log,
-            stderr=log,
-        )
+        with open(self.work / f"{gw}.log", "ab") as log:  # the child keeps its own copy of the fd
+            self.agents[gw] = subprocess.Popen(
+                [sys.executable, "-m", "edge_agent.agent.cli", "run", "-c", str(self.work / f"{gw}.toml")],
+                stdout=log,
+                stderr=log,
+            )
 
     def start(self) -> None:
         chunks = [self.gateways[i :: self.sim_processes] for i in range(self.sim_processes)]

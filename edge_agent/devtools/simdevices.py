@@ -19,7 +19,7 @@ import aiomqtt
 import msgspec
 
 from edge_agent.clock import Clock
-from edge_agent.transports.mqtt import NO_DELAY
+from edge_agent.transports.mqtt import NO_DELAY, QUIET_LOG
 
 STANDBY_W = 1.5  # smart node standby, FIELD.md: 1-3 W
 
@@ -72,7 +72,7 @@ class SimField:
 
     async def run(self, ready: asyncio.Event | None = None) -> None:
         async with aiomqtt.Client(
-            self.host, self.port, identifier=f"{self.gateway}-simfield", socket_options=NO_DELAY
+            self.host, self.port, identifier=f"{self.gateway}-simfield", socket_options=NO_DELAY, logger=QUIET_LOG
         ) as client:
             self._client = client
             await client.subscribe(f"{self.root}/lamp/+/set", qos=1)

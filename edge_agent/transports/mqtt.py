@@ -17,6 +17,7 @@ import socket
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import aiomqtt
 
@@ -25,7 +26,7 @@ from edge_agent.errors import TransportError
 log = logging.getLogger(__name__)
 
 # aiomqtt warns at more than 10 pending publishes; the outbox pipelines more on purpose.
-_aiomqtt_log = logging.getLogger("edge_agent.mqtt.client")
+QUIET_LOG = _aiomqtt_log = logging.getLogger("edge_agent.mqtt.client")
 _aiomqtt_log.setLevel(logging.ERROR)
 
 # Returns False when the message could not be handled durably: it is then not acknowledged,
@@ -87,6 +88,9 @@ class MqttLink:
         self._rand = rand
         self._client: aiomqtt.Client | None = None
         self._up = asyncio.Event()
+        # publishes waiting for their PUBACK on the current connection: failed at once when
+        # it ends (aiomqtt would leave them waiting until publish_timeout, stalling the outbox)
+        self._inflight: set[asyncio.Task[None]] = set()
         self.connects = 0
         self.failures = 0
         self.last_error: str | None = None
@@ -123,6 +127,19 @@ class MqttLink:
         if s.manual_ack:
             # aiomqtt does not expose paho's manual acknowledgement; its paho client does.
             client._client.manual_ack_set(True)
+        # aiomqtt ignores a connection closed before the CONNACK and waits for its timeout
+        # (publish_timeout, 10 s) instead: every such attempt (an uplink that accepts and
+        # drops, a broker starting up) delayed the outbox by that much. Fail it at once.
+        forward = client._client.on_disconnect
+
+        def on_disconnect(*args: Any, **kwargs: Any) -> None:
+            connected = client._connected
+            if not connected.done():
+                connected.set_exception(aiomqtt.MqttError("connection closed before CONNACK"))
+            if forward is not None:
+                forward(*args, **kwargs)
+
+        client._client.on_disconnect = on_disconnect
         return client
 
     async def run(self) -> None:
@@ -162,6 +179,8 @@ class MqttLink:
             finally:
                 self._up.clear()
                 self._client = None
+                for task in list(self._inflight):
+                    task.cancel()  # their PUBACKs can no longer come: let the caller retry now
             delay = backoff_delay(attempt, self.settings.reconnect_min, self.settings.reconnect_max, self._rand())
             attempt += 1
             await self._sleep(delay)
@@ -171,7 +190,18 @@ class MqttLink:
         client = self._client
         if client is None or not self._up.is_set():
             raise TransportError(f"{self.name} link is down")
+        task = asyncio.ensure_future(
+            client.publish(topic, payload, qos=qos, retain=retain, timeout=self.settings.publish_timeout)
+        )
+        self._inflight.add(task)
         try:
-            await client.publish(topic, payload, qos=qos, retain=retain, timeout=self.settings.publish_timeout)
+            await task
         except aiomqtt.MqttError as exc:
             raise TransportError(f"{self.name} publish to {topic} failed: {exc}") from None
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if task.cancelled() and (current is None or not current.cancelling()):
+                raise TransportError(f"{self.name} link lost before the PUBACK for {topic}") from None
+            raise
+        finally:
+            self._inflight.discard(task)

@@ -135,6 +135,7 @@ def link_settings(config: GatewayConfig, which: str, broker: BrokerSettings, hos
         reconnect_max=broker.reconnect_max,
         will=(status, b"offline"),
         birth=(status, b"online"),
+        max_queued_incoming=config.file.limits.max_queued_messages,
     )
 
 

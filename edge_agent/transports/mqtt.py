@@ -26,8 +26,25 @@ from edge_agent.errors import TransportError
 log = logging.getLogger(__name__)
 
 # aiomqtt warns at more than 10 pending publishes; the outbox pipelines more on purpose.
+class _ClientLogFilter(logging.Filter):
+    """Keeps aiomqtt's log useful: drops its 'pending publish calls' notice (the outbox
+    pipelines on purpose) and counts the messages it discards because the inbound queue is
+    full, so an overload is a visible refusal (``discarded_inbound``), not a silent loss."""
+
+    discarded_inbound = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "pending publish calls" in message:
+            return False
+        if "Discarding message" in message:
+            type(self).discarded_inbound += 1
+        return True
+
+
 QUIET_LOG = _aiomqtt_log = logging.getLogger("edge_agent.mqtt.client")
-_aiomqtt_log.setLevel(logging.ERROR)
+CLIENT_LOG_FILTER = _ClientLogFilter()
+_aiomqtt_log.addFilter(CLIENT_LOG_FILTER)
 
 # Returns False when the message could not be handled durably: it is then not acknowledged,
 # and the broker delivers it again after the next reconnect.

@@ -82,6 +82,14 @@ ack_timeout = "2m"
 """
 
 
+SOS_RULE = """
+[[rules]]
+id = "sos"
+when = { trigger = "event", event = "sos", kind = "wearable" }
+then = [ { action = "alert", priority = 1, message = "SOS from {device}", notify = "medical" } ]
+"""
+
+
 def write_gateway(tmp_path: Path, gw: str, port: int, rules: str) -> GatewayConfig:
     (tmp_path / "policy.toml").write_text(POLICY_HEAD.format() + rules)
     (tmp_path / "gateway.toml").write_text(GATEWAY_TEMPLATE.format(gw=gw, port=port))

@@ -14,7 +14,7 @@ import pytest
 
 from edge_agent.clock import ManualClock
 from edge_agent.policy.sun import ZENITH_OFFICIAL, sun_event_minute
-from tests.agent.harness import eventually, observing, running, write_gateway
+from tests.agent.harness import SOS_RULE, eventually, observing, running, write_gateway
 from tests.conftest import BrokerInfo
 
 TZ = ZoneInfo("Asia/Shanghai")
@@ -29,12 +29,7 @@ def alerts(observer, status: str | None = None) -> list[dict]:
 async def test_event_alert_notifies_escalates_and_is_acknowledged(
     tmp_path: Path, mqtt_broker: BrokerInfo, unique_id: str
 ) -> None:
-    rules = """
-[[rules]]
-id = "sos"
-when = { trigger = "event", event = "sos", kind = "wearable" }
-then = [ { action = "alert", priority = 1, message = "SOS from {device}", notify = "medical" } ]
-"""
+    rules = SOS_RULE
     config = write_gateway(tmp_path, unique_id, mqtt_broker.port, rules)
     clock = ManualClock(T0)
     async with (
@@ -198,11 +193,8 @@ id = "hr"
 when = { trigger = "threshold", field = "heart_rate", above = 130, for = "5m", kind = "wearable" }
 then = [ { action = "alert", priority = 2, message = "heart rate {value}" } ]
 
-[[rules]]
-id = "sos"
-when = { trigger = "event", event = "sos", kind = "wearable" }
-then = [ { action = "alert", priority = 1, message = "SOS", notify = "medical" } ]
 """
+    rules += SOS_RULE
     config = write_gateway(tmp_path, unique_id, mqtt_broker.port, rules)
     clock = ManualClock(T0)
     async with observing(mqtt_broker.host, mqtt_broker.port, f"district/v1/{unique_id}") as obs:
@@ -232,12 +224,7 @@ then = [ { action = "alert", priority = 1, message = "SOS", notify = "medical" }
 async def test_overdue_timers_fire_once_when_the_agent_returns(
     tmp_path: Path, mqtt_broker: BrokerInfo, unique_id: str
 ) -> None:
-    rules = """
-[[rules]]
-id = "sos"
-when = { trigger = "event", event = "sos", kind = "wearable" }
-then = [ { action = "alert", priority = 1, message = "SOS", notify = "medical" } ]
-"""
+    rules = SOS_RULE
     config = write_gateway(tmp_path, unique_id, mqtt_broker.port, rules)
     clock = ManualClock(T0)
     async with observing(mqtt_broker.host, mqtt_broker.port, f"district/v1/{unique_id}") as obs:
@@ -270,12 +257,7 @@ then = [ { action = "alert", priority = 1, message = "SOS", notify = "medical" }
 async def test_bad_payloads_are_rejected_counted_and_the_next_alert_still_goes_out(
     tmp_path: Path, mqtt_broker: BrokerInfo, unique_id: str, suffix: str, payload: bytes, reason: str
 ) -> None:
-    rules = """
-[[rules]]
-id = "sos"
-when = { trigger = "event", event = "sos", kind = "wearable" }
-then = [ { action = "alert", priority = 1, message = "SOS", notify = "medical" } ]
-"""
+    rules = SOS_RULE
     config = write_gateway(tmp_path, unique_id, mqtt_broker.port, rules)
     clock = ManualClock(T0)
     async with (

@@ -1,0 +1,497 @@
+"""Policy rollout model: how long until every lamp runs (and has confirmed) a new policy.
+
+Owns: a plain-SimPy model of one rollout as the gateway agent does it
+(edge_agent/agent/app.py: ``_on_policy``, ``install_policy``, ``_rollout_loop``,
+``_send_program``), its two calibrations (``ci``: the measured ``just fleet`` run on the 2-core
+CI machine; ``field``: the planner's district where every gateway is its own computer), and the
+comparison of the model with the measured fleet figures.
+
+The model, step by step:
+
+* The centre publishes the signed bundle to the gateways one after another (``publish_s`` per
+  gateway: the fleet controller awaits each PUBACK) and it reaches gateway ``g`` after a network
+  latency.
+* The gateway verifies, stores (fsync) and installs it: a CPU job of ``install_cpu_s``.
+* The rollout loop then sends every unconfirmed lamp its program in chunks of ``chunk`` lamps; each
+  chunk is a CPU job of ``send_cpu_s`` per lamp (encode, publish, broker). The retry clock of a lamp
+  starts at its PUBACK. The loop body ends when the status summary (queued behind the programs on
+  the same MQTT client) is acknowledged; the next tick is ``tick_s`` (0.5 s = ``rollout_retry_s /
+  4``) later. Reports do not wake the loop.
+* A program is lost with ``loss_down``, the lamp's report with ``loss_up``. A report that gets
+  through costs ``report_cpu_s`` of CPU (lamp simulator, broker, gateway, fleet controller) and
+  confirms the lamp when that job finishes (the centre sees it then; so does the gateway).
+* An unconfirmed lamp is sent its program again at the first tick at least ``wait`` after its last
+  PUBACK: wait = 2 s for the first three retries, then 4, 8 and 16 s (``retry_wait``, mirroring
+  ``min(16, rollout_retry_s * 2 ** max(0, attempts - 3))`` in app.py).
+* Gateway availability: a fraction of the gateways is killed at ``kill_at_s`` after the publish
+  (0 = down from the start) and comes back after ``restart_s`` (uniform range). A restarted gateway
+  re-reads the retained bundle, installs it again (a CPU job) and, having lost its in-memory view of
+  the lamps, sends every lamp its program again. Messages a dead gateway had already handed to the
+  broker are still delivered; reports reaching it while it is dead are not seen by it (the centre
+  still sees them).
+* CPU: with ``shared_cpu_cores`` set (the CI machine), all CPU jobs of all gateways, lamps, broker
+  and controller queue on one pool of that many cores, each idle gateway process taking
+  ``idle_cpu_per_gateway`` cores away (its timers and loops); with ``None`` (the field) each gateway
+  has its own single-core CPU and the lamps' side costs nothing on it.
+
+Must not import: typer, rich, matplotlib (the CLI plots).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Generator
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+import numpy as np
+import simpy
+
+# ----- the retry schedule, mirrored from edge_agent/agent/app.py -----------------------------------
+ROLLOUT_RETRY_S = 2.0  # app.py: self.rollout_retry_s; first three retries after 2 s
+RETRY_DOUBLE_AFTER = 3  # app.py: 2.0 ** max(0, attempts - 3)
+RETRY_MAX_S = 16.0  # app.py: min(16.0, ...)
+TICK_S = ROLLOUT_RETRY_S / 4  # app.py: wait_for(self._rollout_wake.wait(), rollout_retry_s / 4)
+QUANTILES = (0.1, 0.5, 0.9)
+
+
+def retry_wait(attempts: np.ndarray) -> np.ndarray:
+    """Seconds after the last PUBACK before a lamp with ``attempts`` sends so far is due again."""
+    a = np.asarray(attempts, dtype=np.float64)
+    wait = np.minimum(RETRY_MAX_S, ROLLOUT_RETRY_S * 2.0 ** np.maximum(0.0, a - RETRY_DOUBLE_AFTER))
+    return np.where(a > 0, wait, 0.0)
+
+
+@dataclass(frozen=True)
+class RolloutParams:
+    """Parameters of one rollout; see CALIBRATIONS for where each value comes from."""
+
+    gateways: int = 30
+    lamps_per_gateway: int = 100
+    loss_down: float = 0.0  # chance a program copy is lost before the lamp
+    loss_up: float = 0.0  # chance the lamp's report is lost
+    down: float = 0.0  # fraction of gateways killed during the rollout
+    kill_at_s: float = 0.2  # when they are killed, s after the publish (0 = down from the start)
+    restart_s: tuple[float, float] = (1.5, 1.5)  # how long they stay down (uniform range)
+    horizon_s: float = 120.0  # lamps not confirmed by then are "left behind"
+    # timing
+    shared_cpu_cores: int | None = 2  # None: every gateway is its own single-core computer
+    idle_cpu_per_gateway: float = 0.0  # cores each running gateway process uses while idle
+    publish_s: float = 0.002  # centre: per-gateway publish of the bundle (serial)
+    uplink_s: float = 0.001  # centre -> gateway latency (median, lognormal)
+    install_cpu_s: float = 0.03  # gateway: verify, fsync, install
+    send_cpu_s: float = 0.0005  # per program copy: encode, publish, broker
+    report_cpu_s: float = 0.0003  # per confirmed report: lamp, broker, gateway, controller
+    latency_s: float = 0.001  # gateway <-> lamp one-way latency (median, lognormal)
+    latency_sigma: float = 0.5  # lognormal shape of the latencies
+    puback_s: float = 0.002  # publish -> PUBACK at the gateway (median)
+    chunk: int = 10  # lamps per CPU job (how finely gateways interleave on a shared CPU)
+    tick_s: float = TICK_S
+    tick_overhead_s: float = 0.0  # loop body when nothing is sent
+
+    @property
+    def lamps(self) -> int:
+        return self.gateways * self.lamps_per_gateway
+
+
+# ----- calibrations -------------------------------------------------------------------------------
+#: ``ci``: fitted (coarse random search, ``fit_ci``) to FLEET_MEASUREMENTS below: `just fleet` on
+#: the 2-core CI machine, 30 agent processes + 2 lamp simulators + Mosquitto + the controller on 2
+#: cores. Provenance of each value:
+#:   shared_cpu_cores=2       the machine (nproc);
+#:   idle_cpu_per_gateway     fitted: the no-fault time grows faster than gateways x lamps (30 x 20
+#:                            takes 1.68 s, 10 x 100 only 0.77 s): each agent process's own loops
+#:                            (accelerated clock, outbox, 0.5 s rollout tick) steal CPU;
+#:   publish_s                fitted; the controller awaits a PUBACK per gateway (serial);
+#:   install_cpu_s            fitted; verify + fsync + Engine build ("a few ms" alone, more under load);
+#:   send_cpu_s, report_cpu_s fitted from the slope in lamps (30 x 20 vs 30 x 100) and the 10% points;
+#:   latency_s, puback_s      loopback: ~1 ms (not identifiable from the table, fixed);
+#:   restart_s                fitted to the 7.74 s restart case: 1.5-1.8 s (a process start is
+#:                            1-2 s); kill_at_s = 0.2 as in fleet.py;
+#:   loss 5% both ways        as injected by SimField (program dropped / report dropped).
+CI = RolloutParams(
+    shared_cpu_cores=2,
+    idle_cpu_per_gateway=0.028,
+    publish_s=0.002,
+    uplink_s=0.001,
+    install_cpu_s=0.030,
+    send_cpu_s=0.00048,
+    report_cpu_s=0.00053,
+    latency_s=0.001,
+    puback_s=0.002,
+    restart_s=(1.5, 1.8),
+    kill_at_s=0.2,
+)
+
+#: ``field``: the planner's view. Gateways are separate cabinet computers (one core each for the
+#: agent's event loop), lamps are separate devices, so only the centre's publish is shared. CPU
+#: costs per message are the CI values (measured on an x86 core that also ran the broker, lamps
+#: and controller; a cabinet ARM core is ~3x slower, and the two roughly cancel: an assumption,
+#: not a measurement); latencies are assumed for NB-IoT / cellular (median 150 ms one way to a
+#: lamp, 80 ms to a gateway, PUBACK 200 ms); the centre pipelines its publishes (2 ms each).
+#: A gateway that is down is down from the start and back after 1-5 minutes.
+FIELD = replace(
+    CI,
+    shared_cpu_cores=None,
+    idle_cpu_per_gateway=0.0,
+    publish_s=0.002,
+    uplink_s=0.08,
+    latency_s=0.15,
+    latency_sigma=0.6,
+    puback_s=0.2,
+    kill_at_s=0.0,
+    restart_s=(60.0, 300.0),
+    horizon_s=600.0,
+)
+
+CALIBRATIONS: dict[str, RolloutParams] = {"ci": CI, "field": FIELD}
+
+
+# ----- the model ----------------------------------------------------------------------------------
+@dataclass
+class RolloutResult:
+    confirmed_at: np.ndarray  # per lamp: first time the centre saw it report the new version (inf: never)
+    messages: int  # program copies sent + reports that got through
+    retries: int  # program copies beyond the first per lamp per gateway incarnation
+    horizon_s: float
+
+    @property
+    def lamps(self) -> int:
+        return int(self.confirmed_at.size)
+
+    @property
+    def left_behind(self) -> int:
+        return int(np.sum(self.confirmed_at > self.horizon_s))
+
+    @property
+    def convergence_s(self) -> float:
+        """Time until every lamp confirmed (inf if some were left behind at the horizon)."""
+        return math.inf if self.left_behind else float(self.confirmed_at.max())
+
+    def quantiles(self) -> tuple[float, ...]:
+        """10/50/90% confirmation times, computed the way fleet.py does (of confirmed lamps)."""
+        t = np.sort(self.confirmed_at[self.confirmed_at <= self.horizon_s])
+        if not t.size:
+            return tuple(math.inf for _ in QUANTILES)
+        return tuple(float(t[min(t.size - 1, int(q * t.size))]) for q in QUANTILES)
+
+    def curve(self, grid: np.ndarray) -> np.ndarray:
+        """Fraction of lamps confirmed at each time of ``grid``."""
+        t = np.sort(self.confirmed_at)
+        return np.searchsorted(t, grid, side="right") / max(1, t.size)
+
+    def summary(self) -> dict[str, float]:
+        q10, q50, q90 = self.quantiles()
+        return {
+            "convergence_s": self.convergence_s,
+            "p10_s": q10,
+            "p50_s": q50,
+            "p90_s": q90,
+            "messages": float(self.messages),
+            "retries": float(self.retries),
+            "left_behind": float(self.left_behind),
+        }
+
+
+class SharedCPU:
+    """A processor-sharing pool of ``cores``: n jobs progress at min(1, cores / n) each (the OS
+    scheduler sharing the CI machine among agents, lamps, broker and controller)."""
+
+    def __init__(self, env: simpy.Environment, cores: float) -> None:
+        self.env = env
+        self.cores = cores
+        self.jobs: dict[simpy.Event, float] = {}
+        self.last = env.now
+        self.wake = env.event()
+        env.process(self.serve())
+
+    def _advance(self) -> None:
+        dt = self.env.now - self.last
+        self.last = self.env.now
+        if dt > 0 and self.jobs:
+            done = dt * min(1.0, self.cores / len(self.jobs))
+            for ev in self.jobs:
+                self.jobs[ev] -= done
+
+    def work(self, seconds: float) -> simpy.Event:
+        self._advance()
+        ev = self.env.event()
+        self.jobs[ev] = seconds
+        if not self.wake.triggered:
+            self.wake.succeed()
+        return ev
+
+    def serve(self) -> Generator[simpy.Event, Any, None]:
+        while True:
+            self.wake = self.env.event()
+            if self.jobs:
+                rate = min(1.0, self.cores / len(self.jobs))
+                yield self.env.timeout(max(0.0, min(self.jobs.values()) / rate)) | self.wake
+            else:
+                yield self.wake
+            self._advance()
+            for ev in [ev for ev, left in self.jobs.items() if left <= 1e-12]:
+                del self.jobs[ev]
+                ev.succeed()
+
+
+class _Rollout:
+    def __init__(self, p: RolloutParams, seed: int) -> None:
+        self.p = p
+        self.rng = np.random.default_rng(seed)
+        self.env = simpy.Environment()
+        self.confirmed = np.full(p.lamps, np.inf)
+        self.messages = 0
+        self.retries = 0
+        self.shared: SharedCPU | None = None
+        self.cpus: list[simpy.Resource] = []
+        if p.shared_cpu_cores is None:
+            self.cpus = [simpy.Resource(self.env, capacity=1) for _ in range(p.gateways)]
+        else:
+            free = p.shared_cpu_cores - p.gateways * p.idle_cpu_per_gateway
+            self.shared = SharedCPU(self.env, max(free, 0.1 * p.shared_cpu_cores))
+
+    def lognormal(self, median: float, n: int | None = None) -> Any:
+        if median <= 0:
+            return 0.0 if n is None else np.zeros(n)
+        return median * np.exp(self.p.latency_sigma * self.rng.standard_normal(n))
+
+    def cpu(self, g: int, seconds: float) -> Generator[simpy.Event, Any, None]:
+        if self.shared is not None:
+            yield self.shared.work(seconds)
+            return
+        with self.cpus[g].request() as req:
+            yield req
+            yield self.env.timeout(seconds)
+
+    def run(self) -> RolloutResult:
+        p = self.p
+        n_down = round(p.down * p.gateways)
+        victims = set(self.rng.choice(p.gateways, size=n_down, replace=False).tolist()) if n_down else set()
+        for g in range(p.gateways):
+            arrive = (g + 1) * p.publish_s + float(self.lognormal(p.uplink_s))
+            down = None
+            if g in victims:
+                down = (p.kill_at_s, p.kill_at_s + float(self.rng.uniform(*p.restart_s)))
+            self.env.process(self.gateway(g, arrive, down))
+        self.env.run(until=p.horizon_s)
+        return RolloutResult(self.confirmed, self.messages, self.retries, p.horizon_s)
+
+    def gateway(self, g: int, arrive: float, down: tuple[float, float] | None) -> Generator[simpy.Event, Any, None]:
+        yield self.env.timeout(arrive)
+        if down is None:
+            yield from self.incarnation(g, math.inf)
+            return
+        kill, back = down
+        if arrive < kill:
+            yield from self.incarnation(g, kill)
+        yield self.env.timeout(max(0.0, back - self.env.now))
+        yield self.env.timeout(float(self.lognormal(self.p.uplink_s)))  # the retained bundle
+        yield from self.incarnation(g, math.inf)
+
+    def incarnation(self, g: int, dies_at: float) -> Generator[simpy.Event, Any, None]:
+        """One life of a gateway's agent process: install, then the rollout loop until done."""
+        p, env = self.p, self.env
+        L = p.lamps_per_gateway
+        base = g * L
+        born = env.now
+        yield from self.cpu(g, p.install_cpu_s)
+        if env.now >= dies_at:
+            return
+        attempts = np.zeros(L, dtype=np.int64)
+        pushed = np.zeros(L)
+        known = np.full(L, np.inf)  # when this incarnation saw the lamp's report
+        while env.now < p.horizon_s:
+            now = env.now
+            due = np.flatnonzero((known > now) & (pushed + retry_wait(attempts) <= now))
+            body_end = now + p.tick_overhead_s
+            for start in range(0, due.size, p.chunk):
+                lamps = due[start : start + p.chunk]
+                yield from self.cpu(g, p.send_cpu_s * lamps.size)
+                if env.now >= dies_at:
+                    return
+                self.send(g, base, lamps, attempts, pushed, known, born)
+                body_end = float(pushed[lamps].max())  # the summary is acked behind the programs
+            # next tick at which some lamp that will not have confirmed by then is due
+            ready = pushed + retry_wait(attempts)
+            waiting = known > ready
+            if not waiting.any():
+                return
+            target = max(float(ready[waiting].min()), env.now)
+            period = p.tick_s + p.tick_overhead_s
+            tick = body_end + period * max(1, math.ceil((target - body_end) / period - 1e-12))
+            if tick >= dies_at:
+                return
+            yield env.timeout(max(0.0, tick - env.now))
+
+    def send(
+        self,
+        g: int,
+        base: int,
+        lamps: np.ndarray,
+        attempts: np.ndarray,
+        pushed: np.ndarray,
+        known: np.ndarray,
+        born: float,
+    ) -> None:
+        p, n, now = self.p, lamps.size, self.env.now
+        self.retries += int(np.count_nonzero(attempts[lamps]))
+        attempts[lamps] += 1
+        pushed[lamps] = now + self.lognormal(p.puback_s, n)
+        received = self.rng.random(n) >= p.loss_down
+        reported = received & (self.rng.random(n) >= p.loss_up)
+        self.messages += n + int(reported.sum())
+        if reported.any():
+            arrive = now + self.lognormal(p.latency_s, n) + self.lognormal(p.latency_s, n)
+            self.env.process(self.reports(g, base, lamps[reported], arrive[reported], known))
+
+    def reports(
+        self, g: int, base: int, lamps: np.ndarray, arrive: np.ndarray, known: np.ndarray
+    ) -> Generator[simpy.Event, Any, None]:
+        """The reports of one chunk: network latency, then their processing (one CPU job)."""
+        yield self.env.timeout(max(0.0, float(arrive.max()) - self.env.now))
+        # CI: lamp simulator, broker, gateway and controller share the pool; field: the gateway's CPU
+        yield from self.cpu(g, self.p.report_cpu_s * lamps.size)
+        t = self.env.now
+        np.minimum.at(self.confirmed, base + lamps, t)
+        np.minimum.at(known, lamps, t)  # a dead incarnation's array: harmless
+
+
+def simulate(params: RolloutParams, seed: int) -> RolloutResult:
+    """One replication of a rollout; same (params, seed) -> same result."""
+    return _Rollout(params, seed).run()
+
+
+def replicate(params: RolloutParams, replications: int, seed: int) -> list[RolloutResult]:
+    seeds = np.random.SeedSequence(seed).generate_state(replications)
+    return [simulate(params, int(s)) for s in seeds]
+
+
+def configure(calibration: str, **overrides: Any) -> RolloutParams:
+    """A calibration with the scenario's fleet and faults; ``loss`` sets both directions."""
+    if calibration not in CALIBRATIONS:
+        raise ValueError(f"unknown calibration {calibration!r}; choose from {sorted(CALIBRATIONS)}")
+    loss = overrides.pop("loss", None)
+    if loss is not None:
+        overrides.update(loss_down=loss, loss_up=loss)
+    return replace(CALIBRATIONS[calibration], **{k: v for k, v in overrides.items() if v is not None})
+
+
+def aggregate(results: list[RolloutResult]) -> dict[str, dict[str, float]]:
+    """Median and 90% interval (5th-95th percentile) over replications, per summary figure."""
+    out: dict[str, dict[str, float]] = {}
+    rows = [r.summary() for r in results]
+    for key in rows[0]:
+        v = np.array([row[key] for row in rows])
+        out[key] = {
+            "median": float(np.median(v)),
+            "lo90": float(np.percentile(v, 5)),
+            "hi90": float(np.percentile(v, 95)),
+        }
+    return out
+
+
+# ----- the measured fleet and the comparison -------------------------------------------------------
+@dataclass(frozen=True)
+class FleetMeasurement:
+    gateways: int
+    lamps_per_gateway: int
+    loss: float
+    restarts: int
+    convergence_s: float
+    quantiles: tuple[float, float, float] | None
+    retries: int
+
+    @property
+    def label(self) -> str:
+        faults = []
+        if self.loss:
+            faults.append(f"{self.loss:.0%} loss")
+        if self.restarts:
+            faults.append(f"{self.restarts} killed")
+        return f"{self.gateways} x {self.lamps_per_gateway}, " + (", ".join(faults) or "no faults")
+
+
+#: `python -m edge_agent.devtools.fleet` on the 2-core CI machine (issue 5; one run each).
+FLEET_MEASUREMENTS: tuple[FleetMeasurement, ...] = (
+    FleetMeasurement(1, 100, 0.0, 0, 0.11, (0.05, 0.07, 0.08), 0),
+    FleetMeasurement(1, 100, 0.05, 0, 4.04, (0.03, 0.03, 2.03), 12),
+    FleetMeasurement(6, 50, 0.0, 0, 0.33, None, 0),
+    FleetMeasurement(10, 100, 0.0, 0, 0.77, (0.47, 0.60, 0.70), 0),
+    FleetMeasurement(10, 100, 0.05, 0, 4.69, (0.78, 0.80, 2.16), 148),
+    FleetMeasurement(30, 20, 0.0, 0, 1.68, None, 0),
+    FleetMeasurement(30, 100, 0.0, 0, 3.03, (1.80, 2.02, 2.80), 112),
+    FleetMeasurement(30, 100, 0.05, 3, 7.74, (1.98, 2.02, 2.26), 337),
+)
+
+
+def measured_params(m: FleetMeasurement, base: RolloutParams = CI) -> RolloutParams:
+    return replace(
+        base,
+        gateways=m.gateways,
+        lamps_per_gateway=m.lamps_per_gateway,
+        loss_down=m.loss,
+        loss_up=m.loss,
+        down=m.restarts / m.gateways,
+        horizon_s=60.0,
+    )
+
+
+def compare_with_fleet(replications: int = 7, seed: int = 1, base: RolloutParams = CI) -> list[dict[str, Any]]:
+    """Model (median over replications) vs measurement, for every measured fleet configuration."""
+    rows = []
+    for m in FLEET_MEASUREMENTS:
+        table = aggregate(replicate(measured_params(m, base), replications, seed))
+        model_q = (table["p10_s"]["median"], table["p50_s"]["median"], table["p90_s"]["median"])
+        rows.append(
+            {
+                "config": m.label,
+                "measured_convergence_s": m.convergence_s,
+                "model_convergence_s": table["convergence_s"]["median"],
+                "model_convergence_lo90": table["convergence_s"]["lo90"],
+                "model_convergence_hi90": table["convergence_s"]["hi90"],
+                "measured_quantiles_s": m.quantiles,
+                "model_quantiles_s": model_q,
+                "measured_retries": m.retries,
+                "model_retries": table["retries"]["median"],
+                "loss": m.loss,
+                "restarts": m.restarts,
+            }
+        )
+    return rows
+
+
+def fit_error(rows: list[dict[str, Any]]) -> float:
+    """Mean squared log-ratio of model to measurement (convergence and quantiles)."""
+    errs = []
+    for r in rows:
+        errs.append(math.log(r["model_convergence_s"] / r["measured_convergence_s"]))
+        if r["measured_quantiles_s"]:
+            for mq, q in zip(r["model_quantiles_s"], r["measured_quantiles_s"], strict=True):
+                errs.append(0.5 * math.log(mq / q))
+    return float(np.mean(np.square(errs)))
+
+
+def fit_ci(trials: int = 200, seed: int = 0, replications: int = 3) -> tuple[RolloutParams, float]:
+    """Coarse random search around CI for the fitted parameters (how CI was obtained)."""
+    rng = np.random.default_rng(seed)
+    best, best_err = CI, fit_error(compare_with_fleet(replications, 1, CI))
+    for _ in range(trials):
+        scale = rng.lognormal(0.0, 0.3, 6)
+        cand = replace(
+            best,
+            idle_cpu_per_gateway=min(0.06, best.idle_cpu_per_gateway * scale[0]),
+            publish_s=best.publish_s * scale[1],
+            install_cpu_s=best.install_cpu_s * scale[2],
+            send_cpu_s=best.send_cpu_s * scale[3],
+            report_cpu_s=best.report_cpu_s * scale[4],
+            restart_s=(best.restart_s[0] * scale[5], best.restart_s[1] * scale[5]),
+        )
+        e = fit_error(compare_with_fleet(replications, 1, cand))
+        if e < best_err:
+            best, best_err = cand, e
+    return best, best_err
+
+
+def params_dict(p: RolloutParams) -> dict[str, Any]:
+    return asdict(p)

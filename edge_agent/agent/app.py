@@ -10,25 +10,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import math
 import sqlite3
-import ssl
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 import msgspec
 
 from edge_agent.agent import topics
+from edge_agent.agent.links import link_settings, parse_url
 from edge_agent.agent.policy_delivery import PolicyDelivery
 from edge_agent.agent.serial_devices import SerialDevices
 from edge_agent.clock import Clock, ScaledClock
-from edge_agent.config import BrokerSettings, GatewayConfig
+from edge_agent.config import GatewayConfig
 from edge_agent.engine import (
     AlertChanged,
     Effect,
@@ -39,7 +37,7 @@ from edge_agent.engine import (
     Site,
 )
 from edge_agent.engine.engine import SiteLamp, SiteResponder
-from edge_agent.errors import ConfigError, Problem, ProtocolError
+from edge_agent.errors import ProtocolError
 from edge_agent.models import (
     SOUTH_SCHEMAS,
     AlertMessage,
@@ -60,7 +58,7 @@ from edge_agent.models import (
 from edge_agent.policy.model import Policy
 from edge_agent.store.db import ALERT_PRIORITY, EVENT_PRIORITY, TELEMETRY_PRIORITY, Store, new_id
 from edge_agent.transports.broker import EmbeddedBroker
-from edge_agent.transports.mqtt import LinkSettings, MqttLink
+from edge_agent.transports.mqtt import MqttLink
 
 log = logging.getLogger("edge_agent")
 
@@ -94,64 +92,6 @@ def site_from_config(config: GatewayConfig) -> Site:
         devices=devices,
         traces_per_rule=gw.limits.traces_per_rule,
     )
-
-
-def link_settings(config: GatewayConfig, which: str, broker: BrokerSettings, host: str, port: int) -> LinkSettings:
-    tls_context: ssl.SSLContext | None = None
-    if broker.tls is not None:
-        base = config.path.parent
-        try:
-            tls_context = ssl.create_default_context(cafile=str(base / broker.tls.ca))
-            if broker.tls.cert:
-                key = str(base / broker.tls.key) if broker.tls.key else None
-                tls_context.load_cert_chain(str(base / broker.tls.cert), key)
-        except (OSError, ssl.SSLError) as exc:  # missing file, bad PEM, key not matching the cert
-            raise ConfigError(
-                [Problem(str(config.path), f"{which}.tls", f"cannot load CA/certificate/key: {exc}")]
-            ) from None
-    elif broker.url.startswith("mqtts://"):  # mqtts:// means TLS even without a [tls] table
-        tls_context = ssl.create_default_context()  # the system's trust store, host name checked
-    elif not _is_loopback(host) and not broker.allow_plaintext_remote:
-        raise ConfigError(
-            [
-                Problem(
-                    str(config.path),
-                    f"{which}.url",
-                    f"plaintext MQTT to non-loopback host {host!r} is refused; "
-                    "add [" + which + ".tls] or set allow_plaintext_remote = true",
-                )
-            ]
-        )
-    status = topics.root(config.id) + "/status"
-    return LinkSettings(
-        host=host,
-        port=port,
-        client_id=f"{config.id}-{which}",
-        username=broker.username,
-        password=broker.password,
-        tls=tls_context,
-        keepalive=broker.keepalive,
-        reconnect_min=broker.reconnect_min,
-        reconnect_max=broker.reconnect_max,
-        will=(status, b"offline"),
-        birth=(status, b"online"),
-        max_queued_incoming=config.file.limits.max_queued_messages,
-    )
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def parse_url(url: str) -> tuple[str, int]:
-    parts = urlsplit(url)
-    default = 8883 if parts.scheme == "mqtts" else 1883
-    return parts.hostname or "127.0.0.1", parts.port or default
 
 
 class Agent:

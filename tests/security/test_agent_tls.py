@@ -20,7 +20,8 @@ from zoneinfo import ZoneInfo
 import msgspec
 import pytest
 
-from edge_agent.agent.app import Agent, link_settings
+from edge_agent.agent.app import Agent
+from edge_agent.agent.links import link_settings
 from edge_agent.clock import ManualClock
 from edge_agent.config import GatewayConfig, load_config
 from edge_agent.errors import ConfigError

@@ -33,3 +33,8 @@ twin-bench:
 # A signed policy rolled out to 3,000 virtual lamps over 30 gateways on a private Mosquitto
 fleet *args:
     {{py}} -m edge_agent.devtools.fleet "$@"
+
+# Fault injection, loopback only: kill -9 during an alert stream, broker restarts, uplink cut,
+# dropped PUBACKs, a serial port vanishing mid-frame. `just chaos --quick` is the CI variant.
+chaos *args:
+    {{py}} -m edge_agent.devtools.chaos "$@"

@@ -47,7 +47,8 @@ class BrokerSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
     allow_plaintext_remote: bool = False
     keepalive: Annotated[int, msgspec.Meta(ge=5, le=3600)] = 30
     reconnect_min: Annotated[float, msgspec.Meta(gt=0)] = 0.5
-    reconnect_max: Annotated[float, msgspec.Meta(gt=0)] = 30.0
+    # capped low on purpose: the first alert must go out within 5 s of the link returning
+    reconnect_max: Annotated[float, msgspec.Meta(gt=0)] = 4.0
 
 
 class Lamp(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):

@@ -25,7 +25,7 @@ from edge_agent.errors import TransportError
 
 log = logging.getLogger(__name__)
 
-# aiomqtt warns at more than 10 pending publishes; the outbox pipelines more on purpose.
+
 class _ClientLogFilter(logging.Filter):
     """Keeps aiomqtt's log useful: drops its 'pending publish calls' notice (the outbox
     pipelines on purpose) and counts the messages it discards because the inbound queue is
@@ -65,7 +65,7 @@ class LinkSettings:
     tls: ssl.SSLContext | None = None
     keepalive: int = 30
     reconnect_min: float = 0.5
-    reconnect_max: float = 30.0
+    reconnect_max: float = 4.0
     will: tuple[str, bytes] | None = None  # last will (retained), e.g. status "offline"
     birth: tuple[str, bytes] | None = None  # sent (retained) after every connect
     clean_session: bool = False

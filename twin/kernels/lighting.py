@@ -10,9 +10,14 @@ minute" ``k`` (0..1439) counts from that noon, exactly the ordering of
 
 Motion: arrivals (pedestrians plus vehicles) at each lamp are a Poisson process with an hourly
 rate by area type; an arrival at time ``x`` boosts minutes ``ceil(x) .. ceil(x)+boost-1``.
-Draws come from Numba's ``np.random`` seeded per lamp (:func:`lamp_seed`), so one lamp's stream
-does not depend on how many lamps are simulated, and :func:`lamp_arrivals` reproduces it for the
+Draws are the stream of Numba's ``np.random`` seeded per lamp (:func:`lamp_seed`), produced a
+twist at a time by :func:`refill_uniforms` (bit for bit the same), so one lamp's stream does not
+depend on how many lamps are simulated, and :func:`lamp_arrivals` reproduces it for the
 reference model.
+
+Speed: the per-program level table is shared by all lamps of a program, so a lamp-night without
+an outage costs only its arrivals (:func:`night_tables`, :func:`simulate_lighting`); results
+are those of the minute-by-minute loop up to floating-point summation order.
 
 Must not import: simpy, twin.sim, twin.reference.
 """
@@ -37,6 +42,7 @@ from twin.kernels import register_policy_functions
 register_policy_functions()
 
 MINUTES_PER_NIGHT = 1440
+REFERENCE_W = 100.0  # rated watts of the unit lamp whose power tables the kernel builds
 
 
 @njit(cache=True)
@@ -164,10 +170,22 @@ def next_arrival(x: float, end: float, rates_per_hour: np.ndarray) -> float:
 
     ``rates_per_hour[h]`` is arrivals per hour during local clock hour ``h``. Exact for a
     piecewise-constant rate: a draw that crosses an hour boundary restarts there (memoryless).
+
+    The clock minute ``(720 + x) % 1440`` and hour ``clock // 60`` are computed without the
+    (slow) float modulo on the usual range; both forms are exact, so the stream is bit-for-bit
+    the one the ``%``/``//`` formulation gives.
     """
     while x < end:
-        clock = (720.0 + x) % 1440.0
-        hour = int(clock // 60.0)
+        a = 720.0 + x
+        if 1440.0 <= a < 2880.0:
+            clock = a - 1440.0  # exact (Sterbenz), equals a % 1440.0
+        elif 0.0 <= a < 1440.0:
+            clock = a
+        else:
+            clock = a % 1440.0
+        hour = int(clock / 60.0)
+        if hour * 60.0 > clock:  # the quotient rounded up to an integer: floor is one less
+            hour -= 1
         boundary = x + (60.0 - (clock - hour * 60.0))
         rate = rates_per_hour[hour] / 60.0
         if rate <= 0.0:
@@ -184,6 +202,122 @@ def next_arrival(x: float, end: float, rates_per_hour: np.ndarray) -> float:
     return math.inf
 
 
+MT_N = 624  # Mersenne Twister state words
+UNIFORM_BLOCK = MT_N // 2  # doubles per twist: each takes two 32-bit words
+
+
+@njit(cache=True)
+def mt_seed(seed: int, mt: np.ndarray) -> None:
+    """Seed a Mersenne Twister state ``mt`` (int64[624]) as ``np.random.seed(seed)`` does in Numba.
+
+    Numba's generator (``numba/_random.c``: ``numba_rnd_init``) is MT19937 with Knuth's
+    initialisation; :func:`refill_uniforms` then yields exactly its ``np.random.random()``
+    stream (checked draw for draw in tests/twin/test_kernel_fast.py), but a whole twist at a
+    time in a tight loop instead of one state lookup and index check per draw.
+    """
+    s = seed & 0xFFFFFFFF
+    for pos in range(MT_N):
+        mt[pos] = s
+        s = (1812433253 * (s ^ (s >> 30)) + pos + 1) & 0xFFFFFFFF
+
+
+@njit(cache=True)
+def refill_uniforms(u: np.ndarray, mt: np.ndarray) -> int:
+    """Twist ``mt`` once and write the next :data:`UNIFORM_BLOCK` uniforms to ``u``; returns 0.
+
+    Bit for bit ``np.random.random()`` after ``np.random.seed``: a block boundary falls exactly
+    where Numba reshuffles (624 words, two per double). Draws left over when a lamp is done
+    are never used (the next lamp reseeds), so the consumed stream is unchanged.
+    """
+    upper = 0x80000000
+    lower = 0x7FFFFFFF
+    matrix = 0x9908B0DF
+    for i in range(MT_N - 397):
+        y = (mt[i] & upper) | (mt[i + 1] & lower)
+        mt[i] = mt[i + 397] ^ (y >> 1) ^ ((y & 1) * matrix)
+    for i in range(MT_N - 397, MT_N - 1):
+        y = (mt[i] & upper) | (mt[i + 1] & lower)
+        mt[i] = mt[i + 397 - MT_N] ^ (y >> 1) ^ ((y & 1) * matrix)
+    y = (mt[MT_N - 1] & upper) | (mt[0] & lower)
+    mt[MT_N - 1] = mt[396] ^ (y >> 1) ^ ((y & 1) * matrix)
+    for j in range(UNIFORM_BLOCK):
+        a = mt[2 * j]
+        a ^= a >> 11
+        a ^= (a << 7) & 0x9D2C5680
+        a ^= (a << 15) & 0xEFC60000
+        a ^= a >> 18
+        b = mt[2 * j + 1]
+        b ^= b >> 11
+        b ^= (b << 7) & 0x9D2C5680
+        b ^= (b << 15) & 0xEFC60000
+        b ^= b >> 18
+        u[j] = ((a >> 5) * 67108864.0 + (b >> 6)) / 9007199254740992.0
+    return 0
+
+
+@njit(cache=True)
+def night_arrivals(
+    lo: float,
+    hi: float,
+    rate_per_minute: np.ndarray,
+    buf: np.ndarray,
+    u: np.ndarray,
+    ui: int,
+    mt: np.ndarray,
+) -> tuple[np.ndarray, int, int]:
+    """All arrivals in night-minutes ``[lo, hi)``: the draws of repeated :func:`next_arrival`.
+
+    ``rate_per_minute`` is ``rates_per_hour / 60.0``. Same draws, same arithmetic, same values
+    bit for bit as calling :func:`next_arrival` from ``lo`` until it returns inf; faster because
+    the clock hour is carried from draw to draw (only checked, ``h*60 <= clock < h*60+60``,
+    not recomputed) and the uniforms come from ``u[ui:]``, drawn ahead by
+    :func:`refill_uniforms` from state ``mt`` (pass ``ui = len(u)`` right after :func:`mt_seed`). Writes into ``buf``
+    (grown if full); returns (buffer, count, next ui).
+    """
+    count = 0
+    x = lo
+    hour = -1
+    h60 = -1.0e9  # current clock hour x 60; none yet
+    rate = 0.0
+    while x < hi:
+        if count == buf.shape[0]:
+            bigger = np.empty(2 * buf.shape[0] + 16)
+            for q in range(count):
+                bigger[q] = buf[q]
+            buf = bigger
+        a = 720.0 + x
+        if 1440.0 <= a < 2880.0:
+            clock = a - 1440.0  # exact (Sterbenz), equals a % 1440.0
+        elif 0.0 <= a < 1440.0:
+            clock = a
+        else:
+            clock = a % 1440.0
+        if not (h60 <= clock < h60 + 60.0):  # hour = floor(clock / 60), exactly
+            if h60 + 60.0 <= clock < h60 + 120.0:  # the usual case: the next hour
+                hour += 1
+            else:
+                hour = int(clock / 60.0)
+                if hour * 60.0 > clock:
+                    hour -= 1
+            h60 = hour * 60.0
+            rate = rate_per_minute[hour]
+        boundary = x + (60.0 - (clock - h60))
+        if rate <= 0.0:
+            x = boundary
+            continue
+        if ui == u.shape[0]:
+            ui = refill_uniforms(u, mt)
+        gap = -math.log(1.0 - u[ui]) / rate
+        ui += 1
+        y = x + gap
+        crossed = y >= boundary  # then restart at the boundary (memoryless)
+        x = boundary if crossed else y
+        buf[count] = x  # kept only if an arrival within the window
+        if not crossed and x < hi:
+            count += 1
+    return buf, count, ui
+
+
 @njit(cache=True)
 def lamp_arrivals(
     seed: int,
@@ -197,21 +331,82 @@ def lamp_arrivals(
     ``first_lit[n]``/``end_lit[n]`` are the lamp's program lit window per night. Used by the
     reference model so both sides see the same arrivals (common random numbers).
     """
-    np.random.seed(lamp_seed(seed, lamp))
+    mt = np.empty(MT_N, dtype=np.int64)
+    mt_seed(lamp_seed(seed, lamp), mt)
+    rate_per_minute = rates_per_hour / 60.0
+    buf = np.empty(64)
+    u = np.empty(UNIFORM_BLOCK)
+    ui = UNIFORM_BLOCK
     out = []
     for n in range(first_lit.shape[0]):
         lo = float(first_lit[n])
         hi = float(end_lit[n])
         if hi <= lo:
             continue
-        x = next_arrival(lo, hi, rates_per_hour)
-        while x < hi:
-            out.append(n * 1440.0 + x)
-            x = next_arrival(x, hi, rates_per_hour)
+        buf, count, ui = night_arrivals(lo, hi, rate_per_minute, buf, u, ui, mt)
+        for j in range(count):
+            out.append(n * 1440.0 + buf[j])
     result = np.empty(len(out))
     for i in range(len(out)):
         result[i] = out[i]
     return result
+
+
+@njit(cache=True)
+def night_tables(
+    levels: np.ndarray,
+    boost_level: np.ndarray,
+    dark_start: np.ndarray,
+    dark_end: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per program and night, what every lamp of that program shares, via the policy functions.
+
+    For each minute ``k`` the un-boosted level ``lamp_level(levels[p, n, k], False, boost, -1)``
+    and the boosted one ``lamp_level(levels[p, n, k], True, boost, -1)`` are turned into power
+    above standby of a :data:`REFERENCE_W` lamp with ``lamp_power_w(level, REFERENCE_W, 0.0)``.
+    Returns ``unit[P, N, 1440]`` (that power, un-boosted), ``unit_sum[P, N]``,
+    ``boost_prefix[P, N, 1441]`` (running sum of boosted minus un-boosted power), ``lit[P, N]``
+    and ``dark_lit[P, N]`` (lit minutes, all and within civil darkness), ``on_k[P, N]``/``off_k``
+    (first and one past the last lit minute, -1 if none) and ``boost_keeps_lit[P]`` (a boost
+    never changes whether a minute is lit; when false the kernel steps that program minute by
+    minute). Integer levels give integer table entries, so these sums are exact.
+    """
+    n_programs, n_nights, n_minutes = levels.shape
+    unit = np.zeros((n_programs, n_nights, n_minutes))
+    unit_sum = np.zeros((n_programs, n_nights))
+    boost_prefix = np.zeros((n_programs, n_nights, n_minutes + 1))
+    lit = np.zeros((n_programs, n_nights), dtype=np.int64)
+    dark_lit = np.zeros((n_programs, n_nights), dtype=np.int64)
+    on_k = np.full((n_programs, n_nights), -1, dtype=np.int64)
+    off_k = np.full((n_programs, n_nights), -1, dtype=np.int64)
+    boost_keeps_lit = np.ones(n_programs, dtype=np.bool_)
+    for p in range(n_programs):
+        boost = boost_level[p]
+        for n in range(n_nights):
+            ds = int(math.ceil(dark_start[n]))  # noqa: RUF046 (numba: ceil may be float)
+            de = int(math.ceil(dark_end[n]))  # noqa: RUF046
+            row = levels[p, n]
+            total = 0.0
+            extra = 0.0
+            for k in range(n_minutes):
+                plain = lamp_level(row[k], False, boost, -1.0)
+                boosted = lamp_level(row[k], True, boost, -1.0)
+                if (plain > 0.0) != (boosted > 0.0):
+                    boost_keeps_lit[p] = False
+                power = lamp_power_w(plain, REFERENCE_W, 0.0)
+                unit[p, n, k] = power
+                total += power
+                extra += lamp_power_w(boosted, REFERENCE_W, 0.0) - power
+                boost_prefix[p, n, k + 1] = extra
+                if plain > 0.0:
+                    lit[p, n] += 1
+                    if ds <= k < de:
+                        dark_lit[p, n] += 1
+                    if on_k[p, n] < 0:
+                        on_k[p, n] = k
+                    off_k[p, n] = k + 1
+            unit_sum[p, n] = total
+    return unit, unit_sum, boost_prefix, lit, dark_lit, on_k, off_k, boost_keeps_lit
 
 
 @njit(cache=True)
@@ -241,6 +436,14 @@ def simulate_lighting(
     outage, ``outage_start <= t < outage_end`` in absolute minutes, intervals of lamp ``i`` at
     ``outage_ptr[i]:outage_ptr[i+1]`` sorted and disjoint), and its power ``lamp_power_w``.
 
+    How: lamps of a program share their level each minute, so :func:`night_tables` evaluates
+    the policy functions once per program and minute. A lamp-night with no outage in it then
+    costs its motion arrivals only: energy is the program's night total scaled to the lamp's
+    rated power (``lamp_power_w`` is standby plus rated power times a function of the level) plus,
+    for each merged boost interval, a difference of the boosted-minus-plain running sum. Nights
+    an outage touches (and programs whose boost could switch a lamp on) are stepped minute by
+    minute with the policy functions, as the plain-SimPy reference does.
+
     Returns, per lamp unless said: ``counters[L, 5]`` (lit minutes, dark minutes, dark minutes
     lit, motion arrivals, program-lit minutes), ``energy_wmin[L]`` (watt-minutes, standby
     included), ``baseline_wmin[L]`` (always-full: 100% through the program's lit minutes),
@@ -249,7 +452,11 @@ def simulate_lighting(
     -1 if dark all night; empty unless ``record_switches``), ``outage_dark_minutes[L]``.
     """
     n_lamps = lamp_program.shape[0]
+    n_programs = levels.shape[0]
     n_nights = first_lit.shape[1]
+    unit, unit_sum, boost_prefix, t_lit, t_dark_lit, t_on, t_off, boost_keeps_lit = night_tables(
+        levels, boost_level, dark_start, dark_end
+    )
     counters = np.zeros((n_lamps, 5), dtype=np.int64)
     energy = np.zeros(n_lamps)
     baseline = np.zeros(n_lamps)
@@ -260,14 +467,22 @@ def simulate_lighting(
     switch_off = np.full((n_rec, n_nights), -1, dtype=np.int64)
     outage_dark = np.zeros(n_lamps, dtype=np.int64)
     by_minute = np.zeros(MINUTES_PER_NIGHT)
+    boost_by_hour = np.zeros(24)  # boost extra above the plain level, reference-lamp units x rated
+    plain_rated = np.zeros((n_programs, n_nights))  # rated watts of lamp-nights on the fast path
+    rate_per_minute = rates_per_hour / 60.0
+    buf = np.empty(256)  # one night's arrivals at one lamp
+    u = np.empty(UNIFORM_BLOCK)
+    mt = np.empty(MT_N, dtype=np.int64)
     for i in range(n_lamps):
-        np.random.seed(lamp_seed(seed, i))
+        mt_seed(lamp_seed(seed, i), mt)
+        ui = UNIFORM_BLOCK
         p = lamp_program[i]
-        rates = rates_per_hour[lamp_area[i]]
+        rates = rate_per_minute[lamp_area[i]]
         rated = rated_w[i]
         standby = standby_w[i]
         boost = boost_level[p]
         boost_len = boost_minutes[p]
+        fast_program = boost_keeps_lit[p]
         o = outage_ptr[i]
         o_end = outage_ptr[i + 1]
         lamp_energy = 0.0
@@ -278,7 +493,6 @@ def simulate_lighting(
         program_lit = 0
         dark_out = 0
         for n in range(n_nights):
-            row = levels[p, n]
             base = n * 1440.0
             lo = first_lit[p, n]
             hi = end_lit[p, n]
@@ -289,42 +503,82 @@ def simulate_lighting(
             if k_stop < k_start:
                 k_stop = k_start
             program_lit += hi - lo
-            x = next_arrival(float(lo), float(hi), rates) if hi > lo else math.inf
-            boost_until = -1.0
-            night_energy = standby * (MINUTES_PER_NIGHT - (k_stop - k_start))
-            on_k = -1
-            off_k = -1
-            for k in range(k_start, k_stop):
-                while x <= k:
-                    arrivals += 1
-                    until = math.ceil(x) + boost_len
-                    if until > boost_until:
-                        boost_until = until
-                    x = next_arrival(x, float(hi), rates)
-                out = False
-                if o < o_end:
-                    t = base + k
-                    while o < o_end and outage_end[o] <= t:
-                        o += 1
-                    out = o < o_end and outage_start[o] <= t
-                level = 0.0 if out else lamp_level(row[k], k < boost_until, boost, -1.0)
-                power = lamp_power_w(level, rated, standby)
-                night_energy += power
-                is_dark = ds <= k < de
-                if level > 0.0:
-                    lit += 1
-                    by_minute[k] += power - standby
-                    if on_k < 0:
-                        on_k = k
-                    off_k = k + 1
-                    if is_dark:
-                        dark_lit += 1
-                elif is_dark and out:
-                    dark_out += 1
-            while x < hi:  # arrivals in the last fraction of the lit window boost nothing
-                arrivals += 1
-                x = next_arrival(x, float(hi), rates)
             dark += max(0, de - ds)
+            n_arr = 0
+            if hi > lo:
+                buf, n_arr, ui = night_arrivals(float(lo), float(hi), rates, buf, u, ui, mt)
+            arrivals += n_arr
+            while o < o_end and outage_end[o] <= base + k_start:
+                o += 1
+            touched = o < o_end and outage_start[o] < base + k_stop
+            if fast_program and not touched:
+                # Stretches: the program's night as a whole, then each merged boost interval.
+                units = unit_sum[p, n]
+                prefix = boost_prefix[p, n]
+                run_a = 0
+                run_b = 0
+                for j in range(n_arr):
+                    c = math.ceil(buf[j])
+                    if c < k_stop:  # an arrival in the last fraction of the window boosts nothing
+                        first = int(c)
+                        stop = min(int(math.ceil(c + boost_len)), k_stop)  # noqa: RUF046 (k < c + len)
+                        if first <= run_b:
+                            run_b = max(run_b, stop)
+                        else:
+                            while run_a < run_b:  # flush the previous run, split by clock hour
+                                cut = min(run_b, (run_a // 60 + 1) * 60)
+                                extra = prefix[cut] - prefix[run_a]
+                                units += extra
+                                boost_by_hour[(12 + run_a // 60) % 24] += rated * extra
+                                run_a = cut
+                            run_a = first
+                            run_b = stop
+                while run_a < run_b:
+                    cut = min(run_b, (run_a // 60 + 1) * 60)
+                    extra = prefix[cut] - prefix[run_a]
+                    units += extra
+                    boost_by_hour[(12 + run_a // 60) % 24] += rated * extra
+                    run_a = cut
+                night_energy = standby * MINUTES_PER_NIGHT + rated * units / REFERENCE_W
+                plain_rated[p, n] += rated
+                lit += t_lit[p, n]
+                dark_lit += t_dark_lit[p, n]
+                on_k = t_on[p, n]
+                off_k = t_off[p, n]
+            else:
+                # Minute by minute (the lamp is out for part of this night).
+                row = levels[p, n]
+                boost_until = -1.0
+                night_energy = standby * (MINUTES_PER_NIGHT - (k_stop - k_start))
+                on_k = -1
+                off_k = -1
+                j = 0
+                for k in range(k_start, k_stop):
+                    while j < n_arr and buf[j] <= k:
+                        until = math.ceil(buf[j]) + boost_len
+                        if until > boost_until:
+                            boost_until = until
+                        j += 1
+                    out = False
+                    if o < o_end:
+                        t = base + k
+                        while o < o_end and outage_end[o] <= t:
+                            o += 1
+                        out = o < o_end and outage_start[o] <= t
+                    level = 0.0 if out else lamp_level(row[k], k < boost_until, boost, -1.0)
+                    power = lamp_power_w(level, rated, standby)
+                    night_energy += power
+                    is_dark = ds <= k < de
+                    if level > 0.0:
+                        lit += 1
+                        by_minute[k] += power - standby
+                        if on_k < 0:
+                            on_k = k
+                        off_k = k + 1
+                        if is_dark:
+                            dark_lit += 1
+                    elif is_dark and out:
+                        dark_out += 1
             if record_switches:
                 switch_on[i, n] = on_k
                 switch_off[i, n] = off_k
@@ -340,8 +594,16 @@ def simulate_lighting(
         counters[i, 3] = arrivals
         counters[i, 4] = program_lit
         outage_dark[i] = dark_out
+    for p in range(n_programs):
+        for n in range(n_nights):
+            weight = plain_rated[p, n] / REFERENCE_W
+            if weight > 0.0:
+                for k in range(MINUTES_PER_NIGHT):
+                    by_minute[k] += weight * unit[p, n, k]
     for k in range(MINUTES_PER_NIGHT):
         by_hour[((720 + k) % 1440) // 60] += by_minute[k]
+    for h in range(24):
+        by_hour[h] += boost_by_hour[h] / REFERENCE_W
     return (
         counters,
         energy,

@@ -1,0 +1,109 @@
+"""The chaos suite's short variants (`just chaos --quick`), through the same functions.
+
+Each test starts its own Mosquitto brokers on free loopback ports and a real gateway process;
+figures are printed by `just chaos`, never asserted here except as generous bounds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+
+from edge_agent.devtools import chaos
+from edge_agent.devtools.mosquitto import mosquitto_binary
+
+pytestmark = [
+    pytest.mark.chaos,
+    pytest.mark.skipif(mosquitto_binary() is None, reason="the chaos suite needs a real Mosquitto"),
+]
+
+QUICK = chaos.plan(quick=True, kills=None)
+
+
+def check(row: chaos.Row) -> None:
+    assert row.sent > 0, row
+    assert row.lost == 0, row
+    assert not row.failures, row.failures
+
+
+@pytest.mark.timeout(120)
+async def test_agent_kill_9_loses_no_acknowledged_sos() -> None:
+    row = await chaos.agent_kills(QUICK.kills, seed=7)
+    check(row)
+    assert row.injections == QUICK.kills
+    assert any(note.startswith("integrity ok") for note in row.notes)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("persistence", [False, True], ids=["no-persistence", "persistence"])
+async def test_north_broker_kill_and_restart(persistence: bool) -> None:
+    row = await chaos.broker_restarts(2, persistence=persistence, seed=3)
+    check(row)
+    assert row.injections == 2
+
+
+@pytest.mark.timeout(120)
+async def test_uplink_outage_no_gaps_alerts_first() -> None:
+    # a shorter outage than `just chaos --quick` (5 timeline minutes at x60 = 5 s real)
+    row = await chaos.uplink_outage(300.0, speed=60.0, around_s=1.0)
+    check(row)
+    assert any("alerts all before" in note for note in row.notes), row.notes
+    assert row.first_alert_s is not None and row.first_alert_s < 30.0  # target 5 s: see `just chaos`
+
+
+@pytest.mark.timeout(120)
+async def test_connection_dropped_after_publish_before_puback() -> None:
+    row = await chaos.publish_drops(10)
+    check(row)
+    assert row.injections == 10
+    assert row.duplicates >= 1  # the broker had the message: the retry is a duplicate, dropped by id
+
+
+@pytest.mark.timeout(60)
+async def test_serial_port_vanishing_mid_frame() -> None:
+    row = await chaos.serial_vanish(3)
+    check(row)
+    assert row.delivered == row.sent == 3
+
+
+# ----- the two link bugs the suite found (edge_agent/transports/mqtt.py) ----------------------------
+@pytest.mark.timeout(60)
+async def test_link_fails_fast_when_dropped_before_puback_or_connack() -> None:
+    """A publish whose connection dies before the PUBACK fails at once (it waited for
+    publish_timeout, 10 s, stalling the outbox), and so does a connect closed before CONNACK."""
+    import asyncio
+    import time
+
+    from edge_agent.devtools.flaky_proxy import FlakyProxy
+    from edge_agent.devtools.mosquitto import MosquittoProcess
+    from edge_agent.errors import TransportError
+    from edge_agent.transports.mqtt import LinkSettings, MqttLink
+
+    async def ignore(topic: str, payload: bytes) -> bool:
+        return True
+
+    with MosquittoProcess() as broker:
+        async with FlakyProxy(broker.port) as proxy:
+            settings = LinkSettings("127.0.0.1", proxy.port, "chaos-link", reconnect_min=0.05, reconnect_max=0.1)
+            link = MqttLink("north", settings, [], ignore)
+            task = asyncio.create_task(link.run())
+            try:
+                await link.wait_connected(10)
+                proxy.drop_after_publishes(1, "chaos/x")
+                started = time.monotonic()
+                with pytest.raises(TransportError):
+                    await link.publish("chaos/x", b"1")
+                assert time.monotonic() - started < 5.0  # was publish_timeout (10 s)
+                proxy.cut()
+                await asyncio.sleep(0.5)  # a few refused attempts
+                failures = link.failures
+                proxy.restore()
+                started = time.monotonic()
+                await link.wait_connected(10)
+                assert time.monotonic() - started < 5.0  # each refused attempt cost 10 s before
+                assert failures >= 2, link.last_error
+            finally:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task

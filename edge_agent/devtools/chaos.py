@@ -51,6 +51,7 @@ from rich.table import Table
 from edge_agent.devtools.flaky_proxy import FlakyProxy
 from edge_agent.devtools.mosquitto import MosquittoProcess
 from edge_agent.receiver import Receiver
+from edge_agent.transports.mqtt import NO_DELAY, QUIET_LOG
 
 ROOT = Path(__file__).resolve().parents[2]
 GW = "chaos-gw"
@@ -241,7 +242,15 @@ class Platform:
             await asyncio.sleep(0.02)
             if self.hold:
                 continue
-            client = aiomqtt.Client("127.0.0.1", self.port, identifier=self.ident, clean_session=False, timeout=5)
+            client = aiomqtt.Client(
+                "127.0.0.1",
+                self.port,
+                identifier=self.ident,
+                clean_session=False,
+                timeout=5,
+                socket_options=NO_DELAY,
+                logger=QUIET_LOG,
+            )
             try:
                 await asyncio.wait_for(client.__aenter__(), 5)
             except (aiomqtt.MqttError, OSError, TimeoutError):
@@ -313,7 +322,12 @@ class Hub:
     async def __aenter__(self) -> Hub:
         self.client = await self._stack.enter_async_context(
             aiomqtt.Client(
-                "127.0.0.1", self.port, identifier=f"chaos-hub-{uuid.uuid4().hex[:8]}", max_inflight_messages=64
+                "127.0.0.1",
+                self.port,
+                identifier=f"chaos-hub-{uuid.uuid4().hex[:8]}",
+                max_inflight_messages=64,
+                socket_options=NO_DELAY,
+                logger=QUIET_LOG,
             )
         )
         await self.client.subscribe(f"{TOPIC_ROOT}/status", qos=1)

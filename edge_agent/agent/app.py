@@ -17,14 +17,13 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from edge_agent.agent import topics
 from edge_agent.agent.links import link_settings, parse_url
 from edge_agent.agent.policy_delivery import PolicyDelivery
-from edge_agent.agent.serial_devices import SerialDevices
 from edge_agent.clock import Clock, ScaledClock
 from edge_agent.config import GatewayConfig
 from edge_agent.engine import (
@@ -59,6 +58,9 @@ from edge_agent.policy.model import Policy
 from edge_agent.store.db import ALERT_PRIORITY, EVENT_PRIORITY, TELEMETRY_PRIORITY, Store, new_id
 from edge_agent.transports.broker import EmbeddedBroker
 from edge_agent.transports.mqtt import MqttLink
+
+if TYPE_CHECKING:
+    from edge_agent.agent.serial_devices import SerialDevices
 
 log = logging.getLogger("edge_agent")
 
@@ -120,7 +122,12 @@ class Agent:
         self.delivery = PolicyDelivery(config, config.data_dir / "gateway.sqlite3")
         policy, self.policy_version = self.delivery.startup_policy()
         self.site = site_from_config(config)
-        self.serial = SerialDevices(config, self.clock, self.handle_event)
+        self.serial: SerialDevices | None = None
+        if config.file.buses or config.file.dongle is not None:
+            # imported only when needed: pymodbus alone costs a gateway ~13 MB of memory
+            from edge_agent.agent.serial_devices import SerialDevices
+
+            self.serial = SerialDevices(config, self.clock, self.handle_event)
         self.engine = Engine(policy, self.site, self.store)
         self.broker: EmbeddedBroker | None = None
         self.south: MqttLink | None = None
@@ -185,7 +192,7 @@ class Agent:
                     group.create_task(self._time_loop())
                     group.create_task(self._flush_loop())
                     group.create_task(self._rollout_loop())
-                    if self.serial.active:
+                    if self.serial is not None and self.serial.active:
                         group.create_task(self.serial.run())
                     await self.south.wait_connected(timeout=30)
                     self.ready.set()
@@ -459,7 +466,7 @@ class Agent:
             if self.policy_version > 0:
                 now_real = time.monotonic()
                 for lamp_id, version in self.lamp_versions.items():
-                    on_bus = self.serial.owns(lamp_id)
+                    on_bus = self.serial is not None and self.serial.owns(lamp_id)
                     if version == self.policy_version or not (on_bus or mqtt_up):
                         continue
                     attempts = self._program_attempts.get(lamp_id, 0)
@@ -489,6 +496,7 @@ class Agent:
     async def _write_bus_program(self, lamp_id: str) -> None:
         """A bus node's program write is answered by the node itself: that is its confirmation."""
         version = self.policy_version
+        assert self.serial is not None
         if await self.serial.write_program(lamp_id, version, self.engine.lighting.lamps[lamp_id]):
             self.lamp_versions[lamp_id] = version
         self._program_pushed[lamp_id] = time.monotonic()
@@ -570,7 +578,7 @@ class Agent:
         )
 
     def _send_lamp(self, change: LampSet) -> None:
-        if self.serial.owns(change.lamp):
+        if self.serial is not None and self.serial.owns(change.lamp):
             self.serial.set_level(change.lamp, change.level)
             return
         link = self.south

@@ -19,8 +19,6 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from croniter import croniter
-
 from edge_agent.engine.effects import AlertChanged, Effect, NotifyResponder, PublishRequest
 from edge_agent.engine.lighting import LampState, LightingController, LocalTime, local_time
 from edge_agent.engine.rules import CompiledRule, compile_rule, render
@@ -367,6 +365,8 @@ class Engine:
         if isinstance(when, TimeTrigger):
             start = datetime.fromtimestamp(after, tz)
             if when.cron is not None:
+                from croniter import croniter  # only gateways with cron rules pay for it (~6 MB)
+
                 due = float(croniter(when.cron, start).get_next(float))
             else:
                 assert when.at is not None

@@ -14,7 +14,6 @@ import tomllib
 from typing import Annotated, Any, Literal
 
 import msgspec
-from croniter import croniter
 
 from edge_agent.errors import ConfigError, Problem
 from edge_agent.policy.expr import ExpressionError, compile_condition
@@ -357,7 +356,7 @@ def _check_rule(rule: Rule, chains: dict[str, Chain], source: str, path: str, pr
                 parse_clock(when.at)
             except ValueError as exc:
                 problems.append(Problem(source, f"{path}.when.at", str(exc)))
-        elif when.cron is not None and not croniter.is_valid(when.cron):
+        elif when.cron is not None and not _valid_cron(when.cron):
             problems.append(Problem(source, f"{path}.when.cron", f"invalid cron expression {when.cron!r}"))
     if isinstance(when, SunTrigger):
         try:
@@ -383,3 +382,9 @@ def _check_rule(rule: Rule, chains: dict[str, Chain], source: str, path: str, pr
         )
         if chain is not None and chain not in chains:
             problems.append(Problem(source, where, f"unknown responder chain {chain!r}; defined: {sorted(chains)}"))
+
+
+def _valid_cron(expression: str) -> bool:
+    from croniter import croniter  # only policies with cron rules pay for it (~6 MB)
+
+    return bool(croniter.is_valid(expression))

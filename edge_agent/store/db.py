@@ -9,8 +9,10 @@ used for identity. Must not import: engine, transports, agent.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
+import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -106,6 +108,30 @@ class Timer:
     data: dict[str, Any]
 
 
+class _Checkpointer:
+    """A background thread with its own connection running passive WAL checkpoints."""
+
+    def __init__(self, path: Path, interval: float = 0.5) -> None:
+        self._path = path
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="sqlite-checkpoint", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        db = sqlite3.connect(str(self._path), isolation_level=None)
+        try:
+            while not self._stop.wait(self._interval):
+                with contextlib.suppress(sqlite3.Error):  # busy: try again next time
+                    db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        finally:
+            db.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
 class Store:
     """One SQLite database per gateway. Not thread-safe: used from the agent's event loop.
 
@@ -125,9 +151,20 @@ class Store:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.executescript(SCHEMA)
+        self._checkpointer: _Checkpointer | None = None
+        if str(path) != ":memory:":
+            # Checkpoints (copying the WAL into the database, with fsync) run on a thread of
+            # their own, so they never stall the event loop: inline auto-checkpoints added
+            # 10-20 ms to every thousandth message.
+            self.db.execute("PRAGMA wal_autocheckpoint=0")
+            self._checkpointer = _Checkpointer(self.path)
         self._durable = True
 
     def close(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
+        with contextlib.suppress(sqlite3.Error):
+            self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         self.db.close()
 
     @contextmanager
@@ -277,6 +314,13 @@ class Store:
 
     # ----- traces -------------------------------------------------------------------------
     def add_traces(self, traces: list[dict[str, Any]], keep_per_rule: int) -> None:
+        """Keep the newest ``keep_per_rule`` traces of each rule (older ones are not even written)."""
+        newest: dict[str, list[dict[str, Any]]] = {}
+        for trace in reversed(traces):
+            kept = newest.setdefault(trace["rule"], [])
+            if len(kept) < keep_per_rule:
+                kept.append(trace)
+        traces = [t for kept in newest.values() for t in reversed(kept)]
         if not traces:
             return
         with self.transaction(durable=False):

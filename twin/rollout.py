@@ -47,16 +47,19 @@ from typing import Any
 import numpy as np
 import simpy
 
-# ----- the retry schedule, mirrored from edge_agent/agent/app.py -----------------------------------
-ROLLOUT_RETRY_S = 2.0  # app.py: self.rollout_retry_s; first three retries after 2 s
-RETRY_DOUBLE_AFTER = 3  # app.py: 2.0 ** max(0, attempts - 3)
-RETRY_MAX_S = 16.0  # app.py: min(16.0, ...)
-TICK_S = ROLLOUT_RETRY_S / 4  # app.py: wait_for(self._rollout_wake.wait(), rollout_retry_s / 4)
+from edge_agent.policy import retry
+
+# ----- the retry schedule: the gateway's own constants (edge_agent.policy.retry) ----------------
+ROLLOUT_RETRY_S = retry.FIRST_RETRY_S
+RETRY_DOUBLE_AFTER = retry.RETRIES_AT_FIRST_INTERVAL
+RETRY_MAX_S = retry.MAX_RETRY_S
+TICK_S = retry.TICK_S
 QUANTILES = (0.1, 0.5, 0.9)
 
 
 def retry_wait(attempts: np.ndarray) -> np.ndarray:
-    """Seconds after the last PUBACK before a lamp with ``attempts`` sends so far is due again."""
+    """Seconds after the last PUBACK before a lamp with ``attempts`` sends so far is due again
+    (``edge_agent.policy.retry.retry_wait`` over an array; a test holds the two together)."""
     a = np.asarray(attempts, dtype=np.float64)
     wait = np.minimum(RETRY_MAX_S, ROLLOUT_RETRY_S * 2.0 ** np.maximum(0.0, a - RETRY_DOUBLE_AFTER))
     return np.where(a > 0, wait, 0.0)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import sqlite3
 import time
 from collections import Counter
@@ -24,6 +23,7 @@ import msgspec
 from edge_agent.agent import topics
 from edge_agent.agent.links import link_settings, parse_url
 from edge_agent.agent.policy_delivery import PolicyDelivery
+from edge_agent.agent.rollout import RolloutTracker
 from edge_agent.clock import Clock, ScaledClock
 from edge_agent.config import GatewayConfig
 from edge_agent.engine import (
@@ -140,12 +140,8 @@ class Agent:
         self._unflushed_rejects: Counter[str] = Counter()
         self._lamp_tasks: set[asyncio.Task[None]] = set()
         # rollout: the policy version each lamp last reported, and when we last pushed it
-        self.lamp_versions: dict[str, int | None] = {lamp.id: None for lamp in config.file.lamps}
-        self._program_pushed: dict[str, float] = {}
-        self._program_attempts: dict[str, int] = {}
+        self.rollout = RolloutTracker((lamp.id for lamp in config.file.lamps), self.policy_version)
         self._rollout_wake = asyncio.Event()
-        self.rollout_retries = 0
-        self.rollout_retry_s = 2.0  # real seconds before an unconfirmed lamp gets it again; doubles each time
         self.max_payload = config.file.limits.max_payload_bytes
         self.on_effect: Callable[[Effect], None] | None = None  # observers (demo timeline)
 
@@ -270,7 +266,7 @@ class Agent:
             self._last_faults[event.device] = faults
             self._reported[event.device] = dict(event.data)
             reported_version = event.data.get("policy_version")
-            self.lamp_versions[event.device] = reported_version if isinstance(reported_version, int) else None
+            self.rollout.report(event.device, reported_version if isinstance(reported_version, int) else None)
         durable = any(one.name in self.engine.durable_events for one in events)
         with self.store.transaction(durable=durable):
             seq = event.data.get("seq") if event.kind == "wearable" else None
@@ -404,15 +400,9 @@ class Agent:
             self.engine = engine
             self.policy_version = version
             self._apply(effects)
-            self._push_programs(now)
-        self._timers_changed.set()
-
-    def _push_programs(self, now: float) -> None:
-        """Every lamp gets its program at once (the rollout loop sends and re-sends it)."""
-        for lamp in self.engine.lighting.lamps:
-            self._program_pushed[lamp] = 0.0
-            self._program_attempts[lamp] = 0
+        self.rollout.install(version)  # every lamp gets its program now; the rollout loop sends it
         self._rollout_wake.set()
+        self._timers_changed.set()
 
     def _program_message(self, lamp_id: str, now: float) -> bytes:
         gateway = self.config.file.gateway
@@ -437,15 +427,7 @@ class Agent:
         )
 
     def rollout_status(self) -> dict[str, Any]:
-        on_version = sum(1 for v in self.lamp_versions.values() if v == self.policy_version)
-        return {
-            "v": 1,
-            "gateway": self.config.id,
-            "policy_version": self.policy_version,
-            "lamps": len(self.lamp_versions),
-            "on_version": on_version,
-            "retries": self.rollout_retries,
-        }
+        return self.rollout.summary(self.config.id)
 
     async def _rollout_loop(self) -> None:
         """Send its program to every lamp that has not confirmed the active version, and again
@@ -459,32 +441,23 @@ class Agent:
         last_summary: dict[str, Any] = {}
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._rollout_wake.wait(), self.rollout_retry_s / 4)
+                await asyncio.wait_for(self._rollout_wake.wait(), self.rollout.first_retry_s / 4)
             self._rollout_wake.clear()
             link = self.south
             mqtt_up = link is not None and link.connected
-            if self.policy_version > 0:
-                now_real = time.monotonic()
-                for lamp_id, version in self.lamp_versions.items():
-                    on_bus = self.serial is not None and self.serial.owns(lamp_id)
-                    if version == self.policy_version or not (on_bus or mqtt_up):
-                        continue
-                    attempts = self._program_attempts.get(lamp_id, 0)
-                    wait = 0.0 if not attempts else min(16.0, self.rollout_retry_s * 2.0 ** max(0, attempts - 3))
-                    if self._program_pushed.get(lamp_id, 0.0) + wait > now_real:
-                        continue
-                    self._program_pushed[lamp_id] = math.inf  # in flight
-                    if attempts:
-                        self.rollout_retries += 1
-                    self._program_attempts[lamp_id] = attempts + 1
-                    if on_bus:
-                        work = self._write_bus_program(lamp_id)
-                    else:
-                        assert link is not None
-                        work = self._send_program(link, lamp_id, self._program_message(lamp_id, self.clock.now()))
-                    task = asyncio.get_running_loop().create_task(work)
-                    self._lamp_tasks.add(task)
-                    task.add_done_callback(self._lamp_tasks.discard)
+            serial = self.serial
+            reachable = [
+                lamp for lamp in self.rollout.reported if mqtt_up or (serial is not None and serial.owns(lamp))
+            ]
+            for lamp_id in self.rollout.due(time.monotonic(), reachable):
+                if serial is not None and serial.owns(lamp_id):
+                    work = self._write_bus_program(lamp_id)
+                else:
+                    assert link is not None
+                    work = self._send_program(link, lamp_id, self._program_message(lamp_id, self.clock.now()))
+                task = asyncio.get_running_loop().create_task(work)
+                self._lamp_tasks.add(task)
+                task.add_done_callback(self._lamp_tasks.discard)
             summary = self.rollout_status()
             if summary != last_summary and link is not None and (mqtt_up or self.north is not None):
                 last_summary = summary
@@ -498,12 +471,12 @@ class Agent:
         version = self.policy_version
         assert self.serial is not None
         if await self.serial.write_program(lamp_id, version, self.engine.lighting.lamps[lamp_id]):
-            self.lamp_versions[lamp_id] = version
-        self._program_pushed[lamp_id] = time.monotonic()
+            self.rollout.report(lamp_id, version)
+        self.rollout.sent(lamp_id, time.monotonic())
 
     async def _send_program(self, link: MqttLink, lamp_id: str, payload: bytes) -> None:
         await self._publish_quietly(link, f"{self.root}/lamp/{lamp_id}/program", payload, retain=True)
-        self._program_pushed[lamp_id] = time.monotonic()  # the retry clock starts at the PUBACK
+        self.rollout.sent(lamp_id, time.monotonic())  # the retry clock starts at the PUBACK
 
     async def _publish_quietly(self, link: MqttLink, topic: str, payload: bytes, *, retain: bool = False) -> None:
         try:

@@ -128,6 +128,7 @@ class Fleet:
         self.messages = 0
         self.control = "fleet/control/loss"
         self.target: int | None = None
+        self.heard: set[str] = set()  # lamps that reported at least once
         self.confirmed_at: list[float] = []
         for gw in self.gateways:
             lamps = "".join(
@@ -206,6 +207,7 @@ class Fleet:
             raw = message.payload if isinstance(message.payload, bytes) else b""
             if len(parts) == 6 and parts[3] == "lamp" and parts[5] == "state":
                 version = msgspec.json.decode(raw).get("policy_version")
+                self.heard.add(parts[4])
                 if version != self.versions.get(parts[4]) and version == self.target:
                     self.confirmed_at.append(time.monotonic())
                 self.versions[parts[4]] = version
@@ -259,6 +261,19 @@ class Fleet:
                 ):
                     raise SystemExit(f"only {len(self.online)} of {len(self.gateways)} gateways came online")
                 progress.remove_task(ready)
+                # the start-up burst (every lamp gets its level, every lamp reports) must be over
+                # before the clock starts: the figure is the rollout's, not the boot's
+                settled = progress.add_task("lamps reporting", total=len(self.versions))
+                await self.wait_for(
+                    lambda: len(self.heard) == len(self.versions),
+                    time.monotonic() + 60,
+                    progress,
+                    settled,
+                    len(self.versions),
+                    lambda: len(self.heard),
+                )
+                progress.remove_task(settled)
+                await asyncio.sleep(1.0)
                 await client.publish(self.control, str(loss).encode(), qos=1, retain=True)
                 await asyncio.sleep(0.3)
                 retries_before = sum(self.retries.values())

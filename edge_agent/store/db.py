@@ -109,11 +109,15 @@ class Timer:
 
 
 class _Checkpointer:
-    """A background thread with its own connection running passive WAL checkpoints."""
+    """A background thread with its own connection running passive WAL checkpoints once
+    enough has been written (an idle gateway never checkpoints, so it never fsyncs for it)."""
 
-    def __init__(self, path: Path, interval: float = 0.5) -> None:
+    EVERY_COMMITS = 256
+
+    def __init__(self, path: Path, interval: float = 0.25) -> None:
         self._path = path
         self._interval = interval
+        self.commits = 0  # incremented by the store's connection after each commit
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="sqlite-checkpoint", daemon=True)
         self._thread.start()
@@ -122,6 +126,9 @@ class _Checkpointer:
         db = sqlite3.connect(str(self._path), isolation_level=None)
         try:
             while not self._stop.wait(self._interval):
+                if self.commits < self.EVERY_COMMITS:
+                    continue
+                self.commits = 0
                 with contextlib.suppress(sqlite3.Error):  # busy: try again next time
                     db.execute("PRAGMA wal_checkpoint(PASSIVE)")
         finally:
@@ -180,6 +187,8 @@ class Store:
             self.db.execute("ROLLBACK")
             raise
         self.db.execute("COMMIT")
+        if self._checkpointer is not None:
+            self._checkpointer.commits += 1
 
     # ----- outbox -------------------------------------------------------------------------
     def enqueue(

@@ -21,10 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_agent.policy.programs import compile_programs
 from twin.kernels.failures import renewal_outages, time_to_failure
 from twin.kernels.lighting import lamp_arrivals, simulate_lighting
-from twin.reference import run_reference
+from twin.reference import reference_programs, run_reference
 from twin.replication import HOURS_PER_YEAR, LightingInputs, prepare_lighting
 from twin.scenario import load_scenario
 
@@ -106,23 +105,8 @@ def _compile_seconds(cache_dir: str) -> float:
 
 def _reference_seconds_per_step(inputs: LightingInputs, scenario: str, lamps: int, days: int) -> float:
     loaded = load_scenario(scenario)
-    compiled = compile_programs(loaded.policy)
     p = inputs.programs
-    programs = [
-        {
-            "on_kind": c.on_kind,
-            "on_value": c.on_value,
-            "off_kind": c.off_kind,
-            "off_value": c.off_value,
-            "base_level": c.base_level,
-            "step_minutes": c.step_minutes,
-            "step_levels": c.step_levels,
-            "n_steps": c.n_steps,
-            "boost_level": c.boost_level,
-            "boost_minutes": c.boost_minutes,
-        }
-        for c in (compiled[name] for name in p.names)
-    ]
+    programs = reference_programs(loaded.policy, p.names)
     d = inputs.district
     pick = np.linspace(0, d.n_lamps - 1, lamps).astype(int)
     spec = [

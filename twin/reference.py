@@ -14,7 +14,7 @@ kernels only to obtain the shared random arrival stream.
 from __future__ import annotations
 
 import math
-from collections.abc import Generator
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +27,8 @@ from edge_agent.policy.lighting import (
     night_switch_minutes,
     program_level,
 )
+from edge_agent.policy.model import Policy
+from edge_agent.policy.programs import compile_programs
 from edge_agent.policy.sun import ZENITH_CIVIL, sun_event_minute
 from twin.kernels.lighting import lamp_arrivals
 
@@ -41,6 +43,26 @@ class ReferenceResult:
     switch_on: np.ndarray  # (L, N) first lit night-minute, -1 if none
     switch_off: np.ndarray  # (L, N) one past the last lit night-minute
     lamp_minutes: int
+
+
+def reference_programs(policy: Policy, names: Sequence[str]) -> list[dict[str, Any]]:
+    """The programs named (in kernel order), as the plain dicts ``run_reference`` takes."""
+    compiled = compile_programs(policy)
+    return [
+        {
+            "on_kind": c.on_kind,
+            "on_value": c.on_value,
+            "off_kind": c.off_kind,
+            "off_value": c.off_value,
+            "base_level": c.base_level,
+            "step_minutes": c.step_minutes,
+            "step_levels": c.step_levels,
+            "n_steps": c.n_steps,
+            "boost_level": c.boost_level,
+            "boost_minutes": c.boost_minutes,
+        }
+        for c in (compiled[name] for name in names)
+    ]
 
 
 def run_reference(

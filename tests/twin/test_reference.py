@@ -14,7 +14,7 @@ import numpy as np
 from edge_agent.policy.programs import compile_programs
 from twin.kernels.failures import renewal_outages, time_to_failure
 from twin.kernels.lighting import simulate_lighting
-from twin.reference import run_reference
+from twin.reference import reference_programs, run_reference
 from twin.replication import LightingInputs, prepare_lighting
 from twin.scenario import load_scenario
 
@@ -48,22 +48,7 @@ def _kernel_and_reference(scenario: Path, days: int) -> tuple[LightingInputs, tu
         end,
         True,
     )
-    compiled = compile_programs(loaded.policy)
-    programs = [
-        {
-            "on_kind": c.on_kind,
-            "on_value": c.on_value,
-            "off_kind": c.off_kind,
-            "off_value": c.off_value,
-            "base_level": c.base_level,
-            "step_minutes": c.step_minutes,
-            "step_levels": c.step_levels,
-            "n_steps": c.n_steps,
-            "boost_level": c.boost_level,
-            "boost_minutes": c.boost_minutes,
-        }
-        for c in (compiled[name] for name in p.names)
-    ]
+    programs = reference_programs(loaded.policy, p.names)
     lamps = [
         {
             "program": int(d.lamp_program[i]),

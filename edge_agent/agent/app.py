@@ -628,10 +628,17 @@ class Agent:
                     next_minute = (now // 60.0 + 1.0) * 60.0
                 self._apply(effects)
 
+    INBOX_KEEP_S = 7 * 86400.0  # how long a wearable's (device, seq) is remembered for redelivery
+
     async def _flush_loop(self) -> None:
+        flushes = 0
         while True:
             await asyncio.sleep(1.0)
             self._flush()
+            flushes += 1
+            if flushes % 600 == 0:  # every ten minutes: forget redelivery ids older than a week
+                with self.store.transaction(durable=False):
+                    self.store.prune_inbox(self.clock.now() - self.INBOX_KEEP_S)
 
     def _flush(self) -> None:
         try:

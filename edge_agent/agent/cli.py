@@ -160,6 +160,19 @@ def alerts(
     console.print(table)
 
 
+@app.command()
+def counters(config: ConfigOption) -> None:
+    """Counters a gateway keeps: rejected messages by reason, evicted telemetry, sequences."""
+    store = _store(config)
+    table = Table(title="Counters")
+    table.add_column("name")
+    table.add_column("value", justify="right")
+    for name, value in sorted(store.counters().items()):
+        if not name.startswith("seq."):
+            table.add_row(name, str(value))
+    console.print(table)
+
+
 rollout_app = typer.Typer(help="Policy rollout on this gateway's lamps.", no_args_is_help=True)
 app.add_typer(rollout_app, name="rollout")
 

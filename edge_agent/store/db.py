@@ -280,12 +280,6 @@ class Store:
         with self.transaction(durable=False):
             self.db.executemany("DELETE FROM outbox WHERE seq = ?", [(seq,) for seq in seqs])
 
-    def count_pending(self, link: str | None = None) -> int:
-        if link is None:
-            return int(self.db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
-        row = self.db.execute("SELECT COUNT(*) FROM outbox WHERE link = ?", (link,)).fetchone()
-        return int(row[0])
-
     # ----- timers -------------------------------------------------------------------------
     def put_timer(self, timer: Timer) -> None:
         self.db.execute(

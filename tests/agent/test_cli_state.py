@@ -45,6 +45,7 @@ def test_traces_and_alerts_show_what_the_rules_did(tmp_path: Path, mqtt_broker: 
         ):
             await obs.publish("wearable/W1/vitals", {"battery": 80})
             await obs.publish("wearable/W1/vitals", {"battery": 9})
+            await obs.publish("wearable/W1/event", b"{broken")  # handled before the SOS behind it
             await obs.publish("wearable/W1/event", {"event": "sos", "seq": 1})
             await eventually(lambda: obs.on("responder/doc1/alert") and obs.on("event/low-battery"))
 
@@ -62,6 +63,8 @@ def test_traces_and_alerts_show_what_the_rules_did(tmp_path: Path, mqtt_broker: 
     assert {json.loads(line)["rule"] for line in only.stdout.splitlines()} == {"sos"}
     table = cli("alerts", "-c", str(config.path))
     assert table.returncode == 0 and "SOS from W1" in table.stdout and "doc1" in table.stdout
+    counted = cli("counters", "-c", str(config.path))
+    assert counted.returncode == 0 and "rejected.bad_json" in counted.stdout
 
 
 def test_reading_state_before_the_agent_ever_ran_says_what_to_do(

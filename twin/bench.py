@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 
 from twin.kernels.failures import renewal_outages, time_to_failure
-from twin.kernels.lighting import lamp_arrivals, simulate_lighting
+from twin.kernels.lighting import lamp_arrivals
 from twin.reference import reference_programs, run_reference
-from twin.replication import HOURS_PER_YEAR, LightingInputs, prepare_lighting
+from twin.replication import HOURS_PER_YEAR, LightingInputs, light_district, prepare_lighting
 from twin.scenario import load_scenario
 
 _COMPILE_SCRIPT = """
@@ -55,39 +55,21 @@ class BenchRow:
     note: str = ""
 
 
-def _lighting_args(inputs: LightingInputs, seed: int, tile: int) -> tuple[object, ...]:
+def _outages(inputs: LightingInputs, seed: int, tile: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Seeded outage intervals for ``tile`` copies of the district (failures part of the timing)."""
     d = inputs.district
     n = d.n_lamps * tile
     age = np.random.default_rng(seed).uniform(0, 8, n) * HOURS_PER_YEAR
     ttf = time_to_failure(seed, age, 8, 25 * HOURS_PER_YEAR, 4.0, 14 * HOURS_PER_YEAR)
     ptr, start, end = renewal_outages(seed, ttf, inputs.days * 1440.0, 6.0)
-    p = inputs.programs
-    return (
-        seed,
-        np.tile(d.lamp_program, tile),
-        np.tile(d.lamp_area, tile),
-        np.tile(d.lamp_rated_w, tile),
-        np.tile(d.lamp_standby_w, tile),
-        inputs.levels,
-        inputs.first_lit,
-        inputs.end_lit,
-        p.boost_level,
-        p.boost_minutes,
-        inputs.rates,
-        inputs.dark_start,
-        inputs.dark_end,
-        ptr,
-        start,
-        end,
-        False,
-    )
+    return ptr, start, end
 
 
 def _timed_lighting(inputs: LightingInputs, seed: int, tile: int) -> float:
     """Seconds for failures + lighting of ``tile`` copies of the district over the horizon."""
     t0 = time.perf_counter()
-    args = _lighting_args(inputs, seed, tile)
-    simulate_lighting(*args)  # type: ignore[arg-type]
+    ptr, start, end = _outages(inputs, seed, tile)
+    light_district(seed, inputs, ptr, start, end, tile=tile)
     return time.perf_counter() - t0
 
 

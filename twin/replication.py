@@ -51,6 +51,39 @@ class LightingInputs:
     rates: np.ndarray  # (areas, 24) arrivals per lamp per hour
 
 
+def light_district(
+    seed: int,
+    inputs: LightingInputs,
+    outage_ptr: np.ndarray,
+    outage_start: np.ndarray,
+    outage_end: np.ndarray,
+    record_switches: bool = False,
+    tile: int = 1,
+) -> tuple[Any, ...]:
+    """Run the lighting kernel over the prepared district (``tile`` copies of its lamps)."""
+    d = inputs.district
+    p = inputs.programs
+    return simulate_lighting(
+        seed,
+        np.tile(d.lamp_program, tile),
+        np.tile(d.lamp_area, tile),
+        np.tile(d.lamp_rated_w, tile),
+        np.tile(d.lamp_standby_w, tile),
+        inputs.levels,
+        inputs.first_lit,
+        inputs.end_lit,
+        p.boost_level,
+        p.boost_minutes,
+        inputs.rates,
+        inputs.dark_start,
+        inputs.dark_end,
+        outage_ptr,
+        outage_start,
+        outage_end,
+        record_switches,
+    )
+
+
 def prepare_lighting(loaded: LoadedScenario, days: int) -> LightingInputs:
     spec = loaded.spec
     programs = program_arrays(loaded.policy)
@@ -136,25 +169,8 @@ def run_replication(scenario_path: str, policy_path: str | None, seed: int, days
     lit_off = night + inputs.end_lit
     world = run_world(loaded, district, ttf, lit_on, lit_off, days, rng)
 
-    p = inputs.programs
-    counters, energy, baseline, by_hour, by_night, _, _, outage_dark = simulate_lighting(
-        kernel_seed,
-        district.lamp_program,
-        district.lamp_area,
-        district.lamp_rated_w,
-        district.lamp_standby_w,
-        inputs.levels,
-        inputs.first_lit,
-        inputs.end_lit,
-        p.boost_level,
-        p.boost_minutes,
-        inputs.rates,
-        inputs.dark_start,
-        inputs.dark_end,
-        world.outage_ptr,
-        world.outage_start,
-        world.outage_end,
-        False,
+    counters, energy, baseline, by_hour, by_night, _, _, outage_dark = light_district(
+        kernel_seed, inputs, world.outage_ptr, world.outage_start, world.outage_end
     )
     horizon = days * 1440.0
     kpis: dict[str, float] = {}

@@ -56,6 +56,14 @@ def write_kpis_json(path: Path, meta: dict[str, Any], table: dict[str, dict[str,
     path.write_text(json.dumps(doc, indent=2, sort_keys=True))
 
 
+def _save(fig: Any, out: Path, name: str, caption: str, files: list[tuple[str, str]]) -> None:
+    """Write one figure beside the report, free it, and list it with its caption."""
+    fig.tight_layout()
+    fig.savefig(out / name, dpi=110)
+    plt.close(fig)
+    files.append((name, caption))
+
+
 def _plots(out: Path, first: dict[str, Any]) -> list[tuple[str, str]]:
     d = first["details"]
     files: list[tuple[str, str]] = []
@@ -68,10 +76,7 @@ def _plots(out: Path, first: dict[str, Any]) -> list[tuple[str, str]]:
     ax.set_xlabel("local hour")
     ax.set_ylabel("kWh (whole horizon)")
     ax.set_title("Luminaire energy by hour of night")
-    fig.tight_layout()
-    fig.savefig(out / "energy_by_hour.png", dpi=110)
-    plt.close(fig)
-    files.append(("energy_by_hour.png", "Energy by hour of night (replication 1)"))
+    _save(fig, out, "energy_by_hour.png", "Energy by hour of night (replication 1)", files)
     # Response-time distributions by incident type.
     fig, ax = plt.subplots(figsize=(8, 3.5))
     response = d["response"]
@@ -82,10 +87,7 @@ def _plots(out: Path, first: dict[str, Any]) -> list[tuple[str, str]]:
     ax.set_yscale("log")
     ax.set_ylabel("minutes to responder on scene")
     ax.set_title("Response times by incident type")
-    fig.tight_layout()
-    fig.savefig(out / "response_times.png", dpi=110)
-    plt.close(fig)
-    files.append(("response_times.png", "Response-time distributions (replication 1)"))
+    _save(fig, out, "response_times.png", "Response-time distributions (replication 1)", files)
     # Map of lamps and outages.
     fig, ax = plt.subplots(figsize=(6, 6))
     x = np.array(d["lamp_x"]) / 1000
@@ -102,20 +104,14 @@ def _plots(out: Path, first: dict[str, Any]) -> list[tuple[str, str]]:
     ax.set_xlabel("km east")
     ax.set_ylabel("km north")
     ax.set_title("Lamps, outages (red) and responders (+)")
-    fig.tight_layout()
-    fig.savefig(out / "map.png", dpi=110)
-    plt.close(fig)
-    files.append(("map.png", "Map of lamps and outages (replication 1)"))
+    _save(fig, out, "map.png", "Map of lamps and outages (replication 1)", files)
     # Utilisation by role.
     fig, ax = plt.subplots(figsize=(8, 3.5))
     util = d["utilisation"]
     ax.bar(list(util), [100 * v for v in util.values()])
     ax.set_ylabel("% of on-shift time busy")
     ax.set_title("Responder utilisation")
-    fig.tight_layout()
-    fig.savefig(out / "utilisation.png", dpi=110)
-    plt.close(fig)
-    files.append(("utilisation.png", "Responder utilisation (replication 1)"))
+    _save(fig, out, "utilisation.png", "Responder utilisation (replication 1)", files)
     return files
 
 

@@ -13,9 +13,8 @@ import numpy as np
 
 from edge_agent.policy.programs import compile_programs
 from twin.kernels.failures import renewal_outages, time_to_failure
-from twin.kernels.lighting import simulate_lighting
 from twin.reference import reference_programs, run_reference
-from twin.replication import LightingInputs, prepare_lighting
+from twin.replication import LightingInputs, light_district, prepare_lighting
 from twin.scenario import load_scenario
 
 SEED = 12345
@@ -29,25 +28,7 @@ def _kernel_and_reference(scenario: Path, days: int) -> tuple[LightingInputs, tu
     ttf = time_to_failure(SEED, ages, 4, 200.0, 4.0, 50_000.0)  # many failures within days
     ptr, start, end = renewal_outages(SEED, ttf, days * 1440.0, 6.0)
     p = inputs.programs
-    kernel = simulate_lighting(
-        SEED,
-        d.lamp_program,
-        d.lamp_area,
-        d.lamp_rated_w,
-        d.lamp_standby_w,
-        inputs.levels,
-        inputs.first_lit,
-        inputs.end_lit,
-        p.boost_level,
-        p.boost_minutes,
-        inputs.rates,
-        inputs.dark_start,
-        inputs.dark_end,
-        ptr,
-        start,
-        end,
-        True,
-    )
+    kernel = light_district(SEED, inputs, ptr, start, end, record_switches=True)
     programs = reference_programs(loaded.policy, p.names)
     lamps = [
         {

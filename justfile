@@ -5,7 +5,7 @@ py := env_var_or_default("PYTHON", "python")
 
 # One village night at accelerated time on the embedded broker (the main job)
 demo *args:
-    {{py}} -m edge_agent.agent.cli demo "$@"
+    {{py}} -m devtools.demo "$@"
 
 # The whole test suite (real Mosquitto when on PATH, else the embedded broker)
 test *args:
@@ -14,13 +14,13 @@ test *args:
 # ruff, mypy strict on the packages, and the firmware type check against MicroPython stubs
 lint:
     {{py}} -m ruff check .
-    {{py}} -m ruff format --check edge_agent twin tests
+    {{py}} -m ruff format --check edge_agent twin devtools tests
     {{py}} -m mypy
     {{py}} -m hardware.typecheck
 
 # Benchmarks: rule engine throughput, end-to-end latency via Mosquitto, agent RSS, serial polling
 bench *args:
-    {{py}} -m edge_agent.bench "$@"
+    {{py}} -m devtools.bench "$@"
 
 # Hardware-in-the-loop: MicroPython unix port on ptys by default; `just hil --port /dev/ttyUSB0` for a board
 hil *args:
@@ -32,9 +32,9 @@ twin-bench:
 
 # A signed policy rolled out to 3,000 virtual lamps over 30 gateways on a private Mosquitto
 fleet *args:
-    {{py}} -m edge_agent.devtools.fleet "$@"
+    {{py}} -m devtools.fleet "$@"
 
 # Fault injection, loopback only: kill -9 during an alert stream, broker restarts, uplink cut,
 # dropped PUBACKs, a serial port vanishing mid-frame. `just chaos --quick` is the CI variant.
 chaos *args:
-    {{py}} -m edge_agent.devtools.chaos "$@"
+    {{py}} -m devtools.chaos "$@"

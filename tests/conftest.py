@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from edge_agent.devtools.mosquitto import MosquittoProcess, mosquitto_binary
+from devtools.mosquitto import MosquittoProcess, mosquitto_binary
 from edge_agent.transports.broker import EmbeddedBroker
 
 

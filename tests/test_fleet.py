@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from edge_agent.devtools.fleet import print_phases, run_fleet
-from edge_agent.devtools.mosquitto import mosquitto_binary
+from devtools.fleet import print_phases, run_fleet
+from devtools.mosquitto import mosquitto_binary
 
 pytestmark = [
     pytest.mark.slow,

@@ -9,7 +9,7 @@ import signal
 import aiomqtt
 import pytest
 
-from edge_agent.devtools.mosquitto import MosquittoProcess, mosquitto_binary
+from devtools.mosquitto import MosquittoProcess, mosquitto_binary
 from edge_agent.errors import TransportError
 from edge_agent.transports.broker import free_port
 from edge_agent.transports.mqtt import LinkSettings, MqttLink, backoff_delay

@@ -415,7 +415,7 @@ class FleetMeasurement:
         return f"{self.gateways} x {self.lamps_per_gateway}, " + (", ".join(faults) or "no faults")
 
 
-#: `python -m edge_agent.devtools.fleet` on the 2-core CI machine (issue 5; one run each).
+#: `python -m devtools.fleet` on the 2-core CI machine (issue 5; one run each).
 FLEET_MEASUREMENTS: tuple[FleetMeasurement, ...] = (
     FleetMeasurement(1, 100, 0.0, 0, 0.11, (0.05, 0.07, 0.08), 0),
     FleetMeasurement(1, 100, 0.05, 0, 4.04, (0.03, 0.03, 2.03), 12),

@@ -1,4 +1,4 @@
-"""`edge-agent`: run a gateway, check its config, read its traces and alerts, run the demo.
+"""`edge-agent`: run a gateway, check its config, read its traces and alerts.
 
 Owns: the command line. Each command is a thin shell over the agent, config and store.
 """
@@ -74,22 +74,6 @@ def run(
         asyncio.run(run_agent(loaded, ScaledClock(speed=speed)))
     except KeyboardInterrupt:
         console.print("stopped")
-
-
-@app.command()
-def demo(
-    config: Annotated[
-        Path | None,
-        typer.Option("--config", "-c", help="Gateway config (default: examples/village-gateway.toml)."),
-    ] = None,
-    speed: Annotated[float, typer.Option(help="Timeline seconds per real second.")] = 2400.0,
-) -> None:
-    """One village night at accelerated time on the embedded broker; exits 0 if all checks pass."""
-    from edge_agent.agent.demo import DEFAULT_CONFIG, run_demo
-
-    logging.basicConfig(level=logging.ERROR)
-    ok = asyncio.run(run_demo(config or DEFAULT_CONFIG, speed=speed, console=console))
-    raise typer.Exit(0 if ok else 1)
 
 
 def _store(config: Path):  # type: ignore[no-untyped-def]

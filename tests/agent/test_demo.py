@@ -1,4 +1,4 @@
-"""The main job: `edge-agent demo` runs one village night and passes all its own checks."""
+"""The main job: `just demo` runs one village night and passes all its own checks."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 
 def test_demo_runs_a_village_night_and_exits_zero() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "edge_agent.agent.cli", "demo", "--speed", "4800"],
+        [sys.executable, "-m", "devtools.demo", "--speed", "4800"],
         capture_output=True,
         text=True,
         timeout=120,

@@ -10,8 +10,8 @@ import contextlib
 
 import pytest
 
-from edge_agent.devtools import chaos
-from edge_agent.devtools.mosquitto import mosquitto_binary
+from devtools import chaos
+from devtools.mosquitto import mosquitto_binary
 
 pytestmark = [
     pytest.mark.chaos,
@@ -75,8 +75,8 @@ async def test_link_fails_fast_when_dropped_before_puback_or_connack() -> None:
     import asyncio
     import time
 
-    from edge_agent.devtools.flaky_proxy import FlakyProxy
-    from edge_agent.devtools.mosquitto import MosquittoProcess
+    from devtools.flaky_proxy import FlakyProxy
+    from devtools.mosquitto import MosquittoProcess
     from edge_agent.errors import TransportError
     from edge_agent.transports.mqtt import LinkSettings, MqttLink
 

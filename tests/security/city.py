@@ -27,7 +27,7 @@ from pathlib import Path
 import aiomqtt
 import trustme
 
-from edge_agent.devtools.mosquitto import mosquitto_binary
+from devtools.mosquitto import mosquitto_binary
 from edge_agent.transports.broker import free_port
 
 REPO = Path(__file__).resolve().parents[2]

@@ -295,7 +295,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="smaller runs (a smoke test of the bench itself)")
     parser.add_argument("--no-serial", action="store_true", help="skip the serial-link figures")
     args = parser.parse_args(argv)
-    from edge_agent.devtools.mosquitto import MosquittoProcess
+    from devtools.mosquitto import MosquittoProcess
 
     table = Table(title=f"Gateway benchmarks (this machine: {os.cpu_count() or 0} cores)")
     table.add_column("what")
@@ -332,7 +332,7 @@ def main(argv: list[str] | None = None) -> None:
     if not args.no_serial:
         console.print("[bold]4/4[/bold] serial links ...")
         try:
-            from edge_agent.transports import bench_serial
+            from devtools import bench_serial
         except ImportError as exc:  # pragma: no cover - serial bench not installed
             console.print(f"serial bench unavailable: {exc}")
         else:

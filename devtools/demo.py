@@ -1,4 +1,4 @@
-"""`edge-agent demo`: one village night on the embedded broker, at accelerated time.
+"""`just demo` (`python -m devtools.demo`): one village night on the embedded broker, at accelerated time.
 
 Owns: the scripted night (dusk, a person at the square, an SOS that escalates, a lamp fault,
 midnight dimming, dawn) against simulated devices over real MQTT, the printed timeline and
@@ -10,26 +10,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import logging
 import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from datetime import time as dtime
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
+import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from devtools.simdevices import Received, ResponderBehaviour, SimField, SimLamp
 from edge_agent.agent.app import Agent
 from edge_agent.clock import ScaledClock
 from edge_agent.config import GatewayConfig, load_config
-from edge_agent.devtools.simdevices import Received, ResponderBehaviour, SimField, SimLamp
 from edge_agent.engine import AlertChanged, Effect, LampSet
 
-DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "examples" / "village-gateway.toml"
+DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "examples" / "village-gateway.toml"
 
 
 @dataclass
@@ -209,3 +211,20 @@ async def run_demo(config_path: Path = DEFAULT_CONFIG, speed: float = 2400.0, co
             )
         console.print(table)
         return all(check.passed for check in timeline.checks.values())
+
+
+def main(
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", help="Gateway config (default: examples/village-gateway.toml)."),
+    ] = None,
+    speed: Annotated[float, typer.Option(help="Timeline seconds per real second.")] = 2400.0,
+) -> None:
+    """One village night at accelerated time on the embedded broker; exits 0 if all checks pass."""
+    logging.basicConfig(level=logging.ERROR)
+    ok = asyncio.run(run_demo(config or DEFAULT_CONFIG, speed=speed, console=Console()))
+    raise typer.Exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    typer.run(main)

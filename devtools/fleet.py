@@ -30,13 +30,13 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from devtools.mosquitto import MosquittoProcess
+from devtools.simdevices import SimField, SimLamp
 from edge_agent.clock import ScaledClock
-from edge_agent.devtools.mosquitto import MosquittoProcess
-from edge_agent.devtools.simdevices import SimField, SimLamp
 from edge_agent.policy.bundle import build_bundle, generate_private_key, key_id, public_key_to_pem, sign_bundle
 from edge_agent.transports.mqtt import NO_DELAY
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 POLICY = ROOT / "scenarios" / "policies" / "naxi-standard.toml"
 console = Console()
 
@@ -156,7 +156,7 @@ class Fleet:
                     [
                         sys.executable,
                         "-m",
-                        "edge_agent.devtools.fleet",
+                        "devtools.fleet",
                         "lamps",
                         "--port",
                         str(self.port),

@@ -48,12 +48,12 @@ import msgspec
 from rich.console import Console
 from rich.table import Table
 
-from edge_agent.devtools.flaky_proxy import FlakyProxy
-from edge_agent.devtools.mosquitto import MosquittoProcess
+from devtools.flaky_proxy import FlakyProxy
+from devtools.mosquitto import MosquittoProcess
 from edge_agent.receiver import Receiver
 from edge_agent.transports.mqtt import NO_DELAY, QUIET_LOG
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 GW = "chaos-gw"
 TOPIC_ROOT = f"district/v1/{GW}"
 SOS_MESSAGE = re.compile(r"^SOS (\d+) from (\S+)$")

@@ -13,7 +13,7 @@ SOS: the dongle firmware under the MicroPython unix port, retransmitting until A
 Dev tool: it imports ``hardware.hil`` (the test harness), which gateway code never does.
 Must not import: edge_agent.engine, edge_agent.policy, edge_agent.agent.
 
-Usage: ``python -m edge_agent.transports.bench_serial [--quick] [--sos N] [--loss P]``
+Usage: ``python -m devtools.bench_serial [--quick] [--sos N] [--loss P]``
 """
 
 from __future__ import annotations

@@ -190,6 +190,13 @@ class Store:
         if self._checkpointer is not None:
             self._checkpointer.commits += 1
 
+    async def sync(self) -> None:
+        """Return once everything committed before the call is on disk.
+
+        Callers await this before they say "got it" (an MQTT acknowledgement, a dongle ACK).
+        Today durable transactions fsync inline, so there is nothing left to wait for.
+        """
+
     # ----- outbox -------------------------------------------------------------------------
     def enqueue(
         self,

@@ -21,7 +21,7 @@ import msgspec
 from edge_agent.clock import Clock
 from edge_agent.transports.mqtt import NO_DELAY, QUIET_LOG
 
-STANDBY_W = 1.5  # smart node standby, FIELD.md: 1-3 W
+STANDBY_W = 1.5  # smart node standby, docs/DOMAIN.md#lighting: 1-3 W
 
 
 @dataclass

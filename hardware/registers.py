@@ -51,7 +51,7 @@ FAULT_CLOCK_UNSET: Final = 0x0002  # clock never synchronised since power-up
 FAULT_PROGRAM: Final = 0x0004  # stored program invalid (count or step out of range)
 FAULT_MASTER_SILENT: Final = 0x0008  # master silent longer than HR_SILENCE_TIMEOUT
 
-# Simulated electrical model of the firmware's unix board (FIELD.md: 60-150 W luminaires,
+# Simulated electrical model of the firmware's unix board (docs/DOMAIN.md#lighting: 60-150 W luminaires,
 # 1-3 W smart node standby).
 RATED_POWER_W: Final = 100.0
 STANDBY_POWER_W: Final = 1.5

@@ -88,7 +88,7 @@ def _policy():
 
 
 def test_town_program_gives_the_field_profile_through_a_night() -> None:
-    """FIELD.md: 100% at dusk, 80% evening, 50% after midnight, off in daylight."""
+    """docs/DOMAIN.md#lighting: 100% at dusk, 80% evening, 50% after midnight, off in daylight."""
     town = compile_programs(_policy())["town"]
     day = (dt.date(2026, 11, 26) - dt.date(1970, 1, 1)).days
     at = lambda h, m=0, d=day: town.level_at(d if h >= 12 else d + 1, h * 60 + m, 28.77, 105.37, 480)  # noqa: E731

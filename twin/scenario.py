@@ -49,7 +49,7 @@ class Meta(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True
 
 
 class Site(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    latitude: Annotated[float, msgspec.Meta(ge=-72, le=72)]  # NOAA's stated range (FIELD.md)
+    latitude: Annotated[float, msgspec.Meta(ge=-72, le=72)]  # NOAA's stated range (docs/DOMAIN.md#sun)
     longitude: Annotated[float, msgspec.Meta(ge=-180, le=180)]
     timezone: str = "UTC"
 
@@ -74,15 +74,15 @@ class District(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
 
 
 class Lamps(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    town_rated_w: Positive = 90.0  # FIELD.md: 60-150 W common
+    town_rated_w: Positive = 90.0  # docs/DOMAIN.md#lighting: 60-150 W common
     village_rated_w: Positive = 60.0
-    standby_w: NonNegative = 1.5  # FIELD.md: smart node 1-3 W (vendor)
+    standby_w: NonNegative = 1.5  # docs/DOMAIN.md#lighting: smart node 1-3 W (vendor)
     town_traffic: Hourly = msgspec.field(default_factory=lambda: list(_TOWN_TRAFFIC))
     village_traffic: Hourly = msgspec.field(default_factory=lambda: list(_VILLAGE_TRAFFIC))
 
 
 class Failures(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    """Hazard = exponential electronics term x Weibull wear-out (FIELD.md). No authoritative
+    """Hazard = exponential electronics term x Weibull wear-out (docs/DOMAIN.md#failures). No authoritative
     Weibull parameters exist; defaults: driver MTBF 25 years (about 4 % a year), wear-out shape
     4 and scale 14 years (calendar time), lamps installed 0-8 years ago."""
 

@@ -127,7 +127,7 @@ def lamp_level(
 def lamp_power_w(level: float, rated_w: float, standby_w: float) -> float:
     """Electrical power of a lamp at a dim level: LED drivers are close to linear above ~10%.
 
-    Standby (controller) power is drawn day and night (FIELD.md: 1-3 W for a smart node).
+    Standby (controller) power is drawn day and night (docs/DOMAIN.md#lighting: 1-3 W for a smart node).
     """
     if level <= 0.0:
         return standby_w

@@ -3,7 +3,7 @@
 Owns: the sun maths. Pure scalar functions in the subset Numba compiles (``math`` only, floats
 and ints, no objects), so the twin's kernels ``numba.njit`` these same functions.
 NOAA's algorithm gives sunrise/sunset within a minute between +-72 degrees latitude with 0.833
-degrees of refraction (FIELD.md); astral 3.x uses the same equations and is our test reference.
+degrees of refraction (docs/DOMAIN.md#sun); astral 3.x uses the same equations and is our test reference.
 
 Days are counted as ``epoch_day``: days since 1970-01-01 of the *local* date. Minutes are local
 minutes of that day (may fall outside 0..1440 near the poles or with large offsets).

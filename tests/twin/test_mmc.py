@@ -2,7 +2,7 @@
 
 The very ``Dispatcher`` the twin uses (``choose_responder`` from the policy, FIFO queue when all
 are busy), with exponential arrivals and service, no travel and immediate acknowledgement.
-FIELD.md: lambda=2.4, mu=0.7, c=4 -> Wq=1.7576; lambda=0.2, mu=0.1, c=3 -> Wq=4.444.
+docs/DOMAIN.md (Erlang C worked values): lambda=2.4, mu=0.7, c=4 -> Wq=1.7576; lambda=0.2, mu=0.1, c=3 -> Wq=4.444.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def simulate_waits(lam: float, mu: float, c: int, customers: int, seed: int) -> 
 def test_mean_wait_matches_erlang_c(lam: float, mu: float, c: int, expected: float) -> None:
     assert erlang_c_wq(lam, mu, c) == pytest.approx(expected, abs=1e-3)
     waits = simulate_waits(lam, mu, c, customers=252_000, seed=2024)
-    warm = waits[2_000:]  # cold start biases waits downward (FIELD.md)
+    warm = waits[2_000:]  # cold start biases waits downward (docs/DOMAIN.md#known-answers-tests)
     mean, half = batch_means_ci(warm, batches=20)
     assert abs(mean - expected) <= half, f"Wq {mean:.4f} +- {half:.4f}, Erlang C {expected}"
     assert half < 0.15 * expected, "the run must be long enough for a meaningful interval"

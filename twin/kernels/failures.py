@@ -2,7 +2,7 @@
 
 Owns: sampling when lamps fail. The hazard is the sum of a constant electronics (driver) term
 and a Weibull wear-out term, i.e. survival ``S(t) = exp(-t/mtbf) * exp(-(t/scale)**shape)``
-(FIELD.md: drivers fail most; exponential electronics term times Weibull wear-out). A lamp that
+(docs/DOMAIN.md#failures: drivers fail most; exponential electronics term times Weibull wear-out). A lamp that
 is already ``age`` hours old draws its first failure from the conditional distribution; a
 repaired lamp (new driver and module) starts again at age 0.
 

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from twin.kernels.arrivals import lamp_arrivals
 from twin.kernels.failures import renewal_outages, time_to_failure
-from twin.kernels.lighting import lamp_arrivals
 from twin.reference import reference_programs, run_reference
 from twin.replication import HOURS_PER_YEAR, LightingInputs, light_district, prepare_lighting
 from twin.scenario import load_scenario

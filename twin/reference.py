@@ -4,7 +4,7 @@ Owns: a model written the naive way a planner would write it without Numba: one 
 per lamp, waking every minute, asking the gateway's *plain-Python* policy functions for the
 lamp's level (``night_switch_minutes`` once per night, then ``program_level``, ``lamp_level``
 and ``lamp_power_w`` each minute) and adding up energy. It sees the same motion arrivals as the
-kernel (``twin.kernels.lighting.lamp_arrivals``, common random numbers) and the same outage
+kernel (``twin.kernels.arrivals.lamp_arrivals``, common random numbers) and the same outage
 intervals, so for the same seed it must give the same switch minutes, lit minutes and energy.
 
 Must not import: twin.sim (the reference is independent of the dispatch model). It uses the
@@ -30,7 +30,7 @@ from edge_agent.policy.lighting import (
 from edge_agent.policy.model import Policy
 from edge_agent.policy.programs import compile_programs
 from edge_agent.policy.sun import ZENITH_CIVIL, sun_event_minute
-from twin.kernels.lighting import lamp_arrivals
+from twin.kernels.arrivals import lamp_arrivals
 
 
 @dataclass

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from numba import njit
 
-from twin.kernels.lighting import (
+from twin.kernels.arrivals import (
     MT_N,
     UNIFORM_BLOCK,
     lamp_arrivals,

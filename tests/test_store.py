@@ -1,8 +1,15 @@
-"""The SQLite store: outbox order and quota, inbound redelivery filter."""
+"""The SQLite store: outbox order and quota (a running total), inbound redelivery filter, dead
+letters, the key/value table. Durability (sync, group commit, crashes): test_store_durability.py."""
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from edge_agent.store.db import ALERT_PRIORITY, EVENT_PRIORITY, TELEMETRY_PRIORITY, Store
 
@@ -51,5 +58,186 @@ def test_redelivery_filter_remembers_and_forgets(tmp_path: Path) -> None:
             assert store.first_time("w2", 7, now=101.0)
             store.prune_inbox(older_than=100.5)
             assert store.first_time("w1", 7, now=200.0), "forgotten after pruning"
+    finally:
+        store.close()
+
+
+# ----- quota: a running total instead of a scan every 64 enqueues ----------------------------
+def test_the_quota_holds_after_every_enqueue_not_every_64th(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.sqlite3", quota_bytes=1_000)
+    try:
+        for i in range(11):  # each outside a transaction: each commits by itself
+            store.enqueue("north", f"tel/{i}", b"T" * 100, priority=TELEMETRY_PRIORITY, now=i)
+            assert store.outbox_bytes() <= 1_000
+        assert store.pending("north", limit=20)[0].topic == "tel/1"
+        assert store.counters()["outbox.evicted"] == 1
+        assert store.queued_bytes == store.outbox_bytes() == 1_000
+    finally:
+        store.close()
+
+
+def test_the_running_total_is_read_from_the_database_at_open(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.sqlite3")
+    with store.transaction():
+        store.enqueue("north", "a", b"A" * 300, priority=ALERT_PRIORITY, now=1)
+        store.enqueue("south", "t", b"T" * 77, priority=TELEMETRY_PRIORITY, now=2)
+    store.close()
+    store = Store(tmp_path / "s.sqlite3", quota_bytes=350)
+    try:
+        assert store.queued_bytes == 377
+        store.enqueue("south", "t2", b"T" * 10, priority=TELEMETRY_PRIORITY, now=3)
+        assert [m.topic for m in store.pending("south")] == ["t2"], "the oldest telemetry went, on the other link"
+        assert store.queued_bytes == store.outbox_bytes() == 310
+    finally:
+        store.close()
+
+
+def test_a_failed_commit_restores_the_running_total(tmp_path: Path) -> None:
+    """A deferred foreign key makes COMMIT itself fail: the transaction is rolled back and so is
+    its change of the running total."""
+    store = Store(tmp_path / "s.sqlite3")
+    try:
+        store.db.execute("PRAGMA foreign_keys=ON")
+        store.db.execute("CREATE TEMP TABLE parent (id INTEGER PRIMARY KEY)")
+        store.db.execute("CREATE TEMP TABLE child (p INTEGER REFERENCES parent(id) DEFERRABLE INITIALLY DEFERRED)")
+        store.enqueue("north", "kept", b"K" * 10, priority=EVENT_PRIORITY, now=0)
+
+        def commit_fails() -> None:
+            with store.transaction():
+                store.enqueue("north", "lost", b"L" * 500, priority=EVENT_PRIORITY, now=1)
+                store.db.execute("INSERT INTO child (p) VALUES (42)")  # fails at COMMIT
+
+        with pytest.raises(sqlite3.IntegrityError):
+            commit_fails()
+        assert not store.db.in_transaction
+        assert [m.topic for m in store.pending("north")] == ["kept"]
+        assert store.queued_bytes == store.outbox_bytes() == 10
+    finally:
+        store.close()
+
+
+_op = st.one_of(
+    st.tuples(
+        st.just("enqueue"),
+        st.sampled_from(["north", "south"]),
+        st.sampled_from([ALERT_PRIORITY, EVENT_PRIORITY, TELEMETRY_PRIORITY, TELEMETRY_PRIORITY]),
+        st.integers(0, 400),
+        st.booleans(),  # inside a transaction
+    ),
+    st.tuples(st.just("deliver"), st.sampled_from(["north", "south"]), st.integers(0, 8)),
+    st.tuples(st.just("rollback"), st.integers(0, 5), st.integers(0, 400)),
+    st.tuples(st.just("quota"), st.integers(200, 3_000)),
+)
+
+
+def _rolled_back(store: Store, count: int, size: int, victims: list[int], now: float) -> None:
+    """Enqueue, deliver and evict in one transaction that then raises."""
+    with store.transaction():
+        for i in range(count):
+            store.enqueue("south", "r", bytes(size), priority=TELEMETRY_PRIORITY, now=now + i)
+        store._delete_outbox(victims)  # as delivered() does, but inside this transaction
+        store.enforce_quota()
+        assert store.queued_bytes == store.outbox_bytes()
+        raise ZeroDivisionError
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(_op, max_size=40))
+def test_the_running_total_always_equals_the_sum_of_payloads(ops: list[tuple[Any, ...]]) -> None:
+    store = Store(":memory:", quota_bytes=2_000)
+    try:
+        for n, op in enumerate(ops):
+            if op[0] == "enqueue":
+                _, link, priority, size, in_tx = op
+                if in_tx:
+                    with store.transaction():
+                        store.enqueue(link, "t", bytes(size), priority=priority, now=n)
+                        assert store.queued_bytes == store.outbox_bytes(), "inside the transaction too"
+                else:
+                    store.enqueue(link, "t", bytes(size), priority=priority, now=n)
+            elif op[0] == "deliver":
+                _, link, count = op
+                store.delivered([m.seq for m in store.pending(link, limit=count)])
+            elif op[0] == "rollback":
+                _, count, size = op
+                victims = [m.seq for m in store.pending("north", limit=count)]
+                with pytest.raises(ZeroDivisionError):
+                    _rolled_back(store, count, size, victims, n)
+            else:
+                store.quota_bytes = op[1]
+                store.enforce_quota()
+            assert store.queued_bytes == store.outbox_bytes()
+            telemetry = store.db.execute("SELECT COUNT(*) FROM outbox WHERE priority = 2").fetchone()[0]
+            assert store.outbox_bytes() <= store.quota_bytes or telemetry == 0, "over quota with telemetry left"
+    finally:
+        store.close()
+
+
+# ----- dead letters and the key/value table --------------------------------------------------
+def test_dead_letters_round_trip_newest_first_and_survive_reopen(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.sqlite3")
+    with store.transaction():
+        store.dead_letter("gw/wearable/W1/event", b"\x00\xffraw", "KeyError: 'zone'", now=10.0)
+        store.dead_letter("gw/lamp/L1/state", b"{}", "x" * 10_000, now=11.0)
+
+    def rolled_back() -> None:
+        with store.transaction():
+            store.dead_letter("rolled/back", b"", "nope", now=12.0)
+            raise ZeroDivisionError
+
+    with pytest.raises(ZeroDivisionError):
+        rolled_back()
+    store.close()
+    store = Store(tmp_path / "s.sqlite3")
+    try:
+        letters = store.dead_letters()
+        assert [d["topic"] for d in letters] == ["gw/lamp/L1/state", "gw/wearable/W1/event"]
+        assert letters[1]["payload"] == b"\x00\xffraw"
+        assert isinstance(letters[1]["payload"], bytes)
+        assert letters[1]["error"] == "KeyError: 'zone'"
+        assert letters[1]["ts"] == 10.0
+        assert len(letters[0]["error"]) == Store.DEAD_LETTER_ERROR_CHARS
+        assert len(store.dead_letters(limit=1)) == 1
+    finally:
+        store.close()
+
+
+def test_dead_letters_keep_the_newest_thousand(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.sqlite3")
+    try:
+        with store.transaction():
+            for i in range(Store.DEAD_LETTERS_KEEP + 7):
+                store.dead_letter(f"t/{i}", b"p", "e", now=float(i))
+        count = store.db.execute("SELECT COUNT(*) FROM dead_letters").fetchone()[0]
+        assert count == Store.DEAD_LETTERS_KEEP
+        letters = store.dead_letters(limit=5_000)
+        assert letters[0]["topic"] == f"t/{Store.DEAD_LETTERS_KEEP + 6}"
+        assert letters[-1]["topic"] == "t/7", "the oldest seven went"
+    finally:
+        store.close()
+
+
+def test_meta_round_trip_rollback_and_reopen(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.sqlite3")
+    assert store.get_meta("dongle.boot_nonce") is None
+    with store.transaction():
+        store.set_meta("dongle.boot_nonce", "1a2b")
+    with store.transaction():
+        store.set_meta("dongle.boot_nonce", "3c4d")
+        store.set_meta("other", "")
+
+    def rolled_back() -> None:
+        with store.transaction():
+            store.set_meta("dongle.boot_nonce", "lost")
+            raise ZeroDivisionError
+
+    with pytest.raises(ZeroDivisionError):
+        rolled_back()
+    assert store.get_meta("dongle.boot_nonce") == "3c4d"
+    store.close()
+    store = Store(tmp_path / "s.sqlite3")
+    try:
+        assert store.get_meta("dongle.boot_nonce") == "3c4d"
+        assert store.get_meta("other") == ""
     finally:
         store.close()

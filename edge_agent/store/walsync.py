@@ -1,0 +1,219 @@
+"""Group commit for a WAL-mode SQLite database: one thread fsyncs the ``-wal`` file for everyone.
+
+The store's connection commits with ``synchronous=NORMAL``: a COMMIT appends its frames to the
+WAL in the OS page cache and returns without an fsync. :class:`WalSyncer` makes those commits
+durable off the event loop. The store numbers its commits (:meth:`WalSyncer.note_commit`); a
+caller that must not say "got it" before its commit is on disk awaits :meth:`WalSyncer.wait`
+with the number of the last commit it saw. The thread records the highest commit number when an
+fsync *starts*, and when that fsync returns it releases, together, every waiter whose number is
+at or below the recorded one. Waiters that arrive while an fsync runs wait for the next one:
+their commit may have been written after the running fsync began.
+
+Futures are resolved with ``loop.call_soon_threadsafe``; nobody polls. An fsync failure is
+sticky (after a failed fsync Linux may drop the dirty pages and report later fsyncs as
+successful, so nothing after it can be promised): every waiter then and later gets
+``sqlite3.OperationalError`` ("disk I/O error", as SQLite itself reports a failed fsync), and a
+restart of the process is the recovery. Must not import: engine, transports, agent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import sqlite3
+import threading
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+THREAD_NAME = "sqlite-sync"
+
+
+def fsync_directory(directory: Path) -> None:
+    """Make the directory entries (a newly created database or ``-wal`` file) durable."""
+    fd = os.open(directory, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class WalFile:
+    """An fd of a database's ``-wal`` file, opened once and re-opened only if the file was replaced.
+
+    While any connection keeps the database open, SQLite restarts the WAL after a checkpoint by
+    writing a new header at offset 0 of the same file (``wal_checkpoint(TRUNCATE)`` and
+    ``journal_size_limit`` truncate it, still the same inode); tests/test_store_durability.py
+    checks this. The WAL is deleted and later created anew only when the last connection closes
+    or the journal mode changes, so :meth:`fsync` compares the inode of the path with the inode of
+    its fd each time and re-opens on a mismatch (an open fd pins its inode, so the number cannot
+    be reused meanwhile). If there is no ``-wal`` file at all, every commit has been checkpointed
+    into the database by SQLite, which syncs the database file when it does that: there is
+    nothing to fsync.
+
+    Only ``-wal`` is ever opened here, never the database file: closing any fd of a file drops
+    every POSIX lock the process holds on it, and SQLite locks the database file, not the WAL.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.fd: int | None = None
+        self.opens = 0
+
+    def _open(self) -> bool:
+        self.close()
+        try:
+            self.fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return False
+        self.opens += 1
+        # once at start (the database's and the WAL's directory entries), and again for a new WAL
+        fsync_directory(self.path.parent)
+        return True
+
+    def fsync(self) -> bool:
+        """fsync the current ``-wal`` file; False if there is none (nothing left to sync)."""
+        try:
+            on_disk = os.stat(self.path)
+        except FileNotFoundError:
+            self.close()
+            return False
+        if self.fd is None:
+            if not self._open():
+                return False
+        else:
+            mine = os.fstat(self.fd)
+            if (mine.st_ino, mine.st_dev) != (on_disk.st_ino, on_disk.st_dev) or mine.st_nlink == 0:
+                log.info("%s was replaced: re-opening it", self.path)
+                if not self._open():
+                    return False
+        assert self.fd is not None
+        os.fsync(self.fd)
+        return True
+
+    def close(self) -> None:
+        if self.fd is not None:
+            fd, self.fd = self.fd, None
+            os.close(fd)
+
+
+def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
+    if future.done():  # the waiting task was cancelled
+        return
+    if error is None:
+        future.set_result(None)
+    else:
+        future.set_exception(error)
+
+
+class WalSyncer:
+    """The syncer thread. ``note_commit`` and ``wait`` are called from the store's thread."""
+
+    def __init__(self, wal_path: Path) -> None:
+        self._wal = WalFile(wal_path)
+        self._cond = threading.Condition()
+        # Commit numbers. The database may hold commits made before it was opened (by an earlier
+        # process, or the schema just created) that nobody has fsynced: they count as commit 1,
+        # so the first fsync happens at once and a sync() right after opening waits for it.
+        self._committed = 1  # the last commit the store made
+        self._wanted = 1  # the highest commit number someone asked to have on disk
+        self._synced = 0  # every commit up to this number is on disk
+        self._waiters: list[tuple[int, asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self._error: sqlite3.OperationalError | None = None
+        self._stopping = False
+        self.fsyncs = 0  # completed fsync rounds of the WAL
+        self._thread = threading.Thread(target=self._run, name=THREAD_NAME, daemon=True)
+        self._thread.start()
+
+    # ----- the store's side ---------------------------------------------------------------
+    def note_commit(self, *, sync_soon: bool) -> int:
+        """Count one commit (after its COMMIT returned); ``sync_soon`` starts an fsync for it
+        without anyone waiting (a durable transaction). Returns the commit's number."""
+        with self._cond:
+            self._committed += 1
+            if sync_soon and self._committed > self._wanted:
+                self._wanted = self._committed
+                self._cond.notify()
+            return self._committed
+
+    def wait(self, loop: asyncio.AbstractEventLoop) -> asyncio.Future[None] | None:
+        """A future resolved once every commit counted so far is on disk; None if already so."""
+        with self._cond:
+            if self._error is not None:
+                raise self._new_error()
+            target = self._committed
+            if target <= self._synced:
+                return None
+            future: asyncio.Future[None] = loop.create_future()
+            self._waiters.append((target, loop, future))
+            if target > self._wanted:
+                self._wanted = target
+                self._cond.notify()
+            return future
+
+    def stats(self) -> dict[str, int]:
+        with self._cond:
+            return {"committed": self._committed, "synced": self._synced, "fsyncs": self.fsyncs}
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """A last fsync of everything committed, then the thread ends; waiters are released."""
+        with self._cond:
+            self._wanted = max(self._wanted, self._committed)
+            self._stopping = True
+            self._cond.notify()
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            log.error("the WAL syncer did not stop within %.0f s", timeout)
+            return
+        self._wal.close()
+
+    @property
+    def failed(self) -> bool:
+        return self._error is not None
+
+    def _new_error(self) -> sqlite3.OperationalError:
+        """A fresh exception for each waiter (one shared object would collect every traceback)."""
+        assert self._error is not None
+        error = sqlite3.OperationalError(*self._error.args)
+        error.__cause__ = self._error.__cause__
+        return error
+
+    # ----- the thread ---------------------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._stopping and (self._error is not None or self._wanted <= self._synced):
+                    self._cond.wait()
+                if self._error is not None or self._wanted <= self._synced:
+                    return  # stopping, and nothing (more) to do
+                start = self._committed  # this fsync covers every commit up to here
+            try:
+                self._wal.fsync()
+            except Exception as exc:
+                self._fail(exc)
+                continue
+            with self._cond:
+                self.fsyncs += 1
+                self._synced = max(self._synced, start)
+                ready = [w for w in self._waiters if w[0] <= self._synced]
+                if ready:
+                    self._waiters = [w for w in self._waiters if w[0] > self._synced]
+            self._release(ready)
+
+    def _fail(self, exc: BaseException) -> None:
+        log.critical("fsync of %s failed: %s; nothing more can be promised durable", self._wal.path, exc)
+        error = sqlite3.OperationalError(f"disk I/O error: fsync of {self._wal.path} failed: {exc}")
+        error.__cause__ = exc
+        with self._cond:
+            self._error = error
+            ready, self._waiters = self._waiters, []
+        self._release(ready, failed=True)
+
+    def _release(
+        self, ready: list[tuple[int, asyncio.AbstractEventLoop, asyncio.Future[None]]], *, failed: bool = False
+    ) -> None:
+        for _, loop, future in ready:
+            with contextlib.suppress(RuntimeError):  # that loop is closed: nobody is waiting
+                loop.call_soon_threadsafe(_settle, future, self._new_error() if failed else None)

@@ -28,7 +28,7 @@ from rich.table import Table
 from devtools.simdevices import Received, ResponderBehaviour, SimField, SimLamp
 from edge_agent.agent.app import Agent
 from edge_agent.clock import ScaledClock
-from edge_agent.config import GatewayConfig, load_config
+from edge_agent.config import BrokerSettings, GatewayConfig, load_config
 from edge_agent.engine import AlertChanged, Effect, LampSet
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "examples" / "village-gateway.toml"
@@ -70,7 +70,10 @@ class Timeline:
 def _demo_config(path: Path, data_dir: Path) -> GatewayConfig:
     config = load_config(path)
     gateway = msgspec.structs.replace(config.file.gateway, data_dir=str(data_dir))
-    return dataclasses.replace(config, file=msgspec.structs.replace(config.file, gateway=gateway))
+    # The demo runs on the in-process broker, whatever brokers the gateway file names (the
+    # shipped examples name the village Mosquitto of the field layout, docs/DEPLOY.md).
+    brokers = {"south": BrokerSettings(url="embedded"), "north": BrokerSettings(url="none")}
+    return dataclasses.replace(config, file=msgspec.structs.replace(config.file, gateway=gateway, **brokers))
 
 
 async def run_demo(config_path: Path = DEFAULT_CONFIG, speed: float = 2400.0, console: Console | None = None) -> bool:

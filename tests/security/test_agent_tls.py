@@ -1,6 +1,9 @@
-"""The gateway agent against the city broker: it connects over mutual TLS (and with a password
-where the port wants one) and serves; it refuses plaintext to a non-loopback broker before any
-connection is attempted; its logs carry neither the broker password nor residents' data.
+"""The gateway agent on the shipped layout: its south link to the village broker
+(deploy/mosquitto/south.conf: here over the LAN listener's TLS with the gateway's password, the
+generated per-gateway ACL) and its north link to the city broker over mutual TLS (and with a
+password where the port wants one); it serves an SOS end to end; it refuses plaintext to a
+non-loopback broker before any connection is attempted; its logs carry neither the broker
+password nor residents' data.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from zoneinfo import ZoneInfo
 import msgspec
 import pytest
 
+from edge_agent.agent.acl import south_users
 from edge_agent.agent.app import Agent
 from edge_agent.agent.links import link_settings
 from edge_agent.clock import ManualClock
@@ -27,6 +31,7 @@ from edge_agent.config import GatewayConfig, load_config
 from edge_agent.errors import ConfigError
 from edge_agent.transports.mqtt import LinkSettings
 from tests.security.city import CENTRE, CityBroker, Pki, city_broker, receiving
+from tests.security.village import VillageBroker, mqtt_client
 
 T0 = datetime(2026, 1, 1, 8, 0, tzinfo=ZoneInfo("Asia/Shanghai")).timestamp()
 TEST_NET = "192.0.2.1"  # RFC 5737 TEST-NET-1: never routed; nothing here ever connects to it
@@ -162,18 +167,21 @@ def sos(seq: int = 1) -> bytes:
     return msgspec.json.encode({"v": 1, "event": "sos", "seq": seq})
 
 
-async def sos_round_trip(broker: CityBroker, pki: Pki, gw: str, port: int) -> dict[str, Any]:
-    """An SOS in from a wearable hub holding the gateway's certificate; the responder alert out
-    and the north alert, both observed by the centre (the only other party allowed to read)."""
+async def sos_round_trip(city: CityBroker, village: VillageBroker, pki: Pki, gw: str) -> dict[str, Any]:
+    """An SOS in from the wearable hub (user W1 on the village broker); the responder alert out to
+    the doctor's phone (user doc1, same broker) and the north alert to the centre (city broker)."""
     root = f"district/v1/{gw}"
     async with (
-        broker.client(pki.client(CENTRE)) as centre,
+        mqtt_client(city.mtls_port, pki.client(CENTRE).context()) as centre,
         receiving(centre) as seen,
-        broker.client(pki.client(gw), port=port, username=gw, password=PASSWORD) as hub,
+        village.client("doc1") as phone,
+        receiving(phone) as paged,
+        village.client("W1") as hub,
     ):
         await centre.subscribe(f"{root}/#", qos=1)
+        await phone.subscribe(f"{root}/responder/doc1/alert", qos=1)
         await hub.publish(f"{root}/wearable/W1/event", sos(), qos=1)
-        page = msgspec.json.decode(await seen.wait_for(f"{root}/responder/doc1/alert"))
+        page = msgspec.json.decode(await paged.wait_for(f"{root}/responder/doc1/alert"))
         north = msgspec.json.decode(await seen.wait_for(f"{root}/alert"))
         assert await seen.wait_for(f"{root}/status") == b"online"
     assert page["device"] == "W1"
@@ -183,6 +191,30 @@ async def sos_round_trip(broker: CityBroker, pki: Pki, gw: str, port: int) -> di
     return dict(page)
 
 
+@contextlib.contextmanager
+def shipped_layout(
+    tmp_path: Path, pki: Pki, gw: str, city: CityBroker, *, north_password: str | None = None
+) -> Iterator[tuple[GatewayConfig, VillageBroker]]:
+    """A gateway whose south link is the village broker's LAN listener (TLS, user = gateway id,
+    PASSWORD) and whose north link is the city broker: mTLS on 8883, or with ``north_password``
+    the certificate-and-password port 8884."""
+    village = VillageBroker(tmp_path / "village", pki)
+    south = broker_section("south", f"mqtts://127.0.0.1:{village.lan_port}", username=gw, password=PASSWORD)
+    if north_password is None:
+        north = broker_section("north", f"mqtts://127.0.0.1:{city.mtls_port}")
+    else:
+        north = broker_section("north", f"mqtts://127.0.0.1:{city.password_port}", username=gw, password=north_password)
+    (tmp_path / "gw").mkdir(parents=True, exist_ok=True)
+    config = write_gateway(tmp_path / "gw", pki, gw, south, north)
+    passwords = {user.name: f"device-secret-{i}" for i, user in enumerate(south_users(config))}
+    passwords[gw] = PASSWORD
+    village.start(config, passwords)
+    try:
+        yield config, village
+    finally:
+        village.stop()
+
+
 # ----- connecting over TLS -------------------------------------------------------------------
 
 
@@ -190,15 +222,14 @@ async def test_agent_serves_over_mutual_tls(
     tmp_path: Path, broker: CityBroker, pki: Pki, gateways: tuple[str, str]
 ) -> None:
     gw = gateways[0]
-    url = f"mqtts://127.0.0.1:{broker.mtls_port}"
-    config = write_gateway(tmp_path, pki, gw, broker_section("south", url), broker_section("north", url))
-    async with running(config) as agent:
-        await sos_round_trip(broker, pki, gw, broker.mtls_port)
-        assert agent.south is not None
-        assert agent.south.settings.tls is not None
-        assert agent.north is not None
-        assert agent.north.settings.tls is not None
-        assert agent.stats.rejected == {}
+    with shipped_layout(tmp_path, pki, gw, broker) as (config, village):
+        async with running(config) as agent:
+            await sos_round_trip(broker, village, pki, gw)
+            assert agent.south is not None
+            assert agent.south.settings.tls is not None  # the village LAN listener, broker verified
+            assert agent.north is not None
+            assert agent.north.settings.tls is not None
+            assert agent.stats.rejected == {}
 
 
 async def test_agent_with_a_certificate_from_another_ca_never_connects(
@@ -376,6 +407,7 @@ def full_logging(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
 
 
 def password_gateway(tmp_path: Path, pki: Pki, gw: str, port: int, password: str = PASSWORD) -> GatewayConfig:
+    """Both links on the city broker's certificate-and-password port (for refusals at CONNECT)."""
     url = f"mqtts://127.0.0.1:{port}"
     return write_gateway(
         tmp_path,
@@ -402,17 +434,18 @@ async def test_password_and_residents_data_never_logged(
 ) -> None:
     gw = gateways[0]
     root = f"district/v1/{gw}"
-    with city_broker(tmp_path / "broker", pki, passwords={gw: PASSWORD}) as broker:
-        _mk(tmp_path / "gw")
-        config = password_gateway(tmp_path / "gw", pki, gw, broker.password_port)
+    with (
+        city_broker(tmp_path / "broker", pki, passwords={gw: PASSWORD}) as broker,
+        shipped_layout(tmp_path, pki, gw, broker, north_password=PASSWORD) as (config, village),
+    ):
         async with running(config) as agent:
-            async with broker.client(pki.client(gw), port=broker.password_port, username=gw, password=PASSWORD) as hub:
+            async with village.client("W1") as hub:
                 for payload in REJECTED_WITHOUT_ECHO.values():
                     await hub.publish(f"{root}/wearable/W1/event", payload, qos=1)
                 # unknown fields are ignored, not echoed: this SOS is served
                 extra = msgspec.json.encode({"v": 1, "event": "sos", "resident": RESIDENT, "address": "No. 3 Lane"})
                 await hub.publish(f"{root}/wearable/W1/event", extra, qos=1)
-            page = await sos_round_trip(broker, pki, gw, broker.password_port)
+            page = await sos_round_trip(broker, village, pki, gw)
             assert page["message"] == "SOS from W1"
             assert sum(agent.stats.rejected.values()) == len(REJECTED_WITHOUT_ECHO), agent.stats.rejected
     text = logged_text(full_logging)
@@ -454,14 +487,15 @@ async def test_invalid_enum_value_is_not_echoed_into_logs(
 ) -> None:
     gw = gateways[0]
     root = f"district/v1/{gw}"
-    with city_broker(tmp_path / "broker", pki, passwords={gw: PASSWORD}) as broker:
-        _mk(tmp_path / "gw")
-        config = password_gateway(tmp_path / "gw", pki, gw, broker.password_port)
+    with (
+        city_broker(tmp_path / "broker", pki, passwords={gw: PASSWORD}) as broker,
+        shipped_layout(tmp_path, pki, gw, broker, north_password=PASSWORD) as (config, village),
+    ):
         async with running(config) as agent:
-            async with broker.client(pki.client(gw), port=broker.password_port, username=gw, password=PASSWORD) as hub:
+            async with village.client("W1") as hub:
                 bad = msgspec.json.encode({"v": 1, "event": f"fall, {RESIDENT}, bed 2"})
                 await hub.publish(f"{root}/wearable/W1/event", bad, qos=1)
-            await sos_round_trip(broker, pki, gw, broker.password_port)  # handled after the bad one
+            await sos_round_trip(broker, village, pki, gw)  # handled after the bad one
             assert agent.stats.rejected == {"schema": 1}
     assert RESIDENT not in logged_text(full_logging)
 

@@ -1,6 +1,8 @@
-"""The production broker files themselves: no plaintext listener, every listener mutual TLS,
-an ACL that grants by authenticated user name only; and, at run time, a plaintext port exists
-only where a config explicitly opens one.
+"""The production broker files themselves. The city broker: no plaintext listener, every
+listener mutual TLS, an ACL that grants by authenticated user name only; at run time a
+plaintext port exists only where a config explicitly opens one. The village broker
+(south.conf): reachable from the LAN over TLS, plaintext only on loopback, a password for
+every user, and persistence that saves every change.
 """
 
 from __future__ import annotations
@@ -10,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.security.aclfile import parse
 from tests.security.city import PROD_ACL, PROD_CONF, Pki, city_broker, global_options, listeners, probe
+from tests.security.village import SOUTH_CONF
 
 TLS_OPTIONS = ("cafile", "certfile", "keyfile")
 
@@ -48,38 +52,45 @@ def test_the_plaintext_check_is_not_vacuous() -> None:
     assert [block["listener"] for block in plaintext_listeners("port 1883\n")] == ["1883"]
 
 
-def acl_lines(text: str) -> list[tuple[str | None, str, str, str]]:
-    """(user or None for pattern/anonymous, kind, access, topic) for each rule of an ACL file."""
-    rules: list[tuple[str | None, str, str, str]] = []
-    user: str | None = None
-    for raw in text.splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        words = line.split()
-        if words[0] == "user":
-            user = words[1]
-        elif words[0] in ("topic", "pattern"):
-            access, topic = (words[1], words[2]) if len(words) == 3 else ("readwrite", words[1])
-            rules.append((None if words[0] == "pattern" else user, words[0], access, topic))
-        else:
-            raise AssertionError(f"unexpected ACL line {line!r}")
-    return rules
-
-
 def test_acl_grants_gateways_their_namespace_only_and_policies_to_the_centre_only() -> None:
-    rules = acl_lines(PROD_ACL.read_text())
-    patterns = [(access, topic) for user, kind, access, topic in rules if kind == "pattern"]
-    topics = [(user, access, topic) for user, kind, access, topic in rules if kind == "topic"]
+    rules = parse(PROD_ACL.read_text())
+    patterns = [(rule.access, rule.topic) for rule in rules if rule.kind == "pattern"]
+    named = [rule for rule in rules if rule.kind == "topic"]
     assert patterns, "the gateway rules are patterns on %u"
     for access, topic in patterns:
         assert topic.startswith("district/v1/%u/"), topic  # own namespace, by authenticated name
         assert "%c" not in topic  # the client id is chosen by the client: never an identity
         assert "policy" not in topic or topic.endswith("policy/ack") or access == "read", (access, topic)
-    # only named users get plain topic rules; anonymous clients get nothing
-    assert topics == [("centre", "readwrite", "district/v1/#")]
+    # only the centre gets plain topic rules; anonymous clients get nothing
+    assert {rule.user for rule in named} == {"centre"}
+    assert [rule.topic for rule in named if rule.access != "read"] == ["district/v1/+/policy"]
     writes = [re.sub(r"/#$", "", t) for a, t in patterns if a in ("write", "readwrite")]
     assert not any(w.endswith("/policy") or w == "district/v1/%u" for w in writes)
+
+
+def test_south_config_is_lan_reachable_authenticated_and_persistent() -> None:
+    text = SOUTH_CONF.read_text()
+    blocks = listeners(text)
+    assert [block["listener"] for block in blocks] == ["1883 127.0.0.1", "8883"]
+    options = global_options(text)
+    assert options.get("per_listener_settings") == "true"  # auth options below are per listener
+    assert "port" not in options
+    assert "bind_address" not in options
+    for block in blocks:
+        assert block.get("protocol", "mqtt") == "mqtt", block  # no websockets side door
+        assert block["allow_anonymous"] == "false", block
+        assert block["password_file"] == "/etc/mosquitto/passwd", block  # one password per user
+        assert block["acl_file"] == "/etc/mosquitto/acl", block  # the generated per-gateway ACL
+        assert "psk_hint" not in block, block
+    local, lan = blocks
+    assert plaintext_listeners(text) == [local]  # plaintext on loopback only: the agent itself
+    assert lan.get("tls_version") in ("tlsv1.2", "tlsv1.3"), lan
+    # sessions, queued QoS 1 messages and retained ones survive a broker restart or crash
+    assert options["persistence"] == "true"
+    assert options["autosave_on_changes"] == "true"
+    assert int(options["autosave_interval"]) == 1  # saved after every change
+    assert int(options["max_queued_messages"]) >= 1000
+    assert options["set_tcp_nodelay"] == "true"
 
 
 def test_plaintext_port_exists_only_where_explicitly_configured(tmp_path: Path, pki: Pki) -> None:
@@ -103,60 +114,10 @@ def _free_port() -> int:
     return free_port()
 
 
-@pytest.mark.parametrize("path", [PROD_CONF, PROD_ACL])
+@pytest.mark.parametrize("path", [PROD_CONF, PROD_ACL, SOUTH_CONF])
 def test_deploy_files_name_no_secret(path: Path) -> None:
     """Keys and passwords live in files the config points to, never in the config itself."""
     text = path.read_text()
     assert "BEGIN" not in text
     assert "PRIVATE KEY" not in text
     assert not re.search(r"^\s*(password|psk|keyfile_password)\s", text, re.MULTILINE)
-
-
-def _matches(filter_: str, topic: str) -> bool:
-    """MQTT topic filter matching (``+`` one level, ``#`` the rest)."""
-    f_parts, t_parts = filter_.split("/"), topic.split("/")
-    for i, part in enumerate(f_parts):
-        if part == "#":
-            return True
-        if i >= len(t_parts) or (part != "+" and part != t_parts[i]):
-            return False
-    return len(f_parts) == len(t_parts)
-
-
-def _gateway_access(topic: str, gateway: str) -> set[str]:
-    rights: set[str] = set()
-    for user, kind, access, acl_topic in acl_lines(PROD_ACL.read_text()):
-        applies = kind == "pattern" or user == gateway
-        if applies and _matches(acl_topic.replace("%u", gateway), topic):
-            rights.update({"read", "write"} if access == "readwrite" else {access})
-    return rights
-
-
-def namespace() -> list[tuple[str, str, str]]:
-    """(topic suffix, from, to) for every topic documented in edge_agent/agent/topics.py."""
-    from edge_agent.agent import topics
-
-    doc = topics.__doc__ or ""
-    found = re.findall(r"^\s{2}(\S+)\s+(\w+) -> (\w+)", doc, re.MULTILINE)
-    # the north lines written without an arrow are the gateway's own reports
-    for suffix in ("status", "alert", "event/<topic>"):
-        assert re.search(rf"^\s{{2}}{re.escape(suffix)}\s", doc, re.MULTILINE), suffix
-        found.append((suffix, "gateway", "centre"))
-    assert len(found) >= 16, found
-    return found
-
-
-@pytest.mark.parametrize(("suffix", "source", "target"), namespace())
-def test_acl_covers_every_topic_of_the_namespace(suffix: str, source: str, target: str) -> None:
-    """Each topic the agent publishes is writable by its gateway, each it consumes readable;
-    a topic the centre sends (the policy) is not writable by any gateway. Catches ACL drift
-    when topics.py grows (a denied publish is dropped silently under MQTT 3.1.1)."""
-    topic = "district/v1/gw1/" + re.sub(r"<\w+>", "X", suffix)
-    rights = _gateway_access(topic, "gw1")
-    if source == "gateway":
-        assert "write" in rights, topic
-    if target == "gateway":
-        assert "read" in rights, topic
-    if source == "centre":
-        assert "write" not in rights, topic
-    assert _gateway_access(topic, "gw2") == set(), f"another gateway has rights on {topic}"

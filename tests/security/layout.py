@@ -1,0 +1,198 @@
+"""A gateway on the shipped layout for the security tests: its file, its policy, its secrets.
+
+The gateway file points the south link at the village broker's loopback listener (user = the
+gateway id, with a password) and, when there is an uplink, the north link at the city broker
+over mutual TLS (certificate CN = the gateway id), as examples/street-cabinet.toml does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import shutil
+from collections.abc import AsyncIterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from edge_agent.agent.acl import south_users
+from edge_agent.agent.app import Agent
+from edge_agent.clock import ManualClock
+from edge_agent.config import GatewayConfig, load_config
+from edge_agent.policy.bundle import build_bundle, generate_private_key, key_id, public_key_to_pem, sign_bundle
+from tests.security.city import Pki
+
+T0 = datetime(2026, 1, 1, 8, 0, tzinfo=ZoneInfo("Asia/Shanghai")).timestamp()
+
+POLICY = """
+[policy]
+name = "{name}"
+
+[programs.village]
+on = "sunset+10m"
+off = "sunrise-15m"
+level = {level}
+
+[assign]
+default = "village"
+
+[chains.medical]
+roles = ["village_doctor"]
+ack_timeout = "2m"
+
+[[rules]]
+id = "sos"
+when = {{ trigger = "event", event = "sos", kind = "wearable" }}
+then = [ {{ action = "alert", priority = 1, message = "SOS from {{device}}", notify = "medical" }} ]
+
+[[rules]]
+id = "low-battery"
+when = {{ trigger = "event", event = "vitals", kind = "wearable" }}
+if = "battery < 15"
+then = [ {{ action = "publish", topic = "wearable/low-battery" }} ]
+"""
+
+GATEWAY = """
+[gateway]
+id = "{gw}"
+latitude = 28.77
+longitude = 105.37
+timezone = "Asia/Shanghai"
+data_dir = "state"
+policy = "policy.toml"
+
+[south]
+url = "mqtt://127.0.0.1:{south_port}"
+username = "{gw}"
+password = "{password}"
+reconnect_min = 0.2
+reconnect_max = 1.0
+
+{north}
+
+[trust]
+keys = ["centre.pub"]
+
+[[lamps]]
+id = "L1"
+group = "village"
+zone = "square"
+[[lamps]]
+id = "L2"
+group = "village"
+zone = "square"
+
+[[cameras]]
+id = "C1"
+zone = "square"
+
+[[wearables]]
+id = "W1"
+zone = "lane"
+[[wearables]]
+id = "W2"
+zone = "square"
+
+[[responders]]
+id = "doc1"
+role = "village_doctor"
+[[responders]]
+id = "doc2"
+role = "village_doctor"
+"""
+
+NO_UPLINK = '[north]\nurl = "none"'
+
+
+def uplink(mtls_port: int) -> str:
+    return "\n".join(
+        [
+            "[north]",
+            f'url = "mqtts://127.0.0.1:{mtls_port}"',
+            "reconnect_min = 0.2",
+            "reconnect_max = 1.0",
+            "[north.tls]",
+            'ca = "tls/district-ca.crt"',
+            'cert = "tls/gateway.crt"',
+            'key = "tls/gateway.key"',
+        ]
+    )
+
+
+def policy_text(name: str = "layout-test", level: int = 80) -> str:
+    return POLICY.format(name=name, level=level)
+
+
+def write_gateway(directory: Path, pki: Pki, gw: str, south_port: int, north: str = NO_UPLINK) -> Gateway:
+    """gateway.toml, policy.toml, centre.pub (the key that signs bundles) and tls/ in ``directory``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    creds = pki.client(gw)
+    tls = directory / "tls"
+    tls.mkdir(exist_ok=True)
+    shutil.copyfile(creds.ca, tls / "district-ca.crt")
+    shutil.copyfile(creds.cert, tls / "gateway.crt")
+    shutil.copyfile(creds.key, tls / "gateway.key")
+    signer = generate_private_key()
+    (directory / "centre.pub").write_bytes(public_key_to_pem(signer.public_key()))
+    (directory / "policy.toml").write_text(policy_text())
+    password = secrets.token_urlsafe(18)
+    text = GATEWAY.format(gw=gw, south_port=south_port, password=password, north=north)
+    (directory / "gateway.toml").write_text(text)
+    config = load_config(directory / "gateway.toml")
+    return Gateway(config, signer, password)
+
+
+class Gateway:
+    """A written gateway: its config, the centre's signing key, the south password of every user."""
+
+    def __init__(self, config: GatewayConfig, signer: Any, password: str) -> None:
+        self.config = config
+        self.signer = signer
+        self.passwords = {user.name: secrets.token_urlsafe(18) for user in south_users(config)}
+        self.passwords[config.id] = password
+
+    @property
+    def id(self) -> str:
+        return self.config.id
+
+    @property
+    def root(self) -> str:
+        return f"district/v1/{self.config.id}"
+
+    def bundle(self, version: int, name: str = "layout-test-v2", level: int = 60) -> bytes:
+        """A policy bundle for this gateway signed by the centre's key it trusts."""
+        bundle = build_bundle(
+            policy_text(name, level).encode(),
+            kind="policy",
+            district=self.config.file.gateway.district,
+            gateways=[self.id],
+            version=version,
+            issued_at=int(T0 - 60),
+            not_before=int(T0 - 60),
+            expires=int(T0 + 30 * 86400),
+            key_id=key_id(self.signer.public_key()),
+            force=True,
+        )
+        signed: bytes = sign_bundle(bundle, self.signer)
+        return signed
+
+
+@contextlib.asynccontextmanager
+async def running(config: GatewayConfig) -> AsyncIterator[Agent]:
+    """A real agent on ``config`` (time frozen at T0, 08:00 local), ready or failed within 20 s."""
+    agent = Agent(config, ManualClock(T0))
+    task = asyncio.create_task(agent.run())
+    try:
+        ready = asyncio.create_task(agent.ready.wait())
+        done, _ = await asyncio.wait({ready, task}, timeout=20, return_when=asyncio.FIRST_COMPLETED)
+        if task in done:
+            ready.cancel()
+            task.result()  # raises the agent's own error
+        assert ready in done, "agent not ready within 20 s"
+        yield agent
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

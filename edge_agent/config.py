@@ -38,7 +38,22 @@ class Tls(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True)
 
 
 class BrokerSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    """``url`` is ``embedded``, ``mqtt://host:port``, ``mqtts://host:port`` or ``none``."""
+    """``url`` is ``embedded``, ``mqtt://host:port``, ``mqtts://host:port`` or ``none``.
+
+    ``protocol`` is the MQTT version spoken to the broker: ``"5"`` (default) or ``"3.1.1"``.
+    Under MQTT 5 a publish the broker refuses (ACL denial 0x87, quota exceeded 0x97, ...)
+    comes back as a failure reason code in its PUBACK: the outbox keeps that message and an
+    alarm is raised. MQTT 3.1.1 cannot detect it: a broker acknowledges a denied publish
+    exactly like a delivered one (Mosquitto does for an ACL denial), so the outbox deletes it
+    as delivered. Choose "3.1.1" only for a broker that speaks nothing newer. The embedded
+    broker (amqtt) speaks only 3.1.1: ``url = "embedded"`` always uses 3.1.1.
+
+    ``session_expiry`` (seconds, MQTT 5): how long the broker keeps the gateway's session
+    (subscriptions, unacknowledged QoS 1 messages) after the link drops or the agent stops;
+    the link always resumes it (clean start off), so nothing sent meanwhile is lost. Under
+    3.1.1 the session is persistent too (clean session off) and the broker's own setting
+    (Mosquitto: ``persistent_client_expiration``) decides how long it is kept.
+    """
 
     url: str = "embedded"
     username: str | None = None
@@ -49,6 +64,10 @@ class BrokerSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
     reconnect_min: Annotated[float, msgspec.Meta(gt=0)] = 0.5
     # capped low on purpose: the first alert must go out within 5 s of the link returning
     reconnect_max: Annotated[float, msgspec.Meta(gt=0)] = 4.0
+    protocol: Literal["5", "3.1.1"] = "5"
+    # at least a minute: a message the agent could not store is fetched again by resuming the
+    # session after a short reconnect; 4294967295 (0xFFFFFFFF) never expires
+    session_expiry: Annotated[int, msgspec.Meta(ge=60, le=0xFFFFFFFF)] = 7 * 24 * 3600
 
 
 class Lamp(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):

@@ -49,6 +49,25 @@ class TransportError(EdgeError):
     """A link failed: broker unreachable, port gone, timeout."""
 
 
+class PublishRefused(TransportError):  # noqa: N818 (the name says what happened; it is an error)
+    """The broker answered a publish with a failure reason code (MQTT 5 PUBACK >= 0x80): it
+    did NOT take the message. Not a dead link: sending the same message again gets the same
+    answer until the broker's ACL, quota or the message changes. Keep it, park it, alarm.
+
+    ``reason_code`` is the MQTT 5 reason code (0x87 not authorized, 0x97 quota exceeded, ...);
+    ``reason`` its short snake_case name ("not_authorized"), a countable key like
+    ``ProtocolError.reason``.
+    """
+
+    def __init__(self, reason_code: int, reason: str, *, topic: str = "", link: str = "") -> None:
+        self.reason_code = reason_code
+        self.reason = reason
+        self.topic = topic
+        self.link = link
+        where = f"{link} publish to {topic}" if link else f"publish to {topic}"
+        super().__init__(f"{where} refused by the broker: {reason} (0x{reason_code:02x})")
+
+
 class PolicyError(EdgeError):
     """A policy or policy bundle was refused (bad signature, rollback, expired, ...)."""
 

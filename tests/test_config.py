@@ -127,3 +127,81 @@ def test_policy_syntax_error_names_the_file() -> None:
         parse_policy(b"[policy\nname=1", "p.toml")
     with pytest.raises(ConfigError, match=r"p\.toml: not UTF-8"):
         parse_policy(b"\xff\xfe", "p.toml")
+
+
+def _gateway_file(tmp_path: Path, brokers: str) -> Path:
+    """A minimal valid gateway file with the given [south]/[north] tables."""
+    policy = ROOT / "scenarios" / "policies" / "naxi-standard.toml"
+    path = tmp_path / "gw.toml"
+    path.write_text(
+        f"""
+[gateway]
+id = "gw1"
+latitude = 28.77
+longitude = 105.37
+policy = "{policy}"
+[[responders]]
+id = "doc1"
+role = "village_doctor"
+[[responders]]
+id = "fixer"
+role = "grid_worker"
+{brokers}
+"""
+    )
+    return path
+
+
+def test_broker_protocol_and_session_expiry_are_validated_with_their_key_paths(tmp_path: Path) -> None:
+    path = _gateway_file(
+        tmp_path,
+        """
+[south]
+url = "mqtt://127.0.0.1:1883"
+protocol = "4"
+session_expiry = 10
+[north]
+url = "mqtt://127.0.0.1:1884"
+protocol = 5
+""",
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    text = str(caught.value)
+    for expected in (
+        "gw.toml: south.protocol: Invalid enum value '4'",
+        "gw.toml: south.session_expiry: Expected `int` >= 60",
+        "gw.toml: north.protocol: Expected `str`, got `int`",
+    ):
+        assert expected in text, f"missing {expected!r} in:\n{text}"
+
+
+def test_links_speak_mqtt5_with_a_persistent_session_unless_told_otherwise(tmp_path: Path) -> None:
+    from edge_agent.agent.links import link_settings
+
+    config = load_config(
+        _gateway_file(
+            tmp_path,
+            """
+[south]
+url = "mqtt://127.0.0.1:1883"
+[north]
+url = "mqtt://127.0.0.1:1884"
+protocol = "3.1.1"
+session_expiry = 3600
+""",
+        )
+    )
+    south = link_settings(config, "south", config.file.south, "127.0.0.1", 1883)
+    assert (south.protocol, south.clean_session, south.session_expiry) == ("5", False, 7 * 24 * 3600)
+    north = link_settings(config, "north", config.file.north, "127.0.0.1", 1884)
+    assert (north.protocol, north.clean_session, north.session_expiry) == ("3.1.1", False, 3600)
+    assert south.unhandled == north.unhandled == "redeliver"
+    # the embedded broker (amqtt) speaks only MQTT 3.1.1 and never redelivers: the url says so,
+    # or the agent does when it overrides the url
+    embedded = link_settings(config, "south", config.file.south, "127.0.0.1", 1883, embedded=True)
+    assert (embedded.protocol, embedded.unhandled) == ("3.1.1", "retry")
+    (tmp_path / "embedded").mkdir()
+    config = load_config(_gateway_file(tmp_path / "embedded", '[south]\nurl = "embedded"\n'))
+    embedded = link_settings(config, "south", config.file.south, "127.0.0.1", 1883)
+    assert (embedded.protocol, embedded.unhandled) == ("3.1.1", "retry")

@@ -1,29 +1,95 @@
-"""The MQTT link: reconnect with capped jittered backoff, resubscribe, honest status."""
+"""The MQTT link: reconnect with capped jittered backoff, resubscribe, honest status; refused
+publishes told apart (MQTT 5); inbound messages not handled are delivered again."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import getpass
+import json
+import logging
 import os
+import shutil
 import signal
+import subprocess
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import aiomqtt
 import pytest
 
+from devtools.flaky_proxy import FlakyProxy
 from devtools.mosquitto import MosquittoProcess, mosquitto_binary
-from edge_agent.errors import TransportError
-from edge_agent.transports.broker import free_port
-from edge_agent.transports.mqtt import LinkSettings, MqttLink, backoff_delay
+from edge_agent.errors import PublishRefused, TransportError
+from edge_agent.transports.broker import EmbeddedBroker, free_port
+from edge_agent.transports.mqtt import LinkSettings, MqttLink, MqttVersion, backoff_delay, reason_name
 from tests.agent.harness import eventually
+
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED_ACL = ROOT / "deploy" / "mosquitto" / "acl"
+DYNSEC_PLUGIN = Path("/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so")
 
 needs_mosquitto = pytest.mark.skipif(
     mosquitto_binary() is None, reason="needs the mosquitto binary (apt-get install mosquitto)"
 )
+# Mosquitto started as root drops to the "mosquitto" account before it reads ACL and password
+# files; the test's files live in a private temp dir, so it stays the test runner's account.
+RUN_AS = f"user {getpass.getuser()}\n"
+
+
+@contextlib.asynccontextmanager
+async def running(link: MqttLink, timeout: float = 10) -> AsyncIterator[MqttLink]:
+    """The link's run loop as a task, connected; cancelled (a clean DISCONNECT) on exit."""
+    task = asyncio.create_task(link.run())
+    try:
+        await link.wait_connected(timeout=timeout)
+        yield link
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def publish_all(host: str, port: int, topic: str, payloads: list[bytes]) -> None:
+    async with aiomqtt.Client(host, port) as client:
+        for payload in payloads:
+            await client.publish(topic, payload, qos=1)
+
+
+def password_file(path: Path, users: dict[str, str]) -> None:
+    for user, password in users.items():
+        create = ["-c"] if not path.exists() else []
+        subprocess.run(["mosquitto_passwd", *create, "-b", str(path), user, password], check=True)
+
+
+def recording(seen: list[bytes], refuse: dict[bytes, int] | None = None) -> Callable[[str, bytes], Awaitable[bool]]:
+    """A handler that records every delivery and fails ``refuse[payload]`` times first."""
+    left = dict(refuse or {})
+
+    async def handle(topic: str, payload: bytes) -> bool:
+        seen.append(payload)
+        if left.get(payload, 0) > 0:
+            left[payload] -= 1
+            return False  # "could not store it": not acknowledged
+        return True
+
+    return handle
 
 
 def test_backoff_grows_exponentially_with_jitter_and_a_cap() -> None:
     assert [backoff_delay(n, 0.5, 30.0, 1.0) for n in range(8)] == [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
     assert backoff_delay(3, 0.5, 30.0, 0.5) == 2.0
     assert backoff_delay(50, 0.5, 30.0, 0.0) == 0.05  # never a busy loop
+
+
+def test_refusal_reason_codes_have_short_countable_names() -> None:
+    assert reason_name(0x87) == "not_authorized"
+    assert reason_name(0x97) == "quota_exceeded"
+    assert reason_name(0x90) == "topic_name_invalid"
+    assert reason_name(0x9F) == "reason_0x9f"  # one MQTT 5 does not define for a PUBACK
+    refused = PublishRefused(0x87, "not_authorized", topic="a/b", link="north")
+    assert (refused.reason_code, refused.reason, refused.topic) == (0x87, "not_authorized", "a/b")
+    assert str(refused) == "north publish to a/b refused by the broker: not_authorized (0x87)"
 
 
 async def test_reconnect_loop_backs_off_with_the_injected_clock_when_the_broker_is_absent() -> None:
@@ -84,3 +150,221 @@ async def test_link_reconnects_resubscribes_and_reports_a_dead_broker(unique_id:
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
+
+
+# ----- refused publishes (MQTT 5 PUBACK reason codes) -----------------------------------------
+
+
+@needs_mosquitto
+@pytest.mark.skipif(shutil.which("mosquitto_passwd") is None, reason="needs mosquitto_passwd")
+async def test_a_publish_the_shipped_acl_denies_raises_under_mqtt5_and_passes_silently_under_311(
+    tmp_path: Path, unique_id: str
+) -> None:
+    """deploy/mosquitto/acl: a gateway may write only under district/v1/<its user name>/."""
+    gateway, other = unique_id, unique_id + "x"
+    passwd = tmp_path / "passwd"
+    await asyncio.to_thread(password_file, passwd, {gateway: "gw-secret", "centre": "centre-secret"})
+    own, foreign = f"district/v1/{gateway}/alert", f"district/v1/{other}/alert"
+    extra = f"password_file {passwd}\nacl_file {SHIPPED_ACL}\n" + RUN_AS
+    with MosquittoProcess(extra_config=extra) as broker:
+
+        def settings(protocol: MqttVersion) -> LinkSettings:
+            return LinkSettings(
+                broker.host,
+                broker.port,
+                f"{gateway}-{protocol}",
+                username=gateway,
+                password="gw-secret",
+                protocol=protocol,
+                birth=(f"district/v1/{gateway}/status", b"online"),
+            )
+
+        async with aiomqtt.Client(broker.host, broker.port, username="centre", password="centre-secret") as centre:
+            await centre.subscribe("district/v1/#", qos=1)
+            arrived: list[tuple[str, bytes]] = []
+
+            async def watch() -> None:
+                async for message in centre.messages:
+                    arrived.append((str(message.topic), message.payload))
+
+            watcher = asyncio.create_task(watch())
+            try:
+                async with running(MqttLink("north", settings("5"), [], recording([]))) as link:
+                    with pytest.raises(PublishRefused) as refused:
+                        await link.publish(foreign, b"denied", qos=1)
+                    assert refused.value.reason_code == 0x87
+                    assert refused.value.reason == "not_authorized"
+                    assert refused.value.topic == foreign
+                    assert isinstance(refused.value, TransportError)  # callers that only know that
+                    assert link.refused == {"not_authorized": 1}
+                    assert link.connected  # a refusal is not a dead link
+                    await link.publish(own, b"allowed under 5", qos=1)  # nor a stuck one
+                    assert link.refused == {"not_authorized": 1}
+
+                # MQTT 3.1.1 has no reason code in a PUBACK: Mosquitto acknowledges the denied
+                # publish like a delivered one. The limitation BrokerSettings documents.
+                async with running(MqttLink("north", settings("3.1.1"), [], recording([]))) as link:
+                    await link.publish(foreign, b"denied, silently", qos=1)
+                    assert link.refused == {}
+                    await link.publish(own, b"allowed under 3.1.1", qos=1)
+
+                # the broker handles one client's packets in order: once the last permitted
+                # message is in, a denied one that got through would be in too
+                await eventually(lambda: (own, b"allowed under 3.1.1") in arrived, what="marker")
+                assert (own, b"allowed under 5") in arrived
+                assert [t for t, _ in arrived if t == foreign] == []
+            finally:
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
+
+
+@needs_mosquitto
+@pytest.mark.skipif(not DYNSEC_PLUGIN.exists(), reason="needs Mosquitto's dynamic security plugin")
+async def test_a_refused_subscription_is_logged_and_counted_and_the_link_serves_the_others(
+    tmp_path: Path, unique_id: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Mosquitto's acl_file grants every SUBACK (it filters at delivery); the dynamic security
+    plugin checks subscriptions and refuses with 0x87 (MQTT 5) / 0x80 (3.1.1)."""
+    allowed, denied = f"{unique_id}/ok/#", f"{unique_id}/secret/x"
+    dynsec = {
+        "defaultACLAccess": {
+            "publishClientSend": True,
+            "publishClientReceive": True,
+            "subscribe": False,
+            "unsubscribe": True,
+        },
+        "clients": [],
+        "groups": [{"groupname": "anonymous", "roles": [{"rolename": "device"}]}],
+        "roles": [{"rolename": "device", "acls": [{"acltype": "subscribePattern", "topic": allowed, "allow": True}]}],
+        "anonymousGroup": "anonymous",
+    }
+    (tmp_path / "dynsec.json").write_text(json.dumps(dynsec))
+    extra = f"plugin {DYNSEC_PLUGIN}\nplugin_opt_config_file {tmp_path / 'dynsec.json'}\n" + RUN_AS
+    with MosquittoProcess(extra_config=extra) as broker:
+
+        async def check(protocol: MqttVersion, reason: str) -> None:
+            seen: list[bytes] = []
+            settings = LinkSettings(broker.host, broker.port, f"{unique_id}-{protocol}", protocol=protocol)
+            link = MqttLink("south", settings, [(denied, 1), (allowed, 1)], recording(seen))
+            caplog.clear()
+            async with running(link):
+                assert link.refused == {reason: 1}
+                assert [r.levelno for r in caplog.records if denied in r.getMessage()] == [logging.ERROR]
+                await publish_all(broker.host, broker.port, f"{unique_id}/ok/1", [protocol.encode()])
+                await eventually(lambda: seen == [protocol.encode()], what="message on the granted topic")
+                # MQTT 5 PUBACK 0x10 "no matching subscribers" is a success, not a refusal
+                await link.publish(f"{unique_id}/nobody/listens", b"x", qos=1)
+                assert link.refused == {reason: 1}
+
+        with caplog.at_level(logging.ERROR, logger="edge_agent.transports.mqtt"):
+            await check("5", "subscribe_not_authorized")
+            await check("3.1.1", "subscribe_unspecified_error")
+
+
+# ----- inbound messages the handler could not store come again ----------------------------------
+
+
+@needs_mosquitto
+async def test_a_message_the_handler_could_not_store_comes_again_then_is_acked_once(unique_id: str) -> None:
+    topic = f"{unique_id}/wearable/W1/event"
+    seen: list[bytes] = []
+    with MosquittoProcess() as broker:
+        settings = LinkSettings(broker.host, broker.port, unique_id, reconnect_min=0.05, reconnect_max=0.2)
+        link = MqttLink("south", settings, [(topic, 1)], recording(seen, refuse={b"m2": 1}))
+        async with running(link):
+            await publish_all(broker.host, broker.port, topic, [b"m%d" % i for i in range(1, 7)])
+            await eventually(lambda: b"m6" in seen, what="every message handled")
+            # m2 failed: the link reconnected by itself and the broker delivered m2 again, then
+            # m3..m6 (received before the reconnect but never handled nor acked) in order
+            assert seen == [b"m1", b"m2", b"m2", b"m3", b"m4", b"m5", b"m6"]
+            assert link.unhandled == 1 and link.connects == 2 and link.failures == 0
+        # every one was acked: resuming the session (an agent restart) brings none back
+        link = MqttLink("south", settings, [(topic, 1)], recording(seen))
+        async with running(link):
+            await publish_all(broker.host, broker.port, topic, [b"m7"])
+            await eventually(lambda: b"m7" in seen, what="marker after the restart")
+        assert seen == [b"m1", b"m2", b"m2", b"m3", b"m4", b"m5", b"m6", b"m7"]
+
+
+@needs_mosquitto
+async def test_a_storage_failure_that_persists_backs_off_instead_of_spinning(unique_id: str) -> None:
+    topic = f"{unique_id}/in"
+    seen: list[bytes] = []
+    delays: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        delays.append(seconds)
+        await asyncio.sleep(seconds)
+
+    with MosquittoProcess() as broker:
+        settings = LinkSettings(broker.host, broker.port, unique_id, reconnect_min=0.05, reconnect_max=0.2)
+        link = MqttLink(
+            "south", settings, [(topic, 1)], recording(seen, refuse={b"a": 4}), sleep=sleep, rand=lambda: 1.0
+        )
+        async with running(link):
+            await publish_all(broker.host, broker.port, topic, [b"a", b"b"])
+            await eventually(lambda: b"b" in seen, what="the message after the failing one")
+            assert seen == [b"a"] * 5 + [b"b"]
+            assert delays == [0.05, 0.1, 0.2, 0.2]  # exponential, capped; reset by a success
+            assert link.unhandled == 4
+
+
+async def test_with_the_embedded_broker_which_never_redelivers_the_link_retries_the_message_itself(
+    unique_id: str,
+) -> None:
+    """amqtt drops an unacknowledged QoS 1 message at a disconnect (or after 5 s: its PUBACK
+    wait in amqtt/mqtt/protocol/handler.py) instead of delivering it again on the resumed
+    session; reconnecting would lose it and the ones behind it. So on the embedded broker (the
+    demo, a standalone gateway) the link holds the message and retries: the settings that
+    links.link_settings makes for it (tests/test_config.py checks that mapping)."""
+    topic = f"{unique_id}/wearable/W1/event"
+    async with EmbeddedBroker() as broker:
+        seen: list[bytes] = []
+        settings = LinkSettings(
+            broker.host,
+            broker.port,
+            unique_id,
+            protocol="3.1.1",
+            unhandled="retry",
+            reconnect_min=0.05,
+            reconnect_max=0.2,
+        )
+        link = MqttLink("south", settings, [(topic, 1)], recording(seen, refuse={b"m2": 2}))
+        async with running(link):
+            await publish_all(broker.host, broker.port, topic, [b"m%d" % i for i in range(1, 6)])
+            await eventually(lambda: b"m5" in seen, what="every message handled")
+            assert seen == [b"m1", b"m2", b"m2", b"m2", b"m3", b"m4", b"m5"]
+            assert link.unhandled == 2 and link.connects == 1
+
+
+# ----- the persistent session (MQTT 5: clean start off, session expiry) -------------------------
+
+
+@needs_mosquitto
+async def test_messages_sent_while_the_link_is_down_arrive_when_it_returns(unique_id: str) -> None:
+    topic = f"{unique_id}/lamp/L1/state"
+    seen: list[bytes] = []
+    with MosquittoProcess() as broker:
+        async with FlakyProxy(broker.port) as proxy:
+            settings = LinkSettings(proxy.host, proxy.port, unique_id, reconnect_min=0.05, reconnect_max=0.2)
+            assert settings.protocol == "5"
+            link = MqttLink("south", settings, [(topic, 1)], recording(seen))
+            task = asyncio.create_task(link.run())
+            try:
+                await link.wait_connected(timeout=10)
+                proxy.cut()  # the uplink drops; the broker stays up and keeps the session
+                await eventually(lambda: not link.connected, what="link reported down")
+                await publish_all(broker.host, broker.port, topic, [b"d1", b"d2", b"d3"])
+                proxy.restore()
+                await eventually(lambda: len(seen) >= 3, what="messages sent while down")
+                assert seen == [b"d1", b"d2", b"d3"]
+            finally:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            # an agent restart: a new link with the same client id resumes the same session
+            await publish_all(broker.host, broker.port, topic, [b"r1", b"r2"])
+            async with running(MqttLink("south", settings, [(topic, 1)], recording(seen))):
+                await eventually(lambda: len(seen) >= 5, what="messages sent while the agent was stopped")
+            assert seen == [b"d1", b"d2", b"d3", b"r1", b"r2"]

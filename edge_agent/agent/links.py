@@ -2,7 +2,10 @@
 
 Owns: turning a ``[south]``/``[north]`` table into ``LinkSettings``: TLS context from the
 configured CA, certificate and key; refusal of plaintext to a non-loopback broker unless
-explicitly allowed; last will and birth message on the gateway's ``status`` topic.
+explicitly allowed; last will and birth message on the gateway's ``status`` topic; the MQTT
+version (5 unless configured otherwise; 3.1.1 for the embedded amqtt broker, which speaks
+nothing else) and the persistent session's expiry; how an inbound message the agent could not
+store comes back (the broker's redelivery, or a local retry with amqtt, which never redelivers).
 """
 
 from __future__ import annotations
@@ -17,7 +20,17 @@ from edge_agent.errors import ConfigError, Problem
 from edge_agent.transports.mqtt import LinkSettings
 
 
-def link_settings(config: GatewayConfig, which: str, broker: BrokerSettings, host: str, port: int) -> LinkSettings:
+def link_settings(
+    config: GatewayConfig,
+    which: str,
+    broker: BrokerSettings,
+    host: str,
+    port: int,
+    *,
+    embedded: bool | None = None,
+) -> LinkSettings:
+    """``embedded``: the link goes to the in-process amqtt broker (default: the table's url
+    says ``embedded``); pass it when the url was overridden."""
     tls_context: ssl.SSLContext | None = None
     if broker.tls is not None:
         base = config.path.parent
@@ -44,6 +57,8 @@ def link_settings(config: GatewayConfig, which: str, broker: BrokerSettings, hos
             ]
         )
     status = topics.root(config.id) + "/status"
+    if embedded is None:
+        embedded = broker.url == "embedded"
     return LinkSettings(
         host=host,
         port=port,
@@ -57,6 +72,11 @@ def link_settings(config: GatewayConfig, which: str, broker: BrokerSettings, hos
         will=(status, b"offline"),
         birth=(status, b"online"),
         max_queued_incoming=config.file.limits.max_queued_messages,
+        protocol="3.1.1" if embedded else broker.protocol,
+        # amqtt drops a QoS 1 message left unacknowledged (5 s, or at a disconnect) instead of
+        # delivering it again on the resumed session: the link keeps it and retries it itself
+        unhandled="retry" if embedded else "redeliver",
+        session_expiry=broker.session_expiry,
     )
 
 

@@ -4,7 +4,16 @@ Owns: one broker connection (south or north). aiomqtt does not reconnect by itse
 does, with jittered exponential backoff and a cap, resubscribes, and re-sends the birth
 message. ``connected`` is true only while a session is up: a dead link (keepalive missed,
 socket closed) flips it to false before any publish could pretend to succeed.
-``publish`` with QoS 1 returns only after the broker's PUBACK.
+``publish`` with QoS 1 returns only after the broker's PUBACK, and only if that PUBACK says
+the broker took the message: under MQTT 5 (the default) a PUBACK with a failure reason code
+(an ACL denial, a quota) raises ``PublishRefused`` and is counted in ``refused``. MQTT 3.1.1
+has no such code: Mosquitto acknowledges a publish its ACL denies like a delivered one.
+Inbound QoS 1 messages are acknowledged only once the handler has dealt with them; when it
+cannot (returns False), the link stops reading, disconnects without acknowledging and
+resumes its persistent session, so that the broker delivers that message (and the ones after
+it) again, in order (``unhandled="redeliver"``); or, for a broker that never delivers an
+unacknowledged message again (the embedded amqtt), holds the message and calls the handler
+again (``unhandled="retry"``). Either way with backoff, and nothing after it is handled first.
 Must not import: the engine, the policy, the store or the agent.
 """
 
@@ -15,13 +24,18 @@ import logging
 import random
 import socket
 import ssl
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import aiomqtt
+import paho.mqtt.client as paho
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
-from edge_agent.errors import TransportError
+from edge_agent.errors import PublishRefused, TransportError
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +68,46 @@ NO_DELAY = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
 
 MessageHandler = Callable[[str, bytes], Awaitable[bool | None]]
 
+MqttVersion = Literal["5", "3.1.1"]
+Unhandled = Literal["redeliver", "retry"]
+
+# MQTT 5 failure reason codes (>= 0x80) of PUBACK and SUBACK, as short countable names.
+REASON_NAMES: dict[int, str] = {
+    0x80: "unspecified_error",
+    0x83: "implementation_specific_error",
+    0x87: "not_authorized",
+    0x8F: "topic_filter_invalid",
+    0x90: "topic_name_invalid",
+    0x91: "packet_id_in_use",
+    0x97: "quota_exceeded",
+    0x99: "payload_format_invalid",
+    0x9E: "shared_subscriptions_not_supported",
+    0xA1: "subscription_ids_not_supported",
+    0xA2: "wildcard_subscriptions_not_supported",
+}
+
+
+def reason_name(code: int) -> str:
+    """``not_authorized`` for 0x87; ``reason_0xNN`` for a code MQTT 5 does not define here."""
+    return REASON_NAMES.get(code, f"reason_0x{code:02x}")
+
+
+def _code(value: ReasonCode | int) -> int:
+    return value.value if isinstance(value, ReasonCode) else int(value)
+
+
+@dataclass(eq=False)
+class _Connection:
+    """One broker connection: its aiomqtt client and the PUBACKs its publishes wait for.
+
+    aiomqtt resolves a publish on PUBACK but drops the PUBACK's reason code (its paho
+    ``on_publish`` callback ignores it), so the link sends through paho itself and waits here,
+    per message id, for the reason code its own ``on_publish`` wrapper hands over.
+    """
+
+    client: aiomqtt.Client
+    pubacks: dict[int, asyncio.Future[int]] = field(default_factory=dict)
+
 
 @dataclass(frozen=True)
 class LinkSettings:
@@ -68,11 +122,26 @@ class LinkSettings:
     reconnect_max: float = 4.0
     will: tuple[str, bytes] | None = None  # last will (retained), e.g. status "offline"
     birth: tuple[str, bytes] | None = None  # sent (retained) after every connect
+    # "5": refused publishes are told apart (PublishRefused). "3.1.1": a broker may PUBACK a
+    # publish it dropped (Mosquitto does for an ACL denial); only for 3.1.1-only brokers.
+    protocol: MqttVersion = "5"
+    # False: a persistent session (MQTT 5 clean_start=False, 3.1.1 clean_session=False): the
+    # broker keeps the subscriptions and the unacknowledged QoS 1 messages across reconnects
+    # and agent restarts, and delivers them again when the link comes back.
     clean_session: bool = False
+    # MQTT 5 only: how long the broker keeps that session after the link is gone (seconds;
+    # 0xFFFFFFFF never expires). Under 3.1.1 the broker's own setting decides.
+    session_expiry: int = 7 * 24 * 3600
     publish_timeout: float = 10.0
     # Acknowledge an inbound QoS 1 message only after on_message returned (i.e. after the
     # agent committed what it did with it). If the agent dies first, the broker redelivers.
     manual_ack: bool = True
+    # What to do with an inbound QoS 1 message the handler could not handle (returned False).
+    # "redeliver": stop, disconnect without acknowledging it, resume the session: the broker
+    # delivers it and everything after it again, in order (Mosquitto, EMQX do: MQTT requires
+    # it of a resumed session). "retry": hold it and call the handler again, reading nothing
+    # else meanwhile: for a broker that drops an unacknowledged message (amqtt does, after 5 s).
+    unhandled: Unhandled = "redeliver"
     # Inbound messages waiting to be handled. QoS 1 floods are paced by the broker (unacked
     # messages in flight are capped); QoS 0 beyond this cap is dropped (and logged).
     max_queued_incoming: int = 10_000
@@ -85,6 +154,10 @@ def backoff_delay(attempt: int, minimum: float, maximum: float, rand: float) -> 
 
 
 class MqttLink:
+    # how long a deliberate reconnect (inbound message not handled) waits for the PUBACKs of
+    # publishes already sent, so that they are not sent again for nothing
+    INFLIGHT_GRACE = 1.0
+
     def __init__(
         self,
         name: str,
@@ -103,14 +176,21 @@ class MqttLink:
         self._sleep = sleep
         self.on_connect = on_connect
         self._rand = rand
-        self._client: aiomqtt.Client | None = None
+        self._conn: _Connection | None = None
         self._up = asyncio.Event()
         # publishes waiting for their PUBACK on the current connection: failed at once when
-        # it ends (aiomqtt would leave them waiting until publish_timeout, stalling the outbox)
-        self._inflight: set[asyncio.Task[None]] = set()
+        # it ends (they would otherwise wait until publish_timeout, stalling the outbox)
+        self._inflight: set[asyncio.Task[int]] = set()
         self.connects = 0
         self.failures = 0
         self.last_error: str | None = None
+        # what the broker refused, by reason: publishes ("not_authorized", "quota_exceeded")
+        # and subscriptions ("subscribe_not_authorized")
+        self.refused: Counter[str] = Counter()
+        # inbound QoS 1 messages the handler could not handle (returned False), each time;
+        # consecutive ones back off like failed connects
+        self.unhandled = 0
+        self._unhandled_streak = 0
 
     @property
     def connected(self) -> bool:
@@ -122,9 +202,23 @@ class MqttLink:
         except TimeoutError:
             raise TransportError(f"{self.name} link not connected within {timeout}s") from None
 
-    def _make_client(self) -> aiomqtt.Client:
+    def _make_client(self) -> _Connection:
         s = self.settings
         will = aiomqtt.Will(s.will[0], s.will[1], qos=1, retain=True) if s.will else None
+        session: dict[str, Any]
+        if s.protocol == "5":
+            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            if not s.clean_session:
+                properties.SessionExpiryInterval = s.session_expiry
+            # clean_start False on EVERY connect (aiomqtt's default starts clean on the first
+            # connect of a client object, and the link makes a new one per connection)
+            session = {
+                "protocol": aiomqtt.ProtocolVersion.V5,
+                "clean_start": s.clean_session,
+                "properties": properties,
+            }
+        else:
+            session = {"protocol": aiomqtt.ProtocolVersion.V311, "clean_session": s.clean_session}
         client = aiomqtt.Client(
             s.host,
             s.port,
@@ -134,43 +228,67 @@ class MqttLink:
             tls_context=s.tls,
             keepalive=s.keepalive,
             will=will,
-            clean_session=s.clean_session,
             timeout=s.publish_timeout,
             max_inflight_messages=100,
             max_queued_incoming_messages=s.max_queued_incoming,
             socket_options=NO_DELAY,
             logger=_aiomqtt_log,
+            **session,
         )
+        conn = _Connection(client)
         if s.manual_ack:
             # aiomqtt does not expose paho's manual acknowledgement; its paho client does.
             client._client.manual_ack_set(True)
         # aiomqtt ignores a connection closed before the CONNACK and waits for its timeout
         # (publish_timeout, 10 s) instead: every such attempt (an uplink that accepts and
         # drops, a broker starting up) delayed the outbox by that much. Fail it at once.
-        forward = client._client.on_disconnect
+        forward_disconnect = client._client.on_disconnect
+        pubacks = conn.pubacks
 
         def on_disconnect(*args: Any, **kwargs: Any) -> None:
             connected = client._connected
             if not connected.done():
                 connected.set_exception(aiomqtt.MqttError("connection closed before CONNACK"))
-            if forward is not None:
-                forward(*args, **kwargs)
+            # PUBACKs can no longer come: fail their publishes now, not at publish_timeout
+            for waiter in pubacks.values():
+                if not waiter.done():
+                    waiter.set_exception(aiomqtt.MqttError("connection lost before the PUBACK"))
+            pubacks.clear()
+            if forward_disconnect is not None:
+                forward_disconnect(*args, **kwargs)
 
         client._client.on_disconnect = on_disconnect
-        return client
+        # aiomqtt's on_publish drops the PUBACK's reason code: hand it to the waiting publish
+        # first (by message id), then let aiomqtt do its part (nothing of ours waits there).
+        # paho calls this from loop_read/loop_write, which aiomqtt runs as event loop
+        # callbacks: never while ``_send`` is between paho's publish() and registering its
+        # waiter (no await there), so the waiter is always in place before its PUBACK is read.
+        forward_publish = client._on_publish  # what aiomqtt installed as paho's on_publish
+
+        def on_publish(
+            paho_client: paho.Client, userdata: Any, mid: int, reason_code: ReasonCode, properties: Properties
+        ) -> None:
+            waiter = pubacks.pop(mid, None)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(_code(reason_code))
+            forward_publish(paho_client, userdata, mid, reason_code, properties)
+
+        client._client.on_publish = on_publish
+        return conn
 
     async def run(self) -> None:
         """Connect, serve, and reconnect forever (until cancelled)."""
         attempt = 0
         while True:
-            client = self._make_client()
+            conn = self._make_client()
+            client = conn.client
+            unhandled = False
             try:
                 async with client:
-                    self._client = client
-                    for topic, qos in self.subscriptions:
-                        await client.subscribe(topic, qos=qos)
+                    self._conn = conn
+                    await self._subscribe(client)
                     if self.settings.birth:
-                        await client.publish(self.settings.birth[0], self.settings.birth[1], qos=1, retain=True)
+                        await self._publish_birth(conn)
                     self.connects += 1
                     attempt = 0
                     self.last_error = None
@@ -178,41 +296,136 @@ class MqttLink:
                     if self.on_connect is not None:
                         self.on_connect()
                     log.info(
-                        "%s link connected to %s:%s",
+                        "%s link connected to %s:%s (MQTT %s)",
                         self.name,
                         self.settings.host,
                         self.settings.port,
+                        self.settings.protocol,
                     )
-                    async for message in client.messages:
-                        payload = message.payload
-                        data = payload if isinstance(payload, bytes) else str(payload or "").encode()
-                        handled = await self.on_message(str(message.topic), data)
-                        if self.settings.manual_ack and message.qos > 0 and handled is not False:
-                            client._client.ack(message.mid, message.qos)
+                    unhandled = await self._serve(client)
+                    if unhandled:
+                        # the message stays unacknowledged; stop publishing on this
+                        # connection, let what is in flight get its PUBACK, and leave (a
+                        # normal DISCONNECT: the session and its unacked messages stay)
+                        self._up.clear()
+                        if self._inflight:
+                            await asyncio.wait(set(self._inflight), timeout=self.INFLIGHT_GRACE)
             except aiomqtt.MqttError as exc:
                 self.failures += 1
                 self.last_error = str(exc)
                 log.warning("%s link down: %s", self.name, exc)
             finally:
                 self._up.clear()
-                self._client = None
+                self._conn = None
+                for waiter in conn.pubacks.values():
+                    waiter.cancel()
+                conn.pubacks.clear()
                 for task in list(self._inflight):
                     task.cancel()  # their PUBACKs can no longer come: let the caller retry now
-            delay = backoff_delay(attempt, self.settings.reconnect_min, self.settings.reconnect_max, self._rand())
-            attempt += 1
+            minimum, maximum = self.settings.reconnect_min, self.settings.reconnect_max
+            if unhandled:
+                delay = self._unhandled_delay()  # a lasting storage failure: no reconnect storm
+            else:
+                delay = backoff_delay(attempt, minimum, maximum, self._rand())
+                attempt += 1
             await self._sleep(delay)
 
-    async def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> None:
-        """Publish; with QoS 1 return only after PUBACK. TransportError if the link is down."""
-        client = self._client
-        if client is None or not self._up.is_set():
-            raise TransportError(f"{self.name} link is down")
-        task = asyncio.ensure_future(
-            client.publish(topic, payload, qos=qos, retain=retain, timeout=self.settings.publish_timeout)
+    def _unhandled_delay(self) -> float:
+        delay = backoff_delay(
+            self._unhandled_streak, self.settings.reconnect_min, self.settings.reconnect_max, self._rand()
         )
+        self._unhandled_streak += 1
+        return delay
+
+    async def _serve(self, client: aiomqtt.Client) -> bool:
+        """Hand inbound messages to the handler and acknowledge them. True when one QoS 1
+        message could not be handled (``unhandled="redeliver"``): it and everything after it
+        on this connection stay unacknowledged, for the broker to deliver again once the
+        session resumes."""
+        async for message in client.messages:
+            payload = message.payload
+            data = payload if isinstance(payload, bytes) else str(payload or "").encode()
+            topic = str(message.topic)
+            handled = await self.on_message(topic, data)
+            if not self.settings.manual_ack or message.qos == 0:
+                continue  # acknowledged by paho already (or QoS 0: nothing to acknowledge)
+            while handled is False:
+                self.unhandled += 1
+                if self.settings.unhandled == "redeliver":
+                    log.warning(
+                        "%s link: message on %s not handled; reconnecting for the broker to deliver it again",
+                        self.name,
+                        topic,
+                    )
+                    return True
+                log.warning("%s link: message on %s not handled; trying it again", self.name, topic)
+                await self._sleep(self._unhandled_delay())
+                handled = await self.on_message(topic, data)
+            client._client.ack(message.mid, message.qos)
+            self._unhandled_streak = 0
+        return False
+
+    async def _subscribe(self, client: aiomqtt.Client) -> None:
+        for topic, qos in self.subscriptions:
+            granted = await client.subscribe(topic, qos=qos)
+            for value in granted:
+                code = _code(value)
+                if code >= 0x80:
+                    reason = reason_name(code)
+                    self.refused["subscribe_" + reason] += 1
+                    log.error(
+                        "%s link: the broker refused the subscription to %s: %s (0x%02x)",
+                        self.name,
+                        topic,
+                        reason,
+                        code,
+                    )
+
+    async def _publish_birth(self, conn: _Connection) -> None:
+        assert self.settings.birth is not None
+        topic, payload = self.settings.birth
+        code = await self._send(conn, topic, payload, qos=1, retain=True)
+        if code >= 0x80:  # a refused birth message is not a dead link: log, count, serve
+            self._refusal(code, topic)
+
+    async def _send(self, conn: _Connection, topic: str, payload: bytes, *, qos: int, retain: bool) -> int:
+        """Publish through paho and wait for the PUBACK: its reason code (0 for QoS 0)."""
+        info = conn.client._client.publish(topic, payload, qos, retain)
+        if info.rc != paho.MQTT_ERR_SUCCESS:
+            raise aiomqtt.MqttCodeError(info.rc, "Could not publish message")
+        if info.is_published():  # sent already, so no waiter could see the reason code
+            if qos == 0:
+                return 0
+            raise aiomqtt.MqttError("PUBACK handled before its waiter: reason code unknown")
+        waiter: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        conn.pubacks[info.mid] = waiter
+        try:
+            return await asyncio.wait_for(waiter, self.settings.publish_timeout)
+        except TimeoutError:
+            raise aiomqtt.MqttError(f"no PUBACK within {self.settings.publish_timeout}s") from None
+        finally:
+            if conn.pubacks.get(info.mid) is waiter:
+                del conn.pubacks[info.mid]
+
+    def _refusal(self, code: int, topic: str) -> PublishRefused:
+        reason = reason_name(code)
+        self.refused[reason] += 1
+        log.error("%s link: the broker refused a publish to %s: %s (0x%02x)", self.name, topic, reason, code)
+        return PublishRefused(code, reason, topic=topic, link=self.name)
+
+    async def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> None:
+        """Publish; with QoS 1 return only after a PUBACK that accepts the message.
+
+        TransportError if the link is down or goes down before the PUBACK; PublishRefused
+        (a TransportError) if the PUBACK carries a failure reason code (MQTT 5 only).
+        """
+        conn = self._conn
+        if conn is None or not self._up.is_set():
+            raise TransportError(f"{self.name} link is down")
+        task = asyncio.ensure_future(self._send(conn, topic, payload, qos=qos, retain=retain))
         self._inflight.add(task)
         try:
-            await task
+            code = await task
         except aiomqtt.MqttError as exc:
             raise TransportError(f"{self.name} publish to {topic} failed: {exc}") from None
         except asyncio.CancelledError:
@@ -222,3 +435,5 @@ class MqttLink:
             raise
         finally:
             self._inflight.discard(task)
+        if code >= 0x80:
+            raise self._refusal(code, topic)

@@ -58,6 +58,9 @@ class BrokerSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
     url: str = "embedded"
     username: str | None = None
     password: str | None = None
+    # a file (relative to the gateway file, mode 0600) whose first line is the password:
+    # keeps the secret out of the config that is copied, diffed and attached to tickets
+    password_file: str | None = None
     tls: Tls | None = None
     allow_plaintext_remote: bool = False
     keepalive: Annotated[int, msgspec.Meta(ge=5, le=3600)] = 30
@@ -248,6 +251,9 @@ def policy_problems(gw: GatewayFile, policy: Policy, source: str) -> list[Proble
 
 def _check_references(gw: GatewayFile, policy: Policy | None, source: str) -> list[Problem]:
     problems: list[Problem] = []
+    for which, broker in (("south", gw.south), ("north", gw.north)):
+        if broker.password is not None and broker.password_file is not None:
+            problems.append(Problem(source, f"{which}.password_file", "set either password or password_file, not both"))
     seen: dict[str, str] = {}
     sections: tuple[tuple[str, list[Lamp] | list[Camera] | list[Wearable]], ...] = (
         ("lamps", gw.lamps),

@@ -205,3 +205,50 @@ session_expiry = 3600
     config = load_config(_gateway_file(tmp_path / "embedded", '[south]\nurl = "embedded"\n'))
     embedded = link_settings(config, "south", config.file.south, "127.0.0.1", 1883)
     assert (embedded.protocol, embedded.unhandled) == ("3.1.1", "retry")
+
+
+def _gateway_with_south(tmp_path: Path, south: str) -> Path:
+    (tmp_path / "policy.toml").write_bytes((ROOT / "scenarios" / "policies" / "naxi-standard.toml").read_bytes())
+    (tmp_path / "gw.toml").write_text(
+        f"""
+[gateway]
+id = "gw1"
+latitude = 28.77
+longitude = 105.37
+policy = "policy.toml"
+[[responders]]
+id = "doc"
+role = "village_doctor"
+[[responders]]
+id = "crew"
+role = "repair_crew"
+[south]
+{south}
+"""
+    )
+    return tmp_path / "gw.toml"
+
+
+def test_a_link_password_can_live_in_a_file_of_its_own(tmp_path: Path) -> None:
+    from edge_agent.agent.links import link_settings
+
+    (tmp_path / "south.secret").write_text("s3cret-pw\n")
+    config = load_config(
+        _gateway_with_south(tmp_path, 'url = "mqtt://127.0.0.1:1883"\nusername = "gw1"\npassword_file = "south.secret"')
+    )
+    settings = link_settings(config, "south", config.file.south, "127.0.0.1", 1883)
+    assert (settings.username, settings.password) == ("gw1", "s3cret-pw")
+
+
+def test_an_unreadable_password_file_names_its_key(tmp_path: Path) -> None:
+    from edge_agent.agent.links import link_settings
+
+    config = load_config(_gateway_with_south(tmp_path, 'url = "mqtt://127.0.0.1:1883"\npassword_file = "missing"'))
+    with pytest.raises(ConfigError, match=r"south\.password_file: cannot read it"):
+        link_settings(config, "south", config.file.south, "127.0.0.1", 1883)
+
+
+def test_password_and_password_file_together_are_refused(tmp_path: Path) -> None:
+    path = _gateway_with_south(tmp_path, 'password = "a"\npassword_file = "b"')
+    with pytest.raises(ConfigError, match=r"south\.password_file: set either password or password_file"):
+        load_config(path)

@@ -56,6 +56,15 @@ def link_settings(
                 )
             ]
         )
+    password = broker.password
+    if broker.password_file is not None:
+        try:
+            lines = (config.path.parent / broker.password_file).read_text().splitlines()
+        except OSError as exc:
+            raise ConfigError(
+                [Problem(str(config.path), f"{which}.password_file", f"cannot read it: {exc.strerror}")]
+            ) from None
+        password = lines[0] if lines else ""
     status = topics.root(config.id) + "/status"
     if embedded is None:
         embedded = broker.url == "embedded"
@@ -64,7 +73,7 @@ def link_settings(
         port=port,
         client_id=f"{config.id}-{which}",
         username=broker.username,
-        password=broker.password,
+        password=password,
         tls=tls_context,
         keepalive=broker.keepalive,
         reconnect_min=broker.reconnect_min,

@@ -157,6 +157,22 @@ def counters(config: ConfigOption) -> None:
     console.print(table)
 
 
+@app.command("acl")
+def acl_command(
+    side: Annotated[
+        str, typer.Option(help="north: the city broker's ACL; south: this gateway's village broker's (needs -c).")
+    ],
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="The gateway's TOML file (south).")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write it here (atomically).")] = None,
+    users: Annotated[bool, typer.Option("--users", help="List the password-file users instead.")] = False,
+) -> None:
+    """Generate a Mosquitto ACL from the topic registry (deploy/README.md)."""
+    from edge_agent.agent.acl import main as acl_main
+
+    argv = ["--side", side, *(["-c", str(config)] if config else []), *(["-o", str(output)] if output else [])]
+    raise typer.Exit(acl_main([*argv, *(["--users"] if users else [])]))
+
+
 rollout_app = typer.Typer(help="Policy rollout on this gateway's lamps.", no_args_is_help=True)
 app.add_typer(rollout_app, name="rollout")
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -70,7 +70,7 @@ def fallback_steps(
 
 
 class SerialDevices:
-    def __init__(self, config: GatewayConfig, clock: Clock, handle: Callable[[Event], None]) -> None:
+    def __init__(self, config: GatewayConfig, clock: Clock, handle: Callable[[Event], Awaitable[None]]) -> None:
         self.config = config
         self.clock = clock
         self.handle = handle
@@ -134,7 +134,7 @@ class SerialDevices:
                     if item.online:  # back (maybe rebooted): clock, timeout and level again
                         self._spawn(self._prepare(bus, item.unit, cfg.silence_timeout))
                         self._resend(name, item.unit)
-                    self.handle(
+                    await self.handle(
                         Event(
                             lamp,
                             "lamp",
@@ -146,7 +146,7 @@ class SerialDevices:
                         )
                     )
                 elif isinstance(item, LampReading):
-                    self.handle(Event(lamp, "lamp", "state", now, zone, group, reading_values(item)))
+                    await self.handle(Event(lamp, "lamp", "state", now, zone, group, reading_values(item)))
 
     async def _prepare(self, bus: ModbusLampBus, unit: int, silence_timeout: int) -> None:
         """Set the node's clock and its master-silence timeout (after which it runs its program)."""
@@ -161,7 +161,7 @@ class SerialDevices:
             async for message in link:
                 event = self._dongle_event(message)
                 if event is not None:
-                    self.handle(event)
+                    await self.handle(event)
 
     def _dongle_event(self, message: DongleMessage) -> Event | None:
         wearable = self.wearable_of.get(message.device_id)

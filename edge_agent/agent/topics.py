@@ -1,48 +1,220 @@
-"""The topic namespace, in one place. Documented with examples in docs/TOPICS.md.
+"""The topic namespace, in one place: every topic the agent publishes or subscribes is built
+here from ``TOPIC_CLASSES``. Documented with examples in docs/TOPICS.md.
 
-Every topic of a gateway lives under ``district/v1/<gateway>/``:
+The registry below is the source of truth; this summary is checked against it by
+tests/test_topics.py. Every topic of a gateway lives under ``district/v1/<gateway>/``:
 
 south (devices and responders, on the local broker)
   lamp/<id>/state            lamp -> gateway     LampState
   lamp/<id>/set              gateway -> lamp     LampCommand (QoS 1)
+  lamp/<id>/program          gateway -> lamp     retained LampProgram with the policy version
   camera/<id>/event          camera -> gateway   CameraEvent
   camera/<id>/status         camera -> gateway   DeviceStatus
   wearable/<id>/event        wearable -> gateway WearableEvent (sos, fall, geofence_exit)
   wearable/<id>/vitals       wearable -> gateway WearableVitals
   wearable/<id>/heartbeat    wearable -> gateway Heartbeat
-  responder/<id>/alert       gateway -> phone    AlertMessage (QoS 1)
-  responder/<id>/ack         phone -> gateway    ResponderAck
-north (the city platform; the same broker when there is no uplink)
-  status                     retained "online" / "offline" (last will)
+  responder/<id>/alert       gateway -> responder AlertMessage (QoS 1)
+  responder/<id>/ack         responder -> gateway ResponderAck
+  alarm                      gateway -> operator local alarm: the gateway cannot keep a promise
+north (the city platform; the south broker when there is no uplink)
+  status                     retained "online" / "offline" (birth and last will, on both links)
   alert                      AlertMessage, every change of every alert (QoS 1, outbox)
   event/<topic>              what a rule's publish action sends (QoS 1, outbox)
-  policy                     centre -> gateway: retained signed policy bundle
-  policy/ack                 gateway -> centre: accepted / already_active / rejected + reason
-  rollout                    gateway -> centre: retained {policy_version, lamps, on_version, retries}
-south, for policy rollout
-  lamp/<id>/program          gateway -> lamp: retained LampProgram with the policy version
+  telemetry/lamp/<id>        gateway -> centre   every lamp state report (outbox, uplink only)
+  policy                     centre -> gateway   retained signed policy bundle
+  policy/ack                 gateway -> centre   accepted / already_active / rejected + reason
+  rollout                    gateway -> centre   retained {policy_version, lamps, on_version, retries}
+
+Patterns are relative to the gateway root, in MQTT filter syntax with named levels:
+``{lamp}`` is one level, ``{topic...}`` the rest of the topic (one or more levels).
+Must not import anything of ours: transports, the engine and the docs read this module.
 """
 
 from __future__ import annotations
 
-PREFIX = "district/v1"
-POLICY = "policy"  # north, retained signed bundle from the centre
-POLICY_ACK = "policy/ack"  # north, the gateway's answer
-ROLLOUT = "rollout"  # north, retained: how many lamps run the active policy version
+import re
+from dataclasses import dataclass
 
-SOUTH_INBOUND = (
-    "lamp/+/state",
-    "camera/+/event",
-    "camera/+/status",
-    "wearable/+/event",
-    "wearable/+/vitals",
-    "wearable/+/heartbeat",
-    "responder/+/ack",
+PREFIX = "district/v1"
+
+SOUTH = "south"
+NORTH = "north"
+BOTH = "both"  # announced on each link's own broker (the birth and the last will)
+
+
+@dataclass(frozen=True)
+class TopicClass:
+    name: str  # "lamp_state", "lamp_set", "alarm", "telemetry_lamp", ...
+    pattern: str  # relative to the gateway root: "lamp/{lamp}/state", "event/{topic...}"
+    side: str  # "south" (local broker), "north" (city platform; the south broker without uplink), "both"
+    publisher: str  # "gateway", "lamp", "camera", "wearable", "responder", "centre"
+    qos: int  # the QoS the gateway publishes, or subscribes, with
+    retained: bool
+    payload: str  # model name in edge_agent.models, or a short description of the body
+
+    @property
+    def inbound(self) -> bool:
+        """The gateway subscribes to it (someone else publishes)."""
+        return self.publisher != "gateway"
+
+    @property
+    def levels(self) -> tuple[str, ...]:
+        """The named levels, in order: ("lamp",) for "lamp/{lamp}/state"."""
+        return tuple(name for name, _ in _LEVEL.findall(self.pattern))
+
+    @property
+    def display(self) -> str:
+        """The human form used in docs: "lamp/<id>/state", "event/<topic>"."""
+        return _LEVEL.sub(lambda m: f"<{m.group(1)}>" if m.group(2) else "<id>", self.pattern)
+
+
+_LEVEL = re.compile(r"\{(\w+)(\.\.\.)?\}")
+
+TOPIC_CLASSES: tuple[TopicClass, ...] = (
+    # south, devices and responders -> gateway
+    TopicClass("lamp_state", "lamp/{lamp}/state", SOUTH, "lamp", 1, False, "LampState"),
+    TopicClass("camera_event", "camera/{camera}/event", SOUTH, "camera", 1, False, "CameraEvent"),
+    TopicClass("camera_status", "camera/{camera}/status", SOUTH, "camera", 1, False, "DeviceStatus"),
+    TopicClass("wearable_event", "wearable/{wearable}/event", SOUTH, "wearable", 1, False, "WearableEvent"),
+    TopicClass("wearable_vitals", "wearable/{wearable}/vitals", SOUTH, "wearable", 1, False, "WearableVitals"),
+    TopicClass("wearable_heartbeat", "wearable/{wearable}/heartbeat", SOUTH, "wearable", 1, False, "Heartbeat"),
+    TopicClass("responder_ack", "responder/{responder}/ack", SOUTH, "responder", 1, False, "ResponderAck"),
+    # south, gateway -> devices, responders and whoever watches the local broker
+    TopicClass("lamp_set", "lamp/{lamp}/set", SOUTH, "gateway", 1, False, "LampCommand"),
+    TopicClass("lamp_program", "lamp/{lamp}/program", SOUTH, "gateway", 1, True, "LampProgram"),
+    TopicClass("responder_alert", "responder/{responder}/alert", SOUTH, "gateway", 1, False, "AlertMessage"),
+    TopicClass("alarm", "alarm", SOUTH, "gateway", 1, False, "Alarm {v, ts, reason, detail}"),
+    # north: the city platform
+    TopicClass("status", "status", BOTH, "gateway", 1, True, "text: online | offline"),
+    TopicClass("alert", "alert", NORTH, "gateway", 1, False, "AlertMessage"),
+    TopicClass("event", "event/{topic...}", NORTH, "gateway", 1, False, "rule publish payload + rule, device, ts"),
+    TopicClass("telemetry_lamp", "telemetry/lamp/{lamp}", NORTH, "gateway", 1, False, "LampState values"),
+    TopicClass("policy", "policy", NORTH, "centre", 1, True, "signed policy bundle"),
+    TopicClass("policy_ack", "policy/ack", NORTH, "gateway", 1, False, "PolicyAck"),
+    TopicClass("rollout", "rollout", NORTH, "gateway", 1, True, "RolloutSummary"),
 )
+
+BY_NAME: dict[str, TopicClass] = {topic_class.name: topic_class for topic_class in TOPIC_CLASSES}
 
 
 def root(gateway: str) -> str:
     return f"{PREFIX}/{gateway}"
+
+
+def build(gateway: str, name: str, **levels: str) -> str:
+    """The topic of class ``name`` for these level values; every topic string is made here."""
+    topic_class = BY_NAME[name]
+    if set(levels) != set(topic_class.levels):
+        raise ValueError(f"topic {name!r} takes levels {topic_class.levels}, got {tuple(levels)}")
+    relative = _LEVEL.sub(lambda m: levels[m.group(1)], topic_class.pattern)
+    return f"{root(gateway)}/{relative}"
+
+
+def bind(topic_class: TopicClass, gateway: str, **levels: str) -> str:
+    """A filter for the class under ``root(gateway)`` with some named levels fixed and the
+    others wild (``+``, or ``#`` for a multi-level one). ``gateway`` may itself be a filter
+    or an ACL placeholder: ``bind(c, "%u", lamp="%u")``, ``bind(c, "+")``."""
+
+    def level(m: re.Match[str]) -> str:
+        name, rest = m.group(1), m.group(2)
+        if name in levels:
+            return levels[name] + ("/#" if rest else "")
+        return "#" if rest else "+"
+
+    return f"{root(gateway)}/{_LEVEL.sub(level, topic_class.pattern)}"
+
+
+# ----- one builder per class the gateway publishes or subscribes -----------------------------
+def lamp_set(gateway: str, lamp: str) -> str:
+    return build(gateway, "lamp_set", lamp=lamp)
+
+
+def lamp_program(gateway: str, lamp: str) -> str:
+    return build(gateway, "lamp_program", lamp=lamp)
+
+
+def responder_alert(gateway: str, responder: str) -> str:
+    return build(gateway, "responder_alert", responder=responder)
+
+
+def alarm(gateway: str) -> str:
+    return build(gateway, "alarm")
+
+
+def status(gateway: str) -> str:
+    return build(gateway, "status")
+
+
+def alert(gateway: str) -> str:
+    return build(gateway, "alert")
+
+
+def event(gateway: str, topic: str) -> str:
+    """A rule's publish action: ``topic`` may have several levels ("report/morning")."""
+    return build(gateway, "event", topic=topic)
+
+
+def telemetry_lamp(gateway: str, lamp: str) -> str:
+    return build(gateway, "telemetry_lamp", lamp=lamp)
+
+
+def policy(gateway: str) -> str:
+    return build(gateway, "policy")
+
+
+def policy_ack(gateway: str) -> str:
+    return build(gateway, "policy_ack")
+
+
+def rollout(gateway: str) -> str:
+    return build(gateway, "rollout")
+
+
+# ----- subscriptions and parsing ---------------------------------------------------------------
+def subscriptions(gateway: str, link: str, *, uplink: bool) -> list[tuple[str, int]]:
+    """(filter, QoS) for every inbound class the ``link`` ("south" or "north") carries.
+
+    Without an uplink the north classes (the centre's policy) come over the south broker.
+    """
+    wanted = {SOUTH, BOTH} if link == SOUTH else {NORTH, BOTH}
+    if link == SOUTH and not uplink:
+        wanted.add(NORTH)
+    if link == NORTH and not uplink:
+        return []
+    return [(bind(c, gateway), c.qos) for c in TOPIC_CLASSES if c.inbound and c.side in wanted]
+
+
+def match(gateway: str, topic: str) -> tuple[TopicClass, dict[str, str]] | None:
+    """The class of a full topic and its level values, or None if it is not one of ours."""
+    prefix = root(gateway) + "/"
+    if not topic.startswith(prefix):
+        return None
+    parts = topic[len(prefix) :].split("/")
+    if not all(parts):
+        return None
+    for topic_class in TOPIC_CLASSES:
+        levels = _match_parts(topic_class.pattern.split("/"), parts)
+        if levels is not None:
+            return topic_class, levels
+    return None
+
+
+def _match_parts(pattern: list[str], parts: list[str]) -> dict[str, str] | None:
+    levels: dict[str, str] = {}
+    for i, piece in enumerate(pattern):
+        named = _LEVEL.fullmatch(piece)
+        if named is not None and named.group(2):  # "{topic...}": the rest, at least one level
+            if i >= len(parts):
+                return None
+            levels[named.group(1)] = "/".join(parts[i:])
+            return levels
+        if i >= len(parts):
+            return None
+        if named is not None:
+            levels[named.group(1)] = parts[i]
+        elif piece != parts[i]:
+            return None
+    return levels if len(pattern) == len(parts) else None
 
 
 def split(gateway: str, topic: str) -> tuple[str, str, str] | None:

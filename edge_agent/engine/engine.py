@@ -10,33 +10,24 @@ a timer and no message, or the message and no timer. So each timer fires exactly
 from __future__ import annotations
 
 import heapq
-import math
 import time
 from collections import deque
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from edge_agent.engine.effects import AlertChanged, Effect, NotifyResponder, PublishRequest
 from edge_agent.engine.lighting import LampState, LightingController, LocalTime, local_time
 from edge_agent.engine.rules import CompiledRule, compile_rule, render
+from edge_agent.engine.schedule import next_fire
 from edge_agent.models import Event
 from edge_agent.policy.dispatch import choose_responder
 from edge_agent.policy.expr import evaluate
-from edge_agent.policy.model import (
-    Notify,
-    Policy,
-    Publish,
-    RaiseAlert,
-    SetLamp,
-    SunTrigger,
-    TimeTrigger,
-)
+from edge_agent.policy.model import Notify, Policy, Publish, RaiseAlert, SetLamp
 from edge_agent.policy.programs import compile_programs
-from edge_agent.policy.sun import ZENITH_CIVIL, ZENITH_OFFICIAL, solar_elevation, sun_event_minute
-from edge_agent.policy.units import parse_clock, parse_duration, parse_signed_duration
+from edge_agent.policy.sun import solar_elevation
+from edge_agent.policy.units import parse_duration
 from edge_agent.store.db import Store, Timer, new_id
 
 FOREVER = 1e300  # due time of a latch: persisted, never fires
@@ -360,48 +351,13 @@ class Engine:
         return []
 
     def _schedule_next(self, rule: CompiledRule, after: float) -> None:
-        when = rule.declaration.when
-        tz = self.site.tz
-        if isinstance(when, TimeTrigger):
-            start = datetime.fromtimestamp(after, tz)
-            if when.cron is not None:
-                from croniter import croniter  # only gateways with cron rules pay for it (~6 MB)
-
-                due = float(croniter(when.cron, start).get_next(float))
-            else:
-                assert when.at is not None
-                minute = parse_clock(when.at)
-                moment = start.replace(hour=minute // 60, minute=minute % 60, second=0, microsecond=0)
-                if moment.timestamp() < after:
-                    moment = (moment + timedelta(days=1)).replace(hour=minute // 60, minute=minute % 60)
-                due = moment.timestamp()
-        elif isinstance(when, SunTrigger):
-            due = self._next_sun_event(when, after)
-        else:
+        site = self.site
+        due = next_fire(rule.declaration.when, after, site.tz, site.latitude, site.longitude)
+        if due is None:
             return
-        self._timers[f"schedule:{rule.id}"] = Timer(f"schedule:{rule.id}", due, "schedule", {"rule": rule.id})
-        heapq.heappush(self._heap, (due, f"schedule:{rule.id}"))
-
-    def _next_sun_event(self, when: SunTrigger, after: float) -> float:
-        offset = parse_signed_duration(when.offset)
-        rising = when.event in ("sunrise", "dawn")
-        zenith = ZENITH_OFFICIAL if when.event in ("sunrise", "sunset") else ZENITH_CIVIL
-        local = local_time(after, self.site.tz)
-        for day in range(local.epoch_day - 1, local.epoch_day + 3):
-            minute = sun_event_minute(
-                day,
-                self.site.latitude,
-                self.site.longitude,
-                local.utc_offset_minutes,
-                zenith,
-                rising,
-            )
-            if math.isnan(minute):
-                continue
-            moment = (day * 1440.0 + minute - local.utc_offset_minutes) * 60.0 + offset
-            if moment >= after:
-                return moment
-        return after + 86400.0
+        key = f"schedule:{rule.id}"
+        self._timers[key] = Timer(key, due, "schedule", {"rule": rule.id})
+        heapq.heappush(self._heap, (due, key))
 
     # ----- lighting ---------------------------------------------------------------------------
     def tick_lighting(self, now: float) -> list[Effect]:

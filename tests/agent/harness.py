@@ -16,6 +16,7 @@ import msgspec
 from edge_agent.agent.app import Agent
 from edge_agent.clock import Clock
 from edge_agent.config import GatewayConfig, load_config
+from edge_agent.policy.bundle import build_bundle, generate_private_key, key_id, public_key_to_pem, sign_bundle
 from edge_agent.transports.mqtt import NO_DELAY
 
 GATEWAY_TEMPLATE = """
@@ -94,6 +95,41 @@ def write_gateway(tmp_path: Path, gw: str, port: int, rules: str) -> GatewayConf
     (tmp_path / "policy.toml").write_text(POLICY_HEAD.format() + rules)
     (tmp_path / "gateway.toml").write_text(GATEWAY_TEMPLATE.format(gw=gw, port=port))
     return load_config(tmp_path / "gateway.toml")
+
+
+def write_trusting_gateway(tmp_path: Path, gw: str, port: int, rules: str) -> tuple[GatewayConfig, Any]:
+    """``write_gateway`` plus a centre key the gateway trusts; returns the config and the key."""
+    write_gateway(tmp_path, gw, port, rules)
+    key = generate_private_key()
+    (tmp_path / "centre.pub").write_bytes(public_key_to_pem(key.public_key()))
+    text = (tmp_path / "gateway.toml").read_text() + '\n[trust]\nkeys = ["centre.pub"]\n'
+    (tmp_path / "gateway.toml").write_text(text)
+    return load_config(tmp_path / "gateway.toml"), key
+
+
+def sign_policy(
+    key: Any,
+    payload: bytes,
+    version: int,
+    now: float,
+    gateways: tuple[str, ...] = ("*",),
+    district: str = "naxi",
+    expires: float | None = None,
+) -> bytes:
+    """A signed policy bundle as the centre makes it, valid from a minute before ``now``."""
+    bundle = build_bundle(
+        payload,
+        kind="policy",
+        district=district,
+        gateways=list(gateways),
+        version=version,
+        issued_at=int(now - 60),
+        not_before=int(now - 60),
+        expires=int(now + 86400 * 30 if expires is None else expires),
+        key_id=key_id(key.public_key()),
+        force=True,
+    )
+    return sign_bundle(bundle, key)
 
 
 async def eventually(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:

@@ -8,9 +8,16 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from edge_agent.clock import ManualClock
-from edge_agent.config import load_config
-from edge_agent.policy.bundle import build_bundle, generate_private_key, key_id, public_key_to_pem, sign_bundle
-from tests.agent.harness import POLICY_HEAD, eventually, observing, running, write_gateway
+from edge_agent.policy.bundle import generate_private_key
+from tests.agent.harness import (
+    POLICY_HEAD,
+    eventually,
+    observing,
+    running,
+    sign_policy,
+    write_gateway,
+    write_trusting_gateway,
+)
 from tests.conftest import BrokerInfo
 
 T0 = datetime(2026, 1, 1, 8, 0, tzinfo=ZoneInfo("Asia/Shanghai")).timestamp()
@@ -23,28 +30,11 @@ def _policy(name: str, level: int = 80) -> bytes:
 
 
 def _setup(tmp_path: Path, gw: str, port: int):
-    write_gateway(tmp_path, gw, port, "")
-    key = generate_private_key()
-    (tmp_path / "centre.pub").write_bytes(public_key_to_pem(key.public_key()))
-    text = (tmp_path / "gateway.toml").read_text() + '\n[trust]\nkeys = ["centre.pub"]\n'
-    (tmp_path / "gateway.toml").write_text(text)
-    return load_config(tmp_path / "gateway.toml"), key
+    return write_trusting_gateway(tmp_path, gw, port, "")
 
 
 def _sign(key, payload: bytes, version: int, gateways=("*",), district="naxi", expires=T0 + 86400 * 30) -> bytes:
-    bundle = build_bundle(
-        payload,
-        kind="policy",
-        district=district,
-        gateways=list(gateways),
-        version=version,
-        issued_at=int(T0 - 60),
-        not_before=int(T0 - 60),
-        expires=int(expires),
-        key_id=key_id(key.public_key()),
-        force=True,
-    )
-    return sign_bundle(bundle, key)
+    return sign_policy(key, payload, version, T0, gateways=tuple(gateways), district=district, expires=expires)
 
 
 async def test_bundle_is_applied_pushed_to_lamps_acked_and_survives_restart(

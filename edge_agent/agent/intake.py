@@ -1,0 +1,228 @@
+"""Inbound routing: every message and device event the gateway receives, up to its commit.
+
+Owns: decoding south messages into typed events (or rejecting and counting them), responder
+acknowledgements, handing policy envelopes on, and ``handle_event``: engine, effects and
+outbox in one SQLite transaction, for events from any transport (MQTT, Modbus bus, dongle).
+
+The hand-off rule: a message is acknowledged (the MQTT handler returns True, a serial event's
+``commit_event`` returns) only after what it caused is committed and, when that transaction
+was durable (alert-related), on disk (``Store.sync``). A storage failure raises the local
+alarm and leaves the message unacknowledged, so the broker delivers it again; a message that
+breaks the agent itself is kept in the store's dead letters, never dropped.
+Must not import: the app, the transports' internals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+from collections.abc import Awaitable, Callable
+
+from edge_agent.agent import topics
+from edge_agent.agent.outbound import Alarm, Outbound
+from edge_agent.agent.rollout import RolloutTracker
+from edge_agent.agent.runtime import ActivePolicy, AgentStats, Unflushed
+from edge_agent.clock import Clock
+from edge_agent.engine import Site
+from edge_agent.errors import ProtocolError
+from edge_agent.models import (
+    SOUTH_SCHEMAS,
+    CameraEvent,
+    DeviceStatus,
+    Event,
+    Heartbeat,
+    LampState,
+    ResponderAck,
+    WearableEvent,
+    WearableVitals,
+    decode_payload,
+)
+from edge_agent.store.db import Store
+
+log = logging.getLogger("edge_agent")
+
+
+class Intake:
+    def __init__(
+        self,
+        *,
+        site: Site,
+        clock: Clock,
+        store: Store,
+        active: ActivePolicy,
+        outbound: Outbound,
+        alarm: Alarm,
+        rollout: RolloutTracker,
+        on_policy: Callable[[bytes], Awaitable[None]],
+        timers_changed: asyncio.Event,
+        unflushed: Unflushed,
+        stats: AgentStats,
+        max_payload: int,
+    ) -> None:
+        self.gateway = site.gateway
+        self.devices = site.devices
+        self.clock = clock
+        self.store = store
+        self.active = active
+        self.outbound = outbound
+        self.alarm = alarm
+        self.rollout = rollout
+        self.on_policy = on_policy
+        self.timers_changed = timers_changed
+        self.unflushed = unflushed
+        self.stats = stats
+        self.max_payload = max_payload
+        self.policy_topic = topics.policy(site.gateway)
+        self._last_faults: dict[str, int] = {}
+
+    # ----- MQTT handlers --------------------------------------------------------------------
+    async def on_south(self, topic: str, payload: bytes) -> bool:
+        """Handle one inbound message. True: acknowledge it to the broker. False: what it
+        caused could not be stored, so it must come again (after a reconnect)."""
+        self.stats.received += 1
+        try:
+            durable = await self._route(topic, payload)
+        except ProtocolError as exc:
+            self._reject(exc.reason, str(exc))
+            return True
+        except sqlite3.Error as exc:
+            self.alarm.sound("storage", f"cannot store what {topic} caused: {exc}")
+            return False
+        except Exception as exc:  # one bad message must never take the link down, nor be lost
+            log.exception("internal error on %s", topic)
+            return await self._dead_letter(topic, payload, exc)
+        return await self._synced(topic, durable)
+
+    async def on_north(self, topic: str, payload: bytes) -> bool:
+        """The uplink carries one inbound topic, the centre's policy."""
+        if topic != self.policy_topic:
+            self.stats.received += 1
+            return True
+        return await self.on_south(topic, payload)
+
+    async def _synced(self, topic: str, durable: bool) -> bool:
+        if not durable:
+            return True
+        try:
+            await self.store.sync()
+        except Exception as exc:
+            self.alarm.sound("storage", f"cannot make what {topic} caused durable: {exc}")
+            return False
+        return True
+
+    async def _dead_letter(self, topic: str, payload: bytes, exc: Exception) -> bool:
+        """Keep the raw message of an internal error for a human; acknowledge only once kept."""
+        try:
+            with self.store.transaction():
+                self.store.dead_letter(topic, payload, f"{type(exc).__name__}: {exc}", self.clock.now())
+            await self.store.sync()
+        except Exception:
+            log.exception("cannot keep the message from %s as a dead letter", topic)
+            return False
+        self._reject("internal", topic)
+        return True
+
+    def _reject(self, reason: str, text: str) -> None:
+        self.stats.rejected[reason] += 1
+        self.unflushed.rejects[reason] += 1
+        log.warning("rejected %s", text)
+
+    async def _route(self, topic: str, payload: bytes) -> bool:
+        """Handle one message; True when its transaction was durable."""
+        if topic == self.policy_topic:
+            await self.on_policy(payload)
+            return True
+        event = self._decode_south(topic, payload)
+        if event is None:
+            return False
+        if isinstance(event, ResponderAck):
+            parts = topics.split(self.gateway, topic)
+            responder = parts[1] if parts else "?"
+            with self.store.transaction():
+                self.outbound.apply(self.active.engine.acknowledge(event.alert_id, responder, self.clock.now()))
+            return True
+        return self.handle_event(event)
+
+    # ----- device events, from any transport ------------------------------------------------
+    async def commit_event(self, event: Event) -> None:
+        """``handle_event``, then wait until a durable transaction is on disk: when this
+        returns, the device may be told "got it"."""
+        if self.handle_event(event):
+            await self.store.sync()
+
+    def handle_event(self, event: Event) -> bool:
+        """One typed device event, from any transport (MQTT, Modbus bus, dongle): engine,
+        effects and outbox in one transaction. Lamps on a bus and MQTT lamps meet here.
+
+        Returns True when the transaction was durable (the caller awaits ``Store.sync``
+        before acknowledging)."""
+        events = [event]
+        lamp_state = event.kind == "lamp" and event.name == "state"
+        if lamp_state:
+            faults = int(event.data.get("faults", 0))
+            if faults and faults != self._last_faults.get(event.device, 0):
+                events.append(Event(event.device, "lamp", "fault", event.ts, event.zone, event.group, dict(event.data)))
+            self._last_faults[event.device] = faults
+            self.unflushed.reported[event.device] = dict(event.data)
+            reported_version = event.data.get("policy_version")
+            self.rollout.report(event.device, reported_version if isinstance(reported_version, int) else None)
+        engine = self.active.engine
+        durable = any(one.name in engine.durable_events for one in events)
+        with self.store.transaction(durable=durable):
+            seq = event.data.get("seq") if event.kind == "wearable" else None
+            if isinstance(seq, int) and not self.store.first_time(event.device, seq, event.ts):
+                self.stats.duplicates += 1  # a redelivery of a message already handled
+                return durable
+            for one in events:
+                self.outbound.apply(engine.handle(one))
+            if lamp_state:
+                self.outbound.telemetry(event.device, event.data)
+        self.timers_changed.set()
+        return durable
+
+    def _decode_south(self, topic: str, payload: bytes) -> Event | ResponderAck | None:
+        parts = topics.split(self.gateway, topic)
+        if parts is None:
+            raise ProtocolError("unknown_topic", where=topic)
+        kind, device, channel = parts
+        if len(payload) > self.max_payload:
+            raise ProtocolError("oversized", where=topic, detail=f"{len(payload)} bytes")
+        if kind == "responder" and channel == "ack":
+            ack: ResponderAck = decode_payload(ResponderAck, payload, where=topic)
+            return ack
+        schema = SOUTH_SCHEMAS.get((kind, channel))
+        if schema is None:
+            raise ProtocolError("unknown_topic", where=topic)
+        known = self.devices.get(device)
+        if known is None or known[0] != kind:
+            raise ProtocolError("unknown_device", where=topic, detail=f"{kind} {device!r} is not in the config")
+        message = decode_payload(schema, payload, where=topic)
+        _, group, zone = known
+        now = self.clock.now()
+        if isinstance(message, LampState):
+            data = {
+                "on": message.on,
+                "level": message.level,
+                "power_w": message.power_w,
+                "energy_wh": message.energy_wh,
+                "burn_hours": message.burn_hours,
+                "faults": message.faults,
+                "policy_version": message.policy_version,
+            }
+            return Event(device, kind, "state", now, zone, group, data)
+        if isinstance(message, CameraEvent):
+            seen = {"detection": message.detection, "confidence": message.confidence}
+            return Event(device, kind, message.detection, now, message.zone or zone, group, seen)
+        if isinstance(message, DeviceStatus):
+            name = "online" if message.online else "offline"
+            return Event(device, kind, name, now, zone, group, {"online": message.online})
+        if isinstance(message, WearableEvent):
+            return Event(device, kind, message.event, now, zone, group, {"seq": message.seq})
+        if isinstance(message, WearableVitals):
+            vitals = (("heart_rate", message.heart_rate), ("battery", message.battery))
+            return Event(device, kind, "vitals", now, zone, group, {k: v for k, v in vitals if v is not None})
+        if isinstance(message, Heartbeat):
+            battery = {} if message.battery is None else {"battery": message.battery}
+            return Event(device, kind, "heartbeat", now, zone, group, battery)
+        return None

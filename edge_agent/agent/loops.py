@@ -1,0 +1,90 @@
+"""The agent's clockwork: timers and the lighting minute, and the periodic flush.
+
+Owns: firing the engine's due timers and re-deciding lamp levels at each minute of the
+timeline (woken early when a handled event moved a timer), and writing what can wait (traces,
+the device shadow, reject counters) in batches, once a second and at shutdown.
+Must not import: the app or the other flows; effects go out through the ``apply`` it is handed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from edge_agent.agent.runtime import ActivePolicy, Unflushed
+from edge_agent.clock import Clock
+from edge_agent.engine import Effect
+from edge_agent.store.db import Store
+
+log = logging.getLogger("edge_agent")
+
+
+async def run_timers(
+    clock: Clock,
+    store: Store,
+    active: ActivePolicy,
+    apply: Callable[[list[Effect]], None],
+    timers_changed: asyncio.Event,
+) -> None:
+    """Fire due timers and re-decide lamp levels at each minute of the timeline."""
+    next_minute = (clock.now() // 60.0 + 1.0) * 60.0
+    while True:
+        due = active.engine.next_due()
+        wake_at = next_minute if due is None else min(due, next_minute)
+        timers_changed.clear()
+        sleeper = asyncio.ensure_future(clock.sleep_until(wake_at))
+        changed = asyncio.ensure_future(timers_changed.wait())
+        await asyncio.wait({sleeper, changed}, return_when=asyncio.FIRST_COMPLETED)
+        for task in (sleeper, changed):
+            task.cancel()
+        now = clock.now()
+        with store.transaction():
+            engine = active.engine
+            effects = engine.fire_due(now)
+            if now >= next_minute:
+                effects.extend(engine.tick_lighting(now))
+                next_minute = (now // 60.0 + 1.0) * 60.0
+            apply(effects)
+
+
+class Flusher:
+    INBOX_KEEP_S = 7 * 86400.0  # how long a wearable's (device, seq) is remembered for redelivery
+
+    def __init__(
+        self, clock: Clock, store: Store, active: ActivePolicy, unflushed: Unflushed, traces_per_rule: int
+    ) -> None:
+        self.clock = clock
+        self.store = store
+        self.active = active
+        self.unflushed = unflushed
+        self.traces_per_rule = traces_per_rule
+
+    async def run(self) -> None:
+        flushes = 0
+        while True:
+            await asyncio.sleep(1.0)
+            self.flush()
+            flushes += 1
+            if flushes % 600 == 0:  # every ten minutes: forget redelivery ids older than a week
+                with self.store.transaction(durable=False):
+                    self.store.prune_inbox(self.clock.now() - self.INBOX_KEEP_S)
+
+    def flush(self) -> None:
+        try:
+            self.store.add_traces(self.active.engine.take_traces(), self.traces_per_rule)
+            now = self.clock.now()
+            pending = self.unflushed
+            if pending.reported or pending.desired:
+                with self.store.transaction(durable=False):
+                    for device, reported in pending.reported.items():
+                        self.store.set_reported(device, reported, now)
+                    for device, desired in pending.desired.items():
+                        self.store.set_desired(device, desired, now)
+                pending.reported.clear()
+                pending.desired.clear()
+            if pending.rejects:
+                self.store.add_counts({f"rejected.{k}": v for k, v in pending.rejects.items()})
+                pending.rejects.clear()
+        except Exception:
+            log.exception("flush failed")

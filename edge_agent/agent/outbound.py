@@ -1,0 +1,181 @@
+"""What leaves the gateway because the engine decided it: outbox rows, lamp commands, alarms.
+
+Owns: turning engine effects into outbox rows (inside the caller's transaction) and lamp
+commands; the platform's messages (alerts, rule events, lamp telemetry, policy acks) with our
+id and a per-device sequence number; alert messages to responders; the outbox drain loop of
+each link; and the local alarm on the south broker.
+Must not import: the app or the intake.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+
+from edge_agent.agent import topics
+from edge_agent.agent.lamps import Lamps
+from edge_agent.agent.runtime import ActivePolicy, AgentStats, Background, Links, Unflushed, publish_quietly
+from edge_agent.clock import Clock
+from edge_agent.engine import AlertChanged, Effect, LampSet, NotifyResponder, PublishRequest
+from edge_agent.models import AlertMessage, PolicyAck, encode
+from edge_agent.store.db import ALERT_PRIORITY, EVENT_PRIORITY, TELEMETRY_PRIORITY, Store, new_id
+from edge_agent.transports.mqtt import MqttLink
+
+log = logging.getLogger("edge_agent")
+
+
+class Outbound:
+    DRAIN_WINDOW = 64  # outbox messages in flight at once per link
+
+    def __init__(
+        self,
+        gateway: str,
+        clock: Clock,
+        store: Store,
+        active: ActivePolicy,
+        links: Links,
+        lamps: Lamps,
+        unflushed: Unflushed,
+        stats: AgentStats,
+    ) -> None:
+        self.gateway = gateway
+        self.clock = clock
+        self.store = store
+        self.active = active
+        self.links = links
+        self.lamps = lamps
+        self.unflushed = unflushed
+        self.stats = stats
+        self.on_effect: Callable[[Effect], None] | None = None  # observers (demo timeline)
+
+    # ----- effects --------------------------------------------------------------------------
+    def apply(self, effects: list[Effect]) -> None:
+        """Turn effects into outbox rows (inside the caller's transaction) and lamp commands."""
+        now = self.clock.now()
+        for effect in effects:
+            self.stats.effects += 1
+            if self.on_effect is not None:
+                self.on_effect(effect)
+            if isinstance(effect, LampSet):
+                self.unflushed.desired[effect.lamp] = {"level": effect.level, "reason": effect.reason}
+                self.lamps.send(effect)
+            elif isinstance(effect, NotifyResponder):
+                payload = encode(self.alert_message(effect.alert))
+                topic = topics.responder_alert(self.gateway, effect.responder)
+                self.store.enqueue("south", topic, payload, priority=ALERT_PRIORITY, now=now)
+                self.links.wake["south"].set()
+            elif isinstance(effect, AlertChanged):
+                if self.links.north is not None:
+                    body = msgspec.to_builtins(self.alert_message(effect.alert))
+                    self._enqueue_north(topics.alert(self.gateway), body, effect.alert["device"], ALERT_PRIORITY)
+            elif isinstance(effect, PublishRequest):
+                device = str(effect.payload.get("device", "gateway"))
+                topic = topics.event(self.gateway, effect.topic)
+                self._enqueue_north(topic, dict(effect.payload), device, EVENT_PRIORITY)
+
+    def telemetry(self, lamp: str, values: dict[str, Any]) -> None:
+        """A lamp's state report for the platform (inside the caller's transaction); uplink only."""
+        if self.links.north is not None:
+            self._enqueue_north(topics.telemetry_lamp(self.gateway, lamp), dict(values), lamp, TELEMETRY_PRIORITY)
+
+    def policy_ack(self, ack: PolicyAck) -> None:
+        """The answer to a policy bundle, for the centre (north, or south without an uplink)."""
+        link = self.links.uplink
+        with self.store.transaction():
+            self.store.enqueue(
+                link, topics.policy_ack(self.gateway), encode(ack), priority=EVENT_PRIORITY, now=self.clock.now()
+            )
+        self.links.wake[link].set()
+
+    def _enqueue_north(self, topic: str, body: dict[str, Any], device: str, priority: int) -> None:
+        """Queue a message for the platform with our own id and a per-device sequence number.
+
+        ``msg_id`` identifies the message across retries (receivers drop duplicates by it);
+        ``seq`` counts per device, so a receiver can tell a gap from a reordering. Without an
+        uplink, events go to the local broker; alerts stay in the local alert table.
+        """
+        link = self.links.uplink
+        msg_id = new_id()
+        body.update(v=1, msg_id=msg_id, seq=self.store.next_seq(f"{link}.{device}"), gateway=self.gateway)
+        self.store.enqueue(
+            link, topic, msgspec.json.encode(body), priority=priority, now=self.clock.now(), msg_id=msg_id
+        )
+        self.links.wake[link].set()
+
+    def alert_message(self, alert: dict[str, Any]) -> AlertMessage:
+        kind = self.active.engine.site.devices.get(alert["device"], ("gateway", None, None))[0]
+        return AlertMessage(
+            v=1,
+            ts=alert["updated"],
+            alert_id=alert["alert_id"],
+            gateway=self.gateway,
+            device=alert["device"],
+            kind=kind,
+            priority=alert["priority"],
+            message=alert["message"],
+            rule=alert["rule"],
+            status=alert["status"],
+            responder=alert["responder"],
+            step=alert["step"],
+        )
+
+    # ----- the outbox -----------------------------------------------------------------------
+    async def drain(self, name: str, link: MqttLink) -> None:
+        """Send the outbox in order (alerts first); a message leaves it only after PUBACK.
+
+        Up to a window of publishes is in flight at once, issued in outbox order on one
+        connection (so the broker sees them in order). Only the unbroken prefix of
+        acknowledged messages is deleted: after a failure everything from the first
+        unacknowledged message on is sent again (receivers drop duplicates by message id).
+        """
+        wake = self.links.wake[name]
+        while True:
+            await link.wait_connected()
+            batch = self.store.pending(name, limit=self.DRAIN_WINDOW)
+            if not batch:
+                wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), timeout=1.0)
+                continue
+            results = await asyncio.gather(
+                *(link.publish(m.topic, m.payload, qos=m.qos, retain=m.retain) for m in batch),
+                return_exceptions=True,
+            )
+            done: list[int] = []
+            for message, result in zip(batch, results, strict=True):
+                if isinstance(result, BaseException):
+                    log.info("%s outbox paused: %s", name, result)
+                    break
+                done.append(message.seq)
+            self.store.delivered(done)
+            self.stats.published[name] += len(done)
+            if len(done) < len(batch):
+                await asyncio.sleep(0.05)
+
+
+class Alarm:
+    """A local alarm: the gateway cannot keep a promise (e.g. an alert cannot be stored).
+
+    Logged as critical, counted, and published on the local broker (``alarm``), which works
+    without the store and without the uplink.
+    """
+
+    def __init__(self, gateway: str, clock: Clock, links: Links, stats: AgentStats, background: Background) -> None:
+        self.gateway = gateway
+        self.clock = clock
+        self.links = links
+        self.stats = stats
+        self.background = background
+
+    def sound(self, reason: str, detail: str) -> None:
+        self.stats.alarms[reason] += 1
+        log.critical("ALARM %s: %s", reason, detail)
+        link = self.links.south
+        if link is not None and link.connected:
+            body = msgspec.json.encode({"v": 1, "ts": self.clock.now(), "reason": reason, "detail": detail})
+            self.background.spawn(publish_quietly(link, topics.alarm(self.gateway), body))

@@ -1,0 +1,88 @@
+"""A policy bundle arriving over MQTT, as the running agent takes it: install and acknowledge.
+
+Owns: handing a received envelope to ``PolicyDelivery`` (verify, accept durably, or refuse),
+swapping the engine for one running an accepted policy (timers, alerts and the outbox live in
+the store and carry over; lamps keep the level they show), starting the lamps' rollout and
+queueing the ``policy/ack``.
+Must not import: the app or the intake.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from edge_agent.agent.lamps import Lamps
+from edge_agent.agent.outbound import Outbound
+from edge_agent.agent.policy_delivery import PolicyDelivery
+from edge_agent.agent.runtime import ActivePolicy
+from edge_agent.clock import Clock
+from edge_agent.engine import Engine, Site
+from edge_agent.models import PolicyAck
+from edge_agent.policy.model import Policy
+from edge_agent.store.db import Store
+
+
+class PolicyInstaller:
+    def __init__(
+        self,
+        *,
+        site: Site,
+        clock: Clock,
+        store: Store,
+        delivery: PolicyDelivery,
+        active: ActivePolicy,
+        outbound: Outbound,
+        lamps: Lamps,
+        timers_changed: asyncio.Event,
+        traces_per_rule: int,
+    ) -> None:
+        self.site = site
+        self.clock = clock
+        self.store = store
+        self.delivery = delivery
+        self.active = active
+        self.outbound = outbound
+        self.lamps = lamps
+        self.timers_changed = timers_changed
+        self.traces_per_rule = traces_per_rule
+
+    async def receive(self, envelope: bytes) -> None:
+        """A signed bundle: accepted (durably) and installed, a no-op, or refused; then acked."""
+        if not envelope:
+            return  # a cleared retained message
+        outcome = self.delivery.receive(envelope, self.clock.now())
+        if outcome.policy is not None and outcome.version is not None:
+            self.install(outcome.policy, outcome.version)
+        ack = PolicyAck(
+            v=1,
+            ts=self.clock.now(),
+            gateway=self.site.gateway,
+            status=outcome.status,  # type: ignore[arg-type]
+            version=outcome.version if outcome.version is not None else self.active.version,
+            reason=outcome.reason,
+            detail=outcome.detail,
+        )
+        self.outbound.policy_ack(ack)
+
+    def install(self, policy: Policy, version: int) -> None:
+        """Swap the engine for one running ``policy`` and push each lamp its program.
+
+        Timers, alerts and the outbox live in the store and carry over; lamp levels are
+        decided afresh, so every lamp gets a command, and the rollout loop sends each lamp its
+        retained program until the lamp confirms the version.
+        """
+        previous = self.active.engine
+        self.store.add_traces(previous.take_traces(), self.traces_per_rule)
+        now = self.clock.now()
+        with self.store.transaction():
+            engine = Engine(policy, self.site, self.store)
+            for lamp_id, state in previous.lighting.lamps.items():  # lamps keep what they show
+                if lamp_id in engine.lighting.lamps:
+                    engine.lighting.lamps[lamp_id].level = state.level
+                    engine.lighting.lamps[lamp_id].boost_until = state.boost_until
+            effects = engine.start(now)
+            self.active.engine = engine
+            self.active.version = version
+            self.outbound.apply(effects)
+        self.lamps.installed(version)  # every lamp gets its program now; the rollout loop sends it
+        self.timers_changed.set()

@@ -1,0 +1,84 @@
+"""Small objects the agent's flows share; the composition root hands each flow the ones it needs.
+
+Owns: the agent's counters (``AgentStats``), the engine in force (``ActivePolicy``, swapped
+when a policy is installed), the two MQTT links and their outbox wake-ups (``Links``), the
+shadow and counter writes batched for the flush loop (``Unflushed``) and fire-and-forget
+publishes (``Background``).
+Must not import: the flows (intake, outbound, lamps, loops, policy_install) or the app.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+from edge_agent.engine import Engine
+from edge_agent.transports.mqtt import MqttLink
+
+log = logging.getLogger("edge_agent")
+
+
+@dataclass
+class AgentStats:
+    received: int = 0
+    duplicates: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)
+    alarms: Counter[str] = field(default_factory=Counter)
+    effects: int = 0
+    published: Counter[str] = field(default_factory=Counter)
+
+
+@dataclass
+class ActivePolicy:
+    """The engine in force and the policy version it runs. Flows read ``engine`` each time:
+    installing a policy replaces it."""
+
+    engine: Engine
+    version: int
+
+
+class Links:
+    """The south link (always, once running) and the north link (when there is an uplink)."""
+
+    def __init__(self) -> None:
+        self.south: MqttLink | None = None
+        self.north: MqttLink | None = None
+        self.wake = {"south": asyncio.Event(), "north": asyncio.Event()}  # outbox has new rows
+
+    @property
+    def uplink(self) -> str:
+        """The link that carries the platform's topics: north, or south without an uplink."""
+        return "north" if self.north is not None else "south"
+
+
+@dataclass
+class Unflushed:
+    """Writes that can wait for the flush loop: the device shadow and the reject counters."""
+
+    reported: dict[str, dict[str, Any]] = field(default_factory=dict)
+    desired: dict[str, dict[str, Any]] = field(default_factory=dict)
+    rejects: Counter[str] = field(default_factory=Counter)
+
+
+class Background:
+    """Publishes nobody awaits (lamp commands, programs, alarms): kept referenced until done."""
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+async def publish_quietly(link: MqttLink, topic: str, payload: bytes, *, retain: bool = False) -> None:
+    """QoS 1 publish whose failure is only logged: the caller's loop sends it again."""
+    try:
+        await link.publish(topic, payload, qos=1, retain=retain)
+    except Exception as exc:  # retried by the loop that called us
+        log.debug("publish to %s failed: %s", topic, exc)

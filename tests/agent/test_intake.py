@@ -1,0 +1,111 @@
+"""The hand-off rule of the intake, without a broker: a message is acknowledged only once what
+it caused is committed (and, for a durable transaction, synced); a storage failure is not
+acknowledged and raises the alarm; an internal error keeps the raw message as a dead letter."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from edge_agent.agent.app import Agent
+from edge_agent.clock import ManualClock
+from edge_agent.models import Event
+from tests.agent.harness import SOS_RULE, write_gateway
+
+T0 = datetime(2026, 1, 1, 8, 0, tzinfo=ZoneInfo("Asia/Shanghai")).timestamp()
+GW = "intake-gw"
+SOS = (f"district/v1/{GW}/wearable/W1/event", b'{"v":1,"event":"sos","seq":1}')
+LAMP = (f"district/v1/{GW}/lamp/L1/state", b'{"v":1,"on":false,"level":0}')
+
+
+@pytest.fixture
+def agent(tmp_path: Path) -> Iterator[Agent]:
+    agent = Agent(write_gateway(tmp_path, GW, 1, SOS_RULE), ManualClock(T0))  # never run: no broker
+    try:
+        yield agent
+    finally:
+        agent.store.close()
+        agent.delivery.close()
+
+
+@pytest.fixture
+def syncs(agent: Agent, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Each ``Store.sync`` call, with the number of outbox rows committed when it was made."""
+    calls: list[int] = []
+
+    async def sync() -> None:
+        calls.append(len(agent.store.pending("south", limit=1000)))
+
+    monkeypatch.setattr(agent.store, "sync", sync)
+    return calls
+
+
+async def test_a_durable_event_is_acknowledged_after_commit_and_sync(agent: Agent, syncs: list[int]) -> None:
+    assert await agent.intake.on_south(*SOS) is True
+    assert syncs == [1], "synced once, after the responder's alert was committed"
+    assert await agent.intake.on_south(*LAMP) is True
+    assert syncs == [1], "a lamp report is not durable: nothing to wait for"
+
+
+async def test_commit_event_syncs_only_durable_events(agent: Agent, syncs: list[int]) -> None:
+    await agent.commit_event(Event("L1", "lamp", "state", T0, "square", "village", {"on": False, "level": 0}))
+    assert syncs == []
+    await agent.commit_event(Event("W1", "wearable", "sos", T0, "lane", None, {}))
+    assert syncs == [1]
+
+
+async def test_a_storage_failure_is_not_acknowledged_and_sounds_the_alarm(
+    agent: Agent, syncs: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(event: Event) -> Any:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(agent.engine, "handle", broken)
+    assert await agent.intake.on_south(*SOS) is False
+    assert agent.stats.alarms["storage"] == 1
+    assert syncs == []
+
+
+async def test_a_failing_sync_is_not_acknowledged(agent: Agent, monkeypatch: pytest.MonkeyPatch) -> None:
+    async def sync() -> None:
+        raise OSError("fsync failed")
+
+    monkeypatch.setattr(agent.store, "sync", sync)
+    assert await agent.intake.on_south(*SOS) is False
+    assert agent.stats.alarms["storage"] == 1
+
+
+async def test_an_internal_error_keeps_the_message_as_a_dead_letter(
+    agent: Agent, syncs: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def bug(event: Event) -> Any:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(agent.engine, "handle", bug)
+    assert await agent.intake.on_south(*SOS) is True
+    letters = agent.store.dead_letters()
+    assert [(d["topic"], d["payload"]) for d in letters] == [SOS]
+    assert "RuntimeError: a bug" in letters[0]["error"]
+    assert agent.stats.rejected == {"internal": 1}
+    assert len(syncs) == 1, "the dead letter is on disk before the ack"
+
+
+async def test_an_internal_error_that_cannot_be_kept_is_not_acknowledged(
+    agent: Agent, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def bug(event: Event) -> Any:
+        raise RuntimeError("a bug")
+
+    def no_room(*args: Any) -> None:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(agent.engine, "handle", bug)
+    monkeypatch.setattr(agent.store, "dead_letter", no_room)
+    assert await agent.intake.on_south(*SOS) is False
+    assert agent.stats.rejected == {}

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
 import tempfile
 from collections.abc import Iterable, Sequence
@@ -89,18 +88,6 @@ def audience(topic_class: TopicClass) -> str:
     return CENTRE
 
 
-def bind(topic_class: TopicClass, root: str, **levels: str) -> str:
-    """The class's filter under ``root`` with some named levels fixed and the others wild."""
-
-    def level(match: re.Match[str]) -> str:
-        name, rest = match.group(1), match.group(2)
-        if name in levels:
-            return levels[name] + ("/#" if rest else "")
-        return "#" if rest else "+"
-
-    return f"{root}/{topics._LEVEL.sub(level, topic_class.pattern)}"  # the registry's own level syntax
-
-
 def _note(topic_class: TopicClass) -> str:
     reader = audience(topic_class)
     return f"{topic_class.name}: {topic_class.publisher} -> {reader}, {topic_class.payload}" + (
@@ -123,7 +110,7 @@ def _merge(rules: Iterable[Rule]) -> list[Rule]:
 
 def party_rules(
     party: str,
-    root: str,
+    gateway: str,
     sides: Sequence[str],
     classes: Sequence[TopicClass] = TOPIC_CLASSES,
     device: str | None = None,
@@ -138,9 +125,9 @@ def party_rules(
         reader = audience(topic_class)
         own = {party: device} if device is not None else {}
         if topic_class.publisher == party:
-            rules.append(Rule("write", bind(topic_class, root, **own), _note(topic_class)))
+            rules.append(Rule("write", topics.bind(topic_class, gateway, **own), _note(topic_class)))
         if reader == party:
-            rules.append(Rule("read", bind(topic_class, root, **own), _note(topic_class)))
+            rules.append(Rule("read", topics.bind(topic_class, gateway, **own), _note(topic_class)))
     return _merge(rules)
 
 
@@ -187,10 +174,10 @@ def city_acl(classes: Sequence[TopicClass] = TOPIC_CLASSES) -> str:
     """The city broker's ACL (``deploy/mosquitto/acl``)."""
     north = (NORTH, BOTH)
     lines = [CITY_HEADER.rstrip("\n"), CITY_GATEWAYS.rstrip("\n")]
-    for rule in party_rules(GATEWAY, f"{topics.PREFIX}/%u", north, classes):
+    for rule in party_rules(GATEWAY, "%u", north, classes):
         lines += [f"# {rule.note}", rule.line("pattern")]
     lines.append(CITY_CENTRE.rstrip("\n"))
-    for rule in party_rules(CENTRE, f"{topics.PREFIX}/+", north, classes):
+    for rule in party_rules(CENTRE, "+", north, classes):
         lines += [f"# {rule.note}", rule.line("topic")]
     return "\n".join(lines) + "\n"
 
@@ -225,7 +212,7 @@ def shares_broker(config: GatewayConfig) -> bool:
 
 def south_users(config: GatewayConfig, classes: Sequence[TopicClass] = TOPIC_CLASSES) -> list[User]:
     """Every user of the gateway's south broker with its rules: the gateway, each device, centre."""
-    root = topics.root(config.id)
+    gateway = config.id
     sides: tuple[str, ...] = (SOUTH, BOTH, NORTH) if shares_broker(config) else (SOUTH, BOTH)
     users: dict[str, User] = {}
 
@@ -241,10 +228,10 @@ def south_users(config: GatewayConfig, classes: Sequence[TopicClass] = TOPIC_CLA
                 "user names are ids and must be unique"
             )
 
-    add(config.id, GATEWAY, party_rules(GATEWAY, root, sides, classes))
+    add(config.id, GATEWAY, party_rules(GATEWAY, gateway, sides, classes))
     for kind, device_id in devices(config):
-        add(device_id, kind, party_rules(kind, root, sides, classes, device=device_id))
-    add(CENTRE, CENTRE, party_rules(CENTRE, root, sides, classes))
+        add(device_id, kind, party_rules(kind, gateway, sides, classes, device=device_id))
+    add(CENTRE, CENTRE, party_rules(CENTRE, gateway, sides, classes))
     order = {GATEWAY: 0, **{kind: i + 1 for i, kind in enumerate(DEVICE_KINDS)}}
     return sorted(users.values(), key=lambda u: order.get(u.role.split("+")[0], len(order)))
 

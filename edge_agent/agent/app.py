@@ -100,7 +100,13 @@ class Agent:
             # imported only when needed: pymodbus alone costs a gateway ~13 MB of memory
             from edge_agent.agent.serial_devices import SerialDevices
 
-            self.serial = SerialDevices(config, self.clock, self.commit_event)
+            self.serial = SerialDevices(
+                config,
+                self.clock,
+                self.commit_event,
+                dongle_boot=lambda: self.store.get_meta("dongle.boot") or "",
+                save_dongle_boot=self._save_dongle_boot,
+            )
         # rollout: the policy version each lamp last reported, and when we last pushed it
         self.rollout = RolloutTracker((lamp.id for lamp in config.file.lamps), version)
         timers_changed = asyncio.Event()
@@ -223,6 +229,11 @@ class Agent:
     @on_effect.setter
     def on_effect(self, observer: Callable[[Effect], None] | None) -> None:
         self.outbound.on_effect = observer  # observers (demo timeline)
+
+    async def _save_dongle_boot(self, boot: str) -> None:
+        with self.store.transaction():
+            self.store.set_meta("dongle.boot", boot)
+        await self.store.sync()
 
     def handle_event(self, event: Event) -> bool:
         return self.intake.handle_event(event)

@@ -171,7 +171,12 @@ class Intake:
         durable = any(one.name in engine.durable_events for one in events)
         with self.store.transaction(durable=durable):
             seq = event.data.get("seq") if event.kind == "wearable" else None
-            if isinstance(seq, int) and not self.store.first_time(event.device, seq, event.ts):
+            boot, link_seq = event.data.get("boot"), event.data.get("link_seq")
+            if isinstance(boot, str) and isinstance(link_seq, int):
+                if not self.store.first_dongle_frame(boot, link_seq, event.ts):
+                    self.stats.duplicates += 1
+                    return durable
+            elif isinstance(seq, int) and not self.store.first_time(event.device, seq, event.ts):
                 self.stats.duplicates += 1  # a redelivery of a message already handled
                 return durable
             for one in events:

@@ -65,7 +65,7 @@ def link_settings(
                 [Problem(str(config.path), f"{which}.password_file", f"cannot read it: {exc.strerror}")]
             ) from None
         password = lines[0] if lines else ""
-    status = topics.root(config.id) + "/status"
+    status = topics.status(config.id)
     if embedded is None:
         embedded = broker.url == "embedded"
     return LinkSettings(

@@ -27,6 +27,8 @@ from hardware import registers
 
 log = logging.getLogger("edge_agent.serial")
 
+DONGLE_RETRY_S = 0.5  # after a failed commit, before the dongle's next copy is taken
+
 # Hardware faults worth an alert; clock-unset and master-silent are states the agent handles.
 ALERT_FAULTS = registers.FAULT_LAMP | registers.FAULT_PROGRAM
 
@@ -70,10 +72,20 @@ def fallback_steps(
 
 
 class SerialDevices:
-    def __init__(self, config: GatewayConfig, clock: Clock, handle: Callable[[Event], Awaitable[None]]) -> None:
+    def __init__(
+        self,
+        config: GatewayConfig,
+        clock: Clock,
+        handle: Callable[[Event], Awaitable[None]],
+        *,
+        dongle_boot: Callable[[], str] = str,
+        save_dongle_boot: Callable[[str], Awaitable[None]] | None = None,
+    ) -> None:
         self.config = config
         self.clock = clock
-        self.handle = handle
+        self.handle = handle  # commits the event durably (and syncs) before it returns
+        self.dongle_boot = dongle_boot  # the dongle's boot nonce as last committed ("" if none)
+        self.save_dongle_boot = save_dongle_boot  # commits a new nonce durably before it returns
         self.buses: dict[str, ModbusLampBus] = {}
         self.lamp_of: dict[tuple[str, int], str] = {}
         self.unit_of: dict[str, tuple[str, int]] = {}
@@ -157,22 +169,39 @@ class SerialDevices:
     async def _run_dongle(self) -> None:
         dongle = self.config.file.dongle
         assert dongle is not None
-        async with DongleLink(DongleSettings(port=dongle.port, baudrate=dongle.baudrate)) as link:
+        try:
+            settings = DongleSettings(port=dongle.port, baudrate=dongle.baudrate, initial_boot=self.dongle_boot())
+        except ValueError:  # a stored nonce we cannot read: treat it as unknown
+            settings = DongleSettings(port=dongle.port, baudrate=dongle.baudrate)
+        async with DongleLink(settings) as link:
             async for message in link:
-                event = self._dongle_event(message)
-                if event is not None:
-                    await self.handle(event)
+                try:
+                    if message.kind == "hello":  # the dongle (re)booted: its seqs start over
+                        if self.save_dongle_boot is not None:
+                            await self.save_dongle_boot(message.boot)
+                    else:
+                        event = self._dongle_event(message)
+                        if event is not None:
+                            await self.handle(event)  # committed and on disk, or a known duplicate
+                except Exception:
+                    log.exception("dongle frame %s/%s not committed; the dongle resends it", message.boot, message.seq)
+                    await asyncio.sleep(DONGLE_RETRY_S)  # its copies meanwhile are ignored, not ACKed
+                    link.nack(message)
+                else:
+                    link.ack(message)  # only now may the dongle forget the frame
 
     def _dongle_event(self, message: DongleMessage) -> Event | None:
         wearable = self.wearable_of.get(message.device_id)
         if wearable is None:
             log.warning("dongle frame from unknown radio id %s", message.device_id)
-            return None
+            return None  # still ACKed: the dongle is stop-and-wait, it would block on this frame
         _, zone = self.device_info[wearable]
         name = {"vitals": "vitals", "heartbeat": "heartbeat"}.get(message.kind, message.kind)
-        # The link already delivered it exactly once (its own seq window): no seq here, so the
-        # agent's MQTT redelivery filter never confuses a wrapped radio seq with a duplicate.
-        return Event(wearable, "wearable", name, self.clock.now(), zone, None, dict(message.data))
+        # (boot, link_seq) names this frame of this dongle across gateway restarts: the agent
+        # records it with the alert and drops a frame it already committed (the dongle
+        # retransmits until ACKed). Not "seq": that is the MQTT filter, keyed without the boot.
+        data: dict[str, object] = {**message.data, "boot": message.boot, "link_seq": message.seq}
+        return Event(wearable, "wearable", name, self.clock.now(), zone, None, data)
 
     # ----- commands -------------------------------------------------------------------------
     def set_level(self, lamp: str, level: float) -> None:

@@ -437,6 +437,22 @@ class Store:
         cursor = self.db.execute("INSERT OR IGNORE INTO inbox (device, seq, ts) VALUES (?, ?, ?)", (device, seq, now))
         return cursor.rowcount == 1
 
+    DONGLE_WINDOW = 128
+
+    def first_dongle_frame(self, boot: str, seq: int, now: float) -> bool:
+        """Record a dongle frame (boot nonce, link seq); False if it is one of the last
+        ``DONGLE_WINDOW`` recorded for that boot (a retransmission). Bounded by count: the
+        dongle's seq wraps after 65536 frames, and a wrapped seq is a new frame."""
+        key = f"dongle:{boot}"
+        if not self.first_time(key, seq, now):
+            return False
+        self.db.execute(
+            "DELETE FROM inbox WHERE device = ? AND rowid NOT IN"
+            " (SELECT rowid FROM inbox WHERE device = ? ORDER BY rowid DESC LIMIT ?)",
+            (key, key, self.DONGLE_WINDOW),
+        )
+        return True
+
     def prune_inbox(self, older_than: float) -> None:
         self.db.execute("DELETE FROM inbox WHERE ts < ?", (older_than,))
 

@@ -115,10 +115,10 @@ class Agent:
         self.lamps = Lamps(
             config, self.clock, self.active, self.links, self.serial, self.rollout, self.stats, background
         )
-        self.outbound = Outbound(
-            config.id, self.clock, self.store, self.active, self.links, self.lamps, unflushed, self.stats
-        )
         self._alarm = Alarm(config.id, self.clock, self.links, self.stats, background)
+        self.outbound = Outbound(
+            config.id, self.clock, self.store, self.active, self.links, self.lamps, unflushed, self.stats, self._alarm
+        )
         self.policies = PolicyInstaller(
             site=self.site,
             clock=self.clock,

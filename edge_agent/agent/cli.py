@@ -146,7 +146,8 @@ def alerts(
 
 @app.command()
 def counters(config: ConfigOption) -> None:
-    """Counters a gateway keeps: rejected messages by reason, evicted telemetry, sequences."""
+    """Counters a gateway keeps: rejected messages by reason, evicted telemetry, and the
+    outbox messages a broker refused (kept and retried), by reason."""
     store = _store(config)
     table = Table(title="Counters")
     table.add_column("name")
@@ -154,6 +155,8 @@ def counters(config: ConfigOption) -> None:
     for name, value in sorted(store.counters().items()):
         if not name.startswith("seq."):
             table.add_row(name, str(value))
+    for reason, count in sorted(store.refused().items()):
+        table.add_row(f"outbox.refused.{reason}", str(count))
     console.print(table)
 
 

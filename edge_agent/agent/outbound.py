@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import msgspec
 
@@ -22,8 +22,9 @@ from edge_agent.agent.lamps import Lamps
 from edge_agent.agent.runtime import ActivePolicy, AgentStats, Background, Links, Unflushed, publish_quietly
 from edge_agent.clock import Clock
 from edge_agent.engine import AlertChanged, Effect, LampSet, NotifyResponder, PublishRequest
+from edge_agent.errors import PublishRefused
 from edge_agent.models import AlertMessage, PolicyAck, encode
-from edge_agent.store.db import ALERT_PRIORITY, EVENT_PRIORITY, TELEMETRY_PRIORITY, Store, new_id
+from edge_agent.store.db import ALERT_PRIORITY, EVENT_PRIORITY, TELEMETRY_PRIORITY, OutboxMessage, Store, new_id
 from edge_agent.transports.mqtt import MqttLink
 
 log = logging.getLogger("edge_agent")
@@ -42,6 +43,7 @@ class Outbound:
         lamps: Lamps,
         unflushed: Unflushed,
         stats: AgentStats,
+        alarm: Alarm,
     ) -> None:
         self.gateway = gateway
         self.clock = clock
@@ -51,6 +53,8 @@ class Outbound:
         self.lamps = lamps
         self.unflushed = unflushed
         self.stats = stats
+        self.alarm = alarm
+        self._alarmed: set[tuple[str, str, str]] = set()  # (link, reason, topic class) already alarmed
         self.on_effect: Callable[[Effect], None] | None = None  # observers (demo timeline)
 
     # ----- effects --------------------------------------------------------------------------
@@ -125,6 +129,12 @@ class Outbound:
         )
 
     # ----- the outbox -----------------------------------------------------------------------
+    # A message a broker refused (MQTT 5 PUBACK reason >= 0x80) stays in the outbox and is
+    # offered again after this long: a quota clears by itself, an ACL or topic refusal needs
+    # an operator (the alarm says which), and retrying it every second would only fill logs.
+    REFUSED_RETRY_S: ClassVar[dict[str, float]] = {"quota_exceeded": 30.0}
+    REFUSED_RETRY_DEFAULT_S = 300.0
+
     async def drain(self, name: str, link: MqttLink) -> None:
         """Send the outbox in order (alerts first); a message leaves it only after PUBACK.
 
@@ -132,11 +142,13 @@ class Outbound:
         connection (so the broker sees them in order). Only the unbroken prefix of
         acknowledged messages is deleted: after a failure everything from the first
         unacknowledged message on is sent again (receivers drop duplicates by message id).
+        A message the broker refused (its PUBACK says why) is never deleted as delivered: it is
+        parked, counted and alarmed (:meth:`_refused`), and the messages behind it go on.
         """
         wake = self.links.wake[name]
         while True:
             await link.wait_connected()
-            batch = self.store.pending(name, limit=self.DRAIN_WINDOW)
+            batch = self.store.pending(name, limit=self.DRAIN_WINDOW, now=self.clock.now())
             if not batch:
                 wake.clear()
                 with contextlib.suppress(TimeoutError):
@@ -147,15 +159,34 @@ class Outbound:
                 return_exceptions=True,
             )
             done: list[int] = []
+            interrupted = False
             for message, result in zip(batch, results, strict=True):
+                if isinstance(result, PublishRefused):
+                    self._refused(name, message, result)
+                    continue
                 if isinstance(result, BaseException):
                     log.info("%s outbox paused: %s", name, result)
+                    interrupted = True
                     break
                 done.append(message.seq)
             self.store.delivered(done)
             self.stats.published[name] += len(done)
-            if len(done) < len(batch):
+            if interrupted:
                 await asyncio.sleep(0.05)
+
+    def _refused(self, name: str, message: OutboxMessage, refusal: PublishRefused) -> None:
+        retry_s = self.REFUSED_RETRY_S.get(refusal.reason, self.REFUSED_RETRY_DEFAULT_S)
+        self.store.park(message.seq, refusal.reason, self.clock.now() + retry_s)
+        self.stats.refused[f"{name}.{refusal.reason}"] += 1
+        found = topics.match(self.gateway, message.topic)
+        topic_class = found[0].name if found is not None else "other"
+        if (name, refusal.reason, topic_class) not in self._alarmed:  # once per kind of refusal
+            self._alarmed.add((name, refusal.reason, topic_class))
+            self.alarm.sound(
+                f"{name}_refused",
+                f"the {name} broker refused {message.topic}: {refusal.reason} (0x{refusal.reason_code:02X}); "
+                f"kept in the outbox, retried every {retry_s:.0f} s (check the broker's ACL and quotas)",
+            )
 
 
 class Alarm:

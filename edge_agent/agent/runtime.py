@@ -30,6 +30,7 @@ class AgentStats:
     alarms: Counter[str] = field(default_factory=Counter)
     effects: int = 0
     published: Counter[str] = field(default_factory=Counter)
+    refused: Counter[str] = field(default_factory=Counter)  # "<link>.<reason>": publishes a broker refused
 
 
 @dataclass

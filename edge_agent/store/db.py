@@ -55,7 +55,6 @@ import contextlib
 import json
 import os
 import sqlite3
-import threading
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -63,7 +62,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edge_agent.store.walsync import WalSyncer
+from edge_agent.store.walsync import Checkpointer, WalSyncer
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -76,7 +75,9 @@ CREATE TABLE IF NOT EXISTS outbox (
     qos INTEGER NOT NULL DEFAULT 1,
     retain INTEGER NOT NULL DEFAULT 0,
     created REAL NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0
+    attempts INTEGER NOT NULL DEFAULT 0,
+    parked_until REAL NOT NULL DEFAULT 0,  -- a broker refused it (MQTT 5 reason): not before then
+    refused TEXT                           -- the broker's last refusal reason, e.g. not_authorized
 );
 CREATE INDEX IF NOT EXISTS outbox_order ON outbox (link, priority, seq);
 CREATE TABLE IF NOT EXISTS timers (
@@ -171,40 +172,6 @@ class Timer:
     data: dict[str, Any]
 
 
-class _Checkpointer:
-    """A background thread with its own connection running passive WAL checkpoints once
-    enough has been written (an idle gateway never checkpoints, so it never fsyncs for it).
-    Its connection is ``synchronous=NORMAL`` like the store's: checkpoints sync the WAL and the
-    database file in NORMAL as in FULL (see the module docstring)."""
-
-    EVERY_COMMITS = 256
-
-    def __init__(self, path: Path, interval: float = 0.25) -> None:
-        self._path = path
-        self._interval = interval
-        self.commits = 0  # incremented by the store's connection after each commit
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="sqlite-checkpoint", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        db = sqlite3.connect(str(self._path), isolation_level=None)
-        try:
-            db.execute("PRAGMA synchronous=NORMAL")
-            while not self._stop.wait(self._interval):
-                if self.commits < self.EVERY_COMMITS:
-                    continue
-                self.commits = 0
-                with contextlib.suppress(sqlite3.Error):  # busy: try again next time
-                    db.execute("PRAGMA wal_checkpoint(PASSIVE)")
-        finally:
-            db.close()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-
-
 class Store:
     """One SQLite database per gateway. Not thread-safe: used from the agent's event loop
     (only the WAL fsync and the checkpoints run on threads of their own).
@@ -230,6 +197,7 @@ class Store:
         # NORMAL in WAL mode: commits do not fsync, checkpoints do; sync() makes commits durable.
         # Without WAL (memory, or a filesystem that cannot share memory) FULL: inline, as before.
         self.db.execute(f"PRAGMA synchronous={'NORMAL' if self.wal else 'FULL'}")
+        self._add_missing_columns()
         self.db.executescript(SCHEMA)
         self._in_tx = False
         self._tx_bytes = 0  # the change of the queued bytes by the open transaction
@@ -239,14 +207,14 @@ class Store:
         for link, size in self.db.execute("SELECT link, SUM(LENGTH(payload)) FROM outbox GROUP BY link"):
             self._links.add(str(link))
             self._queued_bytes += int(size)
-        self._checkpointer: _Checkpointer | None = None
+        self._checkpointer: Checkpointer | None = None
         self._syncer: WalSyncer | None = None
         if self.wal:
             # Checkpoints (copying the WAL into the database, with fsync) run on a thread of
             # their own, so they never stall the event loop: inline auto-checkpoints added
             # 10-20 ms to every thousandth message.
             self.db.execute("PRAGMA wal_autocheckpoint=0")
-            self._checkpointer = _Checkpointer(self.path)
+            self._checkpointer = Checkpointer(self.path)
             # SQLite names the WAL after the full path of the database, symlinks resolved
             self._syncer = WalSyncer(Path(os.path.realpath(self.path) + "-wal"))
 
@@ -456,14 +424,38 @@ class Store:
     def prune_inbox(self, older_than: float) -> None:
         self.db.execute("DELETE FROM inbox WHERE ts < ?", (older_than,))
 
-    def pending(self, link: str, limit: int = 100) -> list[OutboxMessage]:
-        """Oldest first within priority: alerts before events before telemetry."""
+    def _add_missing_columns(self) -> None:
+        """Columns added since a gateway's database was created (the outbox's refusal state)."""
+        columns = {row[1] for row in self.db.execute("PRAGMA table_info(outbox)")}
+        if columns and "parked_until" not in columns:
+            self.db.execute("ALTER TABLE outbox ADD COLUMN parked_until REAL NOT NULL DEFAULT 0")
+            self.db.execute("ALTER TABLE outbox ADD COLUMN refused TEXT")
+
+    def pending(self, link: str, limit: int = 100, now: float = float("inf")) -> list[OutboxMessage]:
+        """Oldest first within priority: alerts before events before telemetry; messages a
+        broker refused wait until their ``parked_until`` (``now``: the caller's clock)."""
         rows = self.db.execute(
             "SELECT seq, msg_id, link, priority, topic, payload, qos, retain FROM outbox"
-            " WHERE link = ? ORDER BY priority, seq LIMIT ?",
-            (link, limit),
+            " WHERE link = ? AND parked_until <= ? ORDER BY priority, seq LIMIT ?",
+            (link, now, limit),
         ).fetchall()
         return [OutboxMessage(r[0], r[1], r[2], r[3], r[4], bytes(r[5]), r[6], bool(r[7])) for r in rows]
+
+    def park(self, seq: int, reason: str, until: float) -> int:
+        """A broker refused this message: keep it, retry it not before ``until``. Returns how
+        many times it has been refused."""
+        with self.transaction(durable=False):
+            row = self.db.execute(
+                "UPDATE outbox SET parked_until = ?, refused = ?, attempts = attempts + 1 WHERE seq = ?"
+                " RETURNING attempts",
+                (until, reason, seq),
+            ).fetchone()
+        return 0 if row is None else int(row[0])
+
+    def refused(self) -> dict[str, int]:
+        """Messages kept because a broker refused them, by reason."""
+        rows = self.db.execute("SELECT refused, COUNT(*) FROM outbox WHERE refused IS NOT NULL GROUP BY refused")
+        return {str(reason): int(count) for reason, count in rows}
 
     def delivered(self, seqs: list[int]) -> None:
         """Forget messages once their PUBACK arrived (not durable: a replay is a duplicate)."""

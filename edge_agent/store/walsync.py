@@ -217,3 +217,37 @@ class WalSyncer:
         for _, loop, future in ready:
             with contextlib.suppress(RuntimeError):  # that loop is closed: nobody is waiting
                 loop.call_soon_threadsafe(_settle, future, self._new_error() if failed else None)
+
+
+class Checkpointer:
+    """A background thread with its own connection running passive WAL checkpoints once
+    enough has been written (an idle gateway never checkpoints, so it never fsyncs for it).
+    Its connection is ``synchronous=NORMAL`` like the store's: checkpoints sync the WAL and the
+    database file in NORMAL as in FULL (see the module docstring)."""
+
+    EVERY_COMMITS = 256
+
+    def __init__(self, path: Path, interval: float = 0.25) -> None:
+        self._path = path
+        self._interval = interval
+        self.commits = 0  # incremented by the store's connection after each commit
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="sqlite-checkpoint", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        db = sqlite3.connect(str(self._path), isolation_level=None)
+        try:
+            db.execute("PRAGMA synchronous=NORMAL")
+            while not self._stop.wait(self._interval):
+                if self.commits < self.EVERY_COMMITS:
+                    continue
+                self.commits = 0
+                with contextlib.suppress(sqlite3.Error):  # busy: try again next time
+                    db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        finally:
+            db.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)

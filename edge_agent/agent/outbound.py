@@ -10,6 +10,7 @@ Must not import: the app or the intake.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 from collections.abc import Callable
@@ -19,10 +20,10 @@ import msgspec
 
 from edge_agent.agent import topics
 from edge_agent.agent.lamps import Lamps
-from edge_agent.agent.runtime import ActivePolicy, AgentStats, Background, Links, Unflushed, publish_quietly
+from edge_agent.agent.runtime import ActivePolicy, AgentStats, Background, Links, Unflushed
 from edge_agent.clock import Clock
 from edge_agent.engine import AlertChanged, Effect, LampSet, NotifyResponder, PublishRequest
-from edge_agent.errors import PublishRefused
+from edge_agent.errors import PublishRefused, TransportError
 from edge_agent.models import AlertMessage, PolicyAck, encode
 from edge_agent.store.db import ALERT_PRIORITY, EVENT_PRIORITY, TELEMETRY_PRIORITY, OutboxMessage, Store, new_id
 from edge_agent.transports.mqtt import MqttLink
@@ -193,8 +194,15 @@ class Alarm:
     """A local alarm: the gateway cannot keep a promise (e.g. an alert cannot be stored).
 
     Logged as critical, counted, and published on the local broker (``alarm``), which works
-    without the store and without the uplink.
+    without the store and without the uplink. The store may be the thing that failed, so the
+    alarm is not an outbox row: it is held in memory (the newest ``KEEP``) and published as
+    soon as the south link is up, retried while it is down (a storage failure makes the link
+    reconnect so the broker delivers the message again: exactly when the alarm must not be
+    dropped).
     """
+
+    KEEP = 100  # alarms waiting for the south link; beyond that the oldest are only logged
+    RETRY_S = 0.5
 
     def __init__(self, gateway: str, clock: Clock, links: Links, stats: AgentStats, background: Background) -> None:
         self.gateway = gateway
@@ -202,11 +210,29 @@ class Alarm:
         self.links = links
         self.stats = stats
         self.background = background
+        self._waiting: collections.deque[bytes] = collections.deque(maxlen=self.KEEP)
+        self._sending = False
 
     def sound(self, reason: str, detail: str) -> None:
         self.stats.alarms[reason] += 1
         log.critical("ALARM %s: %s", reason, detail)
-        link = self.links.south
-        if link is not None and link.connected:
-            body = msgspec.json.encode({"v": 1, "ts": self.clock.now(), "reason": reason, "detail": detail})
-            self.background.spawn(publish_quietly(link, topics.alarm(self.gateway), body))
+        self._waiting.append(msgspec.json.encode({"v": 1, "ts": self.clock.now(), "reason": reason, "detail": detail}))
+        if not self._sending and self.links.south is not None:
+            self._sending = True
+            self.background.spawn(self._send(self.links.south))
+
+    async def _send(self, link: MqttLink) -> None:
+        try:
+            while self._waiting:
+                await link.wait_connected()
+                try:
+                    await link.publish(topics.alarm(self.gateway), self._waiting[0], qos=1)
+                except PublishRefused as exc:  # the broker's ACL: retrying cannot help; it is logged
+                    log.error("the south broker refused the alarm: %s", exc)
+                except TransportError as exc:  # the link went down meanwhile: again once it is up
+                    log.debug("alarm not published yet: %s", exc)
+                    await asyncio.sleep(self.RETRY_S)
+                    continue
+                self._waiting.popleft()
+        finally:
+            self._sending = False

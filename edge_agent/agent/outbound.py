@@ -228,7 +228,7 @@ class Alarm:
                 try:
                     await link.publish(topics.alarm(self.gateway), self._waiting[0], qos=1)
                 except PublishRefused as exc:  # the broker's ACL: retrying cannot help; it is logged
-                    log.error("the south broker refused the alarm: %s", exc)
+                    log.critical("the south broker refused the alarm (%s); it stays in the log only", exc.reason)
                 except TransportError as exc:  # the link went down meanwhile: again once it is up
                     log.debug("alarm not published yet: %s", exc)
                     await asyncio.sleep(self.RETRY_S)

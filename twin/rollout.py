@@ -1,8 +1,8 @@
 """Policy rollout model: how long until every lamp runs (and has confirmed) a new policy.
 
 Owns: a plain-SimPy model of one rollout as the gateway agent does it
-(edge_agent/agent/app.py: ``_on_policy``, ``install_policy``, ``_rollout_loop``,
-``_send_program``), its two calibrations (``ci``: the measured ``just fleet`` run on the 2-core
+(edge_agent/agent/policy_install.py: ``PolicyInstaller.receive``, ``PolicyInstaller.install``;
+edge_agent/agent/lamps.py: ``Lamps.run_rollout``, ``Lamps._send_program``), its two calibrations (``ci``: the measured ``just fleet`` run on the 2-core
 CI machine; ``field``: the planner's district where every gateway is its own computer), and the
 comparison of the model with the measured fleet figures.
 
@@ -22,7 +22,7 @@ The model, step by step:
   confirms the lamp when that job finishes (the centre sees it then; so does the gateway).
 * An unconfirmed lamp is sent its program again at the first tick at least ``wait`` after its last
   PUBACK: wait = 2 s for the first three retries, then 4, 8 and 16 s (``retry_wait``, mirroring
-  ``min(16, rollout_retry_s * 2 ** max(0, attempts - 3))`` in app.py).
+  ``min(16, rollout_retry_s * 2 ** max(0, attempts - 3))`` in edge_agent/policy/retry.py).
 * Gateway availability: a fraction of the gateways is killed at ``kill_at_s`` after the publish
   (0 = down from the start) and comes back after ``restart_s`` (uniform range). A restarted gateway
   re-reads the retained bundle, installs it again (a CPU job) and, having lost its in-memory view of

@@ -29,6 +29,7 @@ import psutil
 from rich.console import Console
 from rich.table import Table
 
+from devtools.gateway_config import write_gateway_config
 from edge_agent.engine import Engine, Site
 from edge_agent.engine.engine import SiteLamp, SiteResponder
 from edge_agent.models import Event
@@ -134,26 +135,6 @@ def engine_throughput(n_events: int = 200_000, n_rules: int = 100) -> dict[str, 
     }
 
 
-GATEWAY = """
-[gateway]
-id = "{gw}"
-latitude = 28.77
-longitude = 105.37
-data_dir = "state"
-policy = "policy.toml"
-[south]
-url = "{south}"
-[north]
-url = "{north}"
-{devices}
-[[responders]]
-id = "doc"
-role = "doctor"
-[[responders]]
-id = "doc2"
-role = "backup"
-"""
-
 LATENCY_POLICY = """
 [policy]
 name = "latency"
@@ -177,11 +158,17 @@ then = [ {{ action = "alert", priority = 1, notify = "medical" }} ]
 
 
 def write_gateway(tmp: Path, gw: str, south: str, north: str, n_wearables: int = 20, n_lamps: int = 0) -> Path:
-    devices = "".join(f'[[wearables]]\nid = "w{i}"\n' for i in range(n_wearables))
-    devices += "".join(f'[[lamps]]\nid = "l{i}"\nzone = "z{i % 4}"\n' for i in range(n_lamps))
-    (tmp / "policy.toml").write_text(LATENCY_POLICY.format())
-    (tmp / "gateway.toml").write_text(GATEWAY.format(gw=gw, south=south, north=north, devices=devices))
-    return tmp / "gateway.toml"
+    return write_gateway_config(
+        tmp,
+        gw,
+        policy_text=LATENCY_POLICY.format(),
+        south_url=south,
+        north_url=north,
+        wearables=[{"id": f"w{i}"} for i in range(n_wearables)],
+        lamps=[{"id": f"l{i}", "zone": f"z{i % 4}"} for i in range(n_lamps)],
+        cameras=(),
+        responders=[{"id": "doc", "role": "doctor"}, {"id": "doc2", "role": "backup"}],
+    )
 
 
 async def _latency(port: int, rate: float, count: int, kind: str) -> dict[str, float]:

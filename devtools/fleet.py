@@ -30,6 +30,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from devtools.gateway_config import write_gateway_config
 from devtools.mosquitto import MosquittoProcess
 from devtools.simdevices import SimField, SimLamp
 from edge_agent.clock import ScaledClock
@@ -39,31 +40,6 @@ from edge_agent.transports.mqtt import NO_DELAY
 ROOT = Path(__file__).resolve().parents[1]
 POLICY = ROOT / "scenarios" / "policies" / "naxi-standard.toml"
 console = Console()
-
-GATEWAY = """
-[gateway]
-id = "{gw}"
-district = "naxi"
-latitude = 28.77
-longitude = 105.37
-data_dir = "{data}"
-policy = "{policy}"
-
-[south]
-url = "mqtt://127.0.0.1:{port}"
-[north]
-url = "mqtt://127.0.0.1:{port}"
-[trust]
-keys = ["centre.pub"]
-
-[[responders]]
-id = "doctor"
-role = "village_doctor"
-[[responders]]
-id = "crew"
-role = "grid_worker"
-{lamps}
-"""
 
 
 def gateway_ids(n: int) -> list[str]:
@@ -131,12 +107,25 @@ class Fleet:
         self.heard: set[str] = set()  # lamps that reported at least once
         self.confirmed_at: list[float] = []
         for gw in self.gateways:
-            lamps = "".join(
-                f'[[lamps]]\nid = "{lamp}"\ngroup = "{"town" if j % 3 else "village"}"\n'
-                for j, lamp in enumerate(lamp_ids(gw, per_gateway))
+            write_gateway_config(
+                work,
+                gw,
+                filename=f"{gw}.toml",
+                policy_text=None,  # the shared policy of the scenarios
+                policy=POLICY,
+                data_dir=work / "state" / gw,
+                district="naxi",
+                south_url=f"mqtt://127.0.0.1:{port}",
+                north_url=f"mqtt://127.0.0.1:{port}",
+                trust_keys=["centre.pub"],
+                lamps=[
+                    {"id": lamp, "group": "town" if j % 3 else "village"}
+                    for j, lamp in enumerate(lamp_ids(gw, per_gateway))
+                ],
+                cameras=(),
+                wearables=(),
+                responders=[{"id": "doctor", "role": "village_doctor"}, {"id": "crew", "role": "grid_worker"}],
             )
-            text = GATEWAY.format(gw=gw, data=work / "state" / gw, policy=POLICY, port=port, lamps=lamps)
-            (work / f"{gw}.toml").write_text(text)
             for lamp in lamp_ids(gw, per_gateway):
                 self.versions[lamp] = None
 

@@ -20,12 +20,12 @@ import psutil
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from devtools.gateway_config import POLICY_HEAD, write_gateway_config
 from edge_agent.config import load_config
 from edge_agent.errors import ConfigError, ProtocolError
 from edge_agent.models import SOUTH_SCHEMAS, ResponderAck, decode_payload
 from edge_agent.policy.model import parse_policy
 from edge_agent.transports.mqtt import NO_DELAY
-from tests.agent.harness import write_gateway
 from tests.conftest import BrokerInfo
 
 SCHEMAS = [*SOUTH_SCHEMAS.values(), ResponderAck]
@@ -135,9 +135,11 @@ id = "sos"
 when = { trigger = "event", event = "sos", kind = "wearable" }
 then = [ { action = "alert", priority = 1, message = "SOS", notify = "medical" } ]
 """
-    config = write_gateway(tmp_path, unique_id, mqtt_broker.port, rules)
+    url = f"mqtt://127.0.0.1:{mqtt_broker.port}"
+    path = write_gateway_config(tmp_path, unique_id, south_url=url, north_url=url, policy_text=POLICY_HEAD + rules)
+    load_config(path)  # fails here, not in the child, if the config is wrong
     agent = subprocess.Popen(
-        [sys.executable, "-m", "edge_agent.agent.cli", "run", "-c", str(config.path)],
+        [sys.executable, "-m", "edge_agent.agent.cli", "run", "-c", str(path)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -12,11 +12,12 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from devtools.gateway_config import POLICY_HEAD, write_gateway_config
 from edge_agent.clock import ManualClock
 from edge_agent.config import load_config
 from edge_agent.policy.bundle import build_bundle, generate_private_key, key_id, public_key_to_pem, sign_bundle
 from hardware import registers as regmap
-from tests.agent.harness import POLICY_HEAD, eventually, observing, running
+from tests.agent.harness import eventually, observing, running
 from tests.conftest import BrokerInfo
 
 from .conftest import DongleTarget, LampTarget
@@ -24,36 +25,6 @@ from .conftest import DongleTarget, LampTarget
 pytestmark = [pytest.mark.hil, pytest.mark.timeout(90)]
 
 T0 = datetime(2026, 1, 1, 8, 0, tzinfo=ZoneInfo("Asia/Shanghai")).timestamp()
-
-GATEWAY = """
-[gateway]
-id = "{gw}"
-latitude = 28.77
-longitude = 105.37
-data_dir = "state"
-policy = "policy.toml"
-[south]
-url = "mqtt://127.0.0.1:{port}"
-[north]
-url = "mqtt://127.0.0.1:{port}"
-[trust]
-keys = ["centre.pub"]
-[buses.street]
-port = "{tty}"
-baudrate = {baud}
-poll_interval = 0.3
-timeout = 0.5
-[[cameras]]
-id = "C1"
-zone = "square"
-[[responders]]
-id = "doc1"
-role = "village_doctor"
-[[responders]]
-id = "doc2"
-role = "township_doctor"
-{lamps}
-"""
 
 RULES = """
 [[rules]]
@@ -66,16 +37,22 @@ then = [ { action = "set_lamp", zone = "square", level = 70, for = "10m" } ]
 async def test_bus_lamps_follow_rules_and_take_a_signed_policy(
     lamp_target: LampTarget, tmp_path: Path, mqtt_broker: BrokerInfo, unique_id: str
 ) -> None:
-    lamps = "".join(f'[[lamps]]\nid = "N{u}"\nzone = "square"\nbus = "street"\nunit = {u}\n' for u in lamp_target.units)
-    (tmp_path / "policy.toml").write_text(POLICY_HEAD.format() + RULES)
-    (tmp_path / "gateway.toml").write_text(
-        GATEWAY.format(
-            gw=unique_id, port=mqtt_broker.port, tty=lamp_target.port, baud=lamp_target.baudrate, lamps=lamps
-        )
+    url = f"mqtt://127.0.0.1:{mqtt_broker.port}"
+    bus = {"port": lamp_target.port, "baudrate": lamp_target.baudrate, "poll_interval": 0.3, "timeout": 0.5}
+    path = write_gateway_config(
+        tmp_path,
+        unique_id,
+        policy_text=POLICY_HEAD + RULES,
+        south_url=url,
+        north_url=url,
+        trust_keys=["centre.pub"],
+        lamps=[{"id": f"N{u}", "zone": "square", "bus": "street", "unit": u} for u in lamp_target.units],
+        wearables=(),
+        buses={"street": bus},
     )
     key = generate_private_key()
     (tmp_path / "centre.pub").write_bytes(public_key_to_pem(key.public_key()))
-    config = load_config(tmp_path / "gateway.toml")
+    config = load_config(path)
     clock = ManualClock(T0)
     first = f"N{lamp_target.units[0]}"
     async with observing(mqtt_broker.host, mqtt_broker.port, f"district/v1/{unique_id}") as obs, running(config, clock):
@@ -109,31 +86,6 @@ async def test_bus_lamps_follow_rules_and_take_a_signed_policy(
         assert summary[-1]["policy_version"] == 7
 
 
-DONGLE_GATEWAY = """
-[gateway]
-id = "{gw}"
-latitude = 28.77
-longitude = 105.37
-data_dir = "state"
-policy = "policy.toml"
-[south]
-url = "mqtt://127.0.0.1:{port}"
-[north]
-url = "mqtt://127.0.0.1:{port}"
-[dongle]
-port = "{tty}"
-[[wearables]]
-id = "grandma-wu"
-link = "dongle"
-radio_id = 101
-[[responders]]
-id = "doc1"
-role = "village_doctor"
-[[responders]]
-id = "doc2"
-role = "township_doctor"
-"""
-
 SOS_RULE = """
 [[rules]]
 id = "sos"
@@ -145,11 +97,19 @@ then = [ { action = "alert", priority = 1, message = "{event} from {device}", no
 async def test_an_sos_through_the_dongle_firmware_rings_the_doctor_once(
     dongle_target: DongleTarget, tmp_path: Path, mqtt_broker: BrokerInfo, unique_id: str
 ) -> None:
-    (tmp_path / "policy.toml").write_text(POLICY_HEAD.format() + SOS_RULE)
-    (tmp_path / "gateway.toml").write_text(
-        DONGLE_GATEWAY.format(gw=unique_id, port=mqtt_broker.port, tty=dongle_target.port)
+    url = f"mqtt://127.0.0.1:{mqtt_broker.port}"
+    path = write_gateway_config(
+        tmp_path,
+        unique_id,
+        policy_text=POLICY_HEAD + SOS_RULE,
+        south_url=url,
+        north_url=url,
+        lamps=(),
+        cameras=(),
+        wearables=[{"id": "grandma-wu", "link": "dongle", "radio_id": 101}],
+        dongle={"port": dongle_target.port},
     )
-    config = load_config(tmp_path / "gateway.toml")
+    config = load_config(path)
     async with (
         observing(mqtt_broker.host, mqtt_broker.port, f"district/v1/{unique_id}") as obs,
         running(config, ManualClock(T0)),

@@ -1,0 +1,5 @@
+"""`python -m devtools.chaos [--quick] ...`"""
+
+from devtools.chaos.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,111 @@
+"""`python -m devtools.chaos` (`just chaos`): the plan, the run, the table.
+
+Owns: the command line (``--quick``, ``--kills``, ``--only``, ``--seed``, ``--keep``,
+``--deadline``), the plan of each variant, running the chosen scenarios one after another
+(each under a deadline; one that cannot finish is a failed row, not a crash) and the table.
+Exit code 1 if anything was lost or a check failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from devtools.chaos.faults import agent_kills, broker_restarts, publish_drops, uplink_outage
+from devtools.chaos.scenario import Row
+from devtools.chaos.serial import serial_vanish
+
+DESCRIPTION = "`just chaos`: fault injection against a real gateway process and real Mosquitto brokers."
+console = Console(width=None if sys.stdout.isatty() else 200)
+
+
+def render(rows: list[Row], title: str) -> Table:
+    table = Table(title=title)
+    columns = ("fault", "injections", "sent", "delivered", "lost", "duplicates", "time to drain")
+    for name in (*columns, "first alert after reconnect", "checks"):
+        table.add_column(name, justify="left" if name in ("fault", "checks") else "right")
+    for r in rows:
+        checks = "; ".join([*(f"[red]FAIL {f}[/red]" for f in r.failures), *r.notes])
+        table.add_row(
+            r.fault,
+            str(r.injections),
+            str(r.sent),
+            str(r.delivered),
+            f"[red]{r.lost}[/red]" if r.lost else "0",
+            str(r.duplicates),
+            "-" if r.drain_s is None else f"{r.drain_s:.1f} s",
+            "-" if r.first_alert_s is None else f"{r.first_alert_s:.2f} s",
+            checks,
+        )
+    return table
+
+
+@dataclass(frozen=True)
+class Plan:
+    kills: int
+    restarts: int
+    outage_timeline_s: float
+    speed: float
+    drops: int
+    cuts: int
+
+
+def plan(quick: bool, kills: int | None) -> Plan:
+    if quick:
+        return Plan(kills=kills or 12, restarts=3, outage_timeline_s=600.0, speed=60.0, drops=15, cuts=5)
+    return Plan(kills=kills or 200, restarts=10, outage_timeline_s=3600.0, speed=60.0, drops=100, cuts=50)
+
+
+async def run_all(p: Plan, only: str, *, seed: int, base: Path | None, deadline: float) -> list[Row]:
+    jobs: list[tuple[str, Callable[[], Awaitable[Row]]]] = [
+        ("a", lambda: agent_kills(p.kills, seed=seed, base=base)),
+        ("b", lambda: broker_restarts(p.restarts, persistence=False, seed=seed, base=base)),
+        ("b", lambda: broker_restarts(p.restarts, persistence=True, seed=seed, base=base)),
+        ("c", lambda: uplink_outage(p.outage_timeline_s, speed=p.speed, base=base)),
+        ("d", lambda: publish_drops(p.drops, base=base)),
+        ("e", lambda: serial_vanish(p.cuts, base=base)),
+    ]
+    rows = []
+    for letter, job in jobs:
+        if letter not in only:
+            continue
+        started = time.monotonic()
+        try:
+            row = await asyncio.wait_for(job(), deadline)
+        except Exception as exc:  # a scenario that cannot finish is a failed row, not a crash
+            row = Row(f"scenario {letter}")
+            row.failures.append(f"{type(exc).__name__}: {exc}")
+        row.notes.append(f"{time.monotonic() - started:.0f}s")
+        console.print(render([row], f"scenario {letter}"))
+        rows.append(row)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="chaos", description=DESCRIPTION)
+    parser.add_argument("--quick", action="store_true", help="the short CI variant (about a minute)")
+    parser.add_argument("--kills", type=int, default=None, help="agent kills in scenario a (default 200, quick 12)")
+    parser.add_argument("--only", default="abcde", help="scenarios to run, e.g. 'ac' (default abcde)")
+    parser.add_argument("--seed", type=int, default=1, help="random seed for kill and restart moments")
+    parser.add_argument("--keep", type=Path, default=None, help="keep work dirs (logs, databases) under this dir")
+    parser.add_argument("--deadline", type=float, default=900.0, help="seconds allowed per scenario")
+    args = parser.parse_args(argv)
+    p = plan(args.quick, args.kills)
+    started = time.monotonic()
+    rows = asyncio.run(run_all(p, args.only, seed=args.seed, base=args.keep, deadline=args.deadline))
+    title = f"chaos {'--quick' if args.quick else 'full'} run, {time.monotonic() - started:.0f} s"
+    console.print(render(rows, title))
+    bad = [r.fault for r in rows if not r.ok]
+    if bad:
+        console.print(f"[red]FAILED: {', '.join(bad)}[/red]")
+        return 1
+    console.print("[green]0 lost in every scenario; every check passed[/green]")
+    return 0

@@ -13,55 +13,12 @@ from typing import Any
 import aiomqtt
 import msgspec
 
+from devtools.gateway_config import write_gateway_config
 from edge_agent.agent.app import Agent
 from edge_agent.clock import Clock
 from edge_agent.config import GatewayConfig, load_config
 from edge_agent.policy.bundle import build_bundle, generate_private_key, key_id, public_key_to_pem, sign_bundle
 from edge_agent.transports.mqtt import NO_DELAY
-
-GATEWAY_TEMPLATE = """
-[gateway]
-id = "{gw}"
-latitude = 28.77
-longitude = 105.37
-timezone = "Asia/Shanghai"
-data_dir = "state"
-policy = "policy.toml"
-
-[south]
-url = "mqtt://127.0.0.1:{port}"
-
-[north]
-url = "mqtt://127.0.0.1:{port}"
-
-[[lamps]]
-id = "L1"
-group = "village"
-zone = "square"
-[[lamps]]
-id = "L2"
-group = "village"
-zone = "square"
-[[lamps]]
-id = "L3"
-group = "village"
-zone = "lane"
-
-[[cameras]]
-id = "C1"
-zone = "square"
-
-[[wearables]]
-id = "W1"
-zone = "lane"
-
-[[responders]]
-id = "doc1"
-role = "village_doctor"
-[[responders]]
-id = "doc2"
-role = "township_doctor"
-"""
 
 POLICY_HEAD = """
 [policy]
@@ -91,20 +48,25 @@ then = [ { action = "alert", priority = 1, message = "SOS from {device}", notify
 """
 
 
-def write_gateway(tmp_path: Path, gw: str, port: int, rules: str) -> GatewayConfig:
-    (tmp_path / "policy.toml").write_text(POLICY_HEAD.format() + rules)
-    (tmp_path / "gateway.toml").write_text(GATEWAY_TEMPLATE.format(gw=gw, port=port))
-    return load_config(tmp_path / "gateway.toml")
+def write_gateway(tmp_path: Path, gw: str, port: int, rules: str, *, trust: bool = False) -> GatewayConfig:
+    """The test village (devtools/gateway_config.py) on one broker for south and north."""
+    url = f"mqtt://127.0.0.1:{port}"
+    path = write_gateway_config(
+        tmp_path,
+        gw,
+        south_url=url,
+        north_url=url,
+        policy_text=POLICY_HEAD.format() + rules,
+        trust_keys=["centre.pub"] if trust else None,
+    )
+    return load_config(path)
 
 
 def write_trusting_gateway(tmp_path: Path, gw: str, port: int, rules: str) -> tuple[GatewayConfig, Any]:
     """``write_gateway`` plus a centre key the gateway trusts; returns the config and the key."""
-    write_gateway(tmp_path, gw, port, rules)
     key = generate_private_key()
     (tmp_path / "centre.pub").write_bytes(public_key_to_pem(key.public_key()))
-    text = (tmp_path / "gateway.toml").read_text() + '\n[trust]\nkeys = ["centre.pub"]\n'
-    (tmp_path / "gateway.toml").write_text(text)
-    return load_config(tmp_path / "gateway.toml"), key
+    return write_gateway(tmp_path, gw, port, rules, trust=True), key
 
 
 def sign_policy(

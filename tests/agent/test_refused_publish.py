@@ -21,11 +21,12 @@ import aiomqtt
 import msgspec
 import pytest
 
+from devtools.gateway_config import write_gateway_config
 from devtools.mosquitto import MosquittoProcess, mosquitto_binary
 from edge_agent.agent.app import Agent
 from edge_agent.clock import ScaledClock
 from edge_agent.config import load_config
-from tests.agent.harness import SOS_RULE, eventually, observing, write_gateway
+from tests.agent.harness import POLICY_HEAD, SOS_RULE, eventually, observing
 from tests.conftest import BrokerInfo
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -57,12 +58,15 @@ async def test_a_refused_publish_stays_in_the_outbox_is_counted_and_alarmed(
     _acl_without_telemetry(acl)
     extra = f"allow_anonymous false\npassword_file {passwd}\nacl_file {acl}\nuser {getpass.getuser()}\n"
     with MosquittoProcess(extra_config=extra) as city:
-        write_gateway(tmp_path, gw, mqtt_broker.port, SOS_RULE)
-        text = (tmp_path / "gateway.toml").read_text()
-        north = f'[north]\nurl = "mqtt://127.0.0.1:{city.port}"\nusername = "{gw}"\npassword = "gw-pw"\n'
-        text = text.replace(f'[north]\nurl = "mqtt://127.0.0.1:{mqtt_broker.port}"\n', north)
-        (tmp_path / "gateway.toml").write_text(text)
-        config = load_config(tmp_path / "gateway.toml")
+        path = write_gateway_config(
+            tmp_path,
+            gw,
+            south_url=f"mqtt://127.0.0.1:{mqtt_broker.port}",
+            north_url=f"mqtt://127.0.0.1:{city.port}",
+            north={"username": gw, "password": "gw-pw"},
+            policy_text=POLICY_HEAD.format() + SOS_RULE,
+        )
+        config = load_config(path)
         centre_seen: list[str] = []
 
         async def centre() -> None:

@@ -18,7 +18,6 @@ import os
 import shutil
 import socket
 import ssl
-import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -27,8 +26,7 @@ from pathlib import Path
 import aiomqtt
 import trustme
 
-from devtools.mosquitto import mosquitto_binary
-from edge_agent.transports.broker import free_port
+from devtools.mosquitto import Listener, MosquittoProcess, write_password_file
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy" / "mosquitto"
@@ -110,27 +108,32 @@ def template_config(text: str, workdir: Path, mtls_port: int, password_port: int
     return text
 
 
-class CityBroker:
+class CityBroker(MosquittoProcess):
     """Mosquitto running the deploy config: ``mtls_port`` (8883) and ``password_port`` (8884)."""
 
     def __init__(
         self, workdir: Path, pki: Pki, passwords: dict[str, str] | None = None, extra_config: str = ""
     ) -> None:
-        binary = mosquitto_binary()
-        if binary is None:
-            raise RuntimeError("mosquitto is not installed (apt-get install mosquitto)")
-        self.binary = binary
-        self.workdir = workdir
+        super().__init__(
+            listeners=[Listener(), Listener()],  # two distinct free loopback ports, kept across restarts
+            workdir=workdir,
+            log_file=workdir / "mosquitto.log",  # where the deploy config logs (shown on a failed start)
+            extra_config=extra_config,  # appended verbatim, e.g. an explicit admin listener
+            config=self._deploy_config,
+        )
         self.pki = pki
         self.passwords = dict(passwords or {})
-        self.extra_config = extra_config  # appended verbatim, e.g. an explicit admin listener
-        self.mtls_port = free_port()
-        self.password_port = free_port()
-        while self.password_port == self.mtls_port:
-            self.password_port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
 
-    def _write_files(self) -> Path:
+    @property
+    def mtls_port(self) -> int:
+        return self.ports[0]
+
+    @property
+    def password_port(self) -> int:
+        return self.ports[1]
+
+    def _deploy_config(self, _: MosquittoProcess) -> str:
+        """Certificates, ACL and password file into the work dir; the templated deploy config."""
         certs = self.workdir / "certs"
         certs.mkdir(parents=True, exist_ok=True)
         (self.workdir / "data").mkdir(exist_ok=True)
@@ -138,53 +141,14 @@ class CityBroker:
         shutil.copyfile(self.pki.server_cert, certs / "broker.crt")
         shutil.copyfile(self.pki.server_key, certs / "broker.key")
         shutil.copyfile(PROD_ACL, self.workdir / "acl")
-        passwd = self.workdir / "passwd"
-        passwd.write_text("")
-        passwd_tool = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
-        for user, password in self.passwords.items():
-            subprocess.run([passwd_tool, "-b", str(passwd), user, password], check=True, capture_output=True)
-        for private in (certs / "broker.key", self.workdir / "acl", passwd):
+        write_password_file(self.workdir / "passwd", self.passwords)
+        for private in (certs / "broker.key", self.workdir / "acl"):
             os.chmod(private, 0o600)
-        conf = self.workdir / "mosquitto.conf"
-        text = template_config(PROD_CONF.read_text(), self.workdir, self.mtls_port, self.password_port)
-        conf.write_text(text + self.extra_config)
-        return conf
+        return template_config(PROD_CONF.read_text(), self.workdir, self.mtls_port, self.password_port)
 
     def start(self, timeout: float = 15.0) -> CityBroker:
-        conf = self._write_files()
-        self.proc = subprocess.Popen([self.binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + timeout
-        waiting = {self.mtls_port, self.password_port}
-        while waiting:
-            if self.proc.poll() is not None:
-                err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
-                raise RuntimeError(f"mosquitto exited at start: {err.strip()} {self.log()}")
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"mosquitto did not listen on {sorted(waiting)}: {self.log()}")
-            for port in list(waiting):
-                with contextlib.suppress(OSError), socket.create_connection((HOST, port), timeout=0.2):
-                    waiting.discard(port)
-            if waiting:
-                time.sleep(0.02)
+        super().start(timeout)
         return self
-
-    def log(self) -> str:
-        path = self.workdir / "mosquitto.log"
-        return path.read_text(errors="replace") if path.exists() else ""
-
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        if self.proc.stderr:
-            self.proc.stderr.close()
-        self.proc = None
 
     def client(
         self,

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from devtools.gateway_config import write_gateway_config
 from edge_agent.agent.acl import south_users
 from edge_agent.agent.app import Agent
 from edge_agent.clock import ManualClock
@@ -54,78 +55,24 @@ if = "battery < 15"
 then = [ {{ action = "publish", topic = "wearable/low-battery" }} ]
 """
 
-GATEWAY = """
-[gateway]
-id = "{gw}"
-latitude = 28.77
-longitude = 105.37
-timezone = "Asia/Shanghai"
-data_dir = "state"
-policy = "policy.toml"
-
-[south]
-url = "mqtt://127.0.0.1:{south_port}"
-username = "{gw}"
-password = "{password}"
-reconnect_min = 0.2
-reconnect_max = 1.0
-
-{north}
-
-[trust]
-keys = ["centre.pub"]
-
-[[lamps]]
-id = "L1"
-group = "village"
-zone = "square"
-[[lamps]]
-id = "L2"
-group = "village"
-zone = "square"
-
-[[cameras]]
-id = "C1"
-zone = "square"
-
-[[wearables]]
-id = "W1"
-zone = "lane"
-[[wearables]]
-id = "W2"
-zone = "square"
-
-[[responders]]
-id = "doc1"
-role = "village_doctor"
-[[responders]]
-id = "doc2"
-role = "village_doctor"
-"""
-
-NO_UPLINK = '[north]\nurl = "none"'
+NO_UPLINK: dict[str, Any] = {"url": "none"}
 
 
-def uplink(mtls_port: int) -> str:
-    return "\n".join(
-        [
-            "[north]",
-            f'url = "mqtts://127.0.0.1:{mtls_port}"',
-            "reconnect_min = 0.2",
-            "reconnect_max = 1.0",
-            "[north.tls]",
-            'ca = "tls/district-ca.crt"',
-            'cert = "tls/gateway.crt"',
-            'key = "tls/gateway.key"',
-        ]
-    )
+def uplink(mtls_port: int) -> dict[str, Any]:
+    """The ``[north]`` table of a gateway on the city broker's mutual-TLS listener."""
+    return {
+        "url": f"mqtts://127.0.0.1:{mtls_port}",
+        "reconnect_min": 0.2,
+        "reconnect_max": 1.0,
+        "tls": {"ca": "tls/district-ca.crt", "cert": "tls/gateway.crt", "key": "tls/gateway.key"},
+    }
 
 
 def policy_text(name: str = "layout-test", level: int = 80) -> str:
     return POLICY.format(name=name, level=level)
 
 
-def write_gateway(directory: Path, pki: Pki, gw: str, south_port: int, north: str = NO_UPLINK) -> Gateway:
+def write_gateway(directory: Path, pki: Pki, gw: str, south_port: int, north: dict[str, Any] = NO_UPLINK) -> Gateway:
     """gateway.toml, policy.toml, centre.pub (the key that signs bundles) and tls/ in ``directory``."""
     directory.mkdir(parents=True, exist_ok=True)
     creds = pki.client(gw)
@@ -136,11 +83,22 @@ def write_gateway(directory: Path, pki: Pki, gw: str, south_port: int, north: st
     shutil.copyfile(creds.key, tls / "gateway.key")
     signer = generate_private_key()
     (directory / "centre.pub").write_bytes(public_key_to_pem(signer.public_key()))
-    (directory / "policy.toml").write_text(policy_text())
     password = secrets.token_urlsafe(18)
-    text = GATEWAY.format(gw=gw, south_port=south_port, password=password, north=north)
-    (directory / "gateway.toml").write_text(text)
-    config = load_config(directory / "gateway.toml")
+    path = write_gateway_config(
+        directory,
+        gw,
+        policy_text=policy_text(),
+        south_url=f"mqtt://127.0.0.1:{south_port}",
+        south={"username": gw, "password": password, "reconnect_min": 0.2, "reconnect_max": 1.0},
+        north_url=north["url"],
+        north=north,
+        trust_keys=["centre.pub"],
+        lamps=[{"id": lamp, "group": "village", "zone": "square"} for lamp in ("L1", "L2")],
+        cameras=[{"id": "C1", "zone": "square"}],
+        wearables=[{"id": "W1", "zone": "lane"}, {"id": "W2", "zone": "square"}],
+        responders=[{"id": doctor, "role": "village_doctor"} for doctor in ("doc1", "doc2")],
+    )
+    config = load_config(path)
     return Gateway(config, signer, password)
 
 

@@ -23,6 +23,7 @@ from zoneinfo import ZoneInfo
 import msgspec
 import pytest
 
+from devtools.gateway_config import write_gateway_config
 from edge_agent.agent.acl import south_users
 from edge_agent.agent.app import Agent
 from edge_agent.agent.links import link_settings
@@ -60,33 +61,6 @@ when = { trigger = "event", event = "sos", kind = "wearable" }
 then = [ { action = "alert", priority = 1, message = "SOS from {device}", notify = "medical" } ]
 """
 
-GATEWAY = """
-[gateway]
-id = "{gw}"
-latitude = 28.77
-longitude = 105.37
-timezone = "Asia/Shanghai"
-data_dir = "state"
-policy = "policy.toml"
-
-{south}
-
-{north}
-
-[[lamps]]
-id = "L1"
-group = "village"
-zone = "square"
-
-[[wearables]]
-id = "W1"
-zone = "lane"
-
-[[responders]]
-id = "doc1"
-role = "village_doctor"
-"""
-
 
 def broker_section(
     which: str,
@@ -96,20 +70,22 @@ def broker_section(
     username: str | None = None,
     password: str | None = None,
     allow_plaintext_remote: bool | None = None,
-) -> str:
-    lines = [f"[{which}]", f'url = "{url}"', "reconnect_min = 0.2", "reconnect_max = 1.0"]
-    if username is not None:
-        lines.append(f'username = "{username}"')
-    if password is not None:
-        lines.append(f'password = "{password}"')
-    if allow_plaintext_remote is not None:
-        lines.append(f"allow_plaintext_remote = {str(allow_plaintext_remote).lower()}")
+) -> dict[str, Any]:
+    """The ``[south]``/``[north]`` table (``which``: for the reader; None values are left out)."""
+    table: dict[str, Any] = {
+        "url": url,
+        "reconnect_min": 0.2,
+        "reconnect_max": 1.0,
+        "username": username,
+        "password": password,
+        "allow_plaintext_remote": allow_plaintext_remote,
+    }
     if tls:  # paths relative to the gateway file, as in the field
-        lines += [f"[{which}.tls]", 'ca = "tls/district-ca.crt"', 'cert = "tls/gateway.crt"', 'key = "tls/gateway.key"']
-    return "\n".join(lines)
+        table["tls"] = {"ca": "tls/district-ca.crt", "cert": "tls/gateway.crt", "key": "tls/gateway.key"}
+    return table
 
 
-def write_gateway(tmp_path: Path, pki: Pki, gw: str, south: str, north: str) -> GatewayConfig:
+def write_gateway(tmp_path: Path, pki: Pki, gw: str, south: dict[str, Any], north: dict[str, Any]) -> GatewayConfig:
     """A gateway directory: gateway.toml, policy.toml and tls/ with the gateway's own PEMs."""
     creds = pki.client(gw)
     tls_dir = tmp_path / "tls"
@@ -117,9 +93,20 @@ def write_gateway(tmp_path: Path, pki: Pki, gw: str, south: str, north: str) -> 
     shutil.copyfile(creds.ca, tls_dir / "district-ca.crt")
     shutil.copyfile(creds.cert, tls_dir / "gateway.crt")
     shutil.copyfile(creds.key, tls_dir / "gateway.key")
-    (tmp_path / "policy.toml").write_text(POLICY)
-    (tmp_path / "gateway.toml").write_text(GATEWAY.format(gw=gw, south=south, north=north))
-    return load_config(tmp_path / "gateway.toml")
+    path = write_gateway_config(
+        tmp_path,
+        gw,
+        policy_text=POLICY,
+        south_url=south["url"],
+        north_url=north["url"],
+        south=south,
+        north=north,
+        lamps=[{"id": "L1", "group": "village", "zone": "square"}],
+        cameras=(),
+        wearables=[{"id": "W1", "zone": "lane"}],
+        responders=[{"id": "doc1", "role": "village_doctor"}],
+    )
+    return load_config(path)
 
 
 @contextlib.asynccontextmanager

@@ -31,7 +31,8 @@ def comparison() -> list[dict[str, object]]:
 
 
 def test_retry_schedule_mirrors_the_agent() -> None:
-    # edge_agent/policy/retry.py, as the agent's rollout loop uses it: 0 s for the first send, 2 s three times, then 4, 8 and every 16 s
+    # edge_agent/policy/retry.py, as the agent's rollout loop uses it: 0 s for the first send,
+    # 2 s three times, then 4, 8 and every 16 s
     assert retry_wait(np.arange(9)).tolist() == [0.0, 2.0, 2.0, 2.0, 4.0, 8.0, 16.0, 16.0, 16.0]
 
 

@@ -4,7 +4,8 @@ Owns: a plain-SimPy model of one rollout as the gateway agent does it
 (edge_agent/agent/policy_install.py: ``PolicyInstaller.receive``, ``PolicyInstaller.install``;
 edge_agent/agent/lamps.py: ``Lamps.run_rollout``, ``Lamps._send_program``), its two
 calibrations (``ci``: the measured ``just fleet`` run on the 2-core CI machine; ``field``: the
-planner's district where every gateway is its own computer), and the comparison of the model with the measured fleet figures.
+planner's district where every gateway is its own computer), and the comparison of the model
+with the measured fleet figures.
 
 The model, step by step:
 

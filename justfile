@@ -26,6 +26,10 @@ bench *args:
 hil *args:
     {{py}} -m pytest -q -m hil tests/hil -p no:cacheprovider "$@"
 
+# Copy a firmware and its config onto an RP2040 board: `just flash --port /dev/ttyACM0 [--firmware dongle] [--config node.json]`
+flash *args:
+    {{py}} -m hardware.flash "$@"
+
 # The twin's speed figures (3,000-lamp year, 30,000 lamps, JIT cold/cached, vs the reference)
 twin-bench:
     {{py}} -m twin.cli bench

@@ -76,7 +76,12 @@ def _demo_config(path: Path, data_dir: Path) -> GatewayConfig:
     return dataclasses.replace(config, file=msgspec.structs.replace(config.file, gateway=gateway, **brokers))
 
 
-async def run_demo(config_path: Path = DEFAULT_CONFIG, speed: float = 2400.0, console: Console | None = None) -> bool:
+async def run_demo(
+    config_path: Path = DEFAULT_CONFIG,
+    speed: float = 2400.0,
+    console: Console | None = None,
+    http_listen: str = "127.0.0.1:9180",
+) -> bool:
     console = console or Console()
     with tempfile.TemporaryDirectory(prefix="edge-demo-") as tmp:
         config = _demo_config(config_path, Path(tmp))
@@ -97,7 +102,7 @@ async def run_demo(config_path: Path = DEFAULT_CONFIG, speed: float = 2400.0, co
             "lamps off at dawn",
         ):
             timeline.checks[name] = Check(name)
-        agent = Agent(config, clock)
+        agent = Agent(config, clock, http_listen=http_listen)
         console.print(
             f"[bold]Village night demo[/bold]: gateway {config.id} at {config.file.gateway.latitude} N, "
             f"{config.file.gateway.longitude} E; {night} 17:00 -> 08:00, time x{speed:g}"
@@ -149,6 +154,10 @@ async def run_demo(config_path: Path = DEFAULT_CONFIG, speed: float = 2400.0, co
         agent.on_effect = on_effect
         agent_task = asyncio.create_task(agent.run())
         await asyncio.wait_for(agent.ready.wait(), 30)
+        if agent.http is not None:
+            console.print(f"status page: [bold]{agent.http.url}[/bold]   metrics: {agent.http.url}metrics")
+        else:
+            console.print(f"[dim]status page not served: {http_listen} is taken (try --http 127.0.0.1:0)[/dim]")
         host, port = agent.south_address
         field_ = SimField(config.id, host, port, clock, on_receive=on_receive)
         for lamp in config.file.lamps:
@@ -222,10 +231,13 @@ def main(
         typer.Option("--config", "-c", help="Gateway config (default: examples/village-gateway.toml)."),
     ] = None,
     speed: Annotated[float, typer.Option(help="Timeline seconds per real second.")] = 2400.0,
+    http: Annotated[
+        str, typer.Option(help="Where the status page and /metrics are served while the demo runs (port 0: any).")
+    ] = "127.0.0.1:9180",
 ) -> None:
     """One village night at accelerated time on the embedded broker; exits 0 if all checks pass."""
     logging.basicConfig(level=logging.ERROR)
-    ok = asyncio.run(run_demo(config or DEFAULT_CONFIG, speed=speed, console=Console()))
+    ok = asyncio.run(run_demo(config or DEFAULT_CONFIG, speed=speed, console=Console(), http_listen=http))
     raise typer.Exit(0 if ok else 1)
 
 

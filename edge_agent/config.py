@@ -134,6 +134,34 @@ class Limits(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     max_queued_messages: Annotated[int, msgspec.Meta(ge=10, le=1_000_000)] = 10_000
 
 
+class Http(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """The gateway's own HTTP face (edge_agent/http): ``/metrics`` and the status page.
+
+    ``listen`` is ``host:port`` (port 0: any free port, tests). On a non-loopback address a
+    token is required (``token``, or ``token_file`` relative to the gateway file, first line):
+    requests carry it as ``Authorization: Bearer <token>`` or ``?token=``.
+    """
+
+    enabled: bool = True
+    listen: str = "127.0.0.1:9180"
+    token: str | None = None
+    token_file: str | None = None
+
+
+class HomeAssistant(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Home Assistant MQTT discovery on the south (village) broker (edge_agent/agent/homeassistant.py).
+
+    Off unless ``enabled``. ``prefix`` is Home Assistant's discovery prefix (its birth message
+    is ``<prefix>/status``). A light command from Home Assistant is an engine override, like a
+    rule's ``set_lamp``: it reverts to the program after ``override_minutes`` (0: it holds
+    until the next command). The broker user of Home Assistant is ``homeassistant``.
+    """
+
+    enabled: bool = False
+    prefix: Annotated[str, msgspec.Meta(pattern=r"^[^/#+\x00]{1,64}(/[^/#+\x00]{1,64}){0,3}$")] = "homeassistant"
+    override_minutes: Annotated[int, msgspec.Meta(ge=0, le=7 * 24 * 60)] = 60
+
+
 class GatewayFile(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     gateway: Identity
     south: BrokerSettings = BrokerSettings()
@@ -146,6 +174,8 @@ class GatewayFile(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
     dongle: Dongle | None = None
     trust: Trust | None = None
     limits: Limits = Limits()
+    http: Http = Http()
+    homeassistant: HomeAssistant = HomeAssistant()
 
 
 @dataclass(frozen=True)
@@ -313,6 +343,33 @@ def _check_references(gw: GatewayFile, policy: Policy | None, source: str) -> li
                     f"expected 'embedded', 'none', mqtt://host:port or mqtts://host:port, got {url!r}",
                 )
             )
+    problems.extend(_http_problems(gw.http, source))
     if policy is not None:
         problems.extend(policy_problems(gw, policy, source))
+    return problems
+
+
+def split_listen(listen: str) -> tuple[str, int]:
+    """``"127.0.0.1:9180"`` -> ("127.0.0.1", 9180); ``"[::1]:9180"`` -> ("::1", 9180). ValueError."""
+    host, sep, port = listen.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"expected host:port, got {listen!r}")
+    return host.strip("[]"), int(port)
+
+
+def _http_problems(http: Http, source: str) -> list[Problem]:
+    problems: list[Problem] = []
+    try:
+        host, _ = split_listen(http.listen)
+    except ValueError as exc:
+        return [Problem(source, "http.listen", str(exc))]
+    if http.token is not None and http.token_file is not None:
+        problems.append(Problem(source, "http.token_file", "set either token or token_file, not both"))
+    if http.token is not None and len(http.token) < 16:
+        problems.append(Problem(source, "http.token", "a token of at least 16 characters"))
+    loopback = host == "localhost" or host.startswith("127.") or host == "::1"
+    if http.enabled and not loopback and http.token is None and http.token_file is None:
+        problems.append(
+            Problem(source, "http.listen", f"{host!r} is not loopback: set http.token_file (or http.token)")
+        )
     return problems

@@ -19,7 +19,11 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from devtools.chaos.command_kills import command_kills
+from devtools.chaos.dongle_kills import dongle_kills
 from devtools.chaos.faults import agent_kills, broker_restarts, publish_drops, uplink_outage
+from devtools.chaos.harness import LAYOUT_NOTES
+from devtools.chaos.refusals import denied_publish, locked_store
 from devtools.chaos.scenario import Row
 from devtools.chaos.serial import serial_vanish
 
@@ -30,8 +34,9 @@ console = Console(width=None if sys.stdout.isatty() else 200)
 def render(rows: list[Row], title: str) -> Table:
     table = Table(title=title)
     columns = ("fault", "injections", "sent", "delivered", "lost", "duplicates", "time to drain")
-    for name in (*columns, "first alert after reconnect", "checks"):
-        table.add_column(name, justify="left" if name in ("fault", "checks") else "right")
+    table.caption = "every row: " + "; ".join(LAYOUT_NOTES)
+    for name in (*columns, "first alert after reconnect", "checks", "special settings"):
+        table.add_column(name, justify="left" if name in ("fault", "checks", "special settings") else "right")
     for r in rows:
         checks = "; ".join([*(f"[red]FAIL {f}[/red]" for f in r.failures), *r.notes])
         table.add_row(
@@ -44,6 +49,7 @@ def render(rows: list[Row], title: str) -> Table:
             "-" if r.drain_s is None else f"{r.drain_s:.1f} s",
             "-" if r.first_alert_s is None else f"{r.first_alert_s:.2f} s",
             checks,
+            "; ".join(r.settings) or "none",
         )
     return table
 
@@ -56,12 +62,22 @@ class Plan:
     speed: float
     drops: int
     cuts: int
+    dongle_kills: int = 300  # f
+    command_kills: int = 300  # g
+    denied_s: float = 10.0  # h: seconds of SOS + telemetry against the denying ACL
+    lock_s: float = 60.0  # i: seconds the store is write-locked (quick: 8, above sqlite's 5 s busy wait)
 
 
 def plan(quick: bool, kills: int | None) -> Plan:
     if quick:
-        return Plan(kills=kills or 12, restarts=3, outage_timeline_s=600.0, speed=60.0, drops=15, cuts=5)
+        return Plan(kills=kills or 12, restarts=3, outage_timeline_s=600.0, speed=60.0, drops=15, cuts=5, dongle_kills=8, command_kills=8, denied_s=3.0, lock_s=8.0)
     return Plan(kills=kills or 200, restarts=10, outage_timeline_s=3600.0, speed=60.0, drops=100, cuts=50)
+
+
+async def _serial(cuts: int, base: Path | None) -> Row:
+    row = await serial_vanish(cuts, base=base)
+    row.settings.append("no gateway file nor broker: DongleLink alone, reopen 0.02-0.2 s (default 0.05-2 s)")
+    return row
 
 
 async def run_all(p: Plan, only: str, *, seed: int, base: Path | None, deadline: float) -> list[Row]:
@@ -71,7 +87,11 @@ async def run_all(p: Plan, only: str, *, seed: int, base: Path | None, deadline:
         ("b", lambda: broker_restarts(p.restarts, persistence=True, seed=seed, base=base)),
         ("c", lambda: uplink_outage(p.outage_timeline_s, speed=p.speed, base=base)),
         ("d", lambda: publish_drops(p.drops, base=base)),
-        ("e", lambda: serial_vanish(p.cuts, base=base)),
+        ("e", lambda: _serial(p.cuts, base)),
+        ("f", lambda: dongle_kills(p.dongle_kills, seed=seed, base=base)),
+        ("g", lambda: command_kills(p.command_kills, seed=seed, base=base)),
+        ("h", lambda: denied_publish(stream_s=p.denied_s, base=base)),
+        ("i", lambda: locked_store(p.lock_s, base=base)),
     ]
     rows = []
     for letter, job in jobs:
@@ -93,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="chaos", description=DESCRIPTION)
     parser.add_argument("--quick", action="store_true", help="the short CI variant (about a minute)")
     parser.add_argument("--kills", type=int, default=None, help="agent kills in scenario a (default 200, quick 12)")
-    parser.add_argument("--only", default="abcde", help="scenarios to run, e.g. 'ac' (default abcde)")
+    parser.add_argument("--only", default="abcdefghi", help="scenarios to run, e.g. 'ac' (default abcdefghi)")
     parser.add_argument("--seed", type=int, default=1, help="random seed for kill and restart moments")
     parser.add_argument("--keep", type=Path, default=None, help="keep work dirs (logs, databases) under this dir")
     parser.add_argument("--deadline", type=float, default=900.0, help="seconds allowed per scenario")

@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from devtools.chaos.harness import WEARABLES, Key, db_query, integrity, stream, wait_for, wait_until
+from devtools.chaos.harness import LAMPS, WEARABLES, Key, db_query, integrity, stream, wait_for, wait_until
 from devtools.chaos.scenario import GatewayScenario, Rig, Row
 from devtools.mosquitto import SAVE_EVERY_CHANGE
 
@@ -85,6 +85,17 @@ class BrokerRestarts(GatewayScenario):
         self.name = "broker-p" if self.persistence else "broker-np"
         self.north_persistence = self.persistence
         self.north_extra = SAVE_EVERY_CHANGE if self.persistence else ""
+        if self.persistence:
+            self.settings = (
+                "north: autosave_on_changes + autosave_interval 1 (shipped: persistence, default 30 min autosave)",
+                "platform held away from each kill to 1 s after the restart",
+                "proxy in front of north (passes everything)",
+            )
+        else:
+            self.settings = (
+                "north: persistence false (shipped: true)",
+                "proxy holds the gateway off until the platform has resubscribed",
+            )
 
     def title(self) -> str:
         return "north broker kill -9 + restart, " + ("persistence" if self.persistence else "no persistence")
@@ -144,13 +155,14 @@ class UplinkOutage(GatewayScenario):
     speed: float = 60.0
     timeline_rate: float = 10.0
     sos_every: int = 25
-    lamps: int = 20
+    lamps: int = len(LAMPS)  # the first N of the example's lamps
     around_s: float = 2.0
     sent_before: set[Key] = field(default_factory=set)
     outage_real: float = 0.0
     expected: set[Key] | None = None
     name = "outage"
     via_proxy = True
+    settings = ("proxy in front of north, cut for the outage",)
     inflight = 64
     drain_timeout = 120.0
 
@@ -166,8 +178,8 @@ class UplinkOutage(GatewayScenario):
             counter[0] += 1
             n = counter[0]
             if n % self.sos_every == self.sos_every - 1:
-                return hub.next_sos(WEARABLES[(n // self.sos_every) % 4])
-            return ("tel", n, f"L{n % self.lamps + 1}")
+                return hub.next_sos(WEARABLES[(n // self.sos_every) % len(WEARABLES)])
+            return ("tel", n, LAMPS[n % min(self.lamps, len(LAMPS))])
 
         async def phase(seconds: float) -> None:
             stop = asyncio.Event()
@@ -240,6 +252,7 @@ class PublishDrops(GatewayScenario):
     rate: float = 20.0
     name = "drops"
     via_proxy = True
+    settings = ("proxy in front of north drops the link after alert PUBLISHes",)
 
     def title(self) -> str:
         return "proxy drops link after PUBLISH, before PUBACK"
@@ -278,7 +291,7 @@ async def uplink_outage(
     speed: float = 60.0,
     timeline_rate: float = 10.0,
     sos_every: int = 25,
-    lamps: int = 20,
+    lamps: int = len(LAMPS),
     around_s: float = 2.0,
     base: Path | None = None,
 ) -> Row:

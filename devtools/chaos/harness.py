@@ -1,26 +1,35 @@
 """The chaos suite's actors: the gateway process, the city platform, the wearable hub, brokers.
 
 Owns: ``AgentProcess`` (`edge-agent run` as a child we can kill -9), ``Platform`` (the city on
-the north broker: a persistent QoS 1 session and a ``Receiver``), ``Hub`` (wearables and lamps
-publishing on the south broker; "sent" is what the south broker acknowledged), the two
-Mosquitto brokers of a scenario, the chaos gateway config, the publishing stream, SQLite
-probes and the wait helpers. Loopback only; every wait has a deadline.
+the north broker as user "centre": a persistent QoS 1 session and a ``Receiver``), ``Hub``
+(the example's wearables and lamps publishing on the south broker, each as its own user; "sent"
+is what the south broker acknowledged; the centre's view of the gateway's status and alarms),
+``Layout`` (the shipped layout of one scenario: examples/village-gateway.toml with only what a
+deployment changes, the village broker from deploy/mosquitto/south.conf with the generated ACL
+and a password per user, the city broker from deploy/mosquitto/mosquitto.conf with the shipped
+ACL: ``LAYOUT_NOTES`` says where the rig departs from it), the publishing stream, SQLite probes
+and the wait helpers. Loopback only; every wait has a deadline.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import getpass
 import os
 import re
+import secrets
+import shutil
 import signal
 import sqlite3
+import ssl
 import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -28,18 +37,31 @@ from typing import IO, Any
 import aiomqtt
 import msgspec
 
-from devtools.gateway_config import numbered, write_gateway_config
-from devtools.mosquitto import MosquittoProcess
+from devtools.gateway_config import toml_dumps
+from devtools.mosquitto import Listener, MosquittoProcess, write_password_file
+from edge_agent.agent.acl import CENTRE, south_acl, south_users
+from edge_agent.config import load_config
 from edge_agent.receiver import Receiver
 from edge_agent.transports.mqtt import NO_DELAY, QUIET_LOG
 
 ROOT = Path(__file__).resolve().parents[2]
-GW = "chaos-gw"
+# The shipped layout every row runs on (docs/DEPLOY.md): the example gateway file, the village
+# broker's config, the city broker's config and its generated ACL.
+EXAMPLE = ROOT / "examples" / "village-gateway.toml"
+SOUTH_CONF = ROOT / "deploy" / "mosquitto" / "south.conf"
+CITY_CONF = ROOT / "deploy" / "mosquitto" / "mosquitto.conf"
+CITY_ACL = ROOT / "deploy" / "mosquitto" / "acl"
+_EXAMPLE: dict[str, Any] = tomllib.loads(EXAMPLE.read_text())
+GW = str(_EXAMPLE["gateway"]["id"])
 TOPIC_ROOT = f"district/v1/{GW}"
 SOS_MESSAGE = re.compile(r"^SOS (\d+) from (\S+)$")
-WEARABLES = ("W1", "W2", "W3", "W4")
+# the example's MQTT wearables and lamps (those on a dongle or an RS-485 bus have no broker user)
+WEARABLES = tuple(str(w["id"]) for w in _EXAMPLE.get("wearables", []) if w.get("link", "mqtt") == "mqtt")
+LAMPS = tuple(str(lamp["id"]) for lamp in _EXAMPLE.get("lamps", []) if lamp.get("bus") is None)
 
-# The SOS seq is visible in the alert, so each north alert maps back to one SOS.
+# The SOS seq is visible in the alert, so each north alert maps back to one SOS. (The shipped
+# policy, naxi-standard, says "{event} from {device}": no way to tell two SOS of one wearable
+# apart on the platform; this is the one deliberate departure from the shipped gateway file.)
 POLICY = """
 [policy]
 name = "chaos"
@@ -57,26 +79,153 @@ id = "sos"
 when = { trigger = "event", event = "sos", kind = "wearable" }
 then = [ { action = "alert", priority = 1, message = "SOS {seq} from {device}" } ]
 """
+# every row's notes start with these: what differs from the shipped layout in all rows
+LAYOUT_NOTES = (
+    "layout: examples/village-gateway.toml (data_dir, south port, password_file, north url changed)",
+    "policy: chaos SOS rule (seq in the message) instead of naxi-standard",
+    "south: deploy/mosquitto/south.conf + generated ACL, devices on the TLS LAN listener",
+    "north: shipped city conf + shipped ACL, password auth on one plain listener instead of mTLS",
+)
 
 Key = tuple[Any, ...]  # ("sos", device, seq) or ("tel", marker) (("tel", marker, lamp) when published)
 
 
-def write_config(work: Path, south: int, north: int, *, lamps: int = 0, wearables: int = 4) -> Path:
-    """The chaos gateway: ``lamps`` village lamps, ``wearables`` wearables, one doctor; the
-    default reconnect backoff (0.5 s doubling, capped at 4 s with full jitter) is on test; a
-    512 MB outbox, so no eviction (a gap in seq would then be a documented eviction)."""
-    return write_gateway_config(
-        work,
-        GW,
-        policy_text=POLICY,
-        south_url=f"mqtt://127.0.0.1:{south}",
-        north_url=f"mqtt://127.0.0.1:{north}",
-        lamps=numbered("L", lamps, group="village", zone="square"),
-        wearables=numbered("W", wearables, zone="lane"),
-        cameras=(),
-        responders=[{"id": "doc1", "role": "village_doctor"}],
-        limits={"outbox_max_mb": 512},
+def template_south(text: str, work: Path, local_port: int, lan_port: int) -> str:
+    """deploy/mosquitto/south.conf with paths, ports and the account rewritten (as
+    tests/security/village.py does); every rewrite must apply, so drift is noticed."""
+    replacements = {
+        "user mosquitto\n": f"user {getpass.getuser()}\n",
+        "listener 1883 127.0.0.1\n": f"listener {local_port} 127.0.0.1\n",
+        "listener 8883\n": f"listener {lan_port} 127.0.0.1\n",
+        "/etc/mosquitto/certs/district-ca.crt": str(work / "certs" / "district-ca.crt"),
+        "/etc/mosquitto/certs/broker.crt": str(work / "certs" / "broker.crt"),
+        "/etc/mosquitto/certs/broker.key": str(work / "certs" / "broker.key"),
+        "/etc/mosquitto/acl": str(work / "acl"),
+        "/etc/mosquitto/passwd": str(work / "passwd"),
+        "/var/lib/mosquitto/": f"{work}/data/",
+        "/var/log/mosquitto/mosquitto.log": str(work / "mosquitto.log"),
+    }
+    for old, new in replacements.items():
+        if old not in text:
+            raise AssertionError(f"deploy/mosquitto/south.conf no longer contains {old!r}")
+        text = text.replace(old, new)
+    return text
+
+
+def template_city(text: str, work: Path, port: int, *, persistence: bool) -> str:
+    """deploy/mosquitto/mosquitto.conf's global part (paths and account rewritten, persistence
+    as the row asks), then one plain loopback listener with the shipped ACL and a password file
+    in place of the two mutual-TLS listeners: the FlakyProxy rows read MQTT packets, which TLS
+    would hide."""
+    head = text[: text.index("# --- 8883")]
+    replacements = {
+        "user mosquitto\n": f"user {getpass.getuser()}\n",
+        "persistence true\n": f"persistence {'true' if persistence else 'false'}\n",
+        "/var/lib/mosquitto/": f"{work}/data/",
+        "/var/log/mosquitto/mosquitto.log": str(work / "mosquitto.log"),
+    }
+    for old, new in replacements.items():
+        if old not in head:
+            raise AssertionError(f"deploy/mosquitto/mosquitto.conf no longer contains {old!r}")
+        head = head.replace(old, new)
+    return head + (
+        "# --- chaos: plain loopback listener, password + shipped ACL (instead of mTLS) ---\n"
+        f"listener {port} 127.0.0.1\nprotocol mqtt\npassword_file {work / 'passwd'}\n"
+        f"allow_anonymous false\nacl_file {work / 'acl'}\n"
     )
+
+
+class Layout:
+    """The shipped deployment of one scenario on loopback: the village broker (south.conf, the
+    ACL generated for the gateway file, a password per user, a CA for its TLS LAN listener),
+    the city broker (see ``template_city``) and the gateway file made from the example.
+
+    Ports are chosen when made, so the gateway file can be written before the brokers start.
+    """
+
+    def __init__(self, work: Path, *, north_persistence: bool = True, north_extra: str = "") -> None:
+        import trustme  # a dev dependency: the village LAN listener's certificate
+
+        self.work = work
+        for name in ("south", "north", "certs"):
+            (work / name).mkdir(exist_ok=True)
+        # mosquitto started as root drops to the account named by "user" (here: ours)
+        os.chmod(work, 0o755)  # a TemporaryDirectory is 0700
+        ca = trustme.CA()
+        self.ca = work / "certs" / "district-ca.crt"
+        ca.cert_pem.write_to_path(str(self.ca))
+        leaf = ca.issue_cert("127.0.0.1", "localhost", common_name="village-broker")
+        certs = work / "south" / "certs"
+        certs.mkdir(exist_ok=True)
+        shutil.copyfile(self.ca, certs / "district-ca.crt")
+        leaf.cert_chain_pems[0].write_to_path(str(certs / "broker.crt"))
+        leaf.private_key_pem.write_to_path(str(certs / "broker.key"))
+        os.chmod(certs / "broker.key", 0o600)
+        (work / "south" / "data").mkdir(exist_ok=True)
+        (work / "north" / "data").mkdir(exist_ok=True)
+        self.north_persistence = north_persistence
+        self.south = MosquittoProcess(
+            listeners=[Listener(), Listener()],
+            config=lambda p: template_south(SOUTH_CONF.read_text(), p.workdir, p.ports[0], p.ports[1]),
+            workdir=work / "south",
+        )
+        self.north = MosquittoProcess(
+            listeners=[Listener()],
+            config=lambda p: template_city(
+                CITY_CONF.read_text(), p.workdir, p.port, persistence=self.north_persistence
+            ),
+            extra_config=north_extra,
+            workdir=work / "north",
+        )
+        self.passwords: dict[str, str] = {}  # south users
+        self.north_passwords = {GW: secrets.token_urlsafe(12), CENTRE: secrets.token_urlsafe(12)}
+        self.config: Path | None = None
+
+    def write(self, north_port: int, tune: Callable[[dict[str, Any]], None] | None = None) -> Path:
+        """The gateway file: the example with only what a deployment changes (data_dir, the
+        south port, the password files, the north url: the city broker or the proxy in front
+        of it), then ``tune`` (a row's own special settings); the ACLs and password files."""
+        doc: dict[str, Any] = tomllib.loads(EXAMPLE.read_text())
+        doc["gateway"]["data_dir"] = "state"
+        doc["gateway"]["policy"] = "policy.toml"
+        doc["south"]["url"] = f"mqtt://127.0.0.1:{self.south.ports[0]}"
+        doc["south"]["password_file"] = "south.password"
+        doc["north"] = {"url": f"mqtt://127.0.0.1:{north_port}", "username": GW, "password_file": "north.password"}
+        if tune is not None:
+            tune(doc)
+        (self.work / "policy.toml").write_text(POLICY)
+        path = self.work / "gateway.toml"
+        path.write_text(toml_dumps(doc))
+        self.passwords = {GW: secrets.token_urlsafe(12)}
+        for secret, password in (("south.password", self.passwords[GW]), ("north.password", self.north_passwords[GW])):
+            (self.work / secret).write_text(password + "\n")
+            os.chmod(self.work / secret, 0o600)
+        loaded = load_config(path)
+        for user in south_users(loaded):
+            self.passwords.setdefault(user.name, secrets.token_urlsafe(12))
+        (self.work / "south" / "acl").write_text(south_acl(loaded))
+        write_password_file(self.work / "south" / "passwd", self.passwords)
+        self.set_north_acl(CITY_ACL.read_text())
+        write_password_file(self.work / "north" / "passwd", self.north_passwords)
+        self.config = path
+        return path
+
+    def set_north_acl(self, text: str) -> None:
+        """The city broker's ACL file (read at its next start)."""
+        acl = self.work / "north" / "acl"
+        acl.write_text(text)
+        os.chmod(acl, 0o600)
+
+    def tls(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=str(self.ca))
+
+    def start(self) -> None:
+        self.south.start(timeout=15)
+        self.north.start(timeout=15)
+
+    def close(self) -> None:
+        self.south.close()
+        self.north.close()
 
 
 def integrity(db: Path) -> str:
@@ -155,12 +304,15 @@ class Arrival:
 class Platform:
     """The city platform on the north broker: a persistent QoS 1 session, a Receiver."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, *, username: str | None = None, password: str | None = None) -> None:
         self.port = port
+        self.username = username
+        self.password = password
         self.receiver = Receiver()
         self.arrivals: list[Arrival] = []
         self.first: dict[Key, int] = {}  # key -> index of its first arrival
         self.ids: dict[Key, set[str]] = {}  # key -> msg_ids seen (more than one: a double alert)
+        self.alert_ids: dict[Key, set[str]] = {}  # SOS key -> alert ids (more than one: raised twice)
         self.subscribed = asyncio.Event()
         self.connects = 0
         self.hold = False  # while set, stay away from the broker
@@ -188,6 +340,8 @@ class Platform:
                 "127.0.0.1",
                 self.port,
                 identifier=self.ident,
+                username=self.username,
+                password=self.password,
                 clean_session=False,
                 timeout=5,
                 socket_options=NO_DELAY,
@@ -234,6 +388,8 @@ class Platform:
         self.arrivals.append(Arrival(time.monotonic(), key, kind, new))
         if key is not None:
             self.ids.setdefault(key, set()).add(str(body.get("msg_id")))
+            if kind == "alert":
+                self.alert_ids.setdefault(key, set()).add(str(body.get("alert_id")))
             self.first.setdefault(key, index)
 
     def alert_since(self, mark: int) -> bool:
@@ -246,33 +402,57 @@ class Platform:
         """Keys that came out under more than one msg_id (an SOS alerted twice)."""
         return sum(1 for ids in self.ids.values() if len(ids) > 1)
 
+    def raised_twice(self) -> int:
+        """SOS that came out under more than one alert id (raised twice)."""
+        return sum(1 for ids in self.alert_ids.values() if len(ids) > 1)
+
 
 class Hub:
-    """A wearable hub and lamps on the south broker; also watches the gateway's status."""
+    """Wearables and lamps on the south broker, each as its own user (its id) on the village
+    LAN listener (TLS) when ``users`` are given; also the district centre ("centre"), which
+    watches the gateway's status and its local alarms. "sent" is what the broker acknowledged."""
 
-    def __init__(self, port: int, *, inflight: int = 32) -> None:
+    def __init__(
+        self,
+        port: int,
+        *,
+        inflight: int = 32,
+        users: Mapping[str, str] | None = None,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.port = port
+        self.users = dict(users or {})
+        self.tls = tls
         self.accepted: dict[Key, float] = {}  # key -> when the south broker acknowledged it
         self.failed = 0
         self.status = b""
+        self.alarms: list[dict[str, Any]] = []  # the gateway's local alarms (topic alarm)
         self._seqs: dict[str, int] = {}
         self._sem = asyncio.Semaphore(inflight)
         self._stack = contextlib.AsyncExitStack()
-        self.client: aiomqtt.Client | None = None
+        self.client: aiomqtt.Client | None = None  # the centre's (status, alarms)
+        self.devices: dict[str, aiomqtt.Client] = {}
         self._task: asyncio.Task[None] | None = None
 
-    async def __aenter__(self) -> Hub:
-        self.client = await self._stack.enter_async_context(
-            aiomqtt.Client(
-                "127.0.0.1",
-                self.port,
-                identifier=f"chaos-hub-{uuid.uuid4().hex[:8]}",
-                max_inflight_messages=64,
-                socket_options=NO_DELAY,
-                logger=QUIET_LOG,
-            )
+    def _client(self, user: str | None) -> aiomqtt.Client:
+        return aiomqtt.Client(
+            "127.0.0.1",
+            self.port,
+            identifier=f"chaos-{user or 'hub'}-{uuid.uuid4().hex[:8]}",
+            username=user,
+            password=self.users.get(user) if user else None,
+            tls_context=self.tls,
+            max_inflight_messages=64,
+            socket_options=NO_DELAY,
+            logger=QUIET_LOG,
         )
+
+    async def __aenter__(self) -> Hub:
+        self.client = await self._stack.enter_async_context(self._client(CENTRE if self.users else None))
+        for device in (*WEARABLES, *LAMPS) if self.users else ():
+            self.devices[device] = await self._stack.enter_async_context(self._client(device))
         await self.client.subscribe(f"{TOPIC_ROOT}/status", qos=1)
+        await self.client.subscribe(f"{TOPIC_ROOT}/alarm", qos=1)
         self._task = asyncio.create_task(self._listen())
         return self
 
@@ -287,8 +467,18 @@ class Hub:
         assert self.client is not None
         with contextlib.suppress(aiomqtt.MqttError):
             async for message in self.client.messages:
-                if isinstance(message.payload, bytes):
+                if not isinstance(message.payload, bytes):
+                    continue
+                if str(message.topic).endswith("/alarm"):
+                    with contextlib.suppress(msgspec.DecodeError):
+                        body = msgspec.json.decode(message.payload)
+                        if isinstance(body, dict):
+                            self.alarms.append({**body, "_t": time.monotonic()})
+                else:
                     self.status = message.payload
+
+    def alarm_reasons(self) -> set[str]:
+        return {str(a.get("reason")) for a in self.alarms}
 
     async def wait_online(self, timeout: float = 30) -> None:
         await wait_for(lambda: self.status == b"online", timeout, "gateway online on the south broker")
@@ -299,18 +489,20 @@ class Hub:
         return ("sos", device, seq)
 
     async def send(self, key: Key) -> None:
-        """Publish one SOS or lamp state (QoS 1); record it once the south broker acked it."""
+        """Publish one SOS or lamp state (QoS 1) as its device; record it once the south broker acked it."""
         assert self.client is not None
         if key[0] == "sos":
+            device = key[1]
             topic = f"{TOPIC_ROOT}/wearable/{key[1]}/event"
             body: dict[str, Any] = {"v": 1, "event": "sos", "seq": key[2]}
         else:
-            marker = key[1]
+            marker, device = key[1], key[2]
             topic = f"{TOPIC_ROOT}/lamp/{key[2]}/state"
             body = {"v": 1, "on": True, "level": 50, "power_w": 40.0, "energy_wh": marker}
+        client = self.devices.get(device, self.client)
         async with self._sem:
             try:
-                await self.client.publish(topic, msgspec.json.encode(body), qos=1, timeout=20)
+                await client.publish(topic, msgspec.json.encode(body), qos=1, timeout=20)
             except aiomqtt.MqttError:
                 self.failed += 1
                 return
@@ -341,25 +533,15 @@ async def wait_until(predicate: Callable[[], bool], timeout: float) -> bool:
     return True
 
 
-@contextlib.asynccontextmanager
-async def brokers(
-    work: Path, *, north_persistence: bool = False, north_extra: str = ""
-) -> AsyncIterator[tuple[MosquittoProcess, MosquittoProcess]]:
-    """The south (village) and north (city) Mosquitto of one scenario, each with its own dir."""
-    (work / "south").mkdir()
-    (work / "north").mkdir()
-    # mosquitto started as root drops to user "mosquitto": let it write its persistence file
-    os.chmod(work, 0o755)  # a TemporaryDirectory is 0700
-    os.chmod(work / "north", 0o777)
-    south = MosquittoProcess(workdir=work / "south")
-    north = MosquittoProcess(persistence=north_persistence, extra_config=north_extra, workdir=work / "north")
+@contextlib.contextmanager
+def layout(work: Path, *, north_persistence: bool = True, north_extra: str = "") -> Iterator[Layout]:
+    """The shipped layout of one scenario (``Layout``), closed (brokers stopped) at the end;
+    the caller writes the gateway file (``write``) and then ``start``s the brokers."""
+    shipped = Layout(work, north_persistence=north_persistence, north_extra=north_extra)
     try:
-        south.start()
-        north.start()
-        yield south, north
+        yield shipped
     finally:
-        south.close()
-        north.close()
+        shipped.close()
 
 
 def workdir(base: Path | None, name: str) -> contextlib.AbstractContextManager[str]:

@@ -1,11 +1,13 @@
 """The one scenario skeleton of the chaos suite, and the row each scenario fills.
 
-Owns: ``GatewayScenario.run``: a work dir, the south and north brokers (the gateway reaching
-north directly or through a ``FlakyProxy``), the chaos gateway config, the platform, the hub
-and the agent process; then the fault's own ``drive`` (by default: an SOS stream from four
-wearables at ``rate`` while ``inject`` runs), the drain wait, the tally into a ``Row`` (sent =
-acknowledged by the south broker, lost = never seen by the platform, duplicates dropped by
-msg_id, no SOS under two msg_ids), the fault's own ``check``, a clean stop of the agent and
+Owns: ``GatewayScenario.run``: a work dir, the shipped layout (``harness.Layout``: the example
+gateway file, the village and city brokers; the gateway reaching north directly or through a
+``FlakyProxy``; a row's own departures via ``tune``/``before_start``, listed in ``settings``
+and shown in the table), the platform, the hub and the agent process; then the fault's own
+``drive`` (by default: an SOS stream from the example's wearables at ``rate`` while ``inject``
+runs), the drain wait, the tally into a ``Row`` (sent = acknowledged by the south broker, lost
+= never seen by the platform, duplicates dropped by msg_id, no SOS under two msg_ids nor two
+alert ids), the fault's own ``check``, a clean stop of the agent and
 ``PRAGMA integrity_check`` on its database. A fault subclass says only what is specific.
 """
 
@@ -16,23 +18,25 @@ import contextlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from devtools.chaos.harness import (
     WEARABLES,
     AgentProcess,
     Hub,
     Key,
+    Layout,
     Platform,
-    brokers,
     db_query,
     integrity,
+    layout,
     stream,
     wait_until,
     workdir,
-    write_config,
 )
 from devtools.flaky_proxy import FlakyProxy
 from devtools.mosquitto import MosquittoProcess
+from edge_agent.agent.acl import CENTRE
 
 
 @dataclass
@@ -47,6 +51,8 @@ class Row:
     first_alert_s: float | None = None
     notes: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
+    # what this row runs with that the shipped layout (harness.LAYOUT_NOTES) does not have
+    settings: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -66,6 +72,7 @@ class Rig:
     platform: Platform
     hub: Hub
     drain_from: float | None = None  # drain time counted from here (default: end of traffic)
+    layout: Layout | None = None  # the shipped layout's files and brokers
 
     @property
     def proxy(self) -> FlakyProxy:
@@ -83,10 +90,10 @@ class GatewayScenario:
     name = "scenario"  # work dir name
     rate = 40.0  # SOS per second during the default drive
     via_proxy = False  # the gateway reaches north through a FlakyProxy
-    north_persistence = False
+    north_persistence = True  # as shipped (deploy/mosquitto/mosquitto.conf)
     north_extra = ""
-    lamps = 0
-    wearables = 4
+    # the row's departures from the shipped layout, shown in the table ("settings" column)
+    settings: tuple[str, ...] = ()
     inflight = 1  # publishes in flight at the hub (1: south acks come in publishing order)
     speed = 1.0  # the agent's clock speed
     drain_timeout = 60.0
@@ -98,6 +105,12 @@ class GatewayScenario:
         """The injection loop, run while the SOS stream flows."""
         raise NotImplementedError
 
+    def tune(self, doc: dict[str, Any]) -> None:
+        """Change the gateway file (the example as deployed) for this row; say so in ``settings``."""
+
+    def before_start(self, shipped: Layout) -> None:
+        """Change the brokers' files before they start (nothing by default)."""
+
     def before_stream(self, rig: Rig) -> None:
         """Armed before the stream starts (nothing by default)."""
 
@@ -106,7 +119,9 @@ class GatewayScenario:
         self.before_stream(rig)
         stop = asyncio.Event()
         hub = rig.hub
-        publisher = asyncio.create_task(stream(self.rate, stop, lambda i: hub.next_sos(WEARABLES[i % 4]), hub))
+        publisher = asyncio.create_task(
+            stream(self.rate, stop, lambda i: hub.next_sos(WEARABLES[i % len(WEARABLES)]), hub)
+        )
         try:
             await self.inject(rig)
         finally:
@@ -126,30 +141,36 @@ class GatewayScenario:
 
     async def run(self, base: Path | None = None) -> Row:
         row = Row(self.title())
+        row.settings.extend(self.settings)
+        if self.speed != 1.0:
+            row.settings.append(f"agent --speed {self.speed:g}")
         with workdir(base, self.name) as tmp:
             work = Path(tmp)
-            async with (
-                brokers(work, north_persistence=self.north_persistence, north_extra=self.north_extra) as (south, north),
-                FlakyProxy(north.port) if self.via_proxy else contextlib.nullcontext() as proxy,
-            ):
-                north_port = proxy.port if proxy is not None else north.port
-                config = write_config(work, south.port, north_port, lamps=self.lamps, wearables=self.wearables)
-                agent = AgentProcess(config, speed=self.speed)
-                try:
-                    async with Platform(north.port) as platform, Hub(south.port, inflight=self.inflight) as hub:
-                        agent.start()
-                        await hub.wait_online()
-                        rig = Rig(row, work, south, north, proxy, agent, platform, hub)
-                        await self.drive(rig)
-                        await self._drain(rig)
-                        await asyncio.sleep(0.3)  # late duplicates
-                        tally(row, hub, platform, self.keys(rig))
-                        self.check(rig)
-                        agent.stop()
-                        check_db(row, agent)
-                        row.notes.extend(self.notes(rig))
-                finally:
-                    agent.close()
+            with layout(work, north_persistence=self.north_persistence, north_extra=self.north_extra) as shipped:
+                south, north = shipped.south, shipped.north
+                async with FlakyProxy(north.port) if self.via_proxy else contextlib.nullcontext() as proxy:
+                    north_port = proxy.port if proxy is not None else north.port
+                    config = shipped.write(north_port, self.tune)
+                    self.before_start(shipped)
+                    shipped.start()
+                    agent = AgentProcess(config, speed=self.speed)
+                    platform = Platform(north.port, username=CENTRE, password=shipped.north_passwords[CENTRE])
+                    hub = Hub(south.ports[1], inflight=self.inflight, users=shipped.passwords, tls=shipped.tls())
+                    try:
+                        async with platform, hub:
+                            agent.start()
+                            await hub.wait_online()
+                            rig = Rig(row, work, south, north, proxy, agent, platform, hub, layout=shipped)
+                            await self.drive(rig)
+                            await self._drain(rig)
+                            await asyncio.sleep(0.3)  # late duplicates
+                            tally(row, hub, platform, self.keys(rig))
+                            self.check(rig)
+                            agent.stop()
+                            check_db(row, agent)
+                            row.notes.extend(self.notes(rig))
+                    finally:
+                        agent.close()
         return row
 
     async def _drain(self, rig: Rig) -> None:
@@ -175,6 +196,9 @@ def tally(row: Row, hub: Hub, platform: Platform, keys: set[Key] | None = None) 
     doubles = platform.doubles()
     if doubles:
         row.failures.append(f"{doubles} SOS alerted under two msg_ids")
+    twice = platform.raised_twice()
+    if twice:
+        row.failures.append(f"{twice} SOS raised under two alert ids")
     if hub.failed:
         row.notes.append(f"{hub.failed} publishes not acked by south (not counted as sent)")
 

@@ -19,6 +19,10 @@ missing from the ACL is a message lost, so the ACL must come from the same table
   north classes are carried by this broker: the gateway gets its north rights here and
   ``centre`` its own (so the centre, or a field laptop with its credentials, can deliver a
   policy locally).
+  With ``[homeassistant] enabled = true`` the gateway also gets the rights of the Home
+  Assistant classes (``topics.HOMEASSISTANT_CLASSES``: discovery under HA's prefix, light
+  commands and states, sensor states) and a ``homeassistant`` user reads and writes what HA's
+  MQTT integration needs (``homeassistant_rules``).
 
 ``python -m edge_agent.agent.acl --side north`` / ``--side south -c gateway.toml`` prints
 (or ``-o`` writes) the file; ``--users`` lists the user names the password file needs.
@@ -35,14 +39,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge_agent.agent import topics
-from edge_agent.agent.topics import BOTH, NORTH, SOUTH, TOPIC_CLASSES, TopicClass
+from edge_agent.agent.topics import (
+    BOTH,
+    HOMEASSISTANT,
+    HOMEASSISTANT_CLASSES,
+    NORTH,
+    SOUTH,
+    TOPIC_CLASSES,
+    TopicClass,
+)
 from edge_agent.config import GatewayConfig, load_config
 from edge_agent.errors import ConfigError, EdgeError
 
 CENTRE = "centre"  # reserved user name of the city platform, on both brokers
 GATEWAY = "gateway"
 DEVICE_KINDS = ("lamp", "camera", "wearable", "responder")
-PUBLISHERS = (GATEWAY, CENTRE, *DEVICE_KINDS)
+PUBLISHERS = (GATEWAY, CENTRE, *DEVICE_KINDS, HOMEASSISTANT)
 SIDES = (SOUTH, NORTH, BOTH)
 
 
@@ -81,6 +93,8 @@ def audience(topic_class: TopicClass) -> str:
     the device its south pattern names (``lamp/{lamp}/set`` -> that lamp), else the centre."""
     if topic_class.publisher != GATEWAY:
         return GATEWAY
+    if topic_class in HOMEASSISTANT_CLASSES:
+        return HOMEASSISTANT
     if topic_class.side == SOUTH:
         for level in topic_class.levels:
             if level in DEVICE_KINDS:
@@ -114,9 +128,11 @@ def party_rules(
     sides: Sequence[str],
     classes: Sequence[TopicClass] = TOPIC_CLASSES,
     device: str | None = None,
+    prefix: str | None = None,
 ) -> list[Rule]:
-    """The rules of one party (``gateway``, ``centre`` or a device kind) for the classes on
-    ``sides``; a device's rules are bound to its own id (``device``)."""
+    """The rules of one party (``gateway``, ``centre``, a device kind or ``homeassistant``) for
+    the classes on ``sides``; a device's rules are bound to its own id (``device``); a class
+    outside the gateway root is bound under ``prefix`` (Home Assistant's discovery prefix)."""
     rules: list[Rule] = []
     for topic_class in classes:
         _check(topic_class)
@@ -124,10 +140,16 @@ def party_rules(
             continue
         reader = audience(topic_class)
         own = {party: device} if device is not None else {}
+        if topic_class.outside_root:
+            if prefix is None:
+                raise AclError(f"topic class {topic_class.name!r} lives outside the gateway root: it needs a prefix")
+            topic = topics.ha_bind(topic_class, gateway, prefix, **own)
+        else:
+            topic = topics.bind(topic_class, gateway, **own)
         if topic_class.publisher == party:
-            rules.append(Rule("write", topics.bind(topic_class, gateway, **own), _note(topic_class)))
+            rules.append(Rule("write", topic, _note(topic_class)))
         if reader == party:
-            rules.append(Rule("read", topics.bind(topic_class, gateway, **own), _note(topic_class)))
+            rules.append(Rule("read", topic, _note(topic_class)))
     return _merge(rules)
 
 
@@ -228,12 +250,39 @@ def south_users(config: GatewayConfig, classes: Sequence[TopicClass] = TOPIC_CLA
                 "user names are ids and must be unique"
             )
 
-    add(config.id, GATEWAY, party_rules(GATEWAY, gateway, sides, classes))
+    ha = config.file.homeassistant
+    gateway_rules = party_rules(GATEWAY, gateway, sides, classes)
+    if ha.enabled:
+        ha_rules = party_rules(GATEWAY, gateway, (SOUTH,), HOMEASSISTANT_CLASSES, prefix=ha.prefix)
+        gateway_rules = _merge([*gateway_rules, *ha_rules])
+    add(config.id, GATEWAY, gateway_rules)
     for kind, device_id in devices(config):
         add(device_id, kind, party_rules(kind, gateway, sides, classes, device=device_id))
     add(CENTRE, CENTRE, party_rules(CENTRE, gateway, sides, classes))
+    if ha.enabled:
+        add(HOMEASSISTANT, HOMEASSISTANT, homeassistant_rules(config))
     order = {GATEWAY: 0, **{kind: i + 1 for i, kind in enumerate(DEVICE_KINDS)}}
     return sorted(users.values(), key=lambda u: order.get(u.role.split("+")[0], len(order)))
+
+
+def homeassistant_rules(config: GatewayConfig) -> list[Rule]:
+    """Home Assistant's user on the south broker: its side of the HA classes (light commands
+    and its birth message written; states, events and the discovery configs read), plus what
+    its MQTT integration does on its own: subscribe to the discovery filters of its prefix,
+    clear the retained config of a device deleted in its UI, read the gateway's ``status``
+    (availability of every entity, the gateway's connectivity sensor)."""
+    gateway, prefix = config.id, config.file.homeassistant.prefix
+    rules = party_rules(HOMEASSISTANT, gateway, (SOUTH,), HOMEASSISTANT_CLASSES, prefix=prefix)
+    status = topics.BY_NAME["status"]
+    rules.append(Rule("read", topics.bind(status, gateway), "status: gateway -> homeassistant, availability"))
+    birth = topics.HA_BY_NAME["ha_birth"]
+    rules.append(Rule("read", topics.ha_bind(birth, gateway, prefix), "ha_birth: its own birth message"))
+    discovery = topics.HA_BY_NAME["ha_discovery"]
+    note = "ha_discovery: homeassistant clears the config of a device deleted in its UI"
+    rules.append(Rule("write", topics.ha_bind(discovery, gateway, prefix), note))
+    for topic in topics.ha_discovery_filters(prefix):
+        rules.append(Rule("read", topic, "homeassistant: its discovery subscription"))
+    return _merge(rules)
 
 
 SOUTH_HEADER = """\
@@ -269,6 +318,7 @@ def south_acl(config: GatewayConfig, classes: Sequence[TopicClass] = TOPIC_CLASS
         "responder": "responder's phone",
         CENTRE: "the district centre",
         "responder+centre": "the district centre (also a responder)",
+        HOMEASSISTANT: "Home Assistant ([homeassistant] enabled)",
     }
     for user in south_users(config, classes):
         lines += ["", f"# --- {titles[user.role]}: {user.name}", f"user {user.name}"]

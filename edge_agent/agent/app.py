@@ -16,20 +16,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
+import sqlite3
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from edge_agent.agent import topics
+from edge_agent.agent import sdnotify, topics
+from edge_agent.agent.homeassistant import HomeAssistant
 from edge_agent.agent.intake import Intake
 from edge_agent.agent.lamps import Lamps
 from edge_agent.agent.links import link_settings, parse_url
-from edge_agent.agent.loops import Flusher, run_timers
+from edge_agent.agent.loops import STORE_RETRY_S, Flusher, run_timers
 from edge_agent.agent.outbound import Alarm, Outbound
 from edge_agent.agent.policy_delivery import PolicyDelivery
 from edge_agent.agent.policy_install import PolicyInstaller
 from edge_agent.agent.rollout import RolloutTracker
-from edge_agent.agent.runtime import ActivePolicy, AgentStats, Background, Links, Unflushed
+from edge_agent.agent.runtime import ActivePolicy, AgentStats, Background, Links, Unflushed, topic_class
 from edge_agent.clock import Clock, ScaledClock
 from edge_agent.config import GatewayConfig
 from edge_agent.engine import Effect, Engine, Site
@@ -42,6 +45,7 @@ from edge_agent.transports.mqtt import MqttLink
 
 if TYPE_CHECKING:
     from edge_agent.agent.serial_devices import SerialDevices
+    from edge_agent.http.server import HttpServer
 
 __all__ = ["Agent", "AgentStats", "run_agent", "site_from_config"]
 
@@ -79,13 +83,18 @@ class Agent:
         *,
         south_url: str | None = None,
         north_url: str | None = None,
+        http_listen: str | None = None,
     ) -> None:
+        """``http_listen``: serve /metrics and the status page there ("127.0.0.1:0": a free
+        port, read back from ``agent.http.port``) whatever ``[http]`` says."""
         self.config = config
         self.clock: Clock = clock or ScaledClock()
         self.stats = AgentStats()
         self.ready = asyncio.Event()
         self._south_url = south_url or config.file.south.url
         self._north_url = north_url or config.file.north.url
+        self._http_listen = http_listen
+        self.http: HttpServer | None = None  # the status page and /metrics, while serving
         limits = config.file.limits
         db_path = config.data_dir / "gateway.sqlite3"
         self.store = Store(db_path, quota_bytes=int(limits.outbox_max_mb * 2**20))
@@ -130,6 +139,20 @@ class Agent:
             timers_changed=timers_changed,
             traces_per_rule=limits.traces_per_rule,
         )
+        self.homeassistant: HomeAssistant | None = None  # [homeassistant] enabled: discovery, states, commands
+        if config.file.homeassistant.enabled:
+            self.homeassistant = HomeAssistant(
+                config,
+                clock=self.clock,
+                store=self.store,
+                active=self.active,
+                outbound=self.outbound,
+                links=self.links,
+                stats=self.stats,
+                background=background,
+                timers_changed=timers_changed,
+                max_payload=limits.max_payload_bytes,
+            )
         self.intake = Intake(
             site=self.site,
             clock=self.clock,
@@ -143,8 +166,9 @@ class Agent:
             unflushed=unflushed,
             stats=self.stats,
             max_payload=limits.max_payload_bytes,
+            homeassistant=self.homeassistant,
         )
-        self.flusher = Flusher(self.clock, self.store, self.active, unflushed, limits.traces_per_rule)
+        self.flusher = Flusher(self.clock, self.store, self.active, unflushed, limits.traces_per_rule, self.stats)
         self._timers_changed = timers_changed
 
     # ----- lifecycle ------------------------------------------------------------------------
@@ -161,9 +185,10 @@ class Agent:
                 south = self.links.south = MqttLink(
                     "south",
                     link_settings(self.config, "south", file.south, south_host, south_port),
-                    topics.subscriptions(gw, "south", uplink=uplink),
+                    topics.subscriptions(gw, "south", uplink=uplink)
+                    + (self.homeassistant.subscriptions() if self.homeassistant is not None else []),
                     self.intake.on_south,
-                    on_connect=self.lamps.resync,
+                    on_connect=self._south_connected,
                 )
                 north: MqttLink | None = None
                 if uplink:
@@ -177,8 +202,14 @@ class Agent:
                         topics.subscriptions(gw, "north", uplink=True),
                         self.intake.on_north,
                     )
-                with self.store.transaction():
-                    self.outbound.apply(self.engine.start(self.clock.now()))
+                for link in (south, north):
+                    if link is not None:
+                        link.on_published = self._count_sent(link.name)
+                if file.http.enabled or self._http_listen is not None:
+                    from edge_agent.http.server import serve_http  # prometheus_client, h11: only when served
+
+                    self.http = await stack.enter_async_context(serve_http(self, self._http_listen))
+                await self._start_engine()
                 async with asyncio.TaskGroup() as group:
                     group.create_task(south.run())
                     group.create_task(self.outbound.drain("south", south))
@@ -186,7 +217,9 @@ class Agent:
                         group.create_task(north.run())
                         group.create_task(self.outbound.drain("north", north))
                     group.create_task(
-                        run_timers(self.clock, self.store, self.active, self.outbound.apply, self._timers_changed)
+                        run_timers(
+                            self.clock, self.store, self.active, self.outbound.apply, self._timers_changed, self.alarm
+                        )
                     )
                     group.create_task(self.flusher.run())
                     group.create_task(self.lamps.run_rollout())
@@ -194,10 +227,44 @@ class Agent:
                         group.create_task(self.serial.run())
                     await south.wait_connected(timeout=30)
                     self.ready.set()
+                    sdnotify.notify("READY=1", f"STATUS={self._service_status()}")
+                    group.create_task(sdnotify.watchdog(self._service_status))
         finally:
+            sdnotify.notify("STOPPING=1")
             self.flusher.flush()
             self.store.close()
             self.delivery.close()
+
+    async def _start_engine(self) -> None:
+        """Restore timers and decide lamp levels; a store that refuses writes (another process
+        holding a lock, a full disk) is alarmed and retried, not a crash loop."""
+        while True:
+            try:
+                with self.store.transaction():
+                    self.outbound.apply(self.engine.start(self.clock.now()))
+            except sqlite3.Error as exc:
+                self.alarm("storage", f"cannot start: the store refuses writes: {exc}")
+                await asyncio.sleep(STORE_RETRY_S)
+            else:
+                return
+
+    def _count_sent(self, link: str) -> Callable[[str], None]:
+        sent, gateway = self.stats.sent_by_class, self.config.id
+
+        def count(topic: str) -> None:
+            sent[(link, topic_class(gateway, topic))] += 1
+
+        return count
+
+    def _service_status(self) -> str:
+        """systemd's STATUS= line (``systemctl status``)."""
+        links = ", ".join(
+            f"{name} {'up' if link.connected else 'down'}"
+            for name, link in (("south", self.south), ("north", self.north))
+            if link is not None
+        )
+        where = f"; status page {self.http.url}" if self.http is not None else ""
+        return f"serving, policy v{self.policy_version}, {links}{where}"
 
     # ----- the public face: thin delegations for the CLI, the dev tools and tests -----------
     @property
@@ -230,6 +297,11 @@ class Agent:
     def on_effect(self, observer: Callable[[Effect], None] | None) -> None:
         self.outbound.on_effect = observer  # observers (demo timeline)
 
+    def _south_connected(self) -> None:
+        self.lamps.resync()
+        if self.homeassistant is not None:
+            self.homeassistant.announce()  # retained discovery configs, once per connect
+
     async def _save_dongle_boot(self, boot: str) -> None:
         with self.store.transaction():
             self.store.set_meta("dongle.boot", boot)
@@ -255,7 +327,24 @@ async def run_agent(config: GatewayConfig, clock: Clock | None = None) -> None:
     agent = Agent(config, clock)
     started = time.monotonic()
     log.info("gateway %s starting", config.id)
+    # SIGTERM (systemctl stop) ends the agent like Ctrl-C: its shutdown flushes and closes the store
+    main = asyncio.current_task()
+    terminated = False
+
+    def terminate() -> None:
+        nonlocal terminated
+        terminated = True
+        if main is not None:
+            main.cancel()
+
+    with contextlib.suppress(NotImplementedError, RuntimeError):  # not on Windows / off the main thread
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, terminate)
     try:
         await agent.run()
+    except asyncio.CancelledError:
+        if not terminated:
+            raise
+        if main is not None:
+            main.uncancel()
     finally:
         log.info("gateway %s stopped after %.1fs", config.id, time.monotonic() - started)

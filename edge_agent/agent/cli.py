@@ -20,6 +20,7 @@ from rich.table import Table
 from edge_agent.agent.cli_policy import policy_app
 from edge_agent.config import GatewayConfig, load_config
 from edge_agent.errors import ConfigError
+from edge_agent.talq.cli import talq_app
 
 app = typer.Typer(
     help="Gateway agent for street lamps, village cameras and home-care wearables.",
@@ -27,6 +28,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(policy_app, name="policy")
+app.add_typer(talq_app, name="talq")
 console = Console()
 err = Console(stderr=True)
 

@@ -18,11 +18,12 @@ import asyncio
 import logging
 import sqlite3
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from edge_agent.agent import topics
 from edge_agent.agent.outbound import Alarm, Outbound
 from edge_agent.agent.rollout import RolloutTracker
-from edge_agent.agent.runtime import ActivePolicy, AgentStats, Unflushed
+from edge_agent.agent.runtime import ActivePolicy, AgentStats, Unflushed, topic_class
 from edge_agent.clock import Clock
 from edge_agent.engine import Site
 from edge_agent.errors import ProtocolError
@@ -39,6 +40,9 @@ from edge_agent.models import (
     decode_payload,
 )
 from edge_agent.store.db import Store
+
+if TYPE_CHECKING:
+    from edge_agent.agent.homeassistant import HomeAssistant
 
 log = logging.getLogger("edge_agent")
 
@@ -59,6 +63,7 @@ class Intake:
         unflushed: Unflushed,
         stats: AgentStats,
         max_payload: int,
+        homeassistant: HomeAssistant | None = None,
     ) -> None:
         self.gateway = site.gateway
         self.devices = site.devices
@@ -73,6 +78,7 @@ class Intake:
         self.unflushed = unflushed
         self.stats = stats
         self.max_payload = max_payload
+        self.homeassistant = homeassistant  # [homeassistant] enabled: its commands and births
         self.policy_topic = topics.policy(site.gateway)
         self._last_faults: dict[str, int] = {}
 
@@ -81,6 +87,7 @@ class Intake:
         """Handle one inbound message. True: acknowledge it to the broker. False: what it
         caused could not be stored, so it must come again (after a reconnect)."""
         self.stats.received += 1
+        self.stats.received_by_class[topic_class(self.gateway, topic)] += 1
         try:
             durable = await self._route(topic, payload)
         except ProtocolError as exc:
@@ -98,6 +105,7 @@ class Intake:
         """The uplink carries one inbound topic, the centre's policy."""
         if topic != self.policy_topic:
             self.stats.received += 1
+            self.stats.received_by_class[topic_class(self.gateway, topic)] += 1
             return True
         return await self.on_south(topic, payload)
 
@@ -133,6 +141,10 @@ class Intake:
         if topic == self.policy_topic:
             await self.on_policy(payload)
             return True
+        if self.homeassistant is not None:
+            handled = self.homeassistant.route(topic, payload)
+            if handled is not None:
+                return handled
         event = self._decode_south(topic, payload)
         if event is None:
             return False
@@ -158,6 +170,7 @@ class Intake:
         Returns True when the transaction was durable (the caller awaits ``Store.sync``
         before acknowledging)."""
         events = [event]
+        self.stats.last_seen[event.device] = (event.ts, event.name)
         lamp_state = event.kind == "lamp" and event.name == "state"
         if lamp_state:
             faults = int(event.data.get("faults", 0))
@@ -184,6 +197,8 @@ class Intake:
             if lamp_state:
                 self.outbound.telemetry(event.device, event.data)
         self.timers_changed.set()
+        if self.homeassistant is not None:
+            self.homeassistant.observe(event)
         return durable
 
     def _decode_south(self, topic: str, payload: bytes) -> Event | ResponderAck | None:

@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 from collections.abc import Callable
 
-from edge_agent.agent.runtime import ActivePolicy, Unflushed
+from edge_agent.agent.runtime import ActivePolicy, AgentStats, Unflushed
 from edge_agent.clock import Clock
 from edge_agent.engine import Effect
 from edge_agent.store.db import Store
 
 log = logging.getLogger("edge_agent")
+
+STORE_RETRY_S = 1.0  # after the store refused a commit, before the next attempt
 
 
 async def run_timers(
@@ -26,8 +29,10 @@ async def run_timers(
     active: ActivePolicy,
     apply: Callable[[list[Effect]], None],
     timers_changed: asyncio.Event,
+    alarm: Callable[[str, str], None],
 ) -> None:
-    """Fire due timers and re-decide lamp levels at each minute of the timeline."""
+    """Fire due timers and re-decide lamp levels at each minute of the timeline. A store that
+    refuses the commit sounds the alarm; what was due is tried again (it stays due)."""
     next_minute = (clock.now() // 60.0 + 1.0) * 60.0
     while True:
         due = active.engine.next_due()
@@ -39,21 +44,32 @@ async def run_timers(
         for task in (sleeper, changed):
             task.cancel()
         now = clock.now()
-        with store.transaction():
-            engine = active.engine
-            effects = engine.fire_due(now)
-            if now >= next_minute:
-                effects.extend(engine.tick_lighting(now))
-                next_minute = (now // 60.0 + 1.0) * 60.0
-            apply(effects)
+        try:
+            with store.transaction():
+                engine = active.engine
+                effects = engine.fire_due(now)
+                if now >= next_minute:
+                    effects.extend(engine.tick_lighting(now))
+                    next_minute = (now // 60.0 + 1.0) * 60.0
+                apply(effects)
+        except sqlite3.Error as exc:  # a store that refuses writes: alarm, and again in a moment
+            alarm("storage", f"timers and the lighting minute cannot be stored: {exc}")
+            await asyncio.sleep(STORE_RETRY_S)
 
 
 class Flusher:
     INBOX_KEEP_S = 7 * 86400.0  # how long a wearable's (device, seq) is remembered for redelivery
 
     def __init__(
-        self, clock: Clock, store: Store, active: ActivePolicy, unflushed: Unflushed, traces_per_rule: int
+        self,
+        clock: Clock,
+        store: Store,
+        active: ActivePolicy,
+        unflushed: Unflushed,
+        traces_per_rule: int,
+        stats: AgentStats | None = None,
     ) -> None:
+        self.stats = stats  # rule run latencies, from the traces, for the metrics
         self.clock = clock
         self.store = store
         self.active = active
@@ -67,12 +83,20 @@ class Flusher:
             self.flush()
             flushes += 1
             if flushes % 600 == 0:  # every ten minutes: forget redelivery ids older than a week
-                with self.store.transaction(durable=False):
-                    self.store.prune_inbox(self.clock.now() - self.INBOX_KEEP_S)
+                try:
+                    with self.store.transaction(durable=False):
+                        self.store.prune_inbox(self.clock.now() - self.INBOX_KEEP_S)
+                except sqlite3.Error as exc:  # next time
+                    log.warning("inbox not pruned: %s", exc)
 
     def flush(self) -> None:
         try:
-            self.store.add_traces(self.active.engine.take_traces(), self.traces_per_rule)
+            traces = self.active.engine.take_traces()
+            if self.stats is not None:
+                for trace in traces:  # acks and escalations are bookkeeping, not rule runs
+                    if trace["trigger"].get("type") not in ("ack", "escalation"):
+                        self.stats.rule_seconds.observe(trace["duration_us"] / 1e6)
+            self.store.add_traces(traces, self.traces_per_rule)
             now = self.clock.now()
             pending = self.unflushed
             if pending.reported or pending.desired:

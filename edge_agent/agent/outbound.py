@@ -70,11 +70,13 @@ class Outbound:
                 self.unflushed.desired[effect.lamp] = {"level": effect.level, "reason": effect.reason}
                 self.lamps.send(effect)
             elif isinstance(effect, NotifyResponder):
+                self.stats.notifications += 1
                 payload = encode(self.alert_message(effect.alert))
                 topic = topics.responder_alert(self.gateway, effect.responder)
                 self.store.enqueue("south", topic, payload, priority=ALERT_PRIORITY, now=now)
                 self.links.wake["south"].set()
             elif isinstance(effect, AlertChanged):
+                self._count_alert(effect.alert)
                 if self.links.north is not None:
                     body = msgspec.to_builtins(self.alert_message(effect.alert))
                     self._enqueue_north(topics.alert(self.gateway), body, effect.alert["device"], ALERT_PRIORITY)
@@ -82,6 +84,14 @@ class Outbound:
                 device = str(effect.payload.get("device", "gateway"))
                 topic = topics.event(self.gateway, effect.topic)
                 self._enqueue_north(topic, dict(effect.payload), device, EVENT_PRIORITY)
+
+    def _count_alert(self, alert: dict[str, Any]) -> None:
+        """For the metrics: a new alert is "raised" (no chain) or "notified" at step 0 (its
+        first responder); escalations, acks and exhausted chains are later changes."""
+        status = str(alert["status"])
+        self.stats.alert_changes[status] += 1
+        if status == "raised" or (status == "notified" and alert["step"] == 0):
+            self.stats.alerts_raised += 1
 
     def telemetry(self, lamp: str, values: dict[str, Any]) -> None:
         """A lamp's state report for the platform (inside the caller's transaction); uplink only."""

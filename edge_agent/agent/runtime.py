@@ -16,7 +16,9 @@ from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
+from edge_agent.agent import topics
 from edge_agent.engine import Engine
+from edge_agent.histogram import RULE_BUCKETS_S, LatencyHistogram
 from edge_agent.transports.mqtt import MqttLink
 
 log = logging.getLogger("edge_agent")
@@ -31,6 +33,32 @@ class AgentStats:
     effects: int = 0
     published: Counter[str] = field(default_factory=Counter)
     refused: Counter[str] = field(default_factory=Counter)  # "<link>.<reason>": publishes a broker refused
+    # read by the gateway's HTTP face (edge_agent/http): bounded keys only, no per-device labels
+    received_by_class: Counter[str] = field(default_factory=Counter)  # inbound, by topics.match class
+    sent_by_class: Counter[tuple[str, str]] = field(default_factory=Counter)  # (link, class) PUBACKed
+    alerts_raised: int = 0
+    alert_changes: Counter[str] = field(default_factory=Counter)  # by the alert's new status
+    notifications: int = 0  # responder notifications (first, escalated and repeated)
+    last_seen: dict[str, tuple[float, str]] = field(default_factory=dict)  # device -> (ts, event)
+    rule_seconds: LatencyHistogram = field(default_factory=lambda: LatencyHistogram(RULE_BUCKETS_S))
+
+
+_CLASS_CACHE: dict[tuple[str, str], str] = {}
+_CLASS_CACHE_MAX = 4096
+
+
+def topic_class(gateway: str, topic: str) -> str:
+    """The ``topics`` class name of a topic ("lamp_state", ...), "other" if not ours; cached
+    (topics are per device: a few hundred), the cache emptied when hostile input fills it."""
+    key = (gateway, topic)
+    name = _CLASS_CACHE.get(key)
+    if name is None:
+        found = topics.match(gateway, topic)
+        name = found[0].name if found is not None else "other"
+        if len(_CLASS_CACHE) >= _CLASS_CACHE_MAX:
+            _CLASS_CACHE.clear()
+        _CLASS_CACHE[key] = name
+    return name
 
 
 @dataclass

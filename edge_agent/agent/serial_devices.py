@@ -87,6 +87,7 @@ class SerialDevices:
         self.dongle_boot = dongle_boot  # the dongle's boot nonce as last committed ("" if none)
         self.save_dongle_boot = save_dongle_boot  # commits a new nonce durably before it returns
         self.buses: dict[str, ModbusLampBus] = {}
+        self.dongle: DongleLink | None = None  # while the dongle's port is being served
         self.lamp_of: dict[tuple[str, int], str] = {}
         self.unit_of: dict[str, tuple[str, int]] = {}
         for lamp in config.file.lamps:
@@ -174,6 +175,7 @@ class SerialDevices:
         except ValueError:  # a stored nonce we cannot read: treat it as unknown
             settings = DongleSettings(port=dongle.port, baudrate=dongle.baudrate)
         async with DongleLink(settings) as link:
+            self.dongle = link
             async for message in link:
                 try:
                     if message.kind == "hello":  # the dongle (re)booted: its seqs start over

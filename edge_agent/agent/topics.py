@@ -25,6 +25,19 @@ north (the city platform; the south broker when there is no uplink)
   policy/ack                 gateway -> centre   accepted / already_active / rejected + reason
   rollout                    gateway -> centre   retained {policy_version, lamps, on_version, retries}
 
+Home Assistant (opt-in, ``[homeassistant] enabled = true``; south broker): a second registry,
+``HOMEASSISTANT_CLASSES``, apart because its classes exist only when the feature is on (the
+tests that check "every class on the wire" run a gateway without it) and two of them live
+outside the gateway root, under Home Assistant's discovery prefix (``outside_root``):
+    <prefix>/device/<id>/config  gateway -> HA, retained device discovery (dev, o, cmps)
+    <prefix>/status              HA -> gateway, HA's birth: "online" makes the gateway re-announce
+    ha/lamp/<id>/state           gateway -> HA, retained {"state","brightness","color_mode"}
+    ha/lamp/<id>/set             HA -> gateway, {"state","brightness"}: an engine override
+    ha/wearable/<id>/state       gateway -> HA, retained {"heart_rate","battery"}
+    ha/wearable/<id>/event       gateway -> HA, {"event_type": "sos" | "fall" | "geofence_exit"}
+    ha/camera/<id>/motion        gateway -> HA, "ON" (HA turns it off after a delay)
+HA also reads the gateway's ``status`` (availability and the gateway's connectivity sensor).
+
 Patterns are relative to the gateway root, in MQTT filter syntax with named levels:
 ``{lamp}`` is one level, ``{topic...}`` the rest of the topic (one or more levels).
 Must not import anything of ours: transports, the engine and the docs read this module.
@@ -51,6 +64,7 @@ class TopicClass:
     qos: int  # the QoS the gateway publishes, or subscribes, with
     retained: bool
     payload: str  # model name in edge_agent.models, or a short description of the body
+    outside_root: bool = False  # relative to Home Assistant's discovery prefix, not the gateway root
 
     @property
     def inbound(self) -> bool:
@@ -226,3 +240,122 @@ def split(gateway: str, topic: str) -> tuple[str, str, str] | None:
     if len(parts) != 3 or not all(parts):
         return None
     return parts[0], parts[1], parts[2]
+
+
+# ----- Home Assistant (opt-in: [homeassistant] enabled = true) ----------------------------------
+HOMEASSISTANT = "homeassistant"  # the publisher name of what Home Assistant sends, and its south user
+
+HOMEASSISTANT_CLASSES: tuple[TopicClass, ...] = (
+    # under Home Assistant's discovery prefix ([homeassistant] prefix), outside the gateway root
+    TopicClass(
+        "ha_discovery",
+        "device/{device}/config",
+        SOUTH,
+        "gateway",
+        1,
+        True,
+        "HA device discovery {dev, o, cmps, availability}",
+        outside_root=True,
+    ),
+    TopicClass("ha_birth", "status", SOUTH, HOMEASSISTANT, 1, False, "text: online | offline", outside_root=True),
+    # under the gateway root
+    TopicClass("ha_lamp_state", "ha/lamp/{lamp}/state", SOUTH, "gateway", 1, True, "HA JSON light state"),
+    TopicClass("ha_lamp_set", "ha/lamp/{lamp}/set", SOUTH, HOMEASSISTANT, 1, False, "HA JSON light command"),
+    TopicClass("ha_wearable_state", "ha/wearable/{wearable}/state", SOUTH, "gateway", 1, True, "{heart_rate, battery}"),
+    TopicClass("ha_wearable_event", "ha/wearable/{wearable}/event", SOUTH, "gateway", 1, False, "{event_type}"),
+    TopicClass("ha_camera_motion", "ha/camera/{camera}/motion", SOUTH, "gateway", 1, False, "text: ON"),
+)
+
+HA_BY_NAME: dict[str, TopicClass] = {topic_class.name: topic_class for topic_class in HOMEASSISTANT_CLASSES}
+
+
+def _ha_base(topic_class: TopicClass, gateway: str, prefix: str) -> str:
+    return prefix if topic_class.outside_root else root(gateway)
+
+
+def ha_build(gateway: str, prefix: str, name: str, **levels: str) -> str:
+    """The topic of Home Assistant class ``name``: under ``prefix`` (HA's discovery prefix) for
+    a class outside the root, else under the gateway root."""
+    topic_class = HA_BY_NAME[name]
+    if set(levels) != set(topic_class.levels):
+        raise ValueError(f"topic {name!r} takes levels {topic_class.levels}, got {tuple(levels)}")
+    relative = _LEVEL.sub(lambda m: levels[m.group(1)], topic_class.pattern)
+    return f"{_ha_base(topic_class, gateway, prefix)}/{relative}"
+
+
+def ha_bind(topic_class: TopicClass, gateway: str, prefix: str, **levels: str) -> str:
+    """``bind`` for a Home Assistant class: its filter, under ``prefix`` or the gateway root."""
+    if not topic_class.outside_root:
+        return bind(topic_class, gateway, **levels)
+
+    def level(m: re.Match[str]) -> str:
+        name, rest = m.group(1), m.group(2)
+        if name in levels:
+            return levels[name] + ("/#" if rest else "")
+        return "#" if rest else "+"
+
+    return f"{prefix}/{_LEVEL.sub(level, topic_class.pattern)}"
+
+
+def ha_discovery(prefix: str, device: str) -> str:
+    """``<prefix>/device/<device>/config``: HA's device-based discovery (outside the root)."""
+    return ha_build("", prefix, "ha_discovery", device=device)
+
+
+def ha_birth(prefix: str) -> str:
+    """``<prefix>/status``: Home Assistant's birth and last will."""
+    return ha_build("", prefix, "ha_birth")
+
+
+def ha_lamp_state(gateway: str, lamp: str) -> str:
+    return build_ha(gateway, "ha_lamp_state", lamp=lamp)
+
+
+def ha_lamp_set(gateway: str, lamp: str) -> str:
+    return build_ha(gateway, "ha_lamp_set", lamp=lamp)
+
+
+def ha_wearable_state(gateway: str, wearable: str) -> str:
+    return build_ha(gateway, "ha_wearable_state", wearable=wearable)
+
+
+def ha_wearable_event(gateway: str, wearable: str) -> str:
+    return build_ha(gateway, "ha_wearable_event", wearable=wearable)
+
+
+def ha_camera_motion(gateway: str, camera: str) -> str:
+    return build_ha(gateway, "ha_camera_motion", camera=camera)
+
+
+def build_ha(gateway: str, name: str, **levels: str) -> str:
+    """A Home Assistant class under the gateway root (no discovery prefix needed)."""
+    if HA_BY_NAME[name].outside_root:
+        raise ValueError(f"topic {name!r} lives under Home Assistant's prefix: use ha_build")
+    return ha_build(gateway, "", name, **levels)
+
+
+def ha_subscriptions(gateway: str, prefix: str) -> list[tuple[str, int]]:
+    """(filter, QoS) of every Home Assistant class the gateway subscribes to (south link)."""
+    return [(ha_bind(c, gateway, prefix), c.qos) for c in HOMEASSISTANT_CLASSES if c.inbound]
+
+
+def ha_match(gateway: str, prefix: str, topic: str) -> tuple[TopicClass, dict[str, str]] | None:
+    """The Home Assistant class of a full topic and its level values, or None."""
+    for topic_class in HOMEASSISTANT_CLASSES:
+        base = _ha_base(topic_class, gateway, prefix) + "/"
+        if not topic.startswith(base):
+            continue
+        parts = topic[len(base) :].split("/")
+        if not all(parts):
+            continue
+        levels = _match_parts(topic_class.pattern.split("/"), parts)
+        if levels is not None:
+            return topic_class, levels
+    return None
+
+
+def ha_discovery_filters(prefix: str) -> list[str]:
+    """What Home Assistant's MQTT integration subscribes to for discovery under ``prefix``
+    (``<prefix>/+/+/config``, ``<prefix>/+/+/+/config``): its user must be granted these."""
+    config = HA_BY_NAME["ha_discovery"].pattern.rsplit("/", 1)[1]
+    return [f"{prefix}/+/+/{config}", f"{prefix}/+/+/+/{config}"]

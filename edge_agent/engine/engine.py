@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from edge_agent.engine.effects import AlertChanged, Effect, NotifyResponder, PublishRequest
+from edge_agent.engine.effects import AlertChanged, Effect, LampSet, NotifyResponder, PublishRequest
 from edge_agent.engine.lighting import LampState, LightingController, LocalTime, local_time
 from edge_agent.engine.rules import CompiledRule, compile_rule, render
 from edge_agent.engine.schedule import next_fire
@@ -262,6 +262,43 @@ class Engine:
         }
         self._put_timer(Timer(key, event.ts + rule.for_seconds, "threshold", data))
 
+    # ----- commands from outside the rules -----------------------------------------------------
+    def command_lamp(
+        self, lamp: str, level: float, source: str, now: float, for_seconds: float | None = None
+    ) -> list[Effect]:
+        """A lamp level commanded from outside the policy's rules (Home Assistant, an operator's
+        tool): the override a rule's ``set_lamp`` makes, by the same path: persisted (a restart
+        keeps it), back to the program after ``for_seconds`` (None: until the next command),
+        its ``LampSet`` reason ``command:<source>``, traced under ``source``. A new command
+        replaces the previous one of the same source. Call inside a store transaction."""
+        started = time.perf_counter_ns()
+        lamps = [state.lamp for state in self.lighting.resolve(lamp, None, None)]
+        key = f"override:command:{source}:{lamp}"  # ":" is not in a rule id: no clash
+        self._drop_timer(key)
+        effects: list[Effect] = list(self._override(lamps, level, f"command:{source}", key, for_seconds, now))
+        until = f" for {for_seconds:g}s" if for_seconds is not None else ""
+        self._trace(
+            {
+                "rule": source,
+                "ts": now,
+                "trigger": {"type": "command", "source": source, "device": lamp},
+                "condition": None,
+                "actions": [f"set_lamp {lamp} level={level:g}{until} ({len(lamps)} lamps)"],
+                "duration_us": (time.perf_counter_ns() - started) // 1000,
+            }
+        )
+        return effects
+
+    def _override(
+        self, lamps: list[str], level: float, reason: str, key: str, duration: float | None, now: float
+    ) -> list[LampSet]:
+        """Override ``lamps`` at ``level`` and persist the override (timer ``key``), to revert
+        after ``duration`` seconds (None: never)."""
+        changes = self.lighting.override(lamps, level, reason, now)
+        due = now + duration if duration is not None else FOREVER
+        self._put_timer(Timer(key, due, "override", {"lamps": lamps, "level": level, "reason": reason}))
+        return changes
+
     # ----- acknowledgements -------------------------------------------------------------------
     def acknowledge(self, alert_id: str, responder: str, now: float) -> list[Effect]:
         """A responder acknowledged: stop escalating. Unknown or repeated acks change nothing."""
@@ -422,21 +459,10 @@ class Engine:
         now = event.ts
         if isinstance(action, SetLamp):
             lamps = [lamp.lamp for lamp in self.lighting.resolve(action.device, action.group, action.zone)]
-            reason = f"rule:{rule.id}"
-            changes = self.lighting.override(lamps, float(action.level), reason, now)
-            effects.extend(changes)
             target = action.device or action.group or action.zone
-            key = f"override:{rule.id}:{target}"
             duration = parse_duration(action.for_) if action.for_ is not None else None
-            due = now + duration if duration is not None else FOREVER
-            self._put_timer(
-                Timer(
-                    key,
-                    due,
-                    "override",
-                    {"lamps": lamps, "level": float(action.level), "reason": reason},
-                )
-            )
+            key = f"override:{rule.id}:{target}"
+            effects.extend(self._override(lamps, float(action.level), f"rule:{rule.id}", key, duration, now))
             until = f" for {duration:g}s" if duration is not None else ""
             return f"set_lamp {target} level={action.level}{until} ({len(lamps)} lamps)"
         if isinstance(action, RaiseAlert | Notify):

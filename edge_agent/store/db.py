@@ -191,7 +191,8 @@ class Store:
         memory = str(path) == ":memory:"
         if not memory:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        # a lock held longer is another process's fault: an error and an alarm, not a 5 s freeze
+        self.db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=0.25)
         mode = str(self.db.execute("PRAGMA journal_mode=WAL").fetchone()[0]).lower()
         self.wal = mode == "wal"
         # NORMAL in WAL mode: commits do not fsync, checkpoints do; sync() makes commits durable.

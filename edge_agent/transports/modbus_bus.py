@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -23,6 +24,7 @@ from pymodbus.client import AsyncModbusSerialClient
 from pymodbus.exceptions import ModbusException
 
 from edge_agent.errors import ProtocolError, TransportError
+from edge_agent.histogram import BUS_BUCKETS_S, LatencyHistogram
 from hardware import registers as regmap
 
 __all__ = [
@@ -117,6 +119,8 @@ class BusStats:
     failures: int = 0
     retries: int = 0
     protocol_errors: dict[str, int] = field(default_factory=dict)
+    # answered polls, request to reading (retries included); failed polls are in ``failures``
+    poll_seconds: LatencyHistogram = field(default_factory=lambda: LatencyHistogram(BUS_BUCKETS_S))
 
 
 def decode_reading(unit: int, regs: Sequence[int]) -> LampReading:
@@ -341,6 +345,7 @@ class ModbusLampBus:
             node.poll_queued = False
         attempts = 1 + self.settings.retries
         last: TransportError | ProtocolError = TransportError("no attempt")
+        started = time.monotonic()
         for attempt in range(attempts):
             if attempt:
                 self.stats.retries += 1
@@ -360,6 +365,7 @@ class ModbusLampBus:
                 continue
             self._mark_answered(node)
             if isinstance(result, LampReading):
+                self.stats.poll_seconds.observe(time.monotonic() - started)
                 node.last = result
                 self._emit(result)
             return result

@@ -191,6 +191,8 @@ class MqttLink:
         # consecutive ones back off like failed connects
         self.unhandled = 0
         self._unhandled_streak = 0
+        # called with the topic of every publish the broker accepted (the agent counts them)
+        self.on_published: Callable[[str], None] | None = None
 
     @property
     def connected(self) -> bool:
@@ -437,3 +439,5 @@ class MqttLink:
             self._inflight.discard(task)
         if code >= 0x80:
             raise self._refusal(code, topic)
+        if self.on_published is not None:
+            self.on_published(topic)

@@ -8,7 +8,7 @@ import sys
 
 def test_demo_runs_a_village_night_and_exits_zero() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "devtools.demo", "--speed", "4800"],
+        [sys.executable, "-m", "devtools.demo", "--speed", "4800", "--http", "127.0.0.1:0"],
         capture_output=True,
         text=True,
         timeout=120,
@@ -19,3 +19,4 @@ def test_demo_runs_a_village_night_and_exits_zero() -> None:
         assert line in out
     assert "MISSING" not in out
     assert out.count(" ok ") >= 8
+    assert "status page: http://127.0.0.1:" in out  # served while the night runs

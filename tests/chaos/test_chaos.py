@@ -60,6 +60,20 @@ async def test_connection_dropped_after_publish_before_puback() -> None:
     assert row.duplicates >= 1  # the broker had the message: the retry is a duplicate, dropped by id
 
 
+@pytest.mark.timeout(90)
+async def test_denied_publish_is_kept_alarmed_and_delivered_after_the_acl_fix() -> None:
+    """The city broker's ACL lacks the lamp telemetry grant: every SOS still arrives, the
+    refused telemetry stays in the outbox (not_authorized) with a north_refused alarm, and is
+    delivered once the ACL is fixed (the 300 s refused-retry of the agent's clock, at x60)."""
+    from devtools.chaos.refusals import denied_publish
+
+    row = await denied_publish(stream_s=QUICK.denied_s)
+    check(row)
+    assert row.injections == 1
+    assert any("parked as not_authorized" in note for note in row.notes), row.notes
+    assert row.drain_s is not None and row.drain_s < 30.0  # 5 s retry + reconnect
+
+
 @pytest.mark.timeout(60)
 async def test_serial_port_vanishing_mid_frame() -> None:
     row = await chaos.serial_vanish(3)

@@ -1,0 +1,1 @@
+"""The gateway's own HTTP face: /metrics (Prometheus) and the read-only status page."""

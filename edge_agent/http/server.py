@@ -1,0 +1,328 @@
+"""The gateway's HTTP face: an asyncio server in the agent's own loop (no thread).
+
+Owns: listening (``[http] listen``, loopback by default), HTTP/1.1 framing with ``h11`` on
+asyncio streams, the token check, and the routes:
+
+- ``/metrics``: Prometheus exposition of the agent's state (``metrics.AgentCollector``);
+- ``/``: the status page, server-rendered; ``/events``: its SSE stream; ``/status.json``;
+- ``/static/status.js``, ``/static/status.css``: the page's script and style (no CDN).
+
+Read-only: every route is GET (or HEAD); nothing here changes the agent's state.
+Auth: with a token configured (required on a non-loopback address) every request carries it,
+as ``Authorization: Bearer``, the ``edge_token`` cookie (set when the page is opened with
+``?token=``, so the page's own EventSource carries it) or ``?token=``; else 401. Without a token
+(loopback only), the Host header must name a loopback host (a web page elsewhere cannot read
+the status by DNS rebinding).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import ipaddress
+import logging
+import time
+from collections.abc import AsyncIterator
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, cast
+from urllib.parse import parse_qs, urlsplit
+
+import h11
+import msgspec
+
+from edge_agent.config import split_listen
+from edge_agent.errors import ConfigError, Problem
+from edge_agent.http.metrics import CONTENT_TYPE, build_registry, exposition
+from edge_agent.http.status import render_live, render_page, snapshot
+
+if TYPE_CHECKING:
+    from edge_agent.agent.app import Agent
+
+log = logging.getLogger("edge_agent.http")
+
+MAX_CONNECTIONS = 32  # an operator's browser or two and a Prometheus: more is a mistake or abuse
+MAX_STREAMS = 8  # open SSE streams
+READ_TIMEOUT_S = 10.0  # for a request's head, once connected
+SSE_TICK_S = 0.5  # how often a stream looks for a change
+SSE_KEEPALIVE_S = 15.0
+COOKIE = "edge_token"
+
+_STATIC = {
+    "/static/status.js": ("status.js", "text/javascript; charset=utf-8"),
+    "/static/status.css": ("status.css", "text/css; charset=utf-8"),
+}
+_SECURITY_HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"x-frame-options", b"DENY"),
+    (
+        b"content-security-policy",
+        b"default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; "
+        b"base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+    ),
+]
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def read_token(agent: Agent) -> str | None:
+    http = agent.config.file.http
+    if http.token is not None:
+        return http.token
+    if http.token_file is None:
+        return None
+    path = agent.config.path.parent / http.token_file
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError as exc:
+        raise ConfigError(
+            [Problem(str(agent.config.path), "http.token_file", f"cannot read it: {exc.strerror}")]
+        ) from None
+    token = lines[0].strip() if lines else ""
+    if len(token) < 16:
+        raise ConfigError([Problem(str(agent.config.path), "http.token_file", "a token of at least 16 characters")])
+    return token
+
+
+class HttpServer:
+    def __init__(self, agent: Agent, host: str, port: int, token: str | None) -> None:
+        self.agent = agent
+        self.host = host
+        self.requested_port = port
+        self.port = port  # the bound port once started (port 0: a free one)
+        self.token = token
+        self.registry = build_registry(agent)
+        self.started = time.monotonic()
+        self.requests = 0
+        self.streams = 0
+        self._server: asyncio.Server | None = None
+        self._connections: set[asyncio.Task[None]] = set()
+        self._static = {
+            route: (resources.files("edge_agent.http").joinpath("static", name).read_bytes(), kind)
+            for route, (name, kind) in _STATIC.items()
+        }
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/"
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._accept, self.host, self.requested_port, limit=16384)
+        self.port = int(self._server.sockets[0].getsockname()[1])
+        log.info("status page and /metrics on %s", self.url)
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._connections):
+            task.cancel()
+        for task in list(self._connections):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 2)
+
+    # ----- connections ----------------------------------------------------------------------
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if len(self._connections) >= MAX_CONNECTIONS:
+            writer.close()
+            return
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections.add(task)
+        try:
+            await self._serve(reader, writer)
+        except (ConnectionError, TimeoutError, h11.ProtocolError):
+            pass
+        except Exception:
+            log.exception("http connection failed")
+        finally:
+            self._connections.discard(task)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=16384)
+        while True:
+            event = await self._next(conn, reader)
+            if isinstance(event, h11.ConnectionClosed):
+                return
+            if not isinstance(event, h11.Request):
+                return
+            while not isinstance(await self._next(conn, reader), h11.EndOfMessage):
+                pass  # a body (none expected) is read and dropped
+            self.requests += 1
+            await self._handle(conn, writer, event)
+            if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
+                return
+            conn.start_next_cycle()
+
+    async def _next(self, conn: h11.Connection, reader: asyncio.StreamReader) -> h11.Event | type[h11.PAUSED]:
+        while True:
+            event = conn.next_event()
+            if event is not h11.NEED_DATA:
+                return cast("h11.Event | type[h11.PAUSED]", event)
+            data = await asyncio.wait_for(reader.read(16384), READ_TIMEOUT_S)
+            conn.receive_data(data)
+
+    async def _send(self, conn: h11.Connection, writer: asyncio.StreamWriter, *events: h11.Event) -> None:
+        for event in events:
+            data = conn.send(event)
+            if data:
+                writer.write(data)
+        await writer.drain()
+
+    async def _respond(
+        self,
+        conn: h11.Connection,
+        writer: asyncio.StreamWriter,
+        status: int,
+        body: bytes,
+        content_type: str,
+        *,
+        head: bool = False,
+        extra: list[tuple[bytes, bytes]] | None = None,
+    ) -> None:
+        headers = [
+            (b"content-type", content_type.encode()),
+            (b"content-length", str(len(body)).encode()),
+            (b"cache-control", b"no-store"),
+            *_SECURITY_HEADERS,
+            *(extra or []),
+        ]
+        events: list[h11.Event] = [h11.Response(status_code=status, headers=headers)]
+        if not head:
+            events.append(h11.Data(data=body))
+        events.append(h11.EndOfMessage())
+        await self._send(conn, writer, *events)
+
+    # ----- routes ---------------------------------------------------------------------------
+    def _authorized(self, request: h11.Request, query: dict[str, list[str]]) -> tuple[bool, bool]:
+        """(allowed, came with ?token=) for this request."""
+        headers = {name.lower(): value for name, value in request.headers}
+        if self.token is None:
+            host = headers.get(b"host", b"").decode("latin-1")
+            name = host.rsplit(":", 1)[0] if not host.startswith("[") else host[1:].split("]", 1)[0]
+            return is_loopback(name), False
+        offered: list[str] = []
+        auth = headers.get(b"authorization", b"").decode("latin-1")
+        if auth.lower().startswith("bearer "):
+            offered.append(auth[7:].strip())
+        for part in headers.get(b"cookie", b"").decode("latin-1").split(";"):
+            key, _, value = part.strip().partition("=")
+            if key == COOKIE:
+                offered.append(value)
+        from_query = query.get("token", [])
+        offered.extend(from_query)
+        expected = self.token.encode()
+        ok = any(hmac.compare_digest(candidate.encode(), expected) for candidate in offered)
+        return ok, ok and bool(from_query)
+
+    async def _handle(self, conn: h11.Connection, writer: asyncio.StreamWriter, request: h11.Request) -> None:
+        method = request.method.decode("ascii", "replace")
+        target = urlsplit(request.target.decode("latin-1"))
+        path, query = target.path, parse_qs(target.query)
+        head = method == "HEAD"
+        if method not in ("GET", "HEAD"):
+            await self._respond(conn, writer, 405, b"read-only\n", "text/plain", extra=[(b"allow", b"GET, HEAD")])
+            return
+        allowed, with_query_token = self._authorized(request, query)
+        if not allowed:
+            await self._respond(
+                conn, writer, 401, b"token required\n", "text/plain", head=head,
+                extra=[(b"www-authenticate", b'Bearer realm="edge-agent"')],
+            )  # fmt: skip
+            return
+        if path == "/metrics":
+            body = exposition(self.registry)  # in the loop: the store is the loop's own
+            await self._respond(conn, writer, 200, body, CONTENT_TYPE, head=head)
+        elif path == "/":
+            cookie: list[tuple[bytes, bytes]] = []
+            if with_query_token and self.token is not None:
+                cookie = [(b"set-cookie", f"{COOKIE}={self.token}; HttpOnly; SameSite=Strict; Path=/".encode())]
+            page = render_page(snapshot(self.agent, self.started)).encode()
+            await self._respond(conn, writer, 200, page, "text/html; charset=utf-8", head=head, extra=cookie)
+        elif path == "/status.json":
+            body = msgspec.json.encode(snapshot(self.agent, self.started))
+            await self._respond(conn, writer, 200, body, "application/json", head=head)
+        elif path in self._static:
+            data, kind = self._static[path]
+            await self._respond(conn, writer, 200, data, kind, head=head)
+        elif path == "/events" and not head:
+            await self._events(conn, writer)
+        else:
+            await self._respond(conn, writer, 404, b"not found\n", "text/plain", head=head)
+
+    async def _events(self, conn: h11.Connection, writer: asyncio.StreamWriter) -> None:
+        if self.streams >= MAX_STREAMS:
+            await self._respond(conn, writer, 503, b"too many streams\n", "text/plain", extra=[(b"retry-after", b"5")])
+            return
+        self.streams += 1
+        try:
+            headers = [
+                (b"content-type", b"text/event-stream"),
+                (b"cache-control", b"no-store"),
+                (b"x-accel-buffering", b"no"),
+                *_SECURITY_HEADERS,
+            ]
+            await self._send(
+                conn, writer, h11.Response(status_code=200, headers=headers), h11.Data(data=b"retry: 2000\n\n")
+            )
+            async for chunk in self._changes():
+                await self._send(conn, writer, h11.Data(data=chunk))
+        finally:
+            self.streams -= 1
+
+    async def _changes(self) -> AsyncIterator[bytes]:
+        """SSE frames: the live section each time it changed, a comment now and then."""
+        last = ""
+        quiet_since = time.monotonic()
+        while True:
+            live = render_live(snapshot(self.agent, self.started))
+            if live != last:
+                last = live
+                quiet_since = time.monotonic()
+                yield (
+                    b"event: state\n" + b"".join(b"data: " + line.encode() + b"\n" for line in live.split("\n")) + b"\n"
+                )
+            elif time.monotonic() - quiet_since > SSE_KEEPALIVE_S:
+                quiet_since = time.monotonic()
+                yield b": keepalive\n\n"
+            await asyncio.sleep(SSE_TICK_S)
+
+
+@contextlib.asynccontextmanager
+async def serve_http(agent: Agent, listen: str | None = None) -> AsyncIterator[HttpServer | None]:
+    """The HTTP face for the agent's lifetime, or None when disabled or the port is taken (the
+    gateway's work does not depend on it: logged, and the agent runs on)."""
+    http = agent.config.file.http
+    if not http.enabled and listen is None:
+        yield None
+        return
+    host, port = split_listen(listen or http.listen)
+    token = read_token(agent)
+    if token is None and not is_loopback(host):
+        raise ConfigError([Problem(str(agent.config.path), "http.listen", "a non-loopback address needs a token")])
+    server = HttpServer(agent, host, port, token)
+    try:
+        await server.start()
+    except OSError as exc:
+        log.error("status page and /metrics not served: cannot listen on %s:%s: %s", host, port, exc)  # noqa: TRY400
+        yield None
+        return
+    try:
+        yield server
+    finally:
+        await server.close()

@@ -1,0 +1,20 @@
+// The status page's only script: swap in the live section the server re-renders (SSE /events).
+// Nothing is built here: the HTML comes escaped from the gateway (edge_agent/http/status.py).
+(function () {
+  "use strict";
+  var live = document.getElementById("live");
+  var conn = document.getElementById("conn");
+  if (!window.EventSource || !live) {
+    return;
+  }
+  var source = new EventSource("events");
+  source.addEventListener("state", function (event) {
+    live.innerHTML = event.data;
+    conn.textContent = "live";
+    conn.className = "up";
+  });
+  source.onerror = function () {
+    conn.textContent = "reconnecting…";
+    conn.className = "down";
+  };
+})();

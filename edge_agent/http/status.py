@@ -1,0 +1,236 @@
+"""The status page's content: a snapshot of the running agent, and its HTML.
+
+Owns: ``snapshot`` (what an operator looks at: links, devices, alerts, traces, lamp groups,
+policy version, outbox; JSON-ready, also served as ``/status.json``) and ``render_live`` (the
+same as HTML, escaped here, once). The page is server-rendered; the SSE stream (``/events``)
+sends the re-rendered live section when it changes and the page's script swaps it in. It only
+reads the agent's state.
+"""
+
+from __future__ import annotations
+
+import html
+import time
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from edge_agent.store.reads import OPEN_STATUSES, outbox_by_link, recent_alerts
+
+if TYPE_CHECKING:
+    from edge_agent.agent.app import Agent
+
+TRACES_SHOWN = 15
+ALERTS_SHOWN = 20
+ALERT_FIELDS = ("alert_id", "created", "device", "rule", "priority", "message", "step", "responder", "status")
+
+
+def snapshot(agent: Agent, started: float) -> dict[str, Any]:
+    config = agent.config
+    now = agent.clock.now()
+    links = []
+    for name, link in (("south", agent.south), ("north", agent.north)):
+        if link is not None:
+            links.append(
+                {
+                    "name": name,
+                    "up": link.connected,
+                    "detail": f"{link.settings.host}:{link.settings.port}",
+                    "connects": link.connects,
+                    "error": link.last_error or "",
+                }
+            )
+    serial = agent.serial
+    if serial is not None:
+        for bus_name, bus in sorted(serial.buses.items()):
+            units = bus.settings.units
+            online = sum(bus.online(u) for u in units)
+            links.append(
+                {
+                    "name": f"bus {bus_name}",
+                    "up": online > 0,
+                    "detail": f"{bus.settings.port}: {online}/{len(units)} nodes answer",
+                    "connects": 0,
+                    "error": "",
+                }
+            )
+        if serial.dongle is not None:
+            dongle = serial.dongle
+            links.append(
+                {
+                    "name": "dongle",
+                    "up": dongle.connected.is_set(),
+                    "detail": dongle.settings.port,
+                    "connects": dongle.stats.reopens,
+                    "error": "",
+                }
+            )
+    lamps = agent.engine.lighting.lamps
+    devices = []
+    kinds = agent.site.devices
+    for device, (kind, group, zone) in sorted(kinds.items()):
+        seen = agent.stats.last_seen.get(device)
+        state = {"state": "reporting"}.get(seen[1], seen[1]) if seen is not None else "never seen"
+        lamp = lamps.get(device)
+        if lamp is not None and lamp.level is not None:
+            state += f", decided {lamp.level:g}%"
+        devices.append(
+            {
+                "id": device,
+                "kind": kind,
+                "where": " / ".join(x for x in (group, zone) if x),
+                "last_seen": seen[0] if seen is not None else None,
+                "state": state,
+            }
+        )
+    groups: dict[str, dict[str, Any]] = {}
+    for lamp in lamps.values():
+        entry = groups.setdefault(lamp.group, {"group": lamp.group, "lamps": 0, "levels": {}, "overrides": 0})
+        entry["lamps"] += 1
+        level = "-" if lamp.level is None else f"{lamp.level:g}%"
+        entry["levels"][level] = entry["levels"].get(level, 0) + 1
+        entry["overrides"] += lamp.override_level >= 0 or lamp.boost_until > now
+    alerts = [
+        {
+            k: a[k]
+            for k in ("alert_id", "created", "device", "rule", "priority", "message", "step", "responder", "status")
+        }
+        | {"open": a["status"] in OPEN_STATUSES}
+        for a in recent_alerts(agent.store, ALERTS_SHOWN)
+    ]
+    traces = [
+        {
+            "ts": t["ts"],
+            "rule": t["rule"],
+            "trigger": t["trigger"].get("type", "") if isinstance(t["trigger"], dict) else str(t["trigger"]),
+            "actions": list(t["actions"]),
+            "duration_us": t.get("duration_us", 0),
+        }
+        for t in agent.store.traces(limit=TRACES_SHOWN)
+    ]
+    outbox = outbox_by_link(agent.store)
+    return {
+        "gateway": config.id,
+        "now": now,
+        "tz": config.file.gateway.timezone,
+        "uptime_s": time.monotonic() - started,
+        "policy_version": agent.policy_version,
+        "links": links,
+        "outbox": {
+            link: {"messages": o.messages, "bytes": o.payload_bytes, "oldest_age_s": now - (o.oldest_created or now)}
+            for link, o in sorted(outbox.items())
+        },
+        "alerts": alerts,
+        "devices": devices,
+        "groups": [
+            {**g, "levels": ", ".join(f"{n}× {lvl}" for lvl, n in sorted(g["levels"].items()))}
+            for _, g in sorted(groups.items())
+        ],
+        "traces": traces,
+    }
+
+
+def _e(value: object) -> str:
+    return html.escape("" if value is None else str(value), quote=True)
+
+
+def _age(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def render_live(snap: dict[str, Any]) -> str:
+    """The live section of the page: everything below the header, re-sent on change."""
+    from zoneinfo import ZoneInfo
+
+    tz = ZoneInfo(snap["tz"])
+    now = snap["now"]
+
+    def clock(ts: float | None) -> str:
+        return "-" if ts is None else datetime.fromtimestamp(ts, tz).strftime("%H:%M:%S")
+
+    out: list[str] = []
+    out.append(
+        f'<p class="summary">Gateway <b>{_e(snap["gateway"])}</b> · policy version '
+        f'<b id="policy-version">{_e(snap["policy_version"])}</b> · gateway time {clock(now)} · '
+        f"up {_age(snap['uptime_s'])}</p>"
+    )
+    out.append('<section id="links"><h2>Links</h2><table><tr><th>link</th><th>state</th><th>where</th>')
+    out.append("<th>connects</th><th>last error</th></tr>")
+    for link in snap["links"]:
+        up = "up" if link["up"] else "down"
+        out.append(
+            f'<tr data-link="{_e(link["name"])}"><td>{_e(link["name"])}</td><td class="{up}">{up}</td>'
+            f"<td>{_e(link['detail'])}</td><td>{_e(link['connects'])}</td><td>{_e(link['error'])}</td></tr>"
+        )
+    out.append("</table></section>")
+    out.append('<section id="outbox"><h2>Outbox</h2><table><tr><th>link</th><th>messages</th><th>bytes</th>')
+    out.append("<th>oldest</th></tr>")
+    if not snap["outbox"]:
+        out.append('<tr><td colspan="4" class="muted">empty</td></tr>')
+    for link, o in snap["outbox"].items():
+        out.append(
+            f'<tr data-outbox="{_e(link)}"><td>{_e(link)}</td><td class="depth">{o["messages"]}</td>'
+            f"<td>{o['bytes']}</td><td>{_age(o['oldest_age_s'])}</td></tr>"
+        )
+    out.append("</table></section>")
+    out.append('<section id="alerts"><h2>Alerts</h2><table><tr><th>status</th><th>message</th><th>device</th>')
+    out.append("<th>rule</th><th>step</th><th>responder</th><th>raised</th></tr>")
+    if not snap["alerts"]:
+        out.append('<tr><td colspan="7" class="muted">no alerts</td></tr>')
+    for a in snap["alerts"]:
+        cls = "open" if a["open"] else "closed"
+        out.append(
+            f'<tr class="alert {cls}" data-alert-id="{_e(a["alert_id"])}">'
+            f'<td class="status status-{_e(a["status"])}">{_e(a["status"])}</td><td>{_e(a["message"])}</td>'
+            f'<td>{_e(a["device"])}</td><td>{_e(a["rule"])}</td><td class="step">{_e(a["step"])}</td>'
+            f'<td class="responder">{_e(a["responder"] or "-")}</td><td>{clock(a["created"])}</td></tr>'
+        )
+    out.append("</table></section>")
+    out.append('<section id="groups"><h2>Lamps by group</h2><table><tr><th>group</th><th>lamps</th>')
+    out.append("<th>decided levels</th><th>overridden</th></tr>")
+    for g in snap["groups"]:
+        out.append(
+            f'<tr data-group="{_e(g["group"])}"><td>{_e(g["group"])}</td><td>{g["lamps"]}</td>'
+            f"<td>{_e(g['levels'])}</td><td>{g['overrides']}</td></tr>"
+        )
+    out.append("</table></section>")
+    out.append('<section id="devices"><h2>Devices</h2><table><tr><th>device</th><th>kind</th><th>group / zone</th>')
+    out.append("<th>last seen</th><th>state</th></tr>")
+    for d in snap["devices"]:
+        seen = "-" if d["last_seen"] is None else f"{clock(d['last_seen'])} ({_age(now - d['last_seen'])} ago)"
+        out.append(
+            f'<tr data-device="{_e(d["id"])}"><td>{_e(d["id"])}</td><td>{_e(d["kind"])}</td><td>{_e(d["where"])}</td>'
+            f'<td>{_e(seen)}</td><td class="state">{_e(d["state"])}</td></tr>'
+        )
+    out.append("</table></section>")
+    out.append('<section id="traces"><h2>Last rule runs</h2><table><tr><th>time</th><th>rule</th><th>trigger</th>')
+    out.append("<th>actions</th><th>µs</th></tr>")
+    if not snap["traces"]:
+        out.append('<tr><td colspan="5" class="muted">none yet</td></tr>')
+    for t in snap["traces"]:
+        out.append(
+            f'<tr class="trace"><td>{clock(t["ts"])}</td><td>{_e(t["rule"])}</td><td>{_e(t["trigger"])}</td>'
+            f"<td>{_e('; '.join(t['actions']) or '(condition false)')}</td><td>{_e(t['duration_us'])}</td></tr>"
+        )
+    out.append("</table></section>")
+    return "".join(out)
+
+
+def render_page(snap: dict[str, Any]) -> str:
+    return (
+        "<!doctype html>\n"
+        '<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{_e(snap['gateway'])}: gateway status</title>"
+        '<link rel="stylesheet" href="static/status.css"></head><body>'
+        f'<header><h1>{_e(snap["gateway"])} <span class="muted">gateway status</span></h1>'
+        '<span id="conn" class="muted">static</span></header>'
+        f'<main id="live">{render_live(snap)}</main>'
+        '<footer class="muted">read-only · <a href="metrics">/metrics</a> · <a href="status.json">status.json</a>'
+        "</footer>"
+        '<script src="static/status.js"></script></body></html>\n'
+    )

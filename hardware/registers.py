@@ -10,7 +10,7 @@ write) are settings the gateway owns; input registers (FC 04) are readings the n
 
 from typing import Final
 
-FIRMWARE_VERSION: Final = 0x0102  # major << 8 | minor, reported in IR_FW_VERSION
+FIRMWARE_VERSION: Final = 0x0200  # major << 8 | minor, reported in IR_FW_VERSION
 
 # --- holding registers -------------------------------------------------------------------------
 HR_LEVEL: Final = 0  # setpoint dim level, percent 0..100
@@ -23,7 +23,20 @@ HR_PROGRAM_VERSION: Final = 6  # opaque id of the stored fallback program
 HR_PROGRAM_COUNT: Final = 7  # number of valid program steps, 0..PROGRAM_MAX_STEPS
 HR_PROGRAM_BASE: Final = 8  # step i: minute of day at +2i, level percent at +2i+1 (0 = off)
 PROGRAM_MAX_STEPS: Final = 8
-HR_COUNT: Final = HR_PROGRAM_BASE + 2 * PROGRAM_MAX_STEPS  # 24 holding registers
+# firmware 2.0: the node computes its own dusk and dawn (signed values are two's complement)
+HR_LATITUDE: Final = 24  # 0.01 degree, signed (north positive)
+HR_LONGITUDE: Final = 25  # 0.01 degree, signed (east positive)
+HR_UTC_OFFSET: Final = 26  # minutes, signed: offset of the node clock's local time from UTC
+HR_ON_KIND: Final = 27  # SWITCH_*: how the node moves step 0 (on) every evening
+HR_ON_OFFSET: Final = 28  # minutes, signed, added to sunset / dusk
+HR_OFF_KIND: Final = 29  # SWITCH_*: how the node moves the last step (off) every morning
+HR_OFF_OFFSET: Final = 30  # minutes, signed, added to sunrise / dawn
+HR_UNIT: Final = 31  # unit address 1..247 (persisted; answers at the new address after the reply)
+HR_COUNT: Final = 32  # holding registers
+
+SWITCH_SUN: Final = 0  # sunset / sunrise + offset
+SWITCH_CIVIL: Final = 1  # civil dusk / dawn + offset
+SWITCH_CLOCK: Final = 2  # the stored step minute as is (default: firmware 1.x behaviour)
 
 # --- input registers ---------------------------------------------------------------------------
 IR_VOLTAGE: Final = 0  # supply voltage, 0.1 V
@@ -50,6 +63,12 @@ FAULT_LAMP: Final = 0x0001  # lamp commanded on but draws no current
 FAULT_CLOCK_UNSET: Final = 0x0002  # clock never synchronised since power-up
 FAULT_PROGRAM: Final = 0x0004  # stored program invalid (count or step out of range)
 FAULT_MASTER_SILENT: Final = 0x0008  # master silent longer than HR_SILENCE_TIMEOUT
+# firmware 2.0; each lamp diagnosis below also sets FAULT_LAMP (the bit the gateway alerts on)
+FAULT_LAMP_OPEN: Final = 0x0010  # lit but the lamp draws (almost) no current
+FAULT_LAMP_SHORT: Final = 0x0020  # current above 1.5x the full-load current
+FAULT_DRIVER: Final = 0x0040  # measured power does not follow the dim command (driver failure)
+FAULT_STORAGE: Final = 0x0080  # no valid stored settings at boot: running the safe defaults
+FAULT_WDT_RESET: Final = 0x0100  # the node was rebooted by its watchdog (cleared by a write)
 
 # Simulated electrical model of the firmware's unix board (docs/DOMAIN.md#lighting: 60-150 W luminaires,
 # 1-3 W smart node standby).

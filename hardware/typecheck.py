@@ -24,10 +24,15 @@ ROOT = Path(__file__).resolve().parents[1]
 FIRMWARE = ROOT / "hardware" / "firmware"
 CODEC = ROOT / "edge_agent" / "codec"
 TARGETS = {
-    "lamp_node": ["regs.py", "lamp.py", "rtu.py", "app.py", "board_unix.py", "board_rp2.py", "main.py", "unix_main.py"],
+    "lamp_node": [
+        "regs.py", "sun.py", "simsensor.py", "lamp.py", "rtu.py", "app.py",
+        "board_unix.py", "board_rp2.py", "main.py", "unix_main.py",
+    ],
     "dongle": ["radio.py", "sender.py", "app.py", "board_unix.py", "board_rp2.py", "main.py", "unix_main.py"],
 }
 CODEC_FILES = ["crc.py", "frames.py"]
+COMMON = FIRMWARE / "common"
+COMMON_FILES = ["store.py"]
 
 
 def _dist_files(name: str) -> list[Path]:
@@ -65,6 +70,8 @@ def check(name: str, files: list[str], typeshed: Path, board_dir: Path, work: Pa
         shutil.copyfile(FIRMWARE / name / f, tree / f)
     for f in CODEC_FILES:
         shutil.copyfile(CODEC / f, tree / f)
+    for f in COMMON_FILES:
+        shutil.copyfile(COMMON / f, tree / f)
     shutil.copyfile(FIRMWARE / "fwtypes.pyi", tree / "fwtypes.pyi")
     # Strict on our files; the third-party board stubs are read but not judged.
     stub_modules = sorted({p.name.split(".")[0] for p in board_dir.iterdir()})
@@ -84,7 +91,7 @@ def check(name: str, files: list[str], typeshed: Path, board_dir: Path, work: Pa
         "--no-incremental",
         "--cache-dir",
         os.devnull,
-        *[str(tree / f) for f in [*files, *CODEC_FILES]],
+        *[str(tree / f) for f in [*files, *CODEC_FILES, *COMMON_FILES]],
     ]
     env = dict(os.environ, MYPYPATH=f"{board_dir}{os.pathsep}{tree}")
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False, cwd=tree)

@@ -13,14 +13,17 @@ from collections.abc import Callable
 
 from hardware.firmware.lamp_node.lamp import Lamp
 from hardware.firmware.lamp_node.rtu import RtuSlave
+from hardware.firmware.lamp_node.simsensor import SimSensor
 
 
 class RecordingPwm:
     def __init__(self) -> None:
         self.levels: list[int] = []
+        self.level = -1
 
     def set_level(self, level: int) -> None:
         self.levels.append(level)
+        self.level = level
 
 
 class EmulatedLampNode:
@@ -29,7 +32,8 @@ class EmulatedLampNode:
     def __init__(self, unit: int) -> None:
         self.unit = unit
         self.pwm = RecordingPwm()
-        self.lamp = Lamp(self.pwm)
+        self.sensor = SimSensor(self.pwm)  # the unix board's simulated lamp (faults injectable)
+        self.lamp = Lamp(self.pwm, self.sensor)
         self.slave = RtuSlave(unit, self.lamp)
         self.mute = False
         self.reply_override: Callable[[bytes], bytes] | None = None

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,3 +93,42 @@ async def dongle_stats(target: DongleTarget, seconds: float = 10.0) -> dict[str,
                 words = lines[-1].split()[1:5]
                 return {k: int(v) for k, v in (w.split("=") for w in words)}
             await asyncio.sleep(0.05)
+
+
+@dataclass
+class Node:
+    """One supervised lamp node (unit 1) alone on an emulated line, with its own flash."""
+
+    port: str
+    line: PtyBus
+    proc: FirmwareProcess
+    state: Path
+
+
+@pytest.fixture
+def node_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[..., Node]]:
+    """Start lamp nodes under a supervisor (power cuts and watchdog resets reboot them on the
+    same line). Emulated only: a real board's power and hangs are not ours to switch."""
+    if request.config.getoption("--port"):
+        pytest.skip("power cuts, hangs and lamp faults are injected on the emulated node only")
+    if micropython_binary() is None:
+        pytest.skip("micropython unix port not installed")
+    started: list[tuple[PtyBus, FirmwareProcess]] = []
+
+    def start(*, rtc: bool = True, config: str | None = None, name: str = "n") -> Node:
+        state = tmp_path / name
+        state.mkdir(exist_ok=True)
+        if config is not None:
+            (state / "node.json").write_text(config)
+        line = PtyBus(tmp_path / f"tty{name}", echo_to_devices=True).start()
+        proc = start_lamp_node(1, tmp_path, rtc=rtc, state_dir=state)
+        proc.attach(line)
+        started.append((line, proc))
+        return Node(str(line.link_path), line, proc, state)
+
+    try:
+        yield start
+    finally:
+        for line, proc in started:
+            line.close()
+            proc.stop()

@@ -123,3 +123,46 @@ async def test_an_sos_through_the_dongle_firmware_rings_the_doctor_once(
         await eventually(lambda: len(obs.on("alert")) >= 1, timeout=30)
         await asyncio.sleep(1.0)
         assert len(obs.on("responder/doc1/alert")) == 1, "the SOS must arrive exactly once"
+
+
+FAULT_RULE = """
+[[rules]]
+id = "lamp-fault"
+when = { trigger = "event", event = "fault", kind = "lamp" }
+then = [ { action = "alert", priority = 3, message = "lamp {device} fault bits {faults}", notify = "medical" } ]
+"""
+
+
+async def test_a_measured_lamp_fault_on_the_node_raises_the_gateway_alert(
+    lamp_target: LampTarget, tmp_path: Path, mqtt_broker: BrokerInfo, unique_id: str
+) -> None:
+    if lamp_target.line is None:
+        pytest.skip("the open lamp is injected on the emulated node")
+    url = f"mqtt://127.0.0.1:{mqtt_broker.port}"
+    bus = {"port": lamp_target.port, "baudrate": lamp_target.baudrate, "poll_interval": 0.3, "timeout": 0.5}
+    path = write_gateway_config(
+        tmp_path,
+        unique_id,
+        policy_text=POLICY_HEAD + RULES + FAULT_RULE,
+        south_url=url,
+        north_url=url,
+        lamps=[{"id": f"N{u}", "zone": "square", "bus": "street", "unit": u} for u in lamp_target.units],
+        wearables=(),
+        buses={"street": bus},
+    )
+    config = load_config(path)
+    first = f"N{lamp_target.units[0]}"
+    async with (
+        observing(mqtt_broker.host, mqtt_broker.port, f"district/v1/{unique_id}") as obs,
+        running(config, ManualClock(T0)),
+    ):
+        await obs.publish("camera/C1/event", {"detection": "motion"})  # the square lit at 70 %
+        await eventually(
+            lambda: [t for t in obs.on(f"telemetry/lamp/{first}") if t["level"] == 70], timeout=20, what="lit"
+        )
+        assert not obs.on("alert")
+        lamp_target.nodes[0].command("fault open")  # the lamp's tube breaks: no current
+        alerts = await eventually(
+            lambda: [a for a in obs.on("alert") if first in str(a.get("message", ""))], timeout=20, what="fault alert"
+        )
+        assert f"fault bits {regmap.FAULT_LAMP}" in alerts[0]["message"]

@@ -1,12 +1,29 @@
-"""Board layer for the MicroPython unix port: the UART is stdin/stdout (or a raw tty path),
-the PWM logs each level change to stderr. Used by the HIL harness.
+"""Board layer for the MicroPython unix port (the HIL harness): the UART is stdin/stdout (or a
+raw tty path), the PWM logs each level change to stderr, the lamp sensor is simulated
+(simsensor), the flash is a state directory, and the board emulates what the RP2040 has:
 
+- watchdog: a thread that kills the process (kill -9) when not fed within the timeout, after
+  leaving ``reset_cause`` = wdt in the state directory (the RP2040's reset reason register);
+- RTC: ``--rtc`` gives a battery-backed RTC (file ``rtc``: seconds, host time, rate), which
+  keeps counting while the process is down; without it the node has none;
+- a control pipe (``--ctl PATH``), one command a line: ``fault ok|open|short|driver``,
+  ``hang`` (the main loop stops: the watchdog must bite), ``cut N`` (power cut before
+  filesystem step N of the next save, see common/store.py), ``power`` (power cut now).
+
+A power cut is kill -9 of this process: files are as the last completed write left them. The
+harness restarts the process (hardware/hil/procs.py: a supervisor loop), like power returning.
 Must not import: machine (the unix port has no UART/PWM), application modules.
 """
 
+import os
 import select
 import sys
 import time
+
+try:
+    import simsensor  # type: ignore[import-not-found, unused-ignore]
+except ImportError:
+    from hardware.firmware.lamp_node import simsensor  # type: ignore[import-not-found, no-redef, unused-ignore]
 
 
 class LogPwm:
@@ -20,10 +37,16 @@ class LogPwm:
         sys.stderr.write("pwm level=%d duty_u16=%d\n" % (level, level * 65535 // 100))
 
 
+def _pid() -> int:
+    with open("/proc/self/stat") as f:
+        return int(f.read().split()[0])
+
+
 class UnixBoard:
     """Byte I/O on file descriptors with poll; ``closed`` turns true at end of input."""
 
-    def __init__(self, path: "str | None" = None) -> None:
+    def __init__(self, path: "str | None" = None, state_dir: str = ".", ctl: "str | None" = None,
+                 rtc: bool = False) -> None:
         if path:
             self._in = open(path, "rb")
             self._out = open(path, "wb")
@@ -32,9 +55,28 @@ class UnixBoard:
             self._out = sys.stdout.buffer
         self._poll = select.poll()
         self._poll.register(self._in, select.POLLIN)
+        self._ctl = open(ctl, "rb") if ctl else None
+        self._wpoll = select.poll()  # UART or control pipe: wait_rx wakes on either
+        self._wpoll.register(self._in, select.POLLIN)
+        if self._ctl is not None:
+            self._wpoll.register(self._ctl, select.POLLIN)
         self._one = bytearray(1)
         self.pwm = LogPwm()
+        self.sensor = simsensor.SimSensor(self.pwm)
         self.closed = False
+        self._dir = state_dir
+        self._rtc = rtc
+        self._cut_at = 0
+        self._fed = 0
+        self._wdt_ms = 0
+        self._pid = _pid()
+        self._cause = 0
+        try:
+            with open(self.path("reset_cause")) as f:
+                self._cause = 1 if f.read().strip() == "wdt" else 0
+            os.remove(self.path("reset_cause"))
+        except OSError:
+            pass
 
     def ticks_ms(self) -> int:
         return int(time.ticks_ms())
@@ -43,10 +85,21 @@ class UnixBoard:
         return int(time.ticks_diff(a, b))
 
     def wait_rx(self, timeout_ms: int) -> bool:
-        return bool(self._poll.poll(timeout_ms))
+        rx = False
+        ctl = False
+        for obj, _ev in self._wpoll.ipoll(timeout_ms):
+            if obj is self._in:
+                rx = True
+            else:
+                ctl = True
+        if ctl:
+            self._command()  # before the bytes that arrived with it (tests arm a cut first)
+        return rx
 
     def read_byte(self) -> int:
-        if not self._poll.poll(0):
+        for _ in self._poll.ipoll(0):
+            break
+        else:
             return -1
         n = self._in.readinto(self._one, 1)
         if not n:
@@ -57,3 +110,74 @@ class UnixBoard:
     def write(self, buf: bytearray, n: int) -> None:
         self._out.write(memoryview(buf)[:n])
         self._out.flush()
+
+    # --- flash, RTC, reset, watchdog --------------------------------------------------------
+    def path(self, name: str) -> str:
+        return self._dir + "/" + name
+
+    def fs_step(self, n: int) -> None:
+        if self._cut_at == n:
+            sys.stderr.write("power cut at save step %d\n" % n)
+            self.power_cut()
+
+    def power_cut(self) -> None:
+        os.system("kill -9 %d" % self._pid)
+        while True:
+            time.sleep_ms(100)
+
+    def rtc_read(self) -> int:
+        if not self._rtc:
+            return -1
+        try:
+            with open(self.path("rtc")) as f:
+                base, host, rate = f.read().split()
+        except (OSError, ValueError):
+            return -1  # never set: no valid time
+        return int(base) + int((time.time() - float(host)) * int(rate))
+
+    def rtc_write(self, seconds: int, rate: int) -> None:
+        if self._rtc:
+            with open(self.path("rtc"), "w") as f:
+                f.write("%d %f %d" % (seconds, time.time(), rate))
+
+    def reset_cause(self) -> int:
+        return self._cause
+
+    def wdt_start(self, timeout_ms: int) -> None:
+        import _thread
+
+        self._wdt_ms = timeout_ms
+        self._fed = time.ticks_ms()
+        _thread.start_new_thread(self._watchdog, ())
+
+    def wdt_feed(self) -> None:
+        self._fed = time.ticks_ms()
+
+    def _watchdog(self) -> None:
+        while time.ticks_diff(time.ticks_ms(), self._fed) < self._wdt_ms:
+            time.sleep_ms(50)
+        with open(self.path("reset_cause"), "w") as f:
+            f.write("wdt")
+        sys.stderr.write("watchdog reset\n")
+        self.power_cut()
+
+    def _command(self) -> None:
+        ctl = self._ctl
+        if ctl is None:
+            return
+        line = ctl.readline()
+        if not line:
+            self._wpoll.unregister(ctl)
+            self._ctl = None
+            return
+        words = line.split()
+        sys.stderr.write("ctl %s\n" % line.strip().decode())
+        if words[0] == b"fault":
+            self.sensor.fault = simsensor.NAMES.index(words[1].decode())
+        elif words[0] == b"hang":
+            while True:  # a stuck main loop: nothing feeds the watchdog any more
+                time.sleep_ms(100)
+        elif words[0] == b"cut":
+            self._cut_at = int(words[1])
+        elif words[0] == b"power":
+            self.power_cut()

@@ -1,15 +1,7 @@
-"""Device entry point (RP2040): unit address from unit.txt (default 1)."""
+"""Device entry point (RP2040). Unit address, location and default program come from the
+stored state, else node.json (copied by `just flash`), else unit 1 (see hardware/README.md)."""
 
 import app
 from board_rp2 import Rp2Board
 
-
-def _unit() -> int:
-    try:
-        with open("unit.txt") as f:
-            return int(f.read().strip())
-    except (OSError, ValueError):
-        return 1
-
-
-app.run(Rp2Board(), _unit(), gap_ms=5)
+app.run(Rp2Board(), 1, gap_ms=5)

@@ -1,7 +1,9 @@
 # Freeze the lamp node firmware (mpy-cross / `mpremote mip`-style manifest).
-metadata(description="Lamp node: Modbus RTU slave with local fallback program", version="1.2")
+metadata(description="Lamp node: Modbus RTU slave with local fallback program", version="2.0")
 module("crc.py", base_path="../../../edge_agent/codec")
+module("store.py", base_path="../common")
 module("regs.py")
+module("sun.py")
 module("lamp.py")
 module("rtu.py")
 module("app.py")

@@ -1,0 +1,1 @@
+"""Firmware modules shared by the lamp node and the dongle (flat files on the device)."""

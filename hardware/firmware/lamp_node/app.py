@@ -90,6 +90,9 @@ def run(board: "Board", unit: int, gap_ms: int = 20, tick_ms: int = 10) -> Lamp:
                     break
                 n = slave.feed(c)
                 if n:
+                    if lamp.dirty:  # the write changed stored settings: on flash before "done"
+                        lamp.to_state(state)
+                        store.save(state)
                     b.write(slave.tx, n)
             last_rx = b.ticks_ms()
         now = b.ticks_ms()

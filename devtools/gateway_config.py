@@ -89,13 +89,15 @@ def gateway_toml(
     limits: Section | None = None,
     buses: Mapping[str, Section] | None = None,
     dongle: Section | None = None,
+    http: Section | None = None,
     extra: Section | None = None,
 ) -> str:
     """The text of a gateway file.
 
     ``south`` / ``north`` add keys to those tables (``reconnect_min``, ``username``,
     ``tls = {"ca": ...}`` becomes ``[south.tls]``); ``trust_keys`` makes ``[trust] keys``;
-    ``limits``, ``buses`` (name -> bus) and ``dongle`` are those sections; ``extra`` adds (or,
+    ``limits``, ``buses`` (name -> bus) and ``dongle`` are those sections; ``http`` defaults
+    to a free loopback port (many gateways share a test machine; the field default is 9180); ``extra`` adds (or,
     for a key already built, replaces) whole top-level sections. Device and responder entries
     are mappings of their fields (``{"id": "L1", "zone": "square"}``); a None value anywhere
     leaves that key out (the schema's default applies).
@@ -118,6 +120,7 @@ def gateway_toml(
         doc["buses"] = dict(buses)
     if dongle is not None:
         doc["dongle"] = dict(dongle)
+    doc["http"] = dict(http) if http is not None else {"listen": "127.0.0.1:0"}
     for name, entries in (("lamps", lamps), ("cameras", cameras), ("wearables", wearables)):
         if entries:
             doc[name] = list(entries)

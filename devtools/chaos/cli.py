@@ -65,13 +65,26 @@ class Plan:
     dongle_kills: int = 300  # f
     command_kills: int = 300  # g
     denied_s: float = 10.0  # h: seconds of SOS + telemetry against the denying ACL
-    lock_s: float = 60.0  # i: seconds the store is write-locked (quick: 8, above sqlite's 5 s busy wait)
+
+
+X
 
 
 def plan(quick: bool, kills: int | None) -> Plan:
     if quick:
-        return Plan(kills=kills or 12, restarts=3, outage_timeline_s=600.0, speed=60.0, drops=15, cuts=5, dongle_kills=8, command_kills=8, denied_s=3.0, lock_s=8.0)
-    return Plan(kills=kills or 200, restarts=10, outage_timeline_s=3600.0, speed=60.0, drops=100, cuts=50)
+        return Plan(
+            kills=kills or 12,
+            restarts=3,
+            outage_timeline_s=600.0,
+            speed=60.0,
+            drops=15,
+            cuts=5,
+            dongle_kills=8,
+            command_kills=8,
+            denied_s=3.0,
+            lock_s=8.0,
+        )
+    return Plan(kills=kills or 400, restarts=10, outage_timeline_s=3600.0, speed=60.0, drops=100, cuts=50)
 
 
 async def _serial(cuts: int, base: Path | None) -> Row:
@@ -112,7 +125,7 @@ async def run_all(p: Plan, only: str, *, seed: int, base: Path | None, deadline:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="chaos", description=DESCRIPTION)
     parser.add_argument("--quick", action="store_true", help="the short CI variant (about a minute)")
-    parser.add_argument("--kills", type=int, default=None, help="agent kills in scenario a (default 200, quick 12)")
+    parser.add_argument("--kills", type=int, default=None, help="agent kills in scenario a (default 400, quick 12)")
     parser.add_argument("--only", default="abcdefghi", help="scenarios to run, e.g. 'ac' (default abcdefghi)")
     parser.add_argument("--seed", type=int, default=1, help="random seed for kill and restart moments")
     parser.add_argument("--keep", type=Path, default=None, help="keep work dirs (logs, databases) under this dir")

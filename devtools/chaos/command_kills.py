@@ -134,6 +134,7 @@ class CommandKills(GatewayScenario):
     seed: int = 1
     checked: int = 0
     after_ack: int = 0
+    settle_s: float | None = None
     statuses: dict[str, dict[str, set[str]]] = field(default_factory=dict)  # alert_id -> status -> msg_ids
     alert_ids: dict[Key, set[str]] = field(default_factory=dict)  # SOS -> alert_ids seen north
     responder: Responder | None = None
@@ -165,8 +166,7 @@ class CommandKills(GatewayScenario):
                 await publisher
             quiet = time.monotonic()
             done = await wait_until(lambda: self._settled(rig), self.drain_timeout)
-            rig.row.drain_s = time.monotonic() - quiet
-            rig.drain_from = None
+            self.settle_s = time.monotonic() - quiet  # the skeleton's _drain (SOS alerts) runs after this
             if not done:
                 rig.row.failures.append(f"not settled within {self.drain_timeout:.0f}s of the last kill")
             await asyncio.sleep(0.3)  # late copies
@@ -239,6 +239,7 @@ class CommandKills(GatewayScenario):
         row, responder = rig.row, self.responder
         assert responder is not None
         sos_sent, sos_delivered = row.sent, row.delivered
+        row.drain_s = self.settle_s  # time to drain = until every accepted ack was seen through
         stored = alert_statuses(rig.agent.db)
         accepted = sorted(responder.accepted)
         through = [

@@ -113,18 +113,22 @@ class LineTap:
         self.acked: set[int] = set()  # data seqs the agent ACKed
         self.hello_acked = False
         self.acks = 0  # ACK frames of data frames written by the agent (copies ACKed again too)
-        self._armed: subprocess.Popen[bytes] | None = None
+        self._armed = False
+        self._victim: subprocess.Popen[bytes] | None = None
         self.fired = threading.Event()
 
     def arm(self, proc: subprocess.Popen[bytes] | None) -> None:
-        """SIGKILL ``proc`` at the next ACK of a data frame that was not ACKed before."""
+        """Set ``fired`` at the next ACK of a data frame not ACKed before, and SIGKILL ``proc``
+        (if given) right there, on the relay thread."""
         with self.lock:
             self.fired.clear()
-            self._armed = proc
+            self._armed = True
+            self._victim = proc
 
     def disarm(self) -> None:
         with self.lock:
-            self._armed = None
+            self._armed = False
+            self._victim = None
 
     def __call__(self, direction: str, data: bytes) -> None:
         frames = self.frames
@@ -148,12 +152,13 @@ class LineTap:
                 new = result.seq not in self.acked
                 self.acked.add(result.seq)
                 self.acks += 1
-                proc, armed = self._armed, self._armed is not None and new
+                proc, armed = self._victim, self._armed and new
                 if armed:
-                    self._armed = None
-            if armed and proc is not None:
-                with contextlib.suppress(ProcessLookupError, OSError):
-                    proc.send_signal(signal.SIGKILL)
+                    self._armed, self._victim = False, None
+            if armed:
+                if proc is not None:
+                    with contextlib.suppress(ProcessLookupError, OSError):
+                        proc.send_signal(signal.SIGKILL)
                 self.fired.set()
 
     def unacked_on_wire(self) -> list[int]:
@@ -187,7 +192,7 @@ class DongleKills:
         from hardware.hil.ptybus import PtyBus
 
         row = Row(self.title())
-        row.settings.append("[dongle] on a pty, wearables R101-R104 on it; policy: 'SOS {link_seq} from {device}'")
+        row.settings.append("dongle port on a pty, wearables R101-R104 on it; policy: 'SOS {link_seq} from {device}'")
         with workdir(base, self.name) as tmp:
             work = Path(tmp)
             with layout(work) as shipped:

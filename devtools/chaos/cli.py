@@ -65,9 +65,7 @@ class Plan:
     dongle_kills: int = 300  # f
     command_kills: int = 300  # g
     denied_s: float = 10.0  # h: seconds of SOS + telemetry against the denying ACL
-
-
-X
+    lock_s: float = 60.0  # i: seconds the store is write-locked (quick: 8)
 
 
 def plan(quick: bool, kills: int | None) -> Plan:

@@ -27,11 +27,16 @@ from rich.table import Table
 
 from devtools.simdevices import Received, ResponderBehaviour, SimField, SimLamp
 from edge_agent.agent.app import Agent
+from edge_agent.agent.cli_shadow import print_report
+from edge_agent.agent.shadow import read_report
 from edge_agent.clock import ScaledClock
-from edge_agent.config import BrokerSettings, GatewayConfig, load_config
+from edge_agent.config import BrokerSettings, GatewayConfig, Shadow, load_config
 from edge_agent.engine import AlertChanged, Effect, LampSet
+from edge_agent.policy.model import parse_policy
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "examples" / "village-gateway.toml"
+# shadow mode: the candidate that decides beside the active policy all night, acting on nothing
+DEFAULT_SHADOW = Path(__file__).resolve().parents[1] / "scenarios" / "policies" / "naxi-eco.toml"
 
 
 @dataclass
@@ -67,13 +72,19 @@ class Timeline:
             entry.detail = detail
 
 
-def _demo_config(path: Path, data_dir: Path) -> GatewayConfig:
+def _demo_config(path: Path, data_dir: Path, shadow: Path | None = None) -> GatewayConfig:
     config = load_config(path)
     gateway = msgspec.structs.replace(config.file.gateway, data_dir=str(data_dir))
     # The demo runs on the in-process broker, whatever brokers the gateway file names (the
     # shipped examples name the village Mosquitto of the field layout, docs/DEPLOY.md).
     brokers = {"south": BrokerSettings(url="embedded"), "north": BrokerSettings(url="none")}
-    return dataclasses.replace(config, file=msgspec.structs.replace(config.file, gateway=gateway, **brokers))
+    file = msgspec.structs.replace(config.file, gateway=gateway, **brokers)
+    if shadow is None:
+        return dataclasses.replace(config, file=file)
+    candidate = shadow.read_bytes()  # [shadow] policy = the candidate, as a gateway file would say
+    file = msgspec.structs.replace(file, shadow=Shadow(policy=str(shadow.resolve())))
+    policy = parse_policy(candidate, str(shadow))
+    return dataclasses.replace(config, file=file, shadow_policy=policy, shadow_policy_bytes=candidate)
 
 
 async def run_demo(
@@ -81,10 +92,11 @@ async def run_demo(
     speed: float = 2400.0,
     console: Console | None = None,
     http_listen: str = "127.0.0.1:9180",
+    shadow: Path | None = DEFAULT_SHADOW,
 ) -> bool:
     console = console or Console()
     with tempfile.TemporaryDirectory(prefix="edge-demo-") as tmp:
-        config = _demo_config(config_path, Path(tmp))
+        config = _demo_config(config_path, Path(tmp), shadow)
         tz = config.tz
         night = date(2026, 11, 26)
         start = datetime.combine(night, dtime(17, 0), tz).timestamp()
@@ -100,6 +112,7 @@ async def run_demo(
             "lamp fault alert",
             "midnight dimming",
             "lamps off at dawn",
+            *(["shadow diff reported"] if shadow is not None else []),
         ):
             timeline.checks[name] = Check(name)
         agent = Agent(config, clock, http_listen=http_listen)
@@ -211,6 +224,12 @@ async def run_demo(
             for task in (heartbeat_task, agent_task, field_task):
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+        night_diff = read_report(config) if shadow is not None else None  # kept by the stopped agent
+        if night_diff is not None and sum(day.minutes for day in night_diff.days) > 0:
+            candidate = night_diff.candidate
+            title = f"Shadow mode: candidate {candidate} vs {config.policy.policy.name}"
+            print_report(night_diff, console, title=title)
+            timeline.check("shadow diff reported", f"{candidate}: {sum(d.differences for d in night_diff.days)} diffs")
         table = Table(title="What the night showed")
         table.add_column("check")
         table.add_column("result")
@@ -234,10 +253,17 @@ def main(
     http: Annotated[
         str, typer.Option(help="Where the status page and /metrics are served while the demo runs (port 0: any).")
     ] = "127.0.0.1:9180",
+    shadow: Annotated[
+        Path, typer.Option(help="Candidate policy run in shadow mode beside the active one; its diff is printed.")
+    ] = DEFAULT_SHADOW,
+    no_shadow: Annotated[bool, typer.Option("--no-shadow", help="Run without shadow mode.")] = False,
 ) -> None:
     """One village night at accelerated time on the embedded broker; exits 0 if all checks pass."""
     logging.basicConfig(level=logging.ERROR)
-    ok = asyncio.run(run_demo(config or DEFAULT_CONFIG, speed=speed, console=Console(), http_listen=http))
+    candidate = None if no_shadow else shadow
+    ok = asyncio.run(
+        run_demo(config or DEFAULT_CONFIG, speed=speed, console=Console(), http_listen=http, shadow=candidate)
+    )
     raise typer.Exit(0 if ok else 1)
 
 

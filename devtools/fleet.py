@@ -357,6 +357,37 @@ def print_phases(phases: list[Phase]) -> None:
     console.print(table)
 
 
+def record_phases(path: Path, phases: list[Phase], per_gateway: int, loss: float, restarts: int) -> None:
+    """The measured figures as JSON (`twin/rollout.py` reads the committed snapshot of them,
+    twin/data/fleet-measured.json, for its ``ci`` calibration and the model-vs-fleet check)."""
+    runs = []
+    for p in phases:
+        faulty = bool(p.restarted) or p.name != "no faults"
+        runs.append(
+            {
+                "phase": p.name,
+                "gateways": p.gateways,
+                "lamps_per_gateway": per_gateway,
+                "loss": loss if faulty else 0.0,
+                "restarts": len(p.restarted),
+                "convergence_s": None if p.seconds is None else round(p.seconds, 3),
+                "quantiles_s": [round(q, 3) for q in p.quantiles] or None,
+                "messages": p.messages,
+                "retries": p.retries,
+                "left_behind": p.left_behind,
+            }
+        )
+    doc = {
+        "source": "python -m devtools.fleet",
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": {"cpus": os.cpu_count(), "platform": sys.platform, "python": sys.version.split()[0]},
+        "runs": runs,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(msgspec.json.format(msgspec.json.encode(doc), indent=1).decode() + "\n")
+    console.print(f"wrote {path}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="just fleet", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -373,6 +404,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--restarts", type=int, default=3, help="gateways killed and restarted in the fault phase (3)")
     parser.add_argument("--timeout", type=float, default=60.0, help="give up on a phase after this many seconds")
     parser.add_argument("--sim-processes", type=int, default=2, help="processes simulating the lamps (2)")
+    parser.add_argument(
+        "--record", type=Path, default=ROOT / "bench-results" / "fleet.json", help="measured figures (JSON) go here"
+    )
     args = parser.parse_args(argv)
     if args.command == "lamps":
         asyncio.run(_serve_lamps(args.port, args.gateways.split(","), args.lamps, args.control))
@@ -381,6 +415,7 @@ def main(argv: list[str] | None = None) -> None:
         args.gateways, args.lamps_per_gateway, args.loss, args.restarts, args.timeout, args.sim_processes
     )
     print_phases(phases)
+    record_phases(args.record, phases, args.lamps_per_gateway, args.loss, args.restarts)
     if any(p.seconds is None or p.left_behind for p in phases):
         raise SystemExit(1)
 

@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import msgspec
 
 from edge_agent.errors import ConfigError, Problem
+from edge_agent.policy.dispatch_state import parse_shift
 from edge_agent.policy.model import Name, Policy, convert_section, load_toml, parse_policy
 
 Percent = Annotated[int, msgspec.Meta(ge=0, le=100)]
@@ -87,8 +88,16 @@ class Camera(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     zone: Name
 
 
+class Point(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    x: float  # metres east of the gateway (the frame of [[responders]] x, y)
+    y: float  # metres north of the gateway
+
+
 class Wearable(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     id: Name
+    # where the resident lives: an SOS or fall is dispatched from here (the nearest responder).
+    # Unknown: the gateway's own position (0, 0), the same rule for cameras and lamps.
+    home: Point | None = None
     zone: Name | None = None
     link: Literal["mqtt", "dongle"] = "mqtt"
     radio_id: Annotated[int, msgspec.Meta(ge=0, le=0xFFFFFFFF)] | None = None  # the wearable's id on the dongle link
@@ -99,6 +108,9 @@ class Responder(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only
     role: Name
     x: float = 0.0  # metres east of the gateway
     y: float = 0.0  # metres north of the gateway
+    # daily shift in the gateway's local time, "08:00-20:00" (may wrap midnight): outside it the
+    # responder is never chosen (edge_agent/policy/dispatch_state.py); the twin's scenario format
+    shift: str = "00:00-24:00"
 
 
 class Bus(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -162,6 +174,18 @@ class HomeAssistant(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
     override_minutes: Annotated[int, msgspec.Meta(ge=0, le=7 * 24 * 60)] = 60
 
 
+class Shadow(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Shadow mode (edge_agent/agent/shadow.py): run a candidate policy beside the active one.
+
+    The candidate decides on every input the active one handles but acts on nothing (its own
+    store, ``shadow.sqlite3`` in the data dir); each local day the gateway reports where the two
+    differ (``shadow/report``, ``edge-agent shadow report``). It stops after ``days`` days.
+    """
+
+    policy: str  # the candidate policy file, relative to the config file
+    days: Annotated[int, msgspec.Meta(ge=1, le=366)] = 7
+
+
 class GatewayFile(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     gateway: Identity
     south: BrokerSettings = BrokerSettings()
@@ -176,6 +200,7 @@ class GatewayFile(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
     limits: Limits = Limits()
     http: Http = Http()
     homeassistant: HomeAssistant = HomeAssistant()
+    shadow: Shadow | None = None
 
 
 @dataclass(frozen=True)
@@ -187,6 +212,8 @@ class GatewayConfig:
     policy: Policy
     policy_bytes: bytes
     policy_path: Path
+    shadow_policy: Policy | None = None  # [shadow] policy, parsed and checked against this gateway
+    shadow_policy_bytes: bytes = b""
 
     @property
     def id(self) -> str:
@@ -253,12 +280,30 @@ def load_config(path: str | Path) -> GatewayConfig:
             problems.append(Problem(source, "gateway.policy", f"cannot read {policy_path}: {exc.strerror}"))
         except ConfigError as exc:
             problems.extend(exc.problems)
+    shadow_policy, shadow_bytes = _shadow_policy(path, parsed.get("shadow"), problems)
     if not problems:
         gateway_file = msgspec.convert(parsed, GatewayFile, from_attributes=True)
         problems.extend(_check_references(gateway_file, policy, source))
+        if shadow_policy is not None:  # the candidate must fit this gateway too
+            problems.extend(policy_problems(gateway_file, shadow_policy, f"{source} [shadow]"))
     if problems or policy is None:
         raise ConfigError(problems)
-    return GatewayConfig(path, gateway_file, policy, policy_bytes, policy_path)
+    return GatewayConfig(path, gateway_file, policy, policy_bytes, policy_path, shadow_policy, shadow_bytes)
+
+
+def _shadow_policy(path: Path, shadow: object, problems: list[Problem]) -> tuple[Policy | None, bytes]:
+    """The ``[shadow]`` candidate policy, read and parsed; its problems added to ``problems``."""
+    if not isinstance(shadow, Shadow):
+        return None, b""
+    shadow_path = (path.parent / shadow.policy).resolve()
+    try:
+        data = shadow_path.read_bytes()
+        return parse_policy(data, str(shadow_path)), data
+    except OSError as exc:
+        problems.append(Problem(str(path), "shadow.policy", f"cannot read {shadow_path}: {exc.strerror}"))
+    except ConfigError as exc:
+        problems.extend(exc.problems)
+    return None, b""
 
 
 def policy_problems(gw: GatewayFile, policy: Policy, source: str) -> list[Problem]:
@@ -324,6 +369,11 @@ def _check_references(gw: GatewayFile, policy: Policy | None, source: str) -> li
                 )
             else:
                 units.add((lamp.bus, lamp.unit))
+    for i, responder in enumerate(gw.responders):
+        try:
+            parse_shift(responder.shift)
+        except ValueError as exc:
+            problems.append(Problem(source, f"responders[{i}].shift", str(exc)))
     for i, wearable in enumerate(gw.wearables):
         if wearable.link == "dongle" and gw.dongle is None:
             problems.append(Problem(source, f"wearables[{i}].link", "link = 'dongle' needs a [dongle] section"))

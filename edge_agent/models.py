@@ -65,6 +65,12 @@ class ResponderAck(Message, frozen=True, kw_only=True):
     alert_id: str
 
 
+class ResponderResolved(Message, frozen=True, kw_only=True):
+    """The busy responder is done with the alert: available again (``responder/<id>/resolved``)."""
+
+    alert_id: str
+
+
 # ----- gateway -> devices / responders / north -----------------------------------------------
 class LampCommand(Message, frozen=True, kw_only=True):
     level: Level
@@ -105,7 +111,9 @@ class AlertMessage(Message, frozen=True, kw_only=True):
     priority: Annotated[int, msgspec.Meta(ge=1, le=5)]
     message: str
     rule: str
-    status: Literal["raised", "notified", "escalated", "acknowledged", "unacknowledged"]
+    status: Literal[
+        "raised", "notified", "escalated", "queued", "acknowledged", "resolved", "resolve_timeout", "unacknowledged"
+    ]
     responder: str | None = None
     step: int = 0
 

@@ -24,8 +24,10 @@ import aiomqtt
 import pytest
 
 from edge_agent.agent import topics
+from edge_agent.agent.shadow import queue_report
 from edge_agent.agent.topics import BOTH, NORTH, SOUTH, TOPIC_CLASSES, TopicClass
 from edge_agent.clock import ManualClock
+from edge_agent.policy.shadow_report import ShadowReport
 from edge_agent.transports.mqtt import NO_DELAY
 from tests.agent.harness import POLICY_HEAD, SOS_RULE, eventually, running, sign_policy, write_trusting_gateway
 from tests.conftest import BrokerInfo
@@ -339,6 +341,7 @@ async def test_every_topic_on_the_wire_is_of_exactly_one_class_and_every_class_i
             await eventually(lambda: ours("responder_alert") and ours("alert"), what="alert south and north")
             alert_id = agent.store.alerts()[0]["alert_id"]
             await send("responder_ack", b'{"v":1,"alert_id":"%s"}' % alert_id.encode(), responder="doc1")
+            await send("responder_resolved", b'{"v":1,"alert_id":"%s"}' % alert_id.encode(), responder="doc1")
             await send("lamp_state", b'{"v":1,"on":false,"level":0}', lamp="L1")
             await send("camera_event", b'{"v":1,"detection":"motion"}', camera="C1")
             await send("camera_status", b'{"v":1,"online":true}', camera="C1")
@@ -353,7 +356,13 @@ async def test_every_topic_on_the_wire_is_of_exactly_one_class_and_every_class_i
             # sounded the way intake sounds it when a commit fails.
             agent.alarm("test", "sounded by tests/test_topics.py")
             await eventually(lambda: ours("alarm"), what="alarm")
-            await eventually(lambda: agent.stats.received == 8, what="the 8 inbound messages handled")
+            # no shadow-mode day ends here: a report is queued the way shadow mode queues one
+            drill = ShadowReport(
+                gateway=unique_id, candidate="drill", candidate_sha256="0" * 64, days_planned=1, started=""
+            )
+            queue_report(agent.store, agent.links, drill, clock.now())
+            await eventually(lambda: ours("shadow_report"), what="shadow report")
+            await eventually(lambda: agent.stats.received == 9, what="the 9 inbound messages handled")
             assert agent.stats.rejected == {}, "every inbound class reached the agent's handlers"
         await send("policy", b"", retain=True)  # clear the retained bundle for the next tests
 

@@ -21,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 
-from twin.kernels.arrivals import lamp_arrivals
 from twin.kernels.failures import renewal_outages, time_to_failure
 from twin.reference import reference_programs, run_reference
 from twin.replication import HOURS_PER_YEAR, LightingInputs, light_district, prepare_lighting
@@ -43,7 +42,7 @@ ttf = time_to_failure(1, np.zeros(2), 2, 1e5, 4.0, 1e5)
 ptr, s, e = renewal_outages(1, ttf, 2880.0, 5.0)
 simulate_lighting(1, np.zeros(2, np.int64), np.zeros(2, np.int64), np.full(2, 60.0),
                   np.full(2, 1.0), lv, fl, el, np.zeros(1), np.zeros(1), np.ones((2, 24)),
-                  ds, de, ptr, s, e, False)
+                  ds, de, ptr, s, e, False, np.zeros(0, np.int64), np.zeros(0))
 print(time.perf_counter() - t0)
 """
 
@@ -101,9 +100,6 @@ def _reference_seconds_per_step(inputs: LightingInputs, scenario: str, lamps: in
         for i in pick
     ]
     site = loaded.spec.site
-    # The reference draws its arrivals with the jitted ``lamp_arrivals``: load (or compile) it
-    # first so the timing is the reference model's, not JIT work.
-    lamp_arrivals(1, 0, inputs.rates[0], inputs.first_lit[0, :1], inputs.end_lit[0, :1])
     t0 = time.perf_counter()
     result = run_reference(
         1,

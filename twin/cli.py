@@ -219,8 +219,15 @@ def validate(
     days: DaysOpt = None,
     workers: WorkersOpt = None,
     cluster: ClusterOpt = None,
+    shadow: Annotated[
+        Path | None,
+        typer.Option("--shadow", help="A gateway's shadow report of POLICY (`edge-agent shadow report --json`)."),
+    ] = None,
 ) -> None:
-    """Run the scenario with POLICY, check its gates, write DIR/validation.json (exit 1 on fail)."""
+    """Run the scenario with POLICY, check its gates, write DIR/validation.json (exit 1 on fail).
+
+    With --shadow, the record also carries the field evidence: the report of a gateway that ran
+    POLICY in shadow mode (refused unless it is for this exact file)."""
     from edge_agent.policy.bundle import (
         Gate,
         ValidationRecord,
@@ -229,6 +236,15 @@ def validate(
     from twin.report import write_run_report
 
     loaded = _load(scenario, policy)
+    evidence = None
+    if shadow is not None:
+        from twin.shadow import ShadowEvidenceError, load_shadow_evidence
+
+        try:
+            evidence = load_shadow_evidence(shadow, hashlib.sha256(loaded.policy_bytes).hexdigest())
+        except ShadowEvidenceError as exc:
+            err.print(f"[red]--shadow refused[/red]: {exc}", highlight=False)
+            raise typer.Exit(2) from None
     if not loaded.spec.gates:
         err.print(f"{scenario}: gates: the scenario has no [[gates]]; add some to validate")
         raise typer.Exit(2)
@@ -266,6 +282,7 @@ def validate(
         passed=all(g.passed for g in gates),
         created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         tool_version="twin 0.1.0",
+        shadow=evidence,
     )
     (out / "validation.json").write_bytes(encode_validation_record(record))
     view = Table(title=f"{loaded.policy.policy.name} on {meta.name}")
@@ -280,6 +297,11 @@ def validate(
             "[green]pass[/green]" if g.passed else "[red]FAIL[/red]",
         )
     console.print(view)
+    if evidence is not None:
+        from twin.shadow import summary_lines
+
+        for line in summary_lines(evidence):
+            console.print(line, highlight=False, soft_wrap=True)
     console.print(f"wrote {out / 'validation.json'} (policy sha256 {record.policy_sha256[:16]}...)")
     if not record.passed:
         raise typer.Exit(1)
@@ -399,6 +421,38 @@ def rollout(
     fig.savefig(out / "rollout.png", dpi=100)
     plt.close(fig)
     console.print(f"wrote {out / 'rollout.json'} and {out / 'rollout.png'}")
+
+
+@app.command()
+def calibrate(
+    stores: Annotated[list[Path], typer.Argument(help="Gateway stores (gateway.sqlite3), one or more.")],
+    out: Annotated[Path, typer.Option("--out", help="The fitted scenario to write (TOML; plus OUT.fit.json).")],
+    base: Annotated[
+        Path, typer.Option("--base", help="The district's scenario: site, district, responders, policy.")
+    ] = Path("scenarios/naxi-3000.toml"),
+    level: Annotated[float, typer.Option(help="Confidence level of the intervals.")] = 0.95,
+    until: Annotated[float | None, typer.Option(help="End of the observation (epoch s; default: last record).")] = None,
+) -> None:
+    """Fit a scenario to the gateways' own history: incident rates by hour and kind, ack delays,
+    lamp failures and repairs, motion, uplink outages; each value with its interval."""
+    from twin.calibrate import calibrate as fit
+    from twin.calibrate.write import write_scenario
+
+    loaded = _load(base)
+    try:
+        cal = fit(list(stores), loaded, until=until, level=level)
+        fitted, sidecar = write_scenario(cal, loaded, out)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            err.print(f"  {problem}", markup=False, highlight=False)
+        raise typer.Exit(2) from None
+    view = Table(title=f"calibrated from {len(stores)} store(s), {cal.days:.1f} gateway-days ({level:.0%} CIs)")
+    for col in ("parameter", "fitted", "interval", "n"):
+        view.add_column(col)
+    for key, e in cal.estimates.items():
+        view.add_row(key, f"{e.value:.4g}", f"{e.lo:.4g} - {e.hi:.4g}", str(e.n))
+    console.print(view)
+    console.print(f"wrote {out} ({fitted.spec.scenario.name}) and {sidecar}")
 
 
 def main() -> None:

@@ -3,19 +3,27 @@
 Owns: a model written the naive way a planner would write it without Numba: one SimPy process
 per lamp, waking every minute, asking the gateway's *plain-Python* policy functions for the
 lamp's level (``night_switch_minutes`` once per night, then ``program_level``, ``lamp_level``
-and ``lamp_power_w`` each minute) and adding up energy. It sees the same motion arrivals as the
-kernel (``twin.kernels.arrivals.lamp_arrivals``, common random numbers) and the same outage
-intervals, so for the same seed it must give the same switch minutes, lit minutes and energy.
+and ``lamp_power_w`` each minute) and adding up energy.
 
-Must not import: twin.sim (the reference is independent of the dispatch model). It uses the
-kernels only to obtain the shared random arrival stream.
+Its randomness is its own: motion arrivals (a Poisson process with the scenario's hourly rates,
+drawn by thinning with Python's ``random``) and lamp failures (the scenario's hazard: an
+exponential electronics term and a Weibull wear-out term drawn by rejection from the lamp's
+age; exponential repair delays) never come from the kernels' streams, so kernel and reference
+agree only in distribution (tests/twin/test_reference.py). Given the same fixed inputs
+(``arrivals``, ``outages``: a file both read, :func:`read_fixed_inputs`) they agree exactly.
+
+Must not import: twin.kernels, twin.replication, twin.sim (anything that imports the kernels):
+it shares the scenario's inputs with the kernels, never their code (ARCHITECTURE.md).
 """
 
 from __future__ import annotations
 
+import json
 import math
+import random
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,8 +37,19 @@ from edge_agent.policy.lighting import (
 )
 from edge_agent.policy.model import Policy
 from edge_agent.policy.programs import compile_programs
-from edge_agent.policy.sun import ZENITH_CIVIL, sun_event_minute
-from twin.kernels.arrivals import lamp_arrivals
+from edge_agent.policy.sun import SUN_CROSSES, ZENITH_CIVIL, sun_event
+
+Outages = list[list[tuple[float, float]]]
+
+
+@dataclass(frozen=True)
+class FailureModel:
+    """The scenario's failure hazard and a repair delay, in hours (docs/DOMAIN.md#failures)."""
+
+    driver_mtbf_h: float
+    wearout_shape: float
+    wearout_scale_h: float
+    repair_mean_h: float
 
 
 @dataclass
@@ -40,6 +59,7 @@ class ReferenceResult:
     dark_minutes: np.ndarray
     dark_lit_minutes: np.ndarray
     arrivals: np.ndarray
+    failures: np.ndarray  # failures within the horizon, per lamp
     switch_on: np.ndarray  # (L, N) first lit night-minute, -1 if none
     switch_off: np.ndarray  # (L, N) one past the last lit night-minute
     lamp_minutes: int
@@ -65,6 +85,79 @@ def reference_programs(policy: Policy, names: Sequence[str]) -> list[dict[str, A
     ]
 
 
+def read_fixed_inputs(path: str | Path, n_lamps: int) -> tuple[list[list[float]], Outages]:
+    """The reference's own reader of a fixed input file: (arrivals, outages) per lamp.
+
+    The file (JSON) holds ``{"lamps": [{"arrivals": [minute, ...], "outages": [[failed,
+    repaired], ...]}, ...]}`` in absolute twin minutes (twin.fixed_inputs writes it).
+    """
+    data = json.loads(Path(path).read_text())
+    lamps = data["lamps"]
+    if len(lamps) != n_lamps:
+        raise ValueError(f"{path}: {len(lamps)} lamps in the file, the district has {n_lamps}")
+    arrivals = [[float(t) for t in lamp["arrivals"]] for lamp in lamps]
+    outages = [[(float(a), float(b)) for a, b in lamp["outages"]] for lamp in lamps]
+    return arrivals, outages
+
+
+def _clock_hour(t: float) -> int:
+    """Local clock hour at twin minute ``t`` (twin minute 0 is local noon)."""
+    return int(((720.0 + t) % 1440.0) // 60.0)
+
+
+def draw_arrivals(rng: random.Random, rates_per_hour: Sequence[float], windows: list[tuple[int, int]]) -> list[float]:
+    """Poisson arrivals (absolute twin minutes) within each night's ``[first, end)`` lit minutes.
+
+    Thinning (Lewis-Shedler): candidates at the highest hourly rate, each kept with probability
+    rate(hour) / highest. A different method from the kernel's (exponential gaps restarted at
+    each hour boundary); the same process in distribution.
+    """
+    top = max(rates_per_hour)
+    out: list[float] = []
+    if top <= 0.0:
+        return out
+    for night, (first, end) in enumerate(windows):
+        if end <= first:
+            continue
+        t = night * 1440.0 + first
+        stop = night * 1440.0 + end
+        while True:
+            t += rng.expovariate(top / 60.0)
+            if t >= stop:
+                break
+            if rng.random() * top < rates_per_hour[_clock_hour(t)]:
+                out.append(t)
+    return out
+
+
+def _weibull_residual(rng: random.Random, age_h: float, shape: float, scale_h: float) -> float:
+    """Remaining life of a Weibull item that survived to ``age_h``: draw until one outlives it."""
+    for _ in range(1_000_000):
+        life = rng.weibullvariate(scale_h, shape)
+        if life > age_h:
+            return life - age_h
+    raise RuntimeError(f"no Weibull({shape}, {scale_h}) life beyond age {age_h} h in a million draws")
+
+
+def draw_outages(
+    rng: random.Random, age_h: float, model: FailureModel, horizon_min: float
+) -> list[tuple[float, float]]:
+    """Failure and repair times of one lamp: first failure from its age, then new lamps."""
+    out: list[tuple[float, float]] = []
+    t = 0.0
+    age = age_h
+    while True:
+        electronics = rng.expovariate(1.0 / model.driver_mtbf_h)
+        wearout = _weibull_residual(rng, age, model.wearout_shape, model.wearout_scale_h)
+        t += min(electronics, wearout) * 60.0
+        if t >= horizon_min:
+            return out
+        repair = rng.expovariate(1.0 / model.repair_mean_h) * 60.0
+        out.append((t, t + repair))
+        t += repair
+        age = 0.0
+
+
 def run_reference(
     seed: int,
     first_day: int,
@@ -74,34 +167,43 @@ def run_reference(
     utc_offsets: list[float],
     lamps: list[dict[str, Any]],
     programs: list[dict[str, Any]],
-    rates_per_hour: np.ndarray,
-    outages: list[list[tuple[float, float]]],
+    rates_per_hour: np.ndarray | Sequence[Sequence[float]],
+    outages: Outages | None = None,
+    *,
+    failures: FailureModel | None = None,
+    arrivals: list[list[float]] | None = None,
 ) -> ReferenceResult:
     """Simulate ``days`` nights minute by minute for each lamp (see module docstring).
 
-    ``lamps[i]``: {"program", "area", "rated_w", "standby_w"}; ``programs[p]``: the fields of a
-    ``CompiledProgram`` as plain Python values (tuples). Twin minute 0 is local noon of
-    ``first_day``; ``outages[i]`` are [start, end) twin minutes when lamp ``i`` is failed.
+    ``lamps[i]``: {"program", "area", "rated_w", "standby_w"} and, with ``failures``,
+    "age_h"; ``programs[p]``: the fields of a ``CompiledProgram`` as plain Python values
+    (tuples). Twin minute 0 is local noon of ``first_day``.
+
+    Failures: ``outages[i]`` ([start, end) twin minutes) if given, else drawn from ``failures``
+    (seeded by ``seed``), else none. Motion: ``arrivals[i]`` (sorted twin minutes) if given,
+    else drawn from ``rates_per_hour[area]`` (seeded by ``seed``).
     """
     env = simpy.Environment()
     n = len(lamps)
+    horizon = days * 1440
     result = ReferenceResult(
         energy_wmin=np.zeros(n),
         lit_minutes=np.zeros(n, dtype=np.int64),
         dark_minutes=np.zeros(n, dtype=np.int64),
         dark_lit_minutes=np.zeros(n, dtype=np.int64),
         arrivals=np.zeros(n, dtype=np.int64),
+        failures=np.zeros(n, dtype=np.int64),
         switch_on=np.full((n, days), -1, dtype=np.int64),
         switch_off=np.full((n, days), -1, dtype=np.int64),
-        lamp_minutes=n * days * 1440,
+        lamp_minutes=n * horizon,
     )
 
     def lamp(i: int) -> Generator[simpy.Event, Any, None]:
         spec = lamps[i]
         prog = programs[spec["program"]]
-        # The program's lit window each night, to get the shared arrival stream.
+        rng = random.Random(seed * 1_000_003 + i)  # this lamp's own stream
         windows = []
-        darkness = []  # civil dusk to civil dawn, night minutes (polar nights not handled)
+        darkness = []  # civil dusk to civil dawn, night minutes; empty if either does not happen
         for night in range(days):
             on, off = night_switch_minutes(
                 first_day + night,
@@ -113,15 +215,19 @@ def run_reference(
                 prog["off_kind"],
                 prog["off_value"],
             )
-            dusk = sun_event_minute(first_day + night, latitude, longitude, utc_offsets[night], ZENITH_CIVIL, False)
-            dawn = sun_event_minute(
+            dusk, dusk_state = sun_event(
+                first_day + night, latitude, longitude, utc_offsets[night], ZENITH_CIVIL, False
+            )
+            dawn, dawn_state = sun_event(
                 first_day + night + 1, latitude, longitude, utc_offsets[night + 1], ZENITH_CIVIL, True
             )
             windows.append((on, off))
-            darkness.append((math.ceil((dusk - 720.0) % 1440.0), math.ceil((dawn - 720.0) % 1440.0)))
-        first = np.zeros(days, dtype=np.int64)
-        end = np.zeros(days, dtype=np.int64)
-        for night, (on, off) in enumerate(windows):
+            if dusk_state == SUN_CROSSES and dawn_state == SUN_CROSSES:
+                darkness.append((math.ceil((dusk - 720.0) % 1440.0), math.ceil((dawn - 720.0) % 1440.0)))
+            else:
+                darkness.append((0, 0))
+        lit_window = []  # each night's first and one-past-last lit minute (where motion is drawn)
+        for on, off in windows:
             lit = [
                 k
                 for k in range(1440)
@@ -136,20 +242,32 @@ def run_reference(
                 )
                 > 0.0
             ]
-            if lit:
-                first[night], end[night] = lit[0], lit[-1] + 1
-        arrivals = list(lamp_arrivals(seed, i, rates_per_hour[spec["area"]], first, end))
-        result.arrivals[i] = len(arrivals)
+            lit_window.append((lit[0], lit[-1] + 1) if lit else (0, 0))
+        if arrivals is not None:
+            passers = [t for t in arrivals[i] if 0.0 <= t < horizon]
+        else:
+            passers = draw_arrivals(rng, list(rates_per_hour[spec["area"]]), lit_window)
+        if outages is not None:
+            down = outages[i]
+        elif failures is not None:
+            down = draw_outages(rng, spec["age_h"], failures, float(horizon))
+        else:
+            down = []
+        result.arrivals[i] = len(passers)
+        result.failures[i] = sum(1 for start, _ in down if start < horizon)
         boost_until = -1.0
         energy = 0.0
-        while env.now < days * 1440:
+        while env.now < horizon:
             t = int(env.now)
             night, k = divmod(t, 1440)
             minute_of_day = (720.0 + k) % 1440.0
             on, off = windows[night]
-            while arrivals and arrivals[0] <= t:
-                boost_until = max(boost_until, math.ceil(arrivals.pop(0)) + prog["boost_minutes"])
-            failed = any(s <= t < e for s, e in outages[i])
+            while passers and passers[0] <= t:
+                seen = passers.pop(0)
+                # An arrival boosts minutes ceil(seen) on, within its own night (nights start at noon).
+                end_of_its_night = (seen // 1440.0 + 1.0) * 1440.0
+                boost_until = max(boost_until, min(math.ceil(seen) + prog["boost_minutes"], end_of_its_night))
+            failed = any(s <= t < e for s, e in down)
             program = program_level(
                 minute_of_day,
                 on,

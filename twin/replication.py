@@ -59,10 +59,19 @@ def light_district(
     outage_end: np.ndarray,
     record_switches: bool = False,
     tile: int = 1,
+    arrivals: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[Any, ...]:
-    """Run the lighting kernel over the prepared district (``tile`` copies of its lamps)."""
+    """Run the lighting kernel over the prepared district (``tile`` copies of its lamps).
+
+    ``arrivals`` (CSR ``(ptr[L+1], minutes)``, e.g. from ``twin.fixed_inputs``) replaces the
+    kernel's own motion draws; ``None`` draws them from ``seed``.
+    """
     d = inputs.district
     p = inputs.programs
+    if arrivals is None:
+        arrivals = (np.zeros(0, dtype=np.int64), np.zeros(0))
+    elif tile != 1:
+        raise ValueError("given arrivals are per lamp: tile must be 1")
     return simulate_lighting(
         seed,
         np.tile(d.lamp_program, tile),
@@ -81,6 +90,8 @@ def light_district(
         outage_start,
         outage_end,
         record_switches,
+        arrivals[0],
+        arrivals[1],
     )
 
 

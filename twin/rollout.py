@@ -3,7 +3,7 @@
 Owns: a plain-SimPy model of one rollout as the gateway agent does it
 (edge_agent/agent/policy_install.py: ``PolicyInstaller.receive``, ``PolicyInstaller.install``;
 edge_agent/agent/lamps.py: ``Lamps.run_rollout``, ``Lamps._send_program``), its two
-calibrations (``ci``: the measured ``just fleet`` run on the 2-core CI machine; ``field``: the
+calibrations (``ci``: fitted to measured ``just fleet`` runs, read from twin/data/fleet-measured.json; ``field``: the
 planner's district where every gateway is its own computer), and the comparison of the model
 with the measured fleet figures.
 
@@ -40,9 +40,12 @@ Must not import: typer, rich, matplotlib (the CLI plots).
 
 from __future__ import annotations
 
+import json
 import math
+import os
 from collections.abc import Generator
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -98,34 +101,34 @@ class RolloutParams:
         return self.gateways * self.lamps_per_gateway
 
 
-# ----- calibrations -------------------------------------------------------------------------------
-#: ``ci``: fitted (coarse random search, ``fit_ci``) to FLEET_MEASUREMENTS below: `just fleet` on
-#: the 2-core CI machine, 30 agent processes + 2 lamp simulators + Mosquitto + the controller on 2
-#: cores. Provenance of each value:
-#:   shared_cpu_cores=2       the machine (nproc);
-#:   idle_cpu_per_gateway     fitted: the no-fault time grows faster than gateways x lamps (30 x 20
-#:                            takes 1.68 s, 10 x 100 only 0.77 s): each agent process's own loops
-#:                            (accelerated clock, outbox, 0.5 s rollout tick) steal CPU;
-#:   publish_s                fitted; the controller awaits a PUBACK per gateway (serial);
-#:   install_cpu_s            fitted; verify + fsync + Engine build ("a few ms" alone, more under load);
-#:   send_cpu_s, report_cpu_s fitted from the slope in lamps (30 x 20 vs 30 x 100) and the 10% points;
-#:   latency_s, puback_s      loopback: ~1 ms (not identifiable from the table, fixed);
-#:   restart_s                fitted to the 7.74 s restart case: 1.5-1.8 s (a process start is
-#:                            1-2 s); kill_at_s = 0.2 as in fleet.py;
-#:   loss 5% both ways        as injected by SimField (program dropped / report dropped).
-CI = RolloutParams(
-    shared_cpu_cores=2,
-    idle_cpu_per_gateway=0.028,
-    publish_s=0.002,
-    uplink_s=0.001,
-    install_cpu_s=0.030,
-    send_cpu_s=0.00048,
-    report_cpu_s=0.00053,
-    latency_s=0.001,
-    puback_s=0.002,
-    restart_s=(1.5, 1.8),
-    kill_at_s=0.2,
-)
+# ----- calibrations ---------------------------------------------------------------------------
+#: The measured figures and the ``ci`` calibration live in a file, not in this module:
+#: twin/data/fleet-measured.json (``TWIN_FLEET_FIGURES`` overrides the path), written from
+#: `just fleet --record` runs (devtools/fleet.py) with the calibration fitted to them by
+#: ``fit_ci``; its ``calibration_ci_provenance`` says where each value comes from.
+FLEET_FIGURES = Path(os.environ.get("TWIN_FLEET_FIGURES", Path(__file__).parent / "data" / "fleet-measured.json"))
+
+
+def load_fleet_figures(path: Path = FLEET_FIGURES) -> dict[str, Any]:
+    try:
+        doc: dict[str, Any] = json.loads(path.read_text())
+    except OSError as exc:
+        raise RuntimeError(
+            f"the rollout model's fleet figures are missing: cannot read {path} ({exc.strerror}); "
+            "run `just fleet` and copy bench-results/fleet.json's runs into it, or set TWIN_FLEET_FIGURES"
+        ) from None
+    except ValueError as exc:
+        raise RuntimeError(f"the rollout model's fleet figures in {path} are not JSON: {exc}") from None
+    for key in ("calibration_ci", "runs"):
+        if key not in doc:
+            raise RuntimeError(f"{path}: no {key!r} in the fleet figures")
+    return doc
+
+
+_FIGURES = load_fleet_figures()
+_CI = dict(_FIGURES["calibration_ci"])
+_CI["restart_s"] = tuple(_CI.get("restart_s", (1.5, 1.5)))
+CI = RolloutParams(**_CI)
 
 #: ``field``: the planner's view. Gateways are separate cabinet computers (one core each for the
 #: agent's event loop), lamps are separate devices, so only the centre's publish is shared. CPU
@@ -416,16 +419,24 @@ class FleetMeasurement:
         return f"{self.gateways} x {self.lamps_per_gateway}, " + (", ".join(faults) or "no faults")
 
 
-#: `python -m devtools.fleet` on the 2-core CI machine (issue 5; one run each).
-FLEET_MEASUREMENTS: tuple[FleetMeasurement, ...] = (
-    FleetMeasurement(1, 100, 0.0, 0, 0.11, (0.05, 0.07, 0.08), 0),
-    FleetMeasurement(1, 100, 0.05, 0, 4.04, (0.03, 0.03, 2.03), 12),
-    FleetMeasurement(6, 50, 0.0, 0, 0.33, None, 0),
-    FleetMeasurement(10, 100, 0.0, 0, 0.77, (0.47, 0.60, 0.70), 0),
-    FleetMeasurement(10, 100, 0.05, 0, 4.69, (0.78, 0.80, 2.16), 148),
-    FleetMeasurement(30, 20, 0.0, 0, 1.68, None, 0),
-    FleetMeasurement(30, 100, 0.0, 0, 3.03, (1.80, 2.02, 2.80), 112),
-    FleetMeasurement(30, 100, 0.05, 3, 7.74, (1.98, 2.02, 2.26), 337),
+def _measurement(run: dict[str, Any]) -> FleetMeasurement:
+    q = run.get("quantiles_s")
+    return FleetMeasurement(
+        int(run["gateways"]),
+        int(run["lamps_per_gateway"]),
+        float(run["loss"]),
+        int(run["restarts"]),
+        float(run["convergence_s"]),
+        (float(q[0]), float(q[1]), float(q[2])) if q else None,
+        int(run["retries"]),
+    )
+
+
+#: the measured runs of the figures file the ``ci`` calibration is fitted to (``used_for_fit``)
+FLEET_MEASUREMENTS: tuple[FleetMeasurement, ...] = tuple(
+    _measurement(run)
+    for run in _FIGURES["runs"]
+    if run.get("convergence_s") is not None and run.get("used_for_fit", True)
 )
 
 

@@ -22,6 +22,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import msgspec
 
 from edge_agent.errors import ConfigError, Problem
+from edge_agent.policy.dispatch_state import parse_shift
 from edge_agent.policy.model import Policy, convert_section, load_toml, parse_policy
 from edge_agent.policy.units import parse_duration
 
@@ -191,19 +192,6 @@ def utc_offsets(timezone: str, first_day: int, n_days: int) -> list[float]:
     return out
 
 
-def parse_shift(text: str) -> tuple[float, float]:
-    """``"08:00-20:00"`` -> (480, 1200) minutes; may wrap midnight (``"20:00-08:00"``)."""
-    try:
-        a, b = text.split("-")
-        ha, ma = (int(v) for v in a.strip().split(":"))
-        hb, mb = (int(v) for v in b.strip().split(":"))
-    except ValueError:
-        raise ValueError(f"expected a shift such as '08:00-20:00', got {text!r}") from None
-    if not (0 <= ha <= 24 and 0 <= hb <= 24 and 0 <= ma < 60 and 0 <= mb < 60):
-        raise ValueError(f"shift out of range: {text!r}")
-    return ha * 60.0 + ma, hb * 60.0 + mb
-
-
 def incident_chain(name: str, incident: IncidentType, policy: Policy) -> str | None:
     """The responder chain an incident type notifies: explicit, else from the policy's rules."""
     if incident.chain is not None:
@@ -353,3 +341,7 @@ def load_scenario(path: str | Path, policy_override: str | Path | None = None) -
 
 def chain_ack_timeout_minutes(policy: Policy, chain: str) -> float:
     return parse_duration(policy.chains[chain].ack_timeout) / 60.0
+
+
+def chain_resolve_timeout_minutes(policy: Policy, chain: str) -> float:
+    return parse_duration(policy.chains[chain].resolve_timeout) / 60.0

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from edge_agent.agent import sdnotify, topics
+from edge_agent.agent.field_history import watch_uplink
 from edge_agent.agent.homeassistant import HomeAssistant
 from edge_agent.agent.intake import Intake
 from edge_agent.agent.lamps import Lamps
@@ -33,12 +34,15 @@ from edge_agent.agent.policy_delivery import PolicyDelivery
 from edge_agent.agent.policy_install import PolicyInstaller
 from edge_agent.agent.rollout import RolloutTracker
 from edge_agent.agent.runtime import ActivePolicy, AgentStats, Background, Links, Unflushed, topic_class
+from edge_agent.agent.shadow import Shadow, start_shadow
 from edge_agent.clock import Clock, ScaledClock
 from edge_agent.config import GatewayConfig
 from edge_agent.engine import Effect, Engine, Site
 from edge_agent.engine.engine import SiteLamp, SiteResponder
 from edge_agent.models import Event
+from edge_agent.policy.dispatch_state import parse_shift
 from edge_agent.policy.model import Policy
+from edge_agent.store import history
 from edge_agent.store.db import Store
 from edge_agent.transports.broker import EmbeddedBroker
 from edge_agent.transports.mqtt import MqttLink
@@ -67,7 +71,8 @@ def site_from_config(config: GatewayConfig) -> Site:
         longitude=gw.gateway.longitude,
         tz=config.tz,
         lamps=tuple(SiteLamp(lamp.id, lamp.group, lamp.zone) for lamp in gw.lamps),
-        responders=tuple(SiteResponder(r.id, r.role, r.x, r.y) for r in gw.responders),
+        responders=tuple(SiteResponder(r.id, r.role, r.x, r.y, parse_shift(r.shift)) for r in gw.responders),
+        locations={w.id: (w.home.x, w.home.y) for w in gw.wearables if w.home is not None},
         devices=devices,
         traces_per_rule=gw.limits.traces_per_rule,
     )
@@ -101,6 +106,8 @@ class Agent:
         self.delivery = PolicyDelivery(config, db_path)
         policy, version = self.delivery.startup_policy()
         self.site = site_from_config(config)
+        # the field history twin/calibrate fits a scenario to (alert, event, motion, link logs)
+        history.install(self.store.db, ((d, *info) for d, info in self.site.devices.items()), self.clock.now())
         self.active = ActivePolicy(Engine(policy, self.site, self.store), version)
         self.links = Links()
         self.broker: EmbeddedBroker | None = None
@@ -153,6 +160,10 @@ class Agent:
                 timers_changed=timers_changed,
                 max_payload=limits.max_payload_bytes,
             )
+        # [shadow]: a candidate policy decides beside the active one, on its own store, acting on nothing
+        self.shadow: Shadow | None = None
+        if config.shadow_policy is not None:
+            self.shadow = start_shadow(config, self.site, self.clock, self.active, self.links, self.store)
         self.intake = Intake(
             site=self.site,
             clock=self.clock,
@@ -167,6 +178,7 @@ class Agent:
             stats=self.stats,
             max_payload=limits.max_payload_bytes,
             homeassistant=self.homeassistant,
+            shadow=self.shadow,
         )
         self.flusher = Flusher(self.clock, self.store, self.active, unflushed, limits.traces_per_rule, self.stats)
         self._timers_changed = timers_changed
@@ -216,13 +228,22 @@ class Agent:
                     if north is not None:
                         group.create_task(north.run())
                         group.create_task(self.outbound.drain("north", north))
+                        group.create_task(watch_uplink(self.store, self.clock, north))
                     group.create_task(
                         run_timers(
-                            self.clock, self.store, self.active, self.outbound.apply, self._timers_changed, self.alarm
+                            self.clock,
+                            self.store,
+                            self.active,
+                            self.outbound.apply,
+                            self._timers_changed,
+                            self.alarm,
+                            shadow=self.shadow,
                         )
                     )
                     group.create_task(self.flusher.run())
                     group.create_task(self.lamps.run_rollout())
+                    if self.shadow is not None:
+                        group.create_task(self.shadow.run())
                     if self.serial is not None and self.serial.active:
                         group.create_task(self.serial.run())
                     await south.wait_connected(timeout=30)
@@ -233,6 +254,8 @@ class Agent:
             sdnotify.notify("STOPPING=1")
             self.flusher.flush()
             self.store.close()
+            if self.shadow is not None:
+                self.shadow.close()
             self.delivery.close()
 
     async def _start_engine(self) -> None:

@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from edge_agent.agent.cli_policy import policy_app
+from edge_agent.agent.cli_shadow import shadow_app
 from edge_agent.config import GatewayConfig, load_config
 from edge_agent.errors import ConfigError
 from edge_agent.talq.cli import talq_app
@@ -28,6 +29,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(policy_app, name="policy")
+app.add_typer(shadow_app, name="shadow")
 app.add_typer(talq_app, name="talq")
 console = Console()
 err = Console(stderr=True)

@@ -25,7 +25,7 @@ from edge_agent.agent.outbound import Alarm, Outbound
 from edge_agent.agent.rollout import RolloutTracker
 from edge_agent.agent.runtime import ActivePolicy, AgentStats, Unflushed, topic_class
 from edge_agent.clock import Clock
-from edge_agent.engine import Site
+from edge_agent.engine import Effect, Site
 from edge_agent.errors import ProtocolError
 from edge_agent.models import (
     SOUTH_SCHEMAS,
@@ -35,14 +35,17 @@ from edge_agent.models import (
     Heartbeat,
     LampState,
     ResponderAck,
+    ResponderResolved,
     WearableEvent,
     WearableVitals,
     decode_payload,
 )
+from edge_agent.store import history
 from edge_agent.store.db import Store
 
 if TYPE_CHECKING:
     from edge_agent.agent.homeassistant import HomeAssistant
+    from edge_agent.agent.shadow import Shadow
 
 log = logging.getLogger("edge_agent")
 
@@ -64,6 +67,7 @@ class Intake:
         stats: AgentStats,
         max_payload: int,
         homeassistant: HomeAssistant | None = None,
+        shadow: Shadow | None = None,
     ) -> None:
         self.gateway = site.gateway
         self.devices = site.devices
@@ -79,6 +83,7 @@ class Intake:
         self.stats = stats
         self.max_payload = max_payload
         self.homeassistant = homeassistant  # [homeassistant] enabled: its commands and births
+        self.shadow = shadow  # [shadow]: fed each committed input, after the commit
         self.policy_topic = topics.policy(site.gateway)
         self._last_faults: dict[str, int] = {}
 
@@ -148,11 +153,22 @@ class Intake:
         event = self._decode_south(topic, payload)
         if event is None:
             return False
+        if isinstance(event, ResponderResolved):  # the responder is available again
+            parts = topics.split(self.gateway, topic)
+            with self.store.transaction():
+                resolved = self.active.engine.resolve(event.alert_id, parts[1] if parts else "?", self.clock.now())
+                self.outbound.apply(resolved)
+            self.timers_changed.set()
+            return True
         if isinstance(event, ResponderAck):
             parts = topics.split(self.gateway, topic)
             responder = parts[1] if parts else "?"
+            now = self.clock.now()
             with self.store.transaction():
-                self.outbound.apply(self.active.engine.acknowledge(event.alert_id, responder, self.clock.now()))
+                acked = self.active.engine.acknowledge(event.alert_id, responder, now)
+                self.outbound.apply(acked)
+            if self.shadow is not None:
+                self.shadow.on_ack(event.alert_id, responder, now, acked)
             return True
         return self.handle_event(event)
 
@@ -192,16 +208,22 @@ class Intake:
             elif isinstance(seq, int) and not self.store.first_time(event.device, seq, event.ts):
                 self.stats.duplicates += 1  # a redelivery of a message already handled
                 return durable
+            history.record(self.store.db, event)  # what twin/calibrate fits: same commit
+            decided: list[Effect] = []
             for one in events:
-                self.outbound.apply(engine.handle(one))
+                effects = engine.handle(one)
+                self.outbound.apply(effects)
+                decided += effects
             if lamp_state:
                 self.outbound.telemetry(event.device, event.data)
         self.timers_changed.set()
+        if self.shadow is not None:
+            self.shadow.on_events(events, decided)
         if self.homeassistant is not None:
             self.homeassistant.observe(event)
         return durable
 
-    def _decode_south(self, topic: str, payload: bytes) -> Event | ResponderAck | None:
+    def _decode_south(self, topic: str, payload: bytes) -> Event | ResponderAck | ResponderResolved | None:
         parts = topics.split(self.gateway, topic)
         if parts is None:
             raise ProtocolError("unknown_topic", where=topic)
@@ -211,6 +233,9 @@ class Intake:
         if kind == "responder" and channel == "ack":
             ack: ResponderAck = decode_payload(ResponderAck, payload, where=topic)
             return ack
+        if kind == "responder" and channel == "resolved":
+            resolved: ResponderResolved = decode_payload(ResponderResolved, payload, where=topic)
+            return resolved
         schema = SOUTH_SCHEMAS.get((kind, channel))
         if schema is None:
             raise ProtocolError("unknown_topic", where=topic)

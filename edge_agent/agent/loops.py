@@ -12,11 +12,15 @@ import asyncio
 import logging
 import sqlite3
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from edge_agent.agent.runtime import ActivePolicy, AgentStats, Unflushed
 from edge_agent.clock import Clock
 from edge_agent.engine import Effect
 from edge_agent.store.db import Store
+
+if TYPE_CHECKING:
+    from edge_agent.agent.shadow import Shadow
 
 log = logging.getLogger("edge_agent")
 
@@ -30,9 +34,11 @@ async def run_timers(
     apply: Callable[[list[Effect]], None],
     timers_changed: asyncio.Event,
     alarm: Callable[[str, str], None],
+    shadow: Shadow | None = None,
 ) -> None:
     """Fire due timers and re-decide lamp levels at each minute of the timeline. A store that
-    refuses the commit sounds the alarm; what was due is tried again (it stays due)."""
+    refuses the commit sounds the alarm; what was due is tried again (it stays due). A
+    ``shadow`` (shadow mode) is told each committed wake-up, after the commit."""
     next_minute = (clock.now() // 60.0 + 1.0) * 60.0
     while True:
         due = active.engine.next_due()
@@ -48,13 +54,17 @@ async def run_timers(
             with store.transaction():
                 engine = active.engine
                 effects = engine.fire_due(now)
-                if now >= next_minute:
+                minute = now >= next_minute
+                if minute:
                     effects.extend(engine.tick_lighting(now))
                     next_minute = (now // 60.0 + 1.0) * 60.0
                 apply(effects)
         except sqlite3.Error as exc:  # a store that refuses writes: alarm, and again in a moment
             alarm("storage", f"timers and the lighting minute cannot be stored: {exc}")
             await asyncio.sleep(STORE_RETRY_S)
+        else:
+            if shadow is not None:
+                shadow.on_time(now, effects, minute)
 
 
 class Flusher:

@@ -90,7 +90,9 @@ class Outbound:
         first responder); escalations, acks and exhausted chains are later changes."""
         status = str(alert["status"])
         self.stats.alert_changes[status] += 1
-        if status == "raised" or (status == "notified" and alert["step"] == 0):
+        # an alert's first change is at its creation: raised (no chain), notified (at whatever
+        # step has a free responder) or queued (nobody free); later changes carry a later time
+        if status == "raised" or (status in ("notified", "queued") and alert["updated"] == alert["created"]):
             self.stats.alerts_raised += 1
 
     def telemetry(self, lamp: str, values: dict[str, Any]) -> None:

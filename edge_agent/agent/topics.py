@@ -15,6 +15,7 @@ south (devices and responders, on the local broker)
   wearable/<id>/heartbeat    wearable -> gateway Heartbeat
   responder/<id>/alert       gateway -> responder AlertMessage (QoS 1)
   responder/<id>/ack         responder -> gateway ResponderAck
+  responder/<id>/resolved    responder -> gateway ResponderResolved: available again
   alarm                      gateway -> operator local alarm: the gateway cannot keep a promise
 north (the city platform; the south broker when there is no uplink)
   status                     retained "online" / "offline" (birth and last will, on both links)
@@ -24,6 +25,7 @@ north (the city platform; the south broker when there is no uplink)
   policy                     centre -> gateway   retained signed policy bundle
   policy/ack                 gateway -> centre   accepted / already_active / rejected + reason
   rollout                    gateway -> centre   retained {policy_version, lamps, on_version, retries}
+  shadow/report              gateway -> centre   ShadowReport of one day: candidate vs active ([shadow])
 
 Home Assistant (opt-in, ``[homeassistant] enabled = true``; south broker): a second registry,
 ``HOMEASSISTANT_CLASSES``, apart because its classes exist only when the feature is on (the
@@ -93,6 +95,9 @@ TOPIC_CLASSES: tuple[TopicClass, ...] = (
     TopicClass("wearable_vitals", "wearable/{wearable}/vitals", SOUTH, "wearable", 1, False, "WearableVitals"),
     TopicClass("wearable_heartbeat", "wearable/{wearable}/heartbeat", SOUTH, "wearable", 1, False, "Heartbeat"),
     TopicClass("responder_ack", "responder/{responder}/ack", SOUTH, "responder", 1, False, "ResponderAck"),
+    TopicClass(
+        "responder_resolved", "responder/{responder}/resolved", SOUTH, "responder", 1, False, "ResponderResolved"
+    ),
     # south, gateway -> devices, responders and whoever watches the local broker
     TopicClass("lamp_set", "lamp/{lamp}/set", SOUTH, "gateway", 1, False, "LampCommand"),
     TopicClass("lamp_program", "lamp/{lamp}/program", SOUTH, "gateway", 1, True, "LampProgram"),
@@ -106,6 +111,7 @@ TOPIC_CLASSES: tuple[TopicClass, ...] = (
     TopicClass("policy", "policy", NORTH, "centre", 1, True, "signed policy bundle"),
     TopicClass("policy_ack", "policy/ack", NORTH, "gateway", 1, False, "PolicyAck"),
     TopicClass("rollout", "rollout", NORTH, "gateway", 1, True, "RolloutSummary"),
+    TopicClass("shadow_report", "shadow/report", NORTH, "gateway", 1, False, "ShadowReport (one day)"),
 )
 
 BY_NAME: dict[str, TopicClass] = {topic_class.name: topic_class for topic_class in TOPIC_CLASSES}
@@ -182,6 +188,10 @@ def policy_ack(gateway: str) -> str:
 
 def rollout(gateway: str) -> str:
     return build(gateway, "rollout")
+
+
+def shadow_report(gateway: str) -> str:
+    return build(gateway, "shadow_report")
 
 
 # ----- subscriptions and parsing ---------------------------------------------------------------

@@ -17,12 +17,13 @@ from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from edge_agent.engine.effects import AlertChanged, Effect, LampSet, NotifyResponder, PublishRequest
+from edge_agent.engine.dispatching import GatewayDispatch
+from edge_agent.engine.effects import AlertChanged, Effect, LampSet, PublishRequest
 from edge_agent.engine.lighting import LampState, LightingController, LocalTime, local_time
 from edge_agent.engine.rules import CompiledRule, compile_rule, render
 from edge_agent.engine.schedule import next_fire
 from edge_agent.models import Event
-from edge_agent.policy.dispatch import choose_responder
+from edge_agent.policy.dispatch_state import FULL_DAY
 from edge_agent.policy.expr import evaluate
 from edge_agent.policy.model import Notify, Policy, Publish, RaiseAlert, SetLamp
 from edge_agent.policy.programs import compile_programs
@@ -46,6 +47,7 @@ class SiteResponder:
     role: str
     x: float = 0.0
     y: float = 0.0
+    shift: tuple[float, float] = FULL_DAY  # local clock minutes; may wrap midnight
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,8 @@ class Site:
     devices: Mapping[str, tuple[str, str | None, str | None]] = field(default_factory=dict)
     # device id -> (kind, group, zone), for absence timers of devices never heard from
     traces_per_rule: int = 20
+    # device id -> (x, y) metres from the gateway: where its alerts are dispatched from
+    locations: Mapping[str, tuple[float, float]] = field(default_factory=dict)
 
 
 class _Context(Mapping[str, Any]):
@@ -139,17 +143,8 @@ class Engine:
         self.unsaved_traces: deque[dict[str, Any]] = deque(maxlen=10_000)
         self._heap: list[tuple[float, str]] = []
         self._timers: dict[str, Timer] = {}
-        self._chains = {
-            name: (
-                chain,
-                parse_duration(chain.ack_timeout),
-                tuple(chain.roles.index(r.role) if r.role in chain.roles else -1 for r in site.responders),
-            )
-            for name, chain in policy.chains.items()
-        }
-        self._rx = tuple(r.x for r in site.responders)
-        self._ry = tuple(r.y for r in site.responders)
-        self._available = tuple(True for _ in site.responders)
+        # who is notified, busy or off shift; which responder an alert gets (the twin's code)
+        self.dispatch = GatewayDispatch(policy, site, store, self._put_timer, self._drop_timer, self._schedule)
         self._elevation_cache: tuple[float, float] = (-1.0, 0.0)
 
     # ----- start ------------------------------------------------------------------------------
@@ -185,7 +180,8 @@ class Engine:
                                 },
                             )
                         )
-        return list(self.lighting.tick(now))
+        effects: list[Effect] = list(self.dispatch.start(now, self._timers))
+        return effects + list(self.lighting.tick(now))
 
     # ----- events -----------------------------------------------------------------------------
     def handle(self, event: Event) -> list[Effect]:
@@ -301,24 +297,30 @@ class Engine:
 
     # ----- acknowledgements -------------------------------------------------------------------
     def acknowledge(self, alert_id: str, responder: str, now: float) -> list[Effect]:
-        """A responder acknowledged: stop escalating. Unknown or repeated acks change nothing."""
-        alert = self.store.alert(alert_id)
-        if alert is None or alert["status"] in ("acknowledged",):
-            return []
-        alert.update(status="acknowledged", responder=responder, updated=now)
-        self.store.put_alert(alert)
-        self._drop_timer(f"escalate:{alert_id}")
-        self._trace(
-            {
-                "rule": alert["rule"],
-                "ts": now,
-                "trigger": {"type": "ack", "alert": alert_id, "responder": responder},
-                "condition": None,
-                "actions": ["acknowledged"],
-                "duration_us": 0,
-            }
-        )
-        return [AlertChanged(alert)]
+        """A responder acknowledged: stop escalating; the responder is busy until the alert is
+        resolved. Unknown, repeated or refused acks (edge_agent/policy/dispatch_state.py) change
+        nothing."""
+        return self._dispatch_trace(self.dispatch.ack(alert_id, responder, now), "ack", alert_id, responder, now)
+
+    def resolve(self, alert_id: str, responder: str, now: float) -> list[Effect]:
+        """The busy responder resolved the alert: available again. Others change nothing."""
+        effects = self.dispatch.resolve(alert_id, responder, now)
+        return self._dispatch_trace(effects, "resolve", alert_id, responder, now)
+
+    def _dispatch_trace(self, effects: list[Effect], kind: str, alert_id: str, who: str, now: float) -> list[Effect]:
+        changed = [e.alert for e in effects if isinstance(e, AlertChanged)]
+        if changed:
+            self._trace(
+                {
+                    "rule": changed[0]["rule"],
+                    "ts": now,
+                    "trigger": {"type": kind, "alert": alert_id, "responder": who},
+                    "condition": None,
+                    "actions": [f"{a['alert_id']} {a['status']} -> {a['responder']}" for a in changed],
+                    "duration_us": 0,
+                }
+            )
+        return effects
 
     # ----- time -------------------------------------------------------------------------------
     def next_due(self) -> float | None:
@@ -334,13 +336,36 @@ class Engine:
     def fire_due(self, now: float) -> list[Effect]:
         """Fire every timer due at ``now``. Call inside a store transaction."""
         effects: list[Effect] = []
+        together: list[Timer] = []  # dispatch timers of one due time: fired as one batch
         while True:
             due = self.next_due()
+            if together and due != together[0].due:
+                effects.extend(self._fire_dispatch(together, now))
+                together = []
             if due is None or due > now:
                 return effects
             _, key = heapq.heappop(self._heap)
             timer = self._timers[key]
+            if timer.kind in ("escalate", "resolve", "shift"):
+                if timer.kind == "shift":
+                    del self._timers[key]  # in memory, like boosts: computed again at start
+                else:
+                    self._drop_timer(key)
+                together.append(timer)
+                continue
             effects.extend(self._fire(timer, now))
+
+    def _fire_dispatch(self, timers: list[Timer], now: float) -> list[Effect]:
+        effects = self.dispatch.fire(timers, now)
+        for timer in timers:
+            if timer.kind != "shift":
+                alert_id = timer.data["alert_id"]
+                mine: list[Effect] = [
+                    e for e in effects if isinstance(e, AlertChanged) and e.alert["alert_id"] == alert_id
+                ]
+                trigger = "escalation" if timer.kind == "escalate" else "resolve_timeout"
+                self._dispatch_trace(mine, trigger, alert_id, "", now)
+        return effects
 
     def _fire(self, timer: Timer, now: float) -> list[Effect]:
         data = timer.data
@@ -359,8 +384,6 @@ class Engine:
         self._drop_timer(timer.timer_id)
         if kind == "override":
             return list(self.lighting.release(data["lamps"], now))
-        if kind == "escalate":
-            return self._escalate(data["alert_id"], now)
         rule = self.rules_by_id.get(data.get("rule", ""))
         if rule is None:
             return []
@@ -501,77 +524,22 @@ class Engine:
             "status": "raised",
             "updated": now,
         }
-        if chain is not None:
-            self._notify_step(alert, 0, now, effects)
+        self.store.put_alert(alert)
+        if chain is not None and chain in self.policy.chains:
+            effects.extend(self.dispatch.incident(alert, now))
         else:
-            self.store.put_alert(alert)
             effects.append(AlertChanged(dict(alert)))
         return alert
-
-    def _notify_step(self, alert: dict[str, Any], step: int, now: float, effects: list[Effect]) -> None:
-        chain, ack_timeout, ranks = self._chains[alert["chain"]]
-        n = len(self.site.responders)
-        while step < len(chain.roles):
-            index = choose_responder(0.0, 0.0, self._rx, self._ry, self._available, ranks, n, step)
-            if index >= 0:
-                responder = self.site.responders[index].id
-                alert.update(
-                    step=step,
-                    responder=responder,
-                    status="notified" if step == 0 else "escalated",
-                    updated=now,
-                )
-                self.store.put_alert(alert)
-                self._put_timer(
-                    Timer(
-                        f"escalate:{alert['alert_id']}",
-                        now + ack_timeout,
-                        "escalate",
-                        {"alert_id": alert["alert_id"]},
-                    )
-                )
-                effects.append(NotifyResponder(responder, dict(alert)))
-                effects.append(AlertChanged(dict(alert)))
-                return
-            step += 1
-        if chain.repeat_last and alert["responder"] is not None:
-            self._put_timer(
-                Timer(
-                    f"escalate:{alert['alert_id']}",
-                    now + ack_timeout,
-                    "escalate",
-                    {"alert_id": alert["alert_id"]},
-                )
-            )
-            effects.append(NotifyResponder(alert["responder"], dict(alert)))
-            return
-        alert.update(status="unacknowledged", updated=now)
-        self.store.put_alert(alert)
-        effects.append(AlertChanged(dict(alert)))
-
-    def _escalate(self, alert_id: str, now: float) -> list[Effect]:
-        alert = self.store.alert(alert_id)
-        if alert is None or alert["status"] in ("acknowledged", "unacknowledged"):
-            return []
-        effects: list[Effect] = []
-        previous = alert["responder"]
-        self._notify_step(alert, int(alert["step"]) + 1, now, effects)
-        self._trace(
-            {
-                "rule": alert["rule"],
-                "ts": now,
-                "trigger": {"type": "escalation", "alert": alert_id, "unanswered": previous},
-                "condition": None,
-                "actions": [f"{alert['status']} -> {alert['responder']}"],
-                "duration_us": 0,
-            }
-        )
-        return effects
 
     # ----- timers and traces ------------------------------------------------------------------
     def _put_timer(self, timer: Timer) -> None:
         self._timers[timer.timer_id] = timer
         self.store.put_timer(timer)
+        heapq.heappush(self._heap, (timer.due, timer.timer_id))
+
+    def _schedule(self, timer: Timer) -> None:
+        """An in-memory timer (not persisted)."""
+        self._timers[timer.timer_id] = timer
         heapq.heappush(self._heap, (timer.due, timer.timer_id))
 
     def _drop_timer(self, key: str) -> None:

@@ -51,6 +51,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from edge_agent.errors import PolicyError
+from edge_agent.policy.shadow_report import ShadowReport
 
 __all__ = [
     "DEFAULT_MAX_ENVELOPE_BYTES",
@@ -150,7 +151,7 @@ class Gate(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         return self.value <= self.limit if self.op == "<=" else self.value >= self.limit
 
 
-class ValidationRecord(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class ValidationRecord(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
     """What ``twin validate`` writes: the policy's hash bound to a scenario's KPIs and gates.
 
     Unknown fields are refused so that :func:`record_sha256` covers everything a record says.
@@ -164,6 +165,7 @@ class ValidationRecord(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     passed: bool
     created_at: str | int  # ISO 8601 text or epoch seconds
     tool_version: str
+    shadow: ShadowReport | None = None  # field evidence: the candidate's shadow run on a gateway
 
 
 _RECORD_DECODER: Final = msgspec.json.Decoder(ValidationRecord)
@@ -212,6 +214,8 @@ def check_validation_record(record: ValidationRecord, payload: bytes) -> None:
         )
     if not record.gates:
         raise PolicyError(Reason.VALIDATION_INCONSISTENT, "the record has no gates")
+    if record.shadow is not None and record.shadow.candidate_sha256 != actual:  # field evidence of another file
+        raise PolicyError(Reason.VALIDATION_INCONSISTENT, "the record's shadow report is for another policy file")
     for gate in record.gates:
         if gate.kpi not in record.kpis or record.kpis[gate.kpi] != gate.value:
             raise PolicyError(

@@ -12,33 +12,28 @@ switch-off; steps are ordered in "night time" (minutes since local noon) so that
 
 from __future__ import annotations
 
-import math
-
-from edge_agent.policy.sun import ZENITH_CIVIL, ZENITH_OFFICIAL, sun_event_minute
+from edge_agent.policy.sun import (
+    SUN_ALWAYS_ABOVE,
+    SUN_ALWAYS_BELOW,
+    ZENITH_CIVIL,
+    ZENITH_OFFICIAL,
+    sun_event,
+)
 
 # How a switch time is given (ProgramArrays.on_kind / off_kind).
 SWITCH_SUN = 0  # sunset (evening) / sunrise (morning), plus an offset in minutes
 SWITCH_CIVIL = 1  # civil dusk (evening) / civil dawn (morning), plus an offset
 SWITCH_CLOCK = 2  # a fixed clock minute
 
+# The polar rule's switch minutes (see ``night_switch_minutes``).
+MINUTES_PER_NIGHT = 1440.0
+NIGHT_START = 720.0  # local noon: the first minute of a night (on, when the sun never rose that day)
+NIGHT_END = 2160.0  # the next local noon: off at the end of the night (the sun does not rise next day)
+
 
 def night_minute(minute_of_day: float) -> float:
     """Minutes since local noon: orders a night's events from evening into the morning."""
     return (minute_of_day - 720.0) % 1440.0
-
-
-def switch_minute(kind: int, value: float, sun_minute: float, civil_minute: float) -> float:
-    """The local minute a program switches, from its kind, offset or clock value and the sun.
-
-    If the sun does not cross the horizon that day (NaN), the sun-based switch falls back to
-    the clock value treated as an offset from 18:00 (evening) so lamps still light.
-    """
-    if kind == SWITCH_CLOCK:
-        return value
-    base = sun_minute if kind == SWITCH_SUN else civil_minute
-    if math.isnan(base):
-        return 1080.0 + value
-    return base + value
 
 
 def night_of(epoch_day: int, minute_of_day: float) -> int:
@@ -59,25 +54,52 @@ def night_switch_minutes(
     """(on, off) local minutes of the night that starts on the evening of ``night_day``.
 
     On comes from that evening's sunset or dusk; off from the next morning's sunrise or dawn.
+
+    The polar rule, for a sun-based switch whose sun event does not happen (``sun_event``):
+
+    - evening, sun below the zenith all day (polar night): on at :data:`NIGHT_START` (local
+      noon, the night's first minute): it is night all day, the program runs from the start;
+    - evening, sun above the zenith all day (polar day): the switch-on never fires, the lamp
+      stays off the whole night, whatever the off switch (returns ``(NIGHT_START, NIGHT_START)``);
+    - morning, sun below all the next day (polar night): off at :data:`NIGHT_END` (the next
+      local noon, the night's end);
+    - morning, sun above all the next day (polar day): off at local midnight (0): the sun is up
+      from the first minute of that day.
+
+    Offsets (``sunset+5m``) do not apply to these polar substitutes; clock switches and the
+    dimming steps (by clock) are unaffected. Consecutive polar nights are therefore lit without
+    a gap, with the program's steps; polar days are dark except what clock switches light.
     """
-    sunset = sun_event_minute(night_day, latitude, longitude, utc_offset_minutes, ZENITH_OFFICIAL, False)
-    dusk = sun_event_minute(night_day, latitude, longitude, utc_offset_minutes, ZENITH_CIVIL, False)
-    sunrise = sun_event_minute(night_day + 1, latitude, longitude, utc_offset_minutes, ZENITH_OFFICIAL, True)
-    dawn = sun_event_minute(night_day + 1, latitude, longitude, utc_offset_minutes, ZENITH_CIVIL, True)
-    on = switch_minute(on_kind, on_value, sunset, dusk)
+    on_zenith = ZENITH_OFFICIAL if on_kind == SWITCH_SUN else ZENITH_CIVIL
+    off_zenith = ZENITH_OFFICIAL if off_kind == SWITCH_SUN else ZENITH_CIVIL
+    if on_kind == SWITCH_CLOCK:
+        on = on_value
+    else:
+        evening, state = sun_event(night_day, latitude, longitude, utc_offset_minutes, on_zenith, False)
+        if state == SUN_ALWAYS_ABOVE:
+            return NIGHT_START, NIGHT_START
+        on = NIGHT_START if state == SUN_ALWAYS_BELOW else evening + on_value
     if off_kind == SWITCH_CLOCK:
         off = off_value
-    elif math.isnan(sunrise if off_kind == SWITCH_SUN else dawn):
-        off = 360.0 + off_value
     else:
-        off = (sunrise if off_kind == SWITCH_SUN else dawn) + off_value
+        morning, state = sun_event(night_day + 1, latitude, longitude, utc_offset_minutes, off_zenith, True)
+        if state == SUN_ALWAYS_BELOW:
+            off = NIGHT_END
+        elif state == SUN_ALWAYS_ABOVE:
+            off = 0.0
+        else:
+            off = morning + off_value
     return on, off
 
 
 def is_lit(minute_of_day: float, on_minute: float, off_minute: float) -> bool:
-    """Whether a night program has the lamp on at this minute (on in the evening, off in the morning)."""
+    """Whether a night program has the lamp on at this minute (on in the evening, off in the morning).
+
+    ``off_minute >= NIGHT_END`` means "at the end of the night" (the next local noon).
+    """
     now = night_minute(minute_of_day)
-    return night_minute(on_minute) <= now < night_minute(off_minute)
+    end = MINUTES_PER_NIGHT if off_minute >= NIGHT_END else night_minute(off_minute)
+    return night_minute(on_minute) <= now < end
 
 
 def program_level(
@@ -168,7 +190,6 @@ def decide_level(
 # Functions the twin registers with numba (register_jitable) so its kernels call these very ones.
 JITABLE = (
     night_minute,
-    switch_minute,
     night_of,
     night_switch_minutes,
     is_lit,

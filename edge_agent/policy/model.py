@@ -135,11 +135,14 @@ class Rule(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True
 
 
 class Chain(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    """Responder chain: roles in escalation order; each step waits ``ack_timeout`` for an ack."""
+    """Responder chain: roles in escalation order; each step waits ``ack_timeout`` for an ack.
+    An acknowledging responder is busy until the alert is resolved, or ``resolve_timeout``
+    after the acknowledgement (edge_agent/policy/dispatch_state.py)."""
 
     roles: list[Name]
     ack_timeout: str | int = "2m"
     repeat_last: bool = False
+    resolve_timeout: str | int = "2h"
 
 
 class Header(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -268,6 +271,7 @@ def parse_policy(data: bytes, source: str = "<policy>") -> Policy:
         if chain is not None:
             chains[name] = chain
             _check_duration(chain.ack_timeout, source, f"chains.{name}.ack_timeout", problems)
+            _check_duration(chain.resolve_timeout, source, f"chains.{name}.resolve_timeout", problems)
             if not chain.roles:
                 problems.append(Problem(source, f"chains.{name}.roles", "expected at least one role"))
     rules: list[Rule] = []

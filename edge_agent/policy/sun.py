@@ -7,6 +7,10 @@ degrees of refraction (docs/DOMAIN.md#sun); astral 3.x uses the same equations a
 
 Days are counted as ``epoch_day``: days since 1970-01-01 of the *local* date. Minutes are local
 minutes of that day (may fall outside 0..1440 near the poles or with large offsets).
+
+Polar days and nights: when the sun does not cross a zenith on a day, :func:`sun_event` says
+whether it stays above (polar day) or below (polar night); the lighting decision turns that into
+its polar rule (``edge_agent.policy.lighting.night_switch_minutes``).
 """
 
 from __future__ import annotations
@@ -53,6 +57,44 @@ def _sun_geometry(jc: float) -> tuple[float, float]:
     return declination, eq_time
 
 
+# Whether the sun crosses a zenith on a day (``sun_event``'s second value).
+SUN_CROSSES = 0
+SUN_ALWAYS_ABOVE = 1  # polar day for that zenith: no rising, no setting
+SUN_ALWAYS_BELOW = -1  # polar night for that zenith
+
+
+def sun_event(
+    epoch_day: int,
+    latitude: float,
+    longitude: float,
+    utc_offset_minutes: float,
+    zenith: float,
+    rising: bool,
+) -> tuple[float, int]:
+    """(local minute, state) of the sun crossing ``zenith``, rising or setting, on a local day.
+
+    ``state`` is :data:`SUN_CROSSES` with the minute, or :data:`SUN_ALWAYS_ABOVE` /
+    :data:`SUN_ALWAYS_BELOW` with NaN when the sun does not cross that zenith that day (polar day
+    / polar night; decided by the same iteration that would give the minute, so a NaN minute
+    always comes with its reason).
+    """
+    minute = 720.0 - 90.0 if rising else 720.0 + 90.0  # first guess, refined below
+    lat = math.radians(latitude)
+    for _ in range(3):
+        jd = _JD_UNIX_EPOCH + epoch_day + (minute - utc_offset_minutes) / 1440.0
+        declination, eq_time = _sun_geometry(_julian_century(jd))
+        decl = math.radians(declination)
+        cos_ha = math.cos(math.radians(zenith)) / (math.cos(lat) * math.cos(decl)) - math.tan(lat) * math.tan(decl)
+        if cos_ha > 1.0:
+            return math.nan, SUN_ALWAYS_BELOW
+        if cos_ha < -1.0:
+            return math.nan, SUN_ALWAYS_ABOVE
+        hour_angle = math.degrees(math.acos(cos_ha))
+        noon = 720.0 - 4.0 * longitude - eq_time + utc_offset_minutes
+        minute = noon - 4.0 * hour_angle if rising else noon + 4.0 * hour_angle
+    return minute, SUN_CROSSES
+
+
 def sun_event_minute(
     epoch_day: int,
     latitude: float,
@@ -63,21 +105,9 @@ def sun_event_minute(
 ) -> float:
     """Local minute of the day when the sun crosses ``zenith``, rising or setting.
 
-    Returns NaN when it does not cross that day (polar day or night).
+    Returns NaN when it does not cross that day (polar day or night; :func:`sun_event` says which).
     """
-    minute = 720.0 - 90.0 if rising else 720.0 + 90.0  # first guess, refined below
-    lat = math.radians(latitude)
-    for _ in range(3):
-        jd = _JD_UNIX_EPOCH + epoch_day + (minute - utc_offset_minutes) / 1440.0
-        declination, eq_time = _sun_geometry(_julian_century(jd))
-        decl = math.radians(declination)
-        cos_ha = math.cos(math.radians(zenith)) / (math.cos(lat) * math.cos(decl)) - math.tan(lat) * math.tan(decl)
-        if cos_ha > 1.0 or cos_ha < -1.0:
-            return math.nan
-        hour_angle = math.degrees(math.acos(cos_ha))
-        noon = 720.0 - 4.0 * longitude - eq_time + utc_offset_minutes
-        minute = noon - 4.0 * hour_angle if rising else noon + 4.0 * hour_angle
-    return minute
+    return sun_event(epoch_day, latitude, longitude, utc_offset_minutes, zenith, rising)[0]
 
 
 def solar_elevation(epoch_seconds: float, latitude: float, longitude: float) -> float:
@@ -95,4 +125,4 @@ def solar_elevation(epoch_seconds: float, latitude: float, longitude: float) -> 
 
 
 # Functions the twin registers with numba (register_jitable) so its kernels call these very ones.
-JITABLE = (_julian_century, _sun_geometry, sun_event_minute, solar_elevation)
+JITABLE = (_julian_century, _sun_geometry, sun_event, sun_event_minute, solar_elevation)

@@ -156,7 +156,7 @@ def switch_on_divergence(switching: Switching, site: Site | None) -> list[tuple[
     """Steps (by index) that TALQ would apply from a sun-based switch-on where we use the base level.
 
     Also reports (index -1) when the sun does not rise or set on some nights at the site: the
-    gateway then falls back to 18:00/06:00 plus the offset, which TALQ does not define.
+    gateway then applies its polar rule (``night_switch_minutes``), which TALQ does not define.
     """
     found: dict[int, str] = {}
     if switching.on_kind == SWITCH_CLOCK:
@@ -194,8 +194,9 @@ def switch_on_divergence(switching: Switching, site: Site | None) -> list[tuple[
             )
     if polar:
         found[-1] = (
-            f"the sun does not cross the horizon for {polar} switch events at this site: the gateway falls back "
-            "to 18:00/06:00 plus the offset, TALQ leaves it to the controller"
+            f"the sun does not cross the horizon for {polar} switch events at this site: the gateway applies "
+            "its polar rule (polar night: lit from noon to noon; polar day: the sun switch never fires), "
+            "TALQ leaves it to the controller"
         )
     return sorted(found.items())
 

@@ -43,11 +43,19 @@ async def test_metrics_count_what_the_gateway_did(tmp_path: Path, mqtt_broker: B
             await obs.publish("wearable/W1/event", {"event": "sos", "seq": seq})
         await obs.publish("wearable/W1/vitals", {"battery": 80})
         await obs.publish("wearable/W1/vitals", b"{broken")
-        alerts = await eventually(lambda: len(obs.on("responder/doc1/alert")) == 3 and obs.on("responder/doc1/alert"))
-        await obs.publish("responder/doc1/ack", {"alert_id": alerts[0]["alert_id"]})
-        await eventually(lambda: agent.store.alert(alerts[0]["alert_id"])["status"] == "acknowledged")  # type: ignore[index]
-        await clock.advance(121.0)  # the other two go unanswered: escalated to doc2
-        await eventually(lambda: len(obs.on("responder/doc2/alert")) == 2, what="escalations")
+        # doc1 gets the first SOS, doc2 (doc1 being asked) the second; the third waits (queued)
+        await eventually(lambda: obs.on("responder/doc1/alert") and obs.on("responder/doc2/alert"))
+        first = obs.on("responder/doc1/alert")[0]["alert_id"]
+        await eventually(lambda: "queued" in [a["status"] for a in agent.store.alerts()], what="the third queued")
+        await clock.advance(1.0)
+        await obs.publish("responder/doc1/ack", {"alert_id": first})
+        await obs.publish("responder/doc1/resolved", {"alert_id": first})  # doc1 free: takes the third
+        await eventually(lambda: len(obs.on("responder/doc1/alert")) == 2, what="the queued alert to doc1")
+        await clock.advance(120.0)  # the other two go unanswered: each escalates round the chain
+        await eventually(
+            lambda: len(obs.on("responder/doc2/alert")) == 2 and len(obs.on("responder/doc1/alert")) == 3,
+            what="escalations",
+        )
 
         async def scraped() -> dict[tuple[str, tuple[tuple[str, str], ...]], float] | None:
             status, headers, body = await aget(url)
@@ -61,6 +69,7 @@ async def test_metrics_count_what_the_gateway_did(tmp_path: Path, mqtt_broker: B
             )
             return samples if done else None
 
+        alert_ids = [a["alert_id"] for a in agent.store.alerts()]
         samples = None
         for _ in range(100):
             samples = await scraped()
@@ -76,10 +85,12 @@ async def test_metrics_count_what_the_gateway_did(tmp_path: Path, mqtt_broker: B
     assert value(samples, "edge_agent_messages_rejected_total", reason="bad_json") == 1
     assert value(samples, "edge_agent_alert_changes_total", status="notified") == 3
     assert value(samples, "edge_agent_alert_changes_total", status="acknowledged") == 1
+    assert value(samples, "edge_agent_alert_changes_total", status="queued") == 1
+    assert value(samples, "edge_agent_alert_changes_total", status="resolved") == 1
     assert value(samples, "edge_agent_alert_changes_total", status="escalated") == 2
     assert value(samples, "edge_agent_escalations_total") == 2
     assert value(samples, "edge_agent_responder_notifications_total") == 5
-    assert value(samples, "edge_agent_alerts", status="acknowledged") == 1
+    assert value(samples, "edge_agent_alerts", status="resolved") == 1
     assert value(samples, "edge_agent_alerts", status="escalated") == 2
     assert value(samples, "edge_agent_mqtt_connected", link="south") == 1
     assert value(samples, "edge_agent_mqtt_connected", link="north") == 1
@@ -89,7 +100,7 @@ async def test_metrics_count_what_the_gateway_did(tmp_path: Path, mqtt_broker: B
     assert ("edge_agent_outbox_oldest_age_seconds", (("link", "north"),)) in samples
     assert value(samples, "process_resident_memory_bytes") > 10e6
     # bounded cardinality: no label value names a device, a responder or an alert
-    names = {"W1", "L1", "L2", "L3", "C1", "doc1", "doc2", *(a["alert_id"] for a in alerts)}
+    names = {"W1", "L1", "L2", "L3", "C1", "doc1", "doc2", *alert_ids}
     assert not [key for key in samples if names & {v for _, v in key[1]}]
 
 

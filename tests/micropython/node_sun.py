@@ -9,10 +9,13 @@ import sun
 lat, lon, off = float(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])
 first, days = int(sys.argv[4]), int(sys.argv[5])
 for d in range(first, first + days):
-    print("%d %.4f %.4f %.4f %.4f" % (
-        d,
-        sun.event_minute(d, lat, lon, off, 90.833, False),
-        sun.event_minute(d, lat, lon, off, 90.833, True),
-        sun.event_minute(d, lat, lon, off, 96.0, False),
-        sun.event_minute(d, lat, lon, off, 96.0, True),
-    ))
+    print(
+        "%d %.4f %.4f %.4f %.4f"
+        % (
+            d,
+            sun.event_minute(d, lat, lon, off, 90.833, False),
+            sun.event_minute(d, lat, lon, off, 90.833, True),
+            sun.event_minute(d, lat, lon, off, 96.0, False),
+            sun.event_minute(d, lat, lon, off, 96.0, True),
+        )
+    )

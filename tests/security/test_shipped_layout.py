@@ -19,7 +19,9 @@ from pathlib import Path
 import msgspec
 
 from edge_agent.agent import acl, topics
+from edge_agent.agent.shadow import queue_report
 from edge_agent.agent.topics import BOTH, NORTH, SOUTH, TOPIC_CLASSES
+from edge_agent.policy.shadow_report import ShadowReport
 from tests.security.aclfile import sample
 from tests.security.city import CENTRE, Inbox, Pki, city_broker, receiving
 from tests.security.layout import running, uplink, write_gateway
@@ -88,6 +90,10 @@ async def test_agent_on_the_shipped_layout_reaches_the_centre_with_every_north_c
                     bundle = gateway.bundle(version=1)
                     assert await publish_code(centre, topics.policy(a), bundle, retain=True) == 0
                     agent.alarm("drill", "security test drill")
+                    drill = ShadowReport(
+                        gateway=a, candidate="drill", candidate_sha256="0" * 64, days_planned=1, started=""
+                    )
+                    queue_report(agent.store, agent.links, drill, time.time())  # as shadow mode does at a day's end
 
                     north_classes = await classes_seen(north, a, GATEWAY_NORTH)
                     ack = msgspec.json.decode(await north.wait_for(topics.policy_ack(a)))

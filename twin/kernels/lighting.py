@@ -143,7 +143,9 @@ def dark_windows(sun: np.ndarray, n_nights: int) -> tuple[np.ndarray, np.ndarray
     """Night-minute bounds [start, end) of civil darkness (civil dusk to next civil dawn).
 
     ``sun`` is :func:`sun_table` over ``n_nights + 1`` days. A night without a civil dusk or
-    dawn (polar summer) has an empty window.
+    dawn has an empty window: within the scenario's latitude bounds (+-72) that is polar summer
+    only (the sun is at most 5.5 degrees below the horizon at noon in polar winter there, so civil
+    dusk and dawn still happen; tests/twin/test_sun.py checks it at 69 N).
     """
     start = np.zeros(n_nights)
     end = np.zeros(n_nights)
@@ -233,8 +235,16 @@ def simulate_lighting(
     outage_start: np.ndarray,
     outage_end: np.ndarray,
     record_switches: bool,
+    arrival_ptr: np.ndarray,
+    arrival_time: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Every lamp's level every minute of every night; energy and service counters.
+
+    Motion arrivals are drawn here (each lamp's stream, within its program's lit window) unless
+    given: with ``arrival_ptr`` non-empty (length L+1), lamp ``i``'s arrivals are
+    ``arrival_time[arrival_ptr[i]:arrival_ptr[i+1]]``, absolute twin minutes, sorted, within
+    ``[0, N * 1440)`` (a fixed input file: ``twin.fixed_inputs``); each boosts within its own
+    night. Pass empty arrays (``np.zeros(0, np.int64)``, ``np.zeros(0)``) to draw.
 
     Per lamp ``i`` the level at minute ``k`` of night ``n`` is
     ``lamp_level(levels[p, n, k], boost_active, boost_level[p], -1)`` (0 while the lamp is in an
@@ -278,8 +288,11 @@ def simulate_lighting(
     buf = np.empty(256)  # one night's arrivals at one lamp
     u = np.empty(UNIFORM_BLOCK)
     mt = np.empty(MT_N, dtype=np.int64)
+    given = arrival_ptr.shape[0] > 0
     for i in range(n_lamps):
         mt_seed(lamp_seed(seed, i), mt)
+        g = arrival_ptr[i] if given else 0
+        g_end = arrival_ptr[i + 1] if given else 0
         ui = UNIFORM_BLOCK
         p = lamp_program[i]
         rates = rate_per_minute[lamp_area[i]]
@@ -310,7 +323,16 @@ def simulate_lighting(
             program_lit += hi - lo
             dark += max(0, de - ds)
             n_arr = 0
-            if hi > lo:
+            if given:  # this night's given arrivals, as night minutes (exact: base is an integer)
+                while g < g_end and arrival_time[g] < base + MINUTES_PER_NIGHT:
+                    if n_arr == buf.shape[0]:
+                        bigger = np.empty(2 * n_arr)
+                        bigger[:n_arr] = buf
+                        buf = bigger
+                    buf[n_arr] = arrival_time[g] - base
+                    n_arr += 1
+                    g += 1
+            elif hi > lo:
                 buf, n_arr, ui = night_arrivals(float(lo), float(hi), rates, buf, u, ui, mt)
             arrivals += n_arr
             while o < o_end and outage_end[o] <= base + k_start:

@@ -1,16 +1,19 @@
-"""Responders and dispatch as SimPy processes: choice, acknowledgement, escalation, queueing.
+"""Responders and dispatch in SimPy: acknowledgement, travel, service, driven by the gateway's
+own dispatch state machine.
 
-Owns: the ``Dispatcher``. For each incident it walks the policy's responder chain: at chain
-step ``k`` it asks ``edge_agent.policy.dispatch.choose_responder`` (the gateway's own function)
-for the nearest free, on-shift responder of role ``k``; nobody free -> the next role at once;
-nobody free in the whole chain -> the incident waits in a FIFO queue and the next responder of
-the chain to come free takes it. A notified responder acknowledges with probability
-``ack_probability`` after an exponential delay; no acknowledgement within the chain's
-``ack_timeout`` -> escalate to the next role (after the last role: start again, or stay on the
-last role when the chain says ``repeat_last``). Responders who are not ``local`` are reached
-through the centre, so their notification waits for the incident gateway's uplink.
-Then travel (``travel_minutes``: straight line times a detour factor), service on scene,
-travel back, free again.
+Owns: the ``Dispatcher``. Every dispatch decision (who is notified at which chain step, when an
+unanswered notification escalates, who is busy, the FIFO queue when the whole chain is busy
+or off shift, the release on resolve or resolve timeout) is made by
+``edge_agent.policy.dispatch_state.DispatchState``, the very code the gateway's engine runs;
+this module only plays the world around it: a notified responder acknowledges with probability
+``ack_probability`` after an exponential delay (responders who are not ``local`` are reached
+through the centre, so their notification waits for the incident gateway's uplink first; an
+answer later than the chain's ``ack_timeout`` is no answer), then travels (``travel_minutes``:
+straight line times a detour factor), serves on scene, travels back and resolves the alert.
+Shift starts are fed to the state machine as events. Twin time is in minutes, 0 = local noon.
+
+``ack_delay`` and ``work`` are the two behaviours a replay (tests/test_dispatch_replay.py)
+overrides to feed a recorded trace instead of random draws.
 
 Must not import: numba, twin.kernels, edge_agent.agent/engine/transports.
 """
@@ -18,7 +21,6 @@ Must not import: numba, twin.kernels, edge_agent.agent/engine/transports.
 from __future__ import annotations
 
 import math
-from collections import deque
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,7 +28,8 @@ from typing import Any
 import numpy as np
 import simpy
 
-from edge_agent.policy.dispatch import choose_responder, travel_minutes
+from edge_agent.policy import dispatch_state as ds
+from edge_agent.policy.dispatch import travel_minutes
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,7 @@ class ChainSpec:
     roles: tuple[str, ...]
     ack_timeout_min: float
     repeat_last: bool = False
+    resolve_timeout_min: float = math.inf
 
 
 @dataclass(frozen=True)
@@ -42,7 +46,7 @@ class ResponderSpec:
     y: float
     role: str
     speed_kmh: float
-    shift: tuple[float, float] = (0.0, 1440.0)  # local clock minutes; may wrap midnight
+    shift: tuple[float, float] = ds.FULL_DAY  # local clock minutes; may wrap midnight
     local: bool = True
 
 
@@ -66,15 +70,14 @@ class Incident:
     finished: simpy.Event | None = field(default=None, repr=False)
 
 
+def local_clock(t: float) -> float:
+    """Local clock minute (0-1440) of twin minute ``t`` (0 = local noon)."""
+    return (720.0 + t) % 1440.0
+
+
 def on_shift(shift: tuple[float, float], t: float) -> bool:
-    """Whether local clock time of twin minute ``t`` (0 = local noon) is within the shift."""
-    start, end = shift
-    if end - start >= 1440.0:
-        return True
-    clock = (720.0 + t) % 1440.0
-    if start <= end:
-        return start <= clock < end
-    return clock >= start or clock < end
+    """Whether local clock time of twin minute ``t`` is within the shift."""
+    return ds.on_shift(shift, local_clock(t))
 
 
 class Dispatcher:
@@ -102,104 +105,123 @@ class Dispatcher:
         self.uplink_ready = uplink_ready
         n = len(responders)
         self.n = n
-        self.rx = tuple(r.x for r in responders)
-        self.ry = tuple(r.y for r in responders)
-        self.free = [True] * n
+        self.state = ds.DispatchState(
+            [ds.DispatchResponder(r.role, r.x, r.y, r.shift) for r in responders],
+            {
+                name: ds.DispatchChain(c.roles, c.ack_timeout_min, c.resolve_timeout_min, c.repeat_last)
+                for name, c in chains.items()
+            },
+        )
         self.busy_since = [0.0] * n
         self.busy_minutes = [0.0] * n
-        self.ranks = {
-            name: tuple(chain.roles.index(r.role) if r.role in chain.roles else -1 for r in responders)
-            for name, chain in chains.items()
-        }
-        self.waiting: deque[tuple[simpy.Event, str]] = deque()
         self.escalations = 0
         self.messages = 0
+        self.decisions: list[ds.Decision] = []  # every decision, in order (kept when ``record``)
+        self.record = False
+        self.incidents: dict[str, Incident] = {}
+        self._done: dict[str, simpy.Event] = {}
+        self._due: list[ds.Due] = []  # timer events of the current instant, not yet applied
         for i, r in enumerate(responders):
-            if r.shift[1] - r.shift[0] < 1440.0:
+            if not ds.full_day(r.shift):
                 env.process(self._shift_starts(i))
 
-    # -- availability --------------------------------------------------------------------
-    def _available(self) -> tuple[bool, ...]:
-        now = self.env.now
-        return tuple(self.free[i] and on_shift(self.responders[i].shift, now) for i in range(self.n))
+    @property
+    def free(self) -> list[bool]:
+        return [held is None for held in self.state.holding]
 
-    def _take(self, i: int) -> None:
-        self.free[i] = False
-        self.busy_since[i] = self.env.now
-
-    def _release(self, i: int) -> None:
-        self.busy_minutes[i] += self.env.now - self.busy_since[i]
-        self.free[i] = True
-        self._offer(i)
-
-    def _offer(self, i: int) -> None:
-        """Hand a newly free, on-shift responder to the oldest waiting incident it can serve."""
-        if not (self.free[i] and on_shift(self.responders[i].shift, self.env.now)):
-            return
-        for entry in self.waiting:
-            event, chain = entry
-            if self.ranks[chain][i] >= 0:
-                self.waiting.remove(entry)
-                self._take(i)
-                event.succeed(i)
-                return
-
+    # -- the state machine's inputs --------------------------------------------------------
     def _shift_starts(self, i: int) -> Generator[simpy.Event, Any, None]:
-        start = self.responders[i].shift[0]
+        shift = self.responders[i].shift
+        wait = ds.minutes_to_shift_start(shift, local_clock(self.env.now))
         while True:
-            clock = (720.0 + self.env.now) % 1440.0
-            wait = (start - clock) % 1440.0 or 1440.0
             yield self.env.timeout(wait)
-            self._offer(i)
+            now = self.env.now
+            self._timer(ds.Due("shift_start", responder=i))
+            wait = 1.0 + ds.minutes_to_shift_start(shift, local_clock(now + 1.0))
 
-    # -- one incident --------------------------------------------------------------------
+    def _later(self, delay: float, action: Callable[[], list[ds.Decision]]) -> None:
+        event = self.env.timeout(delay)
+        event.callbacks.append(lambda _event: self._apply(action()))
+
+    def _timer(self, event: ds.Due) -> None:
+        """A timer event: those of one instant go to the state machine together, after every
+        other event of that instant already scheduled (the gateway fires them as one batch)."""
+        if not self._due:
+            self.env.timeout(0).callbacks.append(lambda _event: self._flush())
+        self._due.append(event)
+
+    def _flush(self) -> None:
+        events, self._due = self._due, []
+        now = self.env.now
+        self._apply(self.state.due_together(now, local_clock(now), events))
+
+    def _after(self, delay: float, event: ds.Due) -> None:
+        self.env.timeout(delay).callbacks.append(lambda _event: self._timer(event))
+
+    def _ack(self, alert: str, i: int) -> Callable[[], list[ds.Decision]]:
+        return lambda: self.state.ack(self.env.now, local_clock(self.env.now), alert, i)
+
     def respond(self, incident: Incident) -> Generator[simpy.Event, Any, None]:
-        """SimPy process: from notification to the responder back at base."""
+        """SimPy process: from the incident to its responder back at base (or the resolve timeout)."""
         env = self.env
-        chain = self.chains[incident.chain]
-        ranks = self.ranks[incident.chain]
-        last = len(chain.roles) - 1
+        alert = str(len(self.incidents))
+        self.incidents[alert] = incident
+        done = self._done[alert] = env.event()
         incident.notified = env.now
-        step = 0
-        tried = 0
-        while True:
-            i = choose_responder(incident.x, incident.y, self.rx, self.ry, self._available(), ranks, self.n, step)
-            if i >= 0:
-                self._take(i)
-            elif tried < last:
-                tried += 1
-                step = step + 1 if step < last else 0
-                self.escalations += 1
-                incident.escalations += 1
-                continue
-            else:
-                event = env.event()
-                self.waiting.append((event, incident.chain))
-                i = yield event
-                step = ranks[i]
-            tried = 0
-            responder = self.responders[i]
-            if not responder.local and self.uplink_ready is not None:
-                ready = self.uplink_ready(incident.gateway, env.now)
-                if ready > env.now:
-                    yield env.timeout(ready - env.now)
-            self.messages += 2  # notify + (ack or timeout)
-            acked = self.rng.random() < self.ack_probability
-            delay = float(self.rng.exponential(self.ack_delay_mean_min)) if self.ack_delay_mean_min > 0 else 0.0
-            if acked and delay <= chain.ack_timeout_min:
-                if delay > 0:
-                    yield env.timeout(delay)
-                break
-            yield env.timeout(chain.ack_timeout_min)
-            self._release(i)
-            self.escalations += 1
-            incident.escalations += 1
-            if step < last:
-                step += 1
-            elif not chain.repeat_last:
-                step = 0
-        incident.assigned = env.now
-        incident.responder = i
+        self._apply(self.state.incident(env.now, local_clock(env.now), alert, incident.x, incident.y, incident.chain))
+        yield done
+
+    # -- the world's answers to decisions --------------------------------------------------
+    def _apply(self, decisions: list[ds.Decision]) -> None:
+        env = self.env
+        for d in decisions:
+            if self.record:
+                self.decisions.append(d)
+            incident = self.incidents[d.alert]
+            if d.kind == ds.NOTIFY:
+                self.busy_since[d.responder] = env.now
+                self.messages += 2  # notify + (ack or timeout)
+                self.escalations += d.skipped
+                incident.escalations += d.skipped
+                self._after(d.due - env.now, ds.Due("ack_timeout", d.alert, d.n))
+                delay = self.ack_delay(incident, d.responder, d.n)
+                if delay is not None and delay < d.due - env.now:
+                    self._later(delay, self._ack(d.alert, d.responder))
+            elif d.kind == ds.QUEUED:
+                self.escalations += d.skipped
+                incident.escalations += d.skipped
+            elif d.kind == ds.ACKNOWLEDGED:
+                incident.assigned = env.now
+                incident.responder = d.responder
+                if math.isfinite(d.due):
+                    self._after(d.due - env.now, ds.Due("resolve_timeout", d.alert))
+                env.process(self._job(d.alert, incident, d.responder))
+            else:  # the responder is free again: ACK_TIMEOUT, SUPERSEDED, RESOLVED, RESOLVE_TIMEOUT
+                self.busy_minutes[d.responder] += env.now - self.busy_since[d.responder]
+                if d.kind == ds.ACK_TIMEOUT:
+                    self.escalations += 1
+                    incident.escalations += 1
+
+    def _job(self, alert: str, incident: Incident, i: int) -> Generator[simpy.Event, Any, None]:
+        yield from self.work(incident, i)
+        now = self.env.now
+        self._apply(self.state.resolve(now, local_clock(now), alert, i))
+        self._done[alert].succeed(now)
+
+    # -- behaviours (a replay overrides these) ---------------------------------------------
+    def ack_delay(self, incident: Incident, i: int, n: int) -> float | None:
+        """Minutes until responder ``i`` acknowledges ``incident``'s ``n``-th notification (None: never)."""
+        wait = 0.0
+        if not self.responders[i].local and self.uplink_ready is not None:
+            wait = max(0.0, self.uplink_ready(incident.gateway, self.env.now) - self.env.now)
+        acked = self.rng.random() < self.ack_probability
+        delay = float(self.rng.exponential(self.ack_delay_mean_min)) if self.ack_delay_mean_min > 0 else 0.0
+        return wait + delay if acked else None
+
+    def work(self, incident: Incident, i: int) -> Generator[simpy.Event, Any, None]:
+        """The acknowledged responder travels, serves on scene and travels back."""
+        env = self.env
+        responder = self.responders[i]
         distance = math.hypot(responder.x - incident.x, responder.y - incident.y)
         travel = travel_minutes(distance, responder.speed_kmh, self.detour_factor)
         if travel > 0:
@@ -214,14 +236,14 @@ class Dispatcher:
             incident.finished.succeed(env.now)
         if travel > 0:
             yield env.timeout(travel)
-        self._release(i)
 
     def utilisation(self, horizon_min: float) -> dict[str, float]:
         """Busy share of on-shift time per role (jobs still running counted up to now)."""
         busy: dict[str, float] = {}
         shift: dict[str, float] = {}
+        free = self.free
         for i, r in enumerate(self.responders):
-            extra = 0.0 if self.free[i] else self.env.now - self.busy_since[i]
+            extra = 0.0 if free[i] else self.env.now - self.busy_since[i]
             busy[r.role] = busy.get(r.role, 0.0) + self.busy_minutes[i] + extra
             length = (r.shift[1] - r.shift[0]) % 1440.0 or 1440.0
             shift[r.role] = shift.get(r.role, 0.0) + horizon_min * min(1440.0, length) / 1440.0

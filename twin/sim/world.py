@@ -25,14 +25,15 @@ from typing import Any
 import numpy as np
 import simpy
 
+from edge_agent.policy.dispatch_state import parse_shift
 from twin.district import DistrictArrays
 from twin.scenario import (
     AREAS,
     IncidentType,
     LoadedScenario,
     chain_ack_timeout_minutes,
+    chain_resolve_timeout_minutes,
     incident_chain,
-    parse_shift,
 )
 from twin.sim.dispatch import ChainSpec, Dispatcher, Incident, ResponderSpec
 
@@ -146,7 +147,12 @@ def run_world(
     uplinks = Uplinks(n_gw, horizon, spec.gateways.uplink_mtbf_hours * 60.0, spec.gateways.uplink_outage_minutes, rng)
     responders = _responders(loaded, district, rng)
     chains = {
-        name: ChainSpec(tuple(c.roles), chain_ack_timeout_minutes(policy, name), c.repeat_last)
+        name: ChainSpec(
+            tuple(c.roles),
+            chain_ack_timeout_minutes(policy, name),
+            c.repeat_last,
+            chain_resolve_timeout_minutes(policy, name),
+        )
         for name, c in policy.chains.items()
     }
     dispatcher = Dispatcher(

@@ -1,0 +1,105 @@
+"""Gateway stores read for calibration: the field history tables (edge_agent/store/history.py).
+
+Owns: opening a gateway's SQLite file read-only and turning its history into plain arrays
+(one ``GatewayHistory`` per store). The schema is the contract; the twin does not import the
+gateway's store code (twin -> edge_agent.policy only).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edge_agent.errors import ConfigError, Problem
+
+NEEDED = ("alert_log", "event_log", "motion_hourly", "link_log", "census")
+OPEN_NOTIFY = ("notified", "escalated")
+
+
+@dataclass
+class Notification:
+    chain: str | None
+    start: float
+    acked_after: float | None  # seconds, if this responder acknowledged it
+    timed_out: bool  # escalated or given up on before any acknowledgement
+
+
+@dataclass
+class GatewayHistory:
+    path: str
+    since: float
+    until: float
+    devices: dict[str, tuple[str, str | None, str | None]]  # id -> kind, group, zone
+    incidents: list[tuple[str, float]] = field(default_factory=list)  # (event name, ts)
+    faults: dict[str, list[tuple[str, float]]] = field(default_factory=dict)  # lamp -> [(fault|repair, ts)]
+    motion: list[tuple[float, str, int]] = field(default_factory=list)  # (UTC hour, zone, count)
+    links: list[tuple[float, bool]] = field(default_factory=list)  # north (ts, up)
+    notifications: list[Notification] = field(default_factory=list)
+    resolve_after_ack: list[tuple[str, float]] = field(default_factory=list)  # (rule, seconds)
+
+
+def read_store(path: Path, until: float | None = None) -> GatewayHistory:
+    """One gateway's history; ``until``: the end of the observation (default: its last record)."""
+    if not path.is_file():
+        raise ConfigError([Problem(str(path), "", "no such gateway store")])
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        missing = [t for t in NEEDED if t not in tables]
+        if missing:
+            raise ConfigError(
+                [Problem(str(path), "", f"no field history ({', '.join(missing)}): a gateway older than issue 12?")]
+            )
+        row = db.execute("SELECT value FROM meta WHERE key = 'history.since'").fetchone()
+        since = float(row[0]) if row else 0.0
+        last = db.execute(
+            "SELECT MAX(t) FROM (SELECT MAX(ts) AS t FROM alert_log UNION ALL SELECT MAX(ts) FROM event_log"
+            " UNION ALL SELECT MAX(hour) + 3600 FROM motion_hourly UNION ALL SELECT MAX(ts) FROM link_log)"
+        ).fetchone()[0]
+        h = GatewayHistory(
+            str(path),
+            since,
+            until if until is not None else float(last or since),
+            {str(d): (str(k), g, z) for d, k, g, z in db.execute("SELECT device, kind, grp, zone FROM census")},
+        )
+        end = h.until
+        for name, ts in db.execute("SELECT name, ts FROM event_log WHERE kind = 'wearable' AND ts < ?", (end,)):
+            h.incidents.append((str(name), float(ts)))
+        for device, name, ts in db.execute(
+            "SELECT device, name, ts FROM event_log WHERE kind = 'lamp' AND ts < ? ORDER BY id", (end,)
+        ):
+            h.faults.setdefault(str(device), []).append((str(name), float(ts)))
+        h.motion = [(float(a), str(b), int(c)) for a, b, c in db.execute(
+            "SELECT hour, zone, count FROM motion_hourly WHERE hour + 3600 <= ?", (end,))]  # fmt: skip
+        h.links = [(float(t), bool(u)) for t, u in db.execute(
+            "SELECT ts, up FROM link_log WHERE link = 'north' AND ts < ? ORDER BY id", (end,))]  # fmt: skip
+        _alerts(db, h)
+        return h
+    finally:
+        db.close()
+
+
+def _alerts(db: sqlite3.Connection, h: GatewayHistory) -> None:
+    """Per notification (a ``notified``/``escalated`` row), what ended it: the same responder's
+    acknowledgement, an escalation, or the end of the chain; ended by another responder's
+    acknowledgement or still open at the end: left out (neither an ack nor a timeout)."""
+    rows: dict[str, list[tuple[str, float, str | None, str | None, str]]] = {}
+    for alert, status, ts, responder, chain, rule in db.execute(
+        "SELECT alert_id, status, ts, responder, chain, rule FROM alert_log WHERE ts < ? ORDER BY id", (h.until,)
+    ):
+        rows.setdefault(str(alert), []).append((str(status), float(ts), responder, chain, str(rule)))
+    for log in rows.values():
+        for i, (status, ts, responder, chain, rule) in enumerate(log):
+            nxt = log[i + 1] if i + 1 < len(log) else None
+            if status == "acknowledged":
+                done = next((r for r in log[i + 1 :] if r[0] == "resolved"), None)
+                if done is not None:
+                    h.resolve_after_ack.append((rule, done[1] - ts))
+            if status not in OPEN_NOTIFY or nxt is None:
+                continue
+            if nxt[0] == "acknowledged":
+                if nxt[2] == responder:
+                    h.notifications.append(Notification(chain, ts, nxt[1] - ts, False))
+            elif nxt[0] in ("escalated", "unacknowledged") or (nxt[0] == "notified" and nxt[2] != responder):
+                h.notifications.append(Notification(chain, ts, None, True))

@@ -62,6 +62,7 @@ class Responder:
         self.tls = tls
         self.pages = 0
         self.accepted: dict[str, float] = {}  # alert_id -> when the broker PUBACKed our ack
+        self.resolved: dict[str, float] = {}  # alert_id -> when the broker PUBACKed our resolve
         self.failed = 0
         self.new_ack = asyncio.Event()
         self._acking: set[str] = set()
@@ -123,6 +124,12 @@ class Responder:
             return
         self.accepted[alert_id] = time.monotonic()
         self.new_ack.set()
+        # back at base: the responder is free for the next incident (the dispatch rule)
+        try:
+            await self.client.publish(f"{TOPIC_ROOT}/responder/{RESPONDER}/resolved", payload, qos=1, timeout=20)
+        except aiomqtt.MqttError:
+            return  # the resolve timeout frees the responder instead
+        self.resolved[alert_id] = time.monotonic()
 
 
 @dataclass
@@ -243,7 +250,9 @@ class CommandKills(GatewayScenario):
         stored = alert_statuses(rig.agent.db)
         accepted = sorted(responder.accepted)
         through = [
-            a for a in accepted if stored.get(a) == "acknowledged" and "acknowledged" in self.statuses.get(a, {})
+            a
+            for a in accepted
+            if stored.get(a) in ("acknowledged", "resolved") and "acknowledged" in self.statuses.get(a, {})
         ]
         row.sent = len(accepted)
         row.delivered = len(through)
@@ -263,12 +272,16 @@ class CommandKills(GatewayScenario):
         doubles = [k for k, ids in self.alert_ids.items() if len(ids) > 1]
         if doubles:
             row.failures.append(f"{len(doubles)} SOS alerted under two alert_ids: {doubles[:3]}")
-        unacked = [a for a, s in stored.items() if s != "acknowledged"]
+        unacked = [a for a, s in stored.items() if s not in ("acknowledged", "resolved")]
         if unacked:
             row.failures.append(f"{len(unacked)} alerts never acknowledged (page or ack lost?): {unacked[:3]}")
+        unresolved = [a for a in responder.resolved if stored.get(a) != "resolved"]
+        if unresolved:
+            row.failures.append(f"{len(unresolved)} accepted resolves not applied: {unresolved[:3]}")
         row.notes.append(
             f"{sos_sent} SOS accepted by south, {sos_delivered} alerted north; {len(stored)} alerts,"
-            f" {responder.pages} pages (copies included); {self.after_ack} kills 0-30 ms after an accepted ack"
+            f" {responder.pages} pages (copies included); {len(responder.resolved)} resolves accepted;"
+            f" {self.after_ack} kills 0-30 ms after an accepted ack"
         )
         if responder.failed:
             row.notes.append(f"{responder.failed} ack publishes not PUBACKed (sent again on the next page copy)")

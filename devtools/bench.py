@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -175,7 +176,10 @@ async def _latency(port: int, rate: float, count: int, kind: str) -> dict[str, f
     """The agent runs as its own process (`edge-agent run`); load and timing run here."""
     with tempfile.TemporaryDirectory() as tmp:
         url = f"mqtt://127.0.0.1:{port}"
-        path = write_gateway(Path(tmp), f"bench{kind}", url, url)
+        # a gateway id of its own per run: a retained "online" or a resumed session of an
+        # earlier run on the same broker must not be mistaken for this agent's
+        gateway = f"bench{kind}{uuid.uuid4().hex[:8]}"
+        path = write_gateway(Path(tmp), gateway, url, url)
         agent = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -189,7 +193,7 @@ async def _latency(port: int, rate: float, count: int, kind: str) -> dict[str, f
         sent: dict[str, float] = {}
         latencies: list[float] = []
         done = asyncio.Event()
-        root = f"district/v1/bench{kind}"
+        root = f"district/v1/{gateway}"
         listen_topic = f"{root}/event/echo" if kind == "publish" else f"{root}/responder/+/alert"
 
         async def listen(client: aiomqtt.Client) -> None:
@@ -236,6 +240,7 @@ async def _latency(port: int, rate: float, count: int, kind: str) -> dict[str, f
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(done.wait(), 30)
             achieved = count / (time.perf_counter() - start)
+            lost = count - len(latencies)
             listener.cancel()
         agent.terminate()
         await agent.wait()
@@ -248,6 +253,7 @@ async def _latency(port: int, rate: float, count: int, kind: str) -> dict[str, f
 
     return {
         "count": len(latencies),
+        "lost": lost,
         "rate": achieved,
         "p50_ms": pick(0.5),
         "p90_ms": pick(0.9),
@@ -282,7 +288,7 @@ def latency_runs(runs: int, count: int) -> None:
     from devtools.mosquitto import MosquittoProcess
 
     table = Table(title=f"End-to-end latency at 1,000 msg/s, {runs} consecutive runs of {count:,} messages")
-    for column in ("run", "rate", "p50", "p90", "p99", "max"):
+    for column in ("run", "rate", "received", "p50", "p90", "p99", "max"):
         table.add_column(column, justify="right")
     worst = 0.0
     with MosquittoProcess() as mosq:
@@ -292,6 +298,7 @@ def latency_runs(runs: int, count: int) -> None:
             table.add_row(
                 str(run),
                 f"{lat.get('rate', 0):,.0f} msg/s",
+                f"{lat.get('count', 0):,.0f}/{count:,}",
                 *(f"{lat.get(key, 0):.2f} ms" for key in ("p50_ms", "p90_ms", "p99_ms", "max_ms")),
             )
             console.print(f"run {run}/{runs}: p99 {lat.get('p99_ms', 0):.2f} ms")

@@ -348,7 +348,7 @@ async def test_every_topic_on_the_wire_is_of_exactly_one_class_and_every_class_i
             await send("wearable_vitals", b'{"v":1,"heart_rate":80}', wearable="W1")
             await send("wearable_heartbeat", b'{"v":1,"battery":90}', wearable="W1")
             await eventually(lambda: ours("telemetry_lamp") and ours("event"), what="telemetry and rule event")
-            policy = POLICY_HEAD.format().replace("level = 80", "level = 60").encode()
+            policy = POLICY_HEAD.replace("level = 80", "level = 60").encode()
             await send("policy", sign_policy(key, policy, 1, T0), retain=True)
             await eventually(lambda: ours("policy_ack"), what="policy ack")
             await eventually(lambda: len(ours("lamp_program")) >= 3 and ours("rollout"), what="rollout")

@@ -13,39 +13,12 @@ from typing import Any
 import aiomqtt
 import msgspec
 
-from devtools.gateway_config import write_gateway_config
+from devtools.gateway_config import POLICY_HEAD, SOS_RULE, write_gateway_config  # noqa: F401 (re-exported to tests)
 from edge_agent.agent.app import Agent
 from edge_agent.clock import Clock
 from edge_agent.config import GatewayConfig, load_config
 from edge_agent.policy.bundle import build_bundle, generate_private_key, key_id, public_key_to_pem, sign_bundle
 from edge_agent.transports.mqtt import NO_DELAY
-
-POLICY_HEAD = """
-[policy]
-name = "test"
-
-[programs.village]
-on = "sunset+10m"
-off = "sunrise-15m"
-level = 80
-steps = [ {{ at = "22:00", level = 50 }}, {{ at = "00:00", level = 30 }} ]
-boost = {{ level = 100, minutes = 3 }}
-
-[assign]
-default = "village"
-
-[chains.medical]
-roles = ["village_doctor", "township_doctor"]
-ack_timeout = "2m"
-"""
-
-
-SOS_RULE = """
-[[rules]]
-id = "sos"
-when = { trigger = "event", event = "sos", kind = "wearable" }
-then = [ { action = "alert", priority = 1, message = "SOS from {device}", notify = "medical" } ]
-"""
 
 
 def write_gateway(tmp_path: Path, gw: str, port: int, rules: str, *, trust: bool = False) -> GatewayConfig:
@@ -56,7 +29,7 @@ def write_gateway(tmp_path: Path, gw: str, port: int, rules: str, *, trust: bool
         gw,
         south_url=url,
         north_url=url,
-        policy_text=POLICY_HEAD.format() + rules,
+        policy_text=POLICY_HEAD + rules,
         trust_keys=["centre.pub"] if trust else None,
     )
     return load_config(path)

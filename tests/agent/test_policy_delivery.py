@@ -24,9 +24,7 @@ T0 = datetime(2026, 1, 1, 8, 0, tzinfo=ZoneInfo("Asia/Shanghai")).timestamp()
 
 
 def _policy(name: str, level: int = 80) -> bytes:
-    return (
-        POLICY_HEAD.format().replace('name = "test"', f'name = "{name}"').replace("level = 80", f"level = {level}")
-    ).encode()
+    return (POLICY_HEAD.replace('name = "test"', f'name = "{name}"').replace("level = 80", f"level = {level}")).encode()
 
 
 def _setup(tmp_path: Path, gw: str, port: int):

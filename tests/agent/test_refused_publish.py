@@ -64,7 +64,7 @@ async def test_a_refused_publish_stays_in_the_outbox_is_counted_and_alarmed(
             south_url=f"mqtt://127.0.0.1:{mqtt_broker.port}",
             north_url=f"mqtt://127.0.0.1:{city.port}",
             north={"username": gw, "password": "gw-pw"},
-            policy_text=POLICY_HEAD.format() + SOS_RULE,
+            policy_text=POLICY_HEAD + SOS_RULE,
         )
         config = load_config(path)
         centre_seen: list[str] = []

@@ -1,4 +1,6 @@
-"""Dongle main loop: radio packets in, frames out to the gateway, ACKs back in.
+"""Dongle main loop: radio packets in, frames out to the gateway, ACKs back in, and the
+watchdog fed once per healthy loop (only there: a loop that stops coming round reboots the
+dongle, which then says HELLO with a new nonce; unACKed frames in RAM are lost).
 The board is injected. Must not import: machine, board modules."""
 
 try:
@@ -12,11 +14,15 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from fwtypes import DongleBoard
 
+WDT_MS = 2000  # watchdog timeout (the RP2040 allows up to 8388 ms)
+
 
 def run(board: "DongleBoard", ack_timeout_ms: int = 50, nonce: int = 0) -> Sender:
     """Serve until the host link closes; returns the sender (for its counters)."""
     sender = Sender(board, ack_timeout_ms, nonce)
+    board.wdt_start(WDT_MS)
     while not board.closed:
+        board.wdt_feed()  # only here: a hung loop reboots the dongle
         board.wait(5)
         while True:
             c = board.read_byte()

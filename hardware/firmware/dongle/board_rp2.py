@@ -1,9 +1,9 @@
 """Dongle board for an RP2040: the host link is UART0 (a USB-serial bridge), the radio module
-delivers one text line per packet on UART1. Pins are parameters. Must not import: app modules."""
+delivers one text line per packet on UART1, machine.WDT is the watchdog. Pins are parameters. Must not import: app modules."""
 
 import time
 
-from machine import UART, Pin
+from machine import UART, WDT, Pin
 
 
 class Rp2DongleBoard:
@@ -14,6 +14,7 @@ class Rp2DongleBoard:
         self._line = bytearray(80)
         self._n = 0
         self.closed = False
+        self._wdt = None  # type: WDT | None
 
     def ticks_ms(self) -> int:
         return int(time.ticks_ms())
@@ -52,3 +53,10 @@ class Rp2DongleBoard:
 
     def log(self, msg: str) -> None:
         print(msg)
+
+    def wdt_start(self, timeout_ms: int) -> None:
+        self._wdt = WDT(timeout=timeout_ms)
+
+    def wdt_feed(self) -> None:
+        if self._wdt is not None:
+            self._wdt.feed()

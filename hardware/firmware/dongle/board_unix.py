@@ -1,9 +1,21 @@
 """Dongle board for the unix port: the host link is stdin/stdout, the radio is a readable path
-(a pipe such as /dev/fd/3) delivering one text line per packet. Must not import: machine."""
+(a pipe such as /dev/fd/3) delivering one text line per packet. Must not import: machine.
 
+The watchdog is emulated like the lamp node's (lamp_node/board_unix.py): a thread that kills
+the process (kill -9) when not fed within the timeout; the harness's supervisor
+(hardware/hil/procs.py) starts it again, like the RP2040 rebooting. A ``hang`` line on the
+radio pipe (a simulator command, like ``stats``) stops the main loop so the watchdog bites.
+"""
+
+import os
 import select
 import sys
 import time
+
+
+def _pid() -> int:
+    with open("/proc/self/stat") as f:
+        return int(f.read().split()[0])
 
 
 class UnixDongleBoard:
@@ -20,6 +32,8 @@ class UnixDongleBoard:
             self._poll.register(self._radio, select.POLLIN)
         self._line = bytearray()
         self.closed = False
+        self._fed = 0
+        self._wdt_ms = 0
 
     def ticks_ms(self) -> int:
         return int(time.ticks_ms())
@@ -57,6 +71,10 @@ class UnixDongleBoard:
             if c == 10:
                 line = bytes(self._line)
                 self._line = bytearray()
+                if line.strip() == b"hang":
+                    sys.stderr.write("hang\n")
+                    while True:  # a stuck main loop: nothing feeds the watchdog any more
+                        time.sleep_ms(100)
                 return line
             self._line.append(c)
         return None
@@ -67,3 +85,21 @@ class UnixDongleBoard:
 
     def log(self, msg: str) -> None:
         sys.stderr.write(msg + "\n")
+
+    def wdt_start(self, timeout_ms: int) -> None:
+        import _thread
+
+        self._wdt_ms = timeout_ms
+        self._fed = time.ticks_ms()
+        _thread.start_new_thread(self._watchdog, ())
+
+    def wdt_feed(self) -> None:
+        self._fed = time.ticks_ms()
+
+    def _watchdog(self) -> None:
+        while time.ticks_diff(time.ticks_ms(), self._fed) < self._wdt_ms:
+            time.sleep_ms(50)
+        sys.stderr.write("watchdog reset\n")
+        os.system("kill -9 %d" % _pid())
+        while True:
+            time.sleep_ms(100)

@@ -30,9 +30,7 @@ def supervised_dongle(request: pytest.FixtureRequest, tmp_path: Path) -> Iterato
         pytest.skip("micropython unix port not installed")
     line = PtyBus(tmp_path / "ttyDONGLE", loss=0.0, seed=7).start()
     r, w = os.pipe()
-    proc = FirmwareProcess(
-        DONGLE_DIR, [f"/dev/fd/{r}", "30"], tmp_path / "dongle.log", extra_fds=(r,), supervise=True
-    )
+    proc = FirmwareProcess(DONGLE_DIR, [f"/dev/fd/{r}", "30"], tmp_path / "dongle.log", extra_fds=(r,), supervise=True)
     os.close(r)
     proc.attach(line)
     try:

@@ -29,7 +29,7 @@ def http_gateway(tmp_path: Path, gw: str, port: int, http: dict[str, Any] | None
         gw,
         south_url=url,
         north_url=url,
-        policy_text=POLICY_HEAD.format() + SOS_RULE,
+        policy_text=POLICY_HEAD + SOS_RULE,
         extra={"http": {"listen": "127.0.0.1:0", **(http or {})}},
     )
     return load_config(path)

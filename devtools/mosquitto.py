@@ -12,6 +12,7 @@ substitute.
 from __future__ import annotations
 
 import contextlib
+import getpass
 import shutil
 import socket
 import subprocess
@@ -247,3 +248,31 @@ class MosquittoProcess:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def deploy_config(
+    text: str, workdir: Path, name: str, replacements: Mapping[str, str], *, all_paths: bool = True
+) -> str:
+    """A shipped Mosquitto config (deploy/mosquitto/``name``) run from ``workdir``: the account,
+    the certificate, ACL, password, data and log paths moved there, plus ``replacements``
+    (listener lines, say). Every rewrite must apply (``all_paths=False``: only the paths the
+    text uses, for a part of a file), so a change of the shipped file that a test would
+    silently stop exercising fails loudly instead."""
+    paths = {
+        "/etc/mosquitto/certs/district-ca.crt": str(workdir / "certs" / "district-ca.crt"),
+        "/etc/mosquitto/certs/broker.crt": str(workdir / "certs" / "broker.crt"),
+        "/etc/mosquitto/certs/broker.key": str(workdir / "certs" / "broker.key"),
+        "/etc/mosquitto/acl": str(workdir / "acl"),
+        "/etc/mosquitto/passwd": str(workdir / "passwd"),
+        "/var/lib/mosquitto/": f"{workdir}/data/",
+        "/var/log/mosquitto/mosquitto.log": str(workdir / "mosquitto.log"),
+    }
+    if not all_paths:
+        paths = {old: new for old, new in paths.items() if old in text}
+    # the account Mosquitto drops to when started as root: the runner's own
+    rewrites = {"user mosquitto\n": f"user {getpass.getuser()}\n", **paths, **replacements}
+    for old, new in rewrites.items():
+        if old not in text:
+            raise AssertionError(f"deploy/mosquitto/{name} no longer contains {old!r}")
+        text = text.replace(old, new)
+    return text

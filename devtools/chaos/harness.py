@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import getpass
 import os
 import re
 import secrets
@@ -38,7 +37,7 @@ import aiomqtt
 import msgspec
 
 from devtools.gateway_config import toml_dumps
-from devtools.mosquitto import Listener, MosquittoProcess, write_password_file
+from devtools.mosquitto import Listener, MosquittoProcess, deploy_config, write_password_file
 from edge_agent.agent.acl import CENTRE, south_acl, south_users
 from edge_agent.config import load_config
 from edge_agent.receiver import Receiver
@@ -91,25 +90,12 @@ Key = tuple[Any, ...]  # ("sos", device, seq) or ("tel", marker) (("tel", marker
 
 
 def template_south(text: str, work: Path, local_port: int, lan_port: int) -> str:
-    """deploy/mosquitto/south.conf with paths, ports and the account rewritten (as
-    tests/security/village.py does); every rewrite must apply, so drift is noticed."""
-    replacements = {
-        "user mosquitto\n": f"user {getpass.getuser()}\n",
+    """deploy/mosquitto/south.conf run from ``work``, both listeners on loopback."""
+    listeners = {
         "listener 1883 127.0.0.1\n": f"listener {local_port} 127.0.0.1\n",
         "listener 8883\n": f"listener {lan_port} 127.0.0.1\n",
-        "/etc/mosquitto/certs/district-ca.crt": str(work / "certs" / "district-ca.crt"),
-        "/etc/mosquitto/certs/broker.crt": str(work / "certs" / "broker.crt"),
-        "/etc/mosquitto/certs/broker.key": str(work / "certs" / "broker.key"),
-        "/etc/mosquitto/acl": str(work / "acl"),
-        "/etc/mosquitto/passwd": str(work / "passwd"),
-        "/var/lib/mosquitto/": f"{work}/data/",
-        "/var/log/mosquitto/mosquitto.log": str(work / "mosquitto.log"),
     }
-    for old, new in replacements.items():
-        if old not in text:
-            raise AssertionError(f"deploy/mosquitto/south.conf no longer contains {old!r}")
-        text = text.replace(old, new)
-    return text
+    return deploy_config(text, work, "south.conf", listeners)
 
 
 def template_city(text: str, work: Path, port: int, *, persistence: bool) -> str:
@@ -118,16 +104,8 @@ def template_city(text: str, work: Path, port: int, *, persistence: bool) -> str
     in place of the two mutual-TLS listeners: the FlakyProxy rows read MQTT packets, which TLS
     would hide."""
     head = text[: text.index("# --- 8883")]
-    replacements = {
-        "user mosquitto\n": f"user {getpass.getuser()}\n",
-        "persistence true\n": f"persistence {'true' if persistence else 'false'}\n",
-        "/var/lib/mosquitto/": f"{work}/data/",
-        "/var/log/mosquitto/mosquitto.log": str(work / "mosquitto.log"),
-    }
-    for old, new in replacements.items():
-        if old not in head:
-            raise AssertionError(f"deploy/mosquitto/mosquitto.conf no longer contains {old!r}")
-        head = head.replace(old, new)
+    persist = {"persistence true\n": f"persistence {'true' if persistence else 'false'}\n"}
+    head = deploy_config(head, work, "mosquitto.conf", persist, all_paths=False)
     return head + (
         "# --- chaos: plain loopback listener, password + shipped ACL (instead of mTLS) ---\n"
         f"listener {port} 127.0.0.1\nprotocol mqtt\npassword_file {work / 'passwd'}\n"

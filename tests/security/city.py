@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import getpass
 import os
 import shutil
 import socket
@@ -26,7 +25,7 @@ from pathlib import Path
 import aiomqtt
 import trustme
 
-from devtools.mosquitto import Listener, MosquittoProcess, write_password_file
+from devtools.mosquitto import Listener, MosquittoProcess, deploy_config, write_password_file
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy" / "mosquitto"
@@ -87,25 +86,12 @@ class Pki:
 
 
 def template_config(text: str, workdir: Path, mtls_port: int, password_port: int) -> str:
-    """The production config with paths and ports rewritten; every rewrite must apply."""
-    replacements = {
-        # the account Mosquitto drops to when started as root: the test runner's own
-        "user mosquitto\n": f"user {getpass.getuser()}\n",
+    """The production config run from ``workdir``, its listeners on loopback."""
+    listeners = {
         "listener 8883\n": f"listener {mtls_port} {HOST}\n",
         "listener 8884\n": f"listener {password_port} {HOST}\n",
-        "/etc/mosquitto/certs/district-ca.crt": str(workdir / "certs" / "district-ca.crt"),
-        "/etc/mosquitto/certs/broker.crt": str(workdir / "certs" / "broker.crt"),
-        "/etc/mosquitto/certs/broker.key": str(workdir / "certs" / "broker.key"),
-        "/etc/mosquitto/acl": str(workdir / "acl"),
-        "/etc/mosquitto/passwd": str(workdir / "passwd"),
-        "/var/lib/mosquitto/": f"{workdir}/data/",
-        "/var/log/mosquitto/mosquitto.log": str(workdir / "mosquitto.log"),
     }
-    for old, new in replacements.items():
-        if old not in text:
-            raise AssertionError(f"deploy/mosquitto/mosquitto.conf no longer contains {old!r}")
-        text = text.replace(old, new)
-    return text
+    return deploy_config(text, workdir, "mosquitto.conf", listeners)
 
 
 class CityBroker(MosquittoProcess):

@@ -12,7 +12,6 @@ persistence directory across a ``kill -9`` and restart.
 
 from __future__ import annotations
 
-import getpass
 import os
 import shutil
 import ssl
@@ -22,7 +21,7 @@ from typing import Any
 
 import aiomqtt
 
-from devtools.mosquitto import Listener, MosquittoProcess
+from devtools.mosquitto import Listener, MosquittoProcess, deploy_config
 from edge_agent.agent.acl import south_acl
 from edge_agent.config import GatewayConfig
 from tests.security.city import DEPLOY, HOST, Pki
@@ -34,24 +33,12 @@ NO_SUBSCRIBERS = 0x10
 
 
 def template_south(text: str, workdir: Path, local_port: int, lan_port: int) -> str:
-    """The shipped south config with paths and ports rewritten; every rewrite must apply."""
-    replacements = {
-        "user mosquitto\n": f"user {getpass.getuser()}\n",
+    """The shipped south config run from ``workdir``; the LAN listener here on loopback."""
+    listeners = {
         "listener 1883 127.0.0.1\n": f"listener {local_port} {HOST}\n",
-        "listener 8883\n": f"listener {lan_port} {HOST}\n",  # the LAN listener, here on loopback
-        "/etc/mosquitto/certs/district-ca.crt": str(workdir / "certs" / "district-ca.crt"),
-        "/etc/mosquitto/certs/broker.crt": str(workdir / "certs" / "broker.crt"),
-        "/etc/mosquitto/certs/broker.key": str(workdir / "certs" / "broker.key"),
-        "/etc/mosquitto/acl": str(workdir / "acl"),
-        "/etc/mosquitto/passwd": str(workdir / "passwd"),
-        "/var/lib/mosquitto/": f"{workdir}/data/",
-        "/var/log/mosquitto/mosquitto.log": str(workdir / "mosquitto.log"),
+        "listener 8883\n": f"listener {lan_port} {HOST}\n",
     }
-    for old, new in replacements.items():
-        if old not in text:
-            raise AssertionError(f"deploy/mosquitto/south.conf no longer contains {old!r}")
-        text = text.replace(old, new)
-    return text
+    return deploy_config(text, workdir, "south.conf", listeners)
 
 
 class VillageBroker:

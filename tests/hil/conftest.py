@@ -5,6 +5,7 @@ fault injection only the emulated line can do (babble, unplug) skip on a real bo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -62,15 +63,15 @@ def lamp_target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Lamp
             node.stop()
 
 
-@pytest.fixture
-def dongle_target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[DongleTarget]:
-    if request.config.getoption("--dongle-port"):
-        pytest.skip("real dongle: the radio side needs a wearable; run the radio tests manually")
-    if micropython_binary() is None:
-        pytest.skip("micropython unix port not installed")
+@contextlib.contextmanager
+def emulated_dongle(tmp_path: Path, *, supervise: bool = False) -> Iterator[DongleTarget]:
+    """The dongle firmware under the MicroPython unix port on a pty; ``supervise``: a watchdog
+    reset (kill -9) reboots it, as a board would."""
     line = PtyBus(tmp_path / "ttyDONGLE", loss=0.0, seed=7).start()
     r, w = os.pipe()
-    proc = FirmwareProcess(DONGLE_DIR, [f"/dev/fd/{r}", "30"], tmp_path / "dongle.log", extra_fds=(r,))
+    proc = FirmwareProcess(
+        DONGLE_DIR, [f"/dev/fd/{r}", "30"], tmp_path / "dongle.log", extra_fds=(r,), supervise=supervise
+    )
     os.close(r)
     proc.attach(line)
     try:
@@ -79,6 +80,16 @@ def dongle_target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Do
         os.close(w)
         line.close()
         proc.stop()
+
+
+@pytest.fixture
+def dongle_target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[DongleTarget]:
+    if request.config.getoption("--dongle-port"):
+        pytest.skip("real dongle: the radio side needs a wearable; run the radio tests manually")
+    if micropython_binary() is None:
+        pytest.skip("micropython unix port not installed")
+    with emulated_dongle(tmp_path) as target:
+        yield target
 
 
 async def dongle_stats(target: DongleTarget, seconds: float = 10.0) -> dict[str, int]:

@@ -13,10 +13,9 @@ from pathlib import Path
 import pytest
 
 from edge_agent.transports.dongle_link import DongleLink, DongleMessage, DongleSettings
-from hardware.hil.procs import DONGLE_DIR, FirmwareProcess, micropython_binary
-from hardware.hil.ptybus import PtyBus
+from hardware.hil.procs import micropython_binary
 
-from .conftest import DongleTarget
+from .conftest import DongleTarget, emulated_dongle
 
 pytestmark = [pytest.mark.hil, pytest.mark.timeout(60)]
 
@@ -28,17 +27,8 @@ def supervised_dongle(request: pytest.FixtureRequest, tmp_path: Path) -> Iterato
         pytest.skip("hangs are injected on the emulated dongle only")
     if micropython_binary() is None:
         pytest.skip("micropython unix port not installed")
-    line = PtyBus(tmp_path / "ttyDONGLE", loss=0.0, seed=7).start()
-    r, w = os.pipe()
-    proc = FirmwareProcess(DONGLE_DIR, [f"/dev/fd/{r}", "30"], tmp_path / "dongle.log", extra_fds=(r,), supervise=True)
-    os.close(r)
-    proc.attach(line)
-    try:
-        yield DongleTarget(str(line.link_path), line, w, proc)
-    finally:
-        os.close(w)
-        line.close()
-        proc.stop()
+    with emulated_dongle(tmp_path, supervise=True) as target:
+        yield target
 
 
 async def next_msg(link: DongleLink, seconds: float = 10.0) -> DongleMessage:

@@ -42,3 +42,7 @@ fleet *args:
 # dropped PUBACKs, a serial port vanishing mid-frame. `just chaos --quick` is the CI variant.
 chaos *args:
     {{py}} -m devtools.chaos "$@"
+
+# The gateway against Node-RED on one Mosquitto, same harness (../shared/peers/nodered), one table
+bench-peers *args:
+    {{py}} -m devtools.bench_peers "$@"

@@ -186,6 +186,29 @@ class Shadow(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     days: Annotated[int, msgspec.Meta(ge=1, le=366)] = 7
 
 
+class ForeignTopic(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Devices with a topic schema of their own (Tasmota, Zigbee2MQTT, Shelly, a wearable hub)
+    turned into engine events (edge_agent/agent/foreign.py; docs/TOPICS.md "Foreign topics").
+
+    ``topic`` is an MQTT filter whose levels may be bound to names: ``{name}`` is one level,
+    ``+`` one unnamed level, a trailing ``#`` the rest. The payload must be a JSON object.
+    ``fields`` maps event value names to payload fields (``"ENERGY.Power"`` reaches into
+    objects); without ``fields`` every top-level field is taken under its own name. ``device``
+    and ``event`` are templates over the bound names and the values; ``events`` renames event
+    names (``{ hr = "vitals" }``). Policy rules then select on ``kind`` and the event name.
+    """
+
+    name: Name
+    topic: str
+    link: Literal["south", "north"] = "south"
+    qos: Literal[0, 1] = 1
+    kind: Name
+    device: str = "{device}"
+    event: str
+    events: dict[str, Name] = {}
+    fields: dict[Name, str] = {}
+
+
 class GatewayFile(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     gateway: Identity
     south: BrokerSettings = BrokerSettings()
@@ -201,6 +224,7 @@ class GatewayFile(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
     http: Http = Http()
     homeassistant: HomeAssistant = HomeAssistant()
     shadow: Shadow | None = None
+    foreign_topics: list[ForeignTopic] = []
 
 
 @dataclass(frozen=True)
@@ -394,6 +418,9 @@ def _check_references(gw: GatewayFile, policy: Policy | None, source: str) -> li
                 )
             )
     problems.extend(_http_problems(gw.http, source))
+    from edge_agent.agent.foreign import problems as foreign_problems  # only its small parser
+
+    problems.extend(foreign_problems(gw.foreign_topics, source))
     if policy is not None:
         problems.extend(policy_problems(gw, policy, source))
     return problems

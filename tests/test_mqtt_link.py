@@ -22,7 +22,7 @@ from devtools.flaky_proxy import FlakyProxy
 from devtools.mosquitto import MosquittoProcess, mosquitto_binary
 from edge_agent.errors import PublishRefused, TransportError
 from edge_agent.transports.broker import EmbeddedBroker, free_port
-from edge_agent.transports.mqtt import LinkSettings, MqttLink, MqttVersion, backoff_delay, reason_name
+from edge_agent.transports.mqtt import SYNC, LinkSettings, MqttLink, MqttVersion, backoff_delay, reason_name
 from tests.agent.harness import eventually
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -368,3 +368,55 @@ async def test_messages_sent_while_the_link_is_down_arrive_when_it_returns(uniqu
             async with running(MqttLink("south", settings, [(topic, 1)], recording(seen))):
                 await eventually(lambda: len(seen) >= 5, what="messages sent while the agent was stopped")
             assert seen == [b"d1", b"d2", b"d3", b"r1", b"r2"]
+
+
+# ----- a batch is acknowledged only after one flush has made it durable --------------------------
+
+
+@needs_mosquitto
+async def test_a_burst_is_flushed_in_batches_and_acknowledged_only_after_the_flush(unique_id: str) -> None:
+    """The handler commits (SYNC); the link flushes once per batch, then acknowledges. A flush
+    that fails acknowledges nothing: the broker delivers the whole batch again."""
+    topic = f"{unique_id}/in"
+    n = 300
+    seen: list[bytes] = []
+    flushes: list[int] = []  # how many messages had been handled at each flush
+    failures_left = [1]
+
+    async def handle(topic: str, payload: bytes) -> str:
+        seen.append(payload)
+        return SYNC
+
+    async def flush() -> bool:
+        flushes.append(len(seen))
+        if failures_left[0]:
+            failures_left[0] -= 1
+            return False  # "the disk said no": none of this batch may be acknowledged
+        return True
+
+    payloads = [b"m%d" % i for i in range(n)]
+    with MosquittoProcess() as broker:
+        settings = LinkSettings(broker.host, broker.port, unique_id, reconnect_min=0.05, reconnect_max=0.2)
+        async with running(MqttLink("south", settings, [(topic, 1)], handle, flush=flush)) as link:
+            await publish_all(broker.host, broker.port, topic, payloads)
+            await eventually(lambda: set(seen) >= set(payloads), what="every message handled")
+            await asyncio.sleep(0.3)
+            first_batch = flushes[0]
+            # the first batch failed its flush: every message of it came again
+            assert seen[first_batch : 2 * first_batch] == seen[:first_batch], "the failed batch is delivered again"
+            assert link.unhandled == 1 and link.connects == 2
+            assert len(flushes) < n, "a burst is flushed in batches, not once per message"
+        # all acknowledged after a good flush: resuming the session brings none back
+        again: list[bytes] = []
+
+        async def record(topic: str, payload: bytes) -> str:
+            again.append(payload)
+            return SYNC
+
+        async def ok() -> bool:
+            return True
+
+        async with running(MqttLink("south", settings, [(topic, 1)], record, flush=ok)):
+            await publish_all(broker.host, broker.port, topic, [b"marker"])
+            await eventually(lambda: b"marker" in again, what="marker after the restart")
+        assert again == [b"marker"]

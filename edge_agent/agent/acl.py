@@ -255,6 +255,7 @@ def south_users(config: GatewayConfig, classes: Sequence[TopicClass] = TOPIC_CLA
     if ha.enabled:
         ha_rules = party_rules(GATEWAY, gateway, (SOUTH,), HOMEASSISTANT_CLASSES, prefix=ha.prefix)
         gateway_rules = _merge([*gateway_rules, *ha_rules])
+    gateway_rules = _merge([*gateway_rules, *foreign_rules(config, "south")])
     add(config.id, GATEWAY, gateway_rules)
     for kind, device_id in devices(config):
         add(device_id, kind, party_rules(kind, gateway, sides, classes, device=device_id))
@@ -263,6 +264,27 @@ def south_users(config: GatewayConfig, classes: Sequence[TopicClass] = TOPIC_CLA
         add(HOMEASSISTANT, HOMEASSISTANT, homeassistant_rules(config))
     order = {GATEWAY: 0, **{kind: i + 1 for i, kind in enumerate(DEVICE_KINDS)}}
     return sorted(users.values(), key=lambda u: order.get(u.role.split("+")[0], len(order)))
+
+
+def foreign_rules(config: GatewayConfig, broker: str) -> list[Rule]:
+    """The gateway's own rules for ``[[foreign_topics]]`` on one broker: read each pattern's
+    filter, write each ``send`` topic of the policy (a ``{name}`` level becomes ``+``). The
+    foreign devices' own users are not generated (their ids are not in the gateway file)."""
+    from edge_agent.agent.foreign import parse_pattern
+    from edge_agent.policy.model import Send
+
+    same = broker == "south" and shares_broker(config)
+    rules = [
+        Rule("read", parse_pattern(spec.topic).filter, f"foreign topic {spec.name}: a device with its own schema")
+        for spec in config.file.foreign_topics
+        if spec.link == broker or (same and spec.link == "north")
+    ]
+    for rule in config.policy.rules:
+        for action in rule.then:
+            if isinstance(action, Send) and (action.link == broker or (same and action.link == "north")):
+                topic = "/".join("+" if "{" in level else level for level in action.topic.split("/"))
+                rules.append(Rule("write", topic, f"send: rule {rule.id}"))
+    return rules
 
 
 def homeassistant_rules(config: GatewayConfig) -> list[Rule]:

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from edge_agent.agent import sdnotify, topics
 from edge_agent.agent.field_history import watch_uplink
+from edge_agent.agent.foreign import ForeignTopics
 from edge_agent.agent.homeassistant import HomeAssistant
 from edge_agent.agent.intake import Intake
 from edge_agent.agent.lamps import Lamps
@@ -133,7 +134,16 @@ class Agent:
         )
         self._alarm = Alarm(config.id, self.clock, self.links, self.stats, background)
         self.outbound = Outbound(
-            config.id, self.clock, self.store, self.active, self.links, self.lamps, unflushed, self.stats, self._alarm
+            config.id,
+            self.clock,
+            self.store,
+            self.active,
+            self.links,
+            self.lamps,
+            unflushed,
+            self.stats,
+            self._alarm,
+            background,
         )
         self.policies = PolicyInstaller(
             site=self.site,
@@ -164,6 +174,8 @@ class Agent:
         self.shadow: Shadow | None = None
         if config.shadow_policy is not None:
             self.shadow = start_shadow(config, self.site, self.clock, self.active, self.links, self.store)
+        # [[foreign_topics]]: devices with their own topic schemas, as engine events
+        self.foreign = ForeignTopics(config.file.foreign_topics, self.site.devices)
         self.intake = Intake(
             site=self.site,
             clock=self.clock,
@@ -179,6 +191,7 @@ class Agent:
             max_payload=limits.max_payload_bytes,
             homeassistant=self.homeassistant,
             shadow=self.shadow,
+            foreign=self.foreign,
         )
         self.flusher = Flusher(self.clock, self.store, self.active, unflushed, limits.traces_per_rule, self.stats)
         self._timers_changed = timers_changed
@@ -198,9 +211,11 @@ class Agent:
                     "south",
                     link_settings(self.config, "south", file.south, south_host, south_port),
                     topics.subscriptions(gw, "south", uplink=uplink)
-                    + (self.homeassistant.subscriptions() if self.homeassistant is not None else []),
-                    self.intake.on_south,
+                    + (self.homeassistant.subscriptions() if self.homeassistant is not None else [])
+                    + self.foreign.subscriptions("south"),
+                    self.intake.receive_south,
                     on_connect=self._south_connected,
+                    flush=self.intake.flush,
                 )
                 north: MqttLink | None = None
                 if uplink:
@@ -211,8 +226,9 @@ class Agent:
                     north = self.links.north = MqttLink(
                         "north",
                         link_settings(self.config, "north", file.north, north_host, north_port),
-                        topics.subscriptions(gw, "north", uplink=True),
-                        self.intake.on_north,
+                        topics.subscriptions(gw, "north", uplink=True) + self.foreign.subscriptions("north"),
+                        self.intake.receive_north,
+                        flush=self.intake.flush,
                     )
                 for link in (south, north):
                     if link is not None:

@@ -42,8 +42,10 @@ from edge_agent.models import (
 )
 from edge_agent.store import history
 from edge_agent.store.db import Store
+from edge_agent.transports.mqtt import SYNC, Handled
 
 if TYPE_CHECKING:
+    from edge_agent.agent.foreign import ForeignTopics
     from edge_agent.agent.homeassistant import HomeAssistant
     from edge_agent.agent.shadow import Shadow
 
@@ -68,6 +70,7 @@ class Intake:
         max_payload: int,
         homeassistant: HomeAssistant | None = None,
         shadow: Shadow | None = None,
+        foreign: ForeignTopics | None = None,
     ) -> None:
         self.gateway = site.gateway
         self.devices = site.devices
@@ -84,13 +87,21 @@ class Intake:
         self.max_payload = max_payload
         self.homeassistant = homeassistant  # [homeassistant] enabled: its commands and births
         self.shadow = shadow  # [shadow]: fed each committed input, after the commit
+        self.foreign = foreign  # [[foreign_topics]]: devices with a topic schema of their own
         self.policy_topic = topics.policy(site.gateway)
         self._last_faults: dict[str, int] = {}
 
     # ----- MQTT handlers --------------------------------------------------------------------
     async def on_south(self, topic: str, payload: bytes) -> bool:
-        """Handle one inbound message. True: acknowledge it to the broker. False: what it
-        caused could not be stored, so it must come again (after a reconnect)."""
+        """Handle one inbound message. True: acknowledge it to the broker (what it caused is
+        committed and, if durable, on disk). False: it could not be stored and must come again."""
+        handled = await self.receive_south(topic, payload)
+        return await self.flush() if handled == SYNC else bool(handled)
+
+    async def receive_south(self, topic: str, payload: bytes) -> Handled:
+        """The link's handler: like ``on_south`` but it does not wait for the disk; ``SYNC``
+        means committed, to be acknowledged after the link's next ``flush`` (one fsync for
+        a batch of messages)."""
         self.stats.received += 1
         self.stats.received_by_class[topic_class(self.gateway, topic)] += 1
         try:
@@ -104,23 +115,26 @@ class Intake:
         except Exception as exc:  # one bad message must never take the link down, nor be lost
             log.exception("internal error on %s", topic)
             return await self._dead_letter(topic, payload, exc)
-        return await self._synced(topic, durable)
+        return SYNC if durable else True
 
-    async def on_north(self, topic: str, payload: bytes) -> bool:
-        """The uplink carries one inbound topic, the centre's policy."""
-        if topic != self.policy_topic:
+    async def receive_north(self, topic: str, payload: bytes) -> Handled:
+        """The uplink carries the centre's policy, and the foreign topics set on ``north``."""
+        if topic != self.policy_topic and not (self.foreign and self.foreign.matches(topic)):
             self.stats.received += 1
             self.stats.received_by_class[topic_class(self.gateway, topic)] += 1
             return True
-        return await self.on_south(topic, payload)
+        return await self.receive_south(topic, payload)
 
-    async def _synced(self, topic: str, durable: bool) -> bool:
-        if not durable:
-            return True
+    async def on_north(self, topic: str, payload: bytes) -> bool:
+        handled = await self.receive_north(topic, payload)
+        return await self.flush() if handled == SYNC else bool(handled)
+
+    async def flush(self) -> bool:
+        """Make every committed transaction durable; False (and the local alarm) if it failed."""
         try:
             await self.store.sync()
         except Exception as exc:
-            self.alarm.sound("storage", f"cannot make what {topic} caused durable: {exc}")
+            self.alarm.sound("storage", f"cannot make what was received durable: {exc}")
             return False
         return True
 
@@ -224,12 +238,15 @@ class Intake:
         return durable
 
     def _decode_south(self, topic: str, payload: bytes) -> Event | ResponderAck | ResponderResolved | None:
-        parts = topics.split(self.gateway, topic)
-        if parts is None:
-            raise ProtocolError("unknown_topic", where=topic)
-        kind, device, channel = parts
         if len(payload) > self.max_payload:
             raise ProtocolError("oversized", where=topic, detail=f"{len(payload)} bytes")
+        parts = topics.split(self.gateway, topic)
+        if parts is None:
+            event = self.foreign.decode(topic, payload, self.clock.now()) if self.foreign else None
+            if event is None:
+                raise ProtocolError("unknown_topic", where=topic)
+            return event
+        kind, device, channel = parts
         if kind == "responder" and channel == "ack":
             ack: ResponderAck = decode_payload(ResponderAck, payload, where=topic)
             return ack

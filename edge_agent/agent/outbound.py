@@ -22,7 +22,7 @@ from edge_agent.agent import topics
 from edge_agent.agent.lamps import Lamps
 from edge_agent.agent.runtime import ActivePolicy, AgentStats, Background, Links, Unflushed
 from edge_agent.clock import Clock
-from edge_agent.engine import AlertChanged, Effect, LampSet, NotifyResponder, PublishRequest
+from edge_agent.engine import AlertChanged, Effect, LampSet, NotifyResponder, PublishRequest, SendRequest
 from edge_agent.errors import PublishRefused, TransportError
 from edge_agent.models import AlertMessage, PolicyAck, encode
 from edge_agent.store.db import ALERT_PRIORITY, EVENT_PRIORITY, TELEMETRY_PRIORITY, OutboxMessage, Store, new_id
@@ -45,8 +45,10 @@ class Outbound:
         unflushed: Unflushed,
         stats: AgentStats,
         alarm: Alarm,
+        background: Background,
     ) -> None:
         self.gateway = gateway
+        self.background = background  # sends without an outbox
         self.clock = clock
         self.store = store
         self.active = active
@@ -84,6 +86,38 @@ class Outbound:
                 device = str(effect.payload.get("device", "gateway"))
                 topic = topics.event(self.gateway, effect.topic)
                 self._enqueue_north(topic, dict(effect.payload), device, EVENT_PRIORITY)
+            elif isinstance(effect, SendRequest):
+                self._send(effect, now)
+
+    def _send(self, effect: SendRequest, now: float) -> None:
+        """A rule's ``send``: exactly the rendered payload, to its own topic. ``north`` goes
+        to the south broker when there is no uplink (like every platform topic)."""
+        name = effect.link if effect.link == "south" or self.links.north is not None else "south"
+        self.stats.sends[name] += 1
+        if effect.outbox:
+            self.store.enqueue(
+                name,
+                effect.topic,
+                effect.payload,
+                priority=EVENT_PRIORITY,
+                now=now,
+                qos=effect.qos,
+                retain=effect.retain,
+            )
+            self.links.wake[name].set()
+            return
+        link = self.links.south if name == "south" else self.links.north
+        if link is None or not link.connected:
+            self.stats.sends_dropped[name] += 1  # best effort, as configured: counted, not kept
+            return
+        self.background.spawn(self._send_once(link, effect))
+
+    async def _send_once(self, link: MqttLink, effect: SendRequest) -> None:
+        try:
+            await link.publish(effect.topic, effect.payload, qos=effect.qos, retain=effect.retain)
+        except TransportError as exc:
+            self.stats.sends_dropped[link.name] += 1
+            log.info("send to %s not delivered (no outbox): %s", effect.topic, exc)
 
     def _count_alert(self, alert: dict[str, Any]) -> None:
         """For the metrics: a new alert is "raised" (no chain) or "notified" at step 0 (its

@@ -39,6 +39,8 @@ class AgentStats:
     alerts_raised: int = 0
     alert_changes: Counter[str] = field(default_factory=Counter)  # by the alert's new status
     notifications: int = 0  # responder notifications (first, escalated and repeated)
+    sends: Counter[str] = field(default_factory=Counter)  # rules' send actions, by link
+    sends_dropped: Counter[str] = field(default_factory=Counter)  # sends without outbox not delivered
     last_seen: dict[str, tuple[float, str]] = field(default_factory=dict)  # device -> (ts, event)
     rule_seconds: LatencyHistogram = field(default_factory=lambda: LatencyHistogram(RULE_BUCKETS_S))
 

@@ -5,7 +5,7 @@ Must not import: edge_agent.transports or edge_agent.agent. Uses edge_agent.poli
 decisions) and edge_agent.store (persistence, inside the caller's transaction).
 """
 
-from edge_agent.engine.effects import AlertChanged, Effect, LampSet, NotifyResponder, PublishRequest
+from edge_agent.engine.effects import AlertChanged, Effect, LampSet, NotifyResponder, PublishRequest, SendRequest
 from edge_agent.engine.engine import Engine, Site
 
 __all__ = [
@@ -15,5 +15,6 @@ __all__ = [
     "LampSet",
     "NotifyResponder",
     "PublishRequest",
+    "SendRequest",
     "Site",
 ]

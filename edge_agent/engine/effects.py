@@ -30,4 +30,16 @@ class PublishRequest:
     payload: dict[str, Any]
 
 
-Effect = LampSet | AlertChanged | NotifyResponder | PublishRequest
+@dataclass(frozen=True, slots=True)
+class SendRequest:
+    """A rule's ``send``: a message in someone else's schema, to an absolute topic."""
+
+    link: str  # "south" | "north"
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+    outbox: bool  # stored with the commit and sent until acknowledged; else published once
+
+
+Effect = LampSet | AlertChanged | NotifyResponder | PublishRequest | SendRequest

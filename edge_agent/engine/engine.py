@@ -17,15 +17,17 @@ from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import msgspec
+
 from edge_agent.engine.dispatching import GatewayDispatch
-from edge_agent.engine.effects import AlertChanged, Effect, LampSet, PublishRequest
+from edge_agent.engine.effects import AlertChanged, Effect, LampSet, PublishRequest, SendRequest
 from edge_agent.engine.lighting import LampState, LightingController, LocalTime, local_time
-from edge_agent.engine.rules import CompiledRule, compile_rule, render
+from edge_agent.engine.rules import CompiledRule, compile_rule, render, render_topic, render_value
 from edge_agent.engine.schedule import next_fire
 from edge_agent.models import Event
 from edge_agent.policy.dispatch_state import FULL_DAY
 from edge_agent.policy.expr import evaluate
-from edge_agent.policy.model import Notify, Policy, Publish, RaiseAlert, SetLamp
+from edge_agent.policy.model import Notify, Policy, Publish, RaiseAlert, Send, SetLamp
 from edge_agent.policy.programs import compile_programs
 from edge_agent.policy.sun import solar_elevation
 from edge_agent.policy.units import parse_duration
@@ -91,6 +93,10 @@ class _Context(Mapping[str, Any]):
             return event.kind
         if key == "event":
             return event.name
+        if key == "ts":  # for templates: the event's time (a payload's own ts comes first)
+            return event.ts
+        if key == "gateway":
+            return self._engine.site.gateway
         if key == "zone" and event.zone is not None:
             return event.zone
         if key == "group" and event.group is not None:
@@ -124,11 +130,12 @@ class Engine:
         for rule in self.rules:
             for name in rule.events:
                 self.by_event.setdefault(name, []).append(rule)
-        # events whose handling may raise an alert or move a timer: committed with fsync
+        # events whose handling may raise an alert, move a timer or store a send: committed with fsync
         self.durable_events = frozenset(
             name
             for rule in self.rules
-            if rule.trigger in ("threshold", "absence") or any(isinstance(a, RaiseAlert | Notify) for a in rule.actions)
+            if rule.trigger in ("threshold", "absence")
+            or any(isinstance(a, RaiseAlert | Notify) or (isinstance(a, Send) and a.outbox) for a in rule.actions)
             for name in rule.events
         )
         programs = compile_programs(policy)
@@ -498,6 +505,16 @@ class Engine:
             payload.update(rule=rule.id, device=event.device, ts=now)
             effects.append(PublishRequest(action.topic, payload))
             return f"publish {action.topic}"
+        if isinstance(action, Send):
+            try:
+                topic = render_topic(action.topic, env)
+                body = msgspec.json.encode(render_value(action.payload, env))
+            except KeyError as exc:
+                return f"send skipped: no value for {{{exc.args[0]}}}"
+            except ValueError as exc:
+                return f"send skipped: {exc}"
+            effects.append(SendRequest(action.link, topic, body, action.qos, action.retain, action.outbox))
+            return f"send {topic}" + ("" if action.outbox else " (no outbox)")
         raise TypeError(type(action))  # pragma: no cover - the schema admits no other action
 
     # ----- alerts -----------------------------------------------------------------------------

@@ -42,6 +42,42 @@ def render(template: str, values: Mapping[str, Any]) -> str:
     return _FIELD.sub(one, template)
 
 
+_ONE_FIELD = re.compile(r"^\{(\w+)\}$")
+
+
+def render_value(template: Any, values: Mapping[str, Any]) -> Any:
+    """A ``send`` payload: strings are templates; a string that is exactly one ``{name}``
+    keeps the value's own type (an int stays an int); objects and lists are filled inside.
+    KeyError names a missing value."""
+    if isinstance(template, str):
+        whole = _ONE_FIELD.match(template)
+        if whole is not None:
+            return values[whole.group(1)]
+        return _FIELD.sub(lambda m: _text(values[m.group(1)]), template)
+    if isinstance(template, dict):
+        return {k: render_value(v, values) for k, v in template.items()}
+    if isinstance(template, list):
+        return [render_value(v, values) for v in template]
+    return template
+
+
+def render_topic(template: str, values: Mapping[str, Any]) -> str:
+    """A ``send`` topic; KeyError for a missing value, ValueError for a value that would
+    change the topic's shape (a '/', '+', '#', or an empty level)."""
+
+    def one(match: re.Match[str]) -> str:
+        text = _text(values[match.group(1)])
+        if not text or any(c in text for c in "/+#\x00"):
+            raise ValueError(f"{match.group(0)} = {text!r} cannot be a topic level")
+        return text
+
+    return _FIELD.sub(one, template)
+
+
+def _text(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
 def selector(sel: Selector) -> Callable[[Event], bool]:
     devices = frozenset(sel.devices)
     kind, group, zone = sel.kind, sel.group, sel.zone

@@ -123,7 +123,23 @@ class Publish(msgspec.Struct, frozen=True, tag="publish", tag_field="action", kw
     payload: dict[str, Any] = {}
 
 
-Action = SetLamp | RaiseAlert | Notify | Publish
+class Send(msgspec.Struct, frozen=True, tag="send", tag_field="action", kw_only=True):
+    """A message in someone else's schema (a foreign topic's device, a hub, a peer system):
+    ``topic`` and ``payload`` are templates over the event's values (``{gateway}``,
+    ``{device}``, ``{value}``); a payload string that is exactly one ``{name}`` keeps the
+    value's JSON type. Nothing is added to the payload. ``outbox``: the message is stored
+    with the event's commit and sent until the broker acknowledges it (what triggered it is
+    acknowledged only once it is on disk); without it, it is published once, best effort."""
+
+    topic: Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+    payload: dict[str, Any] = {}
+    link: Literal["south", "north"] = "south"
+    qos: Literal[0, 1] = 1
+    retain: bool = False
+    outbox: bool = True
+
+
+Action = SetLamp | RaiseAlert | Notify | Publish | Send
 
 
 class Rule(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -384,8 +400,23 @@ def _check_rule(rule: Rule, chains: dict[str, Chain], source: str, path: str, pr
         chain = (
             action.notify if isinstance(action, RaiseAlert) else (action.chain if isinstance(action, Notify) else None)
         )
+        if isinstance(action, Send):
+            problem = send_topic_problem(action.topic)
+            if problem:
+                problems.append(Problem(source, f"{where}.topic", problem))
         if chain is not None and chain not in chains:
             problems.append(Problem(source, where, f"unknown responder chain {chain!r}; defined: {sorted(chains)}"))
+
+
+def send_topic_problem(template: str) -> str | None:
+    """Why a ``send`` topic template cannot be published to, or None."""
+    if template.startswith("$"):
+        return "topics starting with '$' are the broker's own"
+    if "+" in template or "#" in template or "\x00" in template:
+        return "a topic to publish to has no wildcards ('+', '#')"
+    if any(not level for level in template.split("/")):
+        return "empty level (two '/' in a row, or a leading or trailing '/')"
+    return None
 
 
 def _valid_cron(expression: str) -> bool:

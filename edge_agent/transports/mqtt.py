@@ -14,6 +14,10 @@ resumes its persistent session, so that the broker delivers that message (and th
 it) again, in order (``unhandled="redeliver"``); or, for a broker that never delivers an
 unacknowledged message again (the embedded amqtt), holds the message and calls the handler
 again (``unhandled="retry"``). Either way with backoff, and nothing after it is handled first.
+A handler may answer ``SYNC``: it committed, and the message may be acknowledged once the
+link's ``flush`` (the store's group fsync) returns True. The link reads what is already
+queued as one batch (up to ``BATCH``), hands each message to the handler in order, flushes
+once and acknowledges the batch in order: one fsync per batch instead of one per message.
 Must not import: the engine, the policy, the store or the agent.
 """
 
@@ -60,13 +64,17 @@ QUIET_LOG = _aiomqtt_log = logging.getLogger("edge_agent.mqtt.client")
 CLIENT_LOG_FILTER = _ClientLogFilter()
 _aiomqtt_log.addFilter(CLIENT_LOG_FILTER)
 
-# Returns False when the message could not be handled durably: it is then not acknowledged,
-# and the broker delivers it again after the next reconnect.
+# A handler returns True (handled: acknowledge), False (could not be handled: not
+# acknowledged, the broker delivers it again after the next reconnect) or SYNC (handled and
+# committed: acknowledge once ``flush`` says it is on disk).
+SYNC: Literal["sync"] = "sync"
 # paho leaves Nagle's algorithm on: a small PUBLISH or PUBACK then waits for the previous
 # segment's TCP ack (up to 40 ms of delayed ACK). Alerts and lamp commands must not.
 NO_DELAY = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
 
-MessageHandler = Callable[[str, bytes], Awaitable[bool | None]]
+Handled = bool | Literal["sync"] | None
+MessageHandler = Callable[[str, bytes], Awaitable[Handled]]
+Flush = Callable[[], Awaitable[bool]]
 
 MqttVersion = Literal["5", "3.1.1"]
 Unhandled = Literal["redeliver", "retry"]
@@ -145,6 +153,10 @@ class LinkSettings:
     # Inbound messages waiting to be handled. QoS 1 floods are paced by the broker (unacked
     # messages in flight are capped); QoS 0 beyond this cap is dropped (and logged).
     max_queued_incoming: int = 10_000
+    # MQTT 5: QoS 1 messages in flight to the link at once (below max_queued_incoming, so a
+    # QoS 1 flood waits at the broker instead of overflowing the queue). 3.1.1 has no such
+    # setting: the broker's own (Mosquitto max_inflight_messages, 20) applies.
+    receive_maximum: int = 1000
 
 
 def backoff_delay(attempt: int, minimum: float, maximum: float, rand: float) -> float:
@@ -168,11 +180,13 @@ class MqttLink:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rand: Callable[[], float] = random.random,
         on_connect: Callable[[], None] | None = None,
+        flush: Flush | None = None,
     ) -> None:
         self.name = name
         self.settings = settings
         self.subscriptions = list(subscriptions)
         self.on_message = on_message
+        self.flush = flush  # makes what SYNC-handled messages committed durable; False: it failed
         self._sleep = sleep
         self.on_connect = on_connect
         self._rand = rand
@@ -212,6 +226,9 @@ class MqttLink:
             properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             if not s.clean_session:
                 properties.SessionExpiryInterval = s.session_expiry
+            # QoS 1 messages the broker may have in flight to us, unacknowledged: it holds the
+            # rest (back-pressure), so the inbound queue never overflows and drops one of them
+            properties.ReceiveMaximum = s.receive_maximum
             # clean_start False on EVERY connect (aiomqtt's default starts clean on the first
             # connect of a client object, and the link makes a new one per connection)
             session = {
@@ -339,16 +356,42 @@ class MqttLink:
         self._unhandled_streak += 1
         return delay
 
+    # inbound messages handled as one batch: one flush (fsync) and then their acknowledgements
+    BATCH = 256
+
     async def _serve(self, client: aiomqtt.Client) -> bool:
         """Hand inbound messages to the handler and acknowledge them. True when one QoS 1
         message could not be handled (``unhandled="redeliver"``): it and everything after it
         on this connection stay unacknowledged, for the broker to deliver again once the
         session resumes."""
+        queue = client._queue  # aiomqtt's inbound queue: what has arrived, not yet handled
         async for message in client.messages:
+            batch = [message]
+            while len(batch) < self.BATCH and not queue.empty():
+                batch.append(queue.get_nowait())
+            if await self._handle_batch(client, batch):
+                return True
+        return False
+
+    async def _handle_batch(self, client: aiomqtt.Client, batch: list[aiomqtt.Message]) -> bool:
+        """Handle messages in order, then flush once and acknowledge them in order. True: one
+        could not be handled and must come again (it and the rest stay unacknowledged)."""
+        ready: list[aiomqtt.Message] = []  # handled, in order, waiting for the flush and the ack
+        needs_flush = False
+        for message in batch:
             payload = message.payload
             data = payload if isinstance(payload, bytes) else str(payload or "").encode()
             topic = str(message.topic)
             handled = await self.on_message(topic, data)
+            if handled is not False:
+                needs_flush = needs_flush or handled == SYNC
+                if self.settings.manual_ack and message.qos > 0:
+                    ready.append(message)
+                continue
+            # not handled: what came before it is acknowledged first (in order), then it
+            if not await self._acknowledge(client, ready, needs_flush):
+                return True
+            ready, needs_flush = [], False
             if not self.settings.manual_ack or message.qos == 0:
                 continue  # acknowledged by paho already (or QoS 0: nothing to acknowledge)
             while handled is False:
@@ -363,9 +406,25 @@ class MqttLink:
                 log.warning("%s link: message on %s not handled; trying it again", self.name, topic)
                 await self._sleep(self._unhandled_delay())
                 handled = await self.on_message(topic, data)
+            if not await self._acknowledge(client, [message], handled == SYNC):
+                return True
+        return not await self._acknowledge(client, ready, needs_flush)
+
+    async def _acknowledge(self, client: aiomqtt.Client, messages: list[aiomqtt.Message], flush: bool) -> bool:
+        """Flush if asked, then PUBACK ``messages`` in order. False: the flush failed, none is
+        acknowledged (the broker delivers them again after the reconnect)."""
+        while flush and self.flush is not None and not await self.flush():
+            self.unhandled += 1
+            if self.settings.unhandled == "redeliver":
+                log.warning("%s link: %d messages not made durable; reconnecting", self.name, len(messages))
+                return False
+            log.warning("%s link: %d messages not made durable; flushing again", self.name, len(messages))
+            await self._sleep(self._unhandled_delay())
+        for message in messages:
             client._client.ack(message.mid, message.qos)
+        if messages:
             self._unhandled_streak = 0
-        return False
+        return True
 
     async def _subscribe(self, client: aiomqtt.Client) -> None:
         for topic, qos in self.subscriptions:

@@ -85,3 +85,29 @@ EXC_ILLEGAL_VALUE: Final = 3
 def expected_power_w(level: int, on: bool) -> float:
     """Power the simulated node reports for a level (the unix board's model)."""
     return STANDBY_POWER_W + (RATED_POWER_W * level / 100.0 if on else 0.0)
+
+
+def site_registers(
+    latitude: float,
+    longitude: float,
+    utc_offset_minutes: float,
+    on_kind: int,
+    on_offset: float,
+    off_kind: int,
+    off_offset: float,
+) -> list[int]:
+    """HR_LATITUDE..HR_OFF_OFFSET (24-30) as written: signed values in two's complement,
+    offsets clamped to +-720 min and 0 for a clock switch (its minute is the program step's)."""
+
+    def s16(v: float, limit: int) -> int:
+        return max(-limit, min(limit, round(v))) & 0xFFFF
+
+    return [
+        s16(latitude * 100, 9000),
+        s16(longitude * 100, 18000),
+        s16(utc_offset_minutes, 840),
+        on_kind,
+        s16(on_offset if on_kind != SWITCH_CLOCK else 0, 720),
+        off_kind,
+        s16(off_offset if off_kind != SWITCH_CLOCK else 0, 720),
+    ]

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -18,9 +19,9 @@ from zoneinfo import ZoneInfo
 from edge_agent.clock import Clock
 from edge_agent.config import GatewayConfig
 from edge_agent.engine.lighting import LampState, local_time
-from edge_agent.errors import EdgeError
+from edge_agent.errors import EdgeError, ProtocolError
 from edge_agent.models import Event
-from edge_agent.policy.lighting import night_minute, night_of, night_switch_minutes
+from edge_agent.policy.lighting import MINUTES_PER_NIGHT, NIGHT_END, night_minute, night_of, night_switch_minutes
 from edge_agent.transports.dongle_link import DongleLink, DongleMessage, DongleSettings
 from edge_agent.transports.modbus_bus import BusSettings, LampProgram, LampReading, ModbusLampBus, NodeStatus
 from hardware import registers
@@ -44,12 +45,16 @@ def fallback_steps(
 ) -> tuple[tuple[int, int], ...]:
     """Tonight's switch times and levels for a node's stored program (at most 8 steps).
 
-    The node has no sun maths: the gateway turns the program into concrete minutes for the
-    coming night (on, each dimming step, off) and refreshes them with every program write.
+    Step 0 is on (the program's base level), the last step off (0), the dimming steps in
+    between. A firmware 2.0 node given its site (``site_registers``) moves on and off itself
+    every night; these minutes are tonight's, and what a node without sun maths runs as is.
+    The polar rule (``night_switch_minutes``): under polar night the night runs noon to noon
+    (on and off both at 12:00, every dimming step inside); under polar day on = off = 12:00
+    (dark, for a node with sun maths: a firmware 1.x clock program cannot say it).
     """
     when = local_time(now, tz)
     program = lamp.program
-    night = night_of(when.epoch_day, when.minute) if when.minute < 720 else when.epoch_day
+    night = night_of(when.epoch_day, when.minute)
     on, off = night_switch_minutes(
         night,
         latitude,
@@ -60,15 +65,43 @@ def fallback_steps(
         program.off_kind,
         program.off_value,
     )
-    steps = [(on, program.base_level)]
-    steps += [
-        (m, lvl)
-        for m, lvl in zip(program.step_minutes, program.step_levels, strict=True)
-        if night_minute(on) < night_minute(m) < night_minute(off)
-    ]
-    steps.append((off, 0.0))
-    steps = sorted(steps, key=lambda s: night_minute(s[0]))[: registers.PROGRAM_MAX_STEPS]
+    start = night_minute(on)
+    end = MINUTES_PER_NIGHT if off >= NIGHT_END else night_minute(off)
+    middle = sorted(
+        ((m, lvl) for m, lvl in zip(program.step_minutes, program.step_levels, strict=True)),
+        key=lambda s: night_minute(s[0]),
+    )
+    inside = [(m, lvl) for m, lvl in middle if start < night_minute(m) < end]
+    steps = [(on, program.base_level), *inside[: registers.PROGRAM_MAX_STEPS - 2], (off, 0.0)]
     return tuple((round(m) % 1440, round(lvl)) for m, lvl in steps)
+
+
+def node_site(lamp: LampState, now: float, latitude: float, longitude: float, tz: ZoneInfo) -> list[int]:
+    """Holding registers 24-30 for a node: the gateway's location, the UTC offset of the clock
+    it sets on the node (local time now), and the program's switch kinds and offsets."""
+    program = lamp.program
+    return registers.site_registers(
+        latitude,
+        longitude,
+        local_time(now, tz).utc_offset_minutes,
+        program.on_kind,
+        program.on_value,
+        program.off_kind,
+        program.off_value,
+    )
+
+
+@dataclass(frozen=True)
+class SitedProgram(LampProgram):
+    """A program write that also carries the node's site (HR 24-30): one FC 16 from HR 6 to
+    HR 30, so a firmware 2.0 node stores program, location and switch kinds in one save."""
+
+    site: tuple[int, ...] = ()
+
+    def to_registers(self) -> list[int]:
+        regs = super().to_registers()
+        pad = registers.HR_LATITUDE - registers.HR_PROGRAM_VERSION - len(regs)
+        return regs + [0] * pad + list(self.site)
 
 
 class SerialDevices:
@@ -224,9 +257,17 @@ class SerialDevices:
         if bus is None:
             return False
         gw = self.config.file.gateway
-        steps = fallback_steps(state, self.clock.now(), gw.latitude, gw.longitude, self.config.tz)
+        now = self.clock.now()
+        steps = fallback_steps(state, now, gw.latitude, gw.longitude, self.config.tz)
+        site = tuple(node_site(state, now, gw.latitude, gw.longitude, self.config.tz))
         try:
-            await bus.write_program(unit, LampProgram(version & 0xFFFF, steps))
+            try:
+                await bus.write_program(unit, SitedProgram(version & 0xFFFF, steps, site))
+            except ProtocolError as exc:
+                if exc.reason != "exception_response":
+                    raise
+                # firmware 1.x has no HR 24-31 (illegal address): the program alone, by clock
+                await bus.write_program(unit, LampProgram(version & 0xFFFF, steps))
         except EdgeError as exc:
             log.info("program v%s to %s not written: %s", version, lamp, exc)
             return False

@@ -1,9 +1,10 @@
-"""Firmware footprint: ``python -m hardware.footprint`` (also ``just bench-firmware``? no: run it
-directly). Runs the lamp node's real main loop under the MicroPython unix port with an
-in-memory board (hardware/footprint/fw_bench.py) and reports the peak heap (gc.mem_alloc above
-the interpreter's own baseline) and the bytes allocated per steady-state Modbus poll, against
-the aims (<= 32 KB, 0); then the frozen-bytecode size of each firmware (mpy-cross, armv6m,
-the files of its manifest). Exits non-zero when an aim is missed.
+"""Firmware footprint: ``python -m hardware.footprint``. Runs the lamp node's real main loop
+under the MicroPython unix port with an in-memory board (hardware/footprint/fw_bench.py) and
+reports the peak heap (gc.mem_alloc above the interpreter's own baseline) and the bytes
+allocated per steady-state Modbus poll, against the aims (<= 32 KB, 0); the dongle's main loop
+likewise (dongle_bench.py: peak heap, aim <= 32 KB); then the frozen-bytecode size of each
+firmware (mpy-cross, armv6m, the files of its manifest). Prints the figures and records them
+(devtools/bench_results.py: bench-results/footprint.json). Exits non-zero when an aim is missed.
 
 Must not import: edge_agent (paths only), the firmware itself.
 """
@@ -17,6 +18,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from devtools.bench_results import Row, record
 from hardware.hil.procs import CODEC_DIR, COMMON_DIR, DONGLE_DIR, LAMP_DIR, micropython_binary
 
 HERE = Path(__file__).resolve().parent
@@ -29,12 +31,13 @@ NODE_JSON = (
 FIRMWARES = {
     "lamp_node": [CODEC_DIR / "crc.py", COMMON_DIR / "store.py"]
     + [LAMP_DIR / f for f in ("regs.py", "sun.py", "lamp.py", "rtu.py", "app.py", "board_rp2.py", "main.py")],
-    "dongle": [CODEC_DIR / "crc.py", CODEC_DIR / "frames.py"]
+    "dongle": [CODEC_DIR / "crc.py", CODEC_DIR / "frames.py", COMMON_DIR / "store.py"]
     + [DONGLE_DIR / f for f in ("radio.py", "sender.py", "app.py", "board_rp2.py", "main.py")],
 }
 
 
-def heap(polls: int = 2000, heapsize: str = "256k") -> dict[str, int]:
+def heap(polls: int = 2000, heapsize: str = "256k", firmware: str = "lamp_node") -> dict[str, int]:
+    """Run a firmware's bench script (fw_bench.py, or dongle_bench.py with ``polls`` packets)."""
     exe = micropython_binary()
     if exe is None:
         raise SystemExit("micropython unix port not found")
@@ -43,12 +46,14 @@ def heap(polls: int = 2000, heapsize: str = "256k") -> dict[str, int]:
         # Bytecode compiled ahead, as frozen on the device (no compiler garbage on the heap).
         mpy = Path(tmp, "mpy")
         mpy.mkdir()
-        for src in [*FIRMWARES["lamp_node"], LAMP_DIR / "simsensor.py"]:
+        extra = [LAMP_DIR / "simsensor.py"] if firmware == "lamp_node" else []
+        for src in [*FIRMWARES[firmware], *extra]:
             if src.name not in ("main.py", "board_rp2.py"):
                 subprocess.run([_mpy_cross(), "-o", str(mpy / (src.stem + ".mpy")), str(src)], check=True)
         env = dict(os.environ, MICROPYPATH=str(mpy))
+        script = HERE / ("fw_bench.py" if firmware == "lamp_node" else "dongle_bench.py")
         out = subprocess.run(
-            [exe, "-X", f"heapsize={heapsize}", str(HERE / "fw_bench.py"), tmp, str(polls)],
+            [exe, "-X", f"heapsize={heapsize}", str(script), tmp, str(polls)],
             capture_output=True, text=True, env=env, check=True, timeout=120,
         ).stdout  # fmt: skip
     figures: dict[str, int] = {}
@@ -80,11 +85,18 @@ def frozen_sizes() -> dict[str, dict[str, int]]:
 def main() -> int:
     f = heap()
     ok = f["peak_heap"] <= AIM_PEAK and f["alloc_bytes"] <= AIM_ALLOC
+    per_poll = f["alloc_bytes"] / f["polls"]
+    rows = [
+        Row(what="lamp node peak heap", figure=f"{f['peak_heap']} B", aim=f"<= {AIM_PEAK} B",
+            met=f["peak_heap"] <= AIM_PEAK, value=f["peak_heap"], unit="B"),
+        Row(what="lamp node bytes allocated per steady-state poll", figure=f"{per_poll:.2f} B",
+            aim=f"{AIM_ALLOC}", met=f["alloc_bytes"] <= AIM_ALLOC, value=per_poll, unit="B"),
+    ]  # fmt: skip
     print("lamp node main loop, MicroPython unix port, in-memory board, program running from the RTC:")
     print(f"  peak heap (gc.mem_alloc above baseline): {f['peak_heap']} B  (aim <= {AIM_PEAK} B)")
     print(f"  live heap after the run:                 {f['live_after_run']} B")
     print(
-        f"  allocated per steady-state poll:         {f['alloc_bytes'] / f['polls']:.2f} B"
+        f"  allocated per steady-state poll:         {per_poll:.2f} B"
         f" over {f['polls']} polls of 15 registers (aim {AIM_ALLOC})"
     )
     print(f"  heap right after boot (collected):        {f['heap_after_boot']} B")
@@ -97,7 +109,17 @@ def main() -> int:
             print(f"  runs in an interpreter heap of {cap}: no (MemoryError)")
             continue
         print(f"  runs in an interpreter heap of {cap}: yes (smallest of 32k/36k/40k/48k tried)")
+        rows.append(Row(what="lamp node smallest interpreter heap tried that runs", figure=cap))
         break
+    d = heap(polls=600, firmware="dongle")
+    ok = ok and d["peak_heap"] <= AIM_PEAK
+    print("dongle main loop, in-memory board, 600 radio packets (every 10th an SOS, saved on flash), all ACKed:")
+    print(f"  peak live heap (collected at each frame): {d['peak_heap']} B  (aim <= {AIM_PEAK} B)")
+    print(f"  live heap after the run:                 {d['live_after_run']} B")
+    print(f"  heap right after boot (collected):        {d['heap_after_boot']} B")
+    print(f"  frames ACKed: {d['frames']}, queue saves: {d['saves']}")
+    rows.append(Row(what="dongle peak heap", figure=f"{d['peak_heap']} B", aim=f"<= {AIM_PEAK} B",
+                    met=d["peak_heap"] <= AIM_PEAK, value=d["peak_heap"], unit="B"))  # fmt: skip
     try:
         sizes = frozen_sizes()
     except (OSError, subprocess.CalledProcessError) as exc:
@@ -105,8 +127,17 @@ def main() -> int:
     else:
         for name, files in sizes.items():
             detail = ", ".join(f"{k} {v}" for k, v in files.items())
-            print(f"frozen bytecode {name} (mpy-cross -march=armv6m): {sum(files.values())} B  [{detail}]")
+            total = sum(files.values())
+            print(f"frozen bytecode {name} (mpy-cross -march=armv6m): {total} B  [{detail}]")
+            rows.append(Row(what=f"{name} frozen bytecode (armv6m)", figure=f"{total} B", value=total, unit="B"))
     print("aims met" if ok else "AIMS MISSED")
+    record(
+        "footprint",
+        title="Firmware footprint (MicroPython unix port)",
+        command="python -m hardware.footprint",
+        rows=rows,
+        notes="Heap figures load bytecode from .mpy onto the heap: upper bounds for frozen firmware.",
+    )
     return 0 if ok else 1
 
 

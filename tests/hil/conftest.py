@@ -65,12 +65,19 @@ def lamp_target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Lamp
 
 @contextlib.contextmanager
 def emulated_dongle(tmp_path: Path, *, supervise: bool = False) -> Iterator[DongleTarget]:
-    """The dongle firmware under the MicroPython unix port on a pty; ``supervise``: a watchdog
-    reset (kill -9) reboots it, as a board would."""
+    """The dongle firmware under the MicroPython unix port on a pty, its flash the folder
+    ``tmp_path/dongle``; ``supervise``: a watchdog reset or power cut (kill -9) reboots it on
+    the same line and flash, as a board would."""
     line = PtyBus(tmp_path / "ttyDONGLE", loss=0.0, seed=7).start()
+    state = tmp_path / "dongle"
+    state.mkdir(exist_ok=True)
     r, w = os.pipe()
     proc = FirmwareProcess(
-        DONGLE_DIR, [f"/dev/fd/{r}", "30"], tmp_path / "dongle.log", extra_fds=(r,), supervise=supervise
+        DONGLE_DIR,
+        ["--state", str(state), f"/dev/fd/{r}", "30"],
+        tmp_path / "dongle.log",
+        extra_fds=(r,),
+        supervise=supervise,
     )
     os.close(r)
     proc.attach(line)

@@ -16,11 +16,13 @@ from devtools.gateway_config import POLICY_HEAD, write_gateway_config
 from edge_agent.clock import ManualClock
 from edge_agent.config import load_config
 from edge_agent.policy.bundle import build_bundle, generate_private_key, key_id, public_key_to_pem, sign_bundle
+from edge_agent.transports.modbus_bus import BusSettings, ModbusLampBus
 from hardware import registers as regmap
+from hardware.hil.procs import micropython_binary
 from tests.agent.harness import eventually, observing, running
 from tests.conftest import BrokerInfo
 
-from .conftest import DongleTarget, LampTarget
+from .conftest import DongleTarget, LampTarget, dongle_stats, emulated_dongle
 
 pytestmark = [pytest.mark.hil, pytest.mark.timeout(90)]
 
@@ -125,6 +127,51 @@ async def test_an_sos_through_the_dongle_firmware_rings_the_doctor_once(
         assert len(obs.on("responder/doc1/alert")) == 1, "the SOS must arrive exactly once"
 
 
+async def test_an_sos_whose_ack_a_power_cut_swallows_rings_the_doctor_once(
+    request: pytest.FixtureRequest, tmp_path: Path, mqtt_broker: BrokerInfo, unique_id: str
+) -> None:
+    """The agent commits the SOS and ACKs it; the dongle loses power as the ACK arrives, before
+    it handles it (``cut 0``). Rebooted, it sends the SOS again with its old seq, then a new
+    HELLO: the agent acks the copy without a second alert."""
+    if request.config.getoption("--dongle-port") or micropython_binary() is None:
+        pytest.skip("the power cut is injected on the emulated dongle")
+    url = f"mqtt://127.0.0.1:{mqtt_broker.port}"
+    with emulated_dongle(tmp_path, supervise=True) as target:
+        path = write_gateway_config(
+            tmp_path,
+            unique_id,
+            policy_text=POLICY_HEAD + SOS_RULE,
+            south_url=url,
+            north_url=url,
+            lamps=(),
+            cameras=(),
+            wearables=[
+                {"id": "grandma-wu", "link": "dongle", "radio_id": 101},
+                {"id": "grandpa-he", "link": "dongle", "radio_id": 102},
+            ],
+            dongle={"port": target.port},
+        )
+        assert target.process is not None
+        async with (
+            observing(mqtt_broker.host, mqtt_broker.port, f"district/v1/{unique_id}") as obs,
+            running(load_config(path), ManualClock(T0)),
+        ):
+            for _ in range(200):  # its HELLO ACKed, before the cut is armed
+                if (await dongle_stats(target))["acked"] >= 1:
+                    break
+            os.write(target.radio, b"cut 0\nsos 101 80\n")
+            await eventually(lambda: obs.on("responder/doc1/alert"), timeout=30, what="the doctor's phone rings")
+            await asyncio.to_thread(target.process.wait_boots, 2)
+            os.write(target.radio, b"fall 102 3 79\n")  # after the reboot: a new alarm, a new alert
+            await eventually(lambda: [a for a in obs.on("alert") if "fall" in a["message"]], timeout=30, what="fall")
+            await asyncio.sleep(1.0)
+            messages = sorted(a["message"] for a in obs.on("alert"))
+            assert messages == ["fall from grandpa-he", "sos from grandma-wu"], messages  # the SOS once
+            assert len(obs.on("responder/doc1/alert")) == 1
+        log = target.process.log()
+        assert "power cut at point 0" in log and "resend seq=2" in log
+
+
 FAULT_RULE = """
 [[rules]]
 id = "lamp-fault"
@@ -166,3 +213,64 @@ async def test_a_measured_lamp_fault_on_the_node_raises_the_gateway_alert(
             lambda: [a for a in obs.on("alert") if first in str(a.get("message", ""))], timeout=20, what="fault alert"
         )
         assert f"fault bits {regmap.FAULT_LAMP}" in alerts[0]["message"]
+
+
+async def test_rollout_gives_each_node_the_gateways_site_and_the_polar_night(
+    lamp_target: LampTarget, tmp_path: Path, mqtt_broker: BrokerInfo, unique_id: str
+) -> None:
+    """At rollout the agent writes the program and the node's site (HR 24-30: the gateway's
+    latitude/longitude, its UTC offset, the policy's switch kinds and offsets). Left alone in
+    Tromsø on New Year's Day (polar night: the sun does not rise), the node lights the street
+    from noon, as the gateway would, instead of waiting for a sunset that never comes."""
+    if lamp_target.line is None:
+        pytest.skip("the node's clock and silence are steered on the emulated node")
+    url = f"mqtt://127.0.0.1:{mqtt_broker.port}"
+    bus = {"port": lamp_target.port, "baudrate": 9600, "poll_interval": 0.3, "timeout": 0.5, "silence_timeout": 2}
+    noon = datetime(2026, 1, 1, 12, 30, tzinfo=ZoneInfo("Europe/Oslo")).timestamp()
+    path = write_gateway_config(
+        tmp_path,
+        unique_id,
+        policy_text=POLICY_HEAD + RULES,
+        south_url=url,
+        north_url=url,
+        trust_keys=["centre.pub"],
+        lamps=[{"id": f"N{u}", "zone": "square", "bus": "street", "unit": u} for u in lamp_target.units],
+        wearables=(),
+        buses={"street": bus},
+        latitude=69.65,
+        longitude=18.96,
+        timezone="Europe/Oslo",
+    )
+    key = generate_private_key()
+    (tmp_path / "centre.pub").write_bytes(public_key_to_pem(key.public_key()))
+    async with (
+        observing(mqtt_broker.host, mqtt_broker.port, f"district/v1/{unique_id}") as obs,
+        running(load_config(path), ManualClock(noon)),
+    ):
+        await eventually(lambda: obs.on("telemetry/lamp/N1"), timeout=20, what="first bus reading")
+        bundle = build_bundle(
+            (tmp_path / "policy.toml").read_bytes().replace(b'name = "test"', b'name = "v3"'),
+            kind="policy", district="naxi", gateways=["*"], version=3, issued_at=int(noon),
+            not_before=int(noon) - 60, expires=int(noon) + 86400, key_id=key_id(key.public_key()), force=True,
+        )  # fmt: skip
+        await obs.publish("policy", sign_bundle(bundle, key))
+        for unit in lamp_target.units:
+            await eventually(
+                lambda unit=unit: any(t.get("policy_version") == 3 for t in obs.on(f"telemetry/lamp/N{unit}")),
+                timeout=20,
+                what=f"node {unit} stores program v3",
+            )
+    # the gateway is gone: read what the nodes stored, then let them run alone
+    settings = BusSettings(port=lamp_target.port, units=lamp_target.units, timeout=0.5, retries=3, poll_interval=0)
+    # POLICY_HEAD: on = "sunset+10m", off = "sunrise-15m"; Tromsø 69.65 N 18.96 E; Oslo in January: UTC+1
+    want = [6965, 1896, 60, regmap.SWITCH_SUN, 10, regmap.SWITCH_SUN, (-15) & 0xFFFF]
+    async with ModbusLampBus(settings) as modbus:
+        for unit in lamp_target.units:
+            assert await modbus.read_holding(unit, regmap.HR_LATITUDE, 7) == want, unit
+        await asyncio.sleep(2.5)  # > silence_timeout: the nodes fall back to their programs
+        for unit in lamp_target.units:
+            reading = await modbus.poll(unit)
+            assert reading.fallback and reading.program_version == 3
+            # 12:30 on a polar night: lit at the program's level (80 %), like the gateway's
+            # night_switch_minutes (on at noon); a node waiting for sunset would be dark
+            assert reading.level == 80, reading

@@ -1,5 +1,6 @@
 """Dongle board for an RP2040: the host link is UART0 (a USB-serial bridge), the radio module
-delivers one text line per packet on UART1, machine.WDT is the watchdog. Pins are parameters. Must not import: app modules."""
+delivers one text line per packet on UART1, machine.WDT is the watchdog, the flash is littlefs.
+Pins are parameters. Must not import: app modules."""
 
 import time
 
@@ -60,3 +61,9 @@ class Rp2DongleBoard:
     def wdt_feed(self) -> None:
         if self._wdt is not None:
             self._wdt.feed()
+
+    def path(self, name: str) -> str:
+        return "/" + name  # littlefs on the board's flash
+
+    def cut_point(self, n: int) -> None:
+        pass  # the unix board cuts the power here in tests

@@ -3,8 +3,13 @@
 
 The watchdog is emulated like the lamp node's (lamp_node/board_unix.py): a thread that kills
 the process (kill -9) when not fed within the timeout; the harness's supervisor
-(hardware/hil/procs.py) starts it again, like the RP2040 rebooting. A ``hang`` line on the
-radio pipe (a simulator command, like ``stats``) stops the main loop so the watchdog bites.
+(hardware/hil/procs.py) starts it again, like the RP2040 rebooting. The flash is a state
+directory (``--state DIR``). Simulator commands on the radio pipe, besides packets and
+``stats``: ``hang`` stops the main loop so the watchdog bites; ``power`` cuts the power now;
+``cut N [SKIP]`` cuts it at point N of a later save (1-7: before filesystem step N of the
+(SKIP+1)-th save from now, see common/store.py) and ``cut 0`` when the next ACK for the frame
+in flight has arrived, before the dongle handles it (sender.CUT_ACK). A power cut is kill -9:
+files are as the last completed write left them.
 """
 
 import os
@@ -19,7 +24,7 @@ def _pid() -> int:
 
 
 class UnixDongleBoard:
-    def __init__(self, radio_path: "str | None") -> None:
+    def __init__(self, radio_path: "str | None", state_dir: str = ".") -> None:
         self._in = sys.stdin.buffer
         self._out = sys.stdout.buffer
         self._one = bytearray(1)
@@ -34,6 +39,10 @@ class UnixDongleBoard:
         self.closed = False
         self._fed = 0
         self._wdt_ms = 0
+        self._dir = state_dir
+        self._cut_at = -1
+        self._cut_skip = 0
+        self._pid = _pid()
 
     def ticks_ms(self) -> int:
         return int(time.ticks_ms())
@@ -71,10 +80,10 @@ class UnixDongleBoard:
             if c == 10:
                 line = bytes(self._line)
                 self._line = bytearray()
-                if line.strip() == b"hang":
-                    sys.stderr.write("hang\n")
-                    while True:  # a stuck main loop: nothing feeds the watchdog any more
-                        time.sleep_ms(100)
+                words = line.split()
+                if words and words[0] in (b"hang", b"power", b"cut"):
+                    self._command(words)
+                    continue
                 return line
             self._line.append(c)
         return None
@@ -85,6 +94,32 @@ class UnixDongleBoard:
 
     def log(self, msg: str) -> None:
         sys.stderr.write(msg + "\n")
+
+    def _command(self, words: "list[bytes]") -> None:
+        sys.stderr.write("ctl %s\n" % b" ".join(words).decode())
+        if words[0] == b"hang":
+            while True:  # a stuck main loop: nothing feeds the watchdog any more
+                time.sleep_ms(100)
+        elif words[0] == b"power":
+            self.power_cut()
+        else:
+            self._cut_at = int(words[1])
+            self._cut_skip = int(words[2]) if len(words) > 2 else 0
+
+    def path(self, name: str) -> str:
+        return self._dir + "/" + name
+
+    def cut_point(self, n: int) -> None:
+        if n == self._cut_at and self._cut_skip == 0:
+            sys.stderr.write("power cut at point %d\n" % n)
+            self.power_cut()
+        if n == 7 and self._cut_skip > 0:  # the last step of a save (common/store.py STEPS)
+            self._cut_skip -= 1
+
+    def power_cut(self) -> None:
+        os.system("kill -9 %d" % self._pid)
+        while True:
+            time.sleep_ms(100)
 
     def wdt_start(self, timeout_ms: int) -> None:
         import _thread
@@ -100,6 +135,4 @@ class UnixDongleBoard:
         while time.ticks_diff(time.ticks_ms(), self._fed) < self._wdt_ms:
             time.sleep_ms(50)
         sys.stderr.write("watchdog reset\n")
-        os.system("kill -9 %d" % _pid())
-        while True:
-            time.sleep_ms(100)
+        self.power_cut()

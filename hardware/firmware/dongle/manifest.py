@@ -1,7 +1,8 @@
 # Freeze the wearable dongle firmware.
-metadata(description="Wearable dongle: radio packets to framed, acknowledged serial", version="1.0")
+metadata(description="Wearable dongle: radio packets to framed, acknowledged serial", version="1.1")
 module("crc.py", base_path="../../../edge_agent/codec")
 module("frames.py", base_path="../../../edge_agent/codec")
+module("store.py", base_path="../common")
 module("radio.py")
 module("sender.py")
 module("app.py")

@@ -277,7 +277,8 @@ class Lamp:
             off = self._off_min if self._off_min >= 0 else hr[last]
             now_n = (minute + 720) % 1440  # minutes since local noon: a night in order
             on_n = (on + 720) % 1440
-            if now_n < on_n or now_n >= (off + 720) % 1440:
+            off_n = 1440 if off >= sun.NIGHT_END else (off + 720) % 1440  # polar night: to noon
+            if now_n < on_n or now_n >= off_n:
                 return int(hr[last + 1])
             level = hr[base + 1]
             best = on_n

@@ -241,3 +241,38 @@ def test_meta_round_trip_rollback_and_reopen(tmp_path: Path) -> None:
         assert store.get_meta("other") == ""
     finally:
         store.close()
+
+
+# ----- batches: many transactions, one COMMIT ---------------------------------------------------
+
+
+def test_a_batch_commits_its_transactions_together_and_a_failed_one_alone_rolls_back(tmp_path: Path) -> None:
+    store = Store(tmp_path / "gw.sqlite3")
+    store.begin_batch()
+    with store.transaction(durable=False):
+        store.enqueue("south", "t/1", b"a" * 10, priority=EVENT_PRIORITY, now=1.0)
+    with pytest.raises(RuntimeError), store.transaction(durable=True):
+        store.enqueue("south", "t/2", b"b" * 20, priority=ALERT_PRIORITY, now=2.0)
+        raise RuntimeError("this message breaks the agent")
+    with store.transaction(durable=False):
+        store.enqueue("south", "t/3", b"c" * 30, priority=EVENT_PRIORITY, now=3.0)
+    # nothing is visible to another connection before the batch commits
+    other = sqlite3.connect(tmp_path / "gw.sqlite3")
+    assert other.execute("SELECT COUNT(*) FROM outbox").fetchone() == (0,)
+    assert store.commit_batch() is False, "no durable transaction survived in the batch"
+    assert sorted(t for (t,) in other.execute("SELECT topic FROM outbox")) == ["t/1", "t/3"]
+    assert store.queued_bytes == 40 == store.outbox_bytes()
+    other.close()
+    store.close()
+
+
+def test_a_batch_is_durable_when_one_of_its_transactions_is(tmp_path: Path) -> None:
+    store = Store(tmp_path / "gw.sqlite3")
+    store.begin_batch()
+    with store.transaction(durable=False):
+        store.enqueue("south", "t/1", b"x", priority=TELEMETRY_PRIORITY, now=1.0)
+    with store.transaction(durable=True):
+        store.enqueue("south", "t/2", b"y", priority=ALERT_PRIORITY, now=1.0)
+    assert store.commit_batch() is True
+    assert not store.in_batch and store.commit_batch() is False, "nothing open: nothing to commit"
+    store.close()

@@ -90,6 +90,7 @@ class Intake:
         self.foreign = foreign  # [[foreign_topics]]: devices with a topic schema of their own
         self.policy_topic = topics.policy(site.gateway)
         self._last_faults: dict[str, int] = {}
+        self._needs_sync = False  # a durable transaction was committed since the last flush
 
     # ----- MQTT handlers --------------------------------------------------------------------
     async def on_south(self, topic: str, payload: bytes) -> bool:
@@ -99,23 +100,32 @@ class Intake:
         return await self.flush() if handled == SYNC else bool(handled)
 
     async def receive_south(self, topic: str, payload: bytes) -> Handled:
-        """The link's handler: like ``on_south`` but it does not wait for the disk; ``SYNC``
-        means committed, to be acknowledged after the link's next ``flush`` (one fsync for
-        a batch of messages)."""
+        """The link's handler: like ``on_south`` but it does not wait for the disk. Messages
+        handled one after another share one open store batch (one SQLite transaction, a
+        savepoint each); ``SYNC`` means handled in it, to be acknowledged after the link's
+        next ``flush`` (which commits the batch and, if any of it was durable, fsyncs once)."""
         self.stats.received += 1
         self.stats.received_by_class[topic_class(self.gateway, topic)] += 1
+        if topic == self.policy_topic:  # verifying and installing a policy awaits: no batch
+            if not await self._commit_batch():
+                return False
+            await self.on_policy(payload)
+            self._needs_sync = True
+            return SYNC
         try:
-            durable = await self._route(topic, payload)
+            self.store.begin_batch()
+            self._needs_sync = self._route(topic, payload) or self._needs_sync
         except ProtocolError as exc:
             self._reject(exc.reason, str(exc))
-            return True
-        except sqlite3.Error as exc:
+        except sqlite3.Error as exc:  # its savepoint is rolled back; what came before stays
             self.alarm.sound("storage", f"cannot store what {topic} caused: {exc}")
             return False
         except Exception as exc:  # one bad message must never take the link down, nor be lost
             log.exception("internal error on %s", topic)
+            if not await self._commit_batch():
+                return False
             return await self._dead_letter(topic, payload, exc)
-        return SYNC if durable else True
+        return SYNC
 
     async def receive_north(self, topic: str, payload: bytes) -> Handled:
         """The uplink carries the centre's policy, and the foreign topics set on ``north``."""
@@ -130,11 +140,26 @@ class Intake:
         return await self.flush() if handled == SYNC else bool(handled)
 
     async def flush(self) -> bool:
-        """Make every committed transaction durable; False (and the local alarm) if it failed."""
+        """Commit the open batch and, if anything handled since the last flush was durable,
+        wait until it is on disk; False (and the local alarm) if either failed."""
+        if not await self._commit_batch():
+            return False
+        if not self._needs_sync:
+            return True
         try:
             await self.store.sync()
         except Exception as exc:
             self.alarm.sound("storage", f"cannot make what was received durable: {exc}")
+            return False
+        self._needs_sync = False
+        return True
+
+    async def _commit_batch(self) -> bool:
+        try:
+            self._needs_sync = self.store.commit_batch() or self._needs_sync
+        except sqlite3.Error as exc:  # rolled back: none of the batch's messages was handled
+            self._needs_sync = False
+            self.alarm.sound("storage", f"cannot commit what was received: {exc}")
             return False
         return True
 
@@ -155,11 +180,8 @@ class Intake:
         self.unflushed.rejects[reason] += 1
         log.warning("rejected %s", text)
 
-    async def _route(self, topic: str, payload: bytes) -> bool:
-        """Handle one message; True when its transaction was durable."""
-        if topic == self.policy_topic:
-            await self.on_policy(payload)
-            return True
+    def _route(self, topic: str, payload: bytes) -> bool:
+        """Handle one message (not the policy); True when its transaction was durable."""
         if self.homeassistant is not None:
             handled = self.homeassistant.route(topic, payload)
             if handled is not None:

@@ -62,78 +62,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edge_agent.store.schema import SCHEMA
 from edge_agent.store.walsync import Checkpointer, WalSyncer
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS outbox (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    msg_id TEXT NOT NULL UNIQUE,
-    link TEXT NOT NULL,              -- 'south' or 'north'
-    priority INTEGER NOT NULL,       -- 0 alert, 1 event, 2 telemetry
-    topic TEXT NOT NULL,
-    payload BLOB NOT NULL,
-    qos INTEGER NOT NULL DEFAULT 1,
-    retain INTEGER NOT NULL DEFAULT 0,
-    created REAL NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    parked_until REAL NOT NULL DEFAULT 0,  -- a broker refused it (MQTT 5 reason): not before then
-    refused TEXT                           -- the broker's last refusal reason, e.g. not_authorized
-);
-CREATE INDEX IF NOT EXISTS outbox_order ON outbox (link, priority, seq);
-CREATE TABLE IF NOT EXISTS timers (
-    timer_id TEXT PRIMARY KEY,
-    due REAL NOT NULL,
-    kind TEXT NOT NULL,
-    data TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS alerts (
-    alert_id TEXT PRIMARY KEY,
-    created REAL NOT NULL,
-    device TEXT NOT NULL,
-    rule TEXT NOT NULL,
-    priority INTEGER NOT NULL,
-    message TEXT NOT NULL,
-    chain TEXT,
-    step INTEGER NOT NULL DEFAULT 0,
-    responder TEXT,
-    status TEXT NOT NULL,
-    updated REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS traces (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    rule TEXT NOT NULL,
-    ts REAL NOT NULL,
-    body TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS traces_rule ON traces (rule, id);
-CREATE TABLE IF NOT EXISTS shadow (
-    device TEXT PRIMARY KEY,
-    desired TEXT NOT NULL DEFAULT '{}',
-    reported TEXT NOT NULL DEFAULT '{}',
-    updated REAL NOT NULL DEFAULT 0
-);
-CREATE TABLE IF NOT EXISTS counters (
-    name TEXT PRIMARY KEY,
-    value INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS inbox (
-    device TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    ts REAL NOT NULL,
-    PRIMARY KEY (device, seq)
-);
-CREATE TABLE IF NOT EXISTS dead_letters (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    ts REAL NOT NULL,
-    topic TEXT NOT NULL,
-    payload BLOB NOT NULL,
-    error TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS meta (
-    key TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-);
-"""
 
 ALERT_PRIORITY = 0
 EVENT_PRIORITY = 1
@@ -202,6 +132,7 @@ class Store:
         self.db.executescript(SCHEMA)
         self._in_tx = False
         self._tx_bytes = 0  # the change of the queued bytes by the open transaction
+        self._batch: bool | None = None  # an open batch: None, or whether a transaction in it was durable
         self._changes_seen = self.db.total_changes
         self._links: set[str] = set()
         self._queued_bytes = 0
@@ -239,6 +170,9 @@ class Store:
         next checkpoint. A caller that needs the commit on disk before it goes on (before an
         acknowledgement) awaits :meth:`sync` after the ``with`` block.
         """
+        if self._batch is not None:  # inside a batch: a savepoint, committed with the batch
+            yield from self._savepoint(durable)
+            return
         self.db.execute("BEGIN IMMEDIATE")
         self._in_tx = True
         self._tx_bytes = 0
@@ -255,6 +189,53 @@ class Store:
             elif self.db.in_transaction:  # a failed COMMIT may have rolled back already
                 self.db.execute("ROLLBACK")
             self._tx_bytes = 0
+
+    # ----- batches: many transactions, one COMMIT ----------------------------------------
+    # An inbound batch (messages a link read at once) is one SQLite transaction: each message's
+    # ``transaction`` block is a SAVEPOINT (a failing one rolls back alone) and one COMMIT ends
+    # the batch. The caller must not yield to the event loop while a batch is open (no other
+    # task may write in it): it opens one, handles messages synchronously, then commits.
+    def begin_batch(self) -> None:
+        """Open a batch (``BEGIN IMMEDIATE``); sqlite3.Error if the store cannot be written."""
+        if self._batch is None:
+            self.db.execute("BEGIN IMMEDIATE")
+            self._in_tx, self._tx_bytes, self._batch = True, 0, False
+
+    @property
+    def in_batch(self) -> bool:
+        return self._batch is not None
+
+    def commit_batch(self) -> bool:
+        """COMMIT the open batch (ROLLBACK and raise if that fails); True when a transaction in
+        it was durable (the caller awaits :meth:`sync` before acknowledging)."""
+        if self._batch is None:
+            return False
+        durable, committed = self._batch, False
+        try:
+            self.db.execute("COMMIT")
+            committed = True
+        finally:
+            self._batch, self._in_tx = None, False
+            if committed:
+                self._queued_bytes += self._tx_bytes
+                self._note_commits(sync_soon=durable)
+            elif self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+            self._tx_bytes = 0
+        return durable
+
+    def _savepoint(self, durable: bool) -> Iterator[sqlite3.Connection]:
+        self.db.execute("SAVEPOINT tx")
+        mark = self._tx_bytes
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK TO tx")
+            self.db.execute("RELEASE tx")
+            self._tx_bytes = mark
+            raise
+        self.db.execute("RELEASE tx")
+        self._batch = bool(self._batch) or durable
 
     def _note_commits(self, *, sync_soon: bool = False) -> None:
         """Count a commit if anything was written since the last one counted (this also

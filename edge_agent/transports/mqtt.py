@@ -14,10 +14,11 @@ resumes its persistent session, so that the broker delivers that message (and th
 it) again, in order (``unhandled="redeliver"``); or, for a broker that never delivers an
 unacknowledged message again (the embedded amqtt), holds the message and calls the handler
 again (``unhandled="retry"``). Either way with backoff, and nothing after it is handled first.
-A handler may answer ``SYNC``: it committed, and the message may be acknowledged once the
-link's ``flush`` (the store's group fsync) returns True. The link reads what is already
-queued as one batch (up to ``BATCH``), hands each message to the handler in order, flushes
-once and acknowledges the batch in order: one fsync per batch instead of one per message.
+The link reads what is already queued as one batch (up to ``BATCH``), hands each message to
+the handler in order, then calls its ``flush`` once (the agent commits the batch's one
+transaction and fsyncs it if needed) and acknowledges the batch in order only if the flush
+succeeded: one commit and one fsync per batch instead of one per message. ``SYNC`` is what
+a handler answers for "handled, pending the flush".
 Must not import: the engine, the policy, the store or the agent.
 """
 
@@ -64,9 +65,9 @@ QUIET_LOG = _aiomqtt_log = logging.getLogger("edge_agent.mqtt.client")
 CLIENT_LOG_FILTER = _ClientLogFilter()
 _aiomqtt_log.addFilter(CLIENT_LOG_FILTER)
 
-# A handler returns True (handled: acknowledge), False (could not be handled: not
-# acknowledged, the broker delivers it again after the next reconnect) or SYNC (handled and
-# committed: acknowledge once ``flush`` says it is on disk).
+# A handler returns True (handled), False (could not be handled: not acknowledged, the broker
+# delivers it again after the next reconnect) or SYNC (handled, durable once ``flush`` says
+# so). The link flushes before it acknowledges anything, and before it waits for anything.
 SYNC: Literal["sync"] = "sync"
 # paho leaves Nagle's algorithm on: a small PUBLISH or PUBACK then waits for the previous
 # segment's TCP ack (up to 40 ms of delayed ACK). Alerts and lamp commands must not.
@@ -186,7 +187,7 @@ class MqttLink:
         self.settings = settings
         self.subscriptions = list(subscriptions)
         self.on_message = on_message
-        self.flush = flush  # makes what SYNC-handled messages committed durable; False: it failed
+        self.flush = flush  # commits and syncs what the handled messages caused; False: it failed
         self._sleep = sleep
         self.on_connect = on_connect
         self._rand = rand
@@ -375,23 +376,22 @@ class MqttLink:
 
     async def _handle_batch(self, client: aiomqtt.Client, batch: list[aiomqtt.Message]) -> bool:
         """Handle messages in order, then flush once and acknowledge them in order. True: one
-        could not be handled and must come again (it and the rest stay unacknowledged)."""
+        could not be handled and must come again (it and the rest stay unacknowledged).
+        The link flushes before it waits for anything (the handler may hold a batch open)."""
         ready: list[aiomqtt.Message] = []  # handled, in order, waiting for the flush and the ack
-        needs_flush = False
         for message in batch:
             payload = message.payload
             data = payload if isinstance(payload, bytes) else str(payload or "").encode()
             topic = str(message.topic)
             handled = await self.on_message(topic, data)
             if handled is not False:
-                needs_flush = needs_flush or handled == SYNC
                 if self.settings.manual_ack and message.qos > 0:
                     ready.append(message)
                 continue
             # not handled: what came before it is acknowledged first (in order), then it
-            if not await self._acknowledge(client, ready, needs_flush):
+            if not await self._acknowledge(client, ready):
                 return True
-            ready, needs_flush = [], False
+            ready = []
             if not self.settings.manual_ack or message.qos == 0:
                 continue  # acknowledged by paho already (or QoS 0: nothing to acknowledge)
             while handled is False:
@@ -406,14 +406,14 @@ class MqttLink:
                 log.warning("%s link: message on %s not handled; trying it again", self.name, topic)
                 await self._sleep(self._unhandled_delay())
                 handled = await self.on_message(topic, data)
-            if not await self._acknowledge(client, [message], handled == SYNC):
+            if not await self._acknowledge(client, [message]):
                 return True
-        return not await self._acknowledge(client, ready, needs_flush)
+        return not await self._acknowledge(client, ready)
 
-    async def _acknowledge(self, client: aiomqtt.Client, messages: list[aiomqtt.Message], flush: bool) -> bool:
-        """Flush if asked, then PUBACK ``messages`` in order. False: the flush failed, none is
+    async def _acknowledge(self, client: aiomqtt.Client, messages: list[aiomqtt.Message]) -> bool:
+        """Flush, then PUBACK ``messages`` in order. False: the flush failed, none is
         acknowledged (the broker delivers them again after the reconnect)."""
-        while flush and self.flush is not None and not await self.flush():
+        while self.flush is not None and not await self.flush():
             self.unhandled += 1
             if self.settings.unhandled == "redeliver":
                 log.warning("%s link: %d messages not made durable; reconnecting", self.name, len(messages))

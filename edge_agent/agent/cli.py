@@ -14,11 +14,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from edge_agent.agent.cli_policy import policy_app
 from edge_agent.agent.cli_shadow import shadow_app
+from edge_agent.agent.terminal import LazyConsole
 from edge_agent.config import GatewayConfig, load_config
 from edge_agent.errors import ConfigError
 from edge_agent.talq.cli import talq_app
@@ -31,8 +30,8 @@ app = typer.Typer(
 app.add_typer(policy_app, name="policy")
 app.add_typer(shadow_app, name="shadow")
 app.add_typer(talq_app, name="talq")
-console = Console()
-err = Console(stderr=True)
+console = LazyConsole()
+err = LazyConsole(stderr=True)
 
 ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="The gateway's TOML file.", exists=False)]
 
@@ -105,6 +104,8 @@ def traces(
         for trace in found:
             sys.stdout.write(json.dumps(trace) + "\n")
         return
+    from rich.table import Table
+
     table = Table(title=f"Last {len(found)} rule runs")
     for column in ("time", "rule", "trigger", "condition", "actions", "µs"):
         table.add_column(column)
@@ -133,6 +134,8 @@ def alerts(
 ) -> None:
     """List the alerts recorded on this gateway (kept even while the uplink is down)."""
     store = _store(config)
+    from rich.table import Table
+
     table = Table(title="Alerts")
     for column in ("raised", "priority", "device", "message", "status", "responder"):
         table.add_column(column)
@@ -153,6 +156,8 @@ def counters(config: ConfigOption) -> None:
     """Counters a gateway keeps: rejected messages by reason, evicted telemetry, and the
     outbox messages a broker refused (kept and retried), by reason."""
     store = _store(config)
+    from rich.table import Table
+
     table = Table(title="Counters")
     table.add_column("name")
     table.add_column("value", justify="right")
@@ -234,6 +239,8 @@ def rollout_status(
     )
     console.print(f"{len(lamps) - len(stuck)}/{len(lamps)} lamps confirm it; by reported version: {by_version}")
     if stuck:
+        from rich.table import Table
+
         table = Table(title="Lamps not on the active version")
         table.add_column("lamp")
         table.add_column("why")

@@ -14,15 +14,12 @@ import os
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, NoReturn, cast, get_args
+from typing import TYPE_CHECKING, Annotated, NoReturn, cast, get_args
 
 import typer
-from rich.console import Console
-from rich.markup import escape
-from rich.panel import Panel
-from rich.table import Table
 
 from edge_agent.agent.policy_keys import load_private_key, load_trusted_keys, write_keypair
+from edge_agent.agent.terminal import LazyConsole, escape
 from edge_agent.errors import PolicyError
 from edge_agent.policy.bundle import (
     DEFAULT_MAX_ENVELOPE_BYTES,
@@ -40,6 +37,10 @@ from edge_agent.policy.bundle import (
     sign_bundle,
 )
 
+if TYPE_CHECKING:
+    from rich.table import Table
+
+
 __all__ = ["policy_app"]
 
 policy_app = typer.Typer(
@@ -52,8 +53,8 @@ policy_app = typer.Typer(
     add_completion=False,
 )
 
-_out = Console(highlight=False)
-_err = Console(stderr=True, highlight=False)
+_out = LazyConsole(highlight=False)
+_err = LazyConsole(stderr=True, highlight=False)
 
 _KINDS: tuple[str, ...] = get_args(BundleKind)
 
@@ -85,6 +86,8 @@ def _parse_time(text: str) -> int:
 
 
 def _bundle_table(bundle: Bundle, title: str) -> Table:
+    from rich.table import Table
+
     table = Table(title=title, show_header=False, title_justify="left")
     table.add_column("field", style="bold")
     table.add_column("value")
@@ -110,6 +113,8 @@ def _bundle_table(bundle: Bundle, title: str) -> Table:
 
 
 def _forced_warning(bundle: Bundle) -> None:
+    from rich.panel import Panel
+
     _err.print(
         Panel(
             f"Bundle v{bundle.version} is FORCED: it was signed without a passing validation "

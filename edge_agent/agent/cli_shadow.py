@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 
+from edge_agent.agent.terminal import LazyConsole, escape
 from edge_agent.config import load_config
 from edge_agent.errors import ConfigError
 from edge_agent.policy.shadow_report import ShadowDay, ShadowReport, encode_report, totals
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
 
 __all__ = ["print_report", "shadow_app"]
 
@@ -26,16 +28,18 @@ shadow_app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-_out = Console()
-_err = Console(stderr=True)
+_out = LazyConsole()
+_err = LazyConsole(stderr=True)
 
 
 def _counts(counts: dict[str, int]) -> str:
     return ", ".join(f"{k} x{v}" for k, v in sorted(counts.items())) or "-"
 
 
-def print_report(report: ShadowReport, console: Console, *, title: str | None = None) -> None:
+def print_report(report: ShadowReport, console: Console | LazyConsole, *, title: str | None = None) -> None:
     """One row per day, then where the lamps differed and which responders did."""
+    from rich.table import Table
+
     table = Table(
         title=title or f"Shadow: candidate {report.candidate} ({report.candidate_sha256[:12]}) on {report.gateway}"
     )
@@ -66,7 +70,7 @@ def print_report(report: ShadowReport, console: Console, *, title: str | None = 
     )
 
 
-def _print_where(day: ShadowDay, console: Console) -> None:
+def _print_where(day: ShadowDay, console: Console | LazyConsole) -> None:
     for group, diff in sorted(day.groups.items()):
         console.print(
             f"  {day.day} lamp group {escape(group)}: {diff.lamp_minutes:g} lamp-minutes apart, "

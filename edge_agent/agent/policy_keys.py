@@ -12,8 +12,7 @@ import os
 import stat
 from collections.abc import Sequence
 from pathlib import Path
-
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from typing import TYPE_CHECKING
 
 from edge_agent.errors import PolicyError
 from edge_agent.policy.bundle import (
@@ -25,6 +24,10 @@ from edge_agent.policy.bundle import (
     private_key_to_pem,
     public_key_to_pem,
 )
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
 
 __all__ = ["load_private_key", "load_trusted_keys", "write_keypair"]
 

@@ -43,15 +43,24 @@ import hashlib
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from enum import StrEnum
-from typing import Annotated, Final, Literal
+from typing import TYPE_CHECKING, Annotated, Final, Literal
 
 import msgspec
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from edge_agent.errors import PolicyError
+from edge_agent.policy.keys import (
+    generate_private_key,
+    key_id,
+    load_private_key_pem,
+    load_public_key_pem,
+    private_key_to_pem,
+    public_key_to_pem,
+    trusted_key_set,
+)
 from edge_agent.policy.shadow_report import ShadowReport
+
+if TYPE_CHECKING:  # cryptography is imported when a key is used, not by every gateway at start
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 __all__ = [
     "DEFAULT_MAX_ENVELOPE_BYTES",
@@ -381,6 +390,8 @@ def check_signatures(
             f"bundle signed by key {bundle.key_id}, pinned keys: {pinned}; pin the centre's "
             "public key on the gateway or sign with a pinned key",
         )
+    from cryptography.exceptions import InvalidSignature
+
     message = DOMAIN_PREFIX + bundle_bytes(bundle)
     verified: set[str] = set()
     for entry in signatures:
@@ -537,64 +548,3 @@ def sign_bundle(bundle: Bundle, key: Ed25519PrivateKey, *cosigners: Ed25519Priva
     if len({e.key_id for e in entries}) != len(entries):
         raise PolicyError(Reason.BAD_KEY, "the same key was given twice")
     return encode_envelope(bundle, entries)
-
-
-# --------------------------------------------------------------------------- keys (in memory)
-
-
-def generate_private_key() -> Ed25519PrivateKey:
-    """A fresh Ed25519 signing key."""
-    return Ed25519PrivateKey.generate()
-
-
-def key_id(public_key: Ed25519PublicKey) -> str:
-    """First 16 hex digits of SHA-256 over the raw 32-byte public key."""
-    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return hashlib.sha256(raw).hexdigest()[:16]
-
-
-def private_key_to_pem(key: Ed25519PrivateKey) -> bytes:
-    """PKCS#8 PEM, unencrypted: protect the file (0600, offline machine)."""
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-
-
-def public_key_to_pem(key: Ed25519PublicKey) -> bytes:
-    """SubjectPublicKeyInfo PEM."""
-    return key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-
-
-def load_private_key_pem(data: bytes, *, source: str = "private key") -> Ed25519PrivateKey:
-    """An Ed25519 private key from unencrypted PEM; ``bad_key`` naming ``source`` otherwise."""
-    try:
-        key = serialization.load_pem_private_key(data, password=None)
-    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
-        raise PolicyError(
-            Reason.BAD_KEY,
-            f"{source}: not an unencrypted PEM private key ({exc}); create one with `edge-agent policy keygen`",
-        ) from None
-    if not isinstance(key, Ed25519PrivateKey):
-        raise PolicyError(Reason.BAD_KEY, f"{source}: not an Ed25519 key")
-    return key
-
-
-def load_public_key_pem(data: bytes, *, source: str = "public key") -> Ed25519PublicKey:
-    """An Ed25519 public key from PEM; ``bad_key`` naming ``source`` otherwise."""
-    try:
-        key = serialization.load_pem_public_key(data)
-    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
-        raise PolicyError(
-            Reason.BAD_KEY,
-            f"{source}: not a PEM public key ({exc}); use the .pub file from `edge-agent policy keygen`",
-        ) from None
-    if not isinstance(key, Ed25519PublicKey):
-        raise PolicyError(Reason.BAD_KEY, f"{source}: not an Ed25519 key")
-    return key
-
-
-def trusted_key_set(keys: Iterable[Ed25519PublicKey]) -> dict[str, Ed25519PublicKey]:
-    """Pinned keys indexed by their key id."""
-    return {key_id(k): k for k in keys}

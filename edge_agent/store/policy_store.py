@@ -33,9 +33,7 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
-
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from typing import TYPE_CHECKING, Literal
 
 from edge_agent.errors import PolicyError
 from edge_agent.policy.bundle import (
@@ -50,6 +48,10 @@ from edge_agent.policy.bundle import (
     check_validity,
     parse_envelope,
 )
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
 
 __all__ = ["AcceptResult", "ActivePolicy", "FaultHook", "PolicyStore"]
 

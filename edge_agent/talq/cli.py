@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
+from edge_agent.agent.terminal import LazyConsole
 from edge_agent.errors import ConfigError
 from edge_agent.policy.model import parse_policy
 from edge_agent.talq.common import DEFAULT_OWNER_CMS, Site, TalqError
@@ -30,7 +30,7 @@ talq_app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-_err = Console(stderr=True, highlight=False)
+_err = LazyConsole(stderr=True, highlight=False)
 
 Strict = Annotated[bool, typer.Option("--strict", help="Exit 3 if anything could not be expressed.")]
 Latitude = Annotated[float | None, typer.Option(help="Site latitude: check sun-dependent cases over a year.")]

@@ -420,3 +420,32 @@ async def test_a_burst_is_flushed_in_batches_and_acknowledged_only_after_the_flu
             await publish_all(broker.host, broker.port, topic, [b"marker"])
             await eventually(lambda: b"marker" in again, what="marker after the restart")
         assert again == [b"marker"]
+
+
+def test_mqtt5_properties_pack_and_unpack_as_the_spec_says() -> None:
+    """The link shares paho's property tables between Properties objects (a flood made one per
+    packet): what they encode and decode is checked against MQTT 5.0 section 2.2.2 by hand."""
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    props = Properties(PacketTypes.PUBLISH)
+    props.MessageExpiryInterval = 60
+    props.ContentType = "application/json"
+    props.UserProperty = [("a", "b")]
+    body = (
+        b"\x02\x00\x00\x00\x3c"  # 2: message expiry interval, four byte integer 60
+        + b"\x03\x00\x10application/json"  # 3: content type, UTF-8 string
+        + b"\x26\x00\x01a\x00\x01b"  # 38: user property, string pair
+    )
+    assert props.pack() == bytes([len(body)]) + body
+    again = Properties(PacketTypes.PUBLISH)
+    again.unpack(bytes([len(body)]) + body)
+    decoded = (again.MessageExpiryInterval, again.ContentType, again.UserProperty)
+    assert decoded == (60, "application/json", [("a", "b")])
+    again.unpack(b"\x00")  # a packet without properties: nothing left from the last one
+    assert again.pack() == b"\x00" and not hasattr(again, "ContentType")
+    with pytest.raises(Exception, match="Property name must be one of"):
+        again.NoSuchProperty = 1
+    connect = Properties(PacketTypes.CONNECT)
+    connect.ReceiveMaximum = 1000
+    assert connect.pack() == b"\x03\x21\x03\xe8"  # 33: receive maximum, two byte integer

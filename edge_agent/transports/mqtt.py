@@ -61,6 +61,33 @@ class _ClientLogFilter(logging.Filter):
         return True
 
 
+def _share_paho_property_tables() -> None:
+    """paho (2.x) builds two constant lookup tables (28 names, 27 property kinds) in *every*
+    ``Properties`` object, makes one for every MQTT 5 packet it reads, and empties it by
+    trying 28 names: about a quarter of the agent's CPU in a QoS 1 flood. Built once and
+    shared as class attributes, with ``clear`` deleting only what is set, the objects behave
+    the same (tests/test_mqtt_link.py packs and unpacks them against the spec's bytes)."""
+    if getattr(Properties, "_edge_agent_shared", False):
+        return
+    template = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+    for table in ("types", "names", "properties"):
+        setattr(Properties, table, getattr(template, table))
+    private = frozenset({"packetType", "types", "names", "properties"})
+
+    def init(self: Properties, packet_type: int) -> None:
+        object.__setattr__(self, "packetType", packet_type)
+
+    def clear(self: Properties) -> None:
+        for name in [n for n in vars(self) if n not in private]:
+            delattr(self, name)
+
+    Properties.__init__ = init  # type: ignore[method-assign]
+    Properties.clear = clear  # type: ignore[method-assign]
+    Properties._edge_agent_shared = True  # type: ignore[attr-defined]
+
+
+_share_paho_property_tables()
+
 QUIET_LOG = _aiomqtt_log = logging.getLogger("edge_agent.mqtt.client")
 CLIENT_LOG_FILTER = _ClientLogFilter()
 _aiomqtt_log.addFilter(CLIENT_LOG_FILTER)

@@ -252,3 +252,37 @@ def test_launcher_reports_a_bad_config(tmp_path: Path) -> None:
     with pytest.raises(TransportError, match="exited at start"):
         broker.start()
     assert broker.proc is None
+
+
+def test_benchmark_figures_rewrite_only_the_readme_part_between_the_markers(tmp_path: Path) -> None:
+    from devtools import bench_results
+    from devtools.bench_results import BEGIN, END, Row, record
+
+    results = tmp_path / "bench-results"
+    record(
+        "fleet",
+        title="Rollout",
+        command="just fleet",
+        rows=[Row(what="3,000 lamps", figure="2.9 s", aim="<= 3 s", met=True)],
+        results=results,
+    )
+    record(
+        "bench",
+        title="Gateway",
+        command="just bench",
+        rows=[Row(what="p99", figure="12 ms", aim="<= 10 ms", met=False)],
+        results=results,
+    )
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# X\n\nbefore\n{BEGIN}\nold figures\n{END}\nafter\n")
+    assert bench_results.regenerate(readme, results) is True
+    text = readme.read_text()
+    assert text.startswith("# X\n\nbefore\n") and text.endswith(f"{END}\nafter\n")
+    assert "old figures" not in text
+    # "bench" comes before "fleet" (the README's order), each with its command and a verdict
+    assert text.index("`just bench`") < text.index("`just fleet`")
+    assert "| p99 | 12 ms | <= 10 ms | **missed** |" in text and "| 3,000 lamps | 2.9 s | <= 3 s | met |" in text
+    assert bench_results.regenerate(readme, results) is False, "a second run changes nothing"
+    readme.write_text("no markers here\n")
+    with pytest.raises(SystemExit, match="markers"):
+        bench_results.regenerate(readme, results)

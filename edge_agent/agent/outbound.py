@@ -201,17 +201,19 @@ class Outbound:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(wake.wait(), timeout=1.0)
                 continue
-            results = await asyncio.gather(
-                *(link.publish(m.topic, m.payload, qos=m.qos, retain=m.retain) for m in batch),
-                return_exceptions=True,
-            )
+            try:
+                results = await link.publish_many([(m.topic, m.payload, m.qos, m.retain) for m in batch])
+            except TransportError as exc:
+                log.info("%s outbox paused: %s", name, exc)
+                await asyncio.sleep(0.05)
+                continue
             done: list[int] = []
             interrupted = False
             for message, result in zip(batch, results, strict=True):
                 if isinstance(result, PublishRefused):
                     self._refused(name, message, result)
                     continue
-                if isinstance(result, BaseException):
+                if result is not None:
                     log.info("%s outbox paused: %s", name, result)
                     interrupted = True
                     break

@@ -103,6 +103,7 @@ NO_DELAY = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
 Handled = bool | Literal["sync"] | None
 MessageHandler = Callable[[str, bytes], Awaitable[Handled]]
 Flush = Callable[[], Awaitable[bool]]
+Outgoing = tuple[str, bytes, int, bool]  # topic, payload, qos, retain
 
 MqttVersion = Literal["5", "3.1.1"]
 Unhandled = Literal["redeliver", "retry"]
@@ -222,7 +223,7 @@ class MqttLink:
         self._up = asyncio.Event()
         # publishes waiting for their PUBACK on the current connection: failed at once when
         # it ends (they would otherwise wait until publish_timeout, stalling the outbox)
-        self._inflight: set[asyncio.Task[int]] = set()
+        self._inflight: set[asyncio.Task[Any]] = set()
         self.connects = 0
         self.failures = 0
         self.last_error: str | None = None
@@ -494,6 +495,75 @@ class MqttLink:
         finally:
             if conn.pubacks.get(info.mid) is waiter:
                 del conn.pubacks[info.mid]
+
+    async def _send_many(self, conn: _Connection, messages: Sequence[Outgoing]) -> list[int | Exception]:
+        """``_send`` for many messages at once: all handed to paho in order, then one wait for
+        their PUBACKs (no task per message). Each entry: its reason code, or why it failed."""
+        loop = asyncio.get_running_loop()
+        entries: list[int | Exception | tuple[int, asyncio.Future[int]]] = []
+        for topic, payload, qos, retain in messages:
+            info = conn.client._client.publish(topic, payload, qos, retain)
+            if info.rc != paho.MQTT_ERR_SUCCESS:
+                entries.append(aiomqtt.MqttCodeError(info.rc, "Could not publish message"))
+            elif info.is_published():  # sent already, so no waiter could see the reason code
+                entries.append(0 if qos == 0 else aiomqtt.MqttError("PUBACK handled before its waiter"))
+            else:
+                waiter: asyncio.Future[int] = loop.create_future()
+                conn.pubacks[info.mid] = waiter
+                entries.append((info.mid, waiter))
+        waiters = [entry[1] for entry in entries if isinstance(entry, tuple)]
+        try:
+            if waiters:
+                await asyncio.wait(waiters, timeout=self.settings.publish_timeout)
+        finally:
+            for entry in entries:
+                if isinstance(entry, tuple) and conn.pubacks.get(entry[0]) is entry[1]:
+                    del conn.pubacks[entry[0]]
+        results: list[int | Exception] = []
+        for entry in entries:
+            if not isinstance(entry, tuple):
+                results.append(entry)
+            elif entry[1].cancelled():
+                results.append(aiomqtt.MqttError("link lost before the PUBACK"))
+            elif entry[1].done():  # a PUBACK's reason code, or why none can come (the link lost)
+                failure = entry[1].exception()
+                results.append(entry[1].result() if failure is None else aiomqtt.MqttError(str(failure)))
+            else:
+                results.append(aiomqtt.MqttError(f"no PUBACK within {self.settings.publish_timeout}s"))
+        return results
+
+    async def publish_many(self, messages: Sequence[Outgoing]) -> list[Exception | None]:
+        """Publish ``(topic, payload, qos, retain)`` in order on this connection and wait for
+        every PUBACK; per message None (the broker took it) or why not: ``PublishRefused``
+        (its PUBACK said no), ``TransportError`` (no PUBACK: the link went down, a timeout).
+        TransportError if the link is down before the first one."""
+        conn = self._conn
+        if conn is None or not self._up.is_set():
+            raise TransportError(f"{self.name} link is down")
+        task = asyncio.ensure_future(self._send_many(conn, messages))
+        self._inflight.add(task)
+        try:
+            codes = await task
+        except aiomqtt.MqttError as exc:
+            raise TransportError(f"{self.name} publish failed: {exc}") from None
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if task.cancelled() and (current is None or not current.cancelling()):
+                raise TransportError(f"{self.name} link lost before the PUBACKs") from None
+            raise
+        finally:
+            self._inflight.discard(task)
+        results: list[Exception | None] = []
+        for (topic, _, _, _), code in zip(messages, codes, strict=True):
+            if isinstance(code, Exception):
+                results.append(TransportError(f"{self.name} publish to {topic} failed: {code}"))
+            elif code >= 0x80:
+                results.append(self._refusal(code, topic))
+            else:
+                results.append(None)
+                if self.on_published is not None:
+                    self.on_published(topic)
+        return results
 
     def _refusal(self, code: int, topic: str) -> PublishRefused:
         reason = reason_name(code)

@@ -30,11 +30,20 @@ hil *args:
 flash *args:
     {{py}} -m hardware.flash "$@"
 
-# The twin's speed figures (3,000-lamp year, 30,000 lamps, JIT cold/cached, vs the reference)
-twin-bench:
-    {{py}} -m twin.cli bench
+# The twin's speed figures (3,000-lamp year on threads, 30,000 lamps, JIT cold/cached, vs the reference)
+twin-bench *args:
+    {{py}} -m twin.cli bench "$@"
 
-# A signed policy rolled out to 3,000 virtual lamps over 30 gateways on a private Mosquitto
+# The twin at city scale: 100,000 lamps on threads, 1,000,000 on a dask scheduler + 2 dask workers
+twin-scale *args:
+    {{py}} -m twin.cli bench --scale "$@"
+
+# Compile the twin's kernels into the Numba cache now (after install), so runs start in about a second
+twin-warm:
+    {{py}} -m twin.cli warm
+
+# A signed policy rolled out to 3,000 virtual lamps over 30 gateways on a private Mosquitto;
+# `just fleet --runs 10`: ten fresh fleets, each run's table and time breakdown, then a summary
 fleet *args:
     {{py}} -m devtools.fleet "$@"
 

@@ -21,15 +21,21 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiomqtt
 import msgspec
-from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
+from devtools.fleet_report import (
+    AGENT_STAMPS,
+    Phase,
+    console,
+    print_phases,
+    print_summary,
+    record_runs,
+    summarise,
+)
 from devtools.gateway_config import write_gateway_config
 from devtools.mosquitto import MosquittoProcess
 from devtools.simdevices import SimField, SimLamp
@@ -39,7 +45,26 @@ from edge_agent.transports.mqtt import NO_DELAY
 
 ROOT = Path(__file__).resolve().parents[1]
 POLICY = ROOT / "scenarios" / "policies" / "naxi-standard.toml"
-console = Console()
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU seconds a process has used so far (Linux ``/proc``; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine so far, from ``/proc/stat``."""
+    try:
+        values = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return 0.0, 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    idle = values[3] + (values[4] if len(values) > 4 else 0)
+    return (sum(values) - idle) / tick, sum(values) / tick
 
 
 def gateway_ids(n: int) -> list[str]:
@@ -73,24 +98,19 @@ async def _serve_lamps(port: int, gateways: list[str], per_gateway: int, control
             group.create_task(sim.run())
 
 
-# ----- controller --------------------------------------------------------------------------------
-@dataclass
-class Phase:
-    name: str
-    lamps: int
-    gateways: int
-    seconds: float | None = None
-    messages: int = 0
-    retries: int = 0
-    left_behind: int = 0
-    restarted: list[str] = field(default_factory=list)
-    quantiles: tuple[float, ...] = ()  # seconds until 10%, 50%, 90% of lamps confirmed
-
-
 class Fleet:
-    def __init__(self, work: Path, port: int, n_gateways: int, per_gateway: int, sim_processes: int) -> None:
+    def __init__(
+        self,
+        work: Path,
+        port: int,
+        n_gateways: int,
+        per_gateway: int,
+        sim_processes: int,
+        broker_pid: int | None = None,
+    ) -> None:
         self.work = work
         self.port = port
+        self.broker_pid = broker_pid
         self.gateways = gateway_ids(n_gateways)
         self.per_gateway = per_gateway
         self.sim_processes = sim_processes
@@ -101,11 +121,12 @@ class Fleet:
         self.versions: dict[str, int | None] = {}
         self.retries: dict[str, int] = {}
         self.online: set[str] = set()
-        self.messages = 0
+        self.messages = 0  # lamp state reports seen (the controller watches nothing else of the lamps')
         self.control = "fleet/control/loss"
         self.target: int | None = None
         self.heard: set[str] = set()  # lamps that reported at least once
         self.confirmed_at: list[float] = []
+        self.last_confirmed: dict[str, float] = {}  # gateway -> wall clock of its last lamp's confirmation
         for gw in self.gateways:
             write_gateway_config(
                 work,
@@ -128,6 +149,18 @@ class Fleet:
             )
             for lamp in lamp_ids(gw, per_gateway):
                 self.versions[lamp] = None
+
+    def cpu(self) -> dict[str, float]:
+        """CPU seconds used so far by each process group (killed gateways' share is lost)."""
+        busy, total = machine_busy()
+        return {
+            "gateways": sum(cpu_seconds(p.pid) for p in self.agents.values()),
+            "lamp simulators": sum(cpu_seconds(p.pid) for p in self.sims),
+            "mosquitto": cpu_seconds(self.broker_pid),
+            "controller": cpu_seconds(os.getpid()),
+            "machine busy": busy,
+            "machine total": total,
+        }
 
     def start_agent(self, gw: str) -> None:
         with open(self.work / f"{gw}.log", "ab") as log:  # the child keeps its own copy of the fd
@@ -188,17 +221,45 @@ class Fleet:
         )
         return sign_bundle(bundle, self.key)
 
+    def gateway_stamps(
+        self, version: int, started: float, published: dict[str, float], restarted: set[str]
+    ) -> dict[str, dict[str, float]]:
+        """Each gateway's stage stamps for ``version``, as seconds after ``started``: its own
+        (the ``rollout-timing`` lines in its log) plus the controller's publish (for a restarted
+        gateway: when it was killed) and the time its last lamp reported."""
+        out: dict[str, dict[str, float]] = {}
+        for gw in self.gateways:
+            stamps: dict[str, float] = {}
+            log = self.work / f"{gw}.log"
+            for line in log.read_text(errors="replace").splitlines() if log.exists() else ():
+                _, marker, body = line.partition("rollout-timing ")
+                if marker:
+                    with contextlib.suppress(msgspec.DecodeError):
+                        found = msgspec.json.decode(body)
+                        if isinstance(found, dict) and found.get("version") == version:
+                            stamps |= {k: v for k, v in found.items() if isinstance(v, int | float)}
+            times = {k: v - started for k, v in stamps.items() if k in AGENT_STAMPS}
+            times["killed" if gw in restarted else "published"] = published[gw] - started
+            if gw in self.last_confirmed:
+                times["confirmed"] = self.last_confirmed[gw] - started
+            for k in ("turnaround_p50", "turnaround_p90", "retries", "deferred"):  # not times: as logged
+                if k in stamps:
+                    times[k] = stamps[k]
+            out[gw] = {k: round(v, 4) for k, v in times.items()}
+        return out
+
     async def watch(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:
-            self.messages += 1
             topic = str(message.topic)
             parts = topic.split("/")
             raw = message.payload if isinstance(message.payload, bytes) else b""
             if len(parts) == 6 and parts[3] == "lamp" and parts[5] == "state":
+                self.messages += 1
                 version = msgspec.json.decode(raw).get("policy_version")
                 self.heard.add(parts[4])
                 if version != self.versions.get(parts[4]) and version == self.target:
                     self.confirmed_at.append(time.monotonic())
+                    self.last_confirmed[parts[2]] = time.time()
                 self.versions[parts[4]] = version
             elif topic.endswith("/rollout"):
                 self.retries[parts[2]] = msgspec.json.decode(raw).get("retries", 0)
@@ -226,8 +287,6 @@ class Fleet:
         result = Phase(name, len(self.versions), len(self.gateways))
         async with aiomqtt.Client("127.0.0.1", self.port, socket_options=NO_DELAY) as client:
             await client.subscribe("district/v1/+/lamp/+/state", qos=0)
-            await client.subscribe("district/v1/+/lamp/+/program", qos=0)
-            await client.subscribe("district/v1/+/lamp/+/set", qos=0)
             await client.subscribe("district/v1/+/rollout", qos=0)
             await client.subscribe("district/v1/+/status", qos=0)
             watcher = asyncio.create_task(self.watch(client))
@@ -270,8 +329,13 @@ class Fleet:
                 envelope = self.bundle(version, level_shift=10 * version)
                 self.target = version
                 self.confirmed_at = []
+                self.last_confirmed = {}
+                published: dict[str, float] = {}
+                cpu_before = self.cpu()
                 started = time.monotonic()
+                wall_started = time.time()
                 for gw in self.gateways:
+                    published[gw] = time.time()
                     await client.publish(f"district/v1/{gw}/policy", envelope, qos=1, retain=True)
                 if restarts:
                     await asyncio.sleep(0.2)
@@ -280,6 +344,7 @@ class Fleet:
                         os.kill(self.agents[gw].pid, signal.SIGKILL)
                         self.agents[gw].wait()
                         self.online.discard(gw)
+                        published[gw] = time.time()  # for a restarted gateway: when it was killed
                     for gw in victims:
                         self.start_agent(gw)
                     result.restarted = victims
@@ -295,11 +360,14 @@ class Fleet:
                 converged = await self.wait_for(done, started + timeout, progress, rolling, total, count)
                 if converged:
                     result.seconds = time.monotonic() - started
+                cpu_after = self.cpu()
+                result.cpu = {k: round(cpu_after[k] - cpu_before[k], 2) for k in cpu_after}
                 times = sorted(t - started for t in self.confirmed_at)
                 if times:
                     result.quantiles = tuple(times[min(len(times) - 1, int(q * len(times)))] for q in (0.1, 0.5, 0.9))
                 result.left_behind = total - count()
             await asyncio.sleep(0.5)  # let the rollout summaries settle for the retry count
+            result.stamps = self.gateway_stamps(version, wall_started, published, set(result.restarted))
             result.messages = self.messages - messages_before
             result.retries = sum(self.retries.values()) - retries_before
             watcher.cancel()
@@ -313,7 +381,7 @@ def run_fleet(
     n_gateways: int, per_gateway: int, loss: float, restarts: int, timeout: float, sim_processes: int
 ) -> list[Phase]:
     with tempfile.TemporaryDirectory(prefix="fleet-") as tmp, MosquittoProcess() as mosq:
-        fleet = Fleet(Path(tmp), mosq.port, n_gateways, per_gateway, sim_processes)
+        fleet = Fleet(Path(tmp), mosq.port, n_gateways, per_gateway, sim_processes, mosq.pid)
         console.print(
             f"[bold]fleet[/bold]: {n_gateways} gateways x {per_gateway} lamps on Mosquitto 127.0.0.1:{mosq.port}"
         )
@@ -328,66 +396,6 @@ def run_fleet(
         return phases
 
 
-def print_phases(phases: list[Phase]) -> None:
-    table = Table(title="Policy rollout to the fleet", width=140)
-    for column in (
-        "phase",
-        "lamps",
-        "gateways",
-        "convergence",
-        "10/50/90% confirmed",
-        "messages",
-        "retries",
-        "left behind",
-        "restarted",
-    ):
-        table.add_column(column)
-    for p in phases:
-        table.add_row(
-            p.name,
-            f"{p.lamps:,}",
-            str(p.gateways),
-            f"{p.seconds:.2f} s" if p.seconds is not None else "[red]timeout[/red]",
-            " / ".join(f"{q:.2f}" for q in p.quantiles) + " s" if p.quantiles else "-",
-            f"{p.messages:,}",
-            f"{p.retries:,}",
-            str(p.left_behind),
-            str(len(p.restarted)),
-        )
-    console.print(table)
-
-
-def record_phases(path: Path, phases: list[Phase], per_gateway: int, loss: float, restarts: int) -> None:
-    """The measured figures as JSON (`twin/rollout.py` reads the committed snapshot of them,
-    twin/data/fleet-measured.json, for its ``ci`` calibration and the model-vs-fleet check)."""
-    runs = []
-    for p in phases:
-        faulty = bool(p.restarted) or p.name != "no faults"
-        runs.append(
-            {
-                "phase": p.name,
-                "gateways": p.gateways,
-                "lamps_per_gateway": per_gateway,
-                "loss": loss if faulty else 0.0,
-                "restarts": len(p.restarted),
-                "convergence_s": None if p.seconds is None else round(p.seconds, 3),
-                "quantiles_s": [round(q, 3) for q in p.quantiles] or None,
-                "messages": p.messages,
-                "retries": p.retries,
-                "left_behind": p.left_behind,
-            }
-        )
-    doc = {
-        "source": "python -m devtools.fleet",
-        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": {"cpus": os.cpu_count(), "platform": sys.platform, "python": sys.version.split()[0]},
-        "runs": runs,
-    }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(msgspec.json.format(msgspec.json.encode(doc), indent=1).decode() + "\n")
-    console.print(f"wrote {path}")
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="just fleet", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -398,12 +406,13 @@ def main(argv: list[str] | None = None) -> None:
     lamps.add_argument("--lamps", type=int, required=True)
     lamps.add_argument("--gateways", required=True)
     lamps.add_argument("--control", required=True)
+    parser.add_argument("--runs", type=int, default=1, help="independent runs (a fresh fleet each), then a summary (1)")
     parser.add_argument("--gateways", type=int, default=30, help="gateways (default 30)")
     parser.add_argument("--lamps-per-gateway", type=int, default=100, help="virtual lamps per gateway (default 100)")
     parser.add_argument("--loss", type=float, default=0.05, help="message loss at the lamps in the fault phase (0.05)")
     parser.add_argument("--restarts", type=int, default=3, help="gateways killed and restarted in the fault phase (3)")
     parser.add_argument("--timeout", type=float, default=60.0, help="give up on a phase after this many seconds")
-    parser.add_argument("--sim-processes", type=int, default=2, help="processes simulating the lamps (2)")
+    parser.add_argument("--sim-processes", type=int, default=6, help="processes simulating the lamps (6)")
     parser.add_argument(
         "--record", type=Path, default=ROOT / "bench-results" / "fleet.json", help="measured figures (JSON) go here"
     )
@@ -411,12 +420,18 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "lamps":
         asyncio.run(_serve_lamps(args.port, args.gateways.split(","), args.lamps, args.control))
         return
-    phases = run_fleet(
-        args.gateways, args.lamps_per_gateway, args.loss, args.restarts, args.timeout, args.sim_processes
-    )
-    print_phases(phases)
-    record_phases(args.record, phases, args.lamps_per_gateway, args.loss, args.restarts)
-    if any(p.seconds is None or p.left_behind for p in phases):
+    runs: list[list[Phase]] = []
+    for number in range(1, args.runs + 1):
+        phases = run_fleet(
+            args.gateways, args.lamps_per_gateway, args.loss, args.restarts, args.timeout, args.sim_processes
+        )
+        runs.append(phases)
+        print_phases(phases, f"Policy rollout to the fleet, run {number} of {args.runs}")
+    print_summary(summarise(runs))
+    command = "just fleet " + " ".join(argv if argv is not None else sys.argv[1:])
+    path = record_runs(args.record, runs, args.lamps_per_gateway, args.loss, command.strip())
+    console.print(f"wrote {path}")
+    if any(p.seconds is None or p.left_behind for phases in runs for p in phases):
         raise SystemExit(1)
 
 

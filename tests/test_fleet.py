@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from devtools.fleet import print_phases, run_fleet
+from devtools.fleet import run_fleet
+from devtools.fleet_report import print_phases
 from devtools.mosquitto import mosquitto_binary
 
 pytestmark = [

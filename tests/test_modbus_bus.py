@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import itertools
+import statistics
 import threading
 import time
 from collections.abc import Iterator
@@ -144,6 +145,22 @@ async def test_one_request_in_flight_and_inter_frame_delay(line: Line) -> None:
     for (t0, d0), (t1, d1) in itertools.pairwise(times):
         if d0 == "to_agent" and d1 == "from_agent":
             assert t1 - t0 >= gap * 0.9
+
+
+async def test_the_silence_is_counted_from_the_reply_not_added_after_each_job(line: Line) -> None:
+    """The inter-frame delay runs from the reply's end: the master's own work after a reply
+    counts towards it, and the event loop's timer slack is not added to every gap."""
+    gap = 0.02
+    async with ModbusLampBus(line.settings(inter_frame_delay=gap)) as bus:
+        await bus.poll(1)
+        line.log.clear()
+        for _ in range(5):
+            await bus.poll_all()
+    times = [(t, d) for t, d, _ in line.log]
+    gaps = [t1 - t0 for (t0, d0), (t1, d1) in itertools.pairwise(times) if d0 == "to_agent" and d1 == "from_agent"]
+    assert len(gaps) == 19
+    assert min(gaps) >= gap * 0.9, "never shorter than the delay"
+    assert statistics.median(gaps) < gap + 0.008, "no timer slack piled on top of the delay"
 
 
 async def test_commands_overtake_queued_polls(line: Line) -> None:

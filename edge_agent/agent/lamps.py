@@ -25,6 +25,7 @@ from edge_agent.clock import Clock
 from edge_agent.config import GatewayConfig
 from edge_agent.engine import LampSet
 from edge_agent.models import LampCommand, LampProgram, encode
+from edge_agent.policy.retry import TICK_S
 from edge_agent.store.db import new_id
 from edge_agent.transports.mqtt import MqttLink
 
@@ -32,6 +33,8 @@ if TYPE_CHECKING:
     from edge_agent.agent.serial_devices import SerialDevices
 
 log = logging.getLogger("edge_agent")
+
+MIN_WAIT_S = 0.02  # the rollout loop's shortest sleep
 
 
 class Lamps:
@@ -57,6 +60,14 @@ class Lamps:
         self.stats = stats
         self.background = background
         self.rollout_wake = asyncio.Event()
+        # the latest install's stage stamps (wall clock) and the lamps whose first copy of the
+        # program the broker (or bus node) has not taken yet; logged once as ``rollout-timing``
+        self._stamps: dict[str, float] = {}
+        self._first_round: set[str] = set()
+        self._confirmed_logged = 0
+        if rollout.version > 0:  # a restart with an accepted policy: its first round starts now
+            self._stamps = {"started": time.time()}
+            self._first_round = set(rollout.reported)
 
     # ----- levels ---------------------------------------------------------------------------
     def send(self, change: LampSet) -> None:
@@ -84,10 +95,57 @@ class Lamps:
             log.warning("lamp %s command not sent: %s", lamp, exc)
 
     # ----- programs and rollout -------------------------------------------------------------
-    def installed(self, version: int) -> None:
+    def installed(self, version: int, stamps: dict[str, float] | None = None) -> None:
         """A new policy runs: every lamp gets its program now; the rollout loop sends it."""
         self.rollout.install(version)
+        self._stamps = dict(stamps or {})
+        self._first_round = {lamp for lamp, v in self.rollout.reported.items() if v != version}
         self.rollout_wake.set()
+
+    def _program_taken(self, lamp_id: str, version: int) -> None:
+        """One lamp's copy was taken; after the install's first round, log where the time went."""
+        if lamp_id not in self._first_round or version != self.rollout.version:
+            return
+        now = time.time()
+        self._stamps.setdefault("first_program", now)
+        self._first_round.discard(lamp_id)
+        if not self._first_round:
+            self._stamps["programs_sent"] = now
+            self._log_timing(version)
+
+    def _log_timing(self, version: int, **more: Any) -> None:
+        line = {
+            "gateway": self.gateway,
+            "version": version,
+            "lamps": len(self.rollout.reported),
+            **self._stamps,
+            **more,
+        }
+        log.info("rollout-timing %s", msgspec.json.encode(line).decode())
+
+    def _log_confirmed(self) -> None:
+        """Once per version: every lamp confirmed (the gateway's view), with the lamps'
+        turnaround (first copy taken -> confirmation) and the retries it cost."""
+        rollout = self.rollout
+        if rollout.version <= 0 or self._confirmed_logged == rollout.version:
+            return
+        if any(v != rollout.version for v in rollout.reported.values()):
+            return
+        self._confirmed_logged = rollout.version
+        turnaround = sorted(rollout.turnaround)
+        pick = (
+            (lambda q: round(turnaround[min(len(turnaround) - 1, int(q * len(turnaround)))], 4))
+            if turnaround
+            else (lambda q: None)
+        )
+        self._log_timing(
+            rollout.version,
+            confirmed_gw=time.time(),
+            turnaround_p50=pick(0.5),
+            turnaround_p90=pick(0.9),
+            retries=rollout.retries,
+            deferred=rollout.deferred,
+        )
 
     def rollout_status(self) -> dict[str, Any]:
         return self.rollout.summary(self.gateway)
@@ -123,37 +181,44 @@ class Lamps:
         retained, so a lamp that reconnects finds its program waiting.
         """
         last_summary: dict[str, Any] = {}
+        rollout = self.rollout
         while True:
+            # sleep until the next copy may be due (at most a tick), or until woken; a copy due
+            # already was not sent (its lamp out of reach): look again in a tick
+            now = rollout.clock()
+            upcoming = rollout.next_due(now)
+            wait = TICK_S if upcoming <= now else min(TICK_S, max(MIN_WAIT_S, upcoming - now))
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.rollout_wake.wait(), self.rollout.first_retry_s / 4)
+                await asyncio.wait_for(self.rollout_wake.wait(), wait)
             self.rollout_wake.clear()
             link = self.links.south
             north = self.links.north
             mqtt_up = link is not None and link.connected
             serial = self.serial
-            reachable = [
-                lamp for lamp in self.rollout.reported if mqtt_up or (serial is not None and serial.owns(lamp))
-            ]
-            for lamp_id in self.rollout.due(time.monotonic(), reachable):
+            reachable = [lamp for lamp in rollout.reported if mqtt_up or (serial is not None and serial.owns(lamp))]
+            for lamp_id in rollout.due(rollout.clock(), reachable):
                 if serial is not None and serial.owns(lamp_id):
                     self.background.spawn(self._write_bus_program(serial, lamp_id))
                 else:
                     assert link is not None
                     payload = self.program_message(lamp_id, self.clock.now())
-                    self.background.spawn(self._send_program(link, lamp_id, payload))
+                    self.background.spawn(self._send_program(link, lamp_id, payload, self.active.version))
             summary = self.rollout_status()
             if summary != last_summary and link is not None and (mqtt_up or north is not None):
                 last_summary = summary
                 target = north if north is not None else link
                 await publish_quietly(target, topics.rollout(self.gateway), msgspec.json.encode(summary), retain=True)
+            self._log_confirmed()
 
     async def _write_bus_program(self, serial: SerialDevices, lamp_id: str) -> None:
         """A bus node's program write is answered by the node itself: that is its confirmation."""
         version = self.active.version
         if await serial.write_program(lamp_id, version, self.active.engine.lighting.lamps[lamp_id]):
             self.rollout.report(lamp_id, version)
-        self.rollout.sent(lamp_id, time.monotonic())
+        self.rollout.sent(lamp_id, self.rollout.clock())
+        self._program_taken(lamp_id, version)
 
-    async def _send_program(self, link: MqttLink, lamp_id: str, payload: bytes) -> None:
+    async def _send_program(self, link: MqttLink, lamp_id: str, payload: bytes, version: int) -> None:
         await publish_quietly(link, topics.lamp_program(self.gateway, lamp_id), payload, retain=True)
-        self.rollout.sent(lamp_id, time.monotonic())  # the retry clock starts at the PUBACK
+        self.rollout.sent(lamp_id, self.rollout.clock())  # the retry clock starts at the PUBACK
+        self._program_taken(lamp_id, version)

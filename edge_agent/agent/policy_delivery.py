@@ -9,7 +9,8 @@ the ``PolicyStore`` (fsynced before this returns); the caller applies and acknow
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from edge_agent.agent.policy_keys import load_trusted_keys
@@ -29,6 +30,9 @@ class Outcome:
     policy: Policy | None = None  # set when a new policy must be installed
     reason: str | None = None
     detail: str | None = None
+    # wall-clock stamps of the stages (``verified``: signatures, target, validity and the
+    # policy's fit checked; ``stored``: accepted and fsynced), for the rollout breakdown
+    stamps: dict[str, float] = field(default_factory=dict)
 
 
 class PolicyDelivery:
@@ -66,6 +70,7 @@ class PolicyDelivery:
             source = f"bundle v{bundle.version}"
             policy = parse_policy(bundle.payload, source)
             _check_compatible(self.config, policy, source)
+            verified = time.time()
             result = self.store.accept(
                 envelope,
                 trusted_keys=self.keys,
@@ -83,7 +88,8 @@ class PolicyDelivery:
         if not result.changed:
             return Outcome("already_active", result.bundle.version)
         log.info("policy v%s accepted (%s)", result.bundle.version, policy.policy.name)
-        return Outcome("accepted", result.bundle.version, policy=policy)
+        stamps = {"verified": verified, "stored": time.time()}
+        return Outcome("accepted", result.bundle.version, policy=policy, stamps=stamps)
 
 
 def _check_compatible(config: GatewayConfig, policy: Policy, source: str) -> None:

@@ -10,6 +10,7 @@ Must not import: the app or the intake.
 from __future__ import annotations
 
 import asyncio
+import time
 
 from edge_agent.agent.lamps import Lamps
 from edge_agent.agent.outbound import Outbound
@@ -50,9 +51,10 @@ class PolicyInstaller:
         """A signed bundle: accepted (durably) and installed, a no-op, or refused; then acked."""
         if not envelope:
             return  # a cleared retained message
+        received = time.time()
         outcome = self.delivery.receive(envelope, self.clock.now())
         if outcome.policy is not None and outcome.version is not None:
-            self.install(outcome.policy, outcome.version)
+            self.install(outcome.policy, outcome.version, {"received": received, **outcome.stamps})
         ack = PolicyAck(
             v=1,
             ts=self.clock.now(),
@@ -64,12 +66,13 @@ class PolicyInstaller:
         )
         self.outbound.policy_ack(ack)
 
-    def install(self, policy: Policy, version: int) -> None:
+    def install(self, policy: Policy, version: int, stamps: dict[str, float] | None = None) -> None:
         """Swap the engine for one running ``policy`` and push each lamp its program.
 
         Timers, alerts and the outbox live in the store and carry over; lamp levels are
         decided afresh, so every lamp gets a command, and the rollout loop sends each lamp its
-        retained program until the lamp confirms the version.
+        retained program until the lamp confirms the version. ``stamps`` (wall-clock times of
+        the stages before this one) go into the rollout's timing line.
         """
         previous = self.active.engine
         self.store.add_traces(previous.take_traces(), self.traces_per_rule)
@@ -84,5 +87,7 @@ class PolicyInstaller:
             self.active.engine = engine
             self.active.version = version
             self.outbound.apply(effects)
-        self.lamps.installed(version)  # every lamp gets its program now; the rollout loop sends it
+        self.lamps.installed(
+            version, {**(stamps or {}), "installed": time.time()}
+        )  # every lamp gets its program now; the rollout loop sends it
         self.timers_changed.set()

@@ -43,6 +43,11 @@ PRIORITY_COMMAND = 0  # dim level, on/off, program writes
 PRIORITY_CLOCK = 1  # clock sync
 PRIORITY_POLL = 2  # routine readings
 
+# The event loop's timers are only good to about a millisecond (epoll rounds its timeout up to
+# whole ms, and waking costs more): the last stretch of an inter-frame silence is waited by
+# yielding to the loop (other tasks run meanwhile), at most this long.
+_SPIN_S = 0.0025
+
 
 @dataclass(frozen=True)
 class BusSettings:
@@ -186,6 +191,8 @@ class ModbusLampBus:
         self._client: AsyncModbusSerialClient | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._polling = settings.poll_interval > 0
+        self._gap = settings.frame_gap()
+        self._quiet_since = -float("inf")  # when the line last went quiet (a reply, or a timeout)
 
     # --- lifecycle -----------------------------------------------------------------------------
     async def __aenter__(self) -> ModbusLampBus:
@@ -319,9 +326,25 @@ class ModbusLampBus:
                 self._enqueue(PRIORITY_POLL, self._poll_job(unit, None))
             await asyncio.sleep(step)
 
+    async def _silence(self) -> None:
+        """Wait until the line has been quiet for the inter-frame delay since the last reply.
+
+        The silence is counted from when the reply was complete, so the time spent decoding it
+        and picking the next job counts towards it (a sleep *after* each job would add the
+        event loop's timer slack, about a millisecond, on top of every frame gap).
+        """
+        deadline = self._quiet_since + self._gap
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return
+        if remaining > _SPIN_S:
+            await asyncio.sleep(remaining - _SPIN_S + 0.001)
+        while time.monotonic() < deadline:  # noqa: ASYNC110 (no event to wait for: a deadline)
+            await asyncio.sleep(0)  # other tasks run; the line stays quiet
+
     async def _worker(self) -> None:
-        gap = self.settings.frame_gap()
         while True:
+            await self._silence()  # before taking a job: a command queued meanwhile goes first
             _, _, job = await self._queue.get()
             if job.future is not None and job.future.done():  # caller gave up
                 continue
@@ -337,7 +360,6 @@ class ModbusLampBus:
             else:
                 if job.future is not None and not job.future.done():
                     job.future.set_result(result)
-            await asyncio.sleep(gap)
 
     async def _run_job(self, job: _Job) -> Any:
         node = self._node(job.unit)
@@ -349,7 +371,7 @@ class ModbusLampBus:
         for attempt in range(attempts):
             if attempt:
                 self.stats.retries += 1
-                await asyncio.sleep(self.settings.frame_gap())
+            await self._silence()
             self.stats.requests += 1
             try:
                 result = await self._attempt(job)
@@ -385,6 +407,8 @@ class ModbusLampBus:
             raise TransportError(f"unit {job.unit} {job.name}: {exc}") from None
         except (TimeoutError, OSError, ValueError) as exc:
             raise TransportError(f"unit {job.unit} {job.name}: {exc!r}") from None
+        finally:
+            self._quiet_since = time.monotonic()  # the reply is in (or the attempt gave up)
 
     def _mark_answered(self, node: _Node) -> None:
         node.failures = 0

@@ -77,6 +77,7 @@ class FirmwareProcess:
             env=env,
             pass_fds=extra_fds,
             start_new_session=True,
+            cwd=log_path.parent,  # a firmware's default state dir ("flash") is its work dir, never ours
         )
 
     def attach(self, bus: PtyBus) -> None:

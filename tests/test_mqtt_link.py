@@ -374,49 +374,53 @@ async def test_messages_sent_while_the_link_is_down_arrive_when_it_returns(uniqu
 
 
 @needs_mosquitto
-async def test_a_burst_is_flushed_in_batches_and_acknowledged_only_after_the_flush(unique_id: str) -> None:
-    """The handler commits (SYNC); the link flushes once per batch, then acknowledges. A flush
-    that fails acknowledges nothing: the broker delivers the whole batch again."""
+async def test_a_burst_is_committed_in_batches_and_acknowledged_only_once_on_disk(unique_id: str) -> None:
+    """The handler commits per batch; each batch is acknowledged only when its commit's fsync
+    resolves True. One that resolves False acknowledges nothing more on that connection: the
+    broker delivers it (and what came after) again."""
     topic = f"{unique_id}/in"
     n = 300
     seen: list[bytes] = []
-    flushes: list[int] = []  # how many messages had been handled at each flush
+    commits: list[int] = []  # how many messages had been handled at each commit
     failures_left = [1]
 
     async def handle(topic: str, payload: bytes) -> str:
         seen.append(payload)
         return SYNC
 
-    async def flush() -> bool:
-        flushes.append(len(seen))
-        if failures_left[0]:
-            failures_left[0] -= 1
-            return False  # "the disk said no": none of this batch may be acknowledged
-        return True
+    async def on_disk(ok: bool) -> bool:
+        await asyncio.sleep(0.005)  # an fsync
+        return ok
+
+    def commit() -> Awaitable[bool]:
+        commits.append(len(seen))
+        ok = not failures_left[0]
+        failures_left[0] = 0
+        return on_disk(ok)  # the first batch's fsync fails: none of it may be acknowledged
 
     payloads = [b"m%d" % i for i in range(n)]
     with MosquittoProcess() as broker:
         settings = LinkSettings(broker.host, broker.port, unique_id, reconnect_min=0.05, reconnect_max=0.2)
-        async with running(MqttLink("south", settings, [(topic, 1)], handle, flush=flush)) as link:
+        async with running(MqttLink("south", settings, [(topic, 1)], handle, commit=commit)) as link:
             await publish_all(broker.host, broker.port, topic, payloads)
             await eventually(lambda: set(seen) >= set(payloads), what="every message handled")
             await asyncio.sleep(0.3)
-            first_batch = flushes[0]
-            # the first batch failed its flush: every message of it came again
-            assert seen[first_batch : 2 * first_batch] == seen[:first_batch], "the failed batch is delivered again"
+            first_batch = commits[0]
+            # the first batch failed on disk: nothing after it was acknowledged either, so the
+            # broker delivered it again from its first message on, in order
+            assert b"m0" in seen[1:], "the failed batch is delivered again"
+            again_from = seen.index(b"m0", 1)
+            assert seen[again_from : again_from + first_batch] == seen[:first_batch]
             assert link.unhandled == 1 and link.connects == 2
-            assert len(flushes) < n, "a burst is flushed in batches, not once per message"
-        # all acknowledged after a good flush: resuming the session brings none back
+            assert len(commits) < n, "a burst is committed in batches, not once per message"
+        # all acknowledged after good commits: resuming the session brings none back
         again: list[bytes] = []
 
         async def record(topic: str, payload: bytes) -> str:
             again.append(payload)
             return SYNC
 
-        async def ok() -> bool:
-            return True
-
-        async with running(MqttLink("south", settings, [(topic, 1)], record, flush=ok)):
+        async with running(MqttLink("south", settings, [(topic, 1)], record, commit=lambda: True)):
             await publish_all(broker.host, broker.port, topic, [b"marker"])
             await eventually(lambda: b"marker" in again, what="marker after the restart")
         assert again == [b"marker"]
@@ -449,3 +453,39 @@ def test_mqtt5_properties_pack_and_unpack_as_the_spec_says() -> None:
     connect = Properties(PacketTypes.CONNECT)
     connect.ReceiveMaximum = 1000
     assert connect.pack() == b"\x03\x21\x03\xe8"  # 33: receive maximum, two byte integer
+
+
+async def test_a_failed_commit_on_a_broker_that_never_redelivers_handles_the_batch_again() -> None:
+    """amqtt drops what is left unacknowledged, so the link (``unhandled="retry"``) cannot
+    leave a batch to the broker: a commit that failed (rolled back) means its messages are
+    handled again, then committed, then acknowledged. None is lost."""
+    seen: list[bytes] = []
+    committed: list[list[bytes]] = []
+    pending: list[bytes] = []
+    failures_left = [1]
+
+    async def handle(topic: str, payload: bytes) -> str:
+        seen.append(payload)
+        pending.append(payload)
+        return SYNC
+
+    def commit() -> bool:
+        if failures_left[0]:
+            failures_left[0] -= 1
+            pending.clear()  # rolled back
+            return False
+        committed.append(list(pending))
+        pending.clear()
+        return True
+
+    async def no_wait(seconds: float) -> None:
+        await asyncio.sleep(0)
+
+    async with EmbeddedBroker() as broker:
+        settings = LinkSettings(broker.host, broker.port, "t-redo", protocol="3.1.1", unhandled="retry")
+        async with running(MqttLink("south", settings, [("redo/in", 1)], handle, sleep=no_wait, commit=commit)) as link:
+            await publish_all(broker.host, broker.port, "redo/in", [b"a1", b"a2", b"a3"])
+            await eventually(lambda: sum(len(c) for c in committed) >= 3, what="all three committed")
+            assert [p for c in committed for p in c] == [b"a1", b"a2", b"a3"], "each committed once, in order"
+            assert link.unhandled == 1
+            assert seen.count(seen[0]) == 2, "the message of the failed commit was handled again"

@@ -216,7 +216,7 @@ class Agent:
                     + self.foreign.subscriptions("south"),
                     self.intake.receive_south,
                     on_connect=self._south_connected,
-                    flush=self.intake.flush,
+                    commit=self.intake.commit,
                 )
                 north: MqttLink | None = None
                 if uplink:
@@ -229,7 +229,7 @@ class Agent:
                         link_settings(self.config, "north", file.north, north_host, north_port),
                         topics.subscriptions(gw, "north", uplink=True) + self.foreign.subscriptions("north"),
                         self.intake.receive_north,
-                        flush=self.intake.flush,
+                        commit=self.intake.commit,
                     )
                 for link in (south, north):
                     if link is not None:

@@ -91,6 +91,7 @@ class Intake:
         self.policy_topic = topics.policy(site.gateway)
         self._last_faults: dict[str, int] = {}
         self._needs_sync = False  # a durable transaction was committed since the last flush
+        self._rolled_back = False  # a batch commit failed since the link last committed
 
     # ----- MQTT handlers --------------------------------------------------------------------
     async def on_south(self, topic: str, payload: bytes) -> bool:
@@ -139,26 +140,49 @@ class Intake:
         handled = await self.receive_north(topic, payload)
         return await self.flush() if handled == SYNC else bool(handled)
 
-    async def flush(self) -> bool:
-        """Commit the open batch and, if anything handled since the last flush was durable,
-        wait until it is on disk; False (and the local alarm) if either failed."""
-        if not await self._commit_batch():
+    def commit(self) -> bool | Awaitable[bool]:
+        """The link's ``commit``: commit the open batch now. False: it failed (rolled back,
+        alarm sounded); True: nothing handled since the last commit needs the disk; else an
+        awaitable that resolves True once it is on disk (False, and the alarm, if not)."""
+        if self._rolled_back:  # a commit before a policy or dead letter failed: not these either
+            self._rolled_back = False
             return False
-        if not self._needs_sync:
+        try:
+            durable = self.store.commit_batch() or self._needs_sync
+        except sqlite3.Error as exc:  # rolled back: none of the batch's messages was handled
+            self._needs_sync = False
+            self.alarm.sound("storage", f"cannot commit what was received: {exc}")
+            return False
+        self._needs_sync = False
+        if not durable:
             return True
         try:
-            await self.store.sync()
+            future = self.store.synced()
         except Exception as exc:
             self.alarm.sound("storage", f"cannot make what was received durable: {exc}")
             return False
-        self._needs_sync = False
+        return True if future is None else self._on_disk(future)
+
+    async def _on_disk(self, future: Awaitable[None]) -> bool:
+        try:
+            await future
+        except Exception as exc:
+            self.alarm.sound("storage", f"cannot make what was received durable: {exc}")
+            return False
         return True
 
+    async def flush(self) -> bool:
+        """``commit``, then wait for the disk: True once what was handled is durable."""
+        durable = self.commit()
+        return durable if isinstance(durable, bool) else await durable
+
     async def _commit_batch(self) -> bool:
+        """Commit the open batch before something that awaits (a policy, a dead letter)."""
         try:
             self._needs_sync = self.store.commit_batch() or self._needs_sync
-        except sqlite3.Error as exc:  # rolled back: none of the batch's messages was handled
+        except sqlite3.Error as exc:  # rolled back: the messages handled since the last commit too
             self._needs_sync = False
+            self._rolled_back = True  # so the link's next commit says they were not handled
             self.alarm.sound("storage", f"cannot commit what was received: {exc}")
             return False
         return True

@@ -258,14 +258,19 @@ class Store:
         WAL and one fsync serves every caller whose commit came before it started. Raises
         ``sqlite3.OperationalError`` if an fsync failed (then and from then on: see walsync).
         """
+        future = self.synced()
+        if future is not None:
+            await future
+
+    def synced(self) -> asyncio.Future[None] | None:
+        """What :meth:`sync` awaits, taken now: a future done once every commit made so far is
+        on disk (its exception if an fsync failed), or None if they are already."""
         if self.db.in_transaction:
             raise RuntimeError("Store.sync() inside an open transaction: commit first, then sync")
         if self._syncer is None:
-            return
+            return None
         self._note_commits()
-        future = self._syncer.wait(asyncio.get_running_loop())
-        if future is not None:
-            await future
+        return self._syncer.wait(asyncio.get_running_loop())
 
     def sync_stats(self) -> dict[str, int]:
         """``committed`` (commits counted), ``synced`` (on disk up to), ``fsyncs`` (WAL fsyncs)."""

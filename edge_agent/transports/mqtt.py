@@ -15,16 +15,18 @@ it) again, in order (``unhandled="redeliver"``); or, for a broker that never del
 unacknowledged message again (the embedded amqtt), holds the message and calls the handler
 again (``unhandled="retry"``). Either way with backoff, and nothing after it is handled first.
 The link reads what is already queued as one batch (up to ``BATCH``), hands each message to
-the handler in order, then calls its ``flush`` once (the agent commits the batch's one
-transaction and fsyncs it if needed) and acknowledges the batch in order only if the flush
-succeeded: one commit and one fsync per batch instead of one per message. ``SYNC`` is what
-a handler answers for "handled, pending the flush".
+the handler in order, then calls its ``commit`` once (the agent commits the batch's one
+transaction) and queues the batch's acknowledgements behind that commit's fsync: they go out,
+in order, once it is on disk, while the next batch is already being handled. One commit and
+one fsync per batch, and no message waits for another batch's fsync to be handled.
+``SYNC`` is what a handler answers for "handled, durable once committed and synced".
 Must not import: the engine, the policy, the store or the agent.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import random
 import socket
@@ -93,8 +95,8 @@ CLIENT_LOG_FILTER = _ClientLogFilter()
 _aiomqtt_log.addFilter(CLIENT_LOG_FILTER)
 
 # A handler returns True (handled), False (could not be handled: not acknowledged, the broker
-# delivers it again after the next reconnect) or SYNC (handled, durable once ``flush`` says
-# so). The link flushes before it acknowledges anything, and before it waits for anything.
+# delivers it again after the next reconnect) or SYNC (handled, durable once ``commit`` says
+# so). The link commits before it acknowledges anything, and before it waits for anything.
 SYNC: Literal["sync"] = "sync"
 # paho leaves Nagle's algorithm on: a small PUBLISH or PUBACK then waits for the previous
 # segment's TCP ack (up to 40 ms of delayed ACK). Alerts and lamp commands must not.
@@ -102,7 +104,7 @@ NO_DELAY = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
 
 Handled = bool | Literal["sync"] | None
 MessageHandler = Callable[[str, bytes], Awaitable[Handled]]
-Flush = Callable[[], Awaitable[bool]]
+Commit = Callable[[], bool | Awaitable[bool]]
 Outgoing = tuple[str, bytes, int, bool]  # topic, payload, qos, retain
 
 MqttVersion = Literal["5", "3.1.1"]
@@ -194,6 +196,64 @@ def backoff_delay(attempt: int, minimum: float, maximum: float, rand: float) -> 
     return max(minimum / 10.0, ceiling * rand)
 
 
+class _AckPipeline:
+    """One connection's inbound acknowledgements: in order, each batch only once its commit
+    is durable (the handler's ``commit`` answered True, or the awaitable it returned resolved
+    True). A failed one stops every acknowledgement on this connection and disconnects it:
+    the broker delivers everything unacknowledged again when the session resumes."""
+
+    def __init__(self, link: MqttLink, client: aiomqtt.Client) -> None:
+        self.link = link
+        self.client = client
+        self.queue: collections.deque[tuple[list[aiomqtt.Message], asyncio.Future[bool] | None]] = collections.deque()
+        self.failed = False
+        self.empty = asyncio.Event()
+        self.empty.set()
+
+    def add(self, messages: list[aiomqtt.Message], durable: bool | Awaitable[bool]) -> None:
+        if self.failed:
+            return
+        if durable is False:
+            self._fail(len(messages))
+            return
+        future: asyncio.Future[bool] | None = None
+        if durable is not True:
+            future = asyncio.ensure_future(durable)
+            future.add_done_callback(lambda _: self._release())
+        self.queue.append((messages, future))
+        self.empty.clear()
+        self._release()
+
+    def _release(self) -> None:
+        while self.queue and not self.failed:
+            messages, future = self.queue[0]
+            if future is not None:
+                if not future.done():
+                    return
+                if future.cancelled() or future.exception() is not None or not future.result():
+                    self._fail(len(messages))
+                    return
+            self.queue.popleft()
+            for message in messages:
+                self.client._client.ack(message.mid, message.qos)
+            if messages:
+                self.link._unhandled_streak = 0
+        self.empty.set()
+
+    def _fail(self, count: int) -> None:
+        self.failed = True
+        self.queue.clear()
+        self.empty.set()
+        self.link.unhandled += 1
+        log.warning("%s link: %d messages not made durable; reconnecting", self.link.name, count)
+        self.client._client.disconnect()  # the reader ends; the session (and what it holds) stays
+
+    async def settle(self) -> bool:
+        """Wait until every queued batch is acknowledged; False if one failed."""
+        await self.empty.wait()
+        return not self.failed
+
+
 class MqttLink:
     # how long a deliberate reconnect (inbound message not handled) waits for the PUBACKs of
     # publishes already sent, so that they are not sent again for nothing
@@ -209,13 +269,15 @@ class MqttLink:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rand: Callable[[], float] = random.random,
         on_connect: Callable[[], None] | None = None,
-        flush: Flush | None = None,
+        commit: Commit | None = None,
     ) -> None:
         self.name = name
         self.settings = settings
         self.subscriptions = list(subscriptions)
         self.on_message = on_message
-        self.flush = flush  # commits and syncs what the handled messages caused; False: it failed
+        # commits what the handled messages caused: False (failed), True (nothing to wait
+        # for) or an awaitable that resolves once it is on disk (True) or failed (False)
+        self.commit = commit
         self._sleep = sleep
         self.on_connect = on_connect
         self._rand = rand
@@ -385,7 +447,7 @@ class MqttLink:
         self._unhandled_streak += 1
         return delay
 
-    # inbound messages handled as one batch: one flush (fsync) and then their acknowledgements
+    # inbound messages handled as one batch: one commit, one fsync, then their acknowledgements
     BATCH = 256
 
     async def _serve(self, client: aiomqtt.Client) -> bool:
@@ -394,19 +456,23 @@ class MqttLink:
         on this connection stay unacknowledged, for the broker to deliver again once the
         session resumes."""
         queue = client._queue  # aiomqtt's inbound queue: what has arrived, not yet handled
+        acks = _AckPipeline(self, client)
         async for message in client.messages:
             batch = [message]
             while len(batch) < self.BATCH and not queue.empty():
                 batch.append(queue.get_nowait())
-            if await self._handle_batch(client, batch):
+            if await self._handle_batch(acks, batch):
                 return True
         return False
 
-    async def _handle_batch(self, client: aiomqtt.Client, batch: list[aiomqtt.Message]) -> bool:
-        """Handle messages in order, then flush once and acknowledge them in order. True: one
-        could not be handled and must come again (it and the rest stay unacknowledged).
-        The link flushes before it waits for anything (the handler may hold a batch open)."""
-        ready: list[aiomqtt.Message] = []  # handled, in order, waiting for the flush and the ack
+    async def _handle_batch(self, acks: _AckPipeline, batch: list[aiomqtt.Message]) -> bool:
+        """Handle messages in order, commit them once and queue their acknowledgements behind
+        that commit's fsync: the next batch is handled while this one's fsync runs. True: one
+        could not be handled and must come again (it and the rest stay unacknowledged)."""
+        if acks.failed:
+            return True
+        retry = self.settings.unhandled == "retry"
+        ready: list[aiomqtt.Message] = []  # handled, in order, waiting for the commit and the ack
         for message in batch:
             payload = message.payload
             data = payload if isinstance(payload, bytes) else str(payload or "").encode()
@@ -417,14 +483,18 @@ class MqttLink:
                     ready.append(message)
                 continue
             # not handled: what came before it is acknowledged first (in order), then it
-            if not await self._acknowledge(client, ready):
+            if retry:
+                await self._commit_or_redo(acks, ready)
+            else:
+                acks.add(ready, self._commit())
+            if not await acks.settle():
                 return True
             ready = []
             if not self.settings.manual_ack or message.qos == 0:
                 continue  # acknowledged by paho already (or QoS 0: nothing to acknowledge)
             while handled is False:
                 self.unhandled += 1
-                if self.settings.unhandled == "redeliver":
+                if not retry:
                     log.warning(
                         "%s link: message on %s not handled; reconnecting for the broker to deliver it again",
                         self.name,
@@ -434,25 +504,35 @@ class MqttLink:
                 log.warning("%s link: message on %s not handled; trying it again", self.name, topic)
                 await self._sleep(self._unhandled_delay())
                 handled = await self.on_message(topic, data)
-            if not await self._acknowledge(client, [message]):
-                return True
-        return not await self._acknowledge(client, ready)
+            ready = [message]
+        if retry:  # a broker that never delivers again: wait for the disk, and on failure redo
+            await self._commit_or_redo(acks, ready)
+        else:
+            acks.add(ready, self._commit())
+        return acks.failed
 
-    async def _acknowledge(self, client: aiomqtt.Client, messages: list[aiomqtt.Message]) -> bool:
-        """Flush, then PUBACK ``messages`` in order. False: the flush failed, none is
-        acknowledged (the broker delivers them again after the reconnect)."""
-        while self.flush is not None and not await self.flush():
+    def _commit(self) -> bool | Awaitable[bool]:
+        return True if self.commit is None else self.commit()
+
+    async def _commit_or_redo(self, acks: _AckPipeline, ready: list[aiomqtt.Message]) -> None:
+        """``unhandled="retry"``: a commit or fsync that failed rolled the batch back, and this
+        broker will not deliver it again: handle the messages of ``ready`` again until their
+        commit is durable, then acknowledge them."""
+        while True:
+            durable = self._commit()
+            if durable is not True and durable is not False:
+                durable = await durable
+            if durable:
+                acks.add(ready, True)
+                return
             self.unhandled += 1
-            if self.settings.unhandled == "redeliver":
-                log.warning("%s link: %d messages not made durable; reconnecting", self.name, len(messages))
-                return False
-            log.warning("%s link: %d messages not made durable; flushing again", self.name, len(messages))
+            log.warning("%s link: %d messages not made durable; handling them again", self.name, len(ready))
             await self._sleep(self._unhandled_delay())
-        for message in messages:
-            client._client.ack(message.mid, message.qos)
-        if messages:
-            self._unhandled_streak = 0
-        return True
+            for message in ready:
+                payload = message.payload
+                data = payload if isinstance(payload, bytes) else str(payload or "").encode()
+                while await self.on_message(str(message.topic), data) is False:
+                    await self._sleep(self._unhandled_delay())
 
     async def _subscribe(self, client: aiomqtt.Client) -> None:
         for topic, qos in self.subscriptions:

@@ -4,6 +4,7 @@ acknowledged and raises the alarm; an internal error keeps the raw message as a 
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import Iterator
 from datetime import datetime
@@ -36,12 +37,17 @@ def agent(tmp_path: Path) -> Iterator[Agent]:
 
 @pytest.fixture
 def syncs(agent: Agent, monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Each ``Store.sync`` call, with the number of outbox rows committed when it was made."""
+    """Each wait for the disk (``Store.sync``, or ``Store.synced`` whose future the link
+    awaits), with the number of outbox rows committed when it was asked for."""
     calls: list[int] = []
 
-    async def sync() -> None:
+    def synced() -> None:
         calls.append(len(agent.store.pending("south", limit=1000)))
 
+    async def sync() -> None:
+        synced()
+
+    monkeypatch.setattr(agent.store, "synced", synced)
     monkeypatch.setattr(agent.store, "sync", sync)
     return calls
 
@@ -73,10 +79,12 @@ async def test_a_storage_failure_is_not_acknowledged_and_sounds_the_alarm(
 
 
 async def test_a_failing_sync_is_not_acknowledged(agent: Agent, monkeypatch: pytest.MonkeyPatch) -> None:
-    async def sync() -> None:
-        raise OSError("fsync failed")
+    def synced() -> asyncio.Future[None]:
+        failed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        failed.set_exception(OSError("fsync failed"))
+        return failed
 
-    monkeypatch.setattr(agent.store, "sync", sync)
+    monkeypatch.setattr(agent.store, "synced", synced)
     assert await agent.intake.on_south(*SOS) is False
     assert agent.stats.alarms["storage"] == 1
 

@@ -79,7 +79,7 @@ def mt_seed(seed: int, mt: np.ndarray) -> None:
         s = (1812433253 * (s ^ (s >> 30)) + pos + 1) & 0xFFFFFFFF
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")  # no division by zero here: no checks in the loop
 def refill_uniforms(u: np.ndarray, mt: np.ndarray) -> int:
     """Twist ``mt`` once and write the next :data:`UNIFORM_BLOCK` uniforms to ``u``; returns 0.
 
@@ -113,7 +113,23 @@ def refill_uniforms(u: np.ndarray, mt: np.ndarray) -> int:
     return 0
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")  # no division by zero here: no checks in the loop
+def refill_exponentials(e: np.ndarray, mt: np.ndarray) -> int:
+    """:func:`refill_uniforms`, then each uniform ``u`` turned into ``-log(1 - u)`` in place; returns 0.
+
+    The very expression :func:`next_arrival` evaluates per draw, evaluated a twist at a time in
+    a loop with no dependency between iterations (the logarithms overlap instead of sitting on
+    the arrival loop's critical path). Scalar libm ``log`` either way (no vector math library:
+    ``numba.config.USING_SVML`` is false here; tests/twin/test_kernel_fast.py compares the
+    results draw for draw with the stepped form).
+    """
+    refill_uniforms(e, mt)
+    for j in range(UNIFORM_BLOCK):
+        e[j] = -math.log(1.0 - e[j])
+    return 0
+
+
+@njit(cache=True, error_model="numpy")  # no division by zero here: no checks in the loop
 def night_arrivals(
     lo: float,
     hi: float,
@@ -128,9 +144,9 @@ def night_arrivals(
     ``rate_per_minute`` is ``rates_per_hour / 60.0``. Same draws, same arithmetic, same values
     bit for bit as calling :func:`next_arrival` from ``lo`` until it returns inf; faster because
     the clock hour is carried from draw to draw (only checked, ``h*60 <= clock < h*60+60``,
-    not recomputed) and the uniforms come from ``u[ui:]``, drawn ahead by
-    :func:`refill_uniforms` from state ``mt`` (pass ``ui = len(u)`` right after :func:`mt_seed`). Writes into ``buf``
-    (grown if full); returns (buffer, count, next ui).
+    not recomputed) and the draws come from ``u[ui:]``: exponentials ``-log(1 - uniform)`` made
+    ahead by :func:`refill_exponentials` from state ``mt`` (pass ``ui = len(u)`` right after
+    :func:`mt_seed`). Writes into ``buf`` (grown if full); returns (buffer, count, next ui).
     """
     count = 0
     x = lo
@@ -164,8 +180,8 @@ def night_arrivals(
             x = boundary
             continue
         if ui == u.shape[0]:
-            ui = refill_uniforms(u, mt)
-        gap = -math.log(1.0 - u[ui]) / rate
+            ui = refill_exponentials(u, mt)
+        gap = u[ui] / rate
         ui += 1
         y = x + gap
         crossed = y >= boundary  # then restart at the boundary (memoryless)

@@ -12,6 +12,11 @@ independent times to failure; whoever repairs the lamp (the SimPy maintenance di
 places failure ``j+1`` at ``repair_j + ttf[i, j+1]``. Repairs never change the draws, so the
 two repair models see the same failures up to the first repair.
 
+At city scale (``twin.city``) lamps are simulated in blocks, on threads or on Dask workers:
+:func:`lamp_outages` draws each lamp's age, failures and repairs from that lamp's own stream
+(seeded by the replication seed and the lamp's global index), so a lamp's outages do not depend
+on the block it is in, nor on how many lamps there are.
+
 Must not import: simpy, twin.sim, twin.reference.
 """
 
@@ -21,6 +26,10 @@ import math
 
 import numpy as np
 from numba import njit
+
+from twin.kernels.arrivals import MT_N, UNIFORM_BLOCK, lamp_seed, mt_seed, refill_uniforms
+
+FAILURE_STREAM = 1_000_003  # added to the seed: failure streams never coincide with motion streams
 
 
 @njit(cache=True)
@@ -85,4 +94,64 @@ def renewal_outages(
     for k in range(len(starts)):
         start[k] = starts[k]
         end[k] = ends[k]
+    return ptr, start, end
+
+
+@njit(cache=True, nogil=True)
+def lamp_outages(
+    seed: int,
+    first_lamp: int,
+    n_lamps: int,
+    age_lo_h: float,
+    age_hi_h: float,
+    max_failures: int,
+    driver_mtbf_h: float,
+    wearout_shape: float,
+    wearout_scale_h: float,
+    repair_mean_h: float,
+    horizon_min: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Outages of lamps ``first_lamp .. first_lamp + n_lamps - 1``, each from its own stream.
+
+    Per lamp: an age uniform in ``[age_lo_h, age_hi_h)``, then up to ``max_failures`` renewals,
+    the same hazard and repair model as :func:`time_to_failure` + :func:`renewal_outages`
+    (first failure conditional on the age, then new lamps; exponential repairs). Returns CSR
+    arrays (ptr[n_lamps + 1], start[K], end[K]) in absolute twin minutes. Releases the GIL.
+    """
+    if 1 + 3 * max_failures > UNIFORM_BLOCK:
+        raise ValueError("max_failures: at most 103 renewals per lamp (one block of uniforms)")
+    starts = np.empty((n_lamps, max_failures))
+    ends = np.empty((n_lamps, max_failures))
+    count = np.zeros(n_lamps, dtype=np.int64)
+    mt = np.empty(MT_N, dtype=np.int64)
+    u = np.empty(UNIFORM_BLOCK)
+    for i in range(n_lamps):
+        mt_seed(lamp_seed(seed + FAILURE_STREAM, first_lamp + i), mt)
+        refill_uniforms(u, mt)  # 312 uniforms: enough for 1 + 3 * max_failures draws
+        age = age_lo_h + (age_hi_h - age_lo_h) * u[0]
+        t = 0.0
+        c = 0
+        for j in range(max_failures):
+            electronics = -math.log(1.0 - u[1 + 3 * j]) * driver_mtbf_h
+            a = age if j == 0 else 0.0
+            residual = (a / wearout_scale_h) ** wearout_shape - math.log(1.0 - u[2 + 3 * j])
+            wearout = wearout_scale_h * residual ** (1.0 / wearout_shape) - a
+            t += min(electronics, wearout) * 60.0
+            if t >= horizon_min:
+                break
+            repair = -math.log(1.0 - u[3 + 3 * j]) * repair_mean_h * 60.0
+            starts[i, c] = t
+            ends[i, c] = t + repair
+            c += 1
+            t += repair
+        count[i] = c
+    ptr = np.zeros(n_lamps + 1, dtype=np.int64)
+    for i in range(n_lamps):
+        ptr[i + 1] = ptr[i] + count[i]
+    start = np.empty(ptr[n_lamps])
+    end = np.empty(ptr[n_lamps])
+    for i in range(n_lamps):
+        for c in range(count[i]):
+            start[ptr[i] + c] = starts[i, c]
+            end[ptr[i] + c] = ends[i, c]
     return ptr, start, end

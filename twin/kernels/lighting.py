@@ -216,9 +216,10 @@ def night_tables(
     return unit, unit_sum, boost_prefix, lit, dark_lit, on_k, off_k, boost_keeps_lit
 
 
-@njit(cache=True)
-def simulate_lighting(
+@njit(cache=True, nogil=True, error_model="numpy")  # divisors are constants or positive
+def lighting_block(
     seed: int,
+    first_lamp: int,
     lamp_program: np.ndarray,
     lamp_area: np.ndarray,
     rated_w: np.ndarray,
@@ -226,6 +227,7 @@ def simulate_lighting(
     levels: np.ndarray,
     first_lit: np.ndarray,
     end_lit: np.ndarray,
+    tables: tuple[np.ndarray, ...],
     boost_level: np.ndarray,
     boost_minutes: np.ndarray,
     rates_per_hour: np.ndarray,
@@ -237,45 +239,26 @@ def simulate_lighting(
     record_switches: bool,
     arrival_ptr: np.ndarray,
     arrival_time: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Every lamp's level every minute of every night; energy and service counters.
+) -> tuple[np.ndarray, ...]:
+    """:func:`simulate_lighting` for a block of lamps, global indices ``first_lamp ..``.
 
-    Motion arrivals are drawn here (each lamp's stream, within its program's lit window) unless
-    given: with ``arrival_ptr`` non-empty (length L+1), lamp ``i``'s arrivals are
-    ``arrival_time[arrival_ptr[i]:arrival_ptr[i+1]]``, absolute twin minutes, sorted, within
-    ``[0, N * 1440)`` (a fixed input file: ``twin.fixed_inputs``); each boosts within its own
-    night. Pass empty arrays (``np.zeros(0, np.int64)``, ``np.zeros(0)``) to draw.
-
-    Per lamp ``i`` the level at minute ``k`` of night ``n`` is
-    ``lamp_level(levels[p, n, k], boost_active, boost_level[p], -1)`` (0 while the lamp is in an
-    outage, ``outage_start <= t < outage_end`` in absolute minutes, intervals of lamp ``i`` at
-    ``outage_ptr[i]:outage_ptr[i+1]`` sorted and disjoint), and its power ``lamp_power_w``.
-
-    How: lamps of a program share their level each minute, so :func:`night_tables` evaluates
-    the policy functions once per program and minute. A lamp-night with no outage in it then
-    costs its motion arrivals only: energy is the program's night total scaled to the lamp's
-    rated power (``lamp_power_w`` is standby plus rated power times a function of the level) plus,
-    for each merged boost interval, a difference of the boosted-minus-plain running sum. Nights
-    an outage touches (and programs whose boost could switch a lamp on) are stepped minute by
-    minute with the policy functions, as the plain-SimPy reference does.
-
-    Returns, per lamp unless said: ``counters[L, 5]`` (lit minutes, dark minutes, dark minutes
-    lit, motion arrivals, program-lit minutes), ``energy_wmin[L]`` (watt-minutes, standby
-    included), ``baseline_wmin[L]`` (always-full: 100% through the program's lit minutes),
-    ``luminaire_wmin_by_hour[24]`` (above standby, by local clock hour), ``energy_wmin_by_night[N]``,
-    ``switch_on[L, N]``/``switch_off[L, N]`` (first lit and one past the last lit night-minute,
-    -1 if dark all night; empty unless ``record_switches``), ``outage_dark_minutes[L]``.
+    ``tables`` is :func:`night_tables`' result (computed once, shared by all blocks). The lamp
+    arrays, ``outage_ptr`` (length L+1) and ``arrival_ptr`` (L+1, or empty) are this block's;
+    the pointers index the full ``outage_start``/``arrival_time`` arrays. Lamp ``i`` of the
+    block draws from stream ``lamp_seed(seed, first_lamp + i)``, so a lamp's results do not
+    depend on the block it is in. Returns the per-lamp outputs of :func:`simulate_lighting`
+    (counters, energy, baseline, switch_on, switch_off, outage_dark) and the block's partial
+    sums (by_night[N], by_minute[1440], boost_by_hour[24], plain_rated[P, N]) that
+    :func:`finish_by_hour` turns into the hourly profile once blocks are added up in order.
+    Releases the GIL: blocks run in threads.
     """
+    _, unit_sum, boost_prefix, t_lit, t_dark_lit, t_on, t_off, boost_keeps_lit = tables
     n_lamps = lamp_program.shape[0]
     n_programs = levels.shape[0]
     n_nights = first_lit.shape[1]
-    unit, unit_sum, boost_prefix, t_lit, t_dark_lit, t_on, t_off, boost_keeps_lit = night_tables(
-        levels, boost_level, dark_start, dark_end
-    )
     counters = np.zeros((n_lamps, 5), dtype=np.int64)
     energy = np.zeros(n_lamps)
     baseline = np.zeros(n_lamps)
-    by_hour = np.zeros(24)
     by_night = np.zeros(n_nights)
     n_rec = n_lamps if record_switches else 0
     switch_on = np.full((n_rec, n_nights), -1, dtype=np.int64)
@@ -289,8 +272,12 @@ def simulate_lighting(
     u = np.empty(UNIFORM_BLOCK)
     mt = np.empty(MT_N, dtype=np.int64)
     given = arrival_ptr.shape[0] > 0
+    dark_k = np.empty((2, n_nights), dtype=np.int64)  # civil darkness [start, end) as whole minutes
+    for n in range(n_nights):
+        dark_k[0, n] = int(math.ceil(dark_start[n]))  # noqa: RUF046 (numba: ceil may be float)
+        dark_k[1, n] = int(math.ceil(dark_end[n]))  # noqa: RUF046
     for i in range(n_lamps):
-        mt_seed(lamp_seed(seed, i), mt)
+        mt_seed(lamp_seed(seed, first_lamp + i), mt)
         g = arrival_ptr[i] if given else 0
         g_end = arrival_ptr[i + 1] if given else 0
         ui = UNIFORM_BLOCK
@@ -314,8 +301,8 @@ def simulate_lighting(
             base = n * 1440.0
             lo = first_lit[p, n]
             hi = end_lit[p, n]
-            ds = int(math.ceil(dark_start[n]))  # noqa: RUF046 (numba: ceil may be float)
-            de = int(math.ceil(dark_end[n]))  # noqa: RUF046
+            ds = dark_k[0, n]
+            de = dark_k[1, n]
             k_start = min(lo, ds) if hi > lo else ds
             k_stop = max(hi, de) if hi > lo else de
             if k_stop < k_start:
@@ -341,7 +328,6 @@ def simulate_lighting(
             if fast_program and not touched:
                 # Stretches: the program's night as a whole, then each merged boost interval.
                 units = unit_sum[p, n]
-                prefix = boost_prefix[p, n]
                 run_a = 0
                 run_b = 0
                 for j in range(n_arr):
@@ -354,7 +340,7 @@ def simulate_lighting(
                         else:
                             while run_a < run_b:  # flush the previous run, split by clock hour
                                 cut = min(run_b, (run_a // 60 + 1) * 60)
-                                extra = prefix[cut] - prefix[run_a]
+                                extra = boost_prefix[p, n, cut] - boost_prefix[p, n, run_a]
                                 units += extra
                                 boost_by_hour[(12 + run_a // 60) % 24] += rated * extra
                                 run_a = cut
@@ -362,7 +348,7 @@ def simulate_lighting(
                             run_b = stop
                 while run_a < run_b:
                     cut = min(run_b, (run_a // 60 + 1) * 60)
-                    extra = prefix[cut] - prefix[run_a]
+                    extra = boost_prefix[p, n, cut] - boost_prefix[p, n, run_a]
                     units += extra
                     boost_by_hour[(12 + run_a // 60) % 24] += rated * extra
                     run_a = cut
@@ -421,16 +407,118 @@ def simulate_lighting(
         counters[i, 3] = arrivals
         counters[i, 4] = program_lit
         outage_dark[i] = dark_out
+    return (
+        counters,
+        energy,
+        baseline,
+        switch_on,
+        switch_off,
+        outage_dark,
+        by_night,
+        by_minute,
+        boost_by_hour,
+        plain_rated,
+    )
+
+
+@njit(cache=True)
+def finish_by_hour(
+    by_minute: np.ndarray, plain_rated: np.ndarray, unit: np.ndarray, boost_by_hour: np.ndarray
+) -> np.ndarray:
+    """Luminaire watt-minutes by local clock hour from the (summed) partials of the blocks."""
+    by_minute = by_minute.copy()
+    n_programs, n_nights = plain_rated.shape
     for p in range(n_programs):
         for n in range(n_nights):
             weight = plain_rated[p, n] / REFERENCE_W
             if weight > 0.0:
                 for k in range(MINUTES_PER_NIGHT):
                     by_minute[k] += weight * unit[p, n, k]
+    by_hour = np.zeros(24)
     for k in range(MINUTES_PER_NIGHT):
         by_hour[((720 + k) % 1440) // 60] += by_minute[k]
     for h in range(24):
         by_hour[h] += boost_by_hour[h] / REFERENCE_W
+    return by_hour
+
+
+@njit(cache=True)
+def simulate_lighting(
+    seed: int,
+    lamp_program: np.ndarray,
+    lamp_area: np.ndarray,
+    rated_w: np.ndarray,
+    standby_w: np.ndarray,
+    levels: np.ndarray,
+    first_lit: np.ndarray,
+    end_lit: np.ndarray,
+    boost_level: np.ndarray,
+    boost_minutes: np.ndarray,
+    rates_per_hour: np.ndarray,
+    dark_start: np.ndarray,
+    dark_end: np.ndarray,
+    outage_ptr: np.ndarray,
+    outage_start: np.ndarray,
+    outage_end: np.ndarray,
+    record_switches: bool,
+    arrival_ptr: np.ndarray,
+    arrival_time: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Every lamp's level every minute of every night; energy and service counters.
+
+    Motion arrivals are drawn here (each lamp's stream, within its program's lit window) unless
+    given: with ``arrival_ptr`` non-empty (length L+1), lamp ``i``'s arrivals are
+    ``arrival_time[arrival_ptr[i]:arrival_ptr[i+1]]``, absolute twin minutes, sorted, within
+    ``[0, N * 1440)`` (a fixed input file: ``twin.fixed_inputs``); each boosts within its own
+    night. Pass empty arrays (``np.zeros(0, np.int64)``, ``np.zeros(0)``) to draw.
+
+    Per lamp ``i`` the level at minute ``k`` of night ``n`` is
+    ``lamp_level(levels[p, n, k], boost_active, boost_level[p], -1)`` (0 while the lamp is in an
+    outage, ``outage_start <= t < outage_end`` in absolute minutes, intervals of lamp ``i`` at
+    ``outage_ptr[i]:outage_ptr[i+1]`` sorted and disjoint), and its power ``lamp_power_w``.
+
+    How: lamps of a program share their level each minute, so :func:`night_tables` evaluates
+    the policy functions once per program and minute. A lamp-night with no outage in it then
+    costs its motion arrivals only: energy is the program's night total scaled to the lamp's
+    rated power (``lamp_power_w`` is standby plus rated power times a function of the level) plus,
+    for each merged boost interval, a difference of the boosted-minus-plain running sum. Nights
+    an outage touches (and programs whose boost could switch a lamp on) are stepped minute by
+    minute with the policy functions, as the plain-SimPy reference does.
+
+    Returns, per lamp unless said: ``counters[L, 5]`` (lit minutes, dark minutes, dark minutes
+    lit, motion arrivals, program-lit minutes), ``energy_wmin[L]`` (watt-minutes, standby
+    included), ``baseline_wmin[L]`` (always-full: 100% through the program's lit minutes),
+    ``luminaire_wmin_by_hour[24]`` (above standby, by local clock hour), ``energy_wmin_by_night[N]``,
+    ``switch_on[L, N]``/``switch_off[L, N]`` (first lit and one past the last lit night-minute,
+    -1 if dark all night; empty unless ``record_switches``), ``outage_dark_minutes[L]``.
+    """
+    tables = night_tables(levels, boost_level, dark_start, dark_end)
+    counters, energy, baseline, switch_on, switch_off, outage_dark, by_night, by_minute, boost_by_hour, plain_rated = (
+        lighting_block(
+            seed,
+            0,
+            lamp_program,
+            lamp_area,
+            rated_w,
+            standby_w,
+            levels,
+            first_lit,
+            end_lit,
+            tables,
+            boost_level,
+            boost_minutes,
+            rates_per_hour,
+            dark_start,
+            dark_end,
+            outage_ptr,
+            outage_start,
+            outage_end,
+            record_switches,
+            arrival_ptr,
+            arrival_time,
+        )
+    )
+    by_hour = finish_by_hour(by_minute, plain_rated, tables[0], boost_by_hour)
     return (
         counters,
         energy,

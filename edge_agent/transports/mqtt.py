@@ -470,28 +470,11 @@ class MqttLink:
     async def _publish_birth(self, conn: _Connection) -> None:
         assert self.settings.birth is not None
         topic, payload = self.settings.birth
-        code = await self._send(conn, topic, payload, qos=1, retain=True)
+        (code,) = await self._send_many(conn, [(topic, payload, 1, True)])
+        if isinstance(code, Exception):
+            raise code  # no PUBACK: the link is not up after all
         if code >= 0x80:  # a refused birth message is not a dead link: log, count, serve
             self._refusal(code, topic)
-
-    async def _send(self, conn: _Connection, topic: str, payload: bytes, *, qos: int, retain: bool) -> int:
-        """Publish through paho and wait for the PUBACK: its reason code (0 for QoS 0)."""
-        info = conn.client._client.publish(topic, payload, qos, retain)
-        if info.rc != paho.MQTT_ERR_SUCCESS:
-            raise aiomqtt.MqttCodeError(info.rc, "Could not publish message")
-        if info.is_published():  # sent already, so no waiter could see the reason code
-            if qos == 0:
-                return 0
-            raise aiomqtt.MqttError("PUBACK handled before its waiter: reason code unknown")
-        waiter: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        conn.pubacks[info.mid] = waiter
-        try:
-            return await asyncio.wait_for(waiter, self.settings.publish_timeout)
-        except TimeoutError:
-            raise aiomqtt.MqttError(f"no PUBACK within {self.settings.publish_timeout}s") from None
-        finally:
-            if conn.pubacks.get(info.mid) is waiter:
-                del conn.pubacks[info.mid]
 
     async def _send_many(self, conn: _Connection, messages: Sequence[Outgoing]) -> list[int | Exception]:
         """``_send`` for many messages at once: all handed to paho in order, then one wait for
@@ -574,23 +557,6 @@ class MqttLink:
         TransportError if the link is down or goes down before the PUBACK; PublishRefused
         (a TransportError) if the PUBACK carries a failure reason code (MQTT 5 only).
         """
-        conn = self._conn
-        if conn is None or not self._up.is_set():
-            raise TransportError(f"{self.name} link is down")
-        task = asyncio.ensure_future(self._send(conn, topic, payload, qos=qos, retain=retain))
-        self._inflight.add(task)
-        try:
-            code = await task
-        except aiomqtt.MqttError as exc:
-            raise TransportError(f"{self.name} publish to {topic} failed: {exc}") from None
-        except asyncio.CancelledError:
-            current = asyncio.current_task()
-            if task.cancelled() and (current is None or not current.cancelling()):
-                raise TransportError(f"{self.name} link lost before the PUBACK for {topic}") from None
-            raise
-        finally:
-            self._inflight.discard(task)
-        if code >= 0x80:
-            raise self._refusal(code, topic)
-        if self.on_published is not None:
-            self.on_published(topic)
+        (failure,) = await self.publish_many([(topic, payload, qos, retain)])
+        if failure is not None:
+            raise failure

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from edge_agent.engine.rules import split_template
 from edge_agent.errors import Problem, ProtocolError
 from edge_agent.models import Event
 
@@ -211,15 +212,17 @@ class ForeignTopics:
 
     @staticmethod
     def _render(template: str, values: Mapping[str, Any], topic: str, what: str) -> str:
-        def one(match: re.Match[str]) -> str:
-            value = values.get(match.group(1))
-            if value is None or isinstance(value, dict | list):
-                raise ProtocolError(
-                    "bad_payload", where=topic, detail=f"no value for {match.group(0)} in the {what} template"
-                )
-            return str(value)
-
-        text = _TEMPLATE.sub(one, template)
+        out = []
+        for i, part in enumerate(split_template(template)):  # literal, name, literal, ...
+            if i % 2:
+                value = values.get(part)
+                if value is None or isinstance(value, dict | list):
+                    raise ProtocolError(
+                        "bad_payload", where=topic, detail=f"no value for {{{part}}} in the {what} template"
+                    )
+                part = str(value)
+            out.append(part)
+        text = "".join(out)
         if not text:
             raise ProtocolError("bad_payload", where=topic, detail=f"empty {what}")
         return text

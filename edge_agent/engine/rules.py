@@ -6,6 +6,7 @@ device selector and a compiled condition; the safe message template.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -45,15 +46,21 @@ def render(template: str, values: Mapping[str, Any]) -> str:
 _ONE_FIELD = re.compile(r"^\{(\w+)\}$")
 
 
+@functools.lru_cache(maxsize=4096)
+def split_template(template: str) -> tuple[str, ...]:
+    """A template as alternating parts: literal, name, literal, name, ..., literal."""
+    return tuple(_FIELD.split(template))
+
+
 def render_value(template: Any, values: Mapping[str, Any]) -> Any:
     """A ``send`` payload: strings are templates; a string that is exactly one ``{name}``
     keeps the value's own type (an int stays an int); objects and lists are filled inside.
     KeyError names a missing value."""
     if isinstance(template, str):
-        whole = _ONE_FIELD.match(template)
-        if whole is not None:
-            return values[whole.group(1)]
-        return _FIELD.sub(lambda m: _text(values[m.group(1)]), template)
+        parts = split_template(template)
+        if len(parts) == 3 and not parts[0] and not parts[2]:  # exactly "{name}"
+            return values[parts[1]]
+        return "".join(_text(values[part]) if i % 2 else part for i, part in enumerate(parts))
     if isinstance(template, dict):
         return {k: render_value(v, values) for k, v in template.items()}
     if isinstance(template, list):
@@ -64,14 +71,16 @@ def render_value(template: Any, values: Mapping[str, Any]) -> Any:
 def render_topic(template: str, values: Mapping[str, Any]) -> str:
     """A ``send`` topic; KeyError for a missing value, ValueError for a value that would
     change the topic's shape (a '/', '+', '#', or an empty level)."""
-
-    def one(match: re.Match[str]) -> str:
-        text = _text(values[match.group(1)])
-        if not text or any(c in text for c in "/+#\x00"):
-            raise ValueError(f"{match.group(0)} = {text!r} cannot be a topic level")
-        return text
-
-    return _FIELD.sub(one, template)
+    parts = split_template(template)
+    out = []
+    for i, part in enumerate(parts):
+        if i % 2:
+            text = _text(values[part])
+            if not text or any(c in text for c in "/+#\x00"):
+                raise ValueError(f"{{{part}}} = {text!r} cannot be a topic level")
+            part = text
+        out.append(part)
+    return "".join(out)
 
 
 def _text(value: Any) -> str:

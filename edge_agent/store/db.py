@@ -55,7 +55,6 @@ import contextlib
 import json
 import os
 import sqlite3
-import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -73,8 +72,9 @@ _IN_CHUNK = 256  # ids per "seq IN (...)" statement
 
 
 def new_id() -> str:
-    """The agent's own message id: unique across restarts and reconnects."""
-    return uuid.uuid4().hex
+    """The agent's own message id: unique across restarts and reconnects (128 random bits,
+    32 hex digits: a uuid4 without the UUID object, which cost a twentieth of an event)."""
+    return os.urandom(16).hex()
 
 
 def _chunks(items: list[int], size: int = _IN_CHUNK) -> Iterator[list[int]]:

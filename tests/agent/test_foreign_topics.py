@@ -192,3 +192,20 @@ def test_the_village_acl_lets_the_gateway_read_its_foreign_topics_and_write_its_
     gateway_part = acl.split("user peer-bench\n", 1)[1].split("\n# ---", 1)[0]
     assert "topic read village/+/wearable/+/event\n" in gateway_part
     assert "topic write alerts/+\n" in gateway_part
+
+
+def test_send_templates_keep_types_and_refuse_a_value_that_would_reshape_the_topic() -> None:
+    from edge_agent.engine.rules import render_topic, render_value
+
+    values = {"gateway": "v01", "device": "w7", "ts": 1002, "v": 36.6, "slash": "a/b", "empty": ""}
+    assert render_value({"ts": "{ts}", "t": "at {ts}", "n": ["{v}", 3]}, values) == {
+        "ts": 1002,
+        "t": "at 1002",
+        "n": [36.6, 3],
+    }
+    assert render_topic("alerts/{gateway}/{device}", values) == "alerts/v01/w7"
+    for bad in ("alerts/{slash}", "alerts/{empty}"):
+        with pytest.raises(ValueError, match="cannot be a topic level"):
+            render_topic(bad, values)
+    with pytest.raises(KeyError):
+        render_value("{missing}", values)

@@ -81,7 +81,7 @@ def link_settings(
         will=(status, b"offline"),
         birth=(status, b"online"),
         max_queued_incoming=config.file.limits.max_queued_messages,
-        receive_maximum=min(1000, max(1, config.file.limits.max_queued_messages // 2)),
+        receive_maximum=min(65535, max(1, config.file.limits.max_queued_messages // 2)),
         protocol="3.1.1" if embedded else broker.protocol,
         # amqtt drops a QoS 1 message left unacknowledged (5 s, or at a disconnect) instead of
         # delivering it again on the resumed session: the link keeps it and retries it itself

@@ -27,7 +27,7 @@ BEGIN = "<!-- bench-results:begin (python -m devtools.bench_results writes this 
 END = "<!-- bench-results:end -->"
 
 # The README's order; files with other names follow, alphabetically.
-ORDER = ("bench", "bench-peers", "bench-serial", "fleet", "twin-bench", "twin-scale", "footprint")
+ORDER = ("bench", "bench-latency", "bench-peers", "bench-serial", "fleet", "twin-bench", "twin-scale", "footprint")
 
 
 class Row(msgspec.Struct, kw_only=True, omit_defaults=True):

@@ -429,7 +429,7 @@ def main(argv: list[str] | None = None) -> None:
         print_phases(phases, f"Policy rollout to the fleet, run {number} of {args.runs}")
     print_summary(summarise(runs))
     command = "just fleet " + " ".join(argv if argv is not None else sys.argv[1:])
-    path = record_runs(args.record, runs, args.lamps_per_gateway, args.loss, command.strip())
+    path = record_runs(args.record, runs, args.lamps_per_gateway, args.loss, command.strip(), args.sim_processes)
     console.print(f"wrote {path}")
     if any(p.seconds is None or p.left_behind for phases in runs for p in phases):
         raise SystemExit(1)

@@ -300,7 +300,9 @@ def run_records(runs: Sequence[Sequence[Phase]], per_gateway: int, loss: float) 
     return out
 
 
-def record_runs(path: Path, runs: Sequence[Sequence[Phase]], per_gateway: int, loss: float, command: str) -> Path:
+def record_runs(
+    path: Path, runs: Sequence[Sequence[Phase]], per_gateway: int, loss: float, command: str, sim_processes: int
+) -> Path:
     """The measured figures as ``bench-results/fleet.json`` (devtools.bench_results): rows
     against the aims, the summary table, and in ``extra`` the per-run ``runs`` list
     (twin/rollout.py's calibration reads a copy of it, twin/data/fleet-measured.json) and the
@@ -328,7 +330,8 @@ def record_runs(path: Path, runs: Sequence[Sequence[Phase]], per_gateway: int, l
         rows=rows,
         columns=SUMMARY_COLUMNS,
         cells=summary_cells(summary),
-        notes="30 gateway processes, 2 lamp-simulator processes, Mosquitto and the controller share the "
+        notes=f"{runs[0][0].gateways if runs and runs[0] else 30} gateway processes, {sim_processes} lamp-simulator "
+        "processes, Mosquitto and the controller share the "
         "machine's cores; a lamp counts when it reports the new version. Breakdown: seconds per segment "
         "(centre publish, delivery, verify, store, apply, program writes, reports) for the median gateway "
         "and on the critical path, median over the runs.",

@@ -4,11 +4,14 @@ Owns: decoding south messages into typed events (or rejecting and counting them)
 acknowledgements, handing policy envelopes on, and ``handle_event``: engine, effects and
 outbox in one SQLite transaction, for events from any transport (MQTT, Modbus bus, dongle).
 
-The hand-off rule: a message is acknowledged (the MQTT handler returns True, a serial event's
-``commit_event`` returns) only after what it caused is committed and, when that transaction
-was durable (alert-related), on disk (``Store.sync``). A storage failure raises the local
-alarm and leaves the message unacknowledged, so the broker delivers it again; a message that
-breaks the agent itself is kept in the store's dead letters, never dropped.
+The hand-off rule: a message is acknowledged (the MQTT link's PUBACK, a serial event's
+``commit_event`` returning) only after what it caused is committed and, when that transaction
+was durable (alert-related), on disk. MQTT messages a link reads together share one store
+batch (``receive_south`` opens it, a savepoint each); the link then calls ``commit`` once and
+acknowledges the batch when the awaitable it returns says the commit is on disk. A storage
+failure raises the local alarm and leaves the message (and, for a failed commit, its whole
+batch) unacknowledged, so the broker delivers it again; a message that breaks the agent
+itself is kept in the store's dead letters, never dropped.
 Must not import: the app, the transports' internals.
 """
 
@@ -90,7 +93,7 @@ class Intake:
         self.foreign = foreign  # [[foreign_topics]]: devices with a topic schema of their own
         self.policy_topic = topics.policy(site.gateway)
         self._last_faults: dict[str, int] = {}
-        self._needs_sync = False  # a durable transaction was committed since the last flush
+        self._needs_sync = False  # a durable transaction was committed since the last commit()
         self._rolled_back = False  # a batch commit failed since the link last committed
 
     # ----- MQTT handlers --------------------------------------------------------------------
@@ -98,13 +101,14 @@ class Intake:
         """Handle one inbound message. True: acknowledge it to the broker (what it caused is
         committed and, if durable, on disk). False: it could not be stored and must come again."""
         handled = await self.receive_south(topic, payload)
-        return await self.flush() if handled == SYNC else bool(handled)
+        durable = await self.flush()  # closes the batch in any case
+        return durable and handled is not False
 
     async def receive_south(self, topic: str, payload: bytes) -> Handled:
         """The link's handler: like ``on_south`` but it does not wait for the disk. Messages
         handled one after another share one open store batch (one SQLite transaction, a
-        savepoint each); ``SYNC`` means handled in it, to be acknowledged after the link's
-        next ``flush`` (which commits the batch and, if any of it was durable, fsyncs once)."""
+        savepoint each); ``SYNC`` means handled in it, to be acknowledged once the link's
+        next ``commit`` (the batch's COMMIT and, if any of it was durable, one fsync) is done."""
         self.stats.received += 1
         self.stats.received_by_class[topic_class(self.gateway, topic)] += 1
         if topic == self.policy_topic:  # verifying and installing a policy awaits: no batch
@@ -135,10 +139,6 @@ class Intake:
             self.stats.received_by_class[topic_class(self.gateway, topic)] += 1
             return True
         return await self.receive_south(topic, payload)
-
-    async def on_north(self, topic: str, payload: bytes) -> bool:
-        handled = await self.receive_north(topic, payload)
-        return await self.flush() if handled == SYNC else bool(handled)
 
     def commit(self) -> bool | Awaitable[bool]:
         """The link's ``commit``: commit the open batch now. False: it failed (rolled back,

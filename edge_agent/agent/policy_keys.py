@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edge_agent.errors import PolicyError
-from edge_agent.policy.bundle import (
-    Reason,
+from edge_agent.policy.bundle import Reason
+from edge_agent.policy.keys import (
     generate_private_key,
     key_id,
     load_private_key_pem,

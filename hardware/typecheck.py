@@ -32,7 +32,7 @@ TARGETS = {
 }
 CODEC_FILES = ["crc.py", "frames.py"]
 COMMON = FIRMWARE / "common"
-COMMON_FILES = ["store.py"]
+COMMON_FILES = ["store.py", "watchdog.py"]
 
 
 def _dist_files(name: str) -> list[Path]:

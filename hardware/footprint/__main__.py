@@ -29,9 +29,9 @@ NODE_JSON = (
     ' "silence_timeout": 600, "program": [[1100, 100], [1380, 50], [380, 0]]}'
 )
 FIRMWARES = {
-    "lamp_node": [CODEC_DIR / "crc.py", COMMON_DIR / "store.py"]
+    "lamp_node": [CODEC_DIR / "crc.py", COMMON_DIR / "store.py", COMMON_DIR / "watchdog.py"]
     + [LAMP_DIR / f for f in ("regs.py", "sun.py", "lamp.py", "rtu.py", "app.py", "board_rp2.py", "main.py")],
-    "dongle": [CODEC_DIR / "crc.py", CODEC_DIR / "frames.py", COMMON_DIR / "store.py"]
+    "dongle": [CODEC_DIR / "crc.py", CODEC_DIR / "frames.py", COMMON_DIR / "store.py", COMMON_DIR / "watchdog.py"]
     + [DONGLE_DIR / f for f in ("radio.py", "sender.py", "app.py", "board_rp2.py", "main.py")],
 }
 

@@ -4,7 +4,12 @@ Pins are parameters. Must not import: app modules."""
 
 import time
 
-from machine import UART, WDT, Pin
+try:
+    from hardware.firmware.common.watchdog import Rp2Watchdog  # type: ignore[import-not-found, unused-ignore]
+except ImportError:  # MicroPython
+    from watchdog import Rp2Watchdog  # type: ignore[import-not-found, no-redef, unused-ignore]
+
+from machine import UART, Pin
 
 
 class Rp2DongleBoard:
@@ -15,7 +20,7 @@ class Rp2DongleBoard:
         self._line = bytearray(80)
         self._n = 0
         self.closed = False
-        self._wdt = None  # type: WDT | None
+        self._watchdog = Rp2Watchdog()
 
     def ticks_ms(self) -> int:
         return int(time.ticks_ms())
@@ -56,11 +61,10 @@ class Rp2DongleBoard:
         print(msg)
 
     def wdt_start(self, timeout_ms: int) -> None:
-        self._wdt = WDT(timeout=timeout_ms)
+        self._watchdog.start(timeout_ms)
 
     def wdt_feed(self) -> None:
-        if self._wdt is not None:
-            self._wdt.feed()
+        self._watchdog.feed()
 
     def path(self, name: str) -> str:
         return "/" + name  # littlefs on the board's flash

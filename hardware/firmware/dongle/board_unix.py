@@ -17,6 +17,11 @@ import select
 import sys
 import time
 
+try:
+    from hardware.firmware.common.watchdog import EmulatedWatchdog  # type: ignore[import-not-found, unused-ignore]
+except ImportError:  # MicroPython
+    from watchdog import EmulatedWatchdog  # type: ignore[import-not-found, no-redef, unused-ignore]
+
 
 def _pid() -> int:
     with open("/proc/self/stat") as f:
@@ -37,8 +42,7 @@ class UnixDongleBoard:
             self._poll.register(self._radio, select.POLLIN)
         self._line = bytearray()
         self.closed = False
-        self._fed = 0
-        self._wdt_ms = 0
+        self._watchdog = EmulatedWatchdog(self._watchdog_expired)
         self._dir = state_dir
         self._cut_at = -1
         self._cut_skip = 0
@@ -122,17 +126,11 @@ class UnixDongleBoard:
             time.sleep_ms(100)
 
     def wdt_start(self, timeout_ms: int) -> None:
-        import _thread
-
-        self._wdt_ms = timeout_ms
-        self._fed = time.ticks_ms()
-        _thread.start_new_thread(self._watchdog, ())
+        self._watchdog.start(timeout_ms)
 
     def wdt_feed(self) -> None:
-        self._fed = time.ticks_ms()
+        self._watchdog.feed()
 
-    def _watchdog(self) -> None:
-        while time.ticks_diff(time.ticks_ms(), self._fed) < self._wdt_ms:
-            time.sleep_ms(50)
+    def _watchdog_expired(self) -> None:
         sys.stderr.write("watchdog reset\n")
         self.power_cut()

@@ -3,6 +3,7 @@ metadata(description="Wearable dongle: radio packets to framed, acknowledged ser
 module("crc.py", base_path="../../../edge_agent/codec")
 module("frames.py", base_path="../../../edge_agent/codec")
 module("store.py", base_path="../common")
+module("watchdog.py", base_path="../common")
 module("radio.py")
 module("sender.py")
 module("app.py")

@@ -12,8 +12,13 @@ Must not import: application modules. Pins are parameters: no hardware singleton
 
 import time
 
+try:
+    from hardware.firmware.common.watchdog import Rp2Watchdog  # type: ignore[import-not-found, unused-ignore]
+except ImportError:  # MicroPython
+    from watchdog import Rp2Watchdog  # type: ignore[import-not-found, no-redef, unused-ignore]
+
 import machine
-from machine import ADC, PWM, RTC, UART, WDT, Pin
+from machine import ADC, PWM, RTC, UART, Pin
 
 _EPOCH_2000 = 946684800  # unix time of 2000-01-01; time.time() on rp2 counts from 1970
 _VALID_AFTER = 757382400  # 2024-01-01 in seconds since 2000: older RTC values are power-up junk
@@ -58,7 +63,7 @@ class Rp2Board:
         self.pwm = Rp2Pwm(pwm_pin)
         self.sensor = Rp2Sensor()
         self.closed = False
-        self._wdt = None  # type: WDT | None
+        self._watchdog = Rp2Watchdog()
         self._cause = 1 if machine.reset_cause() == machine.WDT_RESET else 0
 
     def ticks_ms(self) -> int:
@@ -106,8 +111,7 @@ class Rp2Board:
         return self._cause
 
     def wdt_start(self, timeout_ms: int) -> None:
-        self._wdt = WDT(timeout=timeout_ms)
+        self._watchdog.start(timeout_ms)
 
     def wdt_feed(self) -> None:
-        if self._wdt is not None:
-            self._wdt.feed()
+        self._watchdog.feed()

@@ -21,6 +21,11 @@ import sys
 import time
 
 try:
+    from hardware.firmware.common.watchdog import EmulatedWatchdog  # type: ignore[import-not-found, unused-ignore]
+except ImportError:  # MicroPython
+    from watchdog import EmulatedWatchdog  # type: ignore[import-not-found, no-redef, unused-ignore]
+
+try:
     import simsensor  # type: ignore[import-not-found, unused-ignore]
 except ImportError:
     from hardware.firmware.lamp_node import simsensor  # type: ignore[import-not-found, no-redef, unused-ignore]
@@ -67,8 +72,7 @@ class UnixBoard:
         self._dir = state_dir
         self._rtc = rtc
         self._cut_at = 0
-        self._fed = 0
-        self._wdt_ms = 0
+        self._watchdog = EmulatedWatchdog(self._watchdog_expired)
         self._pid = _pid()
         self._cause = 0
         try:
@@ -144,18 +148,12 @@ class UnixBoard:
         return self._cause
 
     def wdt_start(self, timeout_ms: int) -> None:
-        import _thread
-
-        self._wdt_ms = timeout_ms
-        self._fed = time.ticks_ms()
-        _thread.start_new_thread(self._watchdog, ())
+        self._watchdog.start(timeout_ms)
 
     def wdt_feed(self) -> None:
-        self._fed = time.ticks_ms()
+        self._watchdog.feed()
 
-    def _watchdog(self) -> None:
-        while time.ticks_diff(time.ticks_ms(), self._fed) < self._wdt_ms:
-            time.sleep_ms(50)
+    def _watchdog_expired(self) -> None:
         with open(self.path("reset_cause"), "w") as f:
             f.write("wdt")
         sys.stderr.write("watchdog reset\n")

@@ -2,6 +2,7 @@
 metadata(description="Lamp node: Modbus RTU slave with local fallback program", version="2.0")
 module("crc.py", base_path="../../../edge_agent/codec")
 module("store.py", base_path="../common")
+module("watchdog.py", base_path="../common")
 module("regs.py")
 module("sun.py")
 module("lamp.py")

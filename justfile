@@ -7,9 +7,13 @@ py := env_var_or_default("PYTHON", "python")
 demo *args:
     {{py}} -m devtools.demo "$@"
 
-# The whole test suite (real Mosquitto when on PATH, else the embedded broker)
+# The whole test suite on every core (real Mosquitto when on PATH, else the embedded broker)
 test *args:
-    {{py}} -m pytest -q "$@"
+    {{py}} -m pytest -q -n auto --dist worksteal "$@"
+
+# The inner loop: no broker, no MicroPython, no browser, nothing slow (tests/conftest.py, NEEDS)
+test-fast *args:
+    {{py}} -m pytest -q -n auto --dist worksteal --fast "$@"
 
 # ruff, mypy strict on the packages, and the firmware type check against MicroPython stubs
 lint:

@@ -71,3 +71,72 @@ def mqtt_broker() -> Iterator[BrokerInfo]:
 def unique_id() -> str:
     """A short unique id for gateway names and topic prefixes, so tests never cross-talk."""
     return "t" + uuid.uuid4().hex[:10]
+
+
+# ----- `just test-fast`: the inner loop, without the real parts -------------------------------
+# What a test needs that the inner loop leaves out: a broker (Mosquitto or the embedded amqtt),
+# the MicroPython interpreter, a browser, or more than a few seconds. Tests that take the
+# `mqtt_broker` fixture are marked by it; the rest are listed here by node id prefix. Under
+# `--fast` a test that starts one of these parts anyway fails and names the part (see
+# `_refuse_real_parts`), so this table cannot silently go stale.
+NEEDS: dict[str, tuple[str, ...]] = {
+    "tests/security/": ("broker",),
+    "tests/chaos/": ("broker", "chaos"),
+    "tests/hil/": ("micropython", "hil"),
+    "tests/test_mqtt_link.py": ("broker",),
+    "tests/test_devtools.py::test_launcher": ("broker",),
+    "tests/agent/test_homeassistant.py::test_the_generated_south_acl": ("broker",),
+    "tests/test_codec.py::test_micropython": ("micropython",),
+}
+REAL_PROGRAMS = {"mosquitto": "broker", "micropython": "micropython", "chromium": "browser", "playwright": "browser"}
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--fast",
+        action="store_true",
+        help="the inner loop (just test-fast): leave out tests marked broker, micropython, browser or slow",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if "mqtt_broker" in getattr(item, "fixturenames", ()):
+            item.add_marker("broker")
+        for prefix, marks in NEEDS.items():
+            if item.nodeid.startswith(prefix):
+                for mark in marks:
+                    item.add_marker(mark)
+    if not config.getoption("--fast"):
+        return
+    left_out = {"broker", "micropython", "browser", "slow", "hil", "chaos"}
+    kept = [item for item in items if not left_out & {mark.name for mark in item.iter_markers()}]
+    config.hook.pytest_deselected(items=[item for item in items if item not in kept])
+    items[:] = kept
+
+
+@pytest.fixture(autouse=True)
+def _refuse_real_parts(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under ``--fast``, starting a broker, MicroPython or a browser fails the test by name."""
+    if not request.config.getoption("--fast"):
+        return
+    import os
+    import subprocess
+
+    real_popen_init = subprocess.Popen.__init__
+
+    def refusing_init(self: subprocess.Popen[bytes], args: object, *rest: object, **kwargs: object) -> None:
+        program = args if isinstance(args, str | bytes | os.PathLike) else next(iter(args), "")  # type: ignore[call-overload]
+        name = os.path.basename(os.fsdecode(program)).split()[0] if program else ""
+        for real, mark in REAL_PROGRAMS.items():
+            if real in name:
+                raise RuntimeError(
+                    f"{request.node.nodeid} starts {name}: add it to NEEDS in tests/conftest.py as {mark}"
+                )
+        real_popen_init(self, args, *rest, **kwargs)  # type: ignore[arg-type]
+
+    async def refusing_enter(self: EmbeddedBroker) -> EmbeddedBroker:
+        raise RuntimeError(f"{request.node.nodeid} starts the embedded broker: add it to NEEDS in tests/conftest.py")
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", refusing_init)
+    monkeypatch.setattr(EmbeddedBroker, "__aenter__", refusing_enter)

@@ -165,7 +165,7 @@ class Fleet:
     def start_agent(self, gw: str) -> None:
         with open(self.work / f"{gw}.log", "ab") as log:  # the child keeps its own copy of the fd
             self.agents[gw] = subprocess.Popen(
-                [sys.executable, "-m", "edge_agent.agent.cli", "run", "-c", str(self.work / f"{gw}.toml")],
+                [sys.executable, "-m", "edge_agent.cli", "run", "-c", str(self.work / f"{gw}.toml")],
                 stdout=log,
                 stderr=log,
             )

@@ -25,7 +25,7 @@ def wheel_names(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
 def test_the_wheel_holds_what_a_gateway_runs(wheel_names: list[str]) -> None:
     for needed in (
         "edge_agent/agent/app.py",
-        "edge_agent/agent/cli.py",
+        "edge_agent/cli/main.py",
         "edge_agent/store/db.py",
         "edge_agent/codec/frames.py",
         "hardware/registers.py",

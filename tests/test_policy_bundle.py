@@ -23,8 +23,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from edge_agent.agent.cli_policy import policy_app
 from edge_agent.agent.policy_keys import load_private_key, load_trusted_keys, write_keypair
+from edge_agent.cli.policy import policy_app
 from edge_agent.errors import PolicyError
 from edge_agent.policy.bundle import (
     DOMAIN_PREFIX,

@@ -127,7 +127,7 @@ def test_rollout_status_names_the_lamps_that_lag(tmp_path: Path, mqtt_broker: Br
 
     asyncio.run(scenario())
     result = subprocess.run(
-        [sys.executable, "-m", "edge_agent.agent.cli", "rollout", "status", "-c", str(config.path), "--json"],
+        [sys.executable, "-m", "edge_agent.cli", "rollout", "status", "-c", str(config.path), "--json"],
         capture_output=True,
         text=True,
         check=True,

@@ -18,8 +18,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from devtools.gateway_config import write_gateway_config
-from edge_agent.agent.acl import south_users
 from edge_agent.agent.app import Agent
+from edge_agent.cli.acl import south_users
 from edge_agent.clock import ManualClock
 from edge_agent.config import GatewayConfig, load_config
 from edge_agent.policy.bundle import build_bundle, generate_private_key, key_id, public_key_to_pem, sign_bundle

@@ -13,7 +13,7 @@ from pathlib import Path
 import msgspec
 from typer.testing import CliRunner
 
-from edge_agent.agent.cli import app as agent_cli
+from edge_agent.cli.main import app as agent_cli
 from edge_agent.policy.bundle import (
     ValidationRecord,
     check_validation_record,

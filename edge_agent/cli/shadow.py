@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from edge_agent.agent.terminal import LazyConsole, escape
+from edge_agent.cli.terminal import LazyConsole, escape
 from edge_agent.config import load_config
 from edge_agent.errors import ConfigError
 from edge_agent.policy.shadow_report import ShadowDay, ShadowReport, encode_report, totals

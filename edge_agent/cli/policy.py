@@ -5,7 +5,7 @@ Owns: the command-line face of the signed policy bundle (the format and the chec
 Must not import: edge_agent.engine, edge_agent.transports, edge_agent.store (signing and
 verifying a file needs no gateway state).
 
-Run standalone with ``python -m edge_agent.agent.cli_policy --help``.
+Run standalone with ``python -m edge_agent.cli.policy --help``.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Annotated, NoReturn, cast, get_args
 import typer
 
 from edge_agent.agent.policy_keys import load_private_key, load_trusted_keys, write_keypair
-from edge_agent.agent.terminal import LazyConsole, escape
+from edge_agent.cli.terminal import LazyConsole, escape
 from edge_agent.errors import PolicyError
 from edge_agent.policy.bundle import (
     DEFAULT_MAX_ENVELOPE_BYTES,

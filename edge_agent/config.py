@@ -1,7 +1,8 @@
 """Gateway configuration: one TOML file per gateway, validated once into frozen typed objects.
 
 Owns: the gateway file's schema (identity, brokers, devices, responders, serial buses, the
-policy file it runs) and loading it together with its policy. ``load_config`` raises
+policy file it runs) and loading it together with its policy; the ``[[foreign_topics]]`` entries
+and their checks are ``edge_agent.config_foreign``'s. ``load_config`` raises
 ``ConfigError`` listing every problem, each naming the file, the key path and what was
 expected. No raw dicts leave this module.
 """
@@ -15,6 +16,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 
+from edge_agent.config_foreign import ForeignTopic, foreign_topic_problems
 from edge_agent.errors import ConfigError, Problem
 from edge_agent.policy.dispatch_state import parse_shift
 from edge_agent.policy.model import Name, Policy, convert_section, load_toml, parse_policy
@@ -185,29 +187,6 @@ class Shadow(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
 
     policy: str  # the candidate policy file, relative to the config file
     days: Annotated[int, msgspec.Meta(ge=1, le=366)] = 7
-
-
-class ForeignTopic(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    """Devices with a topic schema of their own (Tasmota, Zigbee2MQTT, Shelly, a wearable hub)
-    turned into engine events (edge_agent/agent/foreign.py; docs/TOPICS.md "Foreign topics").
-
-    ``topic`` is an MQTT filter whose levels may be bound to names: ``{name}`` is one level,
-    ``+`` one unnamed level, a trailing ``#`` the rest. The payload must be a JSON object.
-    ``fields`` maps event value names to payload fields (``"ENERGY.Power"`` reaches into
-    objects); without ``fields`` every top-level field is taken under its own name. ``device``
-    and ``event`` are templates over the bound names and the values; ``events`` renames event
-    names (``{ hr = "vitals" }``). Policy rules then select on ``kind`` and the event name.
-    """
-
-    name: Name
-    topic: str
-    link: Literal["south", "north"] = "south"
-    qos: Literal[0, 1] = 1
-    kind: Name
-    device: str = "{device}"
-    event: str
-    events: dict[str, Name] = {}
-    fields: dict[Name, str] = {}
 
 
 class GatewayFile(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -419,9 +398,7 @@ def _check_references(gw: GatewayFile, policy: Policy | None, source: str) -> li
                 )
             )
     problems.extend(_http_problems(gw.http, source))
-    from edge_agent.agent.foreign import problems as foreign_problems  # only its small parser
-
-    problems.extend(foreign_problems(gw.foreign_topics, source))
+    problems.extend(foreign_topic_problems(gw.foreign_topics, source))
     if policy is not None:
         problems.extend(policy_problems(gw, policy, source))
     return problems

@@ -53,6 +53,7 @@ from edge_agent.agent.topics import (
     TopicClass,
 )
 from edge_agent.config import GatewayConfig, load_config
+from edge_agent.config_foreign import parse_pattern
 from edge_agent.errors import ConfigError, EdgeError
 
 CENTRE = "centre"  # reserved user name of the city platform, on both brokers
@@ -274,7 +275,6 @@ def foreign_rules(config: GatewayConfig, broker: str) -> list[Rule]:
     """The gateway's own rules for ``[[foreign_topics]]`` on one broker: read each pattern's
     filter, write each ``send`` topic of the policy (a ``{name}`` level becomes ``+``). The
     foreign devices' own users are not generated (their ids are not in the gateway file)."""
-    from edge_agent.agent.foreign import parse_pattern
     from edge_agent.policy.model import Send
 
     same = broker == "south" and shares_broker(config)

@@ -8,7 +8,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from edge_agent.clock import ManualClock
-from edge_agent.policy.bundle import generate_private_key
+from edge_agent.policy.keys import generate_private_key
 from tests.agent.harness import (
     POLICY_HEAD,
     eventually,

@@ -97,7 +97,7 @@ def report(
     as_json: Annotated[bool, typer.Option("--json", help="The report as JSON (for twin validate --shadow).")] = False,
 ) -> None:
     """Print the shadow report kept in the gateway's data dir (the open day included)."""
-    from edge_agent.agent.shadow import read_report  # the store, only when read
+    from edge_agent.agent.shadow_store import read_report  # the store, only when read
 
     try:
         loaded = load_config(config)

@@ -1,7 +1,7 @@
 """Foreign topics at run time: a message on a device's own topic schema turned into an engine event.
 
 Owns: ``ForeignTopics``, the compiled ``[[foreign_topics]]`` of one gateway (declared and checked
-in ``edge_agent.config_foreign``): the links' subscriptions for them, and decoding a message on
+in ``edge_agent.config.foreign``): the links' subscriptions for them, and decoding a message on
 such a topic into an ``Event`` that the normal engine handles (rules, traces, outbox). What a
 rule sends back is the policy's ``send`` action (edge_agent/engine).
 
@@ -19,7 +19,7 @@ from typing import Any
 
 import msgspec
 
-from edge_agent.config_foreign import ForeignTopic, Pattern, parse_pattern
+from edge_agent.config.foreign import ForeignTopic, Pattern, parse_pattern
 from edge_agent.engine.rules import split_template
 from edge_agent.errors import ProtocolError
 from edge_agent.models import Event

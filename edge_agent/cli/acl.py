@@ -53,7 +53,7 @@ from edge_agent.agent.topics import (
     TopicClass,
 )
 from edge_agent.config import GatewayConfig, load_config
-from edge_agent.config_foreign import parse_pattern
+from edge_agent.config.foreign import parse_pattern
 from edge_agent.errors import ConfigError, EdgeError
 
 CENTRE = "centre"  # reserved user name of the city platform, on both brokers

@@ -21,7 +21,7 @@ import pytest
 
 from edge_agent.clock import ManualClock, ScaledClock
 from edge_agent.config import load_config
-from edge_agent.config_foreign import parse_pattern
+from edge_agent.config.foreign import parse_pattern
 from edge_agent.errors import ConfigError
 from edge_agent.transports.mqtt import NO_DELAY
 from tests.agent.harness import eventually, running

@@ -3,8 +3,9 @@
 Owns: ``ForeignTopic`` (one ``[[foreign_topics]]`` entry), ``Pattern`` and ``parse_pattern`` (a
 topic pattern: an MQTT filter whose levels may carry names, ``zigbee2mqtt/{device}``,
 ``village/{gateway}/wearable/{device}/event``, ``shellies/+/relay/#``) and
-``foreign_topic_problems`` (what ``load_config`` reports about them). Turning a message on such a
-topic into an engine event is the agent's (``edge_agent.agent.foreign.ForeignTopics``).
+``foreign_topic_problems`` (what ``load_config`` reports about them; ``schema.GatewayFile``
+holds the entries). Turning a message on such a topic into an engine event is the agent's
+(``edge_agent.agent.foreign.ForeignTopics``).
 Must not import: edge_agent.agent, edge_agent.engine, the transports (the config is read first).
 """
 

@@ -184,7 +184,7 @@ async def _latency(port: int, rate: float, count: int, kind: str) -> dict[str, f
         agent = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "edge_agent.agent.cli",
+            "edge_agent.cli",
             "run",
             "-c",
             str(path),
@@ -275,7 +275,7 @@ def agent_rss(seconds: float = 6.0, external_port: int | None = None) -> float:
         url = f"mqtt://127.0.0.1:{external_port}" if external_port else "embedded"
         path = write_gateway(Path(tmp), "rss", url, "none", n_wearables=50, n_lamps=50)
         proc = subprocess.Popen(
-            [sys.executable, "-m", "edge_agent.agent.cli", "run", "-c", str(path), "--speed", "60"],
+            [sys.executable, "-m", "edge_agent.cli", "run", "-c", str(path), "--speed", "60"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

@@ -114,7 +114,7 @@ def start_command(name: str, work: Path, port: int) -> tuple[list[str], str]:
         red = work / "node_modules" / "node-red" / "red.js"
         return ["node", str(red), "--settings", str(work / "settings.js")], "Connected to broker"
     config = agent_config(work, port)
-    return [sys.executable, "-m", "edge_agent.agent.cli", "run", "-c", str(config)], "south link connected"
+    return [sys.executable, "-m", "edge_agent.cli", "run", "-c", str(config)], "south link connected"
 
 
 def one_round(name: str, index: int, args: argparse.Namespace, broker: subprocess.Popen[bytes], port: int) -> Path:

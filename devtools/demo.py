@@ -27,10 +27,11 @@ from rich.table import Table
 
 from devtools.simdevices import Received, ResponderBehaviour, SimField, SimLamp
 from edge_agent.agent.app import Agent
-from edge_agent.agent.cli_shadow import print_report
-from edge_agent.agent.shadow import read_report
+from edge_agent.agent.shadow_store import read_report
+from edge_agent.cli.shadow import print_report
 from edge_agent.clock import ScaledClock
-from edge_agent.config import BrokerSettings, GatewayConfig, Shadow, load_config
+from edge_agent.config import GatewayConfig, load_config
+from edge_agent.config.schema import BrokerSettings, Shadow
 from edge_agent.engine import AlertChanged, Effect, LampSet
 from edge_agent.policy.model import parse_policy
 

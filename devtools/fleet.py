@@ -40,7 +40,8 @@ from devtools.gateway_config import write_gateway_config
 from devtools.mosquitto import MosquittoProcess
 from devtools.simdevices import SimField, SimLamp
 from edge_agent.clock import ScaledClock
-from edge_agent.policy.bundle import build_bundle, generate_private_key, key_id, public_key_to_pem, sign_bundle
+from edge_agent.policy.bundle_sign import build_bundle, sign_bundle
+from edge_agent.policy.keys import generate_private_key, key_id, public_key_to_pem
 from edge_agent.transports.mqtt import NO_DELAY
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -165,7 +166,7 @@ class Fleet:
     def start_agent(self, gw: str) -> None:
         with open(self.work / f"{gw}.log", "ab") as log:  # the child keeps its own copy of the fd
             self.agents[gw] = subprocess.Popen(
-                [sys.executable, "-m", "edge_agent.agent.cli", "run", "-c", str(self.work / f"{gw}.toml")],
+                [sys.executable, "-m", "edge_agent.cli", "run", "-c", str(self.work / f"{gw}.toml")],
                 stdout=log,
                 stderr=log,
             )

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_shipped_configs_and_policies_pass_check() -> None:
     for path in sorted((ROOT / "examples").glob("*.toml")):
         result = subprocess.run(
-            [sys.executable, "-m", "edge_agent.agent.cli", "check", "--config", str(path)],
+            [sys.executable, "-m", "edge_agent.cli", "check", "--config", str(path)],
             capture_output=True,
             text=True,
         )
@@ -60,7 +60,7 @@ colour = "red"
 """
     )
     result = subprocess.run(
-        [sys.executable, "-m", "edge_agent.agent.cli", "check", "-c", str(tmp_path / "gw.toml")],
+        [sys.executable, "-m", "edge_agent.cli", "check", "-c", str(tmp_path / "gw.toml")],
         capture_output=True,
         text=True,
     )

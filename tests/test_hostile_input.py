@@ -139,7 +139,7 @@ then = [ { action = "alert", priority = 1, message = "SOS", notify = "medical" }
     path = write_gateway_config(tmp_path, unique_id, south_url=url, north_url=url, policy_text=POLICY_HEAD + rules)
     load_config(path)  # fails here, not in the child, if the config is wrong
     agent = subprocess.Popen(
-        [sys.executable, "-m", "edge_agent.agent.cli", "run", "-c", str(path)],
+        [sys.executable, "-m", "edge_agent.cli", "run", "-c", str(path)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -23,30 +23,27 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from edge_agent.agent.cli_policy import policy_app
 from edge_agent.agent.policy_keys import load_private_key, load_trusted_keys, write_keypair
+from edge_agent.cli.policy import policy_app
 from edge_agent.errors import PolicyError
 from edge_agent.policy.bundle import (
     DOMAIN_PREFIX,
     Bundle,
-    Gate,
     SignatureEntry,
     Target,
-    ValidationRecord,
-    build_bundle,
     bundle_bytes,
-    check_signatures,
-    decode_validation_record,
     encode_envelope,
-    encode_validation_record,
-    key_id,
-    load_public_key_pem,
     parse_envelope,
-    public_key_to_pem,
+)
+from edge_agent.policy.bundle_sign import build_bundle, sign_bundle
+from edge_agent.policy.bundle_verify import check_signatures, verify_envelope
+from edge_agent.policy.keys import key_id, load_public_key_pem, public_key_to_pem, trusted_key_set
+from edge_agent.policy.validation_record import (
+    Gate,
+    ValidationRecord,
+    decode_validation_record,
+    encode_validation_record,
     record_sha256,
-    sign_bundle,
-    trusted_key_set,
-    verify_envelope,
 )
 from edge_agent.store.policy_store import AcceptResult, PolicyStore
 

@@ -33,15 +33,12 @@ from edge_agent.policy.bundle import (
     DOMAIN_PREFIX,
     Bundle,
     SignatureEntry,
-    build_bundle,
     bundle_bytes,
     encode_envelope,
-    key_id,
     parse_envelope,
-    public_key_to_pem,
-    sign_bundle,
-    trusted_key_set,
 )
+from edge_agent.policy.bundle_sign import build_bundle, sign_bundle
+from edge_agent.policy.keys import key_id, public_key_to_pem, trusted_key_set
 from edge_agent.store.policy_store import AcceptResult, PolicyStore
 
 REPO = Path(__file__).resolve().parents[1]

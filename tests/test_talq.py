@@ -23,7 +23,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from typer.testing import CliRunner
 
-from edge_agent.agent.cli import app
+from edge_agent.cli.main import app
 from edge_agent.policy.lighting import decide_level, lamp_level, night_of, night_switch_minutes, program_level
 from edge_agent.policy.model import Policy, parse_policy
 from edge_agent.policy.programs import CompiledProgram, compile_programs

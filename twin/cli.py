@@ -228,11 +228,7 @@ def validate(
 
     With --shadow, the record also carries the field evidence: the report of a gateway that ran
     POLICY in shadow mode (refused unless it is for this exact file)."""
-    from edge_agent.policy.bundle import (
-        Gate,
-        ValidationRecord,
-        encode_validation_record,
-    )
+    from edge_agent.policy.validation_record import Gate, ValidationRecord, encode_validation_record
     from twin.report import write_run_report
 
     loaded = _load(scenario, policy)

@@ -37,7 +37,7 @@ from typing import Any
 
 from devtools.chaos.harness import AgentProcess, Platform, integrity, layout, wait_for, wait_until, workdir
 from devtools.chaos.scenario import Row
-from edge_agent.agent.acl import CENTRE
+from edge_agent.cli.acl import CENTRE
 
 RADIOS = (101, 102, 103, 104)
 ALERT_MESSAGE = re.compile(r"^SOS (\d+) from (\S+)$")

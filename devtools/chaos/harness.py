@@ -38,7 +38,7 @@ import msgspec
 
 from devtools.gateway_config import toml_dumps
 from devtools.mosquitto import Listener, MosquittoProcess, deploy_config, write_password_file
-from edge_agent.agent.acl import CENTRE, south_acl, south_users
+from edge_agent.cli.acl import CENTRE, south_acl, south_users
 from edge_agent.config import load_config
 from edge_agent.receiver import Receiver
 from edge_agent.transports.mqtt import NO_DELAY, QUIET_LOG
@@ -241,7 +241,7 @@ class AgentProcess:
 
     def start(self) -> None:
         env = dict(os.environ, PYTHONPATH=str(ROOT))
-        cmd = [sys.executable, "-m", "edge_agent.agent.cli", "run", "-c", str(self.config), "--speed", str(self.speed)]
+        cmd = [sys.executable, "-m", "edge_agent.cli", "run", "-c", str(self.config), "--speed", str(self.speed)]
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, cwd=str(ROOT), env=env)
         self.starts += 1
 

@@ -36,7 +36,7 @@ from devtools.chaos.harness import (
 )
 from devtools.flaky_proxy import FlakyProxy
 from devtools.mosquitto import MosquittoProcess
-from edge_agent.agent.acl import CENTRE
+from edge_agent.cli.acl import CENTRE
 
 
 @dataclass

@@ -1,144 +1,28 @@
-"""Foreign topics: devices that speak a topic schema of their own, turned into engine events.
+"""Foreign topics at run time: a message on a device's own topic schema turned into an engine event.
 
-Owns: the gateway file's ``[[foreign_topics]]`` (edge_agent/config.py ``ForeignTopic``):
-parsing and checking their topic patterns, the links' subscriptions for them, and decoding a
-message on such a topic into an ``Event`` that the normal engine handles (rules, traces,
-outbox). What a rule sends back is the policy's ``send`` action (edge_agent/engine).
+Owns: ``ForeignTopics``, the compiled ``[[foreign_topics]]`` of one gateway (declared and checked
+in ``edge_agent.config.foreign``): the links' subscriptions for them, and decoding a message on
+such a topic into an ``Event`` that the normal engine handles (rules, traces, outbox). What a
+rule sends back is the policy's ``send`` action (edge_agent/engine).
 
-A pattern is an MQTT filter whose levels may carry names: ``zigbee2mqtt/{device}``,
-``village/{gateway}/wearable/{device}/event``, ``shellies/+/relay/#``. The bound levels and
-the payload's mapped fields become the event's values, so a rule's condition and a ``send``
-template can use them (``{gateway}``, ``{value}``). docs/TOPICS.md, "Foreign topics".
+The bound levels of the pattern and the payload's mapped fields become the event's values, so a
+rule's condition and a ``send`` template can use them (``{gateway}``, ``{value}``).
+docs/TOPICS.md, "Foreign topics".
 Must not import: the app, the transports.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 
+from edge_agent.config.foreign import ForeignTopic, Pattern, parse_pattern
 from edge_agent.engine.rules import split_template
-from edge_agent.errors import Problem, ProtocolError
+from edge_agent.errors import ProtocolError
 from edge_agent.models import Event
-
-if TYPE_CHECKING:
-    from edge_agent.config import ForeignTopic
-
-_NAMED = re.compile(r"^\{([A-Za-z_][A-Za-z0-9_]*)\}$")
-_TEMPLATE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
-
-
-@dataclass(frozen=True)
-class Pattern:
-    """A parsed topic pattern: per level a constant, a name (``{x}``), or None (``+``)."""
-
-    levels: tuple[tuple[str, str | None], ...]  # ("const", "village") | ("name", "device") | ("any", None)
-    rest: bool  # a trailing "#": any further levels (at least zero)
-
-    @property
-    def filter(self) -> str:
-        parts = [value if kind == "const" and value is not None else "+" for kind, value in self.levels]
-        return "/".join([*parts, "#"] if self.rest else parts)
-
-    @property
-    def names(self) -> tuple[str, ...]:
-        return tuple(value for kind, value in self.levels if kind == "name" and value is not None)
-
-    def match(self, parts: Sequence[str]) -> dict[str, str] | None:
-        """The bound names of a topic split at "/", or None if it does not match."""
-        n = len(self.levels)
-        if len(parts) < n or (len(parts) > n and not self.rest):
-            return None
-        bound: dict[str, str] = {}
-        for (kind, value), part in zip(self.levels, parts, strict=False):
-            if kind == "const":
-                if part != value:
-                    return None
-            elif kind == "name" and value is not None:
-                bound[value] = part
-        return bound
-
-
-def parse_pattern(text: str) -> Pattern:
-    """``"village/{gateway}/wearable/{device}/event"`` -> Pattern. ValueError says what is wrong."""
-    if not text or len(text) > 256:
-        raise ValueError("expected a topic filter of 1 to 256 characters")
-    if text.startswith("$"):
-        raise ValueError("topics starting with '$' are the broker's own")
-    parts = text.split("/")
-    levels: list[tuple[str, str | None]] = []
-    rest = False
-    seen: set[str] = set()
-    for i, part in enumerate(parts):
-        named = _NAMED.match(part)
-        if part == "#":
-            if i != len(parts) - 1:
-                raise ValueError("'#' only as the last level")
-            rest = True
-        elif part == "+":
-            levels.append(("any", None))
-        elif named is not None:
-            name = named.group(1)
-            if name in seen:
-                raise ValueError(f"level name {name!r} bound twice")
-            seen.add(name)
-            levels.append(("name", name))
-        elif any(c in part for c in "+#{}\x00"):
-            raise ValueError(f"level {part!r}: '{{name}}', '+' and '#' must be a whole level")
-        elif not part:
-            raise ValueError("empty level (two '/' in a row, or a leading or trailing '/')")
-        else:
-            levels.append(("const", part))
-    return Pattern(tuple(levels), rest)
-
-
-def template_names(template: str) -> set[str]:
-    return set(_TEMPLATE.findall(template))
-
-
-def problems(specs: Sequence[ForeignTopic], source: str) -> list[Problem]:
-    """What is wrong in ``[[foreign_topics]]``: bad patterns, templates naming nothing, clashes."""
-    found: list[Problem] = []
-    names: set[str] = set()
-    for i, spec in enumerate(specs):
-        where = f"foreign_topics[{i}]"
-        if spec.name in names:
-            found.append(Problem(source, f"{where}.name", f"duplicate name {spec.name!r}"))
-        names.add(spec.name)
-        try:
-            pattern = parse_pattern(spec.topic)
-        except ValueError as exc:
-            found.append(Problem(source, f"{where}.topic", str(exc)))
-            continue
-        if pattern.levels and pattern.levels[0] == ("const", "district"):
-            found.append(
-                Problem(source, f"{where}.topic", "the district/ namespace is the gateway's own (docs/TOPICS.md)")
-            )
-        known = set(pattern.names) | set(spec.fields)
-        for key in ("device", "event"):
-            template: str = getattr(spec, key)
-            if not template:
-                found.append(Problem(source, f"{where}.{key}", "expected a template such as '{device}'"))
-            missing = template_names(template) - known
-            if missing and spec.fields:  # without ``fields`` any payload field may be named
-                found.append(
-                    Problem(
-                        source,
-                        f"{where}.{key}",
-                        f"names {sorted(missing)} are neither topic levels {list(pattern.names)} "
-                        f"nor fields {sorted(spec.fields)}",
-                    )
-                )
-        for name, path in spec.fields.items():
-            if not path or any(not step for step in path.split(".")):
-                found.append(
-                    Problem(source, f"{where}.fields.{name}", f"expected a field path like 'a.b', got {path!r}")
-                )
-    return found
 
 
 def _lookup(body: Mapping[str, Any], path: str) -> Any:

@@ -173,7 +173,7 @@ class HomeAssistant:
             # the lamp is already at that level and will not report: answer with what it last said
             last = self._lamp_states.get(lamp)
             if last is not None:
-                self._publish(topics.ha_lamp_state(self.gateway, lamp), last, retain=True)
+                self._publish(topics.build_ha(self.gateway, "ha_lamp_state", lamp=lamp), last, retain=True)
         return False
 
     # ----- states ---------------------------------------------------------------------------
@@ -184,10 +184,10 @@ class HomeAssistant:
             data = event.data
             body = msgspec.json.encode(light_state(bool(data.get("on")), float(data.get("level", 0.0))))
             self._lamp_states[device] = body
-            self._publish(topics.ha_lamp_state(gateway, device), body, retain=True)
+            self._publish(topics.build_ha(gateway, "ha_lamp_state", lamp=device), body, retain=True)
         elif event.kind == "wearable" and event.name in WEARABLE_EVENTS:
             body = msgspec.json.encode({"event_type": event.name})
-            self._publish(topics.ha_wearable_event(gateway, device), body, retain=False)
+            self._publish(topics.build_ha(gateway, "ha_wearable_event", wearable=device), body, retain=False)
         elif event.kind == "wearable" and event.name in ("vitals", "heartbeat"):
             known = self._vitals.setdefault(device, {})
             for key in ("heart_rate", "battery"):
@@ -195,9 +195,13 @@ class HomeAssistant:
                 if isinstance(value, int | float) and not isinstance(value, bool):
                     known[key] = value
             if known:
-                self._publish(topics.ha_wearable_state(gateway, device), msgspec.json.encode(known), retain=True)
+                self._publish(
+                    topics.build_ha(gateway, "ha_wearable_state", wearable=device),
+                    msgspec.json.encode(known),
+                    retain=True,
+                )
         elif event.kind == "camera" and event.name in ("motion", "person", "vehicle"):
-            self._publish(topics.ha_camera_motion(gateway, device), b"ON", retain=False)
+            self._publish(topics.build_ha(gateway, "ha_camera_motion", camera=device), b"ON", retain=False)
 
     def _publish(self, topic: str, payload: bytes, *, retain: bool) -> None:
         link = self.links.south
@@ -266,8 +270,8 @@ def discovery_configs(config: GatewayConfig) -> list[tuple[str, bytes]]:
                         "unique_id": uid("lamp", lamp.id, "light"),
                         "name": None,  # the device's name
                         "schema": "json",
-                        "command_topic": topics.ha_lamp_set(gateway, lamp.id),
-                        "state_topic": topics.ha_lamp_state(gateway, lamp.id),
+                        "command_topic": topics.build_ha(gateway, "ha_lamp_set", lamp=lamp.id),
+                        "state_topic": topics.build_ha(gateway, "ha_lamp_state", lamp=lamp.id),
                         "supported_color_modes": ["brightness"],
                         "brightness_scale": 100,
                     }
@@ -277,7 +281,7 @@ def discovery_configs(config: GatewayConfig) -> list[tuple[str, bytes]]:
             },
         )
     for wearable in gw.wearables:
-        state = topics.ha_wearable_state(gateway, wearable.id)
+        state = topics.build_ha(gateway, "ha_wearable_state", wearable=wearable.id)
         add(
             (gateway, "wearable", wearable.id),
             {
@@ -288,7 +292,7 @@ def discovery_configs(config: GatewayConfig) -> list[tuple[str, bytes]]:
                         "p": "event",
                         "unique_id": uid("wearable", wearable.id, "alert"),
                         "name": "Alert",
-                        "state_topic": topics.ha_wearable_event(gateway, wearable.id),
+                        "state_topic": topics.build_ha(gateway, "ha_wearable_event", wearable=wearable.id),
                         "event_types": list(WEARABLE_EVENTS),
                     },
                     "heart_rate": {
@@ -329,7 +333,7 @@ def discovery_configs(config: GatewayConfig) -> list[tuple[str, bytes]]:
                         "unique_id": uid("camera", camera.id, "motion"),
                         "name": "Motion",
                         "device_class": "motion",
-                        "state_topic": topics.ha_camera_motion(gateway, camera.id),
+                        "state_topic": topics.build_ha(gateway, "ha_camera_motion", camera=camera.id),
                         "off_delay": MOTION_OFF_DELAY_S,
                     }
                 },

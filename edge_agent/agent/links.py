@@ -15,7 +15,8 @@ import ssl
 from urllib.parse import urlsplit
 
 from edge_agent.agent import topics
-from edge_agent.config import BrokerSettings, GatewayConfig
+from edge_agent.config import GatewayConfig
+from edge_agent.config.schema import BrokerSettings
 from edge_agent.errors import ConfigError, Problem
 from edge_agent.transports.mqtt import LinkSettings
 

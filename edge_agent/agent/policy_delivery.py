@@ -16,7 +16,7 @@ from pathlib import Path
 from edge_agent.agent.policy_keys import load_trusted_keys
 from edge_agent.config import GatewayConfig, policy_problems
 from edge_agent.errors import ConfigError, PolicyError
-from edge_agent.policy.bundle import verify_envelope
+from edge_agent.policy.bundle_verify import verify_envelope
 from edge_agent.policy.model import Policy, parse_policy
 from edge_agent.store.policy_store import PolicyStore
 

@@ -1,6 +1,6 @@
 """Policy signing keys on disk: write a key pair, load a private key, load the pinned public keys.
 
-Owns: the file side of the key helpers (the in-memory side is ``edge_agent.policy.bundle``, which
+Owns: the file side of the key helpers (the in-memory side is ``edge_agent.policy.keys``, which
 must stay free of I/O). Used by ``edge-agent policy`` and by the agent when it pins the centre's
 keys at start-up.
 Must not import: edge_agent.engine, edge_agent.transports, edge_agent.store.

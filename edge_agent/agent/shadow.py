@@ -5,8 +5,8 @@ timers and alerts never touch the gateway's); feeding it every input the active 
 (device events, acknowledgements, timer wake-ups, lighting minutes), always *after* the active
 commit and from a queue its own task drains, so the active path never waits for it and an
 exception in it is caught and counted; comparing what the two decided into the local day's
-``ShadowDay``; keeping the days in the shadow store, publishing each finished day north
-(``shadow/report``) and reading them back (``edge-agent shadow report``).
+``ShadowDay``; publishing each finished day north (``shadow/report``). The days are kept in
+the candidate's store (``edge_agent.agent.shadow_store``).
 
 The comparison, per input: lamp levels at each lighting minute (the active engine's levels right
 after its tick against the candidate's after its own: level-minutes by lamp group); new alerts,
@@ -20,20 +20,19 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import logging
 import sqlite3
 import time
-from collections import Counter, deque
+from collections import deque
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import msgspec
 
 from edge_agent.agent import topics
 from edge_agent.agent.runtime import ActivePolicy, Links
+from edge_agent.agent.shadow_store import SHADOW_DB, load_day, open_shadow_store, read_days, save_day, settle
 from edge_agent.clock import Clock
 from edge_agent.config import GatewayConfig
 from edge_agent.engine import AlertChanged, Effect, Engine, NotifyResponder, PublishRequest, Site
@@ -48,18 +47,15 @@ from edge_agent.policy.shadow_report import (
 )
 from edge_agent.store.db import EVENT_PRIORITY, Store
 
-__all__ = ["SHADOW_DB", "Shadow", "queue_report", "read_report", "start_shadow"]
+__all__ = ["Shadow", "queue_report", "start_shadow"]
 
 log = logging.getLogger("edge_agent")
 
-SHADOW_DB = "shadow.sqlite3"
 QUEUE_MAX = 10_000  # inputs waiting for the candidate; beyond it they are dropped (and counted)
 REMEMBER = 10_000  # alerts remembered for pairing and for their escalation steps
 PAIR_WINDOW_S = 600.0  # two alerts of one rule and device raised this close are the same incident
 PERSIST_EVERY = 10  # lighting minutes between two saves of the open day
 ACTIVE, CANDIDATE = 0, 1
-
-_DAY = msgspec.json.Decoder(ShadowDay)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +107,7 @@ class Shadow:
         self.active = active
         self.links = links
         self.gateway_store = store
-        self.store = _open_store(config.data_dir / SHADOW_DB, self.candidate_sha256)
+        self.store = open_shadow_store(config.data_dir / SHADOW_DB, self.candidate_sha256)
         self.engine = Engine(config.shadow_policy, site, self.store)
         self.groups = {lamp.id: lamp.group for lamp in site.lamps}
         self.queue: deque[_Input] = deque()
@@ -254,7 +250,7 @@ class Shadow:
             self._levels(day, item.levels)
             self._minutes += 1
             if self._minutes % PERSIST_EVERY == 0:
-                self._save(day)
+                save_day(self.store, day)
 
     def _levels(self, day: ShadowDay, active: dict[str, float]) -> None:
         day.minutes += 1
@@ -328,7 +324,7 @@ class Shadow:
         today = self._date(now)
         key = today.isoformat()
         if self.day is None:
-            self.day = self._load_day(key) or ShadowDay(day=key)
+            self.day = load_day(self.store, key) or ShadowDay(day=key)
             self.day.dropped += self._dropped
             self._dropped = 0
         if key > self.day.day:  # a new local day (a clock going back counts into the open one)
@@ -346,7 +342,7 @@ class Shadow:
         assert day is not None
         self._expire(day, now - PAIR_WINDOW_S)
         day.complete = True
-        self._save(day)
+        save_day(self.store, day)
         report = ShadowReport(
             gateway=self.gateway,
             candidate=self.candidate,
@@ -360,25 +356,10 @@ class Shadow:
         except sqlite3.Error as exc:  # the report stays readable in the shadow store
             log.warning("shadow: the report of %s is not queued north: %s", day.day, exc)
 
-    def _save(self, day: ShadowDay) -> None:
-        _settle(day)
-        try:
-            with self.store.transaction(durable=False):
-                index = json.loads(self.store.get_meta("shadow.index") or "[]")
-                if day.day not in index:
-                    self.store.set_meta("shadow.index", json.dumps([*index, day.day]))
-                self.store.set_meta(f"shadow.day.{day.day}", msgspec.json.encode(day).decode())
-        except sqlite3.Error as exc:
-            log.warning("shadow: the day %s is not saved: %s", day.day, exc)
-
-    def _load_day(self, key: str) -> ShadowDay | None:
-        raw = self.store.get_meta(f"shadow.day.{key}")
-        return None if raw is None else _DAY.decode(raw)
-
     # ----- reading -----------------------------------------------------------------------------
     def report(self) -> ShadowReport:
         """Every day so far, the open one included (as counted up to now)."""
-        report = _read(self.store, self.gateway) or ShadowReport(
+        report = read_days(self.store, self.gateway) or ShadowReport(
             gateway=self.gateway,
             candidate=self.candidate,
             candidate_sha256=self.candidate_sha256,
@@ -386,14 +367,14 @@ class Shadow:
             started=self.started,
         )
         if self.day is not None:
-            _settle(self.day)
+            settle(self.day)
             report.days = [d for d in report.days if d.day != self.day.day] + [msgspec.structs.replace(self.day)]
             report.days.sort(key=lambda d: d.day)
         return report
 
     def close(self) -> None:
         if self.day is not None:
-            self._save(self.day)
+            save_day(self.store, self.day)
         self.store.close()
 
 
@@ -416,54 +397,3 @@ def start_shadow(
     except Exception:
         log.exception("shadow: cannot set up the candidate policy; shadow mode is off")
         return None
-
-
-def _settle(day: ShadowDay) -> None:
-    """The derived fields: publishes of one side the other did not make, by topic."""
-    active, candidate = Counter(day.published_active), Counter(day.published_candidate)
-    day.published_only_active = dict(active - candidate)
-    day.published_only_candidate = dict(candidate - active)
-
-
-def _open_store(path: Path, candidate_sha256: str) -> Store:
-    """The candidate's store; a store of another candidate is started afresh (its timers, alerts
-    and days belong to that one)."""
-    if path.exists():
-        store = Store(path)
-        if store.get_meta("shadow.candidate_sha256") in (None, candidate_sha256):
-            return store
-        store.close()
-        for leftover in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
-            leftover.unlink(missing_ok=True)
-    return Store(path)
-
-
-def _read(store: Store, gateway: str) -> ShadowReport | None:
-    sha, started = store.get_meta("shadow.candidate_sha256"), store.get_meta("shadow.started")
-    if sha is None or started is None:
-        return None
-    days = []
-    for key in json.loads(store.get_meta("shadow.index") or "[]"):
-        raw = store.get_meta(f"shadow.day.{key}")
-        if raw is not None:
-            days.append(_DAY.decode(raw))
-    return ShadowReport(
-        gateway=gateway,
-        candidate=store.get_meta("shadow.candidate") or "?",
-        candidate_sha256=sha,
-        days_planned=int(store.get_meta("shadow.days") or 0),
-        started=started,
-        days=days,
-    )
-
-
-def read_report(config: GatewayConfig) -> ShadowReport | None:
-    """The shadow report kept in the data dir (None: shadow mode never ran there)."""
-    path = config.data_dir / SHADOW_DB
-    if not path.exists():
-        return None
-    store = Store(path)
-    try:
-        return _read(store, config.id)
-    finally:
-        store.close()

@@ -121,19 +121,16 @@ def root(gateway: str) -> str:
     return f"{PREFIX}/{gateway}"
 
 
-def build(gateway: str, name: str, **levels: str) -> str:
-    """The topic of class ``name`` for these level values; every topic string is made here."""
-    topic_class = BY_NAME[name]
+def _fill(topic_class: TopicClass, levels: dict[str, str]) -> str:
+    """The class's pattern with every named level given a value (ValueError if one is missing)."""
     if set(levels) != set(topic_class.levels):
-        raise ValueError(f"topic {name!r} takes levels {topic_class.levels}, got {tuple(levels)}")
-    relative = _LEVEL.sub(lambda m: levels[m.group(1)], topic_class.pattern)
-    return f"{root(gateway)}/{relative}"
+        raise ValueError(f"topic {topic_class.name!r} takes levels {topic_class.levels}, got {tuple(levels)}")
+    return _LEVEL.sub(lambda m: levels[m.group(1)], topic_class.pattern)
 
 
-def bind(topic_class: TopicClass, gateway: str, **levels: str) -> str:
-    """A filter for the class under ``root(gateway)`` with some named levels fixed and the
-    others wild (``+``, or ``#`` for a multi-level one). ``gateway`` may itself be a filter
-    or an ACL placeholder: ``bind(c, "%u", lamp="%u")``, ``bind(c, "+")``."""
+def _wild(topic_class: TopicClass, levels: dict[str, str]) -> str:
+    """The class's pattern as a filter: the given levels fixed, the others ``+`` (``#`` for a
+    multi-level one)."""
 
     def level(m: re.Match[str]) -> str:
         name, rest = m.group(1), m.group(2)
@@ -141,7 +138,19 @@ def bind(topic_class: TopicClass, gateway: str, **levels: str) -> str:
             return levels[name] + ("/#" if rest else "")
         return "#" if rest else "+"
 
-    return f"{root(gateway)}/{_LEVEL.sub(level, topic_class.pattern)}"
+    return _LEVEL.sub(level, topic_class.pattern)
+
+
+def build(gateway: str, name: str, **levels: str) -> str:
+    """The topic of class ``name`` for these level values; every topic string is made here."""
+    return f"{root(gateway)}/{_fill(BY_NAME[name], levels)}"
+
+
+def bind(topic_class: TopicClass, gateway: str, **levels: str) -> str:
+    """A filter for the class under ``root(gateway)`` with some named levels fixed and the
+    others wild (``+``, or ``#`` for a multi-level one). ``gateway`` may itself be a filter
+    or an ACL placeholder: ``bind(c, "%u", lamp="%u")``, ``bind(c, "+")``."""
+    return f"{root(gateway)}/{_wild(topic_class, levels)}"
 
 
 # ----- one builder per class the gateway publishes or subscribes -----------------------------
@@ -287,24 +296,12 @@ def ha_build(gateway: str, prefix: str, name: str, **levels: str) -> str:
     """The topic of Home Assistant class ``name``: under ``prefix`` (HA's discovery prefix) for
     a class outside the root, else under the gateway root."""
     topic_class = HA_BY_NAME[name]
-    if set(levels) != set(topic_class.levels):
-        raise ValueError(f"topic {name!r} takes levels {topic_class.levels}, got {tuple(levels)}")
-    relative = _LEVEL.sub(lambda m: levels[m.group(1)], topic_class.pattern)
-    return f"{_ha_base(topic_class, gateway, prefix)}/{relative}"
+    return f"{_ha_base(topic_class, gateway, prefix)}/{_fill(topic_class, levels)}"
 
 
 def ha_bind(topic_class: TopicClass, gateway: str, prefix: str, **levels: str) -> str:
     """``bind`` for a Home Assistant class: its filter, under ``prefix`` or the gateway root."""
-    if not topic_class.outside_root:
-        return bind(topic_class, gateway, **levels)
-
-    def level(m: re.Match[str]) -> str:
-        name, rest = m.group(1), m.group(2)
-        if name in levels:
-            return levels[name] + ("/#" if rest else "")
-        return "#" if rest else "+"
-
-    return f"{prefix}/{_LEVEL.sub(level, topic_class.pattern)}"
+    return f"{_ha_base(topic_class, gateway, prefix)}/{_wild(topic_class, levels)}"
 
 
 def ha_discovery(prefix: str, device: str) -> str:
@@ -317,28 +314,9 @@ def ha_birth(prefix: str) -> str:
     return ha_build("", prefix, "ha_birth")
 
 
-def ha_lamp_state(gateway: str, lamp: str) -> str:
-    return build_ha(gateway, "ha_lamp_state", lamp=lamp)
-
-
-def ha_lamp_set(gateway: str, lamp: str) -> str:
-    return build_ha(gateway, "ha_lamp_set", lamp=lamp)
-
-
-def ha_wearable_state(gateway: str, wearable: str) -> str:
-    return build_ha(gateway, "ha_wearable_state", wearable=wearable)
-
-
-def ha_wearable_event(gateway: str, wearable: str) -> str:
-    return build_ha(gateway, "ha_wearable_event", wearable=wearable)
-
-
-def ha_camera_motion(gateway: str, camera: str) -> str:
-    return build_ha(gateway, "ha_camera_motion", camera=camera)
-
-
 def build_ha(gateway: str, name: str, **levels: str) -> str:
-    """A Home Assistant class under the gateway root (no discovery prefix needed)."""
+    """A Home Assistant class under the gateway root (no discovery prefix needed), the one
+    builder of them: ``build_ha(gw, "ha_lamp_state", lamp="L1")``."""
     if HA_BY_NAME[name].outside_root:
         raise ValueError(f"topic {name!r} lives under Home Assistant's prefix: use ha_build")
     return ha_build(gateway, "", name, **levels)

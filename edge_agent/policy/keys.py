@@ -1,6 +1,6 @@
 """Ed25519 keys of policy bundles, in memory: generate, id, PEM in and out.
 
-Owns: the key helpers edge_agent/policy/bundle.py signs and verifies with. cryptography is
+Owns: the key helpers bundles are signed (bundle_sign.py) and verified (bundle_verify.py) with. cryptography is
 imported inside each function: a gateway without pinned keys never loads it (about 7 MB of
 resident memory), one with keys loads it when it reads them.
 """

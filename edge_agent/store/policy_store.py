@@ -42,12 +42,9 @@ from edge_agent.policy.bundle import (
     BundleKind,
     Reason,
     bundle_bytes,
-    check_payload,
-    check_signatures,
-    check_target,
-    check_validity,
     parse_envelope,
 )
+from edge_agent.policy.bundle_verify import check_payload, check_signatures, check_target, check_validity
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey

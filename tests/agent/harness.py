@@ -17,7 +17,8 @@ from devtools.gateway_config import POLICY_HEAD, SOS_RULE, write_gateway_config 
 from edge_agent.agent.app import Agent
 from edge_agent.clock import Clock
 from edge_agent.config import GatewayConfig, load_config
-from edge_agent.policy.bundle import build_bundle, generate_private_key, key_id, public_key_to_pem, sign_bundle
+from edge_agent.policy.bundle_sign import build_bundle, sign_bundle
+from edge_agent.policy.keys import generate_private_key, key_id, public_key_to_pem
 from edge_agent.transports.mqtt import NO_DELAY
 
 

@@ -30,9 +30,7 @@ then = [ { action = "publish", topic = "low-battery" } ]
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "edge_agent.agent.cli", *args], capture_output=True, text=True, timeout=60
-    )
+    return subprocess.run([sys.executable, "-m", "edge_agent.cli", *args], capture_output=True, text=True, timeout=60)
 
 
 def test_traces_and_alerts_show_what_the_rules_did(tmp_path: Path, mqtt_broker: BrokerInfo, unique_id: str) -> None:

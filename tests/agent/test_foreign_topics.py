@@ -19,9 +19,9 @@ import aiomqtt
 import msgspec
 import pytest
 
-from edge_agent.agent.foreign import parse_pattern
 from edge_agent.clock import ManualClock, ScaledClock
 from edge_agent.config import load_config
+from edge_agent.config.foreign import parse_pattern
 from edge_agent.errors import ConfigError
 from edge_agent.transports.mqtt import NO_DELAY
 from tests.agent.harness import eventually, running
@@ -186,7 +186,7 @@ def test_a_send_topic_with_a_wildcard_is_refused_in_the_policy(tmp_path: Path) -
 
 
 def test_the_village_acl_lets_the_gateway_read_its_foreign_topics_and_write_its_sends(tmp_path: Path) -> None:
-    from edge_agent.agent.acl import south_acl
+    from edge_agent.cli.acl import south_acl
 
     acl = south_acl(load_config(shipped_peer_gateway(tmp_path, 1)))
     gateway_part = acl.split("user peer-bench\n", 1)[1].split("\n# ---", 1)[0]

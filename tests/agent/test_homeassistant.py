@@ -28,8 +28,9 @@ import msgspec
 import pytest
 
 from devtools.gateway_config import DEFAULT_POLICY, write_gateway_config
-from edge_agent.agent import acl, topics
+from edge_agent.agent import topics
 from edge_agent.agent.homeassistant import discovery_configs, light_state, node_id
+from edge_agent.cli import acl
 from edge_agent.clock import ManualClock
 from edge_agent.config import GatewayConfig, load_config
 from edge_agent.errors import ConfigError
@@ -107,11 +108,14 @@ def check_config(config: GatewayConfig, topic: str, body: dict[str, Any], subscr
     assert body["cmps"], body
     published = {topics.status(gw)}
     for lamp in config.file.lamps:
-        published.add(topics.ha_lamp_state(gw, lamp.id))
+        published.add(topics.build_ha(gw, "ha_lamp_state", lamp=lamp.id))
     for wearable in config.file.wearables:
-        published |= {topics.ha_wearable_state(gw, wearable.id), topics.ha_wearable_event(gw, wearable.id)}
+        published |= {
+            topics.build_ha(gw, "ha_wearable_state", wearable=wearable.id),
+            topics.build_ha(gw, "ha_wearable_event", wearable=wearable.id),
+        }
     for camera in config.file.cameras:
-        published.add(topics.ha_camera_motion(gw, camera.id))
+        published.add(topics.build_ha(gw, "ha_camera_motion", camera=camera.id))
     for key in TOPIC_KEYS:
         if key in body:
             assert body[key] in published, (topic, key, body[key])
@@ -168,7 +172,7 @@ def test_the_classes_build_parse_and_bind_under_their_own_base() -> None:
         assert topics.match("gw1", topic) is None, "not a class of the main registry"
         assert _matches(topics.ha_bind(topic_class, "gw1", "ha/v1"), topic)
         if not topic_class.outside_root:
-            assert getattr(topics, topic_class.name)("gw1", *levels.values()) == topic
+            assert topics.build_ha("gw1", topic_class.name, **levels) == topic
     assert topics.ha_discovery("ha/v1", "x") == "ha/v1/device/x/config"
     assert topics.ha_birth("ha/v1") == "ha/v1/status"
     assert topics.ha_subscriptions("gw1", "ha/v1") == [("ha/v1/status", 1), ("district/v1/gw1/ha/lamp/+/set", 1)]
@@ -282,16 +286,18 @@ async def test_home_assistant_discovers_switches_and_sees_the_village(
         await lamp_client.publish(topics.build(gw, "wearable_heartbeat", wearable="W1"), b'{"v":1,"battery":64}')
         await lamp_client.publish(topics.build(gw, "wearable_event", wearable="W1"), b'{"v":1,"event":"fall"}')
         await lamp_client.publish(topics.build(gw, "camera_event", camera="C1"), b'{"v":1,"detection":"motion"}')
-        wearable_state = topics.ha_wearable_state(gw, "W1")
+        wearable_state = topics.build_ha(gw, "ha_wearable_state", wearable="W1")
         await eventually(lambda: len(ha.on(wearable_state)) >= 2, what="the wearable's state")
         assert msgspec.json.decode(ha.on(wearable_state)[-1]) == {"heart_rate": 88, "battery": 64}
-        await eventually(lambda: ha.on(topics.ha_wearable_event(gw, "W1")), what="the fall event")
-        assert msgspec.json.decode(ha.on(topics.ha_wearable_event(gw, "W1"))[-1]) == {"event_type": "fall"}
-        await eventually(lambda: ha.on(topics.ha_camera_motion(gw, "C1")) == [b"ON"], what="motion")
+        await eventually(lambda: ha.on(topics.build_ha(gw, "ha_wearable_event", wearable="W1")), what="the fall event")
+        assert msgspec.json.decode(ha.on(topics.build_ha(gw, "ha_wearable_event", wearable="W1"))[-1]) == {
+            "event_type": "fall"
+        }
+        await eventually(lambda: ha.on(topics.build_ha(gw, "ha_camera_motion", camera="C1")) == [b"ON"], what="motion")
         # 6. a bad command is rejected and counted, and the lamp is left alone
         before = len(commands("L1"))
         await client.publish(light["command_topic"], b'{"state":"DIM"}', qos=1)
-        await client.publish(topics.ha_lamp_set(gw, "nope"), b'{"state":"ON"}', qos=1)
+        await client.publish(topics.build_ha(gw, "ha_lamp_set", lamp="nope"), b'{"state":"ON"}', qos=1)
         await eventually(lambda: agent.stats.rejected["schema"] and agent.stats.rejected["unknown_device"])
         assert len(commands("L1")) == before
         # clear what we left retained on the session broker
@@ -310,7 +316,7 @@ async def test_an_override_from_home_assistant_reverts_to_the_program(
         aiomqtt.Client(mqtt_broker.host, mqtt_broker.port, socket_options=NO_DELAY) as client,
         running(config, clock) as agent,
     ):
-        await client.publish(topics.ha_lamp_set(unique_id, "L2"), b'{"brightness":55}', qos=1)
+        await client.publish(topics.build_ha(unique_id, "ha_lamp_set", lamp="L2"), b'{"brightness":55}', qos=1)
         await eventually(lambda: agent.engine.lighting.lamps["L2"].level == 55.0, what="the override")
         await clock.advance(5 * 60 + 1)
         await eventually(lambda: agent.engine.lighting.lamps["L2"].level == 0.0, what="back to the program (day)")
@@ -351,8 +357,8 @@ async def test_the_generated_south_acl_lets_home_assistant_do_exactly_its_part(t
             home_assistant(
                 broker.client("homeassistant"),
                 "homeassistant",
-                topics.ha_lamp_state(gw, "+"),
-                topics.ha_wearable_state(gw, "+"),
+                topics.build_ha(gw, "ha_lamp_state", lamp="+"),
+                topics.build_ha(gw, "ha_wearable_state", wearable="+"),
                 topics.status(gw),
             ) as ha,
             broker.client("L1") as lamp,
@@ -367,7 +373,9 @@ async def test_the_generated_south_acl_lets_home_assistant_do_exactly_its_part(t
             assert not south.refused, south.refused
             assert await publish_code(ha.client, topics.ha_birth("homeassistant"), b"online") == 0
             await eventually(lambda: len(ha.configs()) >= 2 * devices, what="the configs after the birth")
-            assert await publish_code(ha.client, topics.ha_lamp_set(gw, "L1"), b'{"brightness":42}') == 0
+            assert (
+                await publish_code(ha.client, topics.build_ha(gw, "ha_lamp_set", lamp="L1"), b'{"brightness":42}') == 0
+            )
 
             async def level() -> float:
                 async for message in lamp.messages:
@@ -379,18 +387,23 @@ async def test_the_generated_south_acl_lets_home_assistant_do_exactly_its_part(t
             assert await asyncio.wait_for(level(), 10) == 42.0
             body = b'{"v":1,"on":true,"level":42}'
             assert await publish_code(lamp, topics.build(gw, "lamp_state", lamp="L1"), body) == 0
-            await eventually(lambda: ha.on(topics.ha_lamp_state(gw, "L1")), what="the state through the ACL")
+            await eventually(
+                lambda: ha.on(topics.build_ha(gw, "ha_lamp_state", lamp="L1")), what="the state through the ACL"
+            )
             # Home Assistant cannot go around the engine, nor speak for the gateway or a device
             for topic in (
                 topics.lamp_set(gw, "L1"),
-                topics.ha_lamp_state(gw, "L1"),
+                topics.build_ha(gw, "ha_lamp_state", lamp="L1"),
                 topics.build(gw, "lamp_state", lamp="L1"),
                 topics.status(gw),
                 topics.policy(gw),
             ):
                 assert await publish_code(ha.client, topic, b"{}") == NOT_AUTHORISED, topic
             # ... and a lamp cannot command another lamp through Home Assistant's topics
-            assert await publish_code(lamp, topics.ha_lamp_set(gw, "L2"), b'{"state":"ON"}') == NOT_AUTHORISED
+            assert (
+                await publish_code(lamp, topics.build_ha(gw, "ha_lamp_set", lamp="L2"), b'{"state":"ON"}')
+                == NOT_AUTHORISED
+            )
             assert not south.refused, south.refused
     finally:
         broker.stop()

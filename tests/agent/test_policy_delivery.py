@@ -8,7 +8,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from edge_agent.clock import ManualClock
-from edge_agent.policy.bundle import generate_private_key
+from edge_agent.policy.keys import generate_private_key
 from tests.agent.harness import (
     POLICY_HEAD,
     eventually,
@@ -127,7 +127,7 @@ def test_rollout_status_names_the_lamps_that_lag(tmp_path: Path, mqtt_broker: Br
 
     asyncio.run(scenario())
     result = subprocess.run(
-        [sys.executable, "-m", "edge_agent.agent.cli", "rollout", "status", "-c", str(config.path), "--json"],
+        [sys.executable, "-m", "edge_agent.cli", "rollout", "status", "-c", str(config.path), "--json"],
         capture_output=True,
         text=True,
         check=True,

@@ -25,8 +25,8 @@ from typer.testing import CliRunner
 from devtools.gateway_config import DEFAULT_POLICY, POLICY_HEAD, SOS_RULE, write_gateway_config
 from edge_agent.agent import topics
 from edge_agent.agent.app import Agent
-from edge_agent.agent.cli import app as cli_app
 from edge_agent.agent.loops import run_timers
+from edge_agent.cli.main import app as cli_app
 from edge_agent.clock import ManualClock
 from edge_agent.config import GatewayConfig, load_config
 from edge_agent.engine import Effect, LampSet

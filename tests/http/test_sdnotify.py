@@ -46,7 +46,7 @@ def test_a_running_agent_says_ready_and_pings_the_watchdog(
         log = tmp_path / "agent.log"
         with log.open("wb") as out:
             agent = subprocess.Popen(
-                [sys.executable, "-m", "edge_agent.agent.cli", "run", "-c", str(config.path)],
+                [sys.executable, "-m", "edge_agent.cli", "run", "-c", str(config.path)],
                 cwd=ROOT,
                 env=env,
                 stdout=out,

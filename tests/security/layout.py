@@ -18,11 +18,12 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from devtools.gateway_config import write_gateway_config
-from edge_agent.agent.acl import south_users
 from edge_agent.agent.app import Agent
+from edge_agent.cli.acl import south_users
 from edge_agent.clock import ManualClock
 from edge_agent.config import GatewayConfig, load_config
-from edge_agent.policy.bundle import build_bundle, generate_private_key, key_id, public_key_to_pem, sign_bundle
+from edge_agent.policy.bundle_sign import build_bundle, sign_bundle
+from edge_agent.policy.keys import generate_private_key, key_id, public_key_to_pem
 from tests.security.city import Pki
 
 T0 = datetime(2026, 1, 1, 8, 0, tzinfo=ZoneInfo("Asia/Shanghai")).timestamp()

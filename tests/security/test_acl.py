@@ -17,9 +17,9 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
-from edge_agent.agent.acl import city_acl, south_acl
-from edge_agent.agent.acl import main as acl_main
 from edge_agent.agent.topics import BOTH, NORTH, TOPIC_CLASSES, TopicClass
+from edge_agent.cli.acl import city_acl, south_acl
+from edge_agent.cli.acl import main as acl_main
 from edge_agent.config import load_config
 from tests.security.aclfile import rights, sample
 from tests.security.city import CENTRE, PROD_ACL, CityBroker, Pki, receiving
@@ -45,7 +45,7 @@ def v5(broker: CityBroker, pki: Pki, user: str, identifier: str | None = None) -
 
 
 def test_shipped_acl_is_exactly_the_generators_output() -> None:
-    """Regenerate with `python -m edge_agent.agent.acl --side north -o deploy/mosquitto/acl`."""
+    """Regenerate with `python -m edge_agent.cli.acl --side north -o deploy/mosquitto/acl`."""
     assert PROD_ACL.read_text() == city_acl()
 
 

@@ -24,9 +24,9 @@ import msgspec
 import pytest
 
 from devtools.gateway_config import write_gateway_config
-from edge_agent.agent.acl import south_users
 from edge_agent.agent.app import Agent
 from edge_agent.agent.links import link_settings
+from edge_agent.cli.acl import south_users
 from edge_agent.clock import ManualClock
 from edge_agent.config import GatewayConfig, load_config
 from edge_agent.errors import ConfigError

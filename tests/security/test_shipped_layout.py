@@ -18,9 +18,10 @@ from pathlib import Path
 
 import msgspec
 
-from edge_agent.agent import acl, topics
+from edge_agent.agent import topics
 from edge_agent.agent.shadow import queue_report
 from edge_agent.agent.topics import BOTH, NORTH, SOUTH, TOPIC_CLASSES
+from edge_agent.cli import acl
 from edge_agent.policy.shadow_report import ShadowReport
 from tests.security.aclfile import sample
 from tests.security.city import CENTRE, Inbox, Pki, city_broker, receiving

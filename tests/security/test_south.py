@@ -20,8 +20,9 @@ import aiomqtt
 import msgspec
 import pytest
 
-from edge_agent.agent import acl, topics
+from edge_agent.agent import topics
 from edge_agent.agent.topics import TOPIC_CLASSES
+from edge_agent.cli import acl
 from edge_agent.config import GatewayConfig, load_config
 from tests.security.aclfile import sample
 from tests.security.city import CENTRE, Pki, receiving

@@ -4,7 +4,7 @@ broker's verdict on each publish (PUBACK reason code: 0 delivered, 0x87 not auth
 
 The config is templated for paths, ports and the account to run as only (each substitution
 must hit, so the test notices when the deploy file drifts); the ACL is
-``edge_agent.agent.acl.south_acl(config)`` byte for byte; the password file is made with
+``edge_agent.cli.acl.south_acl(config)`` byte for byte; the password file is made with
 ``mosquitto_passwd``. Both listeners are rebound to 127.0.0.1 on free ports (never 1883).
 Started through the shared launcher (devtools.mosquitto), which keeps the ports and the
 persistence directory across a ``kill -9`` and restart.
@@ -22,7 +22,7 @@ from typing import Any
 import aiomqtt
 
 from devtools.mosquitto import Listener, MosquittoProcess, deploy_config
-from edge_agent.agent.acl import south_acl
+from edge_agent.cli.acl import south_acl
 from edge_agent.config import GatewayConfig
 from tests.security.city import DEPLOY, HOST, Pki
 

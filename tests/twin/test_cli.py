@@ -64,7 +64,7 @@ def test_invalid_scenario_exits_2_naming_the_key(tiny_scenario: Path, tmp_path: 
 
 
 def test_validate_writes_a_record_bound_to_the_policy(tiny_scenario: Path, tmp_path: Path) -> None:
-    from edge_agent.policy.bundle import check_validation_record, decode_validation_record
+    from edge_agent.policy.validation_record import check_validation_record, decode_validation_record
 
     policy = tiny_scenario.parent / "policies" / "naxi-standard.toml"
     out = tmp_path / "val"

@@ -13,14 +13,14 @@ from pathlib import Path
 import msgspec
 from typer.testing import CliRunner
 
-from edge_agent.agent.cli import app as agent_cli
-from edge_agent.policy.bundle import (
+from edge_agent.cli.main import app as agent_cli
+from edge_agent.policy.shadow_report import LampDiff, ResponderDiff, ShadowDay, ShadowReport, encode_report
+from edge_agent.policy.validation_record import (
     ValidationRecord,
     check_validation_record,
     decode_validation_record,
     encode_validation_record,
 )
-from edge_agent.policy.shadow_report import LampDiff, ResponderDiff, ShadowDay, ShadowReport, encode_report
 from twin.cli import app
 
 runner = CliRunner()
@@ -109,8 +109,8 @@ def test_sign_refuses_a_record_whose_shadow_report_is_of_another_file(tmp_path: 
     import pytest
 
     from edge_agent.errors import PolicyError
-    from edge_agent.policy.bundle import Gate
     from edge_agent.policy.shadow_report import decode_report
+    from edge_agent.policy.validation_record import Gate
 
     payload = b"[policy]\nname = 'x'\n"
     gate = Gate(name="g", kpi="k", op="<=", limit=2.0, value=1.0, passed=True)

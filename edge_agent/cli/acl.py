@@ -24,8 +24,12 @@ missing from the ACL is a message lost, so the ACL must come from the same table
   commands and states, sensor states) and a ``homeassistant`` user reads and writes what HA's
   MQTT integration needs (``homeassistant_rules``).
 
-``python -m edge_agent.agent.acl --side north`` / ``--side south -c gateway.toml`` prints
+``python -m edge_agent.cli.acl --side north`` / ``--side south -c gateway.toml`` prints
 (or ``-o`` writes) the file; ``--users`` lists the user names the password file needs.
+
+It lives with the operator's commands, not in ``edge_agent.agent``: the running gateway never
+reads an ACL; an operator (``edge-agent acl``), the deployment and the tests generate one, from
+the registry the agent publishes with (``edge_agent.agent.topics``) and the gateway file.
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ from edge_agent.agent.topics import (
     TopicClass,
 )
 from edge_agent.config import GatewayConfig, load_config
+from edge_agent.config.foreign import parse_pattern
 from edge_agent.errors import ConfigError, EdgeError
 
 CENTRE = "centre"  # reserved user name of the city platform, on both brokers
@@ -159,7 +164,7 @@ CITY_HEADER = """\
 # Mosquitto ACL for the district's city broker (see docs/SECURITY.md).
 #
 # GENERATED from the topic registry (edge_agent/agent/topics.py: TOPIC_CLASSES) by
-#     python -m edge_agent.agent.acl --side north -o deploy/mosquitto/acl
+#     python -m edge_agent.cli.acl --side north -o deploy/mosquitto/acl
 # Do not edit by hand: tests/security/test_acl.py checks that this file is exactly the
 # generator's output, so the topics the agent publishes and the ACL cannot drift apart (a
 # denied publish is dropped silently under MQTT 3.1.1 and refused with 0x87 under MQTT 5).
@@ -270,7 +275,6 @@ def foreign_rules(config: GatewayConfig, broker: str) -> list[Rule]:
     """The gateway's own rules for ``[[foreign_topics]]`` on one broker: read each pattern's
     filter, write each ``send`` topic of the policy (a ``{name}`` level becomes ``+``). The
     foreign devices' own users are not generated (their ids are not in the gateway file)."""
-    from edge_agent.agent.foreign import parse_pattern
     from edge_agent.policy.model import Send
 
     same = broker == "south" and shares_broker(config)
@@ -312,7 +316,7 @@ SOUTH_HEADER = """\
 #
 # GENERATED from the topic registry (edge_agent/agent/topics.py: TOPIC_CLASSES) and this
 # gateway's file by
-#     python -m edge_agent.agent.acl --side south -c <gateway.toml> -o /etc/mosquitto/acl
+#     python -m edge_agent.cli.acl --side south -c <gateway.toml> -o /etc/mosquitto/acl
 # Regenerate it (and add the new users to the password file) whenever a device is added.
 #
 # Everything not granted here is denied. User names are the password_file users: the gateway
@@ -383,7 +387,7 @@ def render(side: str, config_path: Path | None, *, users: bool = False) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m edge_agent.agent.acl",
+        prog="python -m edge_agent.cli.acl",
         description="Generate a Mosquitto ACL from the topic registry: the city broker's (--side north) "
         "or one gateway's village broker's (--side south -c gateway.toml).",
     )

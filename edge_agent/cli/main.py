@@ -1,6 +1,7 @@
 """`edge-agent`: run a gateway, check its config, read its traces and alerts.
 
-Owns: the command line. Each command is a thin shell over the agent, config and store.
+Owns: the ``edge-agent`` app and its own commands; the groups ``policy``, ``shadow`` and ``talq``
+are their modules' (this package). Each command is a thin shell over the agent, config and store.
 """
 
 from __future__ import annotations
@@ -15,12 +16,12 @@ from typing import Annotated
 
 import typer
 
-from edge_agent.agent.cli_policy import policy_app
-from edge_agent.agent.cli_shadow import shadow_app
-from edge_agent.agent.terminal import LazyConsole
+from edge_agent.cli.policy import policy_app
+from edge_agent.cli.shadow import shadow_app
+from edge_agent.cli.talq import talq_app
+from edge_agent.cli.terminal import LazyConsole
 from edge_agent.config import GatewayConfig, load_config
 from edge_agent.errors import ConfigError
-from edge_agent.talq.cli import talq_app
 
 app = typer.Typer(
     help="Gateway agent for street lamps, village cameras and home-care wearables.",
@@ -179,7 +180,7 @@ def acl_command(
     users: Annotated[bool, typer.Option("--users", help="List the password-file users instead.")] = False,
 ) -> None:
     """Generate a Mosquitto ACL from the topic registry (deploy/README.md)."""
-    from edge_agent.agent.acl import main as acl_main
+    from edge_agent.cli.acl import main as acl_main
 
     argv = ["--side", side, *(["-c", str(config)] if config else []), *(["-o", str(output)] if output else [])]
     raise typer.Exit(acl_main([*argv, *(["--users"] if users else [])]))
@@ -251,7 +252,3 @@ def rollout_status(
 
 def main() -> None:
     app()
-
-
-if __name__ == "__main__":
-    main()

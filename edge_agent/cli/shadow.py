@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from edge_agent.agent.terminal import LazyConsole, escape
+from edge_agent.cli.terminal import LazyConsole, escape
 from edge_agent.config import load_config
 from edge_agent.errors import ConfigError
 from edge_agent.policy.shadow_report import ShadowDay, ShadowReport, encode_report, totals
@@ -97,7 +97,7 @@ def report(
     as_json: Annotated[bool, typer.Option("--json", help="The report as JSON (for twin validate --shadow).")] = False,
 ) -> None:
     """Print the shadow report kept in the gateway's data dir (the open day included)."""
-    from edge_agent.agent.shadow import read_report  # the store, only when read
+    from edge_agent.agent.shadow_store import read_report  # the store, only when read
 
     try:
         loaded = load_config(config)

@@ -1,11 +1,11 @@
 """``edge-agent policy``: create signing keys, sign a validated policy, verify a bundle.
 
 Owns: the command-line face of the signed policy bundle (the format and the checks are in
-``edge_agent.policy.bundle``, the key files in ``edge_agent.agent.policy_keys``).
+``edge_agent.policy.bundle*`` and ``validation_record``, the key files in ``edge_agent.agent.policy_keys``).
 Must not import: edge_agent.engine, edge_agent.transports, edge_agent.store (signing and
 verifying a file needs no gateway state).
 
-Run standalone with ``python -m edge_agent.agent.cli_policy --help``.
+Run standalone with ``python -m edge_agent.cli.policy --help``.
 """
 
 from __future__ import annotations
@@ -19,23 +19,13 @@ from typing import TYPE_CHECKING, Annotated, NoReturn, cast, get_args
 import typer
 
 from edge_agent.agent.policy_keys import load_private_key, load_trusted_keys, write_keypair
-from edge_agent.agent.terminal import LazyConsole, escape
+from edge_agent.cli.terminal import LazyConsole, escape
 from edge_agent.errors import PolicyError
-from edge_agent.policy.bundle import (
-    DEFAULT_MAX_ENVELOPE_BYTES,
-    Bundle,
-    BundleKind,
-    build_bundle,
-    bundle_sha256,
-    check_payload,
-    check_signatures,
-    check_target,
-    check_validity,
-    decode_validation_record,
-    key_id,
-    parse_envelope,
-    sign_bundle,
-)
+from edge_agent.policy.bundle import DEFAULT_MAX_ENVELOPE_BYTES, Bundle, BundleKind, bundle_sha256, parse_envelope
+from edge_agent.policy.bundle_sign import build_bundle, sign_bundle
+from edge_agent.policy.bundle_verify import check_payload, check_signatures, check_target, check_validity
+from edge_agent.policy.keys import key_id
+from edge_agent.policy.validation_record import decode_validation_record
 
 if TYPE_CHECKING:
     from rich.table import Table

@@ -16,7 +16,7 @@ from typing import Annotated
 
 import typer
 
-from edge_agent.agent.terminal import LazyConsole
+from edge_agent.cli.terminal import LazyConsole
 from edge_agent.errors import ConfigError
 from edge_agent.policy.model import parse_policy
 from edge_agent.talq.common import DEFAULT_OWNER_CMS, Site, TalqError

@@ -14,8 +14,9 @@ import ssl
 from urllib.parse import urlsplit
 
 from edge_agent.agent import topics
-from edge_agent.config import BrokerSettings, GatewayConfig, is_loopback
+from edge_agent.config import BrokerSettings, GatewayConfig
 from edge_agent.errors import ConfigError, Problem
+from edge_agent.loopback import is_loopback
 from edge_agent.transports.mqtt import LinkSettings
 
 

@@ -15,10 +15,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from edge_agent.agent.context import GatewayContext
-from edge_agent.agent.runtime import ActivePolicy
-from edge_agent.clock import Clock
 from edge_agent.engine import Effect
-from edge_agent.store.db import Store
 
 if TYPE_CHECKING:
     from edge_agent.agent.shadow import Shadow

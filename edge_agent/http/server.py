@@ -33,11 +33,12 @@ from urllib.parse import parse_qs, urlsplit
 import h11
 import msgspec
 
-from edge_agent.config import Http, is_loopback, split_listen
+from edge_agent.config import Http, split_listen
 from edge_agent.errors import ConfigError, Problem
 from edge_agent.http.metrics import CONTENT_TYPE, build_registry, exposition
 from edge_agent.http.readmodel import GatewayView
 from edge_agent.http.status import render_live, render_page, snapshot
+from edge_agent.loopback import is_loopback
 
 log = logging.getLogger("edge_agent.http")
 

@@ -8,7 +8,9 @@ own modules, each handed the objects it needs:
 - ``lamps``: lamp commands, resync, programs and the policy rollout;
 - ``policy_install``: a received policy bundle installed (the engine swapped) and acked;
 - ``loops``: timers and the lighting minute, the periodic flush;
-- ``topics``: every topic string; ``runtime``: the small objects the flows share.
+- ``topics``: every topic string; ``runtime``, ``alarm``: the small objects the flows share,
+  handed to each flow as one ``context.GatewayContext``;
+- ``view``: the read model the HTTP face (``edge_agent.http``) reads.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from edge_agent.agent import sdnotify, topics
+from edge_agent.agent.alarm import Alarm
+from edge_agent.agent.context import GatewayContext
 from edge_agent.agent.field_history import watch_uplink
 from edge_agent.agent.foreign import ForeignTopics
 from edge_agent.agent.homeassistant import HomeAssistant
@@ -31,12 +35,13 @@ from edge_agent.agent.intake import Intake
 from edge_agent.agent.lamps import Lamps
 from edge_agent.agent.links import link_settings, parse_url
 from edge_agent.agent.loops import STORE_RETRY_S, Flusher, run_timers
-from edge_agent.agent.outbound import Alarm, Outbound
+from edge_agent.agent.outbound import Outbound
 from edge_agent.agent.policy_delivery import PolicyDelivery
 from edge_agent.agent.policy_install import PolicyInstaller
 from edge_agent.agent.rollout import RolloutTracker
 from edge_agent.agent.runtime import ActivePolicy, AgentStats, Background, Links, Unflushed, topic_class
 from edge_agent.agent.shadow import Shadow, start_shadow
+from edge_agent.agent.view import AgentView
 from edge_agent.clock import Clock, ScaledClock
 from edge_agent.config import GatewayConfig
 from edge_agent.engine import Effect, Engine, Site
@@ -127,50 +132,26 @@ class Agent:
             )
         # rollout: the policy version each lamp last reported, and when we last pushed it
         self.rollout = RolloutTracker((lamp.id for lamp in config.file.lamps), version)
-        timers_changed = asyncio.Event()
-        unflushed = Unflushed()
         background = Background()
-        self.lamps = Lamps(
-            config, self.clock, self.active, self.links, self.serial, self.rollout, self.stats, background
-        )
-        self._alarm = Alarm(config.id, self.clock, self.links, self.stats, background)
-        self.outbound = Outbound(
-            config.id,
-            self.clock,
-            self.store,
-            self.active,
-            self.links,
-            self.lamps,
-            unflushed,
-            self.stats,
-            self._alarm,
-            background,
-        )
-        self.policies = PolicyInstaller(
+        self.context = context = GatewayContext(
+            config=config,
             site=self.site,
             clock=self.clock,
             store=self.store,
-            delivery=self.delivery,
             active=self.active,
-            outbound=self.outbound,
-            lamps=self.lamps,
-            timers_changed=timers_changed,
-            traces_per_rule=limits.traces_per_rule,
+            links=self.links,
+            stats=self.stats,
+            background=background,
+            alarm=Alarm(config.id, self.clock, self.links, self.stats, background),
+            timers_changed=asyncio.Event(),
+            unflushed=Unflushed(),
         )
+        self.lamps = Lamps(context, self.serial, self.rollout)
+        self.outbound = Outbound(context, self.lamps)
+        self.policies = PolicyInstaller(context, delivery=self.delivery, outbound=self.outbound, lamps=self.lamps)
         self.homeassistant: HomeAssistant | None = None  # [homeassistant] enabled: discovery, states, commands
         if config.file.homeassistant.enabled:
-            self.homeassistant = HomeAssistant(
-                config,
-                clock=self.clock,
-                store=self.store,
-                active=self.active,
-                outbound=self.outbound,
-                links=self.links,
-                stats=self.stats,
-                background=background,
-                timers_changed=timers_changed,
-                max_payload=limits.max_payload_bytes,
-            )
+            self.homeassistant = HomeAssistant(context, self.outbound)
         # [shadow]: a candidate policy decides beside the active one, on its own store, acting on nothing
         self.shadow: Shadow | None = None
         if config.shadow_policy is not None:
@@ -178,24 +159,16 @@ class Agent:
         # [[foreign_topics]]: devices with their own topic schemas, as engine events
         self.foreign = ForeignTopics(config.file.foreign_topics, self.site.devices)
         self.intake = Intake(
-            site=self.site,
-            clock=self.clock,
-            store=self.store,
-            active=self.active,
+            context,
             outbound=self.outbound,
-            alarm=self._alarm,
             rollout=self.rollout,
             on_policy=self.policies.receive,
-            timers_changed=timers_changed,
-            unflushed=unflushed,
-            stats=self.stats,
-            max_payload=limits.max_payload_bytes,
             homeassistant=self.homeassistant,
             shadow=self.shadow,
             foreign=self.foreign,
         )
-        self.flusher = Flusher(self.clock, self.store, self.active, unflushed, limits.traces_per_rule, self.stats)
-        self._timers_changed = timers_changed
+        self.flusher = Flusher(context)
+        self.view = AgentView(context, self.serial)  # what the HTTP face reads
 
     # ----- lifecycle ------------------------------------------------------------------------
     async def run(self) -> None:
@@ -237,7 +210,9 @@ class Agent:
                 if file.http.enabled or self._http_listen is not None:
                     from edge_agent.http.server import serve_http  # prometheus_client, h11: only when served
 
-                    self.http = await stack.enter_async_context(serve_http(self, self._http_listen))
+                    self.http = await stack.enter_async_context(
+                        serve_http(self.view, file.http, self.config.path, self._http_listen)
+                    )
                 await self._start_engine()
                 # what start-up built lives as long as the process: out of the collector's
                 # sight, so a full collection walks only what the traffic allocates (no
@@ -250,17 +225,7 @@ class Agent:
                         group.create_task(north.run())
                         group.create_task(self.outbound.drain("north", north))
                         group.create_task(watch_uplink(self.store, self.clock, north))
-                    group.create_task(
-                        run_timers(
-                            self.clock,
-                            self.store,
-                            self.active,
-                            self.outbound.apply,
-                            self._timers_changed,
-                            self.alarm,
-                            shadow=self.shadow,
-                        )
-                    )
+                    group.create_task(run_timers(self.context, self.outbound.apply, shadow=self.shadow))
                     group.create_task(self.flusher.run())
                     group.create_task(self.lamps.run_rollout())
                     if self.shadow is not None:
@@ -361,7 +326,7 @@ class Agent:
         self.policies.install(policy, version)
 
     def alarm(self, reason: str, detail: str) -> None:
-        self._alarm.sound(reason, detail)
+        self.context.alarm.sound(reason, detail)
 
     def rollout_status(self) -> dict[str, Any]:
         return self.lamps.rollout_status()

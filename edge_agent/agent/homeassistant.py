@@ -27,14 +27,13 @@ import msgspec
 
 import edge_agent
 from edge_agent.agent import topics
+from edge_agent.agent.context import GatewayContext
 from edge_agent.agent.outbound import Outbound
-from edge_agent.agent.runtime import ActivePolicy, AgentStats, Background, Links, publish_quietly
-from edge_agent.clock import Clock
+from edge_agent.agent.runtime import publish_quietly
 from edge_agent.config import GatewayConfig
 from edge_agent.engine import LampSet
 from edge_agent.errors import ProtocolError
 from edge_agent.models import Event
-from edge_agent.store.db import Store
 
 log = logging.getLogger("edge_agent")
 
@@ -85,33 +84,21 @@ def node_id(*parts: str) -> str:
 
 
 class HomeAssistant:
-    def __init__(
-        self,
-        config: GatewayConfig,
-        *,
-        clock: Clock,
-        store: Store,
-        active: ActivePolicy,
-        outbound: Outbound,
-        links: Links,
-        stats: AgentStats,
-        background: Background,
-        timers_changed: asyncio.Event,
-        max_payload: int,
-    ) -> None:
+    def __init__(self, context: GatewayContext, outbound: Outbound) -> None:
+        config = context.config
         settings = config.file.homeassistant
         self.gateway = config.id
         self.prefix = settings.prefix
         self.override_s: float | None = settings.override_minutes * 60.0 or None
-        self.clock = clock
-        self.store = store
-        self.active = active
+        self.clock = context.clock
+        self.store = context.store
+        self.active = context.active
         self.outbound = outbound
-        self.links = links
-        self.stats = stats
-        self.background = background
-        self.timers_changed = timers_changed
-        self.max_payload = max_payload
+        self.links = context.links
+        self.stats = context.stats
+        self.background = context.background
+        self.timers_changed = context.timers_changed
+        self.max_payload = context.limits.max_payload_bytes
         self.configs = discovery_configs(config)  # (topic, payload): fixed for the agent's life
         self.announcements = 0  # completed announcements of every config
         self._announcing: asyncio.Task[None] | None = None

@@ -17,18 +17,17 @@ Must not import: the app, the transports' internals.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import sqlite3
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from edge_agent.agent import topics
-from edge_agent.agent.outbound import Alarm, Outbound
+from edge_agent.agent.context import GatewayContext
+from edge_agent.agent.outbound import Outbound
 from edge_agent.agent.rollout import RolloutTracker
-from edge_agent.agent.runtime import ActivePolicy, AgentStats, Unflushed, topic_class
-from edge_agent.clock import Clock
-from edge_agent.engine import Effect, Site
+from edge_agent.agent.runtime import topic_class
+from edge_agent.engine import Effect
 from edge_agent.errors import ProtocolError
 from edge_agent.models import (
     SOUTH_SCHEMAS,
@@ -44,7 +43,6 @@ from edge_agent.models import (
     decode_payload,
 )
 from edge_agent.store import history
-from edge_agent.store.db import Store
 from edge_agent.transports.mqtt import SYNC, Handled
 
 if TYPE_CHECKING:
@@ -58,36 +56,29 @@ log = logging.getLogger("edge_agent")
 class Intake:
     def __init__(
         self,
+        context: GatewayContext,
         *,
-        site: Site,
-        clock: Clock,
-        store: Store,
-        active: ActivePolicy,
         outbound: Outbound,
-        alarm: Alarm,
         rollout: RolloutTracker,
         on_policy: Callable[[bytes], Awaitable[None]],
-        timers_changed: asyncio.Event,
-        unflushed: Unflushed,
-        stats: AgentStats,
-        max_payload: int,
         homeassistant: HomeAssistant | None = None,
         shadow: Shadow | None = None,
         foreign: ForeignTopics | None = None,
     ) -> None:
+        site = context.site
         self.gateway = site.gateway
         self.devices = site.devices
-        self.clock = clock
-        self.store = store
-        self.active = active
+        self.clock = context.clock
+        self.store = context.store
+        self.active = context.active
         self.outbound = outbound
-        self.alarm = alarm
+        self.alarm = context.alarm
         self.rollout = rollout
         self.on_policy = on_policy
-        self.timers_changed = timers_changed
-        self.unflushed = unflushed
-        self.stats = stats
-        self.max_payload = max_payload
+        self.timers_changed = context.timers_changed
+        self.unflushed = context.unflushed
+        self.stats = context.stats
+        self.max_payload = context.limits.max_payload_bytes
         self.homeassistant = homeassistant  # [homeassistant] enabled: its commands and births
         self.shadow = shadow  # [shadow]: fed each committed input, after the commit
         self.foreign = foreign  # [[foreign_topics]]: devices with a topic schema of their own

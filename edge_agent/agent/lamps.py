@@ -19,10 +19,9 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from edge_agent.agent import topics
+from edge_agent.agent.context import GatewayContext
 from edge_agent.agent.rollout import RolloutTracker
-from edge_agent.agent.runtime import ActivePolicy, AgentStats, Background, Links, publish_quietly
-from edge_agent.clock import Clock
-from edge_agent.config import GatewayConfig
+from edge_agent.agent.runtime import publish_quietly
 from edge_agent.engine import LampSet
 from edge_agent.models import LampCommand, LampProgram, encode
 from edge_agent.policy.retry import TICK_S
@@ -38,27 +37,18 @@ MIN_WAIT_S = 0.02  # the rollout loop's shortest sleep
 
 
 class Lamps:
-    def __init__(
-        self,
-        config: GatewayConfig,
-        clock: Clock,
-        active: ActivePolicy,
-        links: Links,
-        serial: SerialDevices | None,
-        rollout: RolloutTracker,
-        stats: AgentStats,
-        background: Background,
-    ) -> None:
+    def __init__(self, context: GatewayContext, serial: SerialDevices | None, rollout: RolloutTracker) -> None:
+        config = context.config
         self.gateway = config.id
         self.latitude = config.file.gateway.latitude
         self.longitude = config.file.gateway.longitude
-        self.clock = clock
-        self.active = active
-        self.links = links
+        self.clock = context.clock
+        self.active = context.active
+        self.links = context.links
         self.serial = serial
         self.rollout = rollout
-        self.stats = stats
-        self.background = background
+        self.stats = context.stats
+        self.background = context.background
         self.rollout_wake = asyncio.Event()
         # the latest install's stage stamps (wall clock) and the lamps whose first copy of the
         # program the broker (or bus node) has not taken yet; logged once as ``rollout-timing``

@@ -10,7 +10,6 @@ store comes back (the broker's redelivery, or a local retry with amqtt, which ne
 
 from __future__ import annotations
 
-import ipaddress
 import ssl
 from urllib.parse import urlsplit
 
@@ -18,6 +17,7 @@ from edge_agent.agent import topics
 from edge_agent.config import GatewayConfig
 from edge_agent.config.schema import BrokerSettings
 from edge_agent.errors import ConfigError, Problem
+from edge_agent.loopback import is_loopback
 from edge_agent.transports.mqtt import LinkSettings
 
 
@@ -46,7 +46,7 @@ def link_settings(
             ) from None
     elif broker.url.startswith("mqtts://"):  # mqtts:// means TLS even without a [tls] table
         tls_context = ssl.create_default_context()  # the system's trust store, host name checked
-    elif not _is_loopback(host) and not broker.allow_plaintext_remote:
+    elif not is_loopback(host) and not broker.allow_plaintext_remote:
         raise ConfigError(
             [
                 Problem(
@@ -89,15 +89,6 @@ def link_settings(
         unhandled="retry" if embedded else "redeliver",
         session_expiry=broker.session_expiry,
     )
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def parse_url(url: str) -> tuple[str, int]:

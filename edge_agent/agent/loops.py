@@ -14,10 +14,8 @@ import sqlite3
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from edge_agent.agent.runtime import ActivePolicy, AgentStats, Unflushed
-from edge_agent.clock import Clock
+from edge_agent.agent.context import GatewayContext
 from edge_agent.engine import Effect
-from edge_agent.store.db import Store
 
 if TYPE_CHECKING:
     from edge_agent.agent.shadow import Shadow
@@ -28,17 +26,12 @@ STORE_RETRY_S = 1.0  # after the store refused a commit, before the next attempt
 
 
 async def run_timers(
-    clock: Clock,
-    store: Store,
-    active: ActivePolicy,
-    apply: Callable[[list[Effect]], None],
-    timers_changed: asyncio.Event,
-    alarm: Callable[[str, str], None],
-    shadow: Shadow | None = None,
+    context: GatewayContext, apply: Callable[[list[Effect]], None], shadow: Shadow | None = None
 ) -> None:
     """Fire due timers and re-decide lamp levels at each minute of the timeline. A store that
     refuses the commit sounds the alarm; what was due is tried again (it stays due). A
     ``shadow`` (shadow mode) is told each committed wake-up, after the commit."""
+    clock, store, active, timers_changed = context.clock, context.store, context.active, context.timers_changed
     next_minute = (clock.now() // 60.0 + 1.0) * 60.0
     while True:
         due = active.engine.next_due()
@@ -60,7 +53,7 @@ async def run_timers(
                     next_minute = (now // 60.0 + 1.0) * 60.0
                 apply(effects)
         except sqlite3.Error as exc:  # a store that refuses writes: alarm, and again in a moment
-            alarm("storage", f"timers and the lighting minute cannot be stored: {exc}")
+            context.alarm.sound("storage", f"timers and the lighting minute cannot be stored: {exc}")
             await asyncio.sleep(STORE_RETRY_S)
         else:
             if shadow is not None:
@@ -70,21 +63,13 @@ async def run_timers(
 class Flusher:
     INBOX_KEEP_S = 7 * 86400.0  # how long a wearable's (device, seq) is remembered for redelivery
 
-    def __init__(
-        self,
-        clock: Clock,
-        store: Store,
-        active: ActivePolicy,
-        unflushed: Unflushed,
-        traces_per_rule: int,
-        stats: AgentStats | None = None,
-    ) -> None:
-        self.stats = stats  # rule run latencies, from the traces, for the metrics
-        self.clock = clock
-        self.store = store
-        self.active = active
-        self.unflushed = unflushed
-        self.traces_per_rule = traces_per_rule
+    def __init__(self, context: GatewayContext) -> None:
+        self.stats = context.stats  # rule run latencies, from the traces, for the metrics
+        self.clock = context.clock
+        self.store = context.store
+        self.active = context.active
+        self.unflushed = context.unflushed
+        self.traces_per_rule = context.limits.traces_per_rule
 
     async def run(self) -> None:
         flushes = 0
@@ -102,10 +87,9 @@ class Flusher:
     def flush(self) -> None:
         try:
             traces = self.active.engine.take_traces()
-            if self.stats is not None:
-                for trace in traces:  # acks and escalations are bookkeeping, not rule runs
-                    if trace["trigger"].get("type") not in ("ack", "escalation"):
-                        self.stats.rule_seconds.observe(trace["duration_us"] / 1e6)
+            for trace in traces:  # acks and escalations are bookkeeping, not rule runs
+                if trace["trigger"].get("type") not in ("ack", "escalation"):
+                    self.stats.rule_seconds.observe(trace["duration_us"] / 1e6)
             self.store.add_traces(traces, self.traces_per_rule)
             now = self.clock.now()
             pending = self.unflushed

@@ -3,14 +3,13 @@
 Owns: turning engine effects into outbox rows (inside the caller's transaction) and lamp
 commands; the platform's messages (alerts, rule events, lamp telemetry, policy acks) with our
 id and a per-device sequence number; alert messages to responders; the outbox drain loop of
-each link; and the local alarm on the south broker.
+each link (the local alarm is ``alarm.py``).
 Must not import: the app or the intake.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import logging
 from collections.abc import Callable
@@ -19,13 +18,12 @@ from typing import Any, ClassVar
 import msgspec
 
 from edge_agent.agent import topics
+from edge_agent.agent.context import GatewayContext
 from edge_agent.agent.lamps import Lamps
-from edge_agent.agent.runtime import ActivePolicy, AgentStats, Background, Links, Unflushed
-from edge_agent.clock import Clock
 from edge_agent.engine import AlertChanged, Effect, LampSet, NotifyResponder, PublishRequest, SendRequest
 from edge_agent.errors import PublishRefused, TransportError
 from edge_agent.models import AlertMessage, PolicyAck, encode
-from edge_agent.store.db import ALERT_PRIORITY, EVENT_PRIORITY, TELEMETRY_PRIORITY, OutboxMessage, Store, new_id
+from edge_agent.store.db import ALERT_PRIORITY, EVENT_PRIORITY, TELEMETRY_PRIORITY, OutboxMessage, new_id
 from edge_agent.transports.mqtt import MqttLink
 
 log = logging.getLogger("edge_agent")
@@ -34,29 +32,17 @@ log = logging.getLogger("edge_agent")
 class Outbound:
     DRAIN_WINDOW = 64  # outbox messages in flight at once per link
 
-    def __init__(
-        self,
-        gateway: str,
-        clock: Clock,
-        store: Store,
-        active: ActivePolicy,
-        links: Links,
-        lamps: Lamps,
-        unflushed: Unflushed,
-        stats: AgentStats,
-        alarm: Alarm,
-        background: Background,
-    ) -> None:
-        self.gateway = gateway
-        self.background = background  # sends without an outbox
-        self.clock = clock
-        self.store = store
-        self.active = active
-        self.links = links
+    def __init__(self, context: GatewayContext, lamps: Lamps) -> None:
+        self.gateway = context.gateway
+        self.background = context.background  # sends without an outbox
+        self.clock = context.clock
+        self.store = context.store
+        self.active = context.active
+        self.links = context.links
         self.lamps = lamps
-        self.unflushed = unflushed
-        self.stats = stats
-        self.alarm = alarm
+        self.unflushed = context.unflushed
+        self.stats = context.stats
+        self.alarm = context.alarm
         self._alarmed: set[tuple[str, str, str]] = set()  # (link, reason, topic class) already alarmed
         self.on_effect: Callable[[Effect], None] | None = None  # observers (demo timeline)
 
@@ -236,51 +222,3 @@ class Outbound:
                 f"the {name} broker refused {message.topic}: {refusal.reason} (0x{refusal.reason_code:02X}); "
                 f"kept in the outbox, retried every {retry_s:.0f} s (check the broker's ACL and quotas)",
             )
-
-
-class Alarm:
-    """A local alarm: the gateway cannot keep a promise (e.g. an alert cannot be stored).
-
-    Logged as critical, counted, and published on the local broker (``alarm``), which works
-    without the store and without the uplink. The store may be the thing that failed, so the
-    alarm is not an outbox row: it is held in memory (the newest ``KEEP``) and published as
-    soon as the south link is up, retried while it is down (a storage failure makes the link
-    reconnect so the broker delivers the message again: exactly when the alarm must not be
-    dropped).
-    """
-
-    KEEP = 100  # alarms waiting for the south link; beyond that the oldest are only logged
-    RETRY_S = 0.5
-
-    def __init__(self, gateway: str, clock: Clock, links: Links, stats: AgentStats, background: Background) -> None:
-        self.gateway = gateway
-        self.clock = clock
-        self.links = links
-        self.stats = stats
-        self.background = background
-        self._waiting: collections.deque[bytes] = collections.deque(maxlen=self.KEEP)
-        self._sending = False
-
-    def sound(self, reason: str, detail: str) -> None:
-        self.stats.alarms[reason] += 1
-        log.critical("ALARM %s: %s", reason, detail)
-        self._waiting.append(msgspec.json.encode({"v": 1, "ts": self.clock.now(), "reason": reason, "detail": detail}))
-        if not self._sending and self.links.south is not None:
-            self._sending = True
-            self.background.spawn(self._send(self.links.south))
-
-    async def _send(self, link: MqttLink) -> None:
-        try:
-            while self._waiting:
-                await link.wait_connected()
-                try:
-                    await link.publish(topics.alarm(self.gateway), self._waiting[0], qos=1)
-                except PublishRefused as exc:  # the broker's ACL: retrying cannot help; it is logged
-                    log.critical("the south broker refused the alarm (%s); it stays in the log only", exc.reason)
-                except TransportError as exc:  # the link went down meanwhile: again once it is up
-                    log.debug("alarm not published yet: %s", exc)
-                    await asyncio.sleep(self.RETRY_S)
-                    continue
-                self._waiting.popleft()
-        finally:
-            self._sending = False

@@ -9,43 +9,28 @@ Must not import: the app or the intake.
 
 from __future__ import annotations
 
-import asyncio
 import time
 
+from edge_agent.agent.context import GatewayContext
 from edge_agent.agent.lamps import Lamps
 from edge_agent.agent.outbound import Outbound
 from edge_agent.agent.policy_delivery import PolicyDelivery
-from edge_agent.agent.runtime import ActivePolicy
-from edge_agent.clock import Clock
-from edge_agent.engine import Engine, Site
+from edge_agent.engine import Engine
 from edge_agent.models import PolicyAck
 from edge_agent.policy.model import Policy
-from edge_agent.store.db import Store
 
 
 class PolicyInstaller:
-    def __init__(
-        self,
-        *,
-        site: Site,
-        clock: Clock,
-        store: Store,
-        delivery: PolicyDelivery,
-        active: ActivePolicy,
-        outbound: Outbound,
-        lamps: Lamps,
-        timers_changed: asyncio.Event,
-        traces_per_rule: int,
-    ) -> None:
-        self.site = site
-        self.clock = clock
-        self.store = store
+    def __init__(self, context: GatewayContext, *, delivery: PolicyDelivery, outbound: Outbound, lamps: Lamps) -> None:
+        self.site = context.site
+        self.clock = context.clock
+        self.store = context.store
         self.delivery = delivery
-        self.active = active
+        self.active = context.active
         self.outbound = outbound
         self.lamps = lamps
-        self.timers_changed = timers_changed
-        self.traces_per_rule = traces_per_rule
+        self.timers_changed = context.timers_changed
+        self.traces_per_rule = context.limits.traces_per_rule
 
     async def receive(self, envelope: bytes) -> None:
         """A signed bundle: accepted (durably) and installed, a no-op, or refused; then acked."""

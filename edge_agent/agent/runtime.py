@@ -1,4 +1,5 @@
-"""Small objects the agent's flows share; the composition root hands each flow the ones it needs.
+"""Small objects the agent's flows share; the composition root hands them to each flow in one
+``context.GatewayContext``.
 
 Owns: the agent's counters (``AgentStats``), the engine in force (``ActivePolicy``, swapped
 when a policy is installed), the two MQTT links and their outbox wake-ups (``Links``), the

@@ -1,17 +1,15 @@
-"""Prometheus metrics of a running agent, read from its own state at scrape time.
+"""Prometheus metrics of a running agent, read through its ``GatewayView`` at scrape time.
 
-Owns: one custom collector (``AgentCollector``) that turns the agent's counters (``AgentStats``,
-the links', the buses', the dongle's) and a few store summaries into metric families when
-``/metrics`` is scraped. Nothing is counted twice: the flows keep counting what they always
+Owns: one custom collector (``GatewayCollector``) that turns the gateway's counters (the
+agent's, the links', the buses', the dongle's) and a few store summaries into metric families
+when ``/metrics`` is scraped. Nothing is counted twice: the flows keep counting what they always
 counted; this module only reads. Label values are bounded (topic classes, links, reasons,
 statuses, buses, lamp groups): never a device id.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -23,11 +21,7 @@ from prometheus_client.core import (
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
-from edge_agent.histogram import LatencyHistogram
-from edge_agent.store.reads import OutboxLink, alerts_by_status, outbox_by_link
-
-if TYPE_CHECKING:
-    from edge_agent.agent.app import Agent
+from edge_agent.http.readmodel import GatewayView, Histogram, OutboxDepth
 
 NS = "edge_agent"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -47,30 +41,31 @@ def _gauge(name: str, doc: str, labels: list[str], values: Iterable[tuple[list[s
     return family
 
 
-def _histogram(name: str, doc: str, labels: list[str], values: Iterable[tuple[list[str], LatencyHistogram]]) -> Metric:
+def _histogram(name: str, doc: str, labels: list[str], values: Iterable[tuple[list[str], Histogram]]) -> Metric:
     family = HistogramMetricFamily(f"{NS}_{name}", doc, labels=labels)
     for label_values, hist in values:
-        family.add_metric(label_values, hist.cumulative(), hist.total)
+        family.add_metric(label_values, list(hist.buckets), hist.total)
     return family
 
 
-def _age(entry: OutboxLink | None, now: float) -> float:
+def _age(entry: OutboxDepth | None, now: float) -> float:
     if entry is None or entry.oldest_created is None:
         return 0.0
     return max(0.0, now - entry.oldest_created)
 
 
-class AgentCollector(Collector):
-    def __init__(self, agent: Agent) -> None:
-        self.agent = agent
+class GatewayCollector(Collector):
+    def __init__(self, view: GatewayView) -> None:
+        self.view = view
 
     def describe(self) -> list[Metric]:
         return []  # no collection at registration: the agent may not be running yet
 
     def collect(self) -> Iterator[Metric]:
-        agent = self.agent
-        stats = agent.stats
-        yield _gauge("policy_version", "Version of the policy the engine runs.", [], [([], agent.policy_version)])
+        view = self.view
+        stats = view.counters()
+        identity = view.identity()
+        yield _gauge("policy_version", "Version of the policy the engine runs.", [], [([], identity.policy_version)])
         # ----- messages
         yield _counter(
             "messages_received",
@@ -96,9 +91,12 @@ class AgentCollector(Collector):
             "alarms", "Local alarms raised, by reason.", ["reason"], (([r], n) for r, n in sorted(stats.alarms.items()))
         )
         # ----- outbox
-        now = agent.clock.now()
-        outbox = outbox_by_link(agent.store)
-        links = sorted(set(outbox) | {"south"} | ({"north"} if agent.north is not None else set()))
+        now = view.now()
+        queued = view.outbox()
+        outbox = {entry.link: entry for entry in queued.links}
+        state = view.links()
+        mqtt = [(link.name, link) for link in state.mqtt]
+        links = sorted(set(outbox) | {"south"} | ({"north"} if "north" in dict(mqtt) else set()))
         yield _gauge(
             "outbox_messages",
             "Messages waiting in the outbox.",
@@ -121,7 +119,7 @@ class AgentCollector(Collector):
             "outbox_parked_messages",
             "Outbox messages a broker refused, kept and retried later, by refusal reason.",
             ["reason"],
-            (([r], n) for r, n in sorted(agent.store.refused().items())),
+            (([r], n) for r, n in sorted(queued.parked.items())),
         )
         yield _counter(
             "outbox_refused",
@@ -130,7 +128,6 @@ class AgentCollector(Collector):
             (([*key.split(".", 1)], n) for key, n in sorted(stats.refused.items())),
         )
         # ----- MQTT links
-        mqtt = [(name, link) for name, link in (("south", agent.south), ("north", agent.north)) if link is not None]
         yield _gauge(
             "mqtt_connected",
             "1 while the link is connected.",
@@ -162,21 +159,24 @@ class AgentCollector(Collector):
             (([s], n) for s, n in sorted(stats.alert_changes.items())),
         )
         yield _counter(
-            "escalations", "Alerts escalated to the next responder.", [], [([], stats.alert_changes["escalated"])]
+            "escalations",
+            "Alerts escalated to the next responder.",
+            [],
+            [([], stats.alert_changes.get("escalated", 0))],
         )
         yield _counter("responder_notifications", "Alert messages sent to responders.", [], [([], stats.notifications)])
         yield _gauge(
             "alerts",
             "Alerts in the store, by status.",
             ["status"],
-            (([s], n) for s, n in sorted(alerts_by_status(agent.store).items())),
+            (([s], n) for s, n in sorted(view.alert_counts().items())),
         )
         # ----- engine
         yield _histogram(
             "rule_run_duration_seconds", "Rule runs (condition and actions).", [], [([], stats.rule_seconds)]
         )
         groups: dict[str, list[float]] = {}
-        for lamp in agent.engine.lighting.lamps.values():
+        for lamp in view.lamps():
             groups.setdefault(lamp.group, []).append(lamp.level if lamp.level is not None else 0.0)
         yield _gauge(
             "lamp_group_level_percent",
@@ -185,58 +185,49 @@ class AgentCollector(Collector):
             (([g], sum(levels) / len(levels)) for g, levels in sorted(groups.items())),
         )
         # ----- serial devices
-        serial = agent.serial
-        buses = sorted(serial.buses.items()) if serial is not None else []
+        buses = state.buses
         yield _histogram(
             "modbus_poll_duration_seconds",
             "Answered Modbus polls, request to reading (retries included).",
             ["bus"],
-            (([name], bus.stats.poll_seconds) for name, bus in buses),
+            (([bus.name], bus.poll_seconds) for bus in buses),
         )
-        yield _counter("modbus_requests", "Modbus requests sent.", ["bus"], (([n], b.stats.requests) for n, b in buses))
+        yield _counter("modbus_requests", "Modbus requests sent.", ["bus"], (([b.name], b.requests) for b in buses))
         yield _counter(
-            "modbus_failures", "Modbus jobs failed after retries.", ["bus"], (([n], b.stats.failures) for n, b in buses)
+            "modbus_failures", "Modbus jobs failed after retries.", ["bus"], (([b.name], b.failures) for b in buses)
         )
-        yield _counter("modbus_retries", "Modbus retries.", ["bus"], (([n], b.stats.retries) for n, b in buses))
+        yield _counter("modbus_retries", "Modbus retries.", ["bus"], (([b.name], b.retries) for b in buses))
         yield _counter(
             "modbus_protocol_errors",
             "Malformed or exception Modbus answers, by reason.",
             ["bus", "reason"],
-            (([n, r], c) for n, b in buses for r, c in sorted(b.stats.protocol_errors.items())),
+            (([b.name, r], c) for b in buses for r, c in sorted(b.protocol_errors.items())),
         )
         yield _gauge(
-            "modbus_nodes_online",
-            "Lamp nodes answering on the bus.",
-            ["bus"],
-            (([n], sum(b.online(u) for u in b.settings.units)) for n, b in buses),
+            "modbus_nodes_online", "Lamp nodes answering on the bus.", ["bus"], (([b.name], b.online) for b in buses)
         )
-        dongle = serial.dongle if serial is not None else None
+        dongle = state.dongle
         if dongle is not None:
-            yield _gauge(
-                "dongle_connected", "1 while the dongle's port is open.", [], [([], float(dongle.connected.is_set()))]
-            )
-            counts = dataclasses.asdict(dongle.stats)
-            rejected = counts.pop("rejected")
+            yield _gauge("dongle_connected", "1 while the dongle's port is open.", [], [([], float(dongle.connected))])
             yield _counter(
                 "dongle_link_events",
                 "Dongle link counters (frames, delivered, duplicates, acks, hellos, boots, reopens, ...).",
                 ["event"],
-                (([k], v) for k, v in sorted(counts.items())),
+                (([k], v) for k, v in sorted(dongle.events.items())),
             )
             yield _counter(
                 "dongle_frames_rejected",
                 "Dongle frames rejected, by reason.",
                 ["reason"],
-                (([r], n) for r, n in sorted(rejected.items())),
+                (([r], n) for r, n in sorted(dongle.rejected.items())),
             )
         # ----- store
-        sync = agent.store.sync_stats()
-        yield _counter("store_fsyncs", "WAL fsyncs.", [], [([], sync["fsyncs"])])
+        yield _counter("store_fsyncs", "WAL fsyncs.", [], [([], stats.fsyncs)])
 
 
-def build_registry(agent: Agent) -> CollectorRegistry:
+def build_registry(view: GatewayView) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(AgentCollector(agent))
+    registry.register(GatewayCollector(view))
     ProcessCollector(registry=registry)  # process_resident_memory_bytes, cpu, open fds
     return registry
 

@@ -3,11 +3,13 @@
 Owns: listening (``[http] listen``, loopback by default), HTTP/1.1 framing with ``h11`` on
 asyncio streams, the token check, and the routes:
 
-- ``/metrics``: Prometheus exposition of the agent's state (``metrics.AgentCollector``);
+- ``/metrics``: Prometheus exposition of the gateway's state (``metrics.GatewayCollector``);
 - ``/``: the status page, server-rendered; ``/events``: its SSE stream; ``/status.json``;
 - ``/static/status.js``, ``/static/status.css``: the page's script and style (no CDN).
 
-Read-only: every route is GET (or HEAD); nothing here changes the agent's state.
+Read-only: every route is GET (or HEAD); nothing here changes the gateway's state. Everything
+shown is read through a ``readmodel.GatewayView`` the agent hands over (this package imports
+nothing of ``edge_agent.agent``).
 Auth: with a token configured (required on a non-loopback address) every request carries it,
 as ``Authorization: Bearer``, the ``edge_token`` cookie (set when the page is opened with
 ``?token=``, so the page's own EventSource carries it) or ``?token=``; else 401. Without a token
@@ -20,25 +22,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
-import ipaddress
 import logging
 import time
 from collections.abc import AsyncIterator
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import cast
 from urllib.parse import parse_qs, urlsplit
 
 import h11
 import msgspec
 
-from edge_agent.config import split_listen
+from edge_agent.config import Http, split_listen
 from edge_agent.errors import ConfigError, Problem
 from edge_agent.http.metrics import CONTENT_TYPE, build_registry, exposition
+from edge_agent.http.readmodel import GatewayView
 from edge_agent.http.status import render_live, render_page, snapshot
-
-if TYPE_CHECKING:
-    from edge_agent.agent.app import Agent
+from edge_agent.loopback import is_loopback
 
 log = logging.getLogger("edge_agent.http")
 
@@ -65,42 +65,32 @@ _SECURITY_HEADERS = [
 ]
 
 
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def read_token(agent: Agent) -> str | None:
-    http = agent.config.file.http
+def read_token(http: Http, source: Path) -> str | None:
+    """The token ``[http]`` sets, or the first line of its ``token_file`` (relative to the
+    gateway file ``source``); None without either."""
     if http.token is not None:
         return http.token
     if http.token_file is None:
         return None
-    path = agent.config.path.parent / http.token_file
+    path = source.parent / http.token_file
     try:
         lines = Path(path).read_text().splitlines()
     except OSError as exc:
-        raise ConfigError(
-            [Problem(str(agent.config.path), "http.token_file", f"cannot read it: {exc.strerror}")]
-        ) from None
+        raise ConfigError([Problem(str(source), "http.token_file", f"cannot read it: {exc.strerror}")]) from None
     token = lines[0].strip() if lines else ""
     if len(token) < 16:
-        raise ConfigError([Problem(str(agent.config.path), "http.token_file", "a token of at least 16 characters")])
+        raise ConfigError([Problem(str(source), "http.token_file", "a token of at least 16 characters")])
     return token
 
 
 class HttpServer:
-    def __init__(self, agent: Agent, host: str, port: int, token: str | None) -> None:
-        self.agent = agent
+    def __init__(self, view: GatewayView, host: str, port: int, token: str | None) -> None:
+        self.view = view
         self.host = host
         self.requested_port = port
         self.port = port  # the bound port once started (port 0: a free one)
         self.token = token
-        self.registry = build_registry(agent)
+        self.registry = build_registry(view)
         self.started = time.monotonic()
         self.requests = 0
         self.streams = 0
@@ -252,10 +242,10 @@ class HttpServer:
             cookie: list[tuple[bytes, bytes]] = []
             if with_query_token and self.token is not None:
                 cookie = [(b"set-cookie", f"{COOKIE}={self.token}; HttpOnly; SameSite=Strict; Path=/".encode())]
-            page = render_page(snapshot(self.agent, self.started)).encode()
+            page = render_page(snapshot(self.view, self.started)).encode()
             await self._respond(conn, writer, 200, page, "text/html; charset=utf-8", head=head, extra=cookie)
         elif path == "/status.json":
-            body = msgspec.json.encode(snapshot(self.agent, self.started))
+            body = msgspec.json.encode(snapshot(self.view, self.started))
             await self._respond(conn, writer, 200, body, "application/json", head=head)
         elif path in self._static:
             data, kind = self._static[path]
@@ -290,7 +280,7 @@ class HttpServer:
         last = ""
         quiet_since = time.monotonic()
         while True:
-            live = render_live(snapshot(self.agent, self.started))
+            live = render_live(snapshot(self.view, self.started))
             if live != last:
                 last = live
                 quiet_since = time.monotonic()
@@ -304,18 +294,20 @@ class HttpServer:
 
 
 @contextlib.asynccontextmanager
-async def serve_http(agent: Agent, listen: str | None = None) -> AsyncIterator[HttpServer | None]:
+async def serve_http(
+    view: GatewayView, http: Http, source: Path, listen: str | None = None
+) -> AsyncIterator[HttpServer | None]:
     """The HTTP face for the agent's lifetime, or None when disabled or the port is taken (the
-    gateway's work does not depend on it: logged, and the agent runs on)."""
-    http = agent.config.file.http
+    gateway's work does not depend on it: logged, and the agent runs on). ``http``: the
+    gateway file's ``[http]`` table, ``source``: that file; ``listen`` overrides the address."""
     if not http.enabled and listen is None:
         yield None
         return
     host, port = split_listen(listen or http.listen)
-    token = read_token(agent)
+    token = read_token(http, source)
     if token is None and not is_loopback(host):
-        raise ConfigError([Problem(str(agent.config.path), "http.listen", "a non-loopback address needs a token")])
-    server = HttpServer(agent, host, port, token)
+        raise ConfigError([Problem(str(source), "http.listen", "a non-loopback address needs a token")])
+    server = HttpServer(view, host, port, token)
     try:
         await server.start()
     except OSError as exc:

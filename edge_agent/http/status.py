@@ -1,10 +1,10 @@
-"""The status page's content: a snapshot of the running agent, and its HTML.
+"""The status page's content: a snapshot of the running gateway, and its HTML.
 
 Owns: ``snapshot`` (what an operator looks at: links, devices, alerts, traces, lamp groups,
 policy version, outbox; JSON-ready, also served as ``/status.json``) and ``render_live`` (the
 same as HTML, escaped here, once). The page is server-rendered; the SSE stream (``/events``)
 sends the re-rendered live section when it changes and the page's script swaps it in. It only
-reads the agent's state.
+reads, through the ``GatewayView``.
 """
 
 from __future__ import annotations
@@ -12,114 +12,86 @@ from __future__ import annotations
 import html
 import time
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from edge_agent.store.reads import OPEN_STATUSES, outbox_by_link, recent_alerts
+import msgspec
 
-if TYPE_CHECKING:
-    from edge_agent.agent.app import Agent
+from edge_agent.http.readmodel import GatewayView
 
 TRACES_SHOWN = 15
 ALERTS_SHOWN = 20
-ALERT_FIELDS = ("alert_id", "created", "device", "rule", "priority", "message", "step", "responder", "status")
 
 
-def snapshot(agent: Agent, started: float) -> dict[str, Any]:
-    config = agent.config
-    now = agent.clock.now()
-    links = []
-    for name, link in (("south", agent.south), ("north", agent.north)):
-        if link is not None:
-            links.append(
-                {
-                    "name": name,
-                    "up": link.connected,
-                    "detail": f"{link.settings.host}:{link.settings.port}",
-                    "connects": link.connects,
-                    "error": link.last_error or "",
-                }
-            )
-    serial = agent.serial
-    if serial is not None:
-        for bus_name, bus in sorted(serial.buses.items()):
-            units = bus.settings.units
-            online = sum(bus.online(u) for u in units)
-            links.append(
-                {
-                    "name": f"bus {bus_name}",
-                    "up": online > 0,
-                    "detail": f"{bus.settings.port}: {online}/{len(units)} nodes answer",
-                    "connects": 0,
-                    "error": "",
-                }
-            )
-        if serial.dongle is not None:
-            dongle = serial.dongle
-            links.append(
-                {
-                    "name": "dongle",
-                    "up": dongle.connected.is_set(),
-                    "detail": dongle.settings.port,
-                    "connects": dongle.stats.reopens,
-                    "error": "",
-                }
-            )
-    lamps = agent.engine.lighting.lamps
+def snapshot(view: GatewayView, started: float) -> dict[str, Any]:
+    identity = view.identity()
+    now = view.now()
+    state = view.links()
+    links: list[dict[str, Any]] = [
+        {
+            "name": link.name,
+            "up": link.connected,
+            "detail": link.address,
+            "connects": link.connects,
+            "error": link.last_error,
+        }
+        for link in state.mqtt
+    ]
+    for bus in state.buses:
+        links.append(
+            {
+                "name": f"bus {bus.name}",
+                "up": bus.online > 0,
+                "detail": f"{bus.port}: {bus.online}/{bus.units} nodes answer",
+                "connects": 0,
+                "error": "",
+            }
+        )
+    if state.dongle is not None:
+        dongle = state.dongle
+        links.append(
+            {"name": "dongle", "up": dongle.connected, "detail": dongle.port, "connects": dongle.reopens, "error": ""}
+        )
+    lamps = view.lamps()
+    levels = {lamp.id: lamp.level for lamp in lamps}
     devices = []
-    kinds = agent.site.devices
-    for device, (kind, group, zone) in sorted(kinds.items()):
-        seen = agent.stats.last_seen.get(device)
-        state = {"state": "reporting"}.get(seen[1], seen[1]) if seen is not None else "never seen"
-        lamp = lamps.get(device)
-        if lamp is not None and lamp.level is not None:
-            state += f", decided {lamp.level:g}%"
+    for device in view.devices():
+        seen = device.last_event
+        state_text = "never seen" if seen is None else {"state": "reporting"}.get(seen, seen)
+        level = levels.get(device.id)
+        if level is not None:
+            state_text += f", decided {level:g}%"
         devices.append(
             {
-                "id": device,
-                "kind": kind,
-                "where": " / ".join(x for x in (group, zone) if x),
-                "last_seen": seen[0] if seen is not None else None,
-                "state": state,
+                "id": device.id,
+                "kind": device.kind,
+                "where": " / ".join(x for x in (device.group, device.zone) if x),
+                "last_seen": device.last_seen,
+                "state": state_text,
             }
         )
     groups: dict[str, dict[str, Any]] = {}
-    for lamp in lamps.values():
+    for lamp in lamps:
         entry = groups.setdefault(lamp.group, {"group": lamp.group, "lamps": 0, "levels": {}, "overrides": 0})
         entry["lamps"] += 1
-        level = "-" if lamp.level is None else f"{lamp.level:g}%"
-        entry["levels"][level] = entry["levels"].get(level, 0) + 1
-        entry["overrides"] += lamp.override_level >= 0 or lamp.boost_until > now
-    alerts = [
-        {
-            k: a[k]
-            for k in ("alert_id", "created", "device", "rule", "priority", "message", "step", "responder", "status")
-        }
-        | {"open": a["status"] in OPEN_STATUSES}
-        for a in recent_alerts(agent.store, ALERTS_SHOWN)
-    ]
+        shown = "-" if lamp.level is None else f"{lamp.level:g}%"
+        entry["levels"][shown] = entry["levels"].get(shown, 0) + 1
+        entry["overrides"] += lamp.overridden
     traces = [
-        {
-            "ts": t["ts"],
-            "rule": t["rule"],
-            "trigger": t["trigger"].get("type", "") if isinstance(t["trigger"], dict) else str(t["trigger"]),
-            "actions": list(t["actions"]),
-            "duration_us": t.get("duration_us", 0),
-        }
-        for t in agent.store.traces(limit=TRACES_SHOWN)
+        {"ts": t.ts, "rule": t.rule, "trigger": t.trigger, "actions": list(t.actions), "duration_us": t.duration_us}
+        for t in view.traces(TRACES_SHOWN)
     ]
-    outbox = outbox_by_link(agent.store)
     return {
-        "gateway": config.id,
+        "gateway": identity.gateway,
         "now": now,
-        "tz": config.file.gateway.timezone,
+        "tz": identity.timezone,
         "uptime_s": time.monotonic() - started,
-        "policy_version": agent.policy_version,
+        "policy_version": identity.policy_version,
         "links": links,
         "outbox": {
-            link: {"messages": o.messages, "bytes": o.payload_bytes, "oldest_age_s": now - (o.oldest_created or now)}
-            for link, o in sorted(outbox.items())
+            o.link: {"messages": o.messages, "bytes": o.payload_bytes, "oldest_age_s": now - (o.oldest_created or now)}
+            for o in view.outbox().links
         },
-        "alerts": alerts,
+        "alerts": [msgspec.structs.asdict(a) for a in view.recent_alerts(ALERTS_SHOWN)],
         "devices": devices,
         "groups": [
             {**g, "levels": ", ".join(f"{n}× {lvl}" for lvl, n in sorted(g["levels"].items()))}

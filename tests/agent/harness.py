@@ -1,4 +1,5 @@
-"""Test harness: a gateway config on a real broker, an observer, and `eventually`."""
+"""Test harness: a gateway config on a real broker, the agent running on it, an observer, and
+`eventually`."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import aiomqtt
 import msgspec
@@ -21,9 +24,14 @@ from edge_agent.policy.bundle_sign import build_bundle, sign_bundle
 from edge_agent.policy.keys import generate_private_key, key_id, public_key_to_pem
 from edge_agent.transports.mqtt import NO_DELAY
 
+T0 = datetime(2026, 1, 1, 8, 0, tzinfo=ZoneInfo("Asia/Shanghai")).timestamp()  # a winter morning: lamps off
 
-def write_gateway(tmp_path: Path, gw: str, port: int, rules: str, *, trust: bool = False) -> GatewayConfig:
-    """The test village (devtools/gateway_config.py) on one broker for south and north."""
+
+def write_gateway(
+    tmp_path: Path, gw: str, port: int, rules: str, *, trust: bool = False, extra: dict[str, Any] | None = None
+) -> GatewayConfig:
+    """The test village (devtools/gateway_config.py) on one broker for south and north; ``extra``:
+    more tables of the gateway file (``{"http": {...}}``)."""
     url = f"mqtt://127.0.0.1:{port}"
     path = write_gateway_config(
         tmp_path,
@@ -32,6 +40,7 @@ def write_gateway(tmp_path: Path, gw: str, port: int, rules: str, *, trust: bool
         north_url=url,
         policy_text=POLICY_HEAD + rules,
         trust_keys=["centre.pub"] if trust else None,
+        extra=extra,
     )
     return load_config(path)
 
@@ -138,11 +147,20 @@ async def observing(host: str, port: int, root: str) -> AsyncIterator[Observer]:
 
 
 @contextlib.asynccontextmanager
-async def running(config: GatewayConfig, clock: Clock) -> AsyncIterator[Agent]:
+async def running(config: GatewayConfig, clock: Clock, timeout: float = 20.0) -> AsyncIterator[Agent]:
+    """A real agent on ``config``, ready (its south link up) within ``timeout`` s, or the error
+    that ended its run; cancelled on the way out."""
     agent = Agent(config, clock)
     task = asyncio.create_task(agent.run())
     try:
-        await asyncio.wait_for(agent.ready.wait(), 15)
+        ready = asyncio.create_task(agent.ready.wait())
+        done, _ = await asyncio.wait({ready, task}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        if task in done:
+            ready.cancel()
+            task.result()  # raises the agent's own error
+        if ready not in done:
+            ready.cancel()
+            raise AssertionError(f"agent not ready within {timeout:g} s")
         yield agent
     finally:
         task.cancel()

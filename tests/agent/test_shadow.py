@@ -60,19 +60,7 @@ async def gateway(config: GatewayConfig, clock: ManualClock) -> AsyncIterator[Ag
     """The agent's intake, timer loop and shadow task, without links (nothing leaves)."""
     agent = Agent(config, clock)
     await agent._start_engine()
-    tasks = [
-        asyncio.create_task(
-            run_timers(
-                clock,
-                agent.store,
-                agent.active,
-                agent.outbound.apply,
-                agent._timers_changed,
-                agent.alarm,
-                shadow=agent.shadow,
-            )
-        )
-    ]
+    tasks = [asyncio.create_task(run_timers(agent.context, agent.outbound.apply, shadow=agent.shadow))]
     if agent.shadow is not None:
         tasks.append(asyncio.create_task(agent.shadow.run()))
     await asyncio.sleep(0)

@@ -8,8 +8,9 @@ import pytest
 
 from edge_agent.clock import ManualClock
 from edge_agent.errors import ConfigError
+from tests.agent.harness import T0, running
 from tests.conftest import BrokerInfo
-from tests.http.helpers import T0, aget, http_gateway, serving
+from tests.http.helpers import aget, http_gateway
 
 TOKEN = "s3cret-token-of-the-village-gw"
 
@@ -22,7 +23,7 @@ async def test_a_non_loopback_listener_answers_401_without_the_token(
     token_file.chmod(0o600)
     # every interface (0.0.0.0): the test still talks to it over loopback only
     config = http_gateway(tmp_path, unique_id, mqtt_broker.port, {"listen": "0.0.0.0:0", "token_file": "http.token"})
-    async with serving(config, ManualClock(T0)) as agent:
+    async with running(config, ManualClock(T0)) as agent:
         assert agent.http is not None and agent.http.host == "0.0.0.0"
         base = f"http://127.0.0.1:{agent.http.port}"
         for path in ("/", "/metrics", "/events", "/status.json", "/static/status.js"):

@@ -13,9 +13,9 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 
 from edge_agent.clock import ManualClock
-from tests.agent.harness import eventually, observing
+from tests.agent.harness import T0, eventually, observing, running
 from tests.conftest import BrokerInfo
-from tests.http.helpers import T0, aget, http_gateway, serving
+from tests.http.helpers import aget, http_gateway
 
 
 def parse(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -35,7 +35,7 @@ async def test_metrics_count_what_the_gateway_did(tmp_path: Path, mqtt_broker: B
     clock = ManualClock(T0)
     async with (
         observing(mqtt_broker.host, mqtt_broker.port, f"district/v1/{unique_id}") as obs,
-        serving(config, clock) as agent,
+        running(config, clock) as agent,
     ):
         assert agent.http is not None
         url = f"http://127.0.0.1:{agent.http.port}/metrics"
@@ -108,7 +108,7 @@ async def test_the_http_face_is_read_only_and_answers_404(
     tmp_path: Path, mqtt_broker: BrokerInfo, unique_id: str
 ) -> None:
     config = http_gateway(tmp_path, unique_id, mqtt_broker.port)
-    async with serving(config, ManualClock(T0)) as agent:
+    async with running(config, ManualClock(T0)) as agent:
         assert agent.http is not None
         base = f"http://127.0.0.1:{agent.http.port}"
         status, _, _ = await aget(base + "/nothing")

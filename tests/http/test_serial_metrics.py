@@ -1,8 +1,8 @@
 """The serial side of /metrics: Modbus poll latency histogram and failures per bus, dongle counters.
 
 The bus scheduler and the dongle link keep their own counters (tests/test_modbus_bus.py and
-tests/test_dongle_link.py drive them on ptys); here the collector reads those objects and must
-turn them into the right families, per bus, with cumulative buckets.
+tests/test_dongle_link.py drive them on ptys); here the agent's view reads those objects and
+the collector must turn them into the right families, per bus, with cumulative buckets.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from types import SimpleNamespace
 from prometheus_client.parser import text_string_to_metric_families
 
 from edge_agent.agent.app import Agent
+from edge_agent.agent.view import AgentView
 from edge_agent.histogram import BUS_BUCKETS_S, LatencyHistogram
 from edge_agent.http.metrics import build_registry, exposition
 from edge_agent.transports.dongle_link import DongleLink, DongleSettings
@@ -31,11 +32,12 @@ def test_bus_and_dongle_counters_become_metric_families(tmp_path: Path, unique_i
         dongle = DongleLink(DongleSettings(port="/dev/null"))
         dongle.stats.frames, dongle.stats.duplicates = 7, 2
         dongle.stats.rejected["crc"] = 3
-        agent.serial = SimpleNamespace(buses={"street": street}, dongle=dongle)  # type: ignore[assignment]
+        serial = SimpleNamespace(buses={"street": street}, dongle=dongle)
+        view = AgentView(agent.context, serial)  # type: ignore[arg-type]
 
         samples = {
             (s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(exposition(build_registry(agent)).decode())
+            for family in text_string_to_metric_families(exposition(build_registry(view)).decode())
             for s in family.samples
         }
     finally:

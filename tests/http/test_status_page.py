@@ -17,9 +17,9 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from edge_agent.clock import ManualClock
-from tests.agent.harness import eventually, observing
+from tests.agent.harness import eventually, observing, running
 from tests.conftest import BrokerInfo
-from tests.http.helpers import http_gateway, serving
+from tests.http.helpers import http_gateway
 
 CHROMIUM = "/usr/bin/chromium"
 INSTALL = "apt-get update && apt-get install -y chromium"
@@ -49,7 +49,7 @@ async def test_an_sos_appears_live_and_its_acknowledgement_changes_it(tmp_path: 
     clock = ManualClock(NIGHT)
     async with (
         observing(mqtt_broker.host, mqtt_broker.port, f"district/v1/{gw}") as obs,
-        serving(config, clock) as agent,
+        running(config, clock) as agent,
         playwright_api.async_playwright() as pw,
     ):
         assert agent.http is not None

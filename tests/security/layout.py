@@ -7,26 +7,18 @@ over mutual TLS (certificate CN = the gateway id), as examples/street-cabinet.to
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import secrets
 import shutil
-from collections.abc import AsyncIterator
-from datetime import datetime
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from devtools.gateway_config import write_gateway_config
-from edge_agent.agent.app import Agent
 from edge_agent.cli.acl import south_users
-from edge_agent.clock import ManualClock
 from edge_agent.config import GatewayConfig, load_config
 from edge_agent.policy.bundle_sign import build_bundle, sign_bundle
 from edge_agent.policy.keys import generate_private_key, key_id, public_key_to_pem
+from tests.agent.harness import T0
 from tests.security.city import Pki
-
-T0 = datetime(2026, 1, 1, 8, 0, tzinfo=ZoneInfo("Asia/Shanghai")).timestamp()
 
 POLICY = """
 [policy]
@@ -136,22 +128,3 @@ class Gateway:
         )
         signed: bytes = sign_bundle(bundle, self.signer)
         return signed
-
-
-@contextlib.asynccontextmanager
-async def running(config: GatewayConfig) -> AsyncIterator[Agent]:
-    """A real agent on ``config`` (time frozen at T0, 08:00 local), ready or failed within 20 s."""
-    agent = Agent(config, ManualClock(T0))
-    task = asyncio.create_task(agent.run())
-    try:
-        ready = asyncio.create_task(agent.ready.wait())
-        done, _ = await asyncio.wait({ready, task}, timeout=20, return_when=asyncio.FIRST_COMPLETED)
-        if task in done:
-            ready.cancel()
-            task.result()  # raises the agent's own error
-        assert ready in done, "agent not ready within 20 s"
-        yield agent
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task

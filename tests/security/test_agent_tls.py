@@ -14,11 +14,9 @@ import logging
 import shutil
 import socket
 import ssl
-from collections.abc import AsyncIterator, Iterator
-from datetime import datetime
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import msgspec
 import pytest
@@ -31,10 +29,10 @@ from edge_agent.clock import ManualClock
 from edge_agent.config import GatewayConfig, load_config
 from edge_agent.errors import ConfigError
 from edge_agent.transports.mqtt import LinkSettings
+from tests.agent.harness import T0, running
 from tests.security.city import CENTRE, CityBroker, Pki, city_broker, receiving
 from tests.security.village import VillageBroker, mqtt_client
 
-T0 = datetime(2026, 1, 1, 8, 0, tzinfo=ZoneInfo("Asia/Shanghai")).timestamp()
 TEST_NET = "192.0.2.1"  # RFC 5737 TEST-NET-1: never routed; nothing here ever connects to it
 PASSWORD = "Pa55-never-in-logs-7f3c"
 RESIDENT = "Wang Xiulan"  # a resident's name smuggled into payloads: must never be logged
@@ -107,24 +105,6 @@ def write_gateway(tmp_path: Path, pki: Pki, gw: str, south: dict[str, Any], nort
         responders=[{"id": "doc1", "role": "village_doctor"}],
     )
     return load_config(path)
-
-
-@contextlib.asynccontextmanager
-async def running(config: GatewayConfig) -> AsyncIterator[Agent]:
-    agent = Agent(config, ManualClock(T0))
-    task = asyncio.create_task(agent.run())
-    try:
-        ready = asyncio.create_task(agent.ready.wait())
-        done, _ = await asyncio.wait({ready, task}, timeout=20, return_when=asyncio.FIRST_COMPLETED)
-        if task in done:
-            ready.cancel()
-            task.result()  # raises the agent's own error
-        assert ready in done, "agent not ready within 20 s"
-        yield agent
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 @contextlib.contextmanager
@@ -210,7 +190,7 @@ async def test_agent_serves_over_mutual_tls(
 ) -> None:
     gw = gateways[0]
     with shipped_layout(tmp_path, pki, gw, broker) as (config, village):
-        async with running(config) as agent:
+        async with running(config, ManualClock(T0)) as agent:
             await sos_round_trip(broker, village, pki, gw)
             assert agent.south is not None
             assert agent.south.settings.tls is not None  # the village LAN listener, broker verified
@@ -425,7 +405,7 @@ async def test_password_and_residents_data_never_logged(
         city_broker(tmp_path / "broker", pki, passwords={gw: PASSWORD}) as broker,
         shipped_layout(tmp_path, pki, gw, broker, north_password=PASSWORD) as (config, village),
     ):
-        async with running(config) as agent:
+        async with running(config, ManualClock(T0)) as agent:
             page = await sos_round_trip(broker, village, pki, gw)
             assert page["message"] == "SOS from W1"
             async with village.client("W1") as hub:
@@ -484,7 +464,7 @@ async def test_invalid_enum_value_is_not_echoed_into_logs(
         city_broker(tmp_path / "broker", pki, passwords={gw: PASSWORD}) as broker,
         shipped_layout(tmp_path, pki, gw, broker, north_password=PASSWORD) as (config, village),
     ):
-        async with running(config) as agent:
+        async with running(config, ManualClock(T0)) as agent:
             async with village.client("W1") as hub:
                 bad = msgspec.json.encode({"v": 1, "event": f"fall, {RESIDENT}, bed 2"})
                 await hub.publish(f"{root}/wearable/W1/event", bad, qos=1)

@@ -22,10 +22,12 @@ from edge_agent.agent import topics
 from edge_agent.agent.shadow import queue_report
 from edge_agent.agent.topics import BOTH, NORTH, SOUTH, TOPIC_CLASSES
 from edge_agent.cli import acl
+from edge_agent.clock import ManualClock
 from edge_agent.policy.shadow_report import ShadowReport
+from tests.agent.harness import T0, running
 from tests.security.aclfile import sample
 from tests.security.city import CENTRE, Inbox, Pki, city_broker, receiving
-from tests.security.layout import running, uplink, write_gateway
+from tests.security.layout import uplink, write_gateway
 from tests.security.village import NOT_AUTHORISED, VillageBroker, mqtt_client, publish_code
 
 GATEWAY_NORTH = {c.name for c in TOPIC_CLASSES if c.publisher == "gateway" and c.side in (NORTH, BOTH)}
@@ -83,7 +85,7 @@ async def test_agent_on_the_shipped_layout_reaches_the_centre_with_every_north_c
                 for client in (local_centre, lamp, phone):
                     await client.subscribe("#", qos=1)  # each receives only what the ACL lets it read
 
-                async with running(gateway.config) as agent:
+                async with running(gateway.config, ManualClock(T0)) as agent:
                     # drive one message of every class: status and rollout come with the start
                     assert await publish_code(lamp, f"{root}/lamp/L1/state", json(on=False, level=0)) == 0
                     assert await publish_code(hub, f"{root}/wearable/W1/vitals", json(battery=9)) == 0

@@ -23,10 +23,12 @@ import pytest
 from edge_agent.agent import topics
 from edge_agent.agent.topics import TOPIC_CLASSES
 from edge_agent.cli import acl
+from edge_agent.clock import ManualClock
 from edge_agent.config import GatewayConfig, load_config
+from tests.agent.harness import T0, running
 from tests.security.aclfile import sample
 from tests.security.city import CENTRE, Pki, receiving
-from tests.security.layout import Gateway, running, write_gateway
+from tests.security.layout import Gateway, write_gateway
 from tests.security.village import NOT_AUTHORISED, VillageBroker, publish_code
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.toml"))
@@ -193,7 +195,7 @@ async def test_what_the_broker_took_survives_an_agent_crash_and_a_broker_kill(
     broker, gateway = layout
     root = gateway.root
     sos = b'{"v":1,"event":"sos","seq":41}'
-    async with running(gateway.config):
+    async with running(gateway.config, ManualClock(T0)):
         pass  # connected and subscribed once: the session (client id <gateway>-south) exists
     async with broker.client(gateway.id, lan=False) as gw:  # the agent's user, as the rollout does
         assert await publish_code(gw, f"{root}/lamp/L1/program", b"program v3", retain=True) == 0
@@ -203,7 +205,7 @@ async def test_what_the_broker_took_survives_an_agent_crash_and_a_broker_kill(
     broker.kill_and_restart()
     async with broker.client("doc1") as phone, receiving(phone) as paged:
         await phone.subscribe(f"{root}/responder/doc1/alert", qos=1)
-        async with running(gateway.config) as agent:
+        async with running(gateway.config, ManualClock(T0)) as agent:
             page = msgspec.json.decode(await paged.wait_for(f"{root}/responder/doc1/alert"))
             assert page["device"] == "W1"
             assert agent.stats.received >= 1

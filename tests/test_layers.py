@@ -89,6 +89,7 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "edge_agent.units": (),
     "edge_agent.histogram": (),
     "edge_agent.clock": (),
+    "edge_agent.loopback": (),
     "edge_agent.codec": ("edge_agent.errors",),
     "edge_agent.models": ("edge_agent.errors", "edge_agent.policy"),
     "edge_agent.receiver": ("edge_agent.errors", "edge_agent.models"),
@@ -105,8 +106,14 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     ),
     # bytes and messages only
     "edge_agent.transports": ("edge_agent.errors", "edge_agent.codec", "edge_agent.models", "edge_agent.histogram"),
-    # the HTTP face reads its own read model, never the agent
-    "edge_agent.http": ("edge_agent.errors", "edge_agent.models", "edge_agent.histogram"),
+    # the HTTP face reads its own read model, never the agent; its settings are the [http] table
+    "edge_agent.http": (
+        "edge_agent.errors",
+        "edge_agent.models",
+        "edge_agent.histogram",
+        "edge_agent.loopback",
+        "edge_agent.config",
+    ),
     "edge_agent.talq": ("edge_agent.errors", "edge_agent.models", "edge_agent.policy", "edge_agent.config"),
     # the composition root and the operator's commands know everything in edge_agent
     "edge_agent.agent": ("edge_agent",),

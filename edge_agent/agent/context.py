@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from edge_agent.agent.alarm import Alarm
 from edge_agent.agent.runtime import ActivePolicy, AgentStats, Background, Links, Unflushed
 from edge_agent.clock import Clock
-from edge_agent.config import GatewayConfig, Limits
+from edge_agent.config import GatewayConfig
+from edge_agent.config.schema import Limits
 from edge_agent.engine import Site
 from edge_agent.store.db import Store
 

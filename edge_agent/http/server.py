@@ -33,7 +33,8 @@ from urllib.parse import parse_qs, urlsplit
 import h11
 import msgspec
 
-from edge_agent.config import Http, split_listen
+from edge_agent.config import split_listen
+from edge_agent.config.schema import Http
 from edge_agent.errors import ConfigError, Problem
 from edge_agent.http.metrics import CONTENT_TYPE, build_registry, exposition
 from edge_agent.http.readmodel import GatewayView

@@ -17,6 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from edge_agent.codec import registers as regmap
 from edge_agent.codec.crc import crc16_modbus
 from edge_agent.errors import ProtocolError, TransportError
 from edge_agent.transports.modbus_bus import (
@@ -27,7 +28,6 @@ from edge_agent.transports.modbus_bus import (
     NodeStatus,
     decode_reading,
 )
-from hardware import registers as regmap
 from hardware.firmware.lamp_node import regs as fw_regs
 from hardware.hil.emulated import EmulatedLampNode
 from hardware.hil.ptybus import PtyBus

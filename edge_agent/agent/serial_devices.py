@@ -17,6 +17,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from edge_agent.clock import Clock
+from edge_agent.codec import registers
 from edge_agent.config import GatewayConfig
 from edge_agent.engine.lighting import LampState, local_time
 from edge_agent.errors import EdgeError, ProtocolError
@@ -24,7 +25,6 @@ from edge_agent.models import Event
 from edge_agent.policy.lighting import MINUTES_PER_NIGHT, NIGHT_END, night_minute, night_of, night_switch_minutes
 from edge_agent.transports.dongle_link import DongleLink, DongleMessage, DongleSettings
 from edge_agent.transports.modbus_bus import BusSettings, LampProgram, LampReading, ModbusLampBus, NodeStatus
-from hardware import registers
 
 log = logging.getLogger("edge_agent.serial")
 

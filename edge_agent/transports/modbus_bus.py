@@ -23,9 +23,9 @@ from pymodbus import FramerType
 from pymodbus.client import AsyncModbusSerialClient
 from pymodbus.exceptions import ModbusException
 
+from edge_agent.codec import registers as regmap
 from edge_agent.errors import ProtocolError, TransportError
 from edge_agent.histogram import BUS_BUCKETS_S, LatencyHistogram
-from hardware import registers as regmap
 
 __all__ = [
     "BusSettings",

@@ -11,6 +11,7 @@ import pytest
 from pymodbus import FramerType
 from pymodbus.client import AsyncModbusSerialClient
 
+from edge_agent.codec import registers as regmap
 from edge_agent.errors import ProtocolError, TransportError
 from edge_agent.transports.modbus_bus import (
     BusSettings,
@@ -19,7 +20,6 @@ from edge_agent.transports.modbus_bus import (
     ModbusLampBus,
     NodeStatus,
 )
-from hardware import registers as regmap
 
 from .conftest import LampTarget
 

@@ -16,7 +16,8 @@ from pymodbus.client import AsyncModbusSerialClient
 from edge_agent.codec import registers as regmap
 from edge_agent.errors import EdgeError
 from edge_agent.policy.sun import ZENITH_OFFICIAL, sun_event_minute
-from edge_agent.transports.modbus_bus import BusSettings, LampProgram, LampReading, ModbusLampBus
+from edge_agent.transports.modbus_bus import BusSettings, ModbusLampBus
+from edge_agent.transports.modbus_values import LampProgram, LampReading
 
 from .conftest import Node
 

@@ -41,7 +41,7 @@ from devtools.mosquitto import MosquittoProcess
 from devtools.simdevices import SimField, SimLamp
 from edge_agent.clock import ScaledClock
 from edge_agent.policy.bundle import build_bundle, generate_private_key, key_id, public_key_to_pem, sign_bundle
-from edge_agent.transports.mqtt import NO_DELAY
+from edge_agent.transports.mqtt_client import NO_DELAY
 
 ROOT = Path(__file__).resolve().parents[1]
 POLICY = ROOT / "scenarios" / "policies" / "naxi-standard.toml"

@@ -45,7 +45,7 @@ from edge_agent.models import (
 )
 from edge_agent.store import history
 from edge_agent.store.db import Store
-from edge_agent.transports.mqtt import SYNC, Handled
+from edge_agent.transports.link import SYNC, Handled
 
 if TYPE_CHECKING:
     from edge_agent.agent.foreign import ForeignTopics

@@ -34,7 +34,7 @@ def snapshot(agent: Agent, started: float) -> dict[str, Any]:
                 {
                     "name": name,
                     "up": link.connected,
-                    "detail": f"{link.settings.host}:{link.settings.port}",
+                    "detail": link.address,
                     "connects": link.connects,
                     "error": link.last_error or "",
                 }

@@ -18,7 +18,7 @@ from edge_agent.agent.app import Agent
 from edge_agent.clock import Clock
 from edge_agent.config import GatewayConfig, load_config
 from edge_agent.policy.bundle import build_bundle, generate_private_key, key_id, public_key_to_pem, sign_bundle
-from edge_agent.transports.mqtt import NO_DELAY
+from edge_agent.transports.mqtt_client import NO_DELAY
 
 
 def write_gateway(tmp_path: Path, gw: str, port: int, rules: str, *, trust: bool = False) -> GatewayConfig:

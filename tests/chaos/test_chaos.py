@@ -92,7 +92,8 @@ async def test_link_fails_fast_when_dropped_before_puback_or_connack() -> None:
     from devtools.flaky_proxy import FlakyProxy
     from devtools.mosquitto import MosquittoProcess
     from edge_agent.errors import TransportError
-    from edge_agent.transports.mqtt import LinkSettings, MqttLink
+    from edge_agent.transports.mqtt import MqttLink
+    from edge_agent.transports.mqtt_settings import LinkSettings
 
     async def ignore(topic: str, payload: bytes) -> bool:
         return True

@@ -50,7 +50,7 @@ class InProcessBus:
 
     def __init__(self) -> None:
         self.retained: dict[str, bytes] = {}
-        self._links: list[InProcessLink] = []
+        self._links: dict[str, InProcessLink] = {}  # by name: one session per client
         self._peers: list[InProcessPeer] = []
 
     def link(
@@ -62,9 +62,14 @@ class InProcessBus:
         commit: Commit | None = None,
         on_connect: Callable[[], None] | None = None,
     ) -> InProcessLink:
-        """A link on this bus; it connects (and receives) once ``run`` runs."""
+        """A link on this bus; it connects (and receives) once ``run`` runs. A link of the same
+        name before it is gone: this one resumes its session (what it had not acknowledged, and
+        what came since, is delivered to this one first), as a client with the same id does."""
         link = InProcessLink(self, name, subscriptions, on_message, commit=commit, on_connect=on_connect)
-        self._links.append(link)
+        previous = self._links.pop(name, None)
+        if previous is not None:
+            link.resume(previous)
+        self._links[name] = link
         return link
 
     def peer(
@@ -100,7 +105,7 @@ class InProcessBus:
                 self.retained[topic] = payload
             else:
                 self.retained.pop(topic, None)
-        for link in self._links:
+        for link in self._links.values():
             granted = link.granted(topic)
             if granted is not None:
                 link.deliver(topic, payload, min(qos, granted))
@@ -275,6 +280,14 @@ class InProcessLink:
             log.warning("%s link: commit failed: %r", self.name, exc)
             return False
         return durable
+
+    def resume(self, previous: InProcessLink) -> None:
+        """Take over ``previous``'s session: what it was given and did not acknowledge."""
+        previous._requeue()
+        while not previous._inbox.empty():
+            delivery = previous._inbox.get_nowait()
+            self._inbox.put_nowait(delivery)
+            self._mids = itertools.count(delivery.mid + 1)
 
     def _requeue(self) -> None:
         """What was not acknowledged comes again first, in the order it first came."""

@@ -87,7 +87,7 @@ class MqttLink:
         # inbound QoS 1 messages the handler could not handle (returned False), each time;
         # consecutive ones back off like failed connects
         self.unhandled = 0
-        self._unhandled_streak = 0
+        self.unhandled_streak = 0
         # called with the topic of every publish the broker accepted (the agent counts them)
         self.on_published: Callable[[str], None] | None = None
 
@@ -161,9 +161,9 @@ class MqttLink:
 
     def _unhandled_delay(self) -> float:
         delay = backoff_delay(
-            self._unhandled_streak, self.settings.reconnect_min, self.settings.reconnect_max, self._rand()
+            self.unhandled_streak, self.settings.reconnect_min, self.settings.reconnect_max, self._rand()
         )
-        self._unhandled_streak += 1
+        self.unhandled_streak += 1
         return delay
 
     # inbound messages handled as one batch: one commit, one fsync, then their acknowledgements

@@ -4,8 +4,9 @@ Owns: building the client for one connection attempt from ``LinkSettings`` (MQTT
 properties, manual acknowledgement, Nagle off: ``NO_DELAY``), failing a connect closed before
 its CONNACK and the publishes whose PUBACK can no longer come at once, publishing through paho
 so that each PUBACK's reason code reaches its publish (``send_many``), the MQTT 5 reason code
-names (``reason_name``), and the client log (``QUIET_LOG``) whose inbound-queue overflows are
-counted. The link that reconnects and serves: edge_agent/transports/mqtt.py.
+names (``reason_name``), the client log (``QUIET_LOG``) whose inbound-queue overflows are
+counted, and paho's MQTT 5 property tables built once (``share_paho_property_tables``).
+The link that reconnects and serves: edge_agent/transports/mqtt.py.
 Must not import: the engine, the policy, the store or the agent.
 """
 
@@ -25,7 +26,6 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from edge_agent.transports.link import Outgoing
-from edge_agent.transports.mqtt_inbound import share_paho_property_tables
 from edge_agent.transports.mqtt_settings import LinkSettings
 
 
@@ -43,6 +43,31 @@ class _ClientLogFilter(logging.Filter):
         if "Discarding message" in message:
             type(self).discarded_inbound += 1
         return True
+
+
+def share_paho_property_tables() -> None:
+    """paho (2.x) builds two constant lookup tables (28 names, 27 property kinds) in *every*
+    ``Properties`` object, makes one for every MQTT 5 packet it reads, and empties it by
+    trying 28 names: about a quarter of the agent's CPU in a QoS 1 flood. Built once and
+    shared as class attributes, with ``clear`` deleting only what is set, the objects behave
+    the same (tests/test_mqtt_link.py packs and unpacks them against the spec's bytes)."""
+    if getattr(Properties, "_edge_agent_shared", False):
+        return
+    template = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+    for table in ("types", "names", "properties"):
+        setattr(Properties, table, getattr(template, table))
+    private = frozenset({"packetType", "types", "names", "properties"})
+
+    def init(self: Properties, packet_type: int) -> None:
+        object.__setattr__(self, "packetType", packet_type)
+
+    def clear(self: Properties) -> None:
+        for name in [n for n in vars(self) if n not in private]:
+            delattr(self, name)
+
+    Properties.__init__ = init  # type: ignore[method-assign]
+    Properties.clear = clear  # type: ignore[method-assign]
+    Properties._edge_agent_shared = True  # type: ignore[attr-defined]
 
 
 share_paho_property_tables()

@@ -37,7 +37,7 @@ from edge_agent.engine.engine import SiteLamp, SiteResponder
 from edge_agent.models import Event
 from edge_agent.policy.model import parse_policy
 from edge_agent.store.db import Store
-from edge_agent.transports.mqtt import NO_DELAY
+from edge_agent.transports.mqtt_client import NO_DELAY
 
 console = Console()
 ROOT = Path(__file__).resolve().parents[1]

@@ -41,7 +41,8 @@ from pathlib import Path
 
 from devtools.bench_results import Row, record
 from edge_agent.transports.dongle_link import DongleLink, DongleSettings
-from edge_agent.transports.modbus_bus import BusSettings, LampReading, ModbusLampBus
+from edge_agent.transports.modbus_bus import BusSettings, ModbusLampBus
+from edge_agent.transports.modbus_values import LampReading
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,7 @@ from devtools.simdevices import SimField, SimLamp
 from edge_agent.clock import ScaledClock
 from edge_agent.policy.bundle_sign import build_bundle, sign_bundle
 from edge_agent.policy.keys import generate_private_key, key_id, public_key_to_pem
-from edge_agent.transports.mqtt import NO_DELAY
+from edge_agent.transports.mqtt_client import NO_DELAY
 
 ROOT = Path(__file__).resolve().parents[1]
 POLICY = ROOT / "scenarios" / "policies" / "naxi-standard.toml"

@@ -19,7 +19,7 @@ import aiomqtt
 import msgspec
 
 from edge_agent.clock import Clock
-from edge_agent.transports.mqtt import NO_DELAY, QUIET_LOG
+from edge_agent.transports.mqtt_client import NO_DELAY, QUIET_LOG
 
 STANDBY_W = 1.5  # smart node standby, docs/DOMAIN.md#lighting: 1-3 W
 

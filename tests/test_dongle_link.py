@@ -17,13 +17,8 @@ from hypothesis import strategies as st
 
 from edge_agent.codec import frames
 from edge_agent.errors import ProtocolError
-from edge_agent.transports.dongle_link import (
-    DongleLink,
-    DongleMessage,
-    DongleReceiver,
-    DongleSettings,
-    decode_payload,
-)
+from edge_agent.transports.dongle_link import DongleLink, DongleSettings
+from edge_agent.transports.dongle_receiver import DongleMessage, DongleReceiver, decode_payload
 from hardware.hil.ptybus import PtyBus
 
 NONCE = b"\x01\x02\x03\x04"

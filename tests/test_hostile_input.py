@@ -25,7 +25,7 @@ from edge_agent.config import load_config
 from edge_agent.errors import ConfigError, ProtocolError
 from edge_agent.models import SOUTH_SCHEMAS, ResponderAck, decode_payload
 from edge_agent.policy.model import parse_policy
-from edge_agent.transports.mqtt import NO_DELAY
+from edge_agent.transports.mqtt_client import NO_DELAY
 from tests.conftest import BrokerInfo
 
 SCHEMAS = [*SOUTH_SCHEMAS.values(), ResponderAck]

@@ -17,17 +17,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from edge_agent.codec import registers as regmap
 from edge_agent.codec.crc import crc16_modbus
 from edge_agent.errors import ProtocolError, TransportError
-from edge_agent.transports.modbus_bus import (
-    BusSettings,
-    LampProgram,
-    LampReading,
-    ModbusLampBus,
-    NodeStatus,
-    decode_reading,
-)
-from hardware import registers as regmap
+from edge_agent.transports.modbus_bus import BusSettings, ModbusLampBus
+from edge_agent.transports.modbus_values import LampProgram, LampReading, NodeStatus, decode_reading
 from hardware.firmware.lamp_node import regs as fw_regs
 from hardware.hil.emulated import EmulatedLampNode
 from hardware.hil.ptybus import PtyBus

@@ -22,7 +22,10 @@ from devtools.flaky_proxy import FlakyProxy
 from devtools.mosquitto import MosquittoProcess, mosquitto_binary
 from edge_agent.errors import PublishRefused, TransportError
 from edge_agent.transports.broker import EmbeddedBroker, free_port
-from edge_agent.transports.mqtt import SYNC, LinkSettings, MqttLink, MqttVersion, backoff_delay, reason_name
+from edge_agent.transports.link import SYNC
+from edge_agent.transports.mqtt import MqttLink
+from edge_agent.transports.mqtt_client import reason_name
+from edge_agent.transports.mqtt_settings import LinkSettings, MqttVersion, backoff_delay
 from tests.agent.harness import eventually
 
 ROOT = Path(__file__).resolve().parents[1]

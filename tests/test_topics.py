@@ -28,7 +28,7 @@ from edge_agent.agent.shadow import queue_report
 from edge_agent.agent.topics import BOTH, NORTH, SOUTH, TOPIC_CLASSES, TopicClass
 from edge_agent.clock import ManualClock
 from edge_agent.policy.shadow_report import ShadowReport
-from edge_agent.transports.mqtt import NO_DELAY
+from edge_agent.transports.mqtt_client import NO_DELAY
 from tests.agent.harness import POLICY_HEAD, SOS_RULE, eventually, running, sign_policy, write_trusting_gateway
 from tests.conftest import BrokerInfo
 

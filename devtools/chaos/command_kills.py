@@ -33,7 +33,7 @@ import msgspec
 
 from devtools.chaos.harness import SOS_MESSAGE, TOPIC_ROOT, WEARABLES, AgentProcess, Key, integrity, stream, wait_until
 from devtools.chaos.scenario import GatewayScenario, Rig, Row
-from edge_agent.transports.mqtt import NO_DELAY, QUIET_LOG
+from edge_agent.transports.mqtt_client import NO_DELAY, QUIET_LOG
 
 RESPONDER = "dr-wang"  # the example's village_doctor
 

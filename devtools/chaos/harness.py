@@ -41,7 +41,7 @@ from devtools.mosquitto import Listener, MosquittoProcess, deploy_config, write_
 from edge_agent.cli.acl import CENTRE, south_acl, south_users
 from edge_agent.config import load_config
 from edge_agent.receiver import Receiver
-from edge_agent.transports.mqtt import NO_DELAY, QUIET_LOG
+from edge_agent.transports.mqtt_client import NO_DELAY, QUIET_LOG
 
 ROOT = Path(__file__).resolve().parents[2]
 # The shipped layout every row runs on (docs/DEPLOY.md): the example gateway file, the village

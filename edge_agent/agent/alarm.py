@@ -17,7 +17,7 @@ from edge_agent.agent import topics
 from edge_agent.agent.runtime import AgentStats, Background, Links
 from edge_agent.clock import Clock
 from edge_agent.errors import PublishRefused, TransportError
-from edge_agent.transports.mqtt import MqttLink
+from edge_agent.transports.link import Link
 
 log = logging.getLogger("edge_agent")
 
@@ -53,7 +53,7 @@ class Alarm:
             self._sending = True
             self.background.spawn(self._send(self.links.south))
 
-    async def _send(self, link: MqttLink) -> None:
+    async def _send(self, link: Link) -> None:
         try:
             while self._waiting:
                 await link.wait_connected()

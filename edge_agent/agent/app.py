@@ -33,7 +33,7 @@ from edge_agent.agent.foreign import ForeignTopics
 from edge_agent.agent.homeassistant import HomeAssistant
 from edge_agent.agent.intake import Intake
 from edge_agent.agent.lamps import Lamps
-from edge_agent.agent.links import link_settings, parse_url
+from edge_agent.agent.links import MqttLinks, parse_url
 from edge_agent.agent.loops import STORE_RETRY_S, Flusher, run_timers
 from edge_agent.agent.outbound import Outbound
 from edge_agent.agent.policy_delivery import PolicyDelivery
@@ -52,7 +52,7 @@ from edge_agent.policy.model import Policy
 from edge_agent.store import history
 from edge_agent.store.db import Store
 from edge_agent.transports.broker import EmbeddedBroker
-from edge_agent.transports.mqtt import MqttLink
+from edge_agent.transports.link import LinkFactory, LinkSpec, ServedLink
 
 if TYPE_CHECKING:
     from edge_agent.agent.serial_devices import SerialDevices
@@ -96,9 +96,12 @@ class Agent:
         south_url: str | None = None,
         north_url: str | None = None,
         http_listen: str | None = None,
+        links: LinkFactory | None = None,
     ) -> None:
         """``http_listen``: serve /metrics and the status page there ("127.0.0.1:0": a free
-        port, read back from ``agent.http.port``) whatever ``[http]`` says."""
+        port, read back from ``agent.http.port``) whatever ``[http]`` says. ``links``: what
+        makes the south and north links (default: MQTT to the configured brokers, ``MqttLinks``;
+        tests pass an in-process bus's, edge_agent/transports/inprocess.py)."""
         self.config = config
         self.clock: Clock = clock or ScaledClock()
         self.stats = AgentStats()
@@ -106,6 +109,7 @@ class Agent:
         self._south_url = south_url or config.file.south.url
         self._north_url = north_url or config.file.north.url
         self._http_listen = http_listen
+        self._link_factory = links
         self.http: HttpServer | None = None  # the status page and /metrics, while serving
         limits = config.file.limits
         db_path = config.data_dir / "gateway.sqlite3"
@@ -174,39 +178,35 @@ class Agent:
     async def run(self) -> None:
         try:
             async with contextlib.AsyncExitStack() as stack:
-                if self._south_url == "embedded":
-                    self.broker = await stack.enter_async_context(EmbeddedBroker())
-                    south_host, south_port = self.broker.host, self.broker.port
-                else:
-                    south_host, south_port = parse_url(self._south_url)
+                links = self._link_factory or MqttLinks(self.config, self._south_url, self._north_url)
+                make_link = await stack.enter_async_context(links.open())
+                if isinstance(links, MqttLinks):
+                    self.broker = links.broker
                 uplink = self._north_url not in ("none", "")
                 gw, file = self.config.id, self.config.file
-                south = self.links.south = MqttLink(
-                    "south",
-                    link_settings(self.config, "south", file.south, south_host, south_port),
-                    topics.subscriptions(gw, "south", uplink=uplink)
-                    + (self.homeassistant.subscriptions() if self.homeassistant is not None else [])
-                    + self.foreign.subscriptions("south"),
-                    self.intake.receive_south,
-                    on_connect=self._south_connected,
-                    commit=self.intake.commit,
-                )
-                north: MqttLink | None = None
-                if uplink:
-                    if self._north_url == "embedded":
-                        north_host, north_port = south_host, south_port
-                    else:
-                        north_host, north_port = parse_url(self._north_url)
-                    north = self.links.north = MqttLink(
-                        "north",
-                        link_settings(self.config, "north", file.north, north_host, north_port),
-                        topics.subscriptions(gw, "north", uplink=True) + self.foreign.subscriptions("north"),
-                        self.intake.receive_north,
+                south = self.links.south = make_link(
+                    LinkSpec(
+                        "south",
+                        topics.subscriptions(gw, "south", uplink=uplink)
+                        + (self.homeassistant.subscriptions() if self.homeassistant is not None else [])
+                        + self.foreign.subscriptions("south"),
+                        self.intake.receive_south,
                         commit=self.intake.commit,
+                        on_connect=self._south_connected,
+                        on_published=self._count_sent("south"),
                     )
-                for link in (south, north):
-                    if link is not None:
-                        link.on_published = self._count_sent(link.name)
+                )
+                north: ServedLink | None = None
+                if uplink:
+                    north = self.links.north = make_link(
+                        LinkSpec(
+                            "north",
+                            topics.subscriptions(gw, "north", uplink=True) + self.foreign.subscriptions("north"),
+                            self.intake.receive_north,
+                            commit=self.intake.commit,
+                            on_published=self._count_sent("north"),
+                        )
+                    )
                 if file.http.enabled or self._http_listen is not None:
                     from edge_agent.http.server import serve_http  # prometheus_client, h11: only when served
 
@@ -285,11 +285,11 @@ class Agent:
         return self.active.version
 
     @property
-    def south(self) -> MqttLink | None:
+    def south(self) -> ServedLink | None:
         return self.links.south
 
     @property
-    def north(self) -> MqttLink | None:
+    def north(self) -> ServedLink | None:
         return self.links.north
 
     @property

@@ -14,13 +14,13 @@ import sqlite3
 from edge_agent.clock import Clock
 from edge_agent.store import history
 from edge_agent.store.db import Store
-from edge_agent.transports.mqtt import MqttLink
+from edge_agent.transports.link import Link
 
 log = logging.getLogger("edge_agent")
 POLL_S = 1.0
 
 
-async def watch_uplink(store: Store, clock: Clock, link: MqttLink) -> None:
+async def watch_uplink(store: Store, clock: Clock, link: Link) -> None:
     """Log ``link`` down/up in the store's ``link_log`` until cancelled. The first state is
     logged once the link first connects (a gateway starting without an uplink is not an
     outage until it has had one)."""

@@ -43,7 +43,7 @@ from edge_agent.models import (
     decode_payload,
 )
 from edge_agent.store import history
-from edge_agent.transports.mqtt import SYNC, Handled
+from edge_agent.transports.link import SYNC, Handled
 
 if TYPE_CHECKING:
     from edge_agent.agent.foreign import ForeignTopics

@@ -26,7 +26,7 @@ from edge_agent.engine import LampSet
 from edge_agent.models import LampCommand, LampProgram, encode
 from edge_agent.policy.retry import TICK_S
 from edge_agent.store.db import new_id
-from edge_agent.transports.mqtt import MqttLink
+from edge_agent.transports.link import Link
 
 if TYPE_CHECKING:
     from edge_agent.agent.serial_devices import SerialDevices
@@ -77,7 +77,7 @@ class Lamps:
             if lamp.level is not None:
                 self.send(LampSet(lamp.lamp, lamp.level, "resync"))
 
-    async def _publish_level(self, link: MqttLink, lamp: str, payload: bytes) -> None:
+    async def _publish_level(self, link: Link, lamp: str, payload: bytes) -> None:
         try:
             await link.publish(topics.lamp_set(self.gateway, lamp), payload, qos=1)
             self.stats.published["lamp_set"] += 1
@@ -208,7 +208,7 @@ class Lamps:
         self.rollout.sent(lamp_id, self.rollout.clock())
         self._program_taken(lamp_id, version)
 
-    async def _send_program(self, link: MqttLink, lamp_id: str, payload: bytes, version: int) -> None:
+    async def _send_program(self, link: Link, lamp_id: str, payload: bytes, version: int) -> None:
         await publish_quietly(link, topics.lamp_program(self.gateway, lamp_id), payload, retain=True)
         self.rollout.sent(lamp_id, self.rollout.clock())  # the retry clock starts at the PUBACK
         self._program_taken(lamp_id, version)

@@ -1,16 +1,20 @@
 """Broker addresses and link settings for a gateway's south and north MQTT links.
 
-Owns: turning a ``[south]``/``[north]`` table into ``LinkSettings``: TLS context from the
-configured CA, certificate and key; refusal of plaintext to a non-loopback broker unless
-explicitly allowed; last will and birth message on the gateway's ``status`` topic; the MQTT
-version (5 unless configured otherwise; 3.1.1 for the embedded amqtt broker, which speaks
-nothing else) and the persistent session's expiry; how an inbound message the agent could not
-store comes back (the broker's redelivery, or a local retry with amqtt, which never redelivers).
+Owns: ``MqttLinks``, the agent's default ``LinkFactory`` (MQTT links to the configured
+brokers, the embedded amqtt broker started for a url of ``embedded``); turning a
+``[south]``/``[north]`` table into ``LinkSettings``: TLS context from the configured CA,
+certificate and key; refusal of plaintext to a non-loopback broker unless explicitly allowed;
+last will and birth message on the gateway's ``status`` topic; the MQTT version (5 unless
+configured otherwise; 3.1.1 for the embedded amqtt broker, which speaks nothing else) and the
+persistent session's expiry; how an inbound message the agent could not store comes back (the
+broker's redelivery, or a local retry with amqtt, which never redelivers).
 """
 
 from __future__ import annotations
 
+import contextlib
 import ssl
+from collections.abc import AsyncIterator, Callable
 from urllib.parse import urlsplit
 
 from edge_agent.agent import topics
@@ -18,7 +22,10 @@ from edge_agent.config import GatewayConfig
 from edge_agent.config.schema import BrokerSettings
 from edge_agent.errors import ConfigError, Problem
 from edge_agent.loopback import is_loopback
-from edge_agent.transports.mqtt import LinkSettings
+from edge_agent.transports.broker import EmbeddedBroker
+from edge_agent.transports.link import LinkSpec, ServedLink
+from edge_agent.transports.mqtt import MqttLink
+from edge_agent.transports.mqtt_settings import LinkSettings
 
 
 def link_settings(
@@ -95,3 +102,49 @@ def parse_url(url: str) -> tuple[str, int]:
     parts = urlsplit(url)
     default = 8883 if parts.scheme == "mqtts" else 1883
     return parts.hostname or "127.0.0.1", parts.port or default
+
+
+class MqttLinks:
+    """The agent's links as MQTT connections: south to ``south_url``, north to ``north_url``
+    ("embedded": the in-process amqtt broker, started for the run; a north url of "embedded"
+    goes to the south broker)."""
+
+    def __init__(self, config: GatewayConfig, south_url: str, north_url: str) -> None:
+        self.config = config
+        self.south_url = south_url
+        self.north_url = north_url
+        self.broker: EmbeddedBroker | None = None  # while a run has it started
+
+    @contextlib.asynccontextmanager
+    async def open(self) -> AsyncIterator[Callable[[LinkSpec], ServedLink]]:
+        async with contextlib.AsyncExitStack() as stack:
+            if self.south_url == "embedded":
+                self.broker = await stack.enter_async_context(EmbeddedBroker())
+                south = self.broker.host, self.broker.port
+            else:
+                south = parse_url(self.south_url)
+            file = self.config.file
+
+            def make(spec: LinkSpec) -> ServedLink:
+                if spec.name == "south":
+                    (host, port), broker = south, file.south
+                else:
+                    (host, port), broker = (
+                        south if self.north_url == "embedded" else parse_url(self.north_url),
+                        file.north,
+                    )
+                link = MqttLink(
+                    spec.name,
+                    link_settings(self.config, spec.name, broker, host, port),
+                    spec.subscriptions,
+                    spec.on_message,
+                    on_connect=spec.on_connect,
+                    commit=spec.commit,
+                )
+                link.on_published = spec.on_published
+                return link
+
+            yield make
+
+    def _north_address(self, south: tuple[str, int]) -> tuple[str, int]:
+        return south if self.north_url == "embedded" else parse_url(self.north_url)

@@ -24,7 +24,7 @@ from edge_agent.engine import AlertChanged, Effect, LampSet, NotifyResponder, Pu
 from edge_agent.errors import PublishRefused, TransportError
 from edge_agent.models import AlertMessage, PolicyAck, encode
 from edge_agent.store.db import ALERT_PRIORITY, EVENT_PRIORITY, TELEMETRY_PRIORITY, OutboxMessage, new_id
-from edge_agent.transports.mqtt import MqttLink
+from edge_agent.transports.link import Link
 
 log = logging.getLogger("edge_agent")
 
@@ -98,7 +98,7 @@ class Outbound:
             return
         self.background.spawn(self._send_once(link, effect))
 
-    async def _send_once(self, link: MqttLink, effect: SendRequest) -> None:
+    async def _send_once(self, link: Link, effect: SendRequest) -> None:
         try:
             await link.publish(effect.topic, effect.payload, qos=effect.qos, retain=effect.retain)
         except TransportError as exc:
@@ -168,7 +168,7 @@ class Outbound:
     REFUSED_RETRY_S: ClassVar[dict[str, float]] = {"quota_exceeded": 30.0}
     REFUSED_RETRY_DEFAULT_S = 300.0
 
-    async def drain(self, name: str, link: MqttLink) -> None:
+    async def drain(self, name: str, link: Link) -> None:
         """Send the outbox in order (alerts first); a message leaves it only after PUBACK.
 
         Up to a window of publishes is in flight at once, issued in outbox order on one

@@ -2,7 +2,7 @@
 ``context.GatewayContext``.
 
 Owns: the agent's counters (``AgentStats``), the engine in force (``ActivePolicy``, swapped
-when a policy is installed), the two MQTT links and their outbox wake-ups (``Links``), the
+when a policy is installed), the two links and their outbox wake-ups (``Links``), the
 shadow and counter writes batched for the flush loop (``Unflushed``) and fire-and-forget
 publishes (``Background``).
 Must not import: the flows (intake, outbound, lamps, loops, policy_install) or the app.
@@ -20,7 +20,7 @@ from typing import Any
 from edge_agent.agent import topics
 from edge_agent.engine import Engine
 from edge_agent.histogram import RULE_BUCKETS_S, LatencyHistogram
-from edge_agent.transports.mqtt import MqttLink
+from edge_agent.transports.link import Link, ServedLink
 
 log = logging.getLogger("edge_agent")
 
@@ -74,11 +74,12 @@ class ActivePolicy:
 
 
 class Links:
-    """The south link (always, once running) and the north link (when there is an uplink)."""
+    """The south link (always, once running) and the north link (when there is an uplink):
+    served links, whose health the status page reads; the flows use them as ``Link``."""
 
     def __init__(self) -> None:
-        self.south: MqttLink | None = None
-        self.north: MqttLink | None = None
+        self.south: ServedLink | None = None
+        self.north: ServedLink | None = None
         self.wake = {"south": asyncio.Event(), "north": asyncio.Event()}  # outbox has new rows
 
     @property
@@ -108,7 +109,7 @@ class Background:
         task.add_done_callback(self._tasks.discard)
 
 
-async def publish_quietly(link: MqttLink, topic: str, payload: bytes, *, retain: bool = False) -> None:
+async def publish_quietly(link: Link, topic: str, payload: bytes, *, retain: bool = False) -> None:
     """QoS 1 publish whose failure is only logged: the caller's loop sends it again."""
     try:
         await link.publish(topic, payload, qos=1, retain=retain)

@@ -17,14 +17,16 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from edge_agent.clock import Clock
+from edge_agent.codec import registers
 from edge_agent.config import GatewayConfig
 from edge_agent.engine.lighting import LampState, local_time
 from edge_agent.errors import EdgeError, ProtocolError
 from edge_agent.models import Event
 from edge_agent.policy.lighting import MINUTES_PER_NIGHT, NIGHT_END, night_minute, night_of, night_switch_minutes
-from edge_agent.transports.dongle_link import DongleLink, DongleMessage, DongleSettings
-from edge_agent.transports.modbus_bus import BusSettings, LampProgram, LampReading, ModbusLampBus, NodeStatus
-from hardware import registers
+from edge_agent.transports.dongle_link import DongleLink, DongleSettings
+from edge_agent.transports.dongle_receiver import DongleMessage
+from edge_agent.transports.modbus_bus import BusSettings, ModbusLampBus
+from edge_agent.transports.modbus_values import LampProgram, LampReading, NodeStatus
 
 log = logging.getLogger("edge_agent.serial")
 

@@ -1,9 +1,9 @@
 """Modbus RTU master for a street cabinet's lamp bus: one serial port, many lamp nodes.
 
 Owns: the bus scheduler (one request in flight, inter-frame delay, staggered polls, timeouts and
-retries, online/offline tracking, commands ahead of polls), turning register blocks into
-``LampReading`` values (register map: hardware/REGISTERS.md), and converting pymodbus/pyserial
-exceptions into ``TransportError`` / ``ProtocolError`` at this boundary.
+retries, online/offline tracking, commands ahead of polls), its settings and counters, and
+converting pymodbus/pyserial exceptions into ``TransportError`` / ``ProtocolError`` at this
+boundary. What the register blocks mean (readings, programs): edge_agent/transports/modbus_values.py.
 Must not import: edge_agent.engine, edge_agent.policy, edge_agent.agent.
 """
 
@@ -14,7 +14,7 @@ import contextlib
 import itertools
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -23,18 +23,15 @@ from pymodbus import FramerType
 from pymodbus.client import AsyncModbusSerialClient
 from pymodbus.exceptions import ModbusException
 
+from edge_agent.codec import registers as regmap
 from edge_agent.errors import ProtocolError, TransportError
 from edge_agent.histogram import BUS_BUCKETS_S, LatencyHistogram
-from hardware import registers as regmap
+from edge_agent.transports.modbus_values import LampProgram, LampReading, NodeStatus, decode_reading
 
 __all__ = [
     "BusSettings",
     "BusStats",
-    "LampProgram",
-    "LampReading",
     "ModbusLampBus",
-    "NodeStatus",
-    "decode_reading",
 ]
 
 log = logging.getLogger(__name__)
@@ -71,53 +68,6 @@ class BusSettings:
         return max(3.5 * 11 / self.baudrate, 0.00175)
 
 
-@dataclass(frozen=True)
-class LampReading:
-    """One routine poll of a lamp node, in engineering units."""
-
-    unit: int
-    online: bool
-    on: bool
-    level: int  # percent applied now
-    voltage_v: float
-    current_a: float
-    power_w: float
-    energy_wh: int
-    burn_hours: float
-    fault_bits: int
-    firmware_version: int
-    program_version: int
-    fallback: bool  # the node runs its stored program (master silence)
-    clock_s: int  # node clock, seconds since 2000-01-01 local
-
-
-@dataclass(frozen=True)
-class NodeStatus:
-    """A node went online or offline."""
-
-    unit: int
-    online: bool
-    reason: str = ""
-
-
-@dataclass(frozen=True)
-class LampProgram:
-    """A stored fallback program: (minute of day, level percent) steps, level 0 = off."""
-
-    version: int
-    steps: tuple[tuple[int, int], ...]
-
-    def to_registers(self) -> list[int]:
-        if len(self.steps) > regmap.PROGRAM_MAX_STEPS:
-            raise ProtocolError("program_too_long", detail=f"{len(self.steps)} steps")
-        regs = [self.version & 0xFFFF, len(self.steps)]
-        for minute, level in self.steps:
-            if not (0 <= minute < 1440 and 0 <= level <= 100):
-                raise ProtocolError("bad_program_step", detail=f"({minute}, {level})")
-            regs += [minute, level]
-        return regs
-
-
 @dataclass
 class BusStats:
     requests: int = 0
@@ -126,30 +76,6 @@ class BusStats:
     protocol_errors: dict[str, int] = field(default_factory=dict)
     # answered polls, request to reading (retries included); failed polls are in ``failures``
     poll_seconds: LatencyHistogram = field(default_factory=lambda: LatencyHistogram(BUS_BUCKETS_S))
-
-
-def decode_reading(unit: int, regs: Sequence[int]) -> LampReading:
-    """Input registers 0..IR_COUNT-1 of one node to a reading; ProtocolError on a bad block."""
-    if len(regs) != regmap.IR_COUNT:
-        raise ProtocolError("bad_count", where=f"unit {unit}", detail=f"{len(regs)} registers")
-    if any(not 0 <= r <= 0xFFFF for r in regs):
-        raise ProtocolError("bad_value", where=f"unit {unit}")
-    return LampReading(
-        unit=unit,
-        online=True,
-        on=bool(regs[regmap.IR_ACTUAL_ON]),
-        level=regs[regmap.IR_ACTUAL_LEVEL],
-        voltage_v=regs[regmap.IR_VOLTAGE] / 10.0,
-        current_a=regs[regmap.IR_CURRENT] / 1000.0,
-        power_w=regs[regmap.IR_POWER] / 10.0,
-        energy_wh=(regs[regmap.IR_ENERGY_HI] << 16) | regs[regmap.IR_ENERGY_LO],
-        burn_hours=((regs[regmap.IR_BURN_HI] << 16) | regs[regmap.IR_BURN_LO]) / 100.0,
-        fault_bits=regs[regmap.IR_FAULTS],
-        firmware_version=regs[regmap.IR_FW_VERSION],
-        program_version=regs[regmap.IR_PROGRAM_VERSION],
-        fallback=regs[regmap.IR_MODE] == regmap.MODE_FALLBACK,
-        clock_s=(regs[regmap.IR_CLOCK_HI] << 16) | regs[regmap.IR_CLOCK_LO],
-    )
 
 
 @dataclass

@@ -19,7 +19,10 @@ the handler in order, then calls its ``commit`` once (the agent commits the batc
 transaction) and queues the batch's acknowledgements behind that commit's fsync: they go out,
 in order, once it is on disk, while the next batch is already being handled. One commit and
 one fsync per batch, and no message waits for another batch's fsync to be handled.
-``SYNC`` is what a handler answers for "handled, durable once committed and synced".
+The handler's answers (``SYNC``: "handled, durable once committed and synced") and the
+``Link`` seam the agent sees: edge_agent/transports/link.py. The settings: ``mqtt_settings``;
+one connection's client and its PUBACK reason codes: ``mqtt_client``; acknowledgements behind
+the commit: ``mqtt_inbound``.
 Must not import: the engine, the policy, the store or the agent.
 """
 
@@ -28,147 +31,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import socket
-import ssl
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import aiomqtt
-import paho.mqtt.client as paho
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
-from paho.mqtt.reasoncodes import ReasonCode
 
 from edge_agent.errors import PublishRefused, TransportError
-from edge_agent.transports.mqtt_inbound import AckPipeline, share_paho_property_tables
+from edge_agent.transports.link import Commit, MessageHandler, Outgoing
+from edge_agent.transports.mqtt_client import Connection, make_connection, reason_code_value, reason_name, send_many
+from edge_agent.transports.mqtt_inbound import AckPipeline
+from edge_agent.transports.mqtt_settings import LinkSettings, backoff_delay
 
 log = logging.getLogger(__name__)
-
-
-class _ClientLogFilter(logging.Filter):
-    """Keeps aiomqtt's log useful: drops its 'pending publish calls' notice (the outbox
-    pipelines on purpose) and counts the messages it discards because the inbound queue is
-    full, so an overload is a visible refusal (``discarded_inbound``), not a silent loss."""
-
-    discarded_inbound = 0
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        if "pending publish calls" in message:
-            return False
-        if "Discarding message" in message:
-            type(self).discarded_inbound += 1
-        return True
-
-
-share_paho_property_tables()
-
-QUIET_LOG = _aiomqtt_log = logging.getLogger("edge_agent.mqtt.client")
-CLIENT_LOG_FILTER = _ClientLogFilter()
-_aiomqtt_log.addFilter(CLIENT_LOG_FILTER)
-
-# A handler returns True (handled), False (could not be handled: not acknowledged, the broker
-# delivers it again after the next reconnect) or SYNC (handled, durable once ``commit`` says
-# so). The link commits before it acknowledges anything, and before it waits for anything.
-SYNC: Literal["sync"] = "sync"
-# paho leaves Nagle's algorithm on: a small PUBLISH or PUBACK then waits for the previous
-# segment's TCP ack (up to 40 ms of delayed ACK). Alerts and lamp commands must not.
-NO_DELAY = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
-
-Handled = bool | Literal["sync"] | None
-MessageHandler = Callable[[str, bytes], Awaitable[Handled]]
-Commit = Callable[[], bool | Awaitable[bool]]
-Outgoing = tuple[str, bytes, int, bool]  # topic, payload, qos, retain
-
-MqttVersion = Literal["5", "3.1.1"]
-Unhandled = Literal["redeliver", "retry"]
-
-# MQTT 5 failure reason codes (>= 0x80) of PUBACK and SUBACK, as short countable names.
-REASON_NAMES: dict[int, str] = {
-    0x80: "unspecified_error",
-    0x83: "implementation_specific_error",
-    0x87: "not_authorized",
-    0x8F: "topic_filter_invalid",
-    0x90: "topic_name_invalid",
-    0x91: "packet_id_in_use",
-    0x97: "quota_exceeded",
-    0x99: "payload_format_invalid",
-    0x9E: "shared_subscriptions_not_supported",
-    0xA1: "subscription_ids_not_supported",
-    0xA2: "wildcard_subscriptions_not_supported",
-}
-
-
-def reason_name(code: int) -> str:
-    """``not_authorized`` for 0x87; ``reason_0xNN`` for a code MQTT 5 does not define here."""
-    return REASON_NAMES.get(code, f"reason_0x{code:02x}")
-
-
-def _code(value: ReasonCode | int) -> int:
-    return value.value if isinstance(value, ReasonCode) else int(value)
-
-
-@dataclass(eq=False)
-class _Connection:
-    """One broker connection: its aiomqtt client and the PUBACKs its publishes wait for.
-
-    aiomqtt resolves a publish on PUBACK but drops the PUBACK's reason code (its paho
-    ``on_publish`` callback ignores it), so the link sends through paho itself and waits here,
-    per message id, for the reason code its own ``on_publish`` wrapper hands over.
-    """
-
-    client: aiomqtt.Client
-    pubacks: dict[int, asyncio.Future[int]] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class LinkSettings:
-    host: str
-    port: int
-    client_id: str
-    username: str | None = None
-    password: str | None = None
-    tls: ssl.SSLContext | None = None
-    keepalive: int = 30
-    reconnect_min: float = 0.5
-    reconnect_max: float = 4.0
-    will: tuple[str, bytes] | None = None  # last will (retained), e.g. status "offline"
-    birth: tuple[str, bytes] | None = None  # sent (retained) after every connect
-    # "5": refused publishes are told apart (PublishRefused). "3.1.1": a broker may PUBACK a
-    # publish it dropped (Mosquitto does for an ACL denial); only for 3.1.1-only brokers.
-    protocol: MqttVersion = "5"
-    # False: a persistent session (MQTT 5 clean_start=False, 3.1.1 clean_session=False): the
-    # broker keeps the subscriptions and the unacknowledged QoS 1 messages across reconnects
-    # and agent restarts, and delivers them again when the link comes back.
-    clean_session: bool = False
-    # MQTT 5 only: how long the broker keeps that session after the link is gone (seconds;
-    # 0xFFFFFFFF never expires). Under 3.1.1 the broker's own setting decides.
-    session_expiry: int = 7 * 24 * 3600
-    publish_timeout: float = 10.0
-    # Acknowledge an inbound QoS 1 message only after on_message returned (i.e. after the
-    # agent committed what it did with it). If the agent dies first, the broker redelivers.
-    manual_ack: bool = True
-    # What to do with an inbound QoS 1 message the handler could not handle (returned False).
-    # "redeliver": stop, disconnect without acknowledging it, resume the session: the broker
-    # delivers it and everything after it again, in order (Mosquitto, EMQX do: MQTT requires
-    # it of a resumed session). "retry": hold it and call the handler again, reading nothing
-    # else meanwhile: for a broker that drops an unacknowledged message (amqtt does, after 5 s).
-    unhandled: Unhandled = "redeliver"
-    # Inbound messages waiting to be handled. QoS 1 floods are paced by the broker (unacked
-    # messages in flight are capped); QoS 0 beyond this cap is dropped (and logged).
-    max_queued_incoming: int = 10_000
-    # MQTT 5: QoS 1 messages in flight to the link at once (below max_queued_incoming, so a
-    # QoS 1 flood waits at the broker instead of overflowing the queue). 3.1.1 has no such
-    # setting: the broker's own (Mosquitto max_inflight_messages, 20) applies.
-    receive_maximum: int = 1000
-
-
-def backoff_delay(attempt: int, minimum: float, maximum: float, rand: float) -> float:
-    """Full-jitter exponential backoff: uniform in [0, min(max, minimum * 2**attempt)]."""
-    ceiling = min(maximum, minimum * (2.0 ** min(attempt, 30)))
-    return max(minimum / 10.0, ceiling * rand)
 
 
 class MqttLink:
@@ -198,7 +73,7 @@ class MqttLink:
         self._sleep = sleep
         self.on_connect = on_connect
         self._rand = rand
-        self._conn: _Connection | None = None
+        self._conn: Connection | None = None
         self._up = asyncio.Event()
         # publishes waiting for their PUBACK on the current connection: failed at once when
         # it ends (they would otherwise wait until publish_timeout, stalling the outbox)
@@ -212,7 +87,7 @@ class MqttLink:
         # inbound QoS 1 messages the handler could not handle (returned False), each time;
         # consecutive ones back off like failed connects
         self.unhandled = 0
-        self._unhandled_streak = 0
+        self.unhandled_streak = 0
         # called with the topic of every publish the broker accepted (the agent counts them)
         self.on_published: Callable[[str], None] | None = None
 
@@ -220,94 +95,21 @@ class MqttLink:
     def connected(self) -> bool:
         return self._up.is_set()
 
+    @property
+    def address(self) -> str:
+        return f"{self.settings.host}:{self.settings.port}"
+
     async def wait_connected(self, timeout: float | None = None) -> None:
         try:
             await asyncio.wait_for(self._up.wait(), timeout)
         except TimeoutError:
             raise TransportError(f"{self.name} link not connected within {timeout}s") from None
 
-    def _make_client(self) -> _Connection:
-        s = self.settings
-        will = aiomqtt.Will(s.will[0], s.will[1], qos=1, retain=True) if s.will else None
-        session: dict[str, Any]
-        if s.protocol == "5":
-            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-            if not s.clean_session:
-                properties.SessionExpiryInterval = s.session_expiry
-            # QoS 1 messages the broker may have in flight to us, unacknowledged: it holds the
-            # rest (back-pressure), so the inbound queue never overflows and drops one of them
-            properties.ReceiveMaximum = s.receive_maximum
-            # clean_start False on EVERY connect (aiomqtt's default starts clean on the first
-            # connect of a client object, and the link makes a new one per connection)
-            session = {
-                "protocol": aiomqtt.ProtocolVersion.V5,
-                "clean_start": s.clean_session,
-                "properties": properties,
-            }
-        else:
-            session = {"protocol": aiomqtt.ProtocolVersion.V311, "clean_session": s.clean_session}
-        client = aiomqtt.Client(
-            s.host,
-            s.port,
-            identifier=s.client_id,
-            username=s.username,
-            password=s.password,
-            tls_context=s.tls,
-            keepalive=s.keepalive,
-            will=will,
-            timeout=s.publish_timeout,
-            max_inflight_messages=100,
-            max_queued_incoming_messages=s.max_queued_incoming,
-            socket_options=NO_DELAY,
-            logger=_aiomqtt_log,
-            **session,
-        )
-        conn = _Connection(client)
-        if s.manual_ack:
-            # aiomqtt does not expose paho's manual acknowledgement; its paho client does.
-            client._client.manual_ack_set(True)
-        # aiomqtt ignores a connection closed before the CONNACK and waits for its timeout
-        # (publish_timeout, 10 s) instead: every such attempt (an uplink that accepts and
-        # drops, a broker starting up) delayed the outbox by that much. Fail it at once.
-        forward_disconnect = client._client.on_disconnect
-        pubacks = conn.pubacks
-
-        def on_disconnect(*args: Any, **kwargs: Any) -> None:
-            connected = client._connected
-            if not connected.done():
-                connected.set_exception(aiomqtt.MqttError("connection closed before CONNACK"))
-            # PUBACKs can no longer come: fail their publishes now, not at publish_timeout
-            for waiter in pubacks.values():
-                if not waiter.done():
-                    waiter.set_exception(aiomqtt.MqttError("connection lost before the PUBACK"))
-            pubacks.clear()
-            if forward_disconnect is not None:
-                forward_disconnect(*args, **kwargs)
-
-        client._client.on_disconnect = on_disconnect
-        # aiomqtt's on_publish drops the PUBACK's reason code: hand it to the waiting publish
-        # first (by message id), then let aiomqtt do its part (nothing of ours waits there).
-        # paho calls this from loop_read/loop_write, which aiomqtt runs as event loop
-        # callbacks: never while ``_send`` is between paho's publish() and registering its
-        # waiter (no await there), so the waiter is always in place before its PUBACK is read.
-        forward_publish = client._on_publish  # what aiomqtt installed as paho's on_publish
-
-        def on_publish(
-            paho_client: paho.Client, userdata: Any, mid: int, reason_code: ReasonCode, properties: Properties
-        ) -> None:
-            waiter = pubacks.pop(mid, None)
-            if waiter is not None and not waiter.done():
-                waiter.set_result(_code(reason_code))
-            forward_publish(paho_client, userdata, mid, reason_code, properties)
-
-        client._client.on_publish = on_publish
-        return conn
-
     async def run(self) -> None:
         """Connect, serve, and reconnect forever (until cancelled)."""
         attempt = 0
         while True:
-            conn = self._make_client()
+            conn = make_connection(self.settings)
             client = conn.client
             unhandled = False
             try:
@@ -359,9 +161,9 @@ class MqttLink:
 
     def _unhandled_delay(self) -> float:
         delay = backoff_delay(
-            self._unhandled_streak, self.settings.reconnect_min, self.settings.reconnect_max, self._rand()
+            self.unhandled_streak, self.settings.reconnect_min, self.settings.reconnect_max, self._rand()
         )
-        self._unhandled_streak += 1
+        self.unhandled_streak += 1
         return delay
 
     # inbound messages handled as one batch: one commit, one fsync, then their acknowledgements
@@ -455,7 +257,7 @@ class MqttLink:
         for topic, qos in self.subscriptions:
             granted = await client.subscribe(topic, qos=qos)
             for value in granted:
-                code = _code(value)
+                code = reason_code_value(value)
                 if code >= 0x80:
                     reason = reason_name(code)
                     self.refused["subscribe_" + reason] += 1
@@ -467,50 +269,14 @@ class MqttLink:
                         code,
                     )
 
-    async def _publish_birth(self, conn: _Connection) -> None:
+    async def _publish_birth(self, conn: Connection) -> None:
         assert self.settings.birth is not None
         topic, payload = self.settings.birth
-        (code,) = await self._send_many(conn, [(topic, payload, 1, True)])
+        (code,) = await send_many(conn, [(topic, payload, 1, True)], self.settings.publish_timeout)
         if isinstance(code, Exception):
             raise code  # no PUBACK: the link is not up after all
         if code >= 0x80:  # a refused birth message is not a dead link: log, count, serve
             self._refusal(code, topic)
-
-    async def _send_many(self, conn: _Connection, messages: Sequence[Outgoing]) -> list[int | Exception]:
-        """``_send`` for many messages at once: all handed to paho in order, then one wait for
-        their PUBACKs (no task per message). Each entry: its reason code, or why it failed."""
-        loop = asyncio.get_running_loop()
-        entries: list[int | Exception | tuple[int, asyncio.Future[int]]] = []
-        for topic, payload, qos, retain in messages:
-            info = conn.client._client.publish(topic, payload, qos, retain)
-            if info.rc != paho.MQTT_ERR_SUCCESS:
-                entries.append(aiomqtt.MqttCodeError(info.rc, "Could not publish message"))
-            elif info.is_published():  # sent already, so no waiter could see the reason code
-                entries.append(0 if qos == 0 else aiomqtt.MqttError("PUBACK handled before its waiter"))
-            else:
-                waiter: asyncio.Future[int] = loop.create_future()
-                conn.pubacks[info.mid] = waiter
-                entries.append((info.mid, waiter))
-        waiters = [entry[1] for entry in entries if isinstance(entry, tuple)]
-        try:
-            if waiters:
-                await asyncio.wait(waiters, timeout=self.settings.publish_timeout)
-        finally:
-            for entry in entries:
-                if isinstance(entry, tuple) and conn.pubacks.get(entry[0]) is entry[1]:
-                    del conn.pubacks[entry[0]]
-        results: list[int | Exception] = []
-        for entry in entries:
-            if not isinstance(entry, tuple):
-                results.append(entry)
-            elif entry[1].cancelled():
-                results.append(aiomqtt.MqttError("link lost before the PUBACK"))
-            elif entry[1].done():  # a PUBACK's reason code, or why none can come (the link lost)
-                failure = entry[1].exception()
-                results.append(entry[1].result() if failure is None else aiomqtt.MqttError(str(failure)))
-            else:
-                results.append(aiomqtt.MqttError(f"no PUBACK within {self.settings.publish_timeout}s"))
-        return results
 
     async def publish_many(self, messages: Sequence[Outgoing]) -> list[Exception | None]:
         """Publish ``(topic, payload, qos, retain)`` in order on this connection and wait for
@@ -520,7 +286,7 @@ class MqttLink:
         conn = self._conn
         if conn is None or not self._up.is_set():
             raise TransportError(f"{self.name} link is down")
-        task = asyncio.ensure_future(self._send_many(conn, messages))
+        task = asyncio.ensure_future(send_many(conn, messages, self.settings.publish_timeout))
         self._inflight.add(task)
         try:
             codes = await task

@@ -1,9 +1,8 @@
-"""The inbound side of an MQTT link that is not about the connection itself.
+"""The inbound acknowledgements of an MQTT link.
 
 Owns: ``AckPipeline`` (a connection's PUBACKs, in order, each batch once its commit is on
-disk) and ``share_paho_property_tables`` (paho's MQTT 5 property tables built once).
-edge_agent/transports/mqtt.py uses both. Must not import: the engine, the policy, the store
-or the agent.
+disk), used by edge_agent/transports/mqtt.py. Must not import: the engine, the policy, the
+store or the agent (nor the link: it sees the link's counters only, ``InboundCounters``).
 """
 
 from __future__ import annotations
@@ -12,41 +11,19 @@ import asyncio
 import collections
 import logging
 from collections.abc import Awaitable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import aiomqtt
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
-
-if TYPE_CHECKING:
-    from edge_agent.transports.mqtt import MqttLink
 
 log = logging.getLogger("edge_agent.transports.mqtt")
 
 
-def share_paho_property_tables() -> None:
-    """paho (2.x) builds two constant lookup tables (28 names, 27 property kinds) in *every*
-    ``Properties`` object, makes one for every MQTT 5 packet it reads, and empties it by
-    trying 28 names: about a quarter of the agent's CPU in a QoS 1 flood. Built once and
-    shared as class attributes, with ``clear`` deleting only what is set, the objects behave
-    the same (tests/test_mqtt_link.py packs and unpacks them against the spec's bytes)."""
-    if getattr(Properties, "_edge_agent_shared", False):
-        return
-    template = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-    for table in ("types", "names", "properties"):
-        setattr(Properties, table, getattr(template, table))
-    private = frozenset({"packetType", "types", "names", "properties"})
+class InboundCounters(Protocol):
+    """What the pipeline reads and counts on its link."""
 
-    def init(self: Properties, packet_type: int) -> None:
-        object.__setattr__(self, "packetType", packet_type)
-
-    def clear(self: Properties) -> None:
-        for name in [n for n in vars(self) if n not in private]:
-            delattr(self, name)
-
-    Properties.__init__ = init  # type: ignore[method-assign]
-    Properties.clear = clear  # type: ignore[method-assign]
-    Properties._edge_agent_shared = True  # type: ignore[attr-defined]
+    name: str
+    unhandled: int  # each time messages were not made durable
+    unhandled_streak: int  # failures in a row (the reconnect backs off by it); 0 once one is acknowledged
 
 
 class AckPipeline:
@@ -55,7 +32,7 @@ class AckPipeline:
     True). A failed one stops every acknowledgement on this connection and disconnects it:
     the broker delivers everything unacknowledged again when the session resumes."""
 
-    def __init__(self, link: MqttLink, client: aiomqtt.Client) -> None:
+    def __init__(self, link: InboundCounters, client: aiomqtt.Client) -> None:
         self.link = link
         self.client = client
         self.queue: collections.deque[tuple[list[aiomqtt.Message], asyncio.Future[bool] | None]] = collections.deque()
@@ -90,7 +67,7 @@ class AckPipeline:
             for message in messages:
                 self.client._client.ack(message.mid, message.qos)
             if messages:
-                self.link._unhandled_streak = 0
+                self.link.unhandled_streak = 0
         self.empty.set()
 
     def _fail(self, count: int) -> None:

@@ -1,5 +1,4 @@
-"""Test harness: a gateway config on a real broker, the agent running on it, an observer, and
-`eventually`."""
+"""Test harness: a gateway config, an observer (on a real broker or an in-process bus), and `eventually`."""
 
 from __future__ import annotations
 
@@ -22,7 +21,9 @@ from edge_agent.clock import Clock
 from edge_agent.config import GatewayConfig, load_config
 from edge_agent.policy.bundle_sign import build_bundle, sign_bundle
 from edge_agent.policy.keys import generate_private_key, key_id, public_key_to_pem
-from edge_agent.transports.mqtt import NO_DELAY
+from edge_agent.transports.inprocess import InProcessBus, InProcessPeer
+from edge_agent.transports.link import LinkFactory
+from edge_agent.transports.mqtt_client import NO_DELAY
 
 T0 = datetime(2026, 1, 1, 8, 0, tzinfo=ZoneInfo("Asia/Shanghai")).timestamp()  # a winter morning: lamps off
 
@@ -103,7 +104,7 @@ class Observer:
     port: int
     root: str
     messages: list[Seen] = field(default_factory=list)
-    client: aiomqtt.Client | None = None
+    client: aiomqtt.Client | InProcessPeer | None = None
 
     def on(self, suffix: str) -> list[dict[str, Any]]:
         topic = f"{self.root}/{suffix}"
@@ -118,6 +119,43 @@ class Observer:
         await self.client.publish(f"{self.root}/{suffix}", data, qos=qos, retain=retain)
 
 
+def _seen(topic: str, raw: bytes) -> Seen:
+    try:
+        decoded: dict[str, Any] | bytes = msgspec.json.decode(raw)
+    except (msgspec.DecodeError, RecursionError):
+        decoded = raw
+    return Seen(topic, decoded)
+
+
+@contextlib.asynccontextmanager
+async def observing_bus(bus: InProcessBus, root: str) -> AsyncIterator[Observer]:
+    """``observing`` on an in-process bus (edge_agent/transports/inprocess.py): no broker."""
+    observer = Observer("in-process", 0, root)
+    observer.client = bus.peer([f"{root}/#"], lambda topic, raw: observer.messages.append(_seen(topic, raw)))
+    yield observer
+
+
+@dataclass
+class Village:
+    """Where a test's gateway and its observer meet: an in-process bus (``links`` is the bus)
+    or a real broker (``links`` is None: the agent's own MQTT links to ``port``)."""
+
+    port: int
+    links: LinkFactory | None
+    bus: InProcessBus | None = None
+    host: str = "127.0.0.1"
+
+    def observing(self, root: str) -> contextlib.AbstractAsyncContextManager[Observer]:
+        if self.bus is not None:
+            return observing_bus(self.bus, root)
+        return observing(self.host, self.port, root)
+
+
+def in_process_village() -> Village:
+    bus = InProcessBus()
+    return Village(port=1, links=bus, bus=bus)  # the config's broker url is never dialled
+
+
 @contextlib.asynccontextmanager
 async def observing(host: str, port: int, root: str) -> AsyncIterator[Observer]:
     observer = Observer(host, port, root)
@@ -130,11 +168,7 @@ async def observing(host: str, port: int, root: str) -> AsyncIterator[Observer]:
             ready.set()
             async for message in client.messages:
                 raw = message.payload if isinstance(message.payload, bytes) else b""
-                try:
-                    decoded: dict[str, Any] | bytes = msgspec.json.decode(raw)
-                except (msgspec.DecodeError, RecursionError):
-                    decoded = raw
-                observer.messages.append(Seen(str(message.topic), decoded))
+                observer.messages.append(_seen(str(message.topic), raw))
 
     task = asyncio.create_task(listen())
     await asyncio.wait_for(ready.wait(), 10)
@@ -147,10 +181,13 @@ async def observing(host: str, port: int, root: str) -> AsyncIterator[Observer]:
 
 
 @contextlib.asynccontextmanager
-async def running(config: GatewayConfig, clock: Clock, timeout: float = 20.0) -> AsyncIterator[Agent]:
-    """A real agent on ``config``, ready (its south link up) within ``timeout`` s, or the error
-    that ended its run; cancelled on the way out."""
-    agent = Agent(config, clock)
+async def running(
+    config: GatewayConfig, clock: Clock, timeout: float = 20.0, *, links: LinkFactory | None = None
+) -> AsyncIterator[Agent]:
+    """A real agent on ``config`` (on the configured brokers, or on ``links``: an in-process
+    bus), ready (its south link up) within ``timeout`` s, or the error that ended its run;
+    cancelled on the way out."""
+    agent = Agent(config, clock, links=links)
     task = asyncio.create_task(agent.run())
     try:
         ready = asyncio.create_task(agent.ready.wait())

@@ -23,7 +23,7 @@ from edge_agent.clock import ManualClock, ScaledClock
 from edge_agent.config import load_config
 from edge_agent.config.foreign import parse_pattern
 from edge_agent.errors import ConfigError
-from edge_agent.transports.mqtt import NO_DELAY
+from edge_agent.transports.mqtt_client import NO_DELAY
 from tests.agent.harness import eventually, running
 from tests.conftest import BrokerInfo
 
@@ -111,7 +111,7 @@ async def test_a_foreign_sos_is_acknowledged_only_after_its_send_is_on_disk(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from edge_agent.agent.app import Agent
-    from edge_agent.transports.mqtt import SYNC
+    from edge_agent.transports.link import SYNC
 
     agent = Agent(load_config(shipped_peer_gateway(tmp_path, 1)), ManualClock(1.8e9))  # never run
     try:

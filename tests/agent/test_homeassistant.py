@@ -34,7 +34,7 @@ from edge_agent.cli import acl
 from edge_agent.clock import ManualClock
 from edge_agent.config import GatewayConfig, load_config
 from edge_agent.errors import ConfigError
-from edge_agent.transports.mqtt import NO_DELAY
+from edge_agent.transports.mqtt_client import NO_DELAY
 from tests.agent.harness import eventually, running
 from tests.conftest import BrokerInfo
 

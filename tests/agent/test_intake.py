@@ -1,10 +1,12 @@
 """The hand-off rule of the intake, without a broker: a message is acknowledged only once what
 it caused is committed (and, for a durable transaction, synced); a storage failure is not
-acknowledged and raises the alarm; an internal error keeps the raw message as a dead letter."""
+acknowledged and raises the alarm; an internal error keeps the raw message as a dead letter.
+First on the intake's handler alone, then through a link (an in-process bus)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 from collections.abc import Iterator
 from datetime import datetime
@@ -17,7 +19,8 @@ import pytest
 from edge_agent.agent.app import Agent
 from edge_agent.clock import ManualClock
 from edge_agent.models import Event
-from tests.agent.harness import SOS_RULE, write_gateway
+from edge_agent.transports.inprocess import InProcessLink
+from tests.agent.harness import SOS_RULE, eventually, in_process_village, running, write_gateway
 
 T0 = datetime(2026, 1, 1, 8, 0, tzinfo=ZoneInfo("Asia/Shanghai")).timestamp()
 GW = "intake-gw"
@@ -117,3 +120,72 @@ async def test_an_internal_error_that_cannot_be_kept_is_not_acknowledged(
     monkeypatch.setattr(agent.store, "dead_letter", no_room)
     assert await agent.intake.on_south(*SOS) is False
     assert agent.stats.rejected == {}
+
+
+# ----- the same rule through a link: the agent running on an in-process bus -------------------
+# (the broker's own redelivery of what was not acknowledged: tests/agent/test_inbound_redelivery.py)
+
+
+def south_link(agent: Agent) -> InProcessLink:
+    assert isinstance(agent.south, InProcessLink)
+    return agent.south
+
+
+async def test_over_a_link_an_sos_is_acknowledged_only_once_its_alert_is_on_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    village = in_process_village()
+    config = write_gateway(tmp_path, GW, village.port, SOS_RULE)
+    clock = ManualClock(T0)
+    async with village.observing(f"district/v1/{GW}") as obs, running(config, clock, links=village.links) as agent:
+        link = south_link(agent)
+        asked: list[asyncio.Future[None]] = []
+
+        def synced() -> asyncio.Future[None]:
+            asked.append(asyncio.get_running_loop().create_future())
+            return asked[-1]
+
+        monkeypatch.setattr(agent.store, "synced", synced)
+        await obs.publish("wearable/W1/event", {"event": "sos", "seq": 1})
+        await eventually(lambda: asked, what="the wait for the disk")
+        assert agent.store.alerts() and link.acknowledged == 0, "committed, not yet acknowledged"
+        asked[0].set_result(None)
+        await eventually(lambda: link.acknowledged == 1, what="the acknowledgement")
+        await eventually(lambda: obs.on("responder/doc1/alert"), what="doc1 paged")
+
+
+async def test_over_a_link_a_message_that_could_not_be_stored_comes_again_and_raises_one_alert(
+    tmp_path: Path,
+) -> None:
+    village = in_process_village()
+    config = write_gateway(tmp_path, GW, village.port, SOS_RULE)
+    async with (
+        village.observing(f"district/v1/{GW}") as obs,
+        running(config, ManualClock(T0), links=village.links) as agent,
+    ):
+        store = agent.store
+        real_transaction = store.transaction
+        refusals: list[bool] = []
+
+        @contextlib.contextmanager
+        def failing(*, durable: bool = True) -> Iterator[sqlite3.Connection]:
+            if durable and len(refusals) < 3:  # the disk refuses the SOS's commit three times
+                refusals.append(durable)
+                raise sqlite3.OperationalError("disk I/O error")
+            with real_transaction(durable=durable) as db:
+                yield db
+
+        store.transaction = failing  # type: ignore[method-assign]
+        await obs.publish("wearable/W1/event", {"event": "sos", "seq": 7})
+        notified = await eventually(lambda: obs.on("responder/doc1/alert"), timeout=30, what="doc1 paged")
+        assert len(refusals) == 3, "the message came back after each refusal"
+        assert agent.stats.alarms["storage"] == 3  # each refusal sounded the local alarm
+        alarms = await eventually(lambda: obs.on("alarm"), what="the alarm on the local broker")
+        assert {alarm["reason"] for alarm in alarms} == {"storage"}
+        await obs.publish("wearable/W1/event", {"event": "sos", "seq": 8})
+        await eventually(lambda: obs.on("responder/doc2/alert"), what="the marker's page")
+        pages = obs.on("responder/doc1/alert") + obs.on("responder/doc2/alert")
+        assert len({page["alert_id"] for page in pages}) == 2
+        assert notified[0]["alert_id"] == pages[0]["alert_id"]
+        assert len(store.alerts()) == 2  # one alert per SOS: the redelivered one applied once
+        assert south_link(agent).unhandled == 3

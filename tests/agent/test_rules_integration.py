@@ -1,6 +1,8 @@
-"""The agent through a real broker with a real MQTT client: each trigger, each action,
+"""The agent with a device's and the platform's view of its topics: each trigger, each action,
 escalation and acknowledgement, restarts in the middle of timers, hostile payloads.
 
+On an in-process bus (edge_agent/transports/inprocess.py), no broker; the first test also runs
+end to end through a real broker with a real MQTT client.
 Time is a ManualClock: the test moves the gateway's timeline; nothing sleeps for minutes.
 """
 
@@ -14,11 +16,20 @@ import pytest
 
 from edge_agent.clock import ManualClock
 from edge_agent.policy.sun import ZENITH_OFFICIAL, sun_event_minute
-from tests.agent.harness import SOS_RULE, eventually, observing, running, write_gateway
+from tests.agent.harness import SOS_RULE, Village, eventually, in_process_village, running, write_gateway
 from tests.conftest import BrokerInfo
 
 TZ = ZoneInfo("Asia/Shanghai")
 T0 = datetime(2026, 1, 1, 8, 0, tzinfo=TZ).timestamp()  # a winter morning, lamps off
+
+
+@pytest.fixture
+def village(request: pytest.FixtureRequest) -> Village:
+    """An in-process bus; a real broker (the session's Mosquitto) where a test asks for "broker"."""
+    if getattr(request, "param", "in-process") == "broker":
+        broker: BrokerInfo = request.getfixturevalue("mqtt_broker")
+        return Village(port=broker.port, links=None, host=broker.host)
+    return in_process_village()
 
 
 def alerts(observer, status: str | None = None) -> list[dict]:
@@ -26,15 +37,16 @@ def alerts(observer, status: str | None = None) -> list[dict]:
     return [a for a in found if status is None or a["status"] == status]
 
 
+@pytest.mark.parametrize("village", ["in-process", "broker"], indirect=True)
 async def test_event_alert_notifies_escalates_and_is_acknowledged(
-    tmp_path: Path, mqtt_broker: BrokerInfo, unique_id: str
+    tmp_path: Path, village: Village, unique_id: str
 ) -> None:
     rules = SOS_RULE
-    config = write_gateway(tmp_path, unique_id, mqtt_broker.port, rules)
+    config = write_gateway(tmp_path, unique_id, village.port, rules)
     clock = ManualClock(T0)
     async with (
-        observing(mqtt_broker.host, mqtt_broker.port, f"district/v1/{unique_id}") as obs,
-        running(config, clock) as agent,
+        village.observing(f"district/v1/{unique_id}") as obs,
+        running(config, clock, links=village.links) as agent,
     ):
         await obs.publish("wearable/W1/event", {"event": "sos"})
         first = await eventually(lambda: obs.on("responder/doc1/alert"), what="doc1 notified")
@@ -57,7 +69,7 @@ async def test_event_alert_notifies_escalates_and_is_acknowledged(
 
 
 async def test_threshold_held_for_duration_fires_once_at_the_right_time(
-    tmp_path: Path, mqtt_broker: BrokerInfo, unique_id: str
+    tmp_path: Path, village: Village, unique_id: str
 ) -> None:
     rules = """
 [[rules]]
@@ -65,11 +77,11 @@ id = "hr"
 when = { trigger = "threshold", field = "heart_rate", above = 130, for = "3m", kind = "wearable" }
 then = [ { action = "alert", priority = 2, message = "heart rate {value} at {device}" } ]
 """
-    config = write_gateway(tmp_path, unique_id, mqtt_broker.port, rules)
+    config = write_gateway(tmp_path, unique_id, village.port, rules)
     clock = ManualClock(T0)
     async with (
-        observing(mqtt_broker.host, mqtt_broker.port, f"district/v1/{unique_id}") as obs,
-        running(config, clock) as agent,
+        village.observing(f"district/v1/{unique_id}") as obs,
+        running(config, clock, links=village.links) as agent,
     ):
         # a spike that falls back before 3 minutes never fires
         await obs.publish("wearable/W1/vitals", {"heart_rate": 150})
@@ -97,7 +109,7 @@ then = [ { action = "alert", priority = 2, message = "heart rate {value} at {dev
         assert len(alerts(obs)) == 1, "latched: fires again only after the value falls back"
 
 
-async def test_time_sun_and_absence_triggers(tmp_path: Path, mqtt_broker: BrokerInfo, unique_id: str) -> None:
+async def test_time_sun_and_absence_triggers(tmp_path: Path, village: Village, unique_id: str) -> None:
     rules = """
 [[rules]]
 id = "morning"
@@ -119,11 +131,11 @@ id = "silent"
 when = { trigger = "absence", event = "heartbeat", for = "30m", kind = "wearable" }
 then = [ { action = "alert", priority = 3, message = "no heartbeat from {device}" } ]
 """
-    config = write_gateway(tmp_path, unique_id, mqtt_broker.port, rules)
+    config = write_gateway(tmp_path, unique_id, village.port, rules)
     clock = ManualClock(T0)
     async with (
-        observing(mqtt_broker.host, mqtt_broker.port, f"district/v1/{unique_id}") as obs,
-        running(config, clock) as agent,
+        village.observing(f"district/v1/{unique_id}") as obs,
+        running(config, clock, links=village.links) as agent,
     ):
         await clock.advance(10 * 60)
         morning = await eventually(lambda: obs.on("event/report/morning"), what="08:10 trigger")
@@ -148,7 +160,7 @@ then = [ { action = "alert", priority = 3, message = "no heartbeat from {device}
 
 
 async def test_set_lamp_for_a_duration_then_revert_and_motion_boost(
-    tmp_path: Path, mqtt_broker: BrokerInfo, unique_id: str
+    tmp_path: Path, village: Village, unique_id: str
 ) -> None:
     rules = """
 [[rules]]
@@ -156,11 +168,11 @@ id = "market"
 when = { trigger = "event", event = "motion", kind = "camera" }
 then = [ { action = "set_lamp", zone = "square", level = 70, for = "10m" } ]
 """
-    config = write_gateway(tmp_path, unique_id, mqtt_broker.port, rules)
+    config = write_gateway(tmp_path, unique_id, village.port, rules)
     clock = ManualClock(T0)
     async with (
-        observing(mqtt_broker.host, mqtt_broker.port, f"district/v1/{unique_id}") as obs,
-        running(config, clock) as agent,
+        village.observing(f"district/v1/{unique_id}") as obs,
+        running(config, clock, links=village.links) as agent,
     ):
         await eventually(lambda: len(obs.matching("/set")) >= 3, what="initial lamp levels")
         assert {m.payload["level"] for m in obs.matching("/set")} == {0}  # daytime: off
@@ -185,7 +197,7 @@ then = [ { action = "set_lamp", zone = "square", level = 70, for = "10m" } ]
 
 
 async def test_restart_in_the_middle_of_a_for_timer_and_an_escalation(
-    tmp_path: Path, mqtt_broker: BrokerInfo, unique_id: str
+    tmp_path: Path, village: Village, unique_id: str
 ) -> None:
     rules = """
 [[rules]]
@@ -195,17 +207,17 @@ then = [ { action = "alert", priority = 2, message = "heart rate {value}" } ]
 
 """
     rules += SOS_RULE
-    config = write_gateway(tmp_path, unique_id, mqtt_broker.port, rules)
+    config = write_gateway(tmp_path, unique_id, village.port, rules)
     clock = ManualClock(T0)
-    async with observing(mqtt_broker.host, mqtt_broker.port, f"district/v1/{unique_id}") as obs:
-        async with running(config, clock):
+    async with village.observing(f"district/v1/{unique_id}") as obs:
+        async with running(config, clock, links=village.links):
             await obs.publish("wearable/W1/vitals", {"heart_rate": 150})
             await obs.publish("wearable/W1/event", {"event": "sos"})
             await eventually(lambda: obs.on("responder/doc1/alert"), what="doc1 notified")
             await clock.advance(60)
         # the agent is gone for 30 s of timeline; then a new process takes over the same state
         await clock.advance(30)
-        async with running(config, clock):
+        async with running(config, clock, links=village.links):
             await clock.advance(29)  # T0 + 119 s: the escalation is not due yet
             assert not obs.on("responder/doc2/alert")
             await clock.advance(1)
@@ -224,17 +236,17 @@ then = [ { action = "alert", priority = 2, message = "heart rate {value}" } ]
 
 
 async def test_overdue_timers_fire_once_when_the_agent_returns(
-    tmp_path: Path, mqtt_broker: BrokerInfo, unique_id: str
+    tmp_path: Path, village: Village, unique_id: str
 ) -> None:
     rules = SOS_RULE
-    config = write_gateway(tmp_path, unique_id, mqtt_broker.port, rules)
+    config = write_gateway(tmp_path, unique_id, village.port, rules)
     clock = ManualClock(T0)
-    async with observing(mqtt_broker.host, mqtt_broker.port, f"district/v1/{unique_id}") as obs:
-        async with running(config, clock):
+    async with village.observing(f"district/v1/{unique_id}") as obs:
+        async with running(config, clock, links=village.links):
             await obs.publish("wearable/W1/event", {"event": "sos"})
             await eventually(lambda: obs.on("responder/doc1/alert"), what="doc1 notified")
         await clock.advance(600)  # down through the escalation's due time
-        async with running(config, clock):
+        async with running(config, clock, links=village.links):
             escalated = await eventually(lambda: obs.on("responder/doc2/alert"), what="overdue escalation")
             await clock.advance(60)
             assert len(escalated) == 1 and escalated[0]["ts"] == T0 + 600
@@ -257,14 +269,14 @@ async def test_overdue_timers_fire_once_when_the_agent_returns(
     ],
 )
 async def test_bad_payloads_are_rejected_counted_and_the_next_alert_still_goes_out(
-    tmp_path: Path, mqtt_broker: BrokerInfo, unique_id: str, suffix: str, payload: bytes, reason: str
+    tmp_path: Path, village: Village, unique_id: str, suffix: str, payload: bytes, reason: str
 ) -> None:
     rules = SOS_RULE
-    config = write_gateway(tmp_path, unique_id, mqtt_broker.port, rules)
+    config = write_gateway(tmp_path, unique_id, village.port, rules)
     clock = ManualClock(T0)
     async with (
-        observing(mqtt_broker.host, mqtt_broker.port, f"district/v1/{unique_id}") as obs,
-        running(config, clock) as agent,
+        village.observing(f"district/v1/{unique_id}") as obs,
+        running(config, clock, links=village.links) as agent,
     ):
         if suffix.endswith("unknown"):
             # not subscribed by the agent: publish where it listens but with an unknown channel

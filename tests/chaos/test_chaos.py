@@ -81,7 +81,7 @@ async def test_serial_port_vanishing_mid_frame() -> None:
     assert row.delivered == row.sent == 3
 
 
-# ----- the two link bugs the suite found (edge_agent/transports/mqtt.py) ----------------------------
+# ----- the two link bugs the suite found (edge_agent/transports/mqtt_client.py) ---------------------
 @pytest.mark.timeout(60)
 async def test_link_fails_fast_when_dropped_before_puback_or_connack() -> None:
     """A publish whose connection dies before the PUBACK fails at once (it waited for
@@ -92,7 +92,8 @@ async def test_link_fails_fast_when_dropped_before_puback_or_connack() -> None:
     from devtools.flaky_proxy import FlakyProxy
     from devtools.mosquitto import MosquittoProcess
     from edge_agent.errors import TransportError
-    from edge_agent.transports.mqtt import LinkSettings, MqttLink
+    from edge_agent.transports.mqtt import MqttLink
+    from edge_agent.transports.mqtt_settings import LinkSettings
 
     async def ignore(topic: str, payload: bytes) -> bool:
         return True

@@ -14,11 +14,11 @@ import pytest
 
 from devtools.gateway_config import POLICY_HEAD, write_gateway_config
 from edge_agent.clock import ManualClock
+from edge_agent.codec import registers as regmap
 from edge_agent.config import load_config
 from edge_agent.policy.bundle_sign import build_bundle, sign_bundle
 from edge_agent.policy.keys import generate_private_key, key_id, public_key_to_pem
 from edge_agent.transports.modbus_bus import BusSettings, ModbusLampBus
-from hardware import registers as regmap
 from hardware.hil.procs import micropython_binary
 from tests.agent.harness import eventually, observing, running
 from tests.conftest import BrokerInfo

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from edge_agent.transports.dongle_link import DongleLink, DongleMessage, DongleSettings
+from edge_agent.transports.dongle_link import DongleLink, DongleSettings
+from edge_agent.transports.dongle_receiver import DongleMessage
 
 from .conftest import DongleTarget, dongle_stats
 

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from edge_agent.store.db import Store
-from edge_agent.transports.dongle_link import DongleLink, DongleMessage, DongleSettings
+from edge_agent.transports.dongle_link import DongleLink, DongleSettings
+from edge_agent.transports.dongle_receiver import DongleMessage
 from hardware.hil.procs import micropython_binary
 from tests.agent.harness import eventually
 

@@ -11,15 +11,10 @@ import pytest
 from pymodbus import FramerType
 from pymodbus.client import AsyncModbusSerialClient
 
+from edge_agent.codec import registers as regmap
 from edge_agent.errors import ProtocolError, TransportError
-from edge_agent.transports.modbus_bus import (
-    BusSettings,
-    LampProgram,
-    LampReading,
-    ModbusLampBus,
-    NodeStatus,
-)
-from hardware import registers as regmap
+from edge_agent.transports.modbus_bus import BusSettings, ModbusLampBus
+from edge_agent.transports.modbus_values import LampProgram, LampReading, NodeStatus
 
 from .conftest import LampTarget
 

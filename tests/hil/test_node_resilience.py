@@ -13,10 +13,11 @@ import pytest
 from pymodbus import FramerType
 from pymodbus.client import AsyncModbusSerialClient
 
+from edge_agent.codec import registers as regmap
 from edge_agent.errors import EdgeError
 from edge_agent.policy.sun import ZENITH_OFFICIAL, sun_event_minute
-from edge_agent.transports.modbus_bus import BusSettings, LampProgram, LampReading, ModbusLampBus
-from hardware import registers as regmap
+from edge_agent.transports.modbus_bus import BusSettings, ModbusLampBus
+from edge_agent.transports.modbus_values import LampProgram, LampReading
 
 from .conftest import Node
 

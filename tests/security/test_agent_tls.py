@@ -28,7 +28,7 @@ from edge_agent.cli.acl import south_users
 from edge_agent.clock import ManualClock
 from edge_agent.config import GatewayConfig, load_config
 from edge_agent.errors import ConfigError
-from edge_agent.transports.mqtt import LinkSettings
+from edge_agent.transports.mqtt_settings import LinkSettings
 from tests.agent.harness import T0, running
 from tests.security.city import CENTRE, CityBroker, Pki, city_broker, receiving
 from tests.security.village import VillageBroker, mqtt_client

@@ -1,4 +1,4 @@
-"""The register map as const() for the firmware: a copy of hardware/registers.py.
+"""The register map as const() for the firmware: a copy of edge_agent/codec/registers.py.
 tests/test_modbus_bus.py checks that every name here agrees with that module.
 Must not import: anything but micropython.const."""
 

@@ -1,8 +1,10 @@
 """The lamp node Modbus register map: our contract between the gateway and lamp controllers.
 
 Owns: register addresses, counts, scaling and fault bits (documented in hardware/REGISTERS.md).
-The firmware keeps its own ``const()`` copy in firmware/lamp_node/regs.py; a test checks that
-the two agree. Must not import: anything of ours.
+It lives beside the frame codec because it is the same kind of contract, but unlike ``crc`` and
+``frames`` it is not copied onto the device: the firmware keeps its own ``const()`` copy in
+hardware/firmware/lamp_node/regs.py, and tests/test_modbus_bus.py checks that the two agree.
+Must not import: anything of ours.
 
 All addresses are zero-based protocol addresses. Holding registers (FC 03 read, FC 06/16
 write) are settings the gateway owns; input registers (FC 04) are readings the node owns.

@@ -26,7 +26,7 @@ from edge_agent.config import GatewayConfig
 from edge_agent.engine import LampSet
 from edge_agent.models import LampCommand, LampProgram, encode
 from edge_agent.policy.retry import TICK_S
-from edge_agent.store.db import new_id
+from edge_agent.store.outbox import new_id
 from edge_agent.transports.mqtt import MqttLink
 
 if TYPE_CHECKING:

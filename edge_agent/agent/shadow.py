@@ -37,7 +37,7 @@ from edge_agent.agent.runtime import ActivePolicy, Links
 from edge_agent.clock import Clock
 from edge_agent.config import GatewayConfig
 from edge_agent.engine import AlertChanged, Effect, Engine, NotifyResponder, PublishRequest, Site
-from edge_agent.models import Event
+from edge_agent.models import Alert, Event
 from edge_agent.policy.shadow_report import (
     MAX_RESPONDER_DIFFS,
     LampDiff,
@@ -46,7 +46,8 @@ from edge_agent.policy.shadow_report import (
     ShadowReport,
     encode_report,
 )
-from edge_agent.store.db import EVENT_PRIORITY, Store
+from edge_agent.store.db import Store
+from edge_agent.store.outbox import EVENT_PRIORITY
 
 __all__ = ["SHADOW_DB", "Shadow", "queue_report", "read_report", "start_shadow"]
 
@@ -126,12 +127,12 @@ class Shadow:
         self._steps: tuple[dict[str, dict[int, str]], dict[str, dict[int, str]]] = ({}, {})
         self._meta: dict[str, tuple[float, str, str]] = {}  # active alert id -> (ts, rule, device)
         self._pending: tuple[list[_Pending], list[_Pending]] = ([], [])
-        started = self.store.get_meta("shadow.started") or self._date(clock.now()).isoformat()
+        started = self.store.meta.get("shadow.started") or self._date(clock.now()).isoformat()
         with self.store.transaction(durable=False):
-            self.store.set_meta("shadow.started", started)
-            self.store.set_meta("shadow.candidate_sha256", self.candidate_sha256)
-            self.store.set_meta("shadow.candidate", self.candidate)
-            self.store.set_meta("shadow.days", str(self.days))
+            self.store.meta.set("shadow.started", started)
+            self.store.meta.set("shadow.candidate_sha256", self.candidate_sha256)
+            self.store.meta.set("shadow.candidate", self.candidate)
+            self.store.meta.set("shadow.days", str(self.days))
         self.started = started
         self.ends = date.fromisoformat(started) + timedelta(days=self.days)
 
@@ -268,13 +269,13 @@ class Shadow:
                     diff.lamp_minutes += 1.0
                     diff.level_minutes += apart
 
-    def _alert(self, day: ShadowDay, side: int, alert: dict[str, Any], now: float) -> None:
-        alert_id = str(alert["alert_id"])
+    def _alert(self, day: ShadowDay, side: int, alert: Alert, now: float) -> None:
+        alert_id = alert.alert_id
         known = self._known[side]
-        if alert_id in known or alert["created"] != alert["updated"]:
+        if alert_id in known or alert.created != alert.updated:
             return  # a later change of an alert already seen (or raised before a restart)
         _remember(known, alert_id, None)
-        rule, device, created = str(alert["rule"]), str(alert["device"]), float(alert["created"])
+        rule, device, created = alert.rule, alert.device, float(alert.created)
         for i, other in enumerate(self._pending[1 - side]):
             if other.rule == rule and other.device == device and abs(other.ts - created) <= PAIR_WINDOW_S:
                 del self._pending[1 - side][i]
@@ -296,8 +297,8 @@ class Shadow:
                 gone = pending.pop(0)
                 _add(day.alerts_only_active if side == ACTIVE else day.alerts_only_candidate, gone.rule)
 
-    def _notified(self, day: ShadowDay, side: int, alert: dict[str, Any], responder: str) -> None:
-        alert_id, step = str(alert["alert_id"]), int(alert["step"])
+    def _notified(self, day: ShadowDay, side: int, alert: Alert, responder: str) -> None:
+        alert_id, step = alert.alert_id, alert.step
         steps = self._steps[side].get(alert_id)
         if steps is None:
             steps = {}
@@ -364,15 +365,15 @@ class Shadow:
         _settle(day)
         try:
             with self.store.transaction(durable=False):
-                index = json.loads(self.store.get_meta("shadow.index") or "[]")
+                index = json.loads(self.store.meta.get("shadow.index") or "[]")
                 if day.day not in index:
-                    self.store.set_meta("shadow.index", json.dumps([*index, day.day]))
-                self.store.set_meta(f"shadow.day.{day.day}", msgspec.json.encode(day).decode())
+                    self.store.meta.set("shadow.index", json.dumps([*index, day.day]))
+                self.store.meta.set(f"shadow.day.{day.day}", msgspec.json.encode(day).decode())
         except sqlite3.Error as exc:
             log.warning("shadow: the day %s is not saved: %s", day.day, exc)
 
     def _load_day(self, key: str) -> ShadowDay | None:
-        raw = self.store.get_meta(f"shadow.day.{key}")
+        raw = self.store.meta.get(f"shadow.day.{key}")
         return None if raw is None else _DAY.decode(raw)
 
     # ----- reading -----------------------------------------------------------------------------
@@ -403,7 +404,7 @@ def queue_report(store: Store, links: Links, report: ShadowReport, now: float) -
     link = links.uplink
     with store.transaction(durable=False):
         topic = topics.shadow_report(report.gateway)
-        store.enqueue(link, topic, encode_report(report), priority=EVENT_PRIORITY, now=now)
+        store.outbox.enqueue(link, topic, encode_report(report), priority=EVENT_PRIORITY, now=now)
     links.wake[link].set()
 
 
@@ -430,7 +431,7 @@ def _open_store(path: Path, candidate_sha256: str) -> Store:
     and days belong to that one)."""
     if path.exists():
         store = Store(path)
-        if store.get_meta("shadow.candidate_sha256") in (None, candidate_sha256):
+        if store.meta.get("shadow.candidate_sha256") in (None, candidate_sha256):
             return store
         store.close()
         for leftover in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
@@ -439,19 +440,19 @@ def _open_store(path: Path, candidate_sha256: str) -> Store:
 
 
 def _read(store: Store, gateway: str) -> ShadowReport | None:
-    sha, started = store.get_meta("shadow.candidate_sha256"), store.get_meta("shadow.started")
+    sha, started = store.meta.get("shadow.candidate_sha256"), store.meta.get("shadow.started")
     if sha is None or started is None:
         return None
     days = []
-    for key in json.loads(store.get_meta("shadow.index") or "[]"):
-        raw = store.get_meta(f"shadow.day.{key}")
+    for key in json.loads(store.meta.get("shadow.index") or "[]"):
+        raw = store.meta.get(f"shadow.day.{key}")
         if raw is not None:
             days.append(_DAY.decode(raw))
     return ShadowReport(
         gateway=gateway,
-        candidate=store.get_meta("shadow.candidate") or "?",
+        candidate=store.meta.get("shadow.candidate") or "?",
         candidate_sha256=sha,
-        days_planned=int(store.get_meta("shadow.days") or 0),
+        days_planned=int(store.meta.get("shadow.days") or 0),
         started=started,
         days=days,
     )

@@ -2,7 +2,8 @@
 
 Owns: the aggregate queries a scrape or a status refresh runs (outbox depth, bytes and oldest
 message per link; alerts by status; the open alerts). They only read, in the agent's own
-thread, between its transactions; ``db.py`` keeps the schema and every statement that writes.
+thread, between its transactions; the store's parts (edge_agent/store/db.py) keep every statement
+that writes.
 """
 
 from __future__ import annotations

@@ -42,7 +42,7 @@ def syncs(agent: Agent, monkeypatch: pytest.MonkeyPatch) -> list[int]:
     calls: list[int] = []
 
     def synced() -> None:
-        calls.append(len(agent.store.pending("south", limit=1000)))
+        calls.append(len(agent.store.outbox.pending("south", limit=1000)))
 
     async def sync() -> None:
         synced()
@@ -97,7 +97,7 @@ async def test_an_internal_error_keeps_the_message_as_a_dead_letter(
 
     monkeypatch.setattr(agent.engine, "handle", bug)
     assert await agent.intake.on_south(*SOS) is True
-    letters = agent.store.dead_letters()
+    letters = agent.store.inbox.dead_letters()
     assert [(d["topic"], d["payload"]) for d in letters] == [SOS]
     assert "RuntimeError: a bug" in letters[0]["error"]
     assert agent.stats.rejected == {"internal": 1}
@@ -114,6 +114,6 @@ async def test_an_internal_error_that_cannot_be_kept_is_not_acknowledged(
         raise sqlite3.OperationalError("database or disk is full")
 
     monkeypatch.setattr(agent.engine, "handle", bug)
-    monkeypatch.setattr(agent.store, "dead_letter", no_room)
+    monkeypatch.setattr(agent.store.inbox, "dead_letter", no_room)
     assert await agent.intake.on_south(*SOS) is False
     assert agent.stats.rejected == {}

@@ -110,7 +110,7 @@ class Gateway:
             self.delivered.append(msg)
             if msg.kind == "hello":
                 self.hellos.append(msg.boot)
-            elif self.store.first_dongle_frame(msg.boot, msg.seq, 0.0):
+            elif self.store.inbox.first_dongle_frame(msg.boot, msg.seq, 0.0):
                 self.alerts[msg.device_id] = self.alerts.get(msg.device_id, 0) + 1
             if self.ack:
                 link.ack(msg)

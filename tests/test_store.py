@@ -88,7 +88,9 @@ def test_the_running_total_is_read_from_the_database_at_open(tmp_path: Path) -> 
     try:
         assert store.outbox.queued_bytes == 377
         store.outbox.enqueue("south", "t2", b"T" * 10, priority=TELEMETRY_PRIORITY, now=3)
-        assert [m.topic for m in store.outbox.pending("south")] == ["t2"], "the oldest telemetry went, on the other link"
+        assert [m.topic for m in store.outbox.pending("south")] == ["t2"], (
+            "the oldest telemetry went, on the other link"
+        )
         assert store.outbox.queued_bytes == store.outbox.outbox_bytes() == 310
     finally:
         store.close()
@@ -170,7 +172,9 @@ def test_the_running_total_always_equals_the_sum_of_payloads(ops: list[tuple[Any
                 store.outbox.enforce_quota()
             assert store.outbox.queued_bytes == store.outbox.outbox_bytes()
             telemetry = store.db.execute("SELECT COUNT(*) FROM outbox WHERE priority = 2").fetchone()[0]
-            assert store.outbox.outbox_bytes() <= store.outbox.quota_bytes or telemetry == 0, "over quota with telemetry left"
+            assert store.outbox.outbox_bytes() <= store.outbox.quota_bytes or telemetry == 0, (
+                "over quota with telemetry left"
+            )
     finally:
         store.close()
 

@@ -425,7 +425,9 @@ async def _bench_store(directory: Path, commits: int, tasks: int) -> dict[str, f
         for i in range(count):
             started = time.perf_counter()
             with store.transaction(durable=True):
-                store.outbox.enqueue("north", "alert", payload, priority=ALERT_PRIORITY, now=float(i), msg_id=f"{k}-{i}")
+                store.outbox.enqueue(
+                    "north", "alert", payload, priority=ALERT_PRIORITY, now=float(i), msg_id=f"{k}-{i}"
+                )
             worst_commit = max(worst_commit, time.perf_counter() - started)
             started = time.perf_counter()
             await store.sync()

@@ -1,10 +1,12 @@
 """The engine: events and time in, effects out, every pending timer persisted.
 
-Owns: matching events to rules, ``for`` timers on thresholds, absence timers, time and sun
-triggers, lamp overrides with revert, alert lifecycles (notify, escalate, acknowledge) and
-rule traces. All state changes go to the ``Store`` inside the caller's transaction, together
-with the outbox messages the caller derives from the returned effects: a crash either keeps
-a timer and no message, or the message and no timer. So each timer fires exactly once.
+Owns: matching events to rules and running their actions, ``for`` timers on thresholds,
+absence timers, time and sun triggers, lamp overrides with revert and commands, and rule traces.
+Alert lifecycles are edge_agent/engine/alerting.py's, the pending timers
+edge_agent/engine/timer_queue.py's. All state changes go to the store's parts (timers, alerts)
+inside the caller's transaction, together with the outbox messages the caller derives from the
+returned effects: a crash either keeps a timer and no message, or the message and no timer. So
+each timer fires exactly once.
 """
 
 from __future__ import annotations
@@ -37,7 +39,6 @@ class Engine:
     def __init__(self, policy: Policy, site: Site, store: Store) -> None:
         self.policy = policy
         self.site = site
-        self.store = store
         self.rules = [compile_rule(r) for r in policy.rules if r.enabled]
         self.rules_by_id = {r.id: r for r in self.rules}
         self.by_event: dict[str, list[CompiledRule]] = {}

@@ -17,13 +17,13 @@ FOREVER = 1e300  # due time of a latch: persisted, never fires
 
 class TimerQueue:
     def __init__(self, store: Timers) -> None:
-        self.store = store
+        self.persisted = store
         self.pending: dict[str, Timer] = {}
         self._heap: list[tuple[float, str]] = []
 
     def load(self) -> list[Timer]:
         """The persisted timers, pending again (after a restart)."""
-        timers = self.store.all()
+        timers = self.persisted.all()
         for timer in timers:
             self.schedule(timer)
         return timers
@@ -31,7 +31,7 @@ class TimerQueue:
     def put(self, timer: Timer) -> None:
         """A persisted timer (replacing any of the same id)."""
         self.pending[timer.timer_id] = timer
-        self.store.put(timer)
+        self.persisted.put(timer)
         heapq.heappush(self._heap, (timer.due, timer.timer_id))
 
     def schedule(self, timer: Timer) -> None:
@@ -42,7 +42,7 @@ class TimerQueue:
     def drop(self, key: str) -> None:
         """Forget a persisted timer (nothing if it is not pending)."""
         if self.pending.pop(key, None) is not None:
-            self.store.delete(key)
+            self.persisted.delete(key)
 
     def forget(self, key: str) -> None:
         """Forget an in-memory timer."""

@@ -33,7 +33,7 @@ from rich.table import Table
 from devtools.bench_results import Row, record
 from devtools.gateway_config import write_gateway_config
 from edge_agent.engine import Engine, Site
-from edge_agent.engine.engine import SiteLamp, SiteResponder
+from edge_agent.engine.site import SiteLamp, SiteResponder
 from edge_agent.models import Event
 from edge_agent.policy.model import parse_policy
 from edge_agent.store.db import Store

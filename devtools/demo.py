@@ -138,14 +138,14 @@ async def run_demo(
                 loop.call_soon(flush_lamps)
             elif isinstance(effect, AlertChanged):
                 alert = effect.alert
-                who = alert["responder"] or "-"
-                timeline.line("alert", escape(f"{alert['message']} [{alert['status']}] -> {who}"), "red")
-                if alert["status"] == "escalated":
+                who = alert.responder or "-"
+                timeline.line("alert", escape(f"{alert.message} [{alert.status}] -> {who}"), "red")
+                if alert.status == "escalated":
                     timeline.check("SOS escalated", f"to {who}")
-                if alert["status"] == "acknowledged" and alert["rule"] == "sos":
+                if alert.status == "acknowledged" and alert.rule == "sos":
                     timeline.check("SOS acknowledged", f"by {who}")
-                if alert["rule"] == "lamp-fault":
-                    timeline.check("lamp fault alert", alert["message"])
+                if alert.rule == "lamp-fault":
+                    timeline.check("lamp fault alert", alert.message)
 
         def flush_lamps() -> None:
             for (reason, level), lamps in sorted(lamp_batches.items()):

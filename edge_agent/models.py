@@ -1,4 +1,4 @@
-"""Typed, versioned message schemas (MQTT payloads) and the engine's event type.
+"""Typed, versioned message schemas (MQTT payloads), the engine's event type and its alerts.
 
 Owns: what each topic carries and how bytes become typed messages. Every payload is JSON with
 ``"v": 1``. A malformed, unknown, wrong-version or oversized payload raises ``ProtocolError``
@@ -103,6 +103,11 @@ class PolicyAck(Message, frozen=True, kw_only=True):
     detail: str | None = None
 
 
+AlertStatus = Literal[
+    "raised", "notified", "escalated", "queued", "acknowledged", "resolved", "resolve_timeout", "unacknowledged"
+]
+
+
 class AlertMessage(Message, frozen=True, kw_only=True):
     alert_id: str
     gateway: str
@@ -111,9 +116,7 @@ class AlertMessage(Message, frozen=True, kw_only=True):
     priority: Annotated[int, msgspec.Meta(ge=1, le=5)]
     message: str
     rule: str
-    status: Literal[
-        "raised", "notified", "escalated", "queued", "acknowledged", "resolved", "resolve_timeout", "unacknowledged"
-    ]
+    status: AlertStatus
     responder: str | None = None
     step: int = 0
 
@@ -180,3 +183,22 @@ class Event(msgspec.Struct, frozen=True, gc=False):
     zone: str | None = None
     group: str | None = None
     data: dict[str, Any] = {}
+
+
+class Alert(msgspec.Struct, frozen=True, kw_only=True):
+    """An alert as the engine raised it and dispatch last changed it: one row of the store's
+    ``alerts`` table (edge_agent/store/alerts.py), carried by the engine's ``AlertChanged`` and
+    ``NotifyResponder`` effects. What leaves the gateway is its ``AlertMessage``. A change is a
+    new value (``msgspec.structs.replace``)."""
+
+    alert_id: str
+    created: float  # epoch seconds: raised
+    device: str
+    rule: str
+    priority: int
+    message: str
+    chain: str | None  # the responder chain notified, or None (a plain alert)
+    step: int  # the chain's step now notified
+    responder: str | None  # who holds it (notified, acknowledged), else None
+    status: AlertStatus
+    updated: float  # epoch seconds: the last change

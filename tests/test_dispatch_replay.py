@@ -33,7 +33,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edge_agent.engine import AlertChanged, Engine, NotifyResponder, Site
-from edge_agent.engine.engine import SiteResponder
+from edge_agent.engine.site import SiteResponder
 from edge_agent.models import Event
 from edge_agent.policy import dispatch_state as ds
 from edge_agent.policy.model import parse_policy
@@ -177,12 +177,12 @@ def run_gateway(setup: Setup, trace: list[TraceIncident], db: Path, restart_days
         for effect in effects:
             if isinstance(effect, NotifyResponder):
                 alert = effect.alert
-                a = alert["alert_id"]
+                a = alert.alert_id
                 k = of_alert[a]
                 i = index[effect.responder]
                 notifications[a] = notifications.get(a, 0) + 1
                 due = timer_due(f"escalate:{a}")
-                log.append(("notify", k, i, alert["step"], _r(now - T0), _r(due - T0)))
+                log.append(("notify", k, i, alert.step, _r(now - T0), _r(due - T0)))
                 acks = trace[k].acks
                 n = notifications[a] - 1
                 delay = acks[n] if n < len(acks) else None
@@ -190,19 +190,19 @@ def run_gateway(setup: Setup, trace: list[TraceIncident], db: Path, restart_days
                     push(now + delay * 60.0, "ack", (a, effect.responder))
             elif isinstance(effect, AlertChanged):
                 alert = effect.alert
-                a = alert["alert_id"]
-                status = alert["status"]
+                a = alert.alert_id
+                status = alert.status
                 k = of_alert[a]
                 if status == "queued":
                     log.append(("queued", k, _r(now - T0)))
                 elif status == "acknowledged":
-                    i = index[alert["responder"]]
-                    log.append(("acknowledged", k, i, alert["step"], _r(now - T0), _r(timer_due(f"resolve:{a}") - T0)))
+                    i = index[alert.responder]
+                    log.append(("acknowledged", k, i, alert.step, _r(now - T0), _r(timer_due(f"resolve:{a}") - T0)))
                     resolve = trace[k].resolve
                     if resolve is not None:
-                        push(now + resolve * 60.0, "resolve", (a, alert["responder"]))
+                        push(now + resolve * 60.0, "resolve", (a, alert.responder))
                 elif status in ("resolved", "resolve_timeout"):
-                    log.append((status, k, index[alert["responder"]], _r(now - T0)))
+                    log.append((status, k, index[alert.responder], _r(now - T0)))
 
     def start(now: float) -> Engine:
         engine = Engine(policy, site, store)
@@ -233,7 +233,7 @@ def run_gateway(setup: Setup, trace: list[TraceIncident], db: Path, restart_days
                 effects = engine.handle(Event(f"W{trace[k].wearable}", "wearable", "sos", ts, None, None, {"seq": k}))
                 for effect in effects:
                     if isinstance(effect, AlertChanged | NotifyResponder):
-                        of_alert.setdefault(effect.alert["alert_id"], k)
+                        of_alert.setdefault(effect.alert.alert_id, k)
                 observe(effects, ts)
             elif kind == "ack":
                 observe(engine.acknowledge(data[0], data[1], ts), ts)

@@ -11,7 +11,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edge_agent.store.db import ALERT_PRIORITY, EVENT_PRIORITY, TELEMETRY_PRIORITY, Store
+from edge_agent.store.db import Store
+from edge_agent.store.inbox import Inbox
+from edge_agent.store.outbox import ALERT_PRIORITY, EVENT_PRIORITY, TELEMETRY_PRIORITY
 
 
 def test_quota_evicts_oldest_telemetry_first_and_never_an_alert(tmp_path: Path) -> None:
@@ -19,18 +21,18 @@ def test_quota_evicts_oldest_telemetry_first_and_never_an_alert(tmp_path: Path) 
     try:
         with store.transaction():
             for i in range(50):
-                store.enqueue("north", "alert", b"A" * 200, priority=ALERT_PRIORITY, now=i)
+                store.outbox.enqueue("north", "alert", b"A" * 200, priority=ALERT_PRIORITY, now=i)
             for i in range(300):
-                store.enqueue("north", f"tel/{i}", b"T" * 100, priority=TELEMETRY_PRIORITY, now=i)
-            store.enforce_quota()
-        pending = store.pending("north", limit=1000)
+                store.outbox.enqueue("north", f"tel/{i}", b"T" * 100, priority=TELEMETRY_PRIORITY, now=i)
+            store.outbox.enforce_quota()
+        pending = store.outbox.pending("north", limit=1000)
         alerts = [m for m in pending if m.priority == ALERT_PRIORITY]
         telemetry = [m for m in pending if m.priority == TELEMETRY_PRIORITY]
         assert len(alerts) == 50, "alerts are never evicted"
-        assert store.outbox_bytes() <= 20_000
+        assert store.outbox.outbox_bytes() <= 20_000
         assert telemetry and telemetry[-1].topic == "tel/299", "the newest telemetry is kept"
         assert telemetry[0].topic == f"tel/{300 - len(telemetry)}", "the oldest went first"
-        assert store.counters()["outbox.evicted"] == 300 - len(telemetry)
+        assert store.counters.all()["outbox.evicted"] == 300 - len(telemetry)
         assert pending[: len(alerts)] == alerts, "alerts go out before any telemetry"
     finally:
         store.close()
@@ -41,10 +43,10 @@ def test_a_quota_full_of_alerts_keeps_every_alert(tmp_path: Path) -> None:
     try:
         with store.transaction():
             for i in range(40):
-                store.enqueue("north", "alert", b"A" * 100, priority=ALERT_PRIORITY, now=i)
-            store.enqueue("north", "event", b"E" * 100, priority=EVENT_PRIORITY, now=41)
-            assert store.enforce_quota() == 0
-        assert len(store.pending("north", limit=100)) == 41
+                store.outbox.enqueue("north", "alert", b"A" * 100, priority=ALERT_PRIORITY, now=i)
+            store.outbox.enqueue("north", "event", b"E" * 100, priority=EVENT_PRIORITY, now=41)
+            assert store.outbox.enforce_quota() == 0
+        assert len(store.outbox.pending("north", limit=100)) == 41
     finally:
         store.close()
 
@@ -53,11 +55,11 @@ def test_redelivery_filter_remembers_and_forgets(tmp_path: Path) -> None:
     store = Store(tmp_path / "s.sqlite3")
     try:
         with store.transaction():
-            assert store.first_time("w1", 7, now=100.0)
-            assert not store.first_time("w1", 7, now=101.0)
-            assert store.first_time("w2", 7, now=101.0)
-            store.prune_inbox(older_than=100.5)
-            assert store.first_time("w1", 7, now=200.0), "forgotten after pruning"
+            assert store.inbox.first_time("w1", 7, now=100.0)
+            assert not store.inbox.first_time("w1", 7, now=101.0)
+            assert store.inbox.first_time("w2", 7, now=101.0)
+            store.inbox.prune(older_than=100.5)
+            assert store.inbox.first_time("w1", 7, now=200.0), "forgotten after pruning"
     finally:
         store.close()
 
@@ -67,11 +69,11 @@ def test_the_quota_holds_after_every_enqueue_not_every_64th(tmp_path: Path) -> N
     store = Store(tmp_path / "s.sqlite3", quota_bytes=1_000)
     try:
         for i in range(11):  # each outside a transaction: each commits by itself
-            store.enqueue("north", f"tel/{i}", b"T" * 100, priority=TELEMETRY_PRIORITY, now=i)
-            assert store.outbox_bytes() <= 1_000
-        assert store.pending("north", limit=20)[0].topic == "tel/1"
-        assert store.counters()["outbox.evicted"] == 1
-        assert store.queued_bytes == store.outbox_bytes() == 1_000
+            store.outbox.enqueue("north", f"tel/{i}", b"T" * 100, priority=TELEMETRY_PRIORITY, now=i)
+            assert store.outbox.outbox_bytes() <= 1_000
+        assert store.outbox.pending("north", limit=20)[0].topic == "tel/1"
+        assert store.counters.all()["outbox.evicted"] == 1
+        assert store.outbox.queued_bytes == store.outbox.outbox_bytes() == 1_000
     finally:
         store.close()
 
@@ -79,15 +81,17 @@ def test_the_quota_holds_after_every_enqueue_not_every_64th(tmp_path: Path) -> N
 def test_the_running_total_is_read_from_the_database_at_open(tmp_path: Path) -> None:
     store = Store(tmp_path / "s.sqlite3")
     with store.transaction():
-        store.enqueue("north", "a", b"A" * 300, priority=ALERT_PRIORITY, now=1)
-        store.enqueue("south", "t", b"T" * 77, priority=TELEMETRY_PRIORITY, now=2)
+        store.outbox.enqueue("north", "a", b"A" * 300, priority=ALERT_PRIORITY, now=1)
+        store.outbox.enqueue("south", "t", b"T" * 77, priority=TELEMETRY_PRIORITY, now=2)
     store.close()
     store = Store(tmp_path / "s.sqlite3", quota_bytes=350)
     try:
-        assert store.queued_bytes == 377
-        store.enqueue("south", "t2", b"T" * 10, priority=TELEMETRY_PRIORITY, now=3)
-        assert [m.topic for m in store.pending("south")] == ["t2"], "the oldest telemetry went, on the other link"
-        assert store.queued_bytes == store.outbox_bytes() == 310
+        assert store.outbox.queued_bytes == 377
+        store.outbox.enqueue("south", "t2", b"T" * 10, priority=TELEMETRY_PRIORITY, now=3)
+        assert [m.topic for m in store.outbox.pending("south")] == ["t2"], (
+            "the oldest telemetry went, on the other link"
+        )
+        assert store.outbox.queued_bytes == store.outbox.outbox_bytes() == 310
     finally:
         store.close()
 
@@ -100,18 +104,18 @@ def test_a_failed_commit_restores_the_running_total(tmp_path: Path) -> None:
         store.db.execute("PRAGMA foreign_keys=ON")
         store.db.execute("CREATE TEMP TABLE parent (id INTEGER PRIMARY KEY)")
         store.db.execute("CREATE TEMP TABLE child (p INTEGER REFERENCES parent(id) DEFERRABLE INITIALLY DEFERRED)")
-        store.enqueue("north", "kept", b"K" * 10, priority=EVENT_PRIORITY, now=0)
+        store.outbox.enqueue("north", "kept", b"K" * 10, priority=EVENT_PRIORITY, now=0)
 
         def commit_fails() -> None:
             with store.transaction():
-                store.enqueue("north", "lost", b"L" * 500, priority=EVENT_PRIORITY, now=1)
+                store.outbox.enqueue("north", "lost", b"L" * 500, priority=EVENT_PRIORITY, now=1)
                 store.db.execute("INSERT INTO child (p) VALUES (42)")  # fails at COMMIT
 
         with pytest.raises(sqlite3.IntegrityError):
             commit_fails()
         assert not store.db.in_transaction
-        assert [m.topic for m in store.pending("north")] == ["kept"]
-        assert store.queued_bytes == store.outbox_bytes() == 10
+        assert [m.topic for m in store.outbox.pending("north")] == ["kept"]
+        assert store.outbox.queued_bytes == store.outbox.outbox_bytes() == 10
     finally:
         store.close()
 
@@ -134,10 +138,10 @@ def _rolled_back(store: Store, count: int, size: int, victims: list[int], now: f
     """Enqueue, deliver and evict in one transaction that then raises."""
     with store.transaction():
         for i in range(count):
-            store.enqueue("south", "r", bytes(size), priority=TELEMETRY_PRIORITY, now=now + i)
-        store._delete_outbox(victims)  # as delivered() does, but inside this transaction
-        store.enforce_quota()
-        assert store.queued_bytes == store.outbox_bytes()
+            store.outbox.enqueue("south", "r", bytes(size), priority=TELEMETRY_PRIORITY, now=now + i)
+        store.outbox._delete(victims)  # as delivered() does, but inside this transaction
+        store.outbox.enforce_quota()
+        assert store.outbox.queued_bytes == store.outbox.outbox_bytes()
         raise ZeroDivisionError
 
 
@@ -151,24 +155,26 @@ def test_the_running_total_always_equals_the_sum_of_payloads(ops: list[tuple[Any
                 _, link, priority, size, in_tx = op
                 if in_tx:
                     with store.transaction():
-                        store.enqueue(link, "t", bytes(size), priority=priority, now=n)
-                        assert store.queued_bytes == store.outbox_bytes(), "inside the transaction too"
+                        store.outbox.enqueue(link, "t", bytes(size), priority=priority, now=n)
+                        assert store.outbox.queued_bytes == store.outbox.outbox_bytes(), "inside the transaction too"
                 else:
-                    store.enqueue(link, "t", bytes(size), priority=priority, now=n)
+                    store.outbox.enqueue(link, "t", bytes(size), priority=priority, now=n)
             elif op[0] == "deliver":
                 _, link, count = op
-                store.delivered([m.seq for m in store.pending(link, limit=count)])
+                store.outbox.delivered([m.seq for m in store.outbox.pending(link, limit=count)])
             elif op[0] == "rollback":
                 _, count, size = op
-                victims = [m.seq for m in store.pending("north", limit=count)]
+                victims = [m.seq for m in store.outbox.pending("north", limit=count)]
                 with pytest.raises(ZeroDivisionError):
                     _rolled_back(store, count, size, victims, n)
             else:
-                store.quota_bytes = op[1]
-                store.enforce_quota()
-            assert store.queued_bytes == store.outbox_bytes()
+                store.outbox.quota_bytes = op[1]
+                store.outbox.enforce_quota()
+            assert store.outbox.queued_bytes == store.outbox.outbox_bytes()
             telemetry = store.db.execute("SELECT COUNT(*) FROM outbox WHERE priority = 2").fetchone()[0]
-            assert store.outbox_bytes() <= store.quota_bytes or telemetry == 0, "over quota with telemetry left"
+            assert store.outbox.outbox_bytes() <= store.outbox.quota_bytes or telemetry == 0, (
+                "over quota with telemetry left"
+            )
     finally:
         store.close()
 
@@ -177,12 +183,12 @@ def test_the_running_total_always_equals_the_sum_of_payloads(ops: list[tuple[Any
 def test_dead_letters_round_trip_newest_first_and_survive_reopen(tmp_path: Path) -> None:
     store = Store(tmp_path / "s.sqlite3")
     with store.transaction():
-        store.dead_letter("gw/wearable/W1/event", b"\x00\xffraw", "KeyError: 'zone'", now=10.0)
-        store.dead_letter("gw/lamp/L1/state", b"{}", "x" * 10_000, now=11.0)
+        store.inbox.dead_letter("gw/wearable/W1/event", b"\x00\xffraw", "KeyError: 'zone'", now=10.0)
+        store.inbox.dead_letter("gw/lamp/L1/state", b"{}", "x" * 10_000, now=11.0)
 
     def rolled_back() -> None:
         with store.transaction():
-            store.dead_letter("rolled/back", b"", "nope", now=12.0)
+            store.inbox.dead_letter("rolled/back", b"", "nope", now=12.0)
             raise ZeroDivisionError
 
     with pytest.raises(ZeroDivisionError):
@@ -190,14 +196,14 @@ def test_dead_letters_round_trip_newest_first_and_survive_reopen(tmp_path: Path)
     store.close()
     store = Store(tmp_path / "s.sqlite3")
     try:
-        letters = store.dead_letters()
+        letters = store.inbox.dead_letters()
         assert [d["topic"] for d in letters] == ["gw/lamp/L1/state", "gw/wearable/W1/event"]
         assert letters[1]["payload"] == b"\x00\xffraw"
         assert isinstance(letters[1]["payload"], bytes)
         assert letters[1]["error"] == "KeyError: 'zone'"
         assert letters[1]["ts"] == 10.0
-        assert len(letters[0]["error"]) == Store.DEAD_LETTER_ERROR_CHARS
-        assert len(store.dead_letters(limit=1)) == 1
+        assert len(letters[0]["error"]) == Inbox.DEAD_LETTER_ERROR_CHARS
+        assert len(store.inbox.dead_letters(limit=1)) == 1
     finally:
         store.close()
 
@@ -206,12 +212,12 @@ def test_dead_letters_keep_the_newest_thousand(tmp_path: Path) -> None:
     store = Store(tmp_path / "s.sqlite3")
     try:
         with store.transaction():
-            for i in range(Store.DEAD_LETTERS_KEEP + 7):
-                store.dead_letter(f"t/{i}", b"p", "e", now=float(i))
+            for i in range(Inbox.DEAD_LETTERS_KEEP + 7):
+                store.inbox.dead_letter(f"t/{i}", b"p", "e", now=float(i))
         count = store.db.execute("SELECT COUNT(*) FROM dead_letters").fetchone()[0]
-        assert count == Store.DEAD_LETTERS_KEEP
-        letters = store.dead_letters(limit=5_000)
-        assert letters[0]["topic"] == f"t/{Store.DEAD_LETTERS_KEEP + 6}"
+        assert count == Inbox.DEAD_LETTERS_KEEP
+        letters = store.inbox.dead_letters(limit=5_000)
+        assert letters[0]["topic"] == f"t/{Inbox.DEAD_LETTERS_KEEP + 6}"
         assert letters[-1]["topic"] == "t/7", "the oldest seven went"
     finally:
         store.close()
@@ -219,26 +225,26 @@ def test_dead_letters_keep_the_newest_thousand(tmp_path: Path) -> None:
 
 def test_meta_round_trip_rollback_and_reopen(tmp_path: Path) -> None:
     store = Store(tmp_path / "s.sqlite3")
-    assert store.get_meta("dongle.boot_nonce") is None
+    assert store.meta.get("dongle.boot_nonce") is None
     with store.transaction():
-        store.set_meta("dongle.boot_nonce", "1a2b")
+        store.meta.set("dongle.boot_nonce", "1a2b")
     with store.transaction():
-        store.set_meta("dongle.boot_nonce", "3c4d")
-        store.set_meta("other", "")
+        store.meta.set("dongle.boot_nonce", "3c4d")
+        store.meta.set("other", "")
 
     def rolled_back() -> None:
         with store.transaction():
-            store.set_meta("dongle.boot_nonce", "lost")
+            store.meta.set("dongle.boot_nonce", "lost")
             raise ZeroDivisionError
 
     with pytest.raises(ZeroDivisionError):
         rolled_back()
-    assert store.get_meta("dongle.boot_nonce") == "3c4d"
+    assert store.meta.get("dongle.boot_nonce") == "3c4d"
     store.close()
     store = Store(tmp_path / "s.sqlite3")
     try:
-        assert store.get_meta("dongle.boot_nonce") == "3c4d"
-        assert store.get_meta("other") == ""
+        assert store.meta.get("dongle.boot_nonce") == "3c4d"
+        assert store.meta.get("other") == ""
     finally:
         store.close()
 
@@ -250,18 +256,18 @@ def test_a_batch_commits_its_transactions_together_and_a_failed_one_alone_rolls_
     store = Store(tmp_path / "gw.sqlite3")
     store.begin_batch()
     with store.transaction(durable=False):
-        store.enqueue("south", "t/1", b"a" * 10, priority=EVENT_PRIORITY, now=1.0)
+        store.outbox.enqueue("south", "t/1", b"a" * 10, priority=EVENT_PRIORITY, now=1.0)
     with pytest.raises(RuntimeError), store.transaction(durable=True):
-        store.enqueue("south", "t/2", b"b" * 20, priority=ALERT_PRIORITY, now=2.0)
+        store.outbox.enqueue("south", "t/2", b"b" * 20, priority=ALERT_PRIORITY, now=2.0)
         raise RuntimeError("this message breaks the agent")
     with store.transaction(durable=False):
-        store.enqueue("south", "t/3", b"c" * 30, priority=EVENT_PRIORITY, now=3.0)
+        store.outbox.enqueue("south", "t/3", b"c" * 30, priority=EVENT_PRIORITY, now=3.0)
     # nothing is visible to another connection before the batch commits
     other = sqlite3.connect(tmp_path / "gw.sqlite3")
     assert other.execute("SELECT COUNT(*) FROM outbox").fetchone() == (0,)
     assert store.commit_batch() is False, "no durable transaction survived in the batch"
     assert sorted(t for (t,) in other.execute("SELECT topic FROM outbox")) == ["t/1", "t/3"]
-    assert store.queued_bytes == 40 == store.outbox_bytes()
+    assert store.outbox.queued_bytes == 40 == store.outbox.outbox_bytes()
     other.close()
     store.close()
 
@@ -270,9 +276,9 @@ def test_a_batch_is_durable_when_one_of_its_transactions_is(tmp_path: Path) -> N
     store = Store(tmp_path / "gw.sqlite3")
     store.begin_batch()
     with store.transaction(durable=False):
-        store.enqueue("south", "t/1", b"x", priority=TELEMETRY_PRIORITY, now=1.0)
+        store.outbox.enqueue("south", "t/1", b"x", priority=TELEMETRY_PRIORITY, now=1.0)
     with store.transaction(durable=True):
-        store.enqueue("south", "t/2", b"y", priority=ALERT_PRIORITY, now=1.0)
+        store.outbox.enqueue("south", "t/2", b"y", priority=ALERT_PRIORITY, now=1.0)
     assert store.commit_batch() is True
     assert not store.in_batch and store.commit_batch() is False, "nothing open: nothing to commit"
     store.close()

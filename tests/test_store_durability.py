@@ -25,7 +25,8 @@ from typing import IO
 
 import pytest
 
-from edge_agent.store.db import ALERT_PRIORITY, Store
+from edge_agent.store.db import Store
+from edge_agent.store.outbox import ALERT_PRIORITY
 from edge_agent.store.walsync import THREAD_NAME, WalFile
 
 REAL_FSYNC = os.fsync
@@ -81,7 +82,7 @@ def spy(store: Store, monkeypatch: pytest.MonkeyPatch) -> FsyncSpy:
 
 def _commit(store: Store, n: int, *, durable: bool = False, link: str = "north") -> None:
     with store.transaction(durable=durable):
-        store.enqueue(link, f"t/{n}", b"x" * 100, priority=ALERT_PRIORITY, now=float(n), msg_id=f"m{n}")
+        store.outbox.enqueue(link, f"t/{n}", b"x" * 100, priority=ALERT_PRIORITY, now=float(n), msg_id=f"m{n}")
 
 
 # ----- the connection and sync() ----------------------------------------------------------------
@@ -101,10 +102,10 @@ async def test_sync_fsyncs_the_wal_after_commits_and_only_then(store: Store, spy
     assert spy.threads == {THREAD_NAME}, "never on the event loop's thread"
     await store.sync()
     with store.transaction():
-        store.pending("north")  # a read-only transaction writes nothing
+        store.outbox.pending("north")  # a read-only transaction writes nothing
     await store.sync()
     assert spy.calls == before + 1, "nothing committed since: no fsync"
-    store.enqueue("north", "outside", b"y", priority=ALERT_PRIORITY, now=2.0)  # autocommit
+    store.outbox.enqueue("north", "outside", b"y", priority=ALERT_PRIORITY, now=2.0)  # autocommit
     await store.sync()
     assert spy.calls == before + 2, "a statement outside a transaction is a commit too"
     stats = store.sync_stats()
@@ -204,7 +205,7 @@ async def test_a_failed_fsync_is_an_error_then_and_later(store: Store, spy: Fsyn
 
 async def test_sync_inside_a_transaction_is_refused(store: Store) -> None:
     with store.transaction():
-        _ = store.enqueue("north", "t", b"x", priority=ALERT_PRIORITY, now=0.0)
+        _ = store.outbox.enqueue("north", "t", b"x", priority=ALERT_PRIORITY, now=0.0)
         with pytest.raises(RuntimeError, match="commit first"):
             await store.sync()
 
@@ -234,7 +235,7 @@ def test_close_fsyncs_and_stops_the_syncer(tmp_path: Path, monkeypatch: pytest.M
     assert not _wal(store).exists(), "checkpointed into the database, the last connection removed the WAL"
     reopened = Store(tmp_path / "gw.sqlite3")
     try:
-        assert [m.msg_id for m in reopened.pending("north")] == ["m1"]
+        assert [m.msg_id for m in reopened.outbox.pending("north")] == ["m1"]
     finally:
         reopened.close()
 
@@ -267,7 +268,7 @@ async def test_the_wal_keeps_its_inode_across_checkpoints_and_other_connections(
     _commit(store, n)
     assert wal.stat().st_ino == inode
     assert store.integrity_ok()
-    assert len(store.pending("north", limit=1_000)) == n + 1
+    assert len(store.outbox.pending("north", limit=1_000)) == n + 1
 
 
 def test_the_wal_fd_is_reopened_when_the_file_is_replaced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -303,7 +304,8 @@ def test_the_wal_fd_is_reopened_when_the_file_is_replaced(tmp_path: Path, monkey
 # ----- a crash ----------------------------------------------------------------------------------
 CHILD = r"""
 import asyncio, os, sys
-from edge_agent.store.db import ALERT_PRIORITY, TELEMETRY_PRIORITY, Store
+from edge_agent.store.db import Store
+from edge_agent.store.outbox import ALERT_PRIORITY, TELEMETRY_PRIORITY
 
 path, base = sys.argv[1], int(sys.argv[2])
 WORKERS = 8
@@ -312,8 +314,8 @@ async def worker(store, k):
     i = base + k
     while True:
         with store.transaction(durable=True):
-            store.enqueue("north", "alert", b"a" * 64, priority=ALERT_PRIORITY, now=float(i), msg_id=f"id-{i}")
-            store.enqueue("south", "tel", os.urandom(300), priority=TELEMETRY_PRIORITY, now=float(i))
+            store.outbox.enqueue("north", "alert", b"a" * 64, priority=ALERT_PRIORITY, now=float(i), msg_id=f"id-{i}")
+            store.outbox.enqueue("south", "tel", os.urandom(300), priority=TELEMETRY_PRIORITY, now=float(i))
         await store.sync()
         os.write(1, f"{i}\n".encode())  # only now is the commit reported as synced
         i += WORKERS
@@ -321,7 +323,7 @@ async def worker(store, k):
 async def deliverer(store):
     while True:
         await asyncio.sleep(0.002)
-        store.delivered([m.seq for m in store.pending("south", limit=20)])
+        store.outbox.delivered([m.seq for m in store.outbox.pending("south", limit=20)])
 
 async def main():
     store = Store(path, quota_bytes=40_000)  # telemetry is evicted, too
@@ -383,7 +385,7 @@ def test_sigkill_loses_nothing_reported_as_synced(tmp_path: Path) -> None:
             present = {row[0] for row in store.db.execute("SELECT msg_id FROM outbox WHERE priority = 0")}
             missing = reported - present
             assert not missing, f"round {round_no}: {len(missing)} ids reported synced are gone"
-            assert store.queued_bytes == store.outbox_bytes()
+            assert store.outbox.queued_bytes == store.outbox.outbox_bytes()
         finally:
             store.close()
 
@@ -423,7 +425,9 @@ async def _bench_store(directory: Path, commits: int, tasks: int) -> dict[str, f
         for i in range(count):
             started = time.perf_counter()
             with store.transaction(durable=True):
-                store.enqueue("north", "alert", payload, priority=ALERT_PRIORITY, now=float(i), msg_id=f"{k}-{i}")
+                store.outbox.enqueue(
+                    "north", "alert", payload, priority=ALERT_PRIORITY, now=float(i), msg_id=f"{k}-{i}"
+                )
             worst_commit = max(worst_commit, time.perf_counter() - started)
             started = time.perf_counter()
             await store.sync()

@@ -339,7 +339,7 @@ async def test_every_topic_on_the_wire_is_of_exactly_one_class_and_every_class_i
             await eventually(lambda: ours("status") and len(ours("lamp_set")) >= 3, what="birth and resync")
             await send("wearable_event", b'{"v":1,"event":"sos","seq":1}', wearable="W1")
             await eventually(lambda: ours("responder_alert") and ours("alert"), what="alert south and north")
-            alert_id = agent.store.alerts()[0]["alert_id"]
+            alert_id = agent.store.alerts.newest()[0].alert_id
             await send("responder_ack", b'{"v":1,"alert_id":"%s"}' % alert_id.encode(), responder="doc1")
             await send("responder_resolved", b'{"v":1,"alert_id":"%s"}' % alert_id.encode(), responder="doc1")
             await send("lamp_state", b'{"v":1,"on":false,"level":0}', lamp="L1")

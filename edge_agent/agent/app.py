@@ -45,11 +45,10 @@ from edge_agent.agent.view import AgentView
 from edge_agent.clock import Clock, ScaledClock
 from edge_agent.config import GatewayConfig
 from edge_agent.engine import Effect, Engine, Site
-from edge_agent.engine.engine import SiteLamp, SiteResponder
+from edge_agent.engine.site import SiteLamp, SiteResponder
 from edge_agent.models import Event
 from edge_agent.policy.dispatch_state import parse_shift
 from edge_agent.policy.model import Policy
-from edge_agent.store import history
 from edge_agent.store.db import Store
 from edge_agent.transports.broker import EmbeddedBroker
 from edge_agent.transports.link import LinkFactory, LinkSpec, ServedLink
@@ -118,7 +117,7 @@ class Agent:
         policy, version = self.delivery.startup_policy()
         self.site = site_from_config(config)
         # the field history twin/calibrate fits a scenario to (alert, event, motion, link logs)
-        history.install(self.store.db, ((d, *info) for d, info in self.site.devices.items()), self.clock.now())
+        self.store.history.install(((d, *info) for d, info in self.site.devices.items()), self.clock.now())
         self.active = ActivePolicy(Engine(policy, self.site, self.store), version)
         self.links = Links()
         self.broker: EmbeddedBroker | None = None
@@ -131,7 +130,7 @@ class Agent:
                 config,
                 self.clock,
                 self.commit_event,
-                dongle_boot=lambda: self.store.get_meta("dongle.boot") or "",
+                dongle_boot=lambda: self.store.meta.get("dongle.boot") or "",
                 save_dongle_boot=self._save_dongle_boot,
             )
         # rollout: the policy version each lamp last reported, and when we last pushed it
@@ -313,7 +312,7 @@ class Agent:
 
     async def _save_dongle_boot(self, boot: str) -> None:
         with self.store.transaction():
-            self.store.set_meta("dongle.boot", boot)
+            self.store.meta.set("dongle.boot", boot)
         await self.store.sync()
 
     def handle_event(self, event: Event) -> bool:

@@ -12,7 +12,6 @@ import logging
 import sqlite3
 
 from edge_agent.clock import Clock
-from edge_agent.store import history
 from edge_agent.store.db import Store
 from edge_agent.transports.link import Link
 
@@ -30,7 +29,7 @@ async def watch_uplink(store: Store, clock: Clock, link: Link) -> None:
         if up != logged and (logged is not None or up):
             try:
                 with store.transaction(durable=False):
-                    history.record_link(store.db, link.name, up, clock.now())
+                    store.history.record_link(link.name, up, clock.now())
                 logged = up
             except sqlite3.Error as exc:  # next poll
                 log.warning("uplink state not logged: %s", exc)

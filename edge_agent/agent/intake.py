@@ -43,6 +43,7 @@ from edge_agent.models import (
     decode_payload,
 )
 from edge_agent.store import history
+from edge_agent.store.db import Store
 from edge_agent.transports.link import SYNC, Handled
 
 if TYPE_CHECKING:
@@ -182,7 +183,7 @@ class Intake:
         """Keep the raw message of an internal error for a human; acknowledge only once kept."""
         try:
             with self.store.transaction():
-                self.store.dead_letter(topic, payload, f"{type(exc).__name__}: {exc}", self.clock.now())
+                self.store.inbox.dead_letter(topic, payload, f"{type(exc).__name__}: {exc}", self.clock.now())
             await self.store.sync()
         except Exception:
             log.exception("cannot keep the message from %s as a dead letter", topic)
@@ -253,13 +254,13 @@ class Intake:
             seq = event.data.get("seq") if event.kind == "wearable" else None
             boot, link_seq = event.data.get("boot"), event.data.get("link_seq")
             if isinstance(boot, str) and isinstance(link_seq, int):
-                if not self.store.first_dongle_frame(boot, link_seq, event.ts):
+                if not self.store.inbox.first_dongle_frame(boot, link_seq, event.ts):
                     self.stats.duplicates += 1
                     return durable
-            elif isinstance(seq, int) and not self.store.first_time(event.device, seq, event.ts):
+            elif isinstance(seq, int) and not self.store.inbox.first_time(event.device, seq, event.ts):
                 self.stats.duplicates += 1  # a redelivery of a message already handled
                 return durable
-            history.record(self.store.db, event)  # what twin/calibrate fits: same commit
+            self.store.history.record(event)  # what twin/calibrate fits: same commit
             decided: list[Effect] = []
             for one in events:
                 effects = engine.handle(one)

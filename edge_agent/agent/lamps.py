@@ -25,7 +25,7 @@ from edge_agent.agent.runtime import publish_quietly
 from edge_agent.engine import LampSet
 from edge_agent.models import LampCommand, LampProgram, encode
 from edge_agent.policy.retry import TICK_S
-from edge_agent.store.db import new_id
+from edge_agent.store.outbox import new_id
 from edge_agent.transports.link import Link
 
 if TYPE_CHECKING:

@@ -80,7 +80,7 @@ class Flusher:
             if flushes % 600 == 0:  # every ten minutes: forget redelivery ids older than a week
                 try:
                     with self.store.transaction(durable=False):
-                        self.store.prune_inbox(self.clock.now() - self.INBOX_KEEP_S)
+                        self.store.inbox.prune(self.clock.now() - self.INBOX_KEEP_S)
                 except sqlite3.Error as exc:  # next time
                     log.warning("inbox not pruned: %s", exc)
 
@@ -90,19 +90,19 @@ class Flusher:
             for trace in traces:  # acks and escalations are bookkeeping, not rule runs
                 if trace["trigger"].get("type") not in ("ack", "escalation"):
                     self.stats.rule_seconds.observe(trace["duration_us"] / 1e6)
-            self.store.add_traces(traces, self.traces_per_rule)
+            self.store.rule_traces.add(traces, self.traces_per_rule)
             now = self.clock.now()
             pending = self.unflushed
             if pending.reported or pending.desired:
                 with self.store.transaction(durable=False):
                     for device, reported in pending.reported.items():
-                        self.store.set_reported(device, reported, now)
+                        self.store.device_shadow.set_reported(device, reported, now)
                     for device, desired in pending.desired.items():
-                        self.store.set_desired(device, desired, now)
+                        self.store.device_shadow.set_desired(device, desired, now)
                 pending.reported.clear()
                 pending.desired.clear()
             if pending.rejects:
-                self.store.add_counts({f"rejected.{k}": v for k, v in pending.rejects.items()})
+                self.store.counters.add({f"rejected.{k}": v for k, v in pending.rejects.items()})
                 pending.rejects.clear()
         except Exception:
             log.exception("flush failed")

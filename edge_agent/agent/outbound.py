@@ -22,8 +22,9 @@ from edge_agent.agent.context import GatewayContext
 from edge_agent.agent.lamps import Lamps
 from edge_agent.engine import AlertChanged, Effect, LampSet, NotifyResponder, PublishRequest, SendRequest
 from edge_agent.errors import PublishRefused, TransportError
-from edge_agent.models import AlertMessage, PolicyAck, encode
-from edge_agent.store.db import ALERT_PRIORITY, EVENT_PRIORITY, TELEMETRY_PRIORITY, OutboxMessage, new_id
+from edge_agent.models import Alert, AlertMessage, PolicyAck, encode
+from edge_agent.store.db import Store
+from edge_agent.store.outbox import ALERT_PRIORITY, EVENT_PRIORITY, TELEMETRY_PRIORITY, OutboxMessage, new_id
 from edge_agent.transports.link import Link
 
 log = logging.getLogger("edge_agent")
@@ -61,13 +62,13 @@ class Outbound:
                 self.stats.notifications += 1
                 payload = encode(self.alert_message(effect.alert))
                 topic = topics.responder_alert(self.gateway, effect.responder)
-                self.store.enqueue("south", topic, payload, priority=ALERT_PRIORITY, now=now)
+                self.store.outbox.enqueue("south", topic, payload, priority=ALERT_PRIORITY, now=now)
                 self.links.wake["south"].set()
             elif isinstance(effect, AlertChanged):
                 self._count_alert(effect.alert)
                 if self.links.north is not None:
                     body = msgspec.to_builtins(self.alert_message(effect.alert))
-                    self._enqueue_north(topics.alert(self.gateway), body, effect.alert["device"], ALERT_PRIORITY)
+                    self._enqueue_north(topics.alert(self.gateway), body, effect.alert.device, ALERT_PRIORITY)
             elif isinstance(effect, PublishRequest):
                 device = str(effect.payload.get("device", "gateway"))
                 topic = topics.event(self.gateway, effect.topic)
@@ -81,7 +82,7 @@ class Outbound:
         name = effect.link if effect.link == "south" or self.links.north is not None else "south"
         self.stats.sends[name] += 1
         if effect.outbox:
-            self.store.enqueue(
+            self.store.outbox.enqueue(
                 name,
                 effect.topic,
                 effect.payload,
@@ -105,14 +106,14 @@ class Outbound:
             self.stats.sends_dropped[link.name] += 1
             log.info("send to %s not delivered (no outbox): %s", effect.topic, exc)
 
-    def _count_alert(self, alert: dict[str, Any]) -> None:
+    def _count_alert(self, alert: Alert) -> None:
         """For the metrics: a new alert is "raised" (no chain) or "notified" at step 0 (its
         first responder); escalations, acks and exhausted chains are later changes."""
-        status = str(alert["status"])
+        status = alert.status
         self.stats.alert_changes[status] += 1
         # an alert's first change is at its creation: raised (no chain), notified (at whatever
         # step has a free responder) or queued (nobody free); later changes carry a later time
-        if status == "raised" or (status in ("notified", "queued") and alert["updated"] == alert["created"]):
+        if status == "raised" or (status in ("notified", "queued") and alert.updated == alert.created):
             self.stats.alerts_raised += 1
 
     def telemetry(self, lamp: str, values: dict[str, Any]) -> None:
@@ -124,7 +125,7 @@ class Outbound:
         """The answer to a policy bundle, for the centre (north, or south without an uplink)."""
         link = self.links.uplink
         with self.store.transaction():
-            self.store.enqueue(
+            self.store.outbox.enqueue(
                 link, topics.policy_ack(self.gateway), encode(ack), priority=EVENT_PRIORITY, now=self.clock.now()
             )
         self.links.wake[link].set()
@@ -138,27 +139,27 @@ class Outbound:
         """
         link = self.links.uplink
         msg_id = new_id()
-        body.update(v=1, msg_id=msg_id, seq=self.store.next_seq(f"{link}.{device}"), gateway=self.gateway)
-        self.store.enqueue(
+        body.update(v=1, msg_id=msg_id, seq=self.store.outbox.next_seq(f"{link}.{device}"), gateway=self.gateway)
+        self.store.outbox.enqueue(
             link, topic, msgspec.json.encode(body), priority=priority, now=self.clock.now(), msg_id=msg_id
         )
         self.links.wake[link].set()
 
-    def alert_message(self, alert: dict[str, Any]) -> AlertMessage:
-        kind = self.active.engine.site.devices.get(alert["device"], ("gateway", None, None))[0]
+    def alert_message(self, alert: Alert) -> AlertMessage:
+        kind = self.active.engine.site.devices.get(alert.device, ("gateway", None, None))[0]
         return AlertMessage(
             v=1,
-            ts=alert["updated"],
-            alert_id=alert["alert_id"],
+            ts=alert.updated,
+            alert_id=alert.alert_id,
             gateway=self.gateway,
-            device=alert["device"],
+            device=alert.device,
             kind=kind,
-            priority=alert["priority"],
-            message=alert["message"],
-            rule=alert["rule"],
-            status=alert["status"],
-            responder=alert["responder"],
-            step=alert["step"],
+            priority=alert.priority,
+            message=alert.message,
+            rule=alert.rule,
+            status=alert.status,
+            responder=alert.responder,
+            step=alert.step,
         )
 
     # ----- the outbox -----------------------------------------------------------------------
@@ -181,7 +182,7 @@ class Outbound:
         wake = self.links.wake[name]
         while True:
             await link.wait_connected()
-            batch = self.store.pending(name, limit=self.DRAIN_WINDOW, now=self.clock.now())
+            batch = self.store.outbox.pending(name, limit=self.DRAIN_WINDOW, now=self.clock.now())
             if not batch:
                 wake.clear()
                 with contextlib.suppress(TimeoutError):
@@ -204,14 +205,14 @@ class Outbound:
                     interrupted = True
                     break
                 done.append(message.seq)
-            self.store.delivered(done)
+            self.store.outbox.delivered(done)
             self.stats.published[name] += len(done)
             if interrupted:
                 await asyncio.sleep(0.05)
 
     def _refused(self, name: str, message: OutboxMessage, refusal: PublishRefused) -> None:
         retry_s = self.REFUSED_RETRY_S.get(refusal.reason, self.REFUSED_RETRY_DEFAULT_S)
-        self.store.park(message.seq, refusal.reason, self.clock.now() + retry_s)
+        self.store.outbox.park(message.seq, refusal.reason, self.clock.now() + retry_s)
         self.stats.refused[f"{name}.{refusal.reason}"] += 1
         found = topics.match(self.gateway, message.topic)
         topic_class = found[0].name if found is not None else "other"

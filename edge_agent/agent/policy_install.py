@@ -60,7 +60,7 @@ class PolicyInstaller:
         the stages before this one) go into the rollout's timing line.
         """
         previous = self.active.engine
-        self.store.add_traces(previous.take_traces(), self.traces_per_rule)
+        self.store.rule_traces.add(previous.take_traces(), self.traces_per_rule)
         now = self.clock.now()
         with self.store.transaction():
             engine = Engine(policy, self.site, self.store)

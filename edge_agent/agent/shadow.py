@@ -36,7 +36,7 @@ from edge_agent.agent.shadow_store import SHADOW_DB, load_day, open_shadow_store
 from edge_agent.clock import Clock
 from edge_agent.config import GatewayConfig
 from edge_agent.engine import AlertChanged, Effect, Engine, NotifyResponder, PublishRequest, Site
-from edge_agent.models import Event
+from edge_agent.models import Alert, Event
 from edge_agent.policy.shadow_report import (
     MAX_RESPONDER_DIFFS,
     LampDiff,
@@ -45,7 +45,8 @@ from edge_agent.policy.shadow_report import (
     ShadowReport,
     encode_report,
 )
-from edge_agent.store.db import EVENT_PRIORITY, Store
+from edge_agent.store.db import Store
+from edge_agent.store.outbox import EVENT_PRIORITY
 
 __all__ = ["Shadow", "queue_report", "start_shadow"]
 
@@ -122,12 +123,12 @@ class Shadow:
         self._steps: tuple[dict[str, dict[int, str]], dict[str, dict[int, str]]] = ({}, {})
         self._meta: dict[str, tuple[float, str, str]] = {}  # active alert id -> (ts, rule, device)
         self._pending: tuple[list[_Pending], list[_Pending]] = ([], [])
-        started = self.store.get_meta("shadow.started") or self._date(clock.now()).isoformat()
+        started = self.store.meta.get("shadow.started") or self._date(clock.now()).isoformat()
         with self.store.transaction(durable=False):
-            self.store.set_meta("shadow.started", started)
-            self.store.set_meta("shadow.candidate_sha256", self.candidate_sha256)
-            self.store.set_meta("shadow.candidate", self.candidate)
-            self.store.set_meta("shadow.days", str(self.days))
+            self.store.meta.set("shadow.started", started)
+            self.store.meta.set("shadow.candidate_sha256", self.candidate_sha256)
+            self.store.meta.set("shadow.candidate", self.candidate)
+            self.store.meta.set("shadow.days", str(self.days))
         self.started = started
         self.ends = date.fromisoformat(started) + timedelta(days=self.days)
 
@@ -264,13 +265,13 @@ class Shadow:
                     diff.lamp_minutes += 1.0
                     diff.level_minutes += apart
 
-    def _alert(self, day: ShadowDay, side: int, alert: dict[str, Any], now: float) -> None:
-        alert_id = str(alert["alert_id"])
+    def _alert(self, day: ShadowDay, side: int, alert: Alert, now: float) -> None:
+        alert_id = alert.alert_id
         known = self._known[side]
-        if alert_id in known or alert["created"] != alert["updated"]:
+        if alert_id in known or alert.created != alert.updated:
             return  # a later change of an alert already seen (or raised before a restart)
         _remember(known, alert_id, None)
-        rule, device, created = str(alert["rule"]), str(alert["device"]), float(alert["created"])
+        rule, device, created = alert.rule, alert.device, float(alert.created)
         for i, other in enumerate(self._pending[1 - side]):
             if other.rule == rule and other.device == device and abs(other.ts - created) <= PAIR_WINDOW_S:
                 del self._pending[1 - side][i]
@@ -292,8 +293,8 @@ class Shadow:
                 gone = pending.pop(0)
                 _add(day.alerts_only_active if side == ACTIVE else day.alerts_only_candidate, gone.rule)
 
-    def _notified(self, day: ShadowDay, side: int, alert: dict[str, Any], responder: str) -> None:
-        alert_id, step = str(alert["alert_id"]), int(alert["step"])
+    def _notified(self, day: ShadowDay, side: int, alert: Alert, responder: str) -> None:
+        alert_id, step = alert.alert_id, alert.step
         steps = self._steps[side].get(alert_id)
         if steps is None:
             steps = {}
@@ -384,7 +385,7 @@ def queue_report(store: Store, links: Links, report: ShadowReport, now: float) -
     link = links.uplink
     with store.transaction(durable=False):
         topic = topics.shadow_report(report.gateway)
-        store.enqueue(link, topic, encode_report(report), priority=EVENT_PRIORITY, now=now)
+        store.outbox.enqueue(link, topic, encode_report(report), priority=EVENT_PRIORITY, now=now)
     links.wake[link].set()
 
 

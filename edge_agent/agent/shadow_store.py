@@ -35,7 +35,7 @@ def open_shadow_store(path: Path, candidate_sha256: str) -> Store:
     and days belong to that one)."""
     if path.exists():
         store = Store(path)
-        if store.get_meta("shadow.candidate_sha256") in (None, candidate_sha256):
+        if store.meta.get("shadow.candidate_sha256") in (None, candidate_sha256):
             return store
         store.close()
         for leftover in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
@@ -55,35 +55,35 @@ def save_day(store: Store, day: ShadowDay) -> None:
     settle(day)
     try:
         with store.transaction(durable=False):
-            index = json.loads(store.get_meta("shadow.index") or "[]")
+            index = json.loads(store.meta.get("shadow.index") or "[]")
             if day.day not in index:
-                store.set_meta("shadow.index", json.dumps([*index, day.day]))
-            store.set_meta(f"shadow.day.{day.day}", msgspec.json.encode(day).decode())
+                store.meta.set("shadow.index", json.dumps([*index, day.day]))
+            store.meta.set(f"shadow.day.{day.day}", msgspec.json.encode(day).decode())
     except sqlite3.Error as exc:
         log.warning("shadow: the day %s is not saved: %s", day.day, exc)
 
 
 def load_day(store: Store, key: str) -> ShadowDay | None:
     """The day ``key`` (ISO date) as last saved, or None."""
-    raw = store.get_meta(f"shadow.day.{key}")
+    raw = store.meta.get(f"shadow.day.{key}")
     return None if raw is None else _DAY.decode(raw)
 
 
 def read_days(store: Store, gateway: str) -> ShadowReport | None:
     """Every day kept in the shadow store as a report (None: no candidate ever ran there)."""
-    sha, started = store.get_meta("shadow.candidate_sha256"), store.get_meta("shadow.started")
+    sha, started = store.meta.get("shadow.candidate_sha256"), store.meta.get("shadow.started")
     if sha is None or started is None:
         return None
     days = []
-    for key in json.loads(store.get_meta("shadow.index") or "[]"):
+    for key in json.loads(store.meta.get("shadow.index") or "[]"):
         day = load_day(store, key)
         if day is not None:
             days.append(day)
     return ShadowReport(
         gateway=gateway,
-        candidate=store.get_meta("shadow.candidate") or "?",
+        candidate=store.meta.get("shadow.candidate") or "?",
         candidate_sha256=sha,
-        days_planned=int(store.get_meta("shadow.days") or 0),
+        days_planned=int(store.meta.get("shadow.days") or 0),
         started=started,
         days=days,
     )

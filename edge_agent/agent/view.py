@@ -57,7 +57,7 @@ class AgentView:
             MqttLinkState(
                 name=name,
                 connected=link.connected,
-                address=f"{link.settings.host}:{link.settings.port}",
+                address=link.address,
                 connects=link.connects,
                 failures=link.failures,
                 last_error=link.last_error or "",

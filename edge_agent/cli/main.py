@@ -100,7 +100,7 @@ def traces(
 ) -> None:
     """List the last rule runs: trigger, condition and result, actions, duration."""
     store = _store(config)
-    found = store.traces(rule, limit)
+    found = store.rule_traces.recent(rule, limit)
     if as_json:
         for trace in found:
             sys.stdout.write(json.dumps(trace) + "\n")
@@ -140,14 +140,14 @@ def alerts(
     table = Table(title="Alerts")
     for column in ("raised", "priority", "device", "message", "status", "responder"):
         table.add_column(column)
-    for alert in store.alerts(limit):
+    for alert in store.alerts.newest(limit):
         table.add_row(
-            datetime.fromtimestamp(alert["created"]).strftime("%m-%d %H:%M:%S"),
-            str(alert["priority"]),
-            alert["device"],
-            alert["message"],
-            alert["status"],
-            alert["responder"] or "-",
+            datetime.fromtimestamp(alert.created).strftime("%m-%d %H:%M:%S"),
+            str(alert.priority),
+            alert.device,
+            alert.message,
+            alert.status,
+            alert.responder or "-",
         )
     console.print(table)
 
@@ -162,10 +162,10 @@ def counters(config: ConfigOption) -> None:
     table = Table(title="Counters")
     table.add_column("name")
     table.add_column("value", justify="right")
-    for name, value in sorted(store.counters().items()):
+    for name, value in sorted(store.counters.all().items()):
         if not name.startswith("seq."):
             table.add_row(name, str(value))
-    for reason, count in sorted(store.refused().items()):
+    for reason, count in sorted(store.outbox.refused().items()):
         table.add_row(f"outbox.refused.{reason}", str(count))
     console.print(table)
 
@@ -205,7 +205,7 @@ def rollout_status(
     store = _store(config)
     active = PolicyStore(store.path).active("policy")
     version = active.version if active is not None else 0
-    shadow = store.shadow()
+    shadow = store.device_shadow.all()
     lamps = [lamp.id for lamp in loaded.file.lamps]
     by_version: dict[str, int] = {}
     stuck: list[tuple[str, str]] = []

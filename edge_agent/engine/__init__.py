@@ -6,7 +6,8 @@ decisions) and edge_agent.store (persistence, inside the caller's transaction).
 """
 
 from edge_agent.engine.effects import AlertChanged, Effect, LampSet, NotifyResponder, PublishRequest, SendRequest
-from edge_agent.engine.engine import Engine, Site
+from edge_agent.engine.engine import Engine
+from edge_agent.engine.site import Site
 
 __all__ = [
     "AlertChanged",

@@ -2,7 +2,7 @@
 acknowledgements, resolves and timers, its decisions turned into alert records and effects.
 
 Owns: the glue between ``edge_agent.policy.dispatch_state.DispatchState`` (which decides) and
-the engine's store and timers (which remember). Every decision is applied inside the caller's
+the store's alerts and the engine's timers (which remember). Every decision is applied inside the caller's
 transaction: the alert row (status, step, responder), its persisted timer (``escalate:<id>``
 with the notification count ``n``, ``resolve:<id>``) and the effects. After a restart the state
 is rebuilt from the open alerts (notified, escalated, queued, acknowledged) and their timers:
@@ -19,36 +19,33 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Mapping
+from typing import Literal
+
+from msgspec.structs import replace
 
 from edge_agent.engine.effects import AlertChanged, Effect, NotifyResponder
+from edge_agent.engine.site import Site
+from edge_agent.engine.timer_queue import FOREVER, TimerQueue
+from edge_agent.models import Alert
 from edge_agent.policy import dispatch_state as ds
 from edge_agent.policy.model import Policy
 from edge_agent.policy.units import parse_duration
-from edge_agent.store.db import Store, Timer
-from edge_agent.store.dispatch_state import open_dispatch_alerts
+from edge_agent.store.alerts import Alerts
+from edge_agent.store.timers import Timer
 
 OPEN = {"notified": ds.NOTIFIED, "escalated": ds.NOTIFIED, "queued": ds.QUEUED, "acknowledged": ds.ACKNOWLEDGED}
-CLOSED_STATUS = {ds.RESOLVED: "resolved", ds.RESOLVE_TIMEOUT: "resolve_timeout"}
-LATCH = 1e300  # the engine's FOREVER: a persisted timer that never fires (the queue's order)
+CLOSED_STATUS: dict[str, Literal["resolved", "resolve_timeout"]] = {
+    ds.RESOLVED: "resolved",
+    ds.RESOLVE_TIMEOUT: "resolve_timeout",
+}
 
 
 class GatewayDispatch:
-    def __init__(
-        self,
-        policy: Policy,
-        site: Any,  # edge_agent.engine.engine.Site (not imported: the engine imports this module)
-        store: Store,
-        put_timer: Callable[[Timer], None],
-        drop_timer: Callable[[str], None],
-        schedule: Callable[[Timer], None],
-    ) -> None:
+    def __init__(self, policy: Policy, site: Site, alerts: Alerts, timers: TimerQueue) -> None:
         self.site = site
-        self.store = store
-        self.put_timer = put_timer
-        self.drop_timer = drop_timer
-        self.schedule = schedule
+        self.alerts = alerts
+        self.timers = timers
         self.queue_seq = 0  # the next queued alert's place: persisted as its "queued:<id>" timer
         self.ids: tuple[str, ...] = tuple(r.id for r in site.responders)
         self.index = {rid: i for i, rid in enumerate(self.ids)}
@@ -80,20 +77,18 @@ class GatewayDispatch:
         whoever is free now. Call inside a store transaction, after the timers are loaded."""
         places = {t.data["alert_id"]: int(t.data["seq"]) for t in timers.values() if t.kind == "queued"}
         self.queue_seq = max(places.values(), default=-1) + 1
-        alerts = open_dispatch_alerts(self.store)  # oldest change first; queued ones by their place
-        alerts.sort(key=lambda a: (a["status"] == "queued", places.get(a["alert_id"], -1)))
+        alerts = self.alerts.open_for_dispatch()  # oldest change first; queued ones by their place
+        alerts.sort(key=lambda a: (a.status == "queued", places.get(a.alert_id, -1)))
         for alert in alerts:
-            status = OPEN.get(str(alert["status"]))
-            chain = alert["chain"]
-            if status is None or chain not in self.state.chains:
+            status = OPEN.get(alert.status)
+            chain = alert.chain
+            if status is None or chain is None or chain not in self.state.chains:
                 continue
-            x, y = self.location(str(alert["device"]))
-            responder = self.index.get(alert["responder"] or "", -1)
-            timer = timers.get(f"escalate:{alert['alert_id']}")
+            x, y = self.location(alert.device)
+            responder = self.index.get(alert.responder or "", -1)
+            timer = timers.get(f"escalate:{alert.alert_id}")
             n = int(timer.data.get("n", 1)) if timer is not None else 1
-            self.state.restore(
-                str(alert["alert_id"]), chain, x, y, status, int(alert["step"]), responder, n, float(alert["created"])
-            )
+            self.state.restore(alert.alert_id, chain, x, y, status, int(alert.step), responder, n, float(alert.created))
         for i, r in enumerate(self.site.responders):
             if not ds.full_day(r.shift):
                 self._schedule_shift(i, now)
@@ -109,13 +104,14 @@ class GatewayDispatch:
         while due <= after:
             day += dt.timedelta(days=1)
             due = (dt.datetime.combine(day, dt.time(0), tzinfo=tz) + start).timestamp()
-        self.schedule(Timer(f"shift:{i}", due, "shift", {"responder": i}))
+        self.timers.schedule(Timer(f"shift:{i}", due, "shift", {"responder": i}))
 
     # ----- inputs -----------------------------------------------------------------------------
-    def incident(self, alert: dict[str, Any], now: float) -> list[Effect]:
-        x, y = self.location(str(alert["device"]))
-        decisions = self.state.incident(now, self.clock(now), alert["alert_id"], x, y, alert["chain"])
-        return self.apply(decisions, now, {alert["alert_id"]: alert})
+    def incident(self, alert: Alert, chain: str, now: float) -> list[Effect]:
+        """A new alert for ``chain`` (one of the policy's): whom to notify, or queue it."""
+        x, y = self.location(alert.device)
+        decisions = self.state.incident(now, self.clock(now), alert.alert_id, x, y, chain)
+        return self.apply(decisions, now, {alert.alert_id: alert})
 
     def ack(self, alert_id: str, responder: str, now: float) -> list[Effect]:
         i = self.index.get(responder)
@@ -149,40 +145,39 @@ class GatewayDispatch:
         return self.apply(self.state.due_together(now, self.clock(now), events), now)
 
     # ----- decisions -> alert records, timers, effects ----------------------------------------
-    def apply(
-        self, decisions: list[ds.Decision], now: float, known: dict[str, dict[str, Any]] | None = None
-    ) -> list[Effect]:
+    def apply(self, decisions: list[ds.Decision], now: float, known: dict[str, Alert] | None = None) -> list[Effect]:
         effects: list[Effect] = []
         alerts = dict(known or {})
+        timers = self.timers
         for d in decisions:
             if d.kind in (ds.ACK_TIMEOUT, ds.SUPERSEDED):
                 continue  # the responder is free; the alert's own next decision follows
-            alert = alerts.get(d.alert) or self.store.alert(d.alert)
+            alert = alerts.get(d.alert) or self.alerts.get(d.alert)
             if alert is None:
                 continue
-            alerts[d.alert] = alert
             key = d.alert
             if d.kind == ds.NOTIFY:
                 responder = self.ids[d.responder]
-                status = "notified" if d.n == 1 else "escalated"
-                alert.update(step=d.step, responder=responder, status=status, updated=now)
-                self.put_timer(Timer(f"escalate:{key}", d.due, "escalate", {"alert_id": key, "n": d.n}))
-                self.drop_timer(f"queued:{key}")
-                effects.append(NotifyResponder(responder, dict(alert)))
+                status: Literal["notified", "escalated"] = "notified" if d.n == 1 else "escalated"
+                alert = replace(alert, step=d.step, responder=responder, status=status, updated=now)
+                timers.put(Timer(f"escalate:{key}", d.due, "escalate", {"alert_id": key, "n": d.n}))
+                timers.drop(f"queued:{key}")
+                effects.append(NotifyResponder(responder, alert))
             elif d.kind == ds.QUEUED:
-                alert.update(status="queued", responder=None, updated=now)
-                self.drop_timer(f"escalate:{key}")
-                self.put_timer(Timer(f"queued:{key}", LATCH, "queued", {"alert_id": key, "seq": self.queue_seq}))
+                alert = replace(alert, status="queued", responder=None, updated=now)
+                timers.drop(f"escalate:{key}")
+                timers.put(Timer(f"queued:{key}", FOREVER, "queued", {"alert_id": key, "seq": self.queue_seq}))
                 self.queue_seq += 1
             elif d.kind == ds.ACKNOWLEDGED:
-                alert.update(status="acknowledged", responder=self.ids[d.responder], updated=now)
-                self.drop_timer(f"escalate:{key}")
-                self.drop_timer(f"queued:{key}")
+                alert = replace(alert, status="acknowledged", responder=self.ids[d.responder], updated=now)
+                timers.drop(f"escalate:{key}")
+                timers.drop(f"queued:{key}")
                 if math.isfinite(d.due):
-                    self.put_timer(Timer(f"resolve:{key}", d.due, "resolve", {"alert_id": key}))
+                    timers.put(Timer(f"resolve:{key}", d.due, "resolve", {"alert_id": key}))
             else:  # RESOLVED, RESOLVE_TIMEOUT
-                alert.update(status=CLOSED_STATUS[d.kind], updated=now)
-                self.drop_timer(f"resolve:{key}")
-            self.store.put_alert(alert)
-            effects.append(AlertChanged(dict(alert)))
+                alert = replace(alert, status=CLOSED_STATUS[d.kind], updated=now)
+                timers.drop(f"resolve:{key}")
+            alerts[key] = alert
+            self.alerts.put(alert)
+            effects.append(AlertChanged(alert))
         return effects

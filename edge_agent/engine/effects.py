@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from edge_agent.models import Alert
+
 
 @dataclass(frozen=True, slots=True)
 class LampSet:
@@ -15,13 +17,13 @@ class LampSet:
 
 @dataclass(frozen=True, slots=True)
 class AlertChanged:
-    alert: dict[str, Any]  # the alert record as stored (status, step, responder, ...)
+    alert: Alert  # the alert as stored (status, step, responder, ...)
 
 
 @dataclass(frozen=True, slots=True)
 class NotifyResponder:
     responder: str
-    alert: dict[str, Any]
+    alert: Alert
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,129 +1,44 @@
 """The engine: events and time in, effects out, every pending timer persisted.
 
-Owns: matching events to rules, ``for`` timers on thresholds, absence timers, time and sun
-triggers, lamp overrides with revert, alert lifecycles (notify, escalate, acknowledge) and
-rule traces. All state changes go to the ``Store`` inside the caller's transaction, together
-with the outbox messages the caller derives from the returned effects: a crash either keeps
-a timer and no message, or the message and no timer. So each timer fires exactly once.
+Owns: matching events to rules and running their actions, ``for`` timers on thresholds,
+absence timers, time and sun triggers, lamp overrides with revert and commands, and rule traces.
+Alert lifecycles are edge_agent/engine/alerting.py's, the pending timers
+edge_agent/engine/timer_queue.py's. All state changes go to the store's parts (timers, alerts)
+inside the caller's transaction, together with the outbox messages the caller derives from the
+returned effects: a crash either keeps a timer and no message, or the message and no timer. So
+each timer fires exactly once.
 """
 
 from __future__ import annotations
 
-import heapq
 import time
-from collections import deque
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import msgspec
 
-from edge_agent.engine.dispatching import GatewayDispatch
-from edge_agent.engine.effects import AlertChanged, Effect, LampSet, PublishRequest, SendRequest
-from edge_agent.engine.lighting import LampState, LightingController, LocalTime, local_time
+from edge_agent.engine.alerting import DISPATCH_TIMERS, Alerting
+from edge_agent.engine.context import RuleContext, SunElevation
+from edge_agent.engine.effects import Effect, LampSet, PublishRequest, SendRequest
+from edge_agent.engine.lighting import LampState, LightingController
 from edge_agent.engine.rules import CompiledRule, compile_rule, render, render_topic, render_value
 from edge_agent.engine.schedule import next_fire
+from edge_agent.engine.site import Site
+from edge_agent.engine.timer_queue import FOREVER, TimerQueue
+from edge_agent.engine.traces import TraceBuffer
 from edge_agent.models import Event
-from edge_agent.policy.dispatch_state import FULL_DAY
 from edge_agent.policy.expr import evaluate
 from edge_agent.policy.model import Notify, Policy, Publish, RaiseAlert, Send, SetLamp
 from edge_agent.policy.programs import compile_programs
-from edge_agent.policy.sun import solar_elevation
 from edge_agent.policy.units import parse_duration
-from edge_agent.store.db import Store, Timer, new_id
-
-FOREVER = 1e300  # due time of a latch: persisted, never fires
-
-
-@dataclass(frozen=True, slots=True)
-class SiteLamp:
-    id: str
-    group: str
-    zone: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class SiteResponder:
-    id: str
-    role: str
-    x: float = 0.0
-    y: float = 0.0
-    shift: tuple[float, float] = FULL_DAY  # local clock minutes; may wrap midnight
-
-
-@dataclass(frozen=True)
-class Site:
-    """What the engine needs to know of the gateway's place and devices."""
-
-    gateway: str
-    latitude: float
-    longitude: float
-    tz: ZoneInfo
-    lamps: tuple[SiteLamp, ...] = ()
-    responders: tuple[SiteResponder, ...] = ()
-    devices: Mapping[str, tuple[str, str | None, str | None]] = field(default_factory=dict)
-    # device id -> (kind, group, zone), for absence timers of devices never heard from
-    traces_per_rule: int = 20
-    # device id -> (x, y) metres from the gateway: where its alerts are dispatched from
-    locations: Mapping[str, tuple[float, float]] = field(default_factory=dict)
-
-
-class _Context(Mapping[str, Any]):
-    """Condition names, computed lazily: event values first, then the gateway's context."""
-
-    __slots__ = ("_engine", "_event", "_extra", "_local")
-
-    def __init__(self, engine: Engine, event: Event, extra: Mapping[str, Any]) -> None:
-        self._engine = engine
-        self._event = event
-        self._extra = extra
-        self._local: LocalTime | None = None
-
-    def __getitem__(self, key: str) -> Any:
-        if key in self._extra:
-            return self._extra[key]
-        data = self._event.data
-        if key in data:
-            return data[key]
-        event = self._event
-        if key == "device":
-            return event.device
-        if key == "kind":
-            return event.kind
-        if key == "event":
-            return event.name
-        if key == "ts":  # for templates: the event's time (a payload's own ts comes first)
-            return event.ts
-        if key == "gateway":
-            return self._engine.site.gateway
-        if key == "zone" and event.zone is not None:
-            return event.zone
-        if key == "group" and event.group is not None:
-            return event.group
-        if key in ("hour", "minute", "weekday"):
-            if self._local is None:
-                self._local = local_time(event.ts, self._engine.site.tz)
-            local = self._local
-            return {"hour": local.hour, "minute": int(local.minute), "weekday": local.weekday}[key]
-        if key == "sun_elevation":
-            return self._engine.sun_elevation(event.ts)
-        if key == "is_dark":
-            return self._engine.sun_elevation(event.ts) < -0.833
-        raise KeyError(key)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._event.data)
-
-    def __len__(self) -> int:
-        return len(self._event.data)
+from edge_agent.store.db import Store
+from edge_agent.store.timers import Timer
 
 
 class Engine:
     def __init__(self, policy: Policy, site: Site, store: Store) -> None:
         self.policy = policy
         self.site = site
-        self.store = store
         self.rules = [compile_rule(r) for r in policy.rules if r.enabled]
         self.rules_by_id = {r.id: r for r in self.rules}
         self.by_event: dict[str, list[CompiledRule]] = {}
@@ -146,13 +61,12 @@ class Engine:
                 continue  # the config loader refuses this; the bench may build such sites
             lamps[lamp.id] = LampState(lamp.id, lamp.group, lamp.zone, programs[program_name])
         self.lighting = LightingController(lamps, site.latitude, site.longitude, site.tz)
-        self.traces: dict[str, deque[dict[str, Any]]] = {}
-        self.unsaved_traces: deque[dict[str, Any]] = deque(maxlen=10_000)
-        self._heap: list[tuple[float, str]] = []
-        self._timers: dict[str, Timer] = {}
-        # who is notified, busy or off shift; which responder an alert gets (the twin's code)
-        self.dispatch = GatewayDispatch(policy, site, store, self._put_timer, self._drop_timer, self._schedule)
-        self._elevation_cache: tuple[float, float] = (-1.0, 0.0)
+        self.trace_buffer = TraceBuffer(site.traces_per_rule)
+        self.traces = self.trace_buffer.by_rule  # rule id -> its newest traces
+        self._trace = self.trace_buffer.add
+        self.timers = TimerQueue(store.timers)
+        self.alerting = Alerting(policy, site, store.alerts, self.timers, self._trace)
+        self.sun = SunElevation(site.latitude, site.longitude)
 
     # ----- start ------------------------------------------------------------------------------
     def start(self, now: float) -> list[Effect]:
@@ -160,9 +74,7 @@ class Engine:
 
         Call inside a store transaction. Overdue persisted timers fire at the next ``fire_due``.
         """
-        for timer in self.store.timers():
-            self._timers[timer.timer_id] = timer
-            heapq.heappush(self._heap, (timer.due, timer.timer_id))
+        for timer in self.timers.load():
             if timer.kind == "override":
                 self.lighting.override(timer.data["lamps"], timer.data["level"], timer.data["reason"], now)
         for rule in self.rules:
@@ -172,8 +84,8 @@ class Engine:
                 for device, (kind, group, zone) in self.site.devices.items():
                     probe = Event(device, kind, next(iter(rule.events)), now, zone, group)
                     key = f"absence:{rule.id}:{device}"
-                    if rule.matches(probe) and key not in self._timers:
-                        self._put_timer(
+                    if rule.matches(probe) and key not in self.timers.pending:
+                        self.timers.put(
                             Timer(
                                 key,
                                 now + rule.for_seconds,
@@ -187,7 +99,7 @@ class Engine:
                                 },
                             )
                         )
-        effects: list[Effect] = list(self.dispatch.start(now, self._timers))
+        effects: list[Effect] = list(self.alerting.start(now, self.timers.pending))
         return effects + list(self.lighting.tick(now))
 
     # ----- events -----------------------------------------------------------------------------
@@ -195,14 +107,12 @@ class Engine:
         """One typed event in; effects out. Call inside a store transaction."""
         effects: list[Effect] = []
         now = event.ts
-        if event.kind == "camera" and event.name in ("person", "vehicle") and self.is_dark(now):
+        if event.kind == "camera" and event.name in ("person", "vehicle") and self.sun.is_dark(now):
             changes, until = self.lighting.boost_zone(event.zone, now)
             effects.extend(changes)
             if until > now:  # in memory only: a lost boost end is caught by the next tick
-                key = f"boost:{event.zone}"
-                self._timers[key] = Timer(key, until, "boost", {})
-                heapq.heappush(self._heap, (until, key))
-        shared = _Context(self, event, {})  # one lazy context for every rule this event runs
+                self.timers.schedule(Timer(f"boost:{event.zone}", until, "boost", {}))
+        shared = RuleContext(self.site, self.sun, event, {})  # one lazy context for every rule this event runs
         for rule in self.by_event.get(event.name, ()):
             if not rule.matches(event):
                 continue
@@ -227,7 +137,7 @@ class Engine:
                     "group": event.group,
                     "zone": event.zone,
                 }
-                self._put_timer(Timer(key, now + rule.for_seconds, "absence", data))
+                self.timers.put(Timer(key, now + rule.for_seconds, "absence", data))
         return effects
 
     def _threshold(self, rule: CompiledRule, event: Event, effects: list[Effect]) -> None:
@@ -236,15 +146,15 @@ class Engine:
         if not isinstance(value, int | float) or isinstance(value, bool):
             return
         key = f"threshold:{rule.id}:{event.device}"
-        pending = self._timers.get(key)
+        pending = self.timers.pending.get(key)
         if not rule.crossed(float(value)):
             if pending is not None:
-                self._drop_timer(key)
+                self.timers.drop(key)
             return
         if pending is not None:
             return  # already counting, or latched until the value goes back
         if rule.for_seconds <= 0:
-            self._put_timer(Timer(key, FOREVER, "latch", {"rule": rule.id}))
+            self.timers.put(Timer(key, FOREVER, "latch", {"rule": rule.id}))
             effects.extend(
                 self._run(
                     rule,
@@ -263,7 +173,7 @@ class Engine:
             "value": value,
             "since": event.ts,
         }
-        self._put_timer(Timer(key, event.ts + rule.for_seconds, "threshold", data))
+        self.timers.put(Timer(key, event.ts + rule.for_seconds, "threshold", data))
 
     # ----- commands from outside the rules -----------------------------------------------------
     def command_lamp(
@@ -277,7 +187,7 @@ class Engine:
         started = time.perf_counter_ns()
         lamps = [state.lamp for state in self.lighting.resolve(lamp, None, None)]
         key = f"override:command:{source}:{lamp}"  # ":" is not in a rule id: no clash
-        self._drop_timer(key)
+        self.timers.drop(key)
         effects: list[Effect] = list(self._override(lamps, level, f"command:{source}", key, for_seconds, now))
         until = f" for {for_seconds:g}s" if for_seconds is not None else ""
         self._trace(
@@ -299,46 +209,21 @@ class Engine:
         after ``duration`` seconds (None: never)."""
         changes = self.lighting.override(lamps, level, reason, now)
         due = now + duration if duration is not None else FOREVER
-        self._put_timer(Timer(key, due, "override", {"lamps": lamps, "level": level, "reason": reason}))
+        self.timers.put(Timer(key, due, "override", {"lamps": lamps, "level": level, "reason": reason}))
         return changes
 
     # ----- acknowledgements -------------------------------------------------------------------
     def acknowledge(self, alert_id: str, responder: str, now: float) -> list[Effect]:
-        """A responder acknowledged: stop escalating; the responder is busy until the alert is
-        resolved. Unknown, repeated or refused acks (edge_agent/policy/dispatch_state.py) change
-        nothing."""
-        return self._dispatch_trace(self.dispatch.ack(alert_id, responder, now), "ack", alert_id, responder, now)
+        """A responder acknowledged (edge_agent/engine/alerting.py). Call inside a store transaction."""
+        return self.alerting.acknowledge(alert_id, responder, now)
 
     def resolve(self, alert_id: str, responder: str, now: float) -> list[Effect]:
-        """The busy responder resolved the alert: available again. Others change nothing."""
-        effects = self.dispatch.resolve(alert_id, responder, now)
-        return self._dispatch_trace(effects, "resolve", alert_id, responder, now)
-
-    def _dispatch_trace(self, effects: list[Effect], kind: str, alert_id: str, who: str, now: float) -> list[Effect]:
-        changed = [e.alert for e in effects if isinstance(e, AlertChanged)]
-        if changed:
-            self._trace(
-                {
-                    "rule": changed[0]["rule"],
-                    "ts": now,
-                    "trigger": {"type": kind, "alert": alert_id, "responder": who},
-                    "condition": None,
-                    "actions": [f"{a['alert_id']} {a['status']} -> {a['responder']}" for a in changed],
-                    "duration_us": 0,
-                }
-            )
-        return effects
+        """The busy responder resolved the alert. Call inside a store transaction."""
+        return self.alerting.resolve(alert_id, responder, now)
 
     # ----- time -------------------------------------------------------------------------------
     def next_due(self) -> float | None:
-        while self._heap:
-            due, key = self._heap[0]
-            timer = self._timers.get(key)
-            if timer is None or timer.due != due:
-                heapq.heappop(self._heap)  # stale entry
-                continue
-            return due if due < FOREVER else None
-        return None
+        return self.timers.next_due()
 
     def fire_due(self, now: float) -> list[Effect]:
         """Fire every timer due at ``now``. Call inside a store transaction."""
@@ -347,38 +232,26 @@ class Engine:
         while True:
             due = self.next_due()
             if together and due != together[0].due:
-                effects.extend(self._fire_dispatch(together, now))
+                effects.extend(self.alerting.fire(together, now))
                 together = []
             if due is None or due > now:
                 return effects
-            _, key = heapq.heappop(self._heap)
-            timer = self._timers[key]
-            if timer.kind in ("escalate", "resolve", "shift"):
+            timer = self.timers.pop()
+            key = timer.timer_id
+            if timer.kind in DISPATCH_TIMERS:
                 if timer.kind == "shift":
-                    del self._timers[key]  # in memory, like boosts: computed again at start
+                    self.timers.forget(key)  # in memory, like boosts: computed again at start
                 else:
-                    self._drop_timer(key)
+                    self.timers.drop(key)
                 together.append(timer)
                 continue
             effects.extend(self._fire(timer, now))
-
-    def _fire_dispatch(self, timers: list[Timer], now: float) -> list[Effect]:
-        effects = self.dispatch.fire(timers, now)
-        for timer in timers:
-            if timer.kind != "shift":
-                alert_id = timer.data["alert_id"]
-                mine: list[Effect] = [
-                    e for e in effects if isinstance(e, AlertChanged) and e.alert["alert_id"] == alert_id
-                ]
-                trigger = "escalation" if timer.kind == "escalate" else "resolve_timeout"
-                self._dispatch_trace(mine, trigger, alert_id, "", now)
-        return effects
 
     def _fire(self, timer: Timer, now: float) -> list[Effect]:
         data = timer.data
         kind = timer.kind
         if kind in ("schedule",):
-            del self._timers[timer.timer_id]
+            self.timers.forget(timer.timer_id)
             rule = self.rules_by_id.get(data["rule"])
             if rule is None:
                 return []
@@ -386,9 +259,9 @@ class Engine:
             probe = Event("gateway", "gateway", rule.trigger, timer.due)
             return self._run(rule, probe, {"type": rule.trigger, "scheduled": timer.due}, {})
         if kind == "boost":
-            del self._timers[timer.timer_id]
+            self.timers.forget(timer.timer_id)
             return list(self.lighting.tick(now))
-        self._drop_timer(timer.timer_id)
+        self.timers.drop(timer.timer_id)
         if kind == "override":
             return list(self.lighting.release(data["lamps"], now))
         rule = self.rules_by_id.get(data.get("rule", ""))
@@ -404,7 +277,7 @@ class Engine:
             {"value": data.get("value", 0)},
         )
         if kind == "threshold":
-            self._put_timer(Timer(timer.timer_id, FOREVER, "latch", {"rule": rule.id}))
+            self.timers.put(Timer(timer.timer_id, FOREVER, "latch", {"rule": rule.id}))
             trigger = {
                 "type": "threshold",
                 "field": rule.field,
@@ -422,23 +295,11 @@ class Engine:
         due = next_fire(rule.declaration.when, after, site.tz, site.latitude, site.longitude)
         if due is None:
             return
-        key = f"schedule:{rule.id}"
-        self._timers[key] = Timer(key, due, "schedule", {"rule": rule.id})
-        heapq.heappush(self._heap, (due, key))
+        self.timers.schedule(Timer(f"schedule:{rule.id}", due, "schedule", {"rule": rule.id}))
 
     # ----- lighting ---------------------------------------------------------------------------
     def tick_lighting(self, now: float) -> list[Effect]:
         return list(self.lighting.tick(now))
-
-    def sun_elevation(self, now: float) -> float:
-        cached_at, value = self._elevation_cache
-        if abs(now - cached_at) > 30.0:
-            value = solar_elevation(now, self.site.latitude, self.site.longitude)
-            self._elevation_cache = (now, value)
-        return value
-
-    def is_dark(self, now: float) -> bool:
-        return self.sun_elevation(now) < -0.833
 
     # ----- rule runs --------------------------------------------------------------------------
     def _run(
@@ -447,10 +308,10 @@ class Engine:
         event: Event,
         trigger: dict[str, Any],
         extra: Mapping[str, Any],
-        shared: _Context | None = None,
+        shared: RuleContext | None = None,
     ) -> list[Effect]:
         started = time.perf_counter_ns()
-        env = shared if shared is not None and not extra else _Context(self, event, extra)
+        env = shared if shared is not None and not extra else RuleContext(self.site, self.sun, event, extra)
         condition: dict[str, Any] | None = None
         if rule.condition is not None:
             passed, reason = evaluate(rule.condition, env)
@@ -485,7 +346,7 @@ class Engine:
         )
         return effects
 
-    def _act(self, rule: CompiledRule, action: Any, event: Event, env: _Context, effects: list[Effect]) -> str:
+    def _act(self, rule: CompiledRule, action: Any, event: Event, env: RuleContext, effects: list[Effect]) -> str:
         now = event.ts
         if isinstance(action, SetLamp):
             lamps = [lamp.lamp for lamp in self.lighting.resolve(action.device, action.group, action.zone)]
@@ -498,8 +359,8 @@ class Engine:
         if isinstance(action, RaiseAlert | Notify):
             chain = action.notify if isinstance(action, RaiseAlert) else action.chain
             message = render(action.message, env)
-            alert = self._raise(rule.id, event.device, action.priority, message, chain, now, effects)
-            return f"alert {alert['alert_id']} priority={action.priority}" + (f" notify={chain}" if chain else "")
+            alert = self.alerting.raise_alert(rule.id, event.device, action.priority, message, chain, now, effects)
+            return f"alert {alert.alert_id} priority={action.priority}" + (f" notify={chain}" if chain else "")
         if isinstance(action, Publish):
             payload = {k: render(v, env) if isinstance(v, str) else v for k, v in action.payload.items()}
             payload.update(rule=rule.id, device=event.device, ts=now)
@@ -517,60 +378,6 @@ class Engine:
             return f"send {topic}" + ("" if action.outbox else " (no outbox)")
         raise TypeError(type(action))  # pragma: no cover - the schema admits no other action
 
-    # ----- alerts -----------------------------------------------------------------------------
-    def _raise(
-        self,
-        rule: str,
-        device: str,
-        priority: int,
-        message: str,
-        chain: str | None,
-        now: float,
-        effects: list[Effect],
-    ) -> dict[str, Any]:
-        alert: dict[str, Any] = {
-            "alert_id": new_id(),
-            "created": now,
-            "device": device,
-            "rule": rule,
-            "priority": priority,
-            "message": message,
-            "chain": chain,
-            "step": 0,
-            "responder": None,
-            "status": "raised",
-            "updated": now,
-        }
-        self.store.put_alert(alert)
-        if chain is not None and chain in self.policy.chains:
-            effects.extend(self.dispatch.incident(alert, now))
-        else:
-            effects.append(AlertChanged(dict(alert)))
-        return alert
-
-    # ----- timers and traces ------------------------------------------------------------------
-    def _put_timer(self, timer: Timer) -> None:
-        self._timers[timer.timer_id] = timer
-        self.store.put_timer(timer)
-        heapq.heappush(self._heap, (timer.due, timer.timer_id))
-
-    def _schedule(self, timer: Timer) -> None:
-        """An in-memory timer (not persisted)."""
-        self._timers[timer.timer_id] = timer
-        heapq.heappush(self._heap, (timer.due, timer.timer_id))
-
-    def _drop_timer(self, key: str) -> None:
-        if self._timers.pop(key, None) is not None:
-            self.store.delete_timer(key)
-
-    def _trace(self, trace: dict[str, Any]) -> None:
-        kept = self.traces.get(trace["rule"])
-        if kept is None:
-            kept = self.traces[trace["rule"]] = deque(maxlen=self.site.traces_per_rule)
-        kept.append(trace)
-        self.unsaved_traces.append(trace)  # bounded: the oldest unsaved ones fall off
-
     def take_traces(self) -> list[dict[str, Any]]:
-        traces = list(self.unsaved_traces)
-        self.unsaved_traces.clear()
-        return traces
+        """The traces not yet taken (to store), oldest first."""
+        return self.trace_buffer.take()

@@ -6,7 +6,7 @@ crash keeps both or neither:
 
 * ``alert_log``: every change of an alert's status, step or responder (raised, notified,
   escalated, acknowledged, unacknowledged, resolved, ...). Written by SQLite triggers on the
-  ``alerts`` table, so whatever code changes an alert (``Store.put_alert`` or a plain
+  ``alerts`` table, so whatever code changes an alert (``store.alerts.put`` or a plain
   UPDATE) is logged in the same statement, without a call in the engine.
 * ``event_log``: incidents (wearable events other than heartbeats and vitals) and lamp
   failures and repairs (``fault`` when a lamp's fault bits turn non-zero, ``repair`` when they
@@ -112,62 +112,66 @@ NOT_INCIDENTS = frozenset({"heartbeat", "vitals", "state", "online", "offline"})
 Device = tuple[str, str, str | None, str | None]  # id, kind, group, zone
 
 
-def install(db: sqlite3.Connection, devices: Iterable[Device], now: float) -> None:
-    """Create the history tables and triggers (idempotent) and record the gateway's devices
-    ``(id, kind, group, zone)``; a device already in the census keeps its ``since``. Run once at
-    start, outside any transaction (its own)."""
-    db.executescript(SCHEMA)
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('history.since', ?)", (repr(now),))
-        db.executemany(
-            "INSERT INTO census (device, kind, grp, zone, since) VALUES (?, ?, ?, ?, ?)"
-            " ON CONFLICT(device) DO UPDATE SET kind = excluded.kind, grp = excluded.grp, zone = excluded.zone",
-            [(device, kind, group, zone, now) for device, kind, group, zone in devices],
+class History:
+    """The field history's tables on the store's connection (``store.history``)."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def install(self, devices: Iterable[Device], now: float) -> None:
+        """Create the history tables and triggers (idempotent) and record the gateway's devices
+        ``(id, kind, group, zone)``; a device already in the census keeps its ``since``. Run once
+        at start, outside any transaction (its own)."""
+        db = self.db
+        db.executescript(SCHEMA)
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('history.since', ?)", (repr(now),))
+            db.executemany(
+                "INSERT INTO census (device, kind, grp, zone, since) VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT(device) DO UPDATE SET kind = excluded.kind, grp = excluded.grp, zone = excluded.zone",
+                [(device, kind, group, zone, now) for device, kind, group, zone in devices],
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def record(self, event: Event) -> None:
+        """Log what calibration needs of one device event (inside the caller's transaction):
+        incidents, lamp faults and repairs, motion counts. Other events are not logged."""
+        if event.kind == "camera" and event.name in MOTION:
+            hour = math.floor(event.ts / 3600.0) * 3600.0
+            self.db.execute(
+                "INSERT INTO motion_hourly (hour, zone, count) VALUES (?, ?, 1)"
+                " ON CONFLICT(hour, zone) DO UPDATE SET count = count + 1",
+                (hour, event.zone or ""),
+            )
+        elif event.kind == "lamp" and event.name == "state":
+            faults = event.data.get("faults", 0)
+            self.record_lamp_faults(event.device, event.group, int(faults) if isinstance(faults, int) else 0, event.ts)
+        elif event.kind == "wearable" and event.name not in NOT_INCIDENTS:
+            self.db.execute(
+                "INSERT INTO event_log (ts, device, kind, name, grp) VALUES (?, ?, ?, ?, ?)",
+                (event.ts, event.device, event.kind, event.name, event.group),
+            )
+
+    def record_lamp_faults(self, lamp: str, group: str | None, faults: int, now: float) -> None:
+        """A lamp reported its fault bits: log ``fault`` when they turn non-zero, ``repair`` when
+        they clear (against the last logged one, so a repeated report or a restart logs nothing)."""
+        row = self.db.execute(
+            "SELECT name FROM event_log WHERE device = ? AND name IN ('fault', 'repair') ORDER BY id DESC LIMIT 1",
+            (lamp,),
+        ).fetchone()
+        faulty = row is not None and row[0] == "fault"
+        if bool(faults) == faulty:
+            return
+        self.db.execute(
+            "INSERT INTO event_log (ts, device, kind, name, grp, detail) VALUES (?, ?, 'lamp', ?, ?, ?)",
+            (now, lamp, "fault" if faults else "repair", group, faults or None),
         )
-        db.execute("COMMIT")
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
 
-
-def record(db: sqlite3.Connection, event: Event) -> None:
-    """Log what calibration needs of one device event (inside the caller's transaction):
-    incidents, lamp faults and repairs, motion counts. Other events are not logged."""
-    if event.kind == "camera" and event.name in MOTION:
-        hour = math.floor(event.ts / 3600.0) * 3600.0
-        db.execute(
-            "INSERT INTO motion_hourly (hour, zone, count) VALUES (?, ?, 1)"
-            " ON CONFLICT(hour, zone) DO UPDATE SET count = count + 1",
-            (hour, event.zone or ""),
-        )
-    elif event.kind == "lamp" and event.name == "state":
-        faults = event.data.get("faults", 0)
-        record_lamp_faults(db, event.device, event.group, int(faults) if isinstance(faults, int) else 0, event.ts)
-    elif event.kind == "wearable" and event.name not in NOT_INCIDENTS:
-        db.execute(
-            "INSERT INTO event_log (ts, device, kind, name, grp) VALUES (?, ?, ?, ?, ?)",
-            (event.ts, event.device, event.kind, event.name, event.group),
-        )
-
-
-def record_lamp_faults(db: sqlite3.Connection, lamp: str, group: str | None, faults: int, now: float) -> None:
-    """A lamp reported its fault bits: log ``fault`` when they turn non-zero, ``repair`` when
-    they clear (against the last logged one, so a repeated report or a restart logs nothing)."""
-    row = db.execute(
-        "SELECT name FROM event_log WHERE device = ? AND name IN ('fault', 'repair') ORDER BY id DESC LIMIT 1",
-        (lamp,),
-    ).fetchone()
-    faulty = row is not None and row[0] == "fault"
-    if bool(faults) == faulty:
-        return
-    db.execute(
-        "INSERT INTO event_log (ts, device, kind, name, grp, detail) VALUES (?, ?, 'lamp', ?, ?, ?)",
-        (now, lamp, "fault" if faults else "repair", group, faults or None),
-    )
-
-
-def record_link(db: sqlite3.Connection, link: str, up: bool, now: float) -> None:
-    """The link went down (``up=False``) or came back (inside the caller's transaction, or
-    on its own: a single statement commits by itself)."""
-    db.execute("INSERT INTO link_log (ts, link, up) VALUES (?, ?, ?)", (now, link, int(up)))
+    def record_link(self, link: str, up: bool, now: float) -> None:
+        """The link went down (``up=False``) or came back (inside the caller's transaction, or
+        on its own: a single statement commits by itself)."""
+        self.db.execute("INSERT INTO link_log (ts, link, up) VALUES (?, ?, ?)", (now, link, int(up)))

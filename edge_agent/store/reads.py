@@ -2,7 +2,8 @@
 
 Owns: the aggregate queries a scrape or a status refresh runs (outbox depth, bytes and oldest
 message per link; alerts by status; the open alerts). They only read, in the agent's own
-thread, between its transactions; ``db.py`` keeps the schema and every statement that writes.
+thread, between its transactions; the store's parts (edge_agent/store/db.py) keep every statement
+that writes.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ def alerts_by_status(store: Store) -> dict[str, int]:
 
 
 def recent_alerts(store: Store, limit: int = 20) -> list[dict[str, Any]]:
-    """Open alerts first (newest first), then the most recently closed ones."""
+    """Open alerts first (newest first), then the most recently closed ones: rows as dicts, which
+    the status page reads (the engine's and the store's own alerts are ``models.Alert``)."""
     placeholders = ", ".join("?" * len(OPEN_STATUSES))
     cur = store.db.execute(
         f"SELECT * FROM alerts ORDER BY status IN ({placeholders}) DESC, updated DESC LIMIT ?",

@@ -1,4 +1,4 @@
-"""The gateway store's tables (edge_agent/store/db.py owns every statement against them)."""
+"""The gateway store's tables (each part of edge_agent/store/db.py owns the statements against its own)."""
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (

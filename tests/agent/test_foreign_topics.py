@@ -118,13 +118,13 @@ async def test_a_foreign_sos_is_acknowledged_only_after_its_send_is_on_disk(
         synced_with: list[int] = []
 
         def synced() -> None:  # what the link's commit waits for: asked after the commit
-            synced_with.append(len(agent.store.pending("south", limit=100)))
+            synced_with.append(len(agent.store.outbox.pending("south", limit=100)))
 
         monkeypatch.setattr(agent.store, "synced", synced)
         sos = ("village/v03/wearable/w0003/event", b'{"type":"sos","ts":5}')
         calm = ("village/v03/wearable/w0003/event", b'{"type":"hr","value":70,"ts":6}')
         assert await agent.intake.receive_south(*sos) == SYNC, "committed; the ack waits for the flush"
-        assert [m.payload for m in agent.store.pending("south", limit=10)] == [
+        assert [m.payload for m in agent.store.outbox.pending("south", limit=10)] == [
             b'{"alert":"sos","device":"w0003","ts":5}'
         ]
         assert await agent.intake.on_south(*calm) is True

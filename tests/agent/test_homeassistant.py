@@ -269,7 +269,7 @@ async def test_home_assistant_discovers_switches_and_sees_the_village(
         trace = agent.engine.traces["homeassistant"][-1]
         assert trace["trigger"] == {"type": "command", "source": "homeassistant", "device": "L1"}
         assert trace["actions"] == ["set_lamp L1 level=37 for 3600s (1 lamps)"]
-        timers = {t.timer_id: t for t in agent.store.timers()}
+        timers = {t.timer_id: t for t in agent.store.timers.all()}
         assert timers["override:command:homeassistant:L1"].data["level"] == 37.0, "persisted: a restart keeps it"
         assert agent.engine.lighting.lamps["L1"].override_level == 37.0
         # 4. the lamp reports: Home Assistant sees it on, at 37
@@ -320,7 +320,7 @@ async def test_an_override_from_home_assistant_reverts_to_the_program(
         await eventually(lambda: agent.engine.lighting.lamps["L2"].level == 55.0, what="the override")
         await clock.advance(5 * 60 + 1)
         await eventually(lambda: agent.engine.lighting.lamps["L2"].level == 0.0, what="back to the program (day)")
-        assert "override:command:homeassistant:L2" not in {t.timer_id for t in agent.store.timers()}
+        assert "override:command:homeassistant:L2" not in {t.timer_id for t in agent.store.timers.all()}
 
 
 # ----- the generated south ACL on the shipped village broker ---------------------------------------------

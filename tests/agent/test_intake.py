@@ -45,7 +45,7 @@ def syncs(agent: Agent, monkeypatch: pytest.MonkeyPatch) -> list[int]:
     calls: list[int] = []
 
     def synced() -> None:
-        calls.append(len(agent.store.pending("south", limit=1000)))
+        calls.append(len(agent.store.outbox.pending("south", limit=1000)))
 
     async def sync() -> None:
         synced()
@@ -100,7 +100,7 @@ async def test_an_internal_error_keeps_the_message_as_a_dead_letter(
 
     monkeypatch.setattr(agent.engine, "handle", bug)
     assert await agent.intake.on_south(*SOS) is True
-    letters = agent.store.dead_letters()
+    letters = agent.store.inbox.dead_letters()
     assert [(d["topic"], d["payload"]) for d in letters] == [SOS]
     assert "RuntimeError: a bug" in letters[0]["error"]
     assert agent.stats.rejected == {"internal": 1}
@@ -117,7 +117,7 @@ async def test_an_internal_error_that_cannot_be_kept_is_not_acknowledged(
         raise sqlite3.OperationalError("database or disk is full")
 
     monkeypatch.setattr(agent.engine, "handle", bug)
-    monkeypatch.setattr(agent.store, "dead_letter", no_room)
+    monkeypatch.setattr(agent.store.inbox, "dead_letter", no_room)
     assert await agent.intake.on_south(*SOS) is False
     assert agent.stats.rejected == {}
 
@@ -148,7 +148,7 @@ async def test_over_a_link_an_sos_is_acknowledged_only_once_its_alert_is_on_disk
         monkeypatch.setattr(agent.store, "synced", synced)
         await obs.publish("wearable/W1/event", {"event": "sos", "seq": 1})
         await eventually(lambda: asked, what="the wait for the disk")
-        assert agent.store.alerts() and link.acknowledged == 0, "committed, not yet acknowledged"
+        assert agent.store.alerts.newest() and link.acknowledged == 0, "committed, not yet acknowledged"
         asked[0].set_result(None)
         await eventually(lambda: link.acknowledged == 1, what="the acknowledgement")
         await eventually(lambda: obs.on("responder/doc1/alert"), what="doc1 paged")
@@ -187,5 +187,5 @@ async def test_over_a_link_a_message_that_could_not_be_stored_comes_again_and_ra
         pages = obs.on("responder/doc1/alert") + obs.on("responder/doc2/alert")
         assert len({page["alert_id"] for page in pages}) == 2
         assert notified[0]["alert_id"] == pages[0]["alert_id"]
-        assert len(store.alerts()) == 2  # one alert per SOS: the redelivered one applied once
+        assert len(store.alerts.newest()) == 2  # one alert per SOS: the redelivered one applied once
         assert south_link(agent).unhandled == 3

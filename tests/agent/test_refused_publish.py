@@ -84,7 +84,9 @@ async def test_a_refused_publish_stays_in_the_outbox_is_counted_and_alarmed(
                 await asyncio.wait_for(agent.ready.wait(), 15)
                 await eventually(lambda: agent.north is not None and agent.north.connected, what="north link up")
                 await south.publish("lamp/L1/state", {"on": True, "level": 80.0, "power_w": 40.0})
-                await eventually(lambda: agent.store.refused().get("not_authorized") == 1, what="telemetry parked")
+                await eventually(
+                    lambda: agent.store.outbox.refused().get("not_authorized") == 1, what="telemetry parked"
+                )
                 await south.publish("wearable/W1/event", {"event": "sos", "seq": 1})
                 await eventually(lambda: f"district/v1/{gw}/alert" in centre_seen, what="the alert at the centre")
                 alarms: list[Any] = await eventually(lambda: south.on("alarm"), what="the local alarm")
@@ -99,8 +101,8 @@ async def test_a_refused_publish_stays_in_the_outbox_is_counted_and_alarmed(
             assert msgspec.json.decode(kept[0][1])["level"] == 80.0
             assert not [topic for topic in centre_seen if "telemetry" in topic]
             # parked: not offered again (and not alarmed again) until its retry time
-            assert agent.store.pending("north", now=agent.clock.now()) == []
-            assert len(agent.store.pending("north")) == 1
+            assert agent.store.outbox.pending("north", now=agent.clock.now()) == []
+            assert len(agent.store.outbox.pending("north")) == 1
         finally:
             for task in tasks:
                 task.cancel()

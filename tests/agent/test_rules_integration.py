@@ -63,7 +63,7 @@ async def test_event_alert_notifies_escalates_and_is_acknowledged(
         await eventually(lambda: alerts(obs, "acknowledged"), what="acknowledged alert north")
         await clock.advance(600)  # no further escalation after the ack
         assert [a["status"] for a in alerts(obs)] == ["notified", "escalated", "acknowledged"]
-        assert agent.store.alert(alert_id)["status"] == "acknowledged"
+        assert agent.store.alerts.get(alert_id).status == "acknowledged"
         traces = agent.engine.traces["sos"]
         assert [t["trigger"]["type"] for t in traces] == ["event", "escalation", "ack"]
 

@@ -98,9 +98,9 @@ async def village_night(agent: Agent, clock: ManualClock, effects: list[Effect] 
     await minutes_until(clock, at(22, 30))
     agent.handle_event(Event("W1", "wearable", "sos", clock.now(), "lane", None, {"seq": 1}))
     await minutes_until(clock, at(22, 33))
-    alert = agent.store.alerts()[0]
+    alert = agent.store.alerts.newest()[0]
     await agent.intake.on_south(
-        topics.build(GW, "responder_ack", responder="doc2"), b'{"v":1,"alert_id":"%s"}' % alert["alert_id"].encode()
+        topics.build(GW, "responder_ack", responder="doc2"), b'{"v":1,"alert_id":"%s"}' % alert.alert_id.encode()
     )
     await minutes_until(clock, at(1, 30))
     state = {"on": True, "level": 30, "faults": 4}
@@ -191,10 +191,10 @@ async def _active_outputs(tmp_path: Path, candidate: str | None, *, broken: bool
         rows = [
             f"{m.topic} {m.priority}".encode() + b" " + m.payload
             for link in ("south", "north")
-            for m in agent.store.pending(link, limit=10_000)
+            for m in agent.store.outbox.pending(link, limit=10_000)
         ]
         rows += [msgspec.json.encode(e) for e in effects if isinstance(e, LampSet)]
-        rows += [msgspec.json.encode(a) for a in agent.store.alerts()]
+        rows += [msgspec.json.encode(a) for a in agent.store.alerts.newest()]
         if broken:
             assert agent.shadow is not None
             errors = [d.candidate_errors for d in agent.shadow.report().days]
@@ -220,7 +220,7 @@ async def test_the_finished_day_is_kept_published_and_read_back(tmp_path: Path) 
     async with gateway(config, clock) as agent:
         await village_night(agent, clock)
         assert agent.shadow is not None and agent.shadow.finished, "one day planned: over at midnight"
-        north = [m for m in agent.store.pending("south", limit=1000) if m.topic == topics.shadow_report(GW)]
+        north = [m for m in agent.store.outbox.pending("south", limit=1000) if m.topic == topics.shadow_report(GW)]
     assert len(north) == 1
     sent = decode_report(north[0].payload)
     assert [d.day for d in sent.days] == ["2026-01-01"] and sent.days[0].complete

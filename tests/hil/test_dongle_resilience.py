@@ -2,7 +2,7 @@
 the watchdog, the dongle reboots (the harness's supervisor restarts it on the same line and
 flash), says HELLO with a new boot nonce and serves again; an SOS not yet ACKed at a power cut
 is sent again after the reboot with its old seq, and the gateway's duplicate record (the real
-``Store.first_dongle_frame``) keeps it to one alert, for a cut at every step of the save."""
+``store.inbox.first_dongle_frame``) keeps it to one alert, for a cut at every step of the save."""
 
 from __future__ import annotations
 
@@ -95,7 +95,7 @@ async def idle(target: DongleTarget, seconds: float = 10.0) -> None:
 
 class Gateway:
     """The gateway's side of a dongle, from its real parts: a ``DongleLink`` and the agent's
-    duplicate record (``Store.first_dongle_frame``, the same call the agent makes in the
+    duplicate record (``store.inbox.first_dongle_frame``, the same call the agent makes in the
     transaction of the alert). ``alerts[device_id]`` counts the frames that would raise one."""
 
     def __init__(self, store: Store) -> None:
@@ -111,7 +111,7 @@ class Gateway:
             self.delivered.append(msg)
             if msg.kind == "hello":
                 self.hellos.append(msg.boot)
-            elif self.store.first_dongle_frame(msg.boot, msg.seq, 0.0):
+            elif self.store.inbox.first_dongle_frame(msg.boot, msg.seq, 0.0):
                 self.alerts[msg.device_id] = self.alerts.get(msg.device_id, 0) + 1
             if self.ack:
                 link.ack(msg)

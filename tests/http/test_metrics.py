@@ -46,7 +46,7 @@ async def test_metrics_count_what_the_gateway_did(tmp_path: Path, mqtt_broker: B
         # doc1 gets the first SOS, doc2 (doc1 being asked) the second; the third waits (queued)
         await eventually(lambda: obs.on("responder/doc1/alert") and obs.on("responder/doc2/alert"))
         first = obs.on("responder/doc1/alert")[0]["alert_id"]
-        await eventually(lambda: "queued" in [a["status"] for a in agent.store.alerts()], what="the third queued")
+        await eventually(lambda: "queued" in [a.status for a in agent.store.alerts.newest()], what="the third queued")
         await clock.advance(1.0)
         await obs.publish("responder/doc1/ack", {"alert_id": first})
         await obs.publish("responder/doc1/resolved", {"alert_id": first})  # doc1 free: takes the third
@@ -69,7 +69,7 @@ async def test_metrics_count_what_the_gateway_did(tmp_path: Path, mqtt_broker: B
             )
             return samples if done else None
 
-        alert_ids = [a["alert_id"] for a in agent.store.alerts()]
+        alert_ids = [a.alert_id for a in agent.store.alerts.newest()]
         samples = None
         for _ in range(100):
             samples = await scraped()

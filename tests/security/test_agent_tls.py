@@ -416,10 +416,10 @@ async def test_password_and_residents_data_never_logged(
                 extra = msgspec.json.encode({"v": 1, "event": "sos", "resident": RESIDENT, "address": "No. 3 Lane"})
                 await hub.publish(f"{root}/wearable/W1/event", extra, qos=1)
             for _ in range(500):
-                if len(agent.store.alerts()) == 2:
+                if len(agent.store.alerts.newest()) == 2:
                     break
                 await asyncio.sleep(0.02)
-            assert sorted(a["status"] for a in agent.store.alerts()) == ["notified", "queued"]
+            assert sorted(a.status for a in agent.store.alerts.newest()) == ["notified", "queued"]
             assert sum(agent.stats.rejected.values()) == len(REJECTED_WITHOUT_ECHO), agent.stats.rejected
     text = logged_text(full_logging)
     rejected = [r for r in full_logging.records if r.getMessage().startswith("rejected")]

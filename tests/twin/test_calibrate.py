@@ -17,9 +17,8 @@ import pytest
 from typer.testing import CliRunner
 
 from edge_agent.engine import Engine, NotifyResponder, Site
-from edge_agent.engine.engine import SiteLamp, SiteResponder
+from edge_agent.engine.site import SiteLamp, SiteResponder
 from edge_agent.models import Event
-from edge_agent.store import history
 from edge_agent.store.db import Store
 from twin.calibrate import HOURS_PER_YEAR, calibrate
 from twin.calibrate.write import write_scenario
@@ -128,7 +127,7 @@ def live_gateway(known: LoadedScenario, index: int, path: Path) -> None:
     devices = [(lamp.id, "lamp", lamp.group, lamp.zone) for lamp in town + village]
     devices += [(f"{gw}-cam-square", "camera", None, f"{gw}-square"), (f"{gw}-cam-lane", "camera", None, f"{gw}-lane")]
     devices += [(w, "wearable", None, None) for w in wearables]
-    history.install(store.db, devices, START)
+    store.history.install(devices, START)
     engine = Engine(known.policy, site, store)
     with store.transaction():
         engine.start(START)
@@ -166,12 +165,12 @@ def live_gateway(known: LoadedScenario, index: int, path: Path) -> None:
         delay runs past the chain's ack timeout (then the engine escalates first)."""
         for effect in effects:
             if isinstance(effect, NotifyResponder):
-                chain = str(effect.alert["chain"])
+                chain = str(effect.alert.chain)
                 delay = rng.exponential(spec.dispatch.ack_delay_minutes)
                 if rng.random() < spec.dispatch.ack_probability and delay < chain_ack_timeout_minutes(
                     known.policy, chain
                 ):
-                    push(now + delay * 60, "ack", str(effect.alert["alert_id"]), effect.responder)
+                    push(now + delay * 60, "ack", effect.alert.alert_id, effect.responder)
 
     while queue:
         due = engine.next_due()
@@ -184,19 +183,19 @@ def live_gateway(known: LoadedScenario, index: int, path: Path) -> None:
             if what == "ack":
                 engine.acknowledge(args[0], args[1], now)
             elif what == "link":
-                history.record_link(store.db, "north", args[0] == "1", now)
+                store.history.record_link("north", args[0] == "1", now)
             elif what in ("wearable", "camera"):
                 kind, name = what, args[1]
                 zone = args[0] if kind == "camera" else None
                 device = args[0] if kind == "wearable" else f"{gw}-cam-{args[0].rsplit('-', 1)[1]}"
                 event = Event(device, kind, name, now, zone, None, {})
-                history.record(store.db, event)  # as Intake.handle_event does, same transaction
+                store.history.record(event)  # as Intake.handle_event does, same transaction
                 acks(engine.handle(event), now)
             else:  # a lamp's state report with its fault bits set, later cleared by the repair
                 lamp, group = args
                 broken = what == "fault"
                 state = Event(lamp, "lamp", "state", now, None, group, {"faults": 4 if broken else 0})
-                history.record(store.db, state)
+                store.history.record(state)
                 if broken:
                     acks(engine.handle(Event(lamp, "lamp", "fault", now, None, group, {"faults": 4})), now)
                     push(now + rng.exponential(spec.failures.repair_minutes) * 60, "repair", lamp, group)

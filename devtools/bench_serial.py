@@ -39,9 +39,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from devtools.bench_results import Row, record
 from edge_agent.transports.dongle_link import DongleLink, DongleSettings
 from edge_agent.transports.modbus_bus import BusSettings, LampReading, ModbusLampBus
+from twin.bench_record import Row, record
 
 
 @dataclass(frozen=True)

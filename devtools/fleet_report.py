@@ -14,7 +14,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from devtools.bench_results import Row, record
+from twin.bench_record import Row, record
 
 console = Console(width=None if sys.stdout.isatty() else 160)
 
@@ -303,7 +303,7 @@ def run_records(runs: Sequence[Sequence[Phase]], per_gateway: int, loss: float) 
 def record_runs(
     path: Path, runs: Sequence[Sequence[Phase]], per_gateway: int, loss: float, command: str, sim_processes: int
 ) -> Path:
-    """The measured figures as ``bench-results/fleet.json`` (devtools.bench_results): rows
+    """The measured figures as ``bench-results/fleet.json`` (twin.bench_record): rows
     against the aims, the summary table, and in ``extra`` the per-run ``runs`` list
     (twin/rollout.py's calibration reads a copy of it, twin/data/fleet-measured.json) and the
     breakdown summary."""

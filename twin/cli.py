@@ -331,7 +331,10 @@ def bench(
     worker_threads: Annotated[int, typer.Option(help="--scale: --nthreads of each dask worker.")] = 1,
     memory_limit: Annotated[str, typer.Option(help="--scale: --memory-limit of each dask worker.")] = "3GiB",
     record: Annotated[
-        bool, typer.Option(help="Write the figures to bench-results/<name>.json (from a source checkout).")
+        bool,
+        typer.Option(
+            help="Write the figures to bench-results/<name>.json (the checkout's; ./bench-results from a wheel)."
+        ),
     ] = True,
 ) -> None:
     """Speed figures: JIT cold/cached, a lamp-year on threads, the plain-SimPy reference ratio.

@@ -30,7 +30,6 @@ import psutil
 from rich.console import Console
 from rich.table import Table
 
-from devtools.bench_results import Row, record
 from devtools.gateway_config import write_gateway_config
 from edge_agent.engine import Engine, Site
 from edge_agent.engine.site import SiteLamp, SiteResponder
@@ -38,6 +37,7 @@ from edge_agent.models import Event
 from edge_agent.policy.model import parse_policy
 from edge_agent.store.db import Store
 from edge_agent.transports.mqtt_client import NO_DELAY
+from twin.bench_record import Row, record
 
 console = Console()
 ROOT = Path(__file__).resolve().parents[1]

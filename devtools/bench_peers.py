@@ -31,9 +31,9 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from devtools.bench_results import Row, record
 from devtools.mosquitto import mosquitto_binary
 from edge_agent.transports.broker import free_port
+from twin.bench_record import Row, record
 
 ROOT = Path(__file__).resolve().parent.parent
 PEER = ROOT.parent / "shared" / "peers" / "nodered"

@@ -1,95 +1,30 @@
-"""Benchmark figures as JSON, and the README's figures tables regenerated from them.
+"""The README's benchmark tables, regenerated from the benchmarks' JSON files.
 
 Every benchmark (``just bench``, ``just bench-peers``, ``just fleet``, ``twin bench``,
-``python -m devtools.bench_serial``, ``python -m hardware.footprint``) ends with ``record``:
-one file ``bench-results/<name>.json`` (git-ignored) holding the command that produced it,
-when, on what machine, and its table rows. ``python -m devtools.bench_results`` rewrites the
-README's "Benchmarks" tables between the markers from whatever files are there, so the README
-states only what a run printed. Rows carry the figure as text (what a reader sees), the aim,
-and whether it was met; ``value`` keeps the number for tools.
+``python -m devtools.bench_serial``, ``python -m hardware.footprint``) ends with
+``twin.bench_record.record``: one file ``bench-results/<name>.json`` (git-ignored) holding the
+command that produced it, when, on what machine, and its table rows (the format and the writer
+live there, in the wheel, so ``twin bench`` records without devtools). Owns: reading those files
+back and ``python -m devtools.bench_results``, which rewrites the README's "Benchmarks" tables
+between the markers from whatever files are there, so the README states only what a run printed.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import sys
-import time
 from pathlib import Path
-from typing import Any
 
 import msgspec
 
+from twin.bench_record import RESULTS, Result
+
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench-results"
 README = ROOT / "README.md"
 BEGIN = "<!-- bench-results:begin (python -m devtools.bench_results writes this part) -->"
 END = "<!-- bench-results:end -->"
 
 # The README's order; files with other names follow, alphabetically.
 ORDER = ("bench", "bench-latency", "bench-peers", "bench-serial", "fleet", "twin-bench", "twin-scale", "footprint")
-
-
-class Row(msgspec.Struct, kw_only=True, omit_defaults=True):
-    what: str
-    figure: str
-    aim: str = ""
-    met: bool | None = None  # None: no aim, or not comparable
-    value: float | None = None
-    unit: str = ""
-
-
-class Result(msgspec.Struct, kw_only=True, omit_defaults=True):
-    name: str
-    title: str
-    command: str
-    measured_at: str
-    machine: dict[str, Any]
-    rows: list[Row]
-    notes: str = ""
-    columns: list[str] = []  # a wide table instead of what/figure/aim: each row's ``cells``
-    cells: list[list[str]] = []
-    extra: dict[str, Any] = {}
-
-
-def machine() -> dict[str, Any]:
-    """What the figures depend on: cores, load at the end of the run, Python, platform."""
-    try:
-        load = [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
-    except OSError:
-        load = []
-    return {"cpus": os.cpu_count(), "loadavg": load, "python": sys.version.split()[0], "platform": sys.platform}
-
-
-def record(
-    name: str,
-    *,
-    title: str,
-    command: str,
-    rows: list[Row],
-    notes: str = "",
-    columns: list[str] | None = None,
-    cells: list[list[str]] | None = None,
-    extra: dict[str, Any] | None = None,
-    results: Path = RESULTS,
-) -> Path:
-    """Write ``bench-results/<name>.json`` and return its path."""
-    doc = Result(
-        name=name,
-        title=title,
-        command=command,
-        measured_at=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        machine=machine(),
-        rows=rows,
-        notes=notes,
-        columns=columns or [],
-        cells=cells or [],
-        extra=extra or {},
-    )
-    results.mkdir(parents=True, exist_ok=True)
-    path = results / f"{name}.json"
-    path.write_text(msgspec.json.format(msgspec.json.encode(doc), indent=1).decode() + "\n")
-    return path
 
 
 def load(results: Path = RESULTS) -> list[Result]:

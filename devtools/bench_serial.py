@@ -39,10 +39,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from devtools.bench_results import Row, record
 from edge_agent.transports.dongle_link import DongleLink, DongleSettings
 from edge_agent.transports.modbus_bus import BusSettings, ModbusLampBus
 from edge_agent.transports.modbus_values import LampReading
+from twin.bench_record import Row, record
 
 
 @dataclass(frozen=True)

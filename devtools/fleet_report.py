@@ -1,6 +1,6 @@
 """`just fleet`'s figures: what one phase measured (``Phase``), where the time went, the
 tables it prints and the JSON it records (bench-results/fleet.json, whose ``extra.runs``
-twin/rollout.py's calibration snapshot copies). devtools/fleet.py runs the fleet.
+the rollout calibration's snapshot, twin/data/fleet-measured.json, copies). devtools/fleet.py runs the fleet.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from devtools.bench_results import Row, record
+from twin.bench_record import Row, record
 
 console = Console(width=None if sys.stdout.isatty() else 160)
 
@@ -276,7 +276,7 @@ def print_summary(summary: list[dict[str, object]]) -> None:
 
 
 def run_records(runs: Sequence[Sequence[Phase]], per_gateway: int, loss: float) -> list[dict[str, object]]:
-    """One record per phase per run, in the form twin/rollout.py's calibration reads."""
+    """One record per phase per run, in the form twin/rollout_calibration.py reads."""
     out: list[dict[str, object]] = []
     for number, phases in enumerate(runs, 1):
         for p in phases:
@@ -303,9 +303,9 @@ def run_records(runs: Sequence[Sequence[Phase]], per_gateway: int, loss: float) 
 def record_runs(
     path: Path, runs: Sequence[Sequence[Phase]], per_gateway: int, loss: float, command: str, sim_processes: int
 ) -> Path:
-    """The measured figures as ``bench-results/fleet.json`` (devtools.bench_results): rows
+    """The measured figures as ``bench-results/fleet.json`` (twin.bench_record): rows
     against the aims, the summary table, and in ``extra`` the per-run ``runs`` list
-    (twin/rollout.py's calibration reads a copy of it, twin/data/fleet-measured.json) and the
+    (twin/rollout_calibration.py reads a copy of it, twin/data/fleet-measured.json) and the
     breakdown summary."""
     summary = summarise(runs)
     rows = []

@@ -256,7 +256,8 @@ def test_launcher_reports_a_bad_config(tmp_path: Path) -> None:
 
 def test_benchmark_figures_rewrite_only_the_readme_part_between_the_markers(tmp_path: Path) -> None:
     from devtools import bench_results
-    from devtools.bench_results import BEGIN, END, Row, record
+    from devtools.bench_results import BEGIN, END
+    from twin.bench_record import Row, record
 
     results = tmp_path / "bench-results"
     record(

@@ -257,9 +257,14 @@ def test_a_batch_commits_its_transactions_together_and_a_failed_one_alone_rolls_
     store.begin_batch()
     with store.transaction(durable=False):
         store.outbox.enqueue("south", "t/1", b"a" * 10, priority=EVENT_PRIORITY, now=1.0)
-    with pytest.raises(RuntimeError), store.transaction(durable=True):
-        store.outbox.enqueue("south", "t/2", b"b" * 20, priority=ALERT_PRIORITY, now=2.0)
-        raise RuntimeError("this message breaks the agent")
+
+    def a_message_that_breaks_the_agent() -> None:
+        with store.transaction(durable=True):
+            store.outbox.enqueue("south", "t/2", b"b" * 20, priority=ALERT_PRIORITY, now=2.0)
+            raise RuntimeError("this message breaks the agent")
+
+    with pytest.raises(RuntimeError):
+        a_message_that_breaks_the_agent()
     with store.transaction(durable=False):
         store.outbox.enqueue("south", "t/3", b"c" * 30, priority=EVENT_PRIORITY, now=3.0)
     # nothing is visible to another connection before the batch commits

@@ -9,7 +9,7 @@ run* with the same features on (motion, failures and repairs, dark-window counte
 compared per lamp-minute (one lamp, one minute). Compile time is measured in subprocesses: cold
 with a fresh, empty ``NUMBA_CACHE_DIR``, then cached with that same directory.
 
-Must not import: twin.sim, dask, devtools (imported lazily to record: not in the wheel).
+Must not import: twin.sim, dask, devtools, hardware.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from twin.bench_record import RESULTS, Row, record
 from twin.city import CityModel, city_model, run_city
 from twin.reference import FailureModel, reference_programs, run_reference
 from twin.scenario import load_scenario
@@ -225,11 +226,7 @@ def record_rows(
     notes: str = "",
     results: Path | None = None,
 ) -> str:
-    """Write ``bench-results/<name>.json`` via devtools (a source checkout); returns a note for the user."""
-    try:
-        from devtools.bench_results import RESULTS, Row, record
-    except ImportError:
-        return "figures not recorded: devtools is not importable (an installed wheel, not a checkout)"
+    """Write ``bench-results/<name>.json`` (``twin.bench_record``); returns a note for the user."""
     path = record(
         name,
         title=title,

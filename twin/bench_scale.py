@@ -8,7 +8,7 @@ loopback. The workers get the scenario as content and an empty Numba cache each 
 its own kernels, timed apart), the memory high-water of every process is watched, and a
 30,000-lamp slice of the province is recomputed in this process and compared bit for bit.
 
-Must not import: twin.sim, devtools (``twin.bench.record_rows`` imports it lazily).
+Must not import: twin.sim, devtools, hardware.
 """
 
 from __future__ import annotations

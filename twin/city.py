@@ -23,7 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from twin.kernels.failures import lamp_outages
-from twin.kernels.lighting import finish_by_hour, lighting_block, night_tables
+from twin.kernels.lighting import finish_by_hour, lighting_block
+from twin.kernels.lighting_tables import night_tables
 from twin.replication import FAILURE_DRAWS_PER_LAMP, HOURS_PER_YEAR, LightingInputs, prepare_lighting
 from twin.scenario import LoadedScenario
 
@@ -269,7 +270,7 @@ def warm_kernels() -> float:
     """
     import time
 
-    from twin.kernels.lighting import dark_windows, program_levels, sun_table, switch_table
+    from twin.kernels.lighting_tables import dark_windows, program_levels, sun_table, switch_table
 
     t0 = time.perf_counter()
     offs = np.full(3, 480.0)

@@ -18,13 +18,8 @@ import numpy as np
 
 from twin.district import DistrictArrays, ProgramArrays, build_district, program_arrays
 from twin.kernels.failures import time_to_failure
-from twin.kernels.lighting import (
-    dark_windows,
-    program_levels,
-    simulate_lighting,
-    sun_table,
-    switch_table,
-)
+from twin.kernels.lighting import simulate_lighting
+from twin.kernels.lighting_tables import dark_windows, program_levels, sun_table, switch_table
 from twin.scenario import AREAS, LoadedScenario, load_scenario, utc_offsets
 from twin.sim.world import run_world
 

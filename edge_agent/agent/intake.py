@@ -42,8 +42,6 @@ from edge_agent.models import (
     WearableVitals,
     decode_payload,
 )
-from edge_agent.store import history
-from edge_agent.store.db import Store
 from edge_agent.transports.link import SYNC, Handled
 
 if TYPE_CHECKING:

@@ -23,7 +23,6 @@ from edge_agent.agent.lamps import Lamps
 from edge_agent.engine import AlertChanged, Effect, LampSet, NotifyResponder, PublishRequest, SendRequest
 from edge_agent.errors import PublishRefused, TransportError
 from edge_agent.models import Alert, AlertMessage, PolicyAck, encode
-from edge_agent.store.db import Store
 from edge_agent.store.outbox import ALERT_PRIORITY, EVENT_PRIORITY, TELEMETRY_PRIORITY, OutboxMessage, new_id
 from edge_agent.transports.link import Link
 

@@ -4,7 +4,7 @@ reports the peak heap (gc.mem_alloc above the interpreter's own baseline) and th
 allocated per steady-state Modbus poll, against the aims (<= 32 KB, 0); the dongle's main loop
 likewise (dongle_bench.py: peak heap, aim <= 32 KB); then the frozen-bytecode size of each
 firmware (mpy-cross, armv6m, the files of its manifest). Prints the figures and records them
-(devtools/bench_results.py: bench-results/footprint.json). Exits non-zero when an aim is missed.
+(twin/bench_record.py: bench-results/footprint.json). Exits non-zero when an aim is missed.
 
 Must not import: edge_agent (paths only), the firmware itself.
 """
@@ -18,8 +18,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from devtools.bench_results import Row, record
 from hardware.hil.procs import CODEC_DIR, COMMON_DIR, DONGLE_DIR, LAMP_DIR, micropython_binary
+from twin.bench_record import Row, record
 
 HERE = Path(__file__).resolve().parent
 AIM_PEAK = 32 * 1024

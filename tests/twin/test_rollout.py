@@ -12,15 +12,8 @@ import pytest
 from typer.testing import CliRunner
 
 from twin.cli import app
-from twin.rollout import (
-    CI,
-    FIELD,
-    FLEET_MEASUREMENTS,
-    ROLLOUT_RETRY_S,
-    compare_with_fleet,
-    retry_wait,
-    simulate,
-)
+from twin.rollout import ROLLOUT_RETRY_S, retry_wait, simulate
+from twin.rollout_calibration import CI, FIELD, FLEET_MEASUREMENTS, compare_with_fleet
 
 TOLERANCE = 0.35  # relative, on convergence and median confirmation time
 

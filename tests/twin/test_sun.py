@@ -24,7 +24,7 @@ from edge_agent.policy.sun import (
     sun_event,
     sun_event_minute,
 )
-from twin.kernels.lighting import program_levels, sun_table, switch_table
+from twin.kernels.lighting_tables import program_levels, sun_table, switch_table
 from twin.scenario import load_scenario, utc_offsets
 
 SCENARIOS = sorted((Path(__file__).resolve().parents[2] / "scenarios").glob("*.toml"))

@@ -3,8 +3,9 @@
 Owns: registering the gateway's pure policy functions with Numba, once, before any kernel is
 defined, so the kernels call *those very functions* (``register_jitable`` on every function in
 ``sun.JITABLE``, ``lighting.JITABLE`` and ``dispatch.JITABLE``); the kernels themselves live in
-the submodules (``lighting``: switch tables, per-minute levels, energy; ``failures``: hazard
-sampling and kernel-side renewal).
+the submodules (``lighting_tables``: switch minutes, sun events, program levels, darkness, a
+unit lamp's power; ``lighting``: each lamp's level every minute, energy; ``arrivals``: motion
+draws; ``failures``: hazard sampling and kernel-side renewal).
 
 Must not import: simpy, twin.sim, twin.reference, anything doing I/O. Importing ``twin`` first
 (always the case: this is a subpackage) has set ``NUMBA_CACHE_DIR`` to a source-keyed directory.

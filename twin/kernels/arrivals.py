@@ -5,7 +5,7 @@ time (:func:`mt_seed`, :func:`refill_uniforms`, bit for bit the stream of ``np.r
 the same way), the batched per-night draw (:func:`night_arrivals`) and a whole lamp's arrivals
 (:func:`lamp_arrivals`). One lamp's stream does not depend on how many lamps are simulated.
 
-Must not import: simpy, twin.sim, twin.reference, twin.kernels.lighting.
+Must not import: simpy, twin.sim, twin.reference, twin.kernels.lighting, twin.kernels.lighting_tables.
 """
 
 from __future__ import annotations

@@ -287,3 +287,22 @@ def test_a_batch_is_durable_when_one_of_its_transactions_is(tmp_path: Path) -> N
     assert store.commit_batch() is True
     assert not store.in_batch and store.commit_batch() is False, "nothing open: nothing to commit"
     store.close()
+
+
+def test_a_store_written_before_the_device_state_rename_keeps_its_rows(tmp_path: Path) -> None:
+    """Stores from before the rename hold the devices' desired/reported state in a table named
+    ``shadow``; opening one renames it and keeps every row (edge-agent rollout status reads it)."""
+    path = tmp_path / "gw.sqlite3"
+    old = sqlite3.connect(path)
+    old.execute(
+        "CREATE TABLE shadow (device TEXT PRIMARY KEY, desired TEXT NOT NULL DEFAULT '{}',"
+        " reported TEXT NOT NULL DEFAULT '{}', updated REAL NOT NULL DEFAULT 0)"
+    )
+    old.execute("INSERT INTO shadow VALUES ('lamp-1', '{\"level\": 80}', '{\"policy_version\": 3}', 5.0)")
+    old.commit()
+    old.close()
+    store = Store(path)
+    assert store.device_state.all() == {"lamp-1": ({"level": 80}, {"policy_version": 3})}
+    tables = {row[0] for row in store.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert "shadow" not in tables
+    store.close()

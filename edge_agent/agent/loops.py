@@ -2,7 +2,7 @@
 
 Owns: firing the engine's due timers and re-deciding lamp levels at each minute of the
 timeline (woken early when a handled event moved a timer), and writing what can wait (traces,
-the device shadow, reject counters) in batches, once a second and at shutdown.
+the device state, reject counters) in batches, once a second and at shutdown.
 Must not import: the app or the other flows; effects go out through the ``apply`` it is handed.
 """
 
@@ -96,9 +96,9 @@ class Flusher:
             if pending.reported or pending.desired:
                 with self.store.transaction(durable=False):
                     for device, reported in pending.reported.items():
-                        self.store.device_shadow.set_reported(device, reported, now)
+                        self.store.device_state.set_reported(device, reported, now)
                     for device, desired in pending.desired.items():
-                        self.store.device_shadow.set_desired(device, desired, now)
+                        self.store.device_state.set_desired(device, desired, now)
                 pending.reported.clear()
                 pending.desired.clear()
             if pending.rejects:

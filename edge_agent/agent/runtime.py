@@ -3,7 +3,7 @@
 
 Owns: the agent's counters (``AgentStats``), the engine in force (``ActivePolicy``, swapped
 when a policy is installed), the two links and their outbox wake-ups (``Links``), the
-shadow and counter writes batched for the flush loop (``Unflushed``) and fire-and-forget
+device-state and counter writes batched for the flush loop (``Unflushed``) and fire-and-forget
 publishes (``Background``).
 Must not import: the flows (intake, outbound, lamps, loops, policy_install) or the app.
 """
@@ -90,7 +90,7 @@ class Links:
 
 @dataclass
 class Unflushed:
-    """Writes that can wait for the flush loop: the device shadow and the reject counters."""
+    """Writes that can wait for the flush loop: the device state (desired, reported) and the reject counters."""
 
     reported: dict[str, dict[str, Any]] = field(default_factory=dict)
     desired: dict[str, dict[str, Any]] = field(default_factory=dict)

@@ -27,7 +27,7 @@ from edge_agent.http.readmodel import (
     OutboxDepth,
     Trace,
 )
-from edge_agent.store.reads import OPEN_STATUSES, alerts_by_status, outbox_by_link, recent_alerts
+from edge_agent.store.alerts import OPEN_STATUSES
 
 if TYPE_CHECKING:
     from edge_agent.agent.serial_devices import SerialDevices  # pymodbus: imported only when configured
@@ -99,28 +99,28 @@ class AgentView:
         store = self.context.store
         depth = tuple(
             OutboxDepth(link, o.messages, o.payload_bytes, o.oldest_created)
-            for link, o in sorted(outbox_by_link(store).items())
+            for link, o in sorted(store.outbox.backlog().items())
         )
-        return Outbox(depth, store.refused())
+        return Outbox(depth, store.outbox.refused())
 
     def alert_counts(self) -> dict[str, int]:
-        return alerts_by_status(self.context.store)
+        return self.context.store.alerts.by_status()
 
     def recent_alerts(self, limit: int) -> tuple[Alert, ...]:
         return tuple(
             Alert(
-                alert_id=a["alert_id"],
-                created=a["created"],
-                device=a["device"],
-                rule=a["rule"],
-                priority=a["priority"],
-                message=a["message"],
-                step=a["step"],
-                responder=a["responder"],
-                status=a["status"],
-                open=a["status"] in OPEN_STATUSES,
+                alert_id=a.alert_id,
+                created=a.created,
+                device=a.device,
+                rule=a.rule,
+                priority=a.priority,
+                message=a.message,
+                step=a.step,
+                responder=a.responder,
+                status=a.status,
+                open=a.status in OPEN_STATUSES,
             )
-            for a in recent_alerts(self.context.store, limit)
+            for a in self.context.store.alerts.recent(limit)
         )
 
     def lamps(self) -> tuple[Lamp, ...]:
@@ -148,7 +148,7 @@ class AgentView:
                 actions=tuple(t["actions"]),
                 duration_us=t.get("duration_us", 0),
             )
-            for t in self.context.store.traces(limit=limit)
+            for t in self.context.store.rule_traces.recent(limit=limit)
         )
 
     def counters(self) -> Counters:

@@ -197,7 +197,7 @@ def rollout_status(
 ) -> None:
     """Which lamps report which policy version; lamps that lag behind and since when.
 
-    Reads the gateway's state (the shadow), so it works while the agent runs or after.
+    Reads the devices' reported state in the store, so it works while the agent runs or after.
     """
     from edge_agent.store.policy_store import PolicyStore
 
@@ -205,12 +205,12 @@ def rollout_status(
     store = _store(config)
     active = PolicyStore(store.path).active("policy")
     version = active.version if active is not None else 0
-    shadow = store.device_shadow.all()
+    device_state = store.device_state.all()
     lamps = [lamp.id for lamp in loaded.file.lamps]
     by_version: dict[str, int] = {}
     stuck: list[tuple[str, str]] = []
     for lamp in lamps:
-        reported = shadow.get(lamp, ({}, {}))[1]
+        reported = device_state.get(lamp, ({}, {}))[1]
         seen = reported.get("policy_version")
         by_version[str(seen)] = by_version.get(str(seen), 0) + 1
         if seen != version:

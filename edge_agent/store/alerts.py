@@ -17,6 +17,7 @@ import msgspec
 from edge_agent.models import Alert
 
 DISPATCH_OPEN = ("notified", "escalated", "queued", "acknowledged")
+OPEN_STATUSES = ("raised", "notified", "escalated", "unacknowledged")  # what the status page shows as open
 
 
 class Alerts:
@@ -42,6 +43,20 @@ class Alerts:
     def newest(self, limit: int = 100) -> list[Alert]:
         """The most recently raised first."""
         return self._rows(self.db.execute("SELECT * FROM alerts ORDER BY created DESC LIMIT ?", (limit,)))
+
+    def by_status(self) -> dict[str, int]:
+        rows = self.db.execute("SELECT status, COUNT(*) FROM alerts GROUP BY status").fetchall()
+        return {str(r[0]): int(r[1]) for r in rows}
+
+    def recent(self, limit: int = 20) -> list[Alert]:
+        """Open alerts first (newest change first), then the most recently closed ones."""
+        placeholders = ", ".join("?" * len(OPEN_STATUSES))
+        return self._rows(
+            self.db.execute(
+                f"SELECT * FROM alerts ORDER BY status IN ({placeholders}) DESC, updated DESC LIMIT ?",
+                (*OPEN_STATUSES, limit),
+            )
+        )
 
     def open_for_dispatch(self) -> list[Alert]:
         """Alerts with a chain that dispatch still holds, oldest change first."""

@@ -9,8 +9,10 @@ one connection (edge_agent/store/transactions.py: ``transaction()``, batches, ``
   engine's alert records and persisted timers;
 * ``inbox`` (edge_agent/store/inbox.py): inbound messages seen, and dead letters;
 * ``counters`` and ``meta`` (edge_agent/store/counters.py);
-* ``rule_traces`` (edge_agent/store/traces.py) and ``device_shadow``
-  (edge_agent/store/device_shadow.py): what the agent flushes from memory;
+* ``rule_traces`` (edge_agent/store/traces.py) and ``device_state``
+  (edge_agent/store/device_state.py: desired and reported, what AWS calls a device shadow;
+  "shadow" here means only shadow mode, a candidate policy run beside the active one): what
+  the agent flushes from memory;
 * ``history`` (edge_agent/store/history.py): the field history twin/calibrate fits.
 
 A part writes inside the caller's transaction (``with store.transaction(): store.outbox...``):
@@ -22,11 +24,10 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
-from typing import Any
 
 from edge_agent.store.alerts import Alerts
 from edge_agent.store.counters import Counters, Meta
-from edge_agent.store.device_shadow import DeviceShadow
+from edge_agent.store.device_state import DeviceState
 from edge_agent.store.history import History
 from edge_agent.store.inbox import Inbox
 from edge_agent.store.outbox import Outbox, add_missing_columns
@@ -38,6 +39,9 @@ from edge_agent.store.transactions import Transactions
 
 def _create_schema(db: sqlite3.Connection) -> None:
     add_missing_columns(db)
+    tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if "shadow" in tables and "device_state" not in tables:  # a store written before the rename
+        db.execute("ALTER TABLE shadow RENAME TO device_state")
     db.executescript(SCHEMA)
 
 
@@ -54,14 +58,5 @@ class Store(Transactions):
         self.counters = Counters(self)
         self.meta = Meta(self.db)
         self.rule_traces = RuleTraces(self)
-        self.device_shadow = DeviceShadow(self.db)
+        self.device_state = DeviceState(self.db)
         self.history = History(self.db)
-
-    # ----- read by the HTTP face (edge_agent/http), which is moving to a read model ----------
-    def refused(self) -> dict[str, int]:
-        """Messages kept because a broker refused them, by reason (``outbox.refused``)."""
-        return self.outbox.refused()
-
-    def traces(self, rule: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
-        """The newest rule traces (``rule_traces.recent``)."""
-        return self.rule_traces.recent(rule, limit)

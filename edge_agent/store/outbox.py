@@ -39,6 +39,15 @@ def _chunks(items: list[int], size: int = _IN_CHUNK) -> Iterator[list[int]]:
 
 
 @dataclass(frozen=True, slots=True)
+class LinkBacklog:
+    """What waits for one link: the status page's and /metrics' outbox depth."""
+
+    messages: int
+    payload_bytes: int
+    oldest_created: float | None  # the clock time the oldest waiting message was queued
+
+
+@dataclass(frozen=True, slots=True)
 class OutboxMessage:
     seq: int
     msg_id: str
@@ -185,6 +194,13 @@ class Outbox:
                 (until, reason, seq),
             ).fetchone()
         return 0 if row is None else int(row[0])
+
+    def backlog(self) -> dict[str, LinkBacklog]:
+        """Per link: messages waiting, their payload bytes, when the oldest was queued."""
+        rows = self.db.execute(
+            "SELECT link, COUNT(*), COALESCE(SUM(LENGTH(payload)), 0), MIN(created) FROM outbox GROUP BY link"
+        ).fetchall()
+        return {str(r[0]): LinkBacklog(int(r[1]), int(r[2]), None if r[3] is None else float(r[3])) for r in rows}
 
     def refused(self) -> dict[str, int]:
         """Messages kept because a broker refused them, by reason."""

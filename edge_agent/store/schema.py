@@ -42,7 +42,7 @@ CREATE TABLE IF NOT EXISTS traces (
     body TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS traces_rule ON traces (rule, id);
-CREATE TABLE IF NOT EXISTS shadow (
+CREATE TABLE IF NOT EXISTS device_state (
     device TEXT PRIMARY KEY,
     desired TEXT NOT NULL DEFAULT '{}',
     reported TEXT NOT NULL DEFAULT '{}',

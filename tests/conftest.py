@@ -87,6 +87,28 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "tests/test_devtools.py::test_launcher": ("broker",),
     "tests/agent/test_homeassistant.py::test_the_generated_south_acl": ("broker",),
     "tests/test_codec.py::test_micropython": ("micropython",),
+    "tests/agent/test_demo.py": ("broker",),  # the demo's subprocess runs the embedded broker
+    "tests/agent/test_rules_integration.py::test_event_alert_notifies_escalates_and_is_acknowledged[broker]": (
+        "broker",
+    ),  # the demo's subprocess runs the embedded broker
+    # more than a few seconds each (a year of minutes, fuzzing, Numba kernels compiled cold)
+    "tests/test_dispatch_replay.py::test_a_year": ("slow",),
+    "tests/test_dispatch_replay.py::test_shift_calendars": ("slow",),
+    "tests/test_dispatch_replay.py::test_generated_traces": ("slow",),
+    "tests/test_lighting_replay.py::test_gateway_levels_equal_twin_tables_over_a_year": ("slow",),
+    "tests/test_policy_equivalence.py::test_a_year": ("slow",),
+    "tests/test_hostile_input.py::test_payload_decoding": ("slow",),
+    "tests/test_hostile_input.py::test_policy_parsing": ("slow",),
+    "tests/test_modbus_bus.py::test_bad_replies": ("slow",),
+    "tests/twin/test_city.py": ("slow",),
+    "tests/twin/test_mmc.py": ("slow",),
+    "tests/twin/test_executors.py::test_local_processes_and_dask": ("slow",),
+    "tests/twin/test_calibrate.py": ("slow",),
+    "tests/twin/test_province.py": ("slow",),
+    "tests/twin/test_cli.py": ("slow",),
+    "tests/twin/test_reference.py": ("slow",),
+    "tests/twin/test_sun.py::test_polar_rule": ("slow",),
+    "tests/twin/test_rollout.py::test_cli_rollout_100k": ("slow",),
 }
 REAL_PROGRAMS = {"mosquitto": "broker", "micropython": "micropython", "chromium": "browser", "playwright": "browser"}
 

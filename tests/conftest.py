@@ -76,9 +76,9 @@ def unique_id() -> str:
 # ----- `just test-fast`: the inner loop, without the real parts -------------------------------
 # What a test needs that the inner loop leaves out: a broker (Mosquitto or the embedded amqtt),
 # the MicroPython interpreter, a browser, or more than a few seconds. Tests that take the
-# `mqtt_broker` fixture are marked by it; the rest are listed here by node id prefix. Under
-# `--fast` a test that starts one of these parts anyway fails and names the part (see
-# `_refuse_real_parts`), so this table cannot silently go stale.
+# `mqtt_broker` fixture, or a `village` parametrized "broker", are marked by it; the rest are
+# listed here by node id prefix. Under `--fast` a test that starts one of these parts anyway
+# fails and names the part (see `_refuse_real_parts`), so this table cannot silently go stale.
 NEEDS: dict[str, tuple[str, ...]] = {
     "tests/security/": ("broker",),
     "tests/chaos/": ("broker", "chaos"),
@@ -123,7 +123,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        if "mqtt_broker" in getattr(item, "fixturenames", ()):
+        callspec = getattr(item, "callspec", None)
+        if "mqtt_broker" in getattr(item, "fixturenames", ()) or (
+            callspec is not None and callspec.params.get("village") == "broker"
+        ):
             item.add_marker("broker")
         for prefix, marks in NEEDS.items():
             if item.nodeid.startswith(prefix):

@@ -1,7 +1,7 @@
-"""An inbound message whose effects cannot be stored is not acknowledged, comes back from the
-broker, and is applied exactly once when the store works again (real Mosquitto, MQTT 5
-persistent session; the store's failure is injected: a disk that refuses writes cannot be
-made real here without root-only tricks)."""
+"""An inbound message whose effects cannot be stored is not acknowledged, comes back, and is
+applied exactly once when the store works again: on the in-process bus, and end to end on real
+Mosquitto (MQTT 5 persistent session: the broker redelivers on resume). The store's failure is
+injected: a disk that refuses writes cannot be made real here without root-only tricks."""
 
 from __future__ import annotations
 
@@ -13,23 +13,23 @@ from pathlib import Path
 import pytest
 
 from edge_agent.clock import ManualClock
-from tests.agent.harness import SOS_RULE, eventually, observing, running, write_gateway
-from tests.conftest import BrokerInfo
+from tests.agent.harness import SOS_RULE, Village, eventually, running, write_gateway
 
 T0 = 1_767_225_600.0  # 2026-01-01 08:00 in Asia/Shanghai: lamps off, nothing else happening
 
 
+@pytest.mark.parametrize("village", ["in-process", "broker"], indirect=True)
 async def test_a_message_that_could_not_be_stored_comes_again_and_raises_one_alert(
-    tmp_path: Path, mqtt_broker: BrokerInfo, unique_id: str
+    tmp_path: Path, village: Village, unique_id: str, request: pytest.FixtureRequest
 ) -> None:
-    if mqtt_broker.kind != "mosquitto":
+    if village.links is None and request.getfixturevalue("mqtt_broker").kind != "mosquitto":
         pytest.skip(
             "redelivery on session resume needs Mosquitto (amqtt's path is a local retry, tested in test_mqtt_link)"
         )
-    config = write_gateway(tmp_path, unique_id, mqtt_broker.port, SOS_RULE)
+    config = write_gateway(tmp_path, unique_id, village.port, SOS_RULE)
     async with (
-        observing(mqtt_broker.host, mqtt_broker.port, f"district/v1/{unique_id}") as obs,
-        running(config, ManualClock(T0)) as agent,
+        village.observing(f"district/v1/{unique_id}") as obs,
+        running(config, ManualClock(T0), links=village.links) as agent,
     ):
         store = agent.store
         real_transaction = store.transaction
@@ -58,3 +58,4 @@ async def test_a_message_that_could_not_be_stored_comes_again_and_raises_one_ale
         assert len({page["alert_id"] for page in pages}) == 2
         assert notified[0]["alert_id"] == pages[0]["alert_id"]
         assert len(store.alerts.newest()) == 2  # one alert per SOS: the redelivered one applied once
+        assert agent.south is not None and agent.south.unhandled == 3

@@ -6,7 +6,6 @@ First on the intake's handler alone, then through a link (an in-process bus)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import sqlite3
 from collections.abc import Iterator
 from datetime import datetime
@@ -152,40 +151,3 @@ async def test_over_a_link_an_sos_is_acknowledged_only_once_its_alert_is_on_disk
         asked[0].set_result(None)
         await eventually(lambda: link.acknowledged == 1, what="the acknowledgement")
         await eventually(lambda: obs.on("responder/doc1/alert"), what="doc1 paged")
-
-
-async def test_over_a_link_a_message_that_could_not_be_stored_comes_again_and_raises_one_alert(
-    tmp_path: Path,
-) -> None:
-    village = in_process_village()
-    config = write_gateway(tmp_path, GW, village.port, SOS_RULE)
-    async with (
-        village.observing(f"district/v1/{GW}") as obs,
-        running(config, ManualClock(T0), links=village.links) as agent,
-    ):
-        store = agent.store
-        real_transaction = store.transaction
-        refusals: list[bool] = []
-
-        @contextlib.contextmanager
-        def failing(*, durable: bool = True) -> Iterator[sqlite3.Connection]:
-            if durable and len(refusals) < 3:  # the disk refuses the SOS's commit three times
-                refusals.append(durable)
-                raise sqlite3.OperationalError("disk I/O error")
-            with real_transaction(durable=durable) as db:
-                yield db
-
-        store.transaction = failing  # type: ignore[method-assign]
-        await obs.publish("wearable/W1/event", {"event": "sos", "seq": 7})
-        notified = await eventually(lambda: obs.on("responder/doc1/alert"), timeout=30, what="doc1 paged")
-        assert len(refusals) == 3, "the message came back after each refusal"
-        assert agent.stats.alarms["storage"] == 3  # each refusal sounded the local alarm
-        alarms = await eventually(lambda: obs.on("alarm"), what="the alarm on the local broker")
-        assert {alarm["reason"] for alarm in alarms} == {"storage"}
-        await obs.publish("wearable/W1/event", {"event": "sos", "seq": 8})
-        await eventually(lambda: obs.on("responder/doc2/alert"), what="the marker's page")
-        pages = obs.on("responder/doc1/alert") + obs.on("responder/doc2/alert")
-        assert len({page["alert_id"] for page in pages}) == 2
-        assert notified[0]["alert_id"] == pages[0]["alert_id"]
-        assert len(store.alerts.newest()) == 2  # one alert per SOS: the redelivered one applied once
-        assert south_link(agent).unhandled == 3

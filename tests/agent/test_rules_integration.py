@@ -16,20 +16,10 @@ import pytest
 
 from edge_agent.clock import ManualClock
 from edge_agent.policy.sun import ZENITH_OFFICIAL, sun_event_minute
-from tests.agent.harness import SOS_RULE, Village, eventually, in_process_village, running, write_gateway
-from tests.conftest import BrokerInfo
+from tests.agent.harness import SOS_RULE, Village, eventually, running, write_gateway
 
 TZ = ZoneInfo("Asia/Shanghai")
 T0 = datetime(2026, 1, 1, 8, 0, tzinfo=TZ).timestamp()  # a winter morning, lamps off
-
-
-@pytest.fixture
-def village(request: pytest.FixtureRequest) -> Village:
-    """An in-process bus; a real broker (the session's Mosquitto) where a test asks for "broker"."""
-    if getattr(request, "param", "in-process") == "broker":
-        broker: BrokerInfo = request.getfixturevalue("mqtt_broker")
-        return Village(port=broker.port, links=None, host=broker.host)
-    return in_process_village()
 
 
 def alerts(observer, status: str | None = None) -> list[dict]:

@@ -83,6 +83,7 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "tests/security/": ("broker",),
     "tests/chaos/": ("broker", "chaos"),
     "tests/hil/": ("micropython", "hil"),
+    "tests/notify/test_sms.py": ("modem",),
     "tests/test_mqtt_link.py": ("broker",),
     "tests/test_devtools.py::test_launcher": ("broker",),
     "tests/agent/test_homeassistant.py::test_the_generated_south_acl": ("broker",),
@@ -110,7 +111,13 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "tests/twin/test_sun.py::test_polar_rule": ("slow",),
     "tests/twin/test_rollout.py::test_cli_rollout_100k": ("slow",),
 }
-REAL_PROGRAMS = {"mosquitto": "broker", "micropython": "micropython", "chromium": "browser", "playwright": "browser"}
+REAL_PROGRAMS = {
+    "mosquitto": "broker",
+    "micropython": "micropython",
+    "chromium": "browser",
+    "playwright": "browser",
+    "gammu": "modem",
+}
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -134,7 +141,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                     item.add_marker(mark)
     if not config.getoption("--fast"):
         return
-    left_out = {"broker", "micropython", "browser", "slow", "hil", "chaos"}
+    left_out = {"broker", "micropython", "browser", "modem", "slow", "hil", "chaos"}
     kept = [item for item in items if not left_out & {mark.name for mark in item.iter_markers()}]
     config.hook.pytest_deselected(items=[item for item in items if item not in kept])
     items[:] = kept

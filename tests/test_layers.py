@@ -114,6 +114,8 @@ ALLOWED: dict[str, tuple[str, ...]] = {
         "edge_agent.loopback",
         "edge_agent.config",
     ),
+    # responder channels: the modem (Gammu's SMS daemon) as a link; nothing of the agent
+    "edge_agent.notify": ("edge_agent.errors", "edge_agent.config", "edge_agent.transports"),
     "edge_agent.talq": ("edge_agent.errors", "edge_agent.models", "edge_agent.policy", "edge_agent.config"),
     # the composition root and the operator's commands know everything in edge_agent
     "edge_agent.agent": ("edge_agent",),

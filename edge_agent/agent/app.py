@@ -38,15 +38,18 @@ from edge_agent.agent.loops import STORE_RETRY_S, Flusher, run_timers
 from edge_agent.agent.outbound import Outbound
 from edge_agent.agent.policy_delivery import PolicyDelivery
 from edge_agent.agent.policy_install import PolicyInstaller
+from edge_agent.agent.replies import Replies
 from edge_agent.agent.rollout import RolloutTracker
 from edge_agent.agent.runtime import ActivePolicy, AgentStats, Background, Links, Unflushed, topic_class
 from edge_agent.agent.shadow import Shadow, start_shadow
 from edge_agent.agent.view import AgentView
 from edge_agent.clock import Clock, ScaledClock
 from edge_agent.config import GatewayConfig
+from edge_agent.config.gammu import read_smsdrc
 from edge_agent.engine import Effect, Engine, Site
 from edge_agent.engine.site import SiteLamp, SiteResponder
 from edge_agent.models import Event
+from edge_agent.notify.gammu import ModemLink
 from edge_agent.policy.dispatch_state import parse_shift
 from edge_agent.policy.model import Policy
 from edge_agent.store.db import Store
@@ -172,6 +175,14 @@ class Agent:
         )
         self.flusher = Flusher(context)
         self.view = AgentView(context, self.serial)  # what the HTTP face reads
+        # [modem]: SMS to responders' phones and their replies, through Gammu's SMS daemon
+        self.modem: ModemLink | None = None
+        self.replies: Replies | None = None
+        if config.file.modem is not None:
+            modem = config.file.modem
+            self.modem = ModemLink(read_smsdrc((config.path.parent / modem.smsdrc).resolve()), modem.inject)
+            self.links.modem = self.modem
+            self.replies = Replies(context, self.intake, self.modem, modem.poll)
 
     # ----- lifecycle ------------------------------------------------------------------------
     async def run(self) -> None:
@@ -231,6 +242,9 @@ class Agent:
                         group.create_task(self.shadow.run())
                     if self.serial is not None and self.serial.active:
                         group.create_task(self.serial.run())
+                    if self.modem is not None and self.replies is not None:
+                        group.create_task(self.outbound.drain("modem", self.modem))
+                        group.create_task(self.replies.run())
                     await south.wait_connected(timeout=30)
                     self.ready.set()
                     sdnotify.notify("READY=1", f"STATUS={self._service_status()}")

@@ -203,24 +203,35 @@ class Intake:
         event = self._decode_south(topic, payload)
         if event is None:
             return False
-        if isinstance(event, ResponderResolved):  # the responder is available again
-            parts = topics.split(self.gateway, topic)
-            with self.store.transaction():
-                resolved = self.active.engine.resolve(event.alert_id, parts[1] if parts else "?", self.clock.now())
-                self.outbound.apply(resolved)
-            self.timers_changed.set()
-            return True
-        if isinstance(event, ResponderAck):
+        if isinstance(event, ResponderResolved | ResponderAck):
             parts = topics.split(self.gateway, topic)
             responder = parts[1] if parts else "?"
-            now = self.clock.now()
-            with self.store.transaction():
-                acked = self.active.engine.acknowledge(event.alert_id, responder, now)
-                self.outbound.apply(acked)
-            if self.shadow is not None:
-                self.shadow.on_ack(event.alert_id, responder, now, acked)
+            if isinstance(event, ResponderResolved):  # the responder is available again
+                self.resolve(event.alert_id, responder)
+            else:
+                self.acknowledge(event.alert_id, responder)
             return True
         return self.handle_event(event)
+
+    # ----- a person's answer, from the app topic or a reply SMS (edge_agent/agent/replies.py) --
+    def acknowledge(self, alert_id: str, responder: str) -> bool:
+        """The responder takes the alert: escalation stops. False: it changed nothing (unknown,
+        repeated, or not this responder's to take). Durable once the store syncs."""
+        now = self.clock.now()
+        with self.store.transaction():
+            acked = self.active.engine.acknowledge(alert_id, responder, now)
+            self.outbound.apply(acked)
+        if self.shadow is not None:
+            self.shadow.on_ack(alert_id, responder, now, acked)
+        return bool(acked)
+
+    def resolve(self, alert_id: str, responder: str) -> bool:
+        """The busy responder is done: available again. False: it changed nothing."""
+        with self.store.transaction():
+            resolved = self.active.engine.resolve(alert_id, responder, self.clock.now())
+            self.outbound.apply(resolved)
+        self.timers_changed.set()
+        return bool(resolved)
 
     # ----- device events, from any transport ------------------------------------------------
     async def commit_event(self, event: Event) -> None:

@@ -23,6 +23,7 @@ from edge_agent.agent.lamps import Lamps
 from edge_agent.engine import AlertChanged, Effect, LampSet, NotifyResponder, PublishRequest, SendRequest
 from edge_agent.errors import PublishRefused, TransportError
 from edge_agent.models import Alert, AlertMessage, PolicyAck, encode
+from edge_agent.policy.messages import render_sms
 from edge_agent.store.outbox import ALERT_PRIORITY, EVENT_PRIORITY, TELEMETRY_PRIORITY, OutboxMessage, new_id
 from edge_agent.transports.link import Link
 
@@ -45,6 +46,7 @@ class Outbound:
         self.alarm = context.alarm
         self._alarmed: set[tuple[str, str, str]] = set()  # (link, reason, topic class) already alarmed
         self.on_effect: Callable[[Effect], None] | None = None  # observers (demo timeline)
+        self.phones = {r.id: r.phone for r in context.config.file.responders if r.phone is not None}
 
     # ----- effects --------------------------------------------------------------------------
     def apply(self, effects: list[Effect]) -> None:
@@ -58,11 +60,7 @@ class Outbound:
                 self.unflushed.desired[effect.lamp] = {"level": effect.level, "reason": effect.reason}
                 self.lamps.send(effect)
             elif isinstance(effect, NotifyResponder):
-                self.stats.notifications += 1
-                payload = encode(self.alert_message(effect.alert))
-                topic = topics.responder_alert(self.gateway, effect.responder)
-                self.store.outbox.enqueue("south", topic, payload, priority=ALERT_PRIORITY, now=now)
-                self.links.wake["south"].set()
+                self._notify(effect, now)
             elif isinstance(effect, AlertChanged):
                 self._count_alert(effect.alert)
                 if self.links.north is not None:
@@ -74,6 +72,33 @@ class Outbound:
                 self._enqueue_north(topic, dict(effect.payload), device, EVENT_PRIORITY)
             elif isinstance(effect, SendRequest):
                 self._send(effect, now)
+
+    def _notify(self, effect: NotifyResponder, now: float) -> None:
+        """Every channel of the chain's step at once, in the alert's transaction: the app topic
+        on the village broker, and an SMS to the responder's phone through the modem."""
+        self.stats.notifications += 1
+        alert, policy = effect.alert, self.active.engine.policy
+        chain = policy.chains.get(alert.chain or "")
+        channels = chain.channels if chain is not None else ("app",)
+        if "app" in channels:
+            payload = encode(self.alert_message(alert))
+            topic = topics.responder_alert(self.gateway, effect.responder)
+            self.store.outbox.enqueue("south", topic, payload, priority=ALERT_PRIORITY, now=now)
+            self.links.wake["south"].set()
+        phone = self.phones.get(effect.responder)
+        if "sms" in channels and phone is not None:
+            text = render_sms(
+                policy.messages,
+                alert_id=alert.alert_id,
+                device=alert.device,
+                message=alert.message,
+                priority=alert.priority,
+                gateway=self.gateway,
+                rule=alert.rule,
+            )
+            self.store.outbox.enqueue("modem", f"sms/{phone}", text.encode(), priority=ALERT_PRIORITY, now=now)
+            self.stats.sms_queued += 1
+            self.links.wake["modem"].set()
 
     def _send(self, effect: SendRequest, now: float) -> None:
         """A rule's ``send``: exactly the rendered payload, to its own topic. ``north`` goes

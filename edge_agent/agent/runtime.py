@@ -30,6 +30,8 @@ class AgentStats:
     received: int = 0
     duplicates: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
+    sms_replies: Counter[str] = field(default_factory=Counter)  # replies that acknowledged or resolved
+    sms_queued: int = 0  # SMS put in the outbox for a responder
     alarms: Counter[str] = field(default_factory=Counter)
     effects: int = 0
     published: Counter[str] = field(default_factory=Counter)
@@ -80,7 +82,9 @@ class Links:
     def __init__(self) -> None:
         self.south: ServedLink | None = None
         self.north: ServedLink | None = None
-        self.wake = {"south": asyncio.Event(), "north": asyncio.Event()}  # outbox has new rows
+        self.modem: Link | None = None  # the cellular modem (SMS), when the gateway has one
+        # the outbox has new rows for that link
+        self.wake = {"south": asyncio.Event(), "north": asyncio.Event(), "modem": asyncio.Event()}
 
     @property
     def uplink(self) -> str:

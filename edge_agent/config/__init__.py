@@ -12,6 +12,7 @@ config; it reads only the policy).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -19,6 +20,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import msgspec
 
 from edge_agent.config.foreign import foreign_topic_problems
+from edge_agent.config.gammu import read_smsdrc
 from edge_agent.config.schema import Camera, GatewayFile, Http, Identity, Lamp, Shadow, Wearable
 from edge_agent.errors import ConfigError, Problem
 from edge_agent.policy.dispatch_state import parse_shift
@@ -110,6 +112,11 @@ def load_config(path: str | Path) -> GatewayConfig:
         problems.extend(_check_references(gateway_file, policy, source))
         if shadow_policy is not None:  # the candidate must fit this gateway too
             problems.extend(policy_problems(gateway_file, shadow_policy, f"{source} [shadow]"))
+        if gateway_file.modem is not None:
+            try:
+                read_smsdrc((path.parent / gateway_file.modem.smsdrc).resolve())
+            except ConfigError as exc:
+                problems.extend(exc.problems)
     if problems or policy is None:
         raise ConfigError(problems)
     return GatewayConfig(path, gateway_file, policy, policy_bytes, policy_path, shadow_policy, shadow_bytes)
@@ -146,6 +153,9 @@ def policy_problems(gw: GatewayFile, policy: Policy, source: str) -> list[Proble
                 Problem(source, "responders", f"no responder has a role of chain {chain_name!r}: {chain.roles}")
             )
     return problems
+
+
+E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
 
 
 def _check_references(gw: GatewayFile, policy: Policy | None, source: str) -> list[Problem]:
@@ -193,11 +203,34 @@ def _check_references(gw: GatewayFile, policy: Policy | None, source: str) -> li
                 )
             else:
                 units.add((lamp.bus, lamp.unit))
+    phones: dict[str, str] = {}
     for i, responder in enumerate(gw.responders):
         try:
             parse_shift(responder.shift)
         except ValueError as exc:
             problems.append(Problem(source, f"responders[{i}].shift", str(exc)))
+        if responder.phone is None:
+            continue
+        if not E164.match(responder.phone):
+            problems.append(
+                Problem(
+                    source,
+                    f"responders[{i}].phone",
+                    f"expected an E.164 number: '+', country code and number, no spaces (e.g. "
+                    f"+8613800138000), got {responder.phone!r}",
+                )
+            )
+        elif responder.phone in phones:
+            problems.append(
+                Problem(
+                    source,
+                    f"responders[{i}].phone",
+                    f"{responder.phone} is also {phones[responder.phone]!r}'s: a reply must name one responder",
+                )
+            )
+        phones[responder.phone] = responder.id
+    if phones and gw.modem is None:
+        problems.append(Problem(source, "modem", "responders have phone numbers but there is no [modem] to reach them"))
     for i, wearable in enumerate(gw.wearables):
         if wearable.link == "dongle" and gw.dongle is None:
             problems.append(Problem(source, f"wearables[{i}].link", "link = 'dongle' needs a [dongle] section"))

@@ -26,6 +26,7 @@ __all__ = [
     "Identity",
     "Lamp",
     "Limits",
+    "Modem",
     "Point",
     "Responder",
     "Shadow",
@@ -124,6 +125,20 @@ class Responder(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only
     # daily shift in the gateway's local time, "08:00-20:00" (may wrap midnight): outside it the
     # responder is never chosen (edge_agent/policy/dispatch_state.py); the twin's scenario format
     shift: str = "00:00-24:00"
+    # E.164 ("+8613800138000"): where the modem sends this responder's SMS, and the only number
+    # whose replies acknowledge for them
+    phone: str | None = None
+
+
+class Modem(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """The cellular modem, driven by Gammu's SMS daemon (gammu-smsd, files backend) beside
+    the agent on the gateway host (docs/DEPLOY.md). The agent hands each SMS to
+    ``gammu-smsd-inject`` and reads the replies from the daemon's inbox folder; both paths come
+    from the daemon's own config file ``smsdrc`` (relative to this file)."""
+
+    smsdrc: str
+    inject: str = "gammu-smsd-inject"  # the command that puts an SMS in the daemon's outbox
+    poll: Annotated[float, msgspec.Meta(gt=0, le=60)] = 0.5  # seconds between looks at the inbox
 
 
 class Bus(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -216,3 +231,4 @@ class GatewayFile(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
     homeassistant: HomeAssistant = HomeAssistant()
     shadow: Shadow | None = None
     foreign_topics: list[ForeignTopic] = []
+    modem: Modem | None = None

@@ -18,6 +18,7 @@ import msgspec
 from edge_agent.errors import ConfigError, Problem
 from edge_agent.policy.expr import ExpressionError, compile_condition
 from edge_agent.policy.lighting import SWITCH_CIVIL, SWITCH_CLOCK, SWITCH_SUN
+from edge_agent.policy.messages import Messages, template_problems
 from edge_agent.policy.units import parse_clock, parse_duration, parse_signed_duration
 
 Percent = Annotated[int, msgspec.Meta(ge=0, le=100)]
@@ -159,6 +160,9 @@ class Chain(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tru
     ack_timeout: str | int = "2m"
     repeat_last: bool = False
     resolve_timeout: str | int = "2h"
+    # how each step reaches its responder, all at once: the app topic on the village broker,
+    # and an SMS through the gateway's modem to the responder's phone (when it has one)
+    channels: tuple[Literal["app", "sms"], ...] = ("app", "sms")
 
 
 class Header(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -172,6 +176,7 @@ class Policy(msgspec.Struct, frozen=True, kw_only=True):
     assign: dict[Name, Name] = {}  # lamp group -> program; "default" for the rest
     chains: dict[Name, Chain] = {}
     rules: list[Rule] = []
+    messages: Messages = Messages()  # what a responder's SMS says and what a reply must say
     sha256: str = ""  # of the file's bytes; filled by parse_policy
 
     def program_for_group(self, group: str | None) -> str | None:
@@ -256,7 +261,7 @@ def parse_policy(data: bytes, source: str = "<policy>") -> Policy:
     """Validate a policy file's bytes completely; raise ConfigError with every problem."""
     raw = load_toml(data, source)
     problems: list[Problem] = []
-    known = {"policy", "programs", "assign", "chains", "rules"}
+    known = {"policy", "programs", "assign", "chains", "rules", "messages"}
     for key in raw:
         if key not in known:
             problems.append(Problem(source, key, f"unknown section; expected one of {sorted(known)}"))
@@ -305,7 +310,10 @@ def parse_policy(data: bytes, source: str = "<policy>") -> Policy:
         seen.add(rule.id)
         _check_rule(rule, chains, source, f"rules[{i}]", problems)
         rules.append(rule)
-    if problems or header is None:
+    messages = convert_section(raw.get("messages", {}), Messages, source, "messages", problems)
+    if messages is not None:
+        problems.extend(Problem(source, key, what) for key, what in template_problems(messages))
+    if problems or header is None or messages is None:
         raise ConfigError(problems)
     return Policy(
         policy=header,
@@ -313,6 +321,7 @@ def parse_policy(data: bytes, source: str = "<policy>") -> Policy:
         assign=assign,
         chains=chains,
         rules=rules,
+        messages=messages,
         sha256=hashlib.sha256(data).hexdigest(),
     )
 

@@ -44,6 +44,14 @@ class Alerts:
         """The most recently raised first."""
         return self._rows(self.db.execute("SELECT * FROM alerts ORDER BY created DESC LIMIT ?", (limit,)))
 
+    def answerable(self) -> list[Alert]:
+        """Alerts a person may still acknowledge or resolve (newest change first)."""
+        statuses = (*DISPATCH_OPEN, "unacknowledged")
+        placeholders = ", ".join("?" * len(statuses))
+        return self._rows(
+            self.db.execute(f"SELECT * FROM alerts WHERE status IN ({placeholders}) ORDER BY updated DESC", statuses)
+        )
+
     def by_status(self) -> dict[str, int]:
         rows = self.db.execute("SELECT status, COUNT(*) FROM alerts GROUP BY status").fetchall()
         return {str(r[0]): int(r[1]) for r in rows}

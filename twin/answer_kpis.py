@@ -48,6 +48,6 @@ def answer_kpis(incidents: Sequence[Incident], responders: Sequence[ResponderSpe
         for call in incident.calls:
             seconds = (call.answered - call.sent) * 60.0 if math.isfinite(call.answered) else math.inf
             by_tier.setdefault(responders[call.responder].role, []).append(seconds)
-    for role, seconds in sorted(by_tier.items()):
-        _add(kpis, f"_{role}", seconds, [s for s in seconds if math.isfinite(s)])
+    for role, calls in sorted(by_tier.items()):
+        _add(kpis, f"_{role}", calls, [s for s in calls if math.isfinite(s)])
     return kpis

@@ -9,7 +9,9 @@ the village LAN, ``cellular`` never). The responder is reached at the earliest s
 delivery (every channel failed: never reached, so the chain escalates at its ack timeout) and
 then acknowledges with the tier's probability after the tier's answer delay. With no channel
 declared a notification reaches the responder at once (after the uplink if not local): the
-twin's behaviour, and random draws, from before channels. Units: twin minutes.
+twin's behaviour, and random draws, from before channels. The acknowledgement's way back is
+not modelled apart (a reply returns the way its message came, inside the answer delay). Units:
+twin minutes.
 
 The scenario tables this is built from are described in ``twin.scenario_channels``.
 

@@ -97,6 +97,9 @@ HEADLINE = [
     "within_target_town",
     "within_target_village",
     "utilisation_village_doctor",
+    "ack_p90_s",
+    "ack_within_60s",
+    "ack_within_180s",
     "gateway_msgs_per_s_mean",
 ]
 
@@ -280,10 +283,14 @@ def validate(
 
 
 def kpis() -> None:
-    """List KPI names usable in gates (response and utilisation names follow patterns)."""
+    """List KPI names usable in gates (response, utilisation and answer names follow patterns)."""
     from twin.kpis import FIXED
 
     for name, (_, text) in FIXED.items():
         console.print(f"{name:32s} {text}")
     console.print("{type}[_{town|village}]_p{50|90|95}_min  response times, e.g. sos_p90_min")
     console.print("utilisation_{role}              busy share of on-shift time")
+    console.print(
+        "ack_p{50|90}_s[_{role}]          seconds raised -> acknowledged by a person (per tier: per notification)"
+    )
+    console.print("ack_within_{60|180}s[_{role}]    share acknowledged within 60 s / 180 s (telecare: 97.5% / 99%)")

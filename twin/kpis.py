@@ -32,16 +32,24 @@ FIXED = {
 
 RESPONSE = re.compile(r"^(?P<type>[a-z_]+?)(?:_(?P<area>town|village))?_p(?P<q>50|90|95)_min$")
 UTILISATION = re.compile(r"^utilisation_(?P<role>[A-Za-z0-9_.\-]+)$")
+ANSWER = re.compile(
+    r"^ack_(?:p(?P<q>50|90)_s|within_(?P<limit>60|180)s)(?:_(?P<role>[A-Za-z0-9_.\-]+))?$"
+)  # twin.answer_kpis
+
+# Telecare answer targets (UK, TSA / TEC Quality): share of alarm calls answered within seconds.
+ANSWER_TARGETS = {60: 0.975, 180: 0.99}
 
 
 def is_known_kpi(name: str) -> bool:
-    return name in FIXED or bool(RESPONSE.match(name)) or bool(UTILISATION.match(name))
+    return name in FIXED or any(p.match(name) for p in (RESPONSE, UTILISATION, ANSWER))
 
 
 def higher_is_better(name: str) -> bool:
     if name in FIXED:
         return FIXED[name][0]
-    return False  # response times and utilisation: lower is better
+    # Shares answered within a limit: higher; response and answer times, utilisation: lower.
+    m = ANSWER.match(name)
+    return bool(m and m["limit"])
 
 
 def describe(name: str) -> str:
@@ -54,4 +62,16 @@ def describe(name: str) -> str:
     m = UTILISATION.match(name)
     if m:
         return f"share of on-shift time {m['role']} responders are busy"
+    m = ANSWER.match(name)
+    if m:
+        if m["role"]:
+            what = f"of notifications to {m['role']}"
+            span = "notification -> acknowledged by that person"
+        else:
+            what, span = "of alerts", "raised -> acknowledged by a person"
+        if m["q"]:
+            answered = " answered" if m["role"] else ""
+            return f"{m['q']}th percentile seconds {span} ({what}{answered})"
+        target = ANSWER_TARGETS[int(m["limit"])]
+        return f"share {what} with {span} within {m['limit']} s (telecare target {target:.1%})"
     return ""

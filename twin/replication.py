@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from twin.answer_kpis import answer_kpis
 from twin.district import DistrictArrays, ProgramArrays, build_district, program_arrays
 from twin.kernels.failures import time_to_failure
 from twin.kernels.lighting import simulate_lighting
@@ -215,6 +216,7 @@ def run_replication(scenario_path: str, policy_path: str | None, seed: int, days
         values = [i.arrived - i.occurred for i in counted if i.kind in medical_types and i.area == area]
         if values:
             kpis[f"within_target_{area}"] = float(np.mean(np.array(values) <= targets[area]))
+    kpis.update(answer_kpis(counted, world.responders))
     for role, share in world.utilisation.items():
         kpis[f"utilisation_{role}"] = share
     kpis["gateway_msgs_per_s_mean"] = world.messages_total / (horizon * 60.0)

@@ -1,8 +1,10 @@
 """Reports: KPIs with confidence intervals over replications, plots, kpis.json and report.html.
 
 Owns: aggregating replication results, the JSON written for machines (``kpis.json``), the HTML
-for planners (``report.html`` with PNG plots beside it) and the side-by-side comparison of two
-policies with a verdict per KPI. Matplotlib runs on the Agg backend (no display needed).
+for planners (``report.html`` with PNG plots beside it: the shares answered by a person within
+60 s and 180 s per tier next to the telecare targets, then every KPI) and the side-by-side
+comparison of two policies with a verdict per KPI. Matplotlib runs on the Agg backend (no
+display needed).
 
 Must not import: numba, simpy, twin.kernels, twin.sim.
 """
@@ -21,7 +23,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from twin.kpis import describe, higher_is_better
+from twin.kpis import ANSWER, ANSWER_TARGETS, describe, higher_is_better
 from twin.stats import mean_ci, verdict
 
 
@@ -115,6 +117,69 @@ def _plots(out: Path, first: dict[str, Any]) -> list[tuple[str, str]]:
     return files
 
 
+def _answer_tiers(table: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
+    """(label, KPI suffix) of every tier with answer shares, all alerts first."""
+    roles = sorted({m["role"] for name in table if (m := ANSWER.match(name)) and m["limit"] and m["role"]})
+    tiers = [("all alerts", "")] if any(f"ack_within_{t}s" in table for t in ANSWER_TARGETS) else []
+    return tiers + [(role, f"_{role}") for role in roles]
+
+
+def _against_target(mean: float, half: float, target: float) -> str:
+    half = half if math.isfinite(half) else 0.0
+    if not math.isfinite(mean):
+        return "-"
+    if mean - half >= target:
+        return "meets"
+    return "below" if mean + half < target else "undecided"
+
+
+def _answer_section(out: Path, table: dict[str, dict[str, Any]], files: list[tuple[str, str]]) -> str:
+    """The shares answered within 60 s / 180 s per tier against the targets: a table and a plot."""
+    tiers = _answer_tiers(table)
+    if not tiers:
+        return ""
+    nan = {"mean": math.nan, "ci95": math.nan}
+    rows = []
+    for label, suffix in tiers:
+        cells = []
+        for limit, target in ANSWER_TARGETS.items():
+            v = table.get(f"ack_within_{limit}s{suffix}", nan)
+            cells.append(
+                f"<td>{_pct(v['mean'])} &plusmn; {_pct(v['ci95'])}</td><td>{target:.1%}</td>"
+                f"<td>{_against_target(v['mean'], v['ci95'], target)}</td>"
+            )
+        p50, p90 = (table.get(f"ack_p{q}_s{suffix}", nan)["mean"] for q in (50, 90))
+        rows.append(f"<tr><td>{html.escape(label)}</td>{''.join(cells)}<td>{_fmt(p50)}</td><td>{_fmt(p90)}</td></tr>")
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    x = np.arange(len(tiers))
+    for k, (limit, target) in enumerate(ANSWER_TARGETS.items()):
+        values = [table.get(f"ack_within_{limit}s{suffix}", nan) for _, suffix in tiers]
+        means = [100 * v["mean"] for v in values]
+        halves = [100 * v["ci95"] if math.isfinite(v["ci95"]) else 0.0 for v in values]
+        ax.bar(x + (k - 0.5) * 0.38, means, 0.38, yerr=halves, capsize=3, label=f"within {limit} s", color=f"C{k}")
+        ax.axhline(100 * target, color=f"C{k}", ls="--", lw=1, label=f"target {target:.1%} within {limit} s")
+    ax.set_xticks(x, [label for label, _ in tiers], fontsize=8)
+    ax.set_ylabel("% answered by a person")
+    ax.set_ylim(0, 101)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=4)
+    ax.set_title("Answered by a person within 60 s / 180 s, per tier")
+    _save(fig, out, "answered.png", "Answered within 60 s / 180 s per tier, mean and 95% CI", files)
+    return (
+        "<h2>Answered by a person</h2><p>Share answered within 60 s and within 180 s against the UK "
+        "telecare targets (TSA / TEC Quality: 97.5% and 99%): for all alerts from raised to "
+        "acknowledged, for a tier from each notification to that responder's acknowledgement (a "
+        "notification never answered counts as not within). 'meets' and 'below': the whole 95% "
+        "interval is above or below the target.</p><table><tr><th>tier</th><th>within 60 s</th>"
+        "<th>target</th><th></th><th>within 180 s</th><th>target</th><th></th><th>p50 s</th>"
+        f"<th>p90 s</th></tr>{''.join(rows)}</table>"
+        '<figure><img src="answered.png" alt="answered within 60 s and 180 s per tier"></figure>'
+    )
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}%" if math.isfinite(x) else "-"
+
+
 def _fmt(x: float) -> str:
     if not math.isfinite(x):
         return "-"
@@ -126,6 +191,7 @@ def write_run_report(out: Path, meta: dict[str, Any], results: list[dict[str, An
     out.mkdir(parents=True, exist_ok=True)
     table = aggregate(results)
     write_kpis_json(out / "kpis.json", meta, table)
+    answers = _answer_section(out, table, [])
     plots = _plots(out, results[0])
     rows = "\n".join(
         f"<tr><td>{html.escape(k)}</td><td>{_fmt(v['mean'])}</td><td>&plusmn; {_fmt(v['ci95'])}"
@@ -145,7 +211,7 @@ def write_run_report(out: Path, meta: dict[str, Any], results: list[dict[str, An
         "<style>body{font-family:sans-serif;max-width:60em;margin:auto}td{padding:2px 8px}"
         "tr:nth-child(even){background:#f3f3f3}img{max-width:100%}</style></head><body>"
         f"<h1>Twin report</h1><p>{head}</p><p>Means with 95% confidence half-widths over "
-        f"replications (Student t).</p><table><tr><th>KPI</th><th>mean</th><th>95% CI</th>"
+        f"replications (Student t).</p>{answers}<h2>KPIs</h2><table><tr><th>KPI</th><th>mean</th><th>95% CI</th>"
         f"<th>meaning</th></tr>{rows}</table>{images}</body></html>"
     )
     return table

@@ -25,6 +25,7 @@ from edge_agent.errors import ConfigError, Problem
 from edge_agent.policy.dispatch_state import parse_shift
 from edge_agent.policy.model import Policy, convert_section, load_toml, parse_policy
 from edge_agent.policy.units import parse_duration
+from twin.scenario_channels import AnswerSpec, ChannelSpec, check_channels, check_keyed_tables
 
 Positive = Annotated[float, msgspec.Meta(gt=0)]
 NonNegative = Annotated[float, msgspec.Meta(ge=0)]
@@ -123,6 +124,7 @@ class Responders(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
 class Dispatch(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     ack_probability: Probability = 0.9
     ack_delay_minutes: NonNegative = 0.5  # mean (exponential) of a responder's acknowledgement
+    answer: dict[str, AnswerSpec] = {}  # per tier (role); twin.scenario_channels
     detour_factor: Annotated[float, msgspec.Meta(ge=1)] = 1.4
     warmup_days: NonNegative = 0.0  # incidents before this are simulated but not counted
 
@@ -156,6 +158,7 @@ class Scenario(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     residents: dict[str, Annotated[int, msgspec.Meta(ge=0)]] = {}  # area -> wearables
     incidents: dict[str, IncidentType] = {}
     responders: list[Responders] = []
+    channels: dict[str, ChannelSpec] = {}  # by the gateway's channel name; twin.scenario_channels
     dispatch: Dispatch = Dispatch()
     gateways: Gateways = Gateways()
     targets: Targets = Targets()
@@ -239,6 +242,7 @@ def _cross_check(spec: Scenario, policy: Policy, source: str, problems: list[Pro
             parse_shift(group.shift)
         except ValueError as exc:
             problems.append(Problem(source, f"responders[{i}].shift", str(exc)))
+    check_channels(spec.channels, spec.dispatch.answer, roles, source, problems)
     for area in spec.residents:
         if area not in AREAS:
             problems.append(Problem(source, f"residents.{area}", f"unknown area; expected one of {AREAS}"))
@@ -295,6 +299,7 @@ def load_scenario(path: str | Path, policy_override: str | Path | None = None) -
         raise ConfigError([Problem(source, "", f"cannot read scenario: {exc.strerror}")]) from None
     raw = load_toml(data, source)
     problems: list[Problem] = []
+    raw = check_keyed_tables(raw, source, problems)
     spec = convert_section(raw, Scenario, source, "", problems)
     if spec is None:
         raise ConfigError([_point_at_unknown_field(p) for p in problems])

@@ -5,12 +5,14 @@ Owns: the ``Dispatcher``. Every dispatch decision (who is notified at which chai
 unanswered notification escalates, who is busy, the FIFO queue when the whole chain is busy
 or off shift, the release on resolve or resolve timeout) is made by
 ``edge_agent.policy.dispatch_state.DispatchState``, the very code the gateway's engine runs;
-this module only plays the world around it: a notified responder acknowledges with probability
-``ack_probability`` after an exponential delay (responders who are not ``local`` are reached
-through the centre, so their notification waits for the incident gateway's uplink first; an
-answer later than the chain's ``ack_timeout`` is no answer), then travels (``travel_minutes``:
-straight line times a detour factor), serves on scene, travels back and resolves the alert.
-Shift starts are fed to the state machine as events. Twin time is in minutes, 0 = local noon.
+this module only plays the world around it: a notification reaches the responder through the
+scenario's channels and the responder answers after the tier's delay (``twin.sim.reach``: the
+channel failures and delivery delays, the wait for the incident gateway's uplink on routes that
+need it; an answer later than the chain's ``ack_timeout`` is no answer), then travels
+(``travel_minutes``: straight line times a detour factor), serves on scene, travels back and
+resolves the alert. Each notification is kept on its incident as a ``Call`` (sent, answered)
+for the answer KPIs. Shift starts are fed to the state machine as events. Twin time is in
+minutes, 0 = local noon.
 
 ``ack_delay`` and ``work`` are the two behaviours a replay (tests/test_dispatch_replay.py)
 overrides to feed a recorded trace instead of random draws.
@@ -30,6 +32,7 @@ import simpy
 
 from edge_agent.policy import dispatch_state as ds
 from edge_agent.policy.dispatch import travel_minutes
+from twin.sim.reach import Reach
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,15 @@ class ResponderSpec:
 
 
 @dataclass
+class Call:
+    """One notification of an incident: to whom, when sent, when a person answered (NaN: never)."""
+
+    responder: int
+    sent: float
+    answered: float = math.nan
+
+
+@dataclass
 class Incident:
     kind: str
     area: str
@@ -66,6 +78,7 @@ class Incident:
     done: float = math.nan
     escalations: int = 0
     responder: int = -1
+    calls: list[Call] = field(default_factory=list, repr=False)
     on_arrival: Callable[[Incident], None] | None = field(default=None, repr=False)
     finished: simpy.Event | None = field(default=None, repr=False)
 
@@ -90,8 +103,7 @@ class Dispatcher:
         chains: dict[str, ChainSpec],
         rng: np.random.Generator,
         *,
-        ack_probability: float = 1.0,
-        ack_delay_mean_min: float = 0.0,
+        reach: Reach | None = None,
         detour_factor: float = 1.0,
         uplink_ready: Callable[[int, float], float] | None = None,
     ) -> None:
@@ -99,8 +111,7 @@ class Dispatcher:
         self.responders = responders
         self.chains = chains
         self.rng = rng
-        self.ack_probability = ack_probability
-        self.ack_delay_mean_min = ack_delay_mean_min
+        self.reach = reach if reach is not None else Reach()  # default: reached and answered at once
         self.detour_factor = detour_factor
         self.uplink_ready = uplink_ready
         n = len(responders)
@@ -183,6 +194,7 @@ class Dispatcher:
                 self.messages += 2  # notify + (ack or timeout)
                 self.escalations += d.skipped
                 incident.escalations += d.skipped
+                incident.calls.append(Call(d.responder, env.now))
                 self._after(d.due - env.now, ds.Due("ack_timeout", d.alert, d.n))
                 delay = self.ack_delay(incident, d.responder, d.n)
                 if delay is not None and delay < d.due - env.now:
@@ -193,6 +205,7 @@ class Dispatcher:
             elif d.kind == ds.ACKNOWLEDGED:
                 incident.assigned = env.now
                 incident.responder = d.responder
+                _answered(incident.calls, d.responder, env.now)
                 if math.isfinite(d.due):
                     self._after(d.due - env.now, ds.Due("resolve_timeout", d.alert))
                 env.process(self._job(d.alert, incident, d.responder))
@@ -211,12 +224,14 @@ class Dispatcher:
     # -- behaviours (a replay overrides these) ---------------------------------------------
     def ack_delay(self, incident: Incident, i: int, n: int) -> float | None:
         """Minutes until responder ``i`` acknowledges ``incident``'s ``n``-th notification (None: never)."""
-        wait = 0.0
-        if not self.responders[i].local and self.uplink_ready is not None:
-            wait = max(0.0, self.uplink_ready(incident.gateway, self.env.now) - self.env.now)
-        acked = self.rng.random() < self.ack_probability
-        delay = float(self.rng.exponential(self.ack_delay_mean_min)) if self.ack_delay_mean_min > 0 else 0.0
-        return wait + delay if acked else None
+        now = self.env.now
+        ready = self.uplink_ready
+
+        def uplink_wait() -> float:
+            return 0.0 if ready is None else max(0.0, ready(incident.gateway, now) - now)
+
+        responder = self.responders[i]
+        return self.reach.ack_delay(responder.role, responder.local, uplink_wait, self.rng)
 
     def work(self, incident: Incident, i: int) -> Generator[simpy.Event, Any, None]:
         """The acknowledged responder travels, serves on scene and travels back."""
@@ -248,3 +263,12 @@ class Dispatcher:
             length = (r.shift[1] - r.shift[0]) % 1440.0 or 1440.0
             shift[r.role] = shift.get(r.role, 0.0) + horizon_min * min(1440.0, length) / 1440.0
         return {role: min(1.0, busy[role] / shift[role]) for role in busy if shift[role] > 0}
+
+
+def _answered(calls: list[Call], responder: int, now: float) -> None:
+    """Mark the responder's latest unanswered call answered at ``now``."""
+    for call in reversed(calls):
+        if call.responder == responder:
+            if math.isnan(call.answered):
+                call.answered = now
+            return

@@ -36,6 +36,7 @@ from twin.scenario import (
     incident_chain,
 )
 from twin.sim.dispatch import ChainSpec, Dispatcher, Incident, ResponderSpec
+from twin.sim.reach import reach_from_scenario
 
 
 @dataclass
@@ -160,8 +161,7 @@ def run_world(
         responders,
         chains,
         rng,
-        ack_probability=spec.dispatch.ack_probability,
-        ack_delay_mean_min=spec.dispatch.ack_delay_minutes,
+        reach=reach_from_scenario(spec),
         detour_factor=spec.dispatch.detour_factor,
         uplink_ready=uplinks.ready,
     )

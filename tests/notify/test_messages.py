@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from devtools.gateway_config import POLICY_HEAD, SOS_RULE, write_gateway_config
 from edge_agent.config import load_config
+from edge_agent.config.gammu import read_smsdrc
 from edge_agent.errors import ConfigError
 from edge_agent.notify.gammu import is_gsm7, read_backup
 from edge_agent.policy.messages import CODE_ALPHABET, Messages, Reply, parse_reply, reply_code
@@ -147,3 +148,9 @@ def test_gsm7_is_the_gsm_alphabet() -> None:
     assert is_gsm7("SOS from W1. Reply 1 K7QD @ 12:00!")
     assert not is_gsm7("紧急求助")
     assert not is_gsm7("price: 5€ ^")  # the euro and caret need the extension table: sent as UCS-2
+
+
+def test_the_shipped_smsdrc_is_one_the_agent_accepts() -> None:
+    folders = read_smsdrc(Path(__file__).resolve().parents[2] / "deploy" / "gammu" / "smsdrc")
+    assert folders.inbox == Path("/var/spool/gammu/inbox")
+    assert folders.outbox == Path("/var/spool/gammu/outbox")

@@ -164,6 +164,8 @@ class AgentView:
             alerts_raised=stats.alerts_raised,
             alert_changes=dict(stats.alert_changes),
             notifications=stats.notifications,
+            sms_queued=stats.sms_queued,
+            sms_replies=dict(stats.sms_replies),
             rule_seconds=_histogram(stats.rule_seconds),
             fsyncs=self.context.store.sync_stats()["fsyncs"],
         )

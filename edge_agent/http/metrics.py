@@ -165,6 +165,13 @@ class GatewayCollector(Collector):
             [([], stats.alert_changes.get("escalated", 0))],
         )
         yield _counter("responder_notifications", "Alert messages sent to responders.", [], [([], stats.notifications)])
+        yield _counter("responder_sms", "SMS to responders queued for the modem.", [], [([], stats.sms_queued)])
+        yield _counter(
+            "responder_sms_replies",
+            "Reply SMS that acknowledged or resolved an alert, by action (refused ones: messages_rejected).",
+            ["action"],
+            (([a], n) for a, n in sorted(stats.sms_replies.items())),
+        )
         yield _gauge(
             "alerts",
             "Alerts in the store, by status.",

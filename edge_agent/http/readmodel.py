@@ -126,6 +126,8 @@ class Counters(msgspec.Struct, frozen=True):
     notifications: int  # responder notifications
     rule_seconds: Histogram  # rule runs, condition and actions
     fsyncs: int  # the store's WAL fsyncs
+    sms_queued: int = 0  # SMS to responders put in the outbox (the modem channel)
+    sms_replies: dict[str, int] = {}  # replies that acknowledged or resolved, by action
 
 
 class GatewayView(Protocol):

@@ -25,14 +25,17 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from devtools.gammu import DummyModem, SentSms, gammu_smsd_binary
 from devtools.simdevices import Received, ResponderBehaviour, SimField, SimLamp
 from edge_agent.agent.app import Agent
 from edge_agent.agent.shadow_store import read_report
 from edge_agent.cli.shadow import print_report
 from edge_agent.clock import ScaledClock
 from edge_agent.config import GatewayConfig, load_config
-from edge_agent.config.schema import BrokerSettings, Shadow
+from edge_agent.config.schema import BrokerSettings, Modem, Shadow
 from edge_agent.engine import AlertChanged, Effect, LampSet
+from edge_agent.models import Alert
+from edge_agent.policy.messages import Messages, render_sms, reply_code
 from edge_agent.policy.model import parse_policy
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "examples" / "village-gateway.toml"
@@ -73,13 +76,21 @@ class Timeline:
             entry.detail = detail
 
 
-def _demo_config(path: Path, data_dir: Path, shadow: Path | None = None) -> GatewayConfig:
+def _demo_config(
+    path: Path, data_dir: Path, shadow: Path | None = None, modem: DummyModem | None = None
+) -> GatewayConfig:
     config = load_config(path)
     gateway = msgspec.structs.replace(config.file.gateway, data_dir=str(data_dir))
     # The demo runs on the in-process broker, whatever brokers the gateway file names (the
-    # shipped examples name the village Mosquitto of the field layout, docs/DEPLOY.md).
+    # shipped examples name the village Mosquitto of the field layout, docs/DEPLOY.md), and on
+    # Gammu's dummy phone instead of the modem (without gammu-smsd: no SMS, the app topic only).
     brokers = {"south": BrokerSettings(url="embedded"), "north": BrokerSettings(url="none")}
     file = msgspec.structs.replace(config.file, gateway=gateway, **brokers)
+    if modem is not None and file.modem is not None:
+        file = msgspec.structs.replace(file, modem=Modem(smsdrc=str(modem.smsdrc), poll=0.05))
+    else:
+        responders = [msgspec.structs.replace(r, phone=None) for r in file.responders]
+        file = msgspec.structs.replace(file, modem=None, responders=responders)
     if shadow is None:
         return dataclasses.replace(config, file=file)
     candidate = shadow.read_bytes()  # [shadow] policy = the candidate, as a gateway file would say
@@ -96,8 +107,10 @@ async def run_demo(
     shadow: Path | None = DEFAULT_SHADOW,
 ) -> bool:
     console = console or Console()
-    with tempfile.TemporaryDirectory(prefix="edge-demo-") as tmp:
-        config = _demo_config(config_path, Path(tmp), shadow)
+    with tempfile.TemporaryDirectory(prefix="edge-demo-") as tmp, contextlib.ExitStack() as stack:
+        modem = stack.enter_context(DummyModem(Path(tmp) / "modem")) if gammu_smsd_binary() else None
+        config = _demo_config(config_path, Path(tmp), shadow, modem)
+        sms_on = config.file.modem is not None
         tz = config.tz
         night = date(2026, 11, 26)
         start = datetime.combine(night, dtime(17, 0), tz).timestamp()
@@ -113,6 +126,7 @@ async def run_demo(
             "lamp fault alert",
             "midnight dimming",
             "lamps off at dawn",
+            *(["SOS sent by SMS", "SMS reply acknowledged"] if sms_on else []),
             *(["shadow diff reported"] if shadow is not None else []),
         ):
             timeline.checks[name] = Check(name)
@@ -121,6 +135,10 @@ async def run_demo(
             f"[bold]Village night demo[/bold]: gateway {config.id} at {config.file.gateway.latitude} N, "
             f"{config.file.gateway.longitude} E; {night} 17:00 -> 08:00, time x{speed:g}"
         )
+        if not sms_on:
+            console.print("[dim]no SMS leg: gammu-smsd is not installed (apt-get install gammu-smsd)[/dim]")
+        last_alert: dict[str, Alert] = {}  # responder -> the alert last put to them
+        replied: dict[str, bool] = {}  # responders who answered by SMS
         lamp_batches: dict[tuple[str, float], list[str]] = {}
 
         def on_effect(effect: Effect) -> None:
@@ -139,6 +157,12 @@ async def run_demo(
             elif isinstance(effect, AlertChanged):
                 alert = effect.alert
                 who = alert.responder or "-"
+                if alert.responder:
+                    last_alert[alert.responder] = alert
+                if sms_on and alert.status == "acknowledged" and alert.rule == "sos":
+                    clock.set_speed(speed)  # the person answered: the night goes on at full pace
+                    if replied.get(who):
+                        timeline.check("SMS reply acknowledged", f"{who}'s reply stopped the escalation")
                 timeline.line("alert", escape(f"{alert.message} [{alert.status}] -> {who}"), "red")
                 if alert.status == "escalated":
                     timeline.check("SOS escalated", f"to {who}")
@@ -158,7 +182,7 @@ async def run_demo(
         def on_receive(item: Received) -> None:
             if "/responder/" in item.topic:
                 responder = item.topic.split("/")[-2]
-                timeline.line(responder, f"phone rings: {item.payload['message']}", "magenta")
+                timeline.line(responder, f"app notified: {item.payload['message']}", "magenta")
                 if "sos" in sos_sent:
                     delay = item.real_time - sos_sent["sos"]
                     if item.payload.get("step") == 0 and delay < 1.0:
@@ -178,9 +202,46 @@ async def run_demo(
             field_.lamps[lamp.id] = SimLamp(lamp.id, lamp.rated_w)
         field_.responders = {
             "dr-wang": ResponderBehaviour(ack_after=None),  # busy: does not answer
-            "dr-li": ResponderBehaviour(ack_after=60.0),
+            "dr-li": ResponderBehaviour(ack_after=None if sms_on else 60.0),  # with a modem: replies by SMS
             "grid-zhang": ResponderBehaviour(ack_after=300.0),
         }
+        phones = {r.id: r.phone for r in config.file.responders if r.phone is not None}
+
+        async def sms_leg(modem: DummyModem) -> None:
+            """The doctors' phones: show each SMS as it reaches them; dr-li answers his by reply."""
+            seen: set[Path] = set()
+            while True:
+                for sms in modem.sent():
+                    if sms.path in seen:
+                        continue
+                    seen.add(sms.path)
+                    await show_sms(modem, sms)
+                await asyncio.sleep(0.05)
+
+        async def show_sms(modem: DummyModem, sms: SentSms) -> None:
+            who = next((r for r, phone in phones.items() if phone == sms.number), sms.number)
+            coding = "UCS-2" if not sms.text.isascii() else "GSM 7-bit"
+            timeline.line(who, f"SMS ({len(sms.parts)} part(s), {coding}): {escape(sms.text)}", "magenta")
+            alert = last_alert.get(who)
+            if alert is not None and alert.rule == "sos":
+                english = render_sms(
+                    Messages(),
+                    alert_id=alert.alert_id,
+                    device=alert.device,
+                    message=alert.message,
+                    priority=alert.priority,
+                    gateway=config.id,
+                    rule=alert.rule,
+                )
+                timeline.line("", f"[dim](in English: {escape(english)})[/dim]")
+                timeline.check("SOS sent by SMS", f"to {who}, {len(sms.parts)} part(s), {coding}")
+                if who == "dr-li":
+                    code = reply_code(alert.alert_id)
+                    await clock.sleep_until(clock.now() + 20.0)  # he reads it and answers
+                    timeline.line(who, f"replies by SMS: 1 {code}", "bold magenta")
+                    modem.receive(sms.number, f"1 {code}")
+                    replied["dr-li"] = True
+
         field_ready = asyncio.Event()
         field_task = asyncio.create_task(field_.run(field_ready))
         await asyncio.wait_for(field_ready.wait(), 10)
@@ -192,6 +253,7 @@ async def run_demo(
                 await clock.sleep_until(clock.now() + 600.0)
 
         heartbeat_task = asyncio.create_task(heartbeats())
+        sms_task = asyncio.create_task(sms_leg(modem)) if modem is not None and sms_on else None
 
         def at(hour: int, minute: int) -> float:
             day = night if hour >= 12 else night + timedelta(days=1)
@@ -211,6 +273,8 @@ async def run_demo(
             else:
                 timeline.checks["boost and revert"].passed = False
             await scene(at(22, 30))
+            if sms_on:
+                clock.set_speed(min(speed, 60.0))  # a person's minutes: an SMS takes real seconds
             timeline.line("wear-001", "SOS button pressed", "bold red")
             sos_sent["sos"] = time.monotonic()
             await field_.wearable("wear-001", "sos")
@@ -219,10 +283,11 @@ async def run_demo(
             await field_.fault("lamp-ln-2", 4)
             await scene(end)
         finally:
-            for task in (heartbeat_task, agent_task, field_task):
+            tasks = [heartbeat_task, agent_task, field_task, *([sms_task] if sms_task is not None else [])]
+            for task in tasks:
                 task.cancel()
             await field_.close()
-            for task in (heartbeat_task, agent_task, field_task):
+            for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         night_diff = read_report(config) if shadow is not None else None  # kept by the stopped agent

@@ -38,16 +38,29 @@ class ScaledClock:
         self.anchor = time.time() if anchor is None else anchor
         self.start = self.anchor if start is None else start
         self.speed = speed
+        self._changed = asyncio.Event()  # set when the speed changes: sleepers work out their wait again
 
     def now(self) -> float:
         return self.start + (time.time() - self.anchor) * self.speed
+
+    def set_speed(self, speed: float) -> None:
+        """From now on ``speed`` timeline seconds per real second (the demo slows down for the SOS)."""
+        if speed <= 0:
+            raise ValueError("speed must be positive")
+        self.start, self.anchor, self.speed = self.now(), time.time(), speed
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
 
     async def sleep_until(self, when: float) -> None:
         while True:
             remaining = when - self.now()
             if remaining <= 0:
                 return
-            await asyncio.sleep(remaining / self.speed)
+            changed = self._changed
+            try:
+                await asyncio.wait_for(changed.wait(), remaining / self.speed)
+            except TimeoutError:
+                pass
 
 
 class ManualClock:

@@ -8,6 +8,7 @@ or ``asyncio.sleep`` for timeline purposes directly.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import itertools
 import time
@@ -56,11 +57,8 @@ class ScaledClock:
             remaining = when - self.now()
             if remaining <= 0:
                 return
-            changed = self._changed
-            try:
-                await asyncio.wait_for(changed.wait(), remaining / self.speed)
-            except TimeoutError:
-                pass
+            with contextlib.suppress(TimeoutError):  # the usual way out: the time came
+                await asyncio.wait_for(self._changed.wait(), remaining / self.speed)
 
 
 class ManualClock:

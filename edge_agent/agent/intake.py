@@ -225,6 +225,15 @@ class Intake:
             self.shadow.on_ack(alert_id, responder, now, acked)
         return bool(acked)
 
+    def unreachable(self, alert_id: str, responder: str) -> bool:
+        """No channel reached the notified responder: the chain's next step now. False: it
+        changed nothing (answered, escalated or closed meanwhile)."""
+        with self.store.transaction():
+            escalated = self.active.engine.unreachable(alert_id, responder, self.clock.now())
+            self.outbound.apply(escalated)
+        self.timers_changed.set()
+        return bool(escalated)
+
     def resolve(self, alert_id: str, responder: str) -> bool:
         """The busy responder is done: available again. False: it changed nothing."""
         with self.store.transaction():

@@ -88,7 +88,7 @@ class Flusher:
         try:
             traces = self.active.engine.take_traces()
             for trace in traces:  # acks and escalations are bookkeeping, not rule runs
-                if trace["trigger"].get("type") not in ("ack", "escalation"):
+                if trace["trigger"].get("type") not in ("ack", "escalation", "unreachable"):
                     self.stats.rule_seconds.observe(trace["duration_us"] / 1e6)
             self.store.rule_traces.add(traces, self.traces_per_rule)
             now = self.clock.now()

@@ -96,7 +96,8 @@ class Outbound:
                 gateway=self.gateway,
                 rule=alert.rule,
             )
-            self.store.outbox.enqueue("modem", f"sms/{phone}", text.encode(), priority=ALERT_PRIORITY, now=now)
+            topic = f"sms/{phone}/{alert.alert_id}"  # the alert id: a failed send leads back to it
+            self.store.outbox.enqueue("modem", topic, text.encode(), priority=ALERT_PRIORITY, now=now)
             self.stats.sms_queued += 1
             self.links.wake["modem"].set()
 

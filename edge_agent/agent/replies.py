@@ -38,6 +38,8 @@ class Replies:
 
     async def run(self) -> None:
         while True:
+            for topic in self.modem.failed_sends():
+                self.failed(topic)
             for sms in self.modem.received():
                 try:
                     self.handle(sms)
@@ -52,6 +54,23 @@ class Replies:
                     continue
                 self.modem.handled(sms)
             await asyncio.sleep(self.poll_s)
+
+    def failed(self, topic: str) -> None:
+        """The daemon could not send an SMS: counted and alarmed; when SMS was the only channel
+        of the step (the chain has no ``app``), the next responder is called now, not at the
+        ack timeout (a person who was never reached cannot answer)."""
+        _, number, *rest = topic.split("/")
+        who = self.by_phone.get(number, number)
+        self.context.stats.sms_failed += 1
+        self.context.alarm.sound("sms_failed", f"the modem could not send the SMS to {who} ({number})")
+        if not rest:
+            return  # an answer to a reply, not a notification
+        alert = self.context.store.alerts.get(rest[0])
+        if alert is None or alert.responder != who:
+            return
+        chain = self.context.active.engine.policy.chains.get(alert.chain or "")
+        if chain is not None and "app" not in chain.channels:
+            self.intake.unreachable(alert.alert_id, who)
 
     def handle(self, sms: ReceivedSms) -> None:
         """Apply one reply (inside its own transactions); raises sqlite3.Error when it cannot be stored."""

@@ -165,6 +165,7 @@ class AgentView:
             alert_changes=dict(stats.alert_changes),
             notifications=stats.notifications,
             sms_queued=stats.sms_queued,
+            sms_failed=stats.sms_failed,
             sms_replies=dict(stats.sms_replies),
             rule_seconds=_histogram(stats.rule_seconds),
             fsyncs=self.context.store.sync_stats()["fsyncs"],

@@ -79,6 +79,12 @@ class Alerting:
         """The busy responder resolved the alert: available again. Others change nothing."""
         return self._traced(self.dispatch.resolve(alert_id, responder, now), "resolve", alert_id, responder, now)
 
+    def unreachable(self, alert_id: str, responder: str, now: float) -> list[Effect]:
+        """Every channel to the notified responder failed: the next step now, not at the timeout."""
+        return self._traced(
+            self.dispatch.unreachable(alert_id, responder, now), "unreachable", alert_id, responder, now
+        )
+
     def fire(self, timers: list[Timer], now: float) -> list[Effect]:
         """Dispatch timers due at the same instant, fired as one batch."""
         effects = self.dispatch.fire(timers, now)

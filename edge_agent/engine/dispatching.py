@@ -125,6 +125,16 @@ class GatewayDispatch:
             return []
         return self.apply(self.state.resolve(now, self.clock(now), alert_id, i), now)
 
+    def unreachable(self, alert_id: str, responder: str, now: float) -> list[Effect]:
+        """No channel can reach ``responder`` for the alert's current notification: its ack
+        timeout falls now (the state machine's own ``ack_timeout``; the escalate timer left
+        behind is stale and changes nothing when it fires)."""
+        i = self.index.get(responder)
+        state = self.state.alerts.get(alert_id)
+        if i is None or state is None or state.status != ds.NOTIFIED or state.responder != i:
+            return []
+        return self.apply(self.state.ack_timeout(now, self.clock(now), alert_id, state.notifications), now)
+
     def fire(self, timers: list[Timer], now: float) -> list[Effect]:
         """``escalate``, ``resolve`` and ``shift`` timers due at the same instant, fired together
         (the state machine orders them canonically, as the twin's)."""

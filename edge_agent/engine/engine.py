@@ -221,6 +221,10 @@ class Engine:
         """The busy responder resolved the alert. Call inside a store transaction."""
         return self.alerting.resolve(alert_id, responder, now)
 
+    def unreachable(self, alert_id: str, responder: str, now: float) -> list[Effect]:
+        """No channel reaches the notified responder: escalate now. Call inside a store transaction."""
+        return self.alerting.unreachable(alert_id, responder, now)
+
     # ----- time -------------------------------------------------------------------------------
     def next_due(self) -> float | None:
         return self.timers.next_due()

@@ -166,6 +166,7 @@ class GatewayCollector(Collector):
         )
         yield _counter("responder_notifications", "Alert messages sent to responders.", [], [([], stats.notifications)])
         yield _counter("responder_sms", "SMS to responders queued for the modem.", [], [([], stats.sms_queued)])
+        yield _counter("responder_sms_failed", "SMS the modem could not send.", [], [([], stats.sms_failed)])
         yield _counter(
             "responder_sms_replies",
             "Reply SMS that acknowledged or resolved an alert, by action (refused ones: messages_rejected).",

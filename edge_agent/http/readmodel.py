@@ -127,6 +127,7 @@ class Counters(msgspec.Struct, frozen=True):
     rule_seconds: Histogram  # rule runs, condition and actions
     fsyncs: int  # the store's WAL fsyncs
     sms_queued: int = 0  # SMS to responders put in the outbox (the modem channel)
+    sms_failed: int = 0  # SMS the modem could not send
     sms_replies: dict[str, int] = {}  # replies that acknowledged or resolved, by action
 
 

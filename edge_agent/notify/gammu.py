@@ -22,6 +22,7 @@ import asyncio
 import configparser
 import logging
 import os
+import re
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -62,6 +63,7 @@ class ModemLink:
         self.inject = inject
         self.handed = 0  # SMS handed to the daemon
         self.unreadable = 0  # received files that are not an SMS backup
+        self._handed: dict[str, str] = {}  # the daemon's file name -> topic, until sent or failed
 
     # ----- the Link seam ----------------------------------------------------------------------
     @property
@@ -77,10 +79,13 @@ class ModemLink:
             await asyncio.sleep(1.0)
 
     async def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> None:
-        number = topic.removeprefix("sms/")
-        if number == topic or not number:
-            raise TransportError(f"not an SMS topic: {topic!r} (expected sms/<number>)")
-        await self._inject(number, payload.decode("utf-8"))
+        """``topic``: ``sms/<number>``, or ``sms/<number>/<alert id>`` for a notification (so a
+        failed send can be traced back to its alert, see ``failed_sends``)."""
+        parts = topic.split("/")
+        if len(parts) not in (2, 3) or parts[0] != "sms" or not parts[1]:
+            raise TransportError(f"not an SMS topic: {topic!r} (expected sms/<number>[/<alert id>])")
+        name = await self._inject(parts[1], payload.decode("utf-8"))
+        self._handed[name] = topic
 
     async def publish_many(self, messages: Sequence[Outgoing]) -> list[Exception | None]:
         if not self.connected:
@@ -95,7 +100,19 @@ class ModemLink:
             results.append(None)
         return results
 
-    async def _inject(self, number: str, text: str) -> None:
+    def failed_sends(self) -> list[str]:
+        """The topics of SMS handed over in this run that the daemon has since given up on
+        (moved to ``error/``: no credit, no network, a modem error). Each is reported once;
+        those it sent are forgotten."""
+        failed = []
+        for name in list(self._handed):
+            if (self.folders.error / name).exists():
+                failed.append(self._handed.pop(name))
+            elif (self.folders.sent / name).exists():
+                del self._handed[name]
+        return failed
+
+    async def _inject(self, number: str, text: str) -> str:
         command = [self.inject, "-c", str(self.folders.smsdrc), "TEXT", number, "-len", str(max(len(text), 1))]
         if not is_gsm7(text):
             command.append("-unicode")
@@ -107,10 +124,13 @@ class ModemLink:
             out, _ = await asyncio.wait_for(proc.communicate(), INJECT_TIMEOUT_S)
         except (OSError, TimeoutError) as exc:
             raise TransportError(f"{self.inject} failed: {exc}") from exc
+        said = out.decode(errors="replace")
         if proc.returncode != 0:
-            tail = out.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
+            tail = said.strip().splitlines()[-1:] or ["no output"]
             raise TransportError(f"{self.inject} exited {proc.returncode}: {tail[0]}")
         self.handed += 1
+        written = re.search(r"Written message with ID (\S+)", said)
+        return Path(written.group(1)).name if written else ""
 
     # ----- received SMS -------------------------------------------------------------------------
     def received(self) -> list[ReceivedSms]:

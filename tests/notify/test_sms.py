@@ -181,3 +181,47 @@ async def test_chain_channels_choose_the_sms(tmp_path: Path, modem: DummyModem) 
         await eventually(lambda: obs.on("responder/doc1/alert"), what="the app topic")
         # the SMS would have been queued in the alert's own transaction, before the app message went
         assert agent.stats.sms_queued == 0 and not agent.store.outbox.pending("modem")
+
+
+async def test_a_failed_sms_is_alarmed_and_when_it_was_the_only_channel_the_next_doctor_is_called_at_once(
+    tmp_path: Path, modem: DummyModem
+) -> None:
+    """The dummy phone never fails a send, so the daemon is stopped and the SMS it would have
+    failed is moved to its error folder, as gammu-smsd does when the network refuses it (no
+    credit, no signal). The only mocked step: a real modem failure cannot be made here."""
+    rules = SOS_RULE.replace('notify = "medical"', 'notify = "sms_only"') + (
+        '\n[chains.sms_only]\nroles = ["village_doctor", "township_doctor"]\nack_timeout = "10m"\nchannels = ["sms"]\n'
+    )
+    village, config = village_with_phones(tmp_path, modem, rules=rules)
+    modem.stop()  # SMS stay in its outbox: the test plays the daemon's failure
+    outbox, error = modem.root / "outbox", modem.root / "error"
+    clock = ManualClock(T0)
+    async with village.observing("district/v1/sms-gw") as obs, running(config, clock, links=village.links) as agent:
+        await obs.publish("wearable/W1/event", {"event": "sos"})
+        [first] = await eventually(lambda: list(outbox.glob(f"*{DOC1}*")), timeout=30, what="doc1's SMS handed over")
+        first.rename(error / first.name)
+        await eventually(lambda: list(outbox.glob(f"*{DOC2}*")), timeout=30, what="doc2's SMS, at once")
+        [alert] = agent.store.alerts.newest()
+        assert alert.status == "escalated" and alert.responder == "doc2"
+        assert alert.updated == T0, "escalated when the SMS failed, not at the 10-minute timeout"
+        assert agent.stats.sms_failed == 1 and agent.stats.alarms["sms_failed"] == 1
+        assert not obs.on("responder/doc1/alert"), "the chain has no app channel"
+
+
+async def test_a_failed_sms_beside_the_app_channel_is_alarmed_and_waits_for_the_timeout(
+    tmp_path: Path, modem: DummyModem
+) -> None:
+    village, config = village_with_phones(tmp_path, modem)
+    modem.stop()
+    outbox, error = modem.root / "outbox", modem.root / "error"
+    clock = ManualClock(T0)
+    async with village.observing("district/v1/sms-gw") as obs, running(config, clock, links=village.links) as agent:
+        await obs.publish("wearable/W1/event", {"event": "sos"})
+        [first] = await eventually(lambda: list(outbox.glob(f"*{DOC1}*")), timeout=30, what="doc1's SMS handed over")
+        first.rename(error / first.name)
+        await eventually(lambda: agent.stats.sms_failed == 1, timeout=30, what="the failure counted")
+        assert agent.stats.alarms["sms_failed"] == 1
+        [alert] = agent.store.alerts.newest()
+        assert alert.status == "notified" and alert.responder == "doc1"  # the app may still reach doc1
+        await clock.advance(120)
+        await eventually(lambda: list(outbox.glob(f"*{DOC2}*")), timeout=30, what="doc2's SMS at the timeout")

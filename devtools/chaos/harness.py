@@ -169,6 +169,8 @@ class Layout:
         doc["south"]["url"] = f"mqtt://127.0.0.1:{self.south.ports[0]}"
         doc["south"]["password_file"] = "south.password"
         doc["north"] = {"url": f"mqtt://127.0.0.1:{north_port}", "username": GW, "password_file": "north.password"}
+        if "modem" in doc:  # the shipped smsdrc, wherever this copy of the file is written
+            doc["modem"]["smsdrc"] = str((EXAMPLE.parent / doc["modem"]["smsdrc"]).resolve())
         if tune is not None:
             tune(doc)
         (self.work / "policy.toml").write_text(POLICY)

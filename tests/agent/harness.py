@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -201,5 +202,11 @@ async def running(
         yield agent
     finally:
         task.cancel()
+        stopped, _ = await asyncio.wait({task}, timeout=30)
+        if not stopped:  # a hang becomes a failure that says where every task was
+            stacks = io.StringIO()
+            for other in asyncio.all_tasks():
+                other.print_stack(file=stacks)
+            raise AssertionError(f"the agent did not stop within 30 s of its cancellation:\n{stacks.getvalue()}")
         with contextlib.suppress(asyncio.CancelledError):
             await task

@@ -87,6 +87,9 @@ class FixedView:
             notifications=1,
             rule_seconds=NO_TIME,
             fsyncs=7,
+            sms_queued=3,
+            sms_failed=1,
+            sms_replies={"ack": 2},
         )
 
 
@@ -124,6 +127,9 @@ def test_metrics_come_from_the_view_alone() -> None:
     assert samples[("edge_agent_modbus_poll_duration_seconds_count", (("bus", "street"),))] == 6
     assert samples[("edge_agent_dongle_frames_rejected_total", (("reason", "crc"),))] == 2
     assert samples[("edge_agent_store_fsyncs_total", ())] == 7
+    assert samples[("edge_agent_responder_sms_total", ())] == 3
+    assert samples[("edge_agent_responder_sms_failed_total", ())] == 1
+    assert samples[("edge_agent_responder_sms_replies_total", (("action", "ack"),))] == 2
 
 
 def test_the_http_package_imports_nothing_of_the_agent() -> None:

@@ -60,3 +60,4 @@ class Store(Transactions):
         self.rule_traces = RuleTraces(self)
         self.device_state = DeviceState(self.db)
         self.history = History(self.db)
+        self.start_syncing()

@@ -111,7 +111,11 @@ class Transactions:
         self._changes_seen = self.db.total_changes
         self._checkpointer: Checkpointer | None = None
         self._syncer: WalSyncer | None = None
-        if self.wal:
+
+    def start_syncing(self) -> None:
+        """Start the fsync and checkpoint threads: the last step of opening the store, once its
+        parts have read what they need (the first fsync covers everything done at open)."""
+        if self.wal and self._syncer is None:
             # Checkpoints (copying the WAL into the database, with fsync) run on a thread of
             # their own, so they never stall the event loop: inline auto-checkpoints added
             # 10-20 ms to every thousandth message.

@@ -31,7 +31,8 @@ from typing import Any
 import aiomqtt
 import msgspec
 
-from devtools.chaos.harness import SOS_MESSAGE, TOPIC_ROOT, WEARABLES, AgentProcess, Key, integrity, stream, wait_until
+from devtools.chaos.clients import stream
+from devtools.chaos.harness import SOS_MESSAGE, TOPIC_ROOT, WEARABLES, AgentProcess, Key, integrity, wait_until
 from devtools.chaos.scenario import GatewayScenario, Rig, Row
 from edge_agent.transports.mqtt_client import NO_DELAY, QUIET_LOG
 

@@ -35,7 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from devtools.chaos.harness import AgentProcess, Platform, integrity, layout, wait_for, wait_until, workdir
+from devtools.chaos.clients import Platform
+from devtools.chaos.harness import AgentProcess, integrity, layout, wait_for, wait_until, workdir
 from devtools.chaos.scenario import Row
 from edge_agent.cli.acl import CENTRE
 

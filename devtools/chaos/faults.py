@@ -22,7 +22,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from devtools.chaos.harness import LAMPS, WEARABLES, Key, db_query, integrity, stream, wait_for, wait_until
+from devtools.chaos.clients import stream
+from devtools.chaos.harness import LAMPS, WEARABLES, Key, db_query, integrity, wait_for, wait_until
 from devtools.chaos.scenario import GatewayScenario, Rig, Row
 from devtools.mosquitto import SAVE_EVERY_CHANGE
 

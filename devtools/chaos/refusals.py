@@ -26,8 +26,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from devtools.chaos.clients import stream
 from devtools.chaos.faults import _norm
-from devtools.chaos.harness import CITY_ACL, LAMPS, WEARABLES, Key, Layout, db_query, stream, wait_until
+from devtools.chaos.harness import CITY_ACL, LAMPS, WEARABLES, Key, Layout, db_query, wait_until
 from devtools.chaos.scenario import GatewayScenario, Rig, Row
 
 REFUSED = "SELECT COUNT(*) FROM outbox WHERE refused IS NOT NULL"

@@ -20,17 +20,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from devtools.chaos.clients import Hub, Platform, stream
 from devtools.chaos.harness import (
     WEARABLES,
     AgentProcess,
-    Hub,
     Key,
     Layout,
-    Platform,
     db_query,
     integrity,
     layout,
-    stream,
     wait_until,
     workdir,
 )

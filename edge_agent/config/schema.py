@@ -128,6 +128,9 @@ class Responder(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only
     # E.164 ("+8613800138000"): where the modem sends this responder's SMS, and the only number
     # whose replies acknowledge for them
     phone: str | None = None
+    # a file holding this responder's Apprise URL (ntfy://, gotify://, tgram://, json://...): the
+    # push channel's target; the URL carries a token, so it lives in a file and is never logged
+    push_url_file: str | None = None
 
 
 class Modem(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -139,6 +142,17 @@ class Modem(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tru
     smsdrc: str
     inject: str = "gammu-smsd-inject"  # the command that puts an SMS in the daemon's outbox
     poll: Annotated[float, msgspec.Meta(gt=0, le=60)] = 0.5  # seconds between looks at the inbox
+    # the modem's AT command port for rings (a call that rings and hangs up): USB modems expose
+    # one beside the port gammu-smsd holds (Quectel EC20: /dev/ttyUSB2); None: no ring channel
+    ring_port: str | None = None
+    ring_baudrate: int = 115200
+    ring_seconds: Annotated[float, msgspec.Meta(gt=0, le=120)] = 30.0  # how long a ring lasts
+    # pacing (the SIM's plan and the carrier's spam filter): SMS to one number at most once per
+    # ``every`` (what waits is sent as one SMS listing every alert), at most ``per_minute`` from
+    # the SIM, at most ``daily_cap`` a day (then an alarm; notifications still go by the rest)
+    every: str | int = "2m"
+    per_minute: Annotated[int, msgspec.Meta(ge=1, le=600)] = 10
+    daily_cap: Annotated[int, msgspec.Meta(ge=1)] = 300
 
 
 class Bus(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):

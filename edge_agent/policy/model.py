@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from edge_agent.errors import ConfigError, Problem
+from edge_agent.policy.chains import Chain, chain_problems
 from edge_agent.policy.expr import ExpressionError, compile_condition
 from edge_agent.policy.lighting import SWITCH_CIVIL, SWITCH_CLOCK, SWITCH_SUN
 from edge_agent.policy.messages import Messages, template_problems
@@ -151,20 +152,6 @@ class Rule(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True
     enabled: bool = True
 
 
-class Chain(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    """Responder chain: roles in escalation order; each step waits ``ack_timeout`` for an ack.
-    An acknowledging responder is busy until the alert is resolved, or ``resolve_timeout``
-    after the acknowledgement (edge_agent/policy/dispatch_state.py)."""
-
-    roles: list[Name]
-    ack_timeout: str | int = "2m"
-    repeat_last: bool = False
-    resolve_timeout: str | int = "2h"
-    # how each step reaches its responder, all at once: the app topic on the village broker,
-    # and an SMS through the gateway's modem to the responder's phone (when it has one)
-    channels: tuple[Literal["app", "sms"], ...] = ("app", "sms")
-
-
 class Header(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     name: Name
     description: str = ""
@@ -291,10 +278,7 @@ def parse_policy(data: bytes, source: str = "<policy>") -> Policy:
         chain = convert_section(body, Chain, source, f"chains.{name}", problems)
         if chain is not None:
             chains[name] = chain
-            _check_duration(chain.ack_timeout, source, f"chains.{name}.ack_timeout", problems)
-            _check_duration(chain.resolve_timeout, source, f"chains.{name}.resolve_timeout", problems)
-            if not chain.roles:
-                problems.append(Problem(source, f"chains.{name}.roles", "expected at least one role"))
+            problems += chain_problems(chain, source, f"chains.{name}")
     rules: list[Rule] = []
     seen: set[str] = set()
     raw_rules = raw.get("rules", [])

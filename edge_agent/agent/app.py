@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from edge_agent.agent import sdnotify, topics
 from edge_agent.agent.alarm import Alarm
 from edge_agent.agent.context import GatewayContext
+from edge_agent.agent.deliveries import Deliveries
 from edge_agent.agent.field_history import watch_uplink
 from edge_agent.agent.foreign import ForeignTopics
 from edge_agent.agent.homeassistant import HomeAssistant
@@ -181,8 +182,9 @@ class Agent:
         if config.file.modem is not None:
             modem = config.file.modem
             self.modem = ModemLink(read_smsdrc((config.path.parent / modem.smsdrc).resolve()), modem.inject)
-            self.links.modem = self.modem
-            self.replies = Replies(context, self.intake, self.modem, modem.poll)
+            self.links.notify["modem"] = self.modem
+            self.replies = Replies(context, self.intake, self.modem, modem.poll, self.outbound.channels)
+        self.deliveries = Deliveries(context, self.intake, self.outbound.channels)
 
     # ----- lifecycle ------------------------------------------------------------------------
     async def run(self) -> None:
@@ -242,8 +244,10 @@ class Agent:
                         group.create_task(self.shadow.run())
                     if self.serial is not None and self.serial.active:
                         group.create_task(self.serial.run())
-                    if self.modem is not None and self.replies is not None:
-                        group.create_task(self.outbound.drain("modem", self.modem))
+                    for name, notify_link in self.links.notify.items():
+                        group.create_task(self.deliveries.drain(name, notify_link))
+                    group.create_task(self.deliveries.run())
+                    if self.replies is not None:
                         group.create_task(self.replies.run())
                     await south.wait_connected(timeout=30)
                     self.ready.set()

@@ -18,12 +18,12 @@ from typing import Any, ClassVar
 import msgspec
 
 from edge_agent.agent import topics
+from edge_agent.agent.channels import Channels
 from edge_agent.agent.context import GatewayContext
 from edge_agent.agent.lamps import Lamps
 from edge_agent.engine import AlertChanged, Effect, LampSet, NotifyResponder, PublishRequest, SendRequest
 from edge_agent.errors import PublishRefused, TransportError
 from edge_agent.models import Alert, AlertMessage, PolicyAck, encode
-from edge_agent.policy.messages import render_sms
 from edge_agent.store.outbox import ALERT_PRIORITY, EVENT_PRIORITY, TELEMETRY_PRIORITY, OutboxMessage, new_id
 from edge_agent.transports.link import Link
 
@@ -46,7 +46,7 @@ class Outbound:
         self.alarm = context.alarm
         self._alarmed: set[tuple[str, str, str]] = set()  # (link, reason, topic class) already alarmed
         self.on_effect: Callable[[Effect], None] | None = None  # observers (demo timeline)
-        self.phones = {r.id: r.phone for r in context.config.file.responders if r.phone is not None}
+        self.channels = Channels(context)  # how a notification step reaches its responder
 
     # ----- effects --------------------------------------------------------------------------
     def apply(self, effects: list[Effect]) -> None:
@@ -60,7 +60,8 @@ class Outbound:
                 self.unflushed.desired[effect.lamp] = {"level": effect.level, "reason": effect.reason}
                 self.lamps.send(effect)
             elif isinstance(effect, NotifyResponder):
-                self._notify(effect, now)
+                self.stats.notifications += 1
+                self.channels.plan(effect, now)
             elif isinstance(effect, AlertChanged):
                 self._count_alert(effect.alert)
                 if self.links.north is not None:
@@ -72,34 +73,6 @@ class Outbound:
                 self._enqueue_north(topic, dict(effect.payload), device, EVENT_PRIORITY)
             elif isinstance(effect, SendRequest):
                 self._send(effect, now)
-
-    def _notify(self, effect: NotifyResponder, now: float) -> None:
-        """Every channel of the chain's step at once, in the alert's transaction: the app topic
-        on the village broker, and an SMS to the responder's phone through the modem."""
-        self.stats.notifications += 1
-        alert, policy = effect.alert, self.active.engine.policy
-        chain = policy.chains.get(alert.chain or "")
-        channels = chain.channels if chain is not None else ("app",)
-        if "app" in channels:
-            payload = encode(self.alert_message(alert))
-            topic = topics.responder_alert(self.gateway, effect.responder)
-            self.store.outbox.enqueue("south", topic, payload, priority=ALERT_PRIORITY, now=now)
-            self.links.wake["south"].set()
-        phone = self.phones.get(effect.responder)
-        if "sms" in channels and phone is not None:
-            text = render_sms(
-                policy.messages,
-                alert_id=alert.alert_id,
-                device=alert.device,
-                message=alert.message,
-                priority=alert.priority,
-                gateway=self.gateway,
-                rule=alert.rule,
-            )
-            topic = f"sms/{phone}/{alert.alert_id}"  # the alert id: a failed send leads back to it
-            self.store.outbox.enqueue("modem", topic, text.encode(), priority=ALERT_PRIORITY, now=now)
-            self.stats.sms_queued += 1
-            self.links.wake["modem"].set()
 
     def _send(self, effect: SendRequest, now: float) -> None:
         """A rule's ``send``: exactly the rendered payload, to its own topic. ``north`` goes
@@ -171,21 +144,7 @@ class Outbound:
         self.links.wake[link].set()
 
     def alert_message(self, alert: Alert) -> AlertMessage:
-        kind = self.active.engine.site.devices.get(alert.device, ("gateway", None, None))[0]
-        return AlertMessage(
-            v=1,
-            ts=alert.updated,
-            alert_id=alert.alert_id,
-            gateway=self.gateway,
-            device=alert.device,
-            kind=kind,
-            priority=alert.priority,
-            message=alert.message,
-            rule=alert.rule,
-            status=alert.status,
-            responder=alert.responder,
-            step=alert.step,
-        )
+        return self.channels.alert_message(alert)
 
     # ----- the outbox -----------------------------------------------------------------------
     # A message a broker refused (MQTT 5 PUBACK reason >= 0x80) stays in the outbox and is
@@ -211,7 +170,8 @@ class Outbound:
             if not batch:
                 wake.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), timeout=1.0)
+                    async with asyncio.timeout(1.0):  # (3.11's wait_for can swallow a cancellation)
+                        await wake.wait()
                 continue
             try:
                 results = await link.publish_many([(m.topic, m.payload, m.qos, m.retain) for m in batch])
@@ -220,6 +180,7 @@ class Outbound:
                 await asyncio.sleep(0.05)
                 continue
             done: list[int] = []
+            handed: list[str] = []  # notifications among them: handed to their channel
             interrupted = False
             for message, result in zip(batch, results, strict=True):
                 if isinstance(result, PublishRefused):
@@ -230,7 +191,12 @@ class Outbound:
                     interrupted = True
                     break
                 done.append(message.seq)
-            self.store.outbox.delivered(done)
+                if message.priority == ALERT_PRIORITY and name != "north":
+                    handed.append(message.msg_id)
+            with self.store.transaction(durable=False):
+                self.store.outbox.forget(done)
+                if handed:
+                    self.store.notifications.handed(handed, self.clock.now())
             self.stats.published[name] += len(done)
             if interrupted:
                 await asyncio.sleep(0.05)

@@ -7,7 +7,8 @@ SMS being sent or delivered. A reply from an unknown number, one not understood,
 open alert has, or for an alert that is not (or no longer) theirs changes nothing: it is counted
 (``sms_reply_<reason>``) and answered with one short SMS (at most one per number per
 ``ANSWER_EVERY_S``; nothing to an unknown number). Each SMS file leaves the inbox only after
-what it caused is on disk (edge_agent/notify/gammu.py).
+what it caused is on disk (edge_agent/notify/gammu.py). What became of the SMS the gateway
+sent (delivered, failed) is the delivery loop's (edge_agent/agent/deliveries.py).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import asyncio
 import logging
 import sqlite3
 
+from edge_agent.agent.channels import Channels
 from edge_agent.agent.context import GatewayContext
 from edge_agent.agent.intake import Intake
 from edge_agent.notify.gammu import ModemLink, ReceivedSms
@@ -28,18 +30,23 @@ ANSWER_EVERY_S = 600.0  # at most one refusal answer per number in this long (a 
 
 
 class Replies:
-    def __init__(self, context: GatewayContext, intake: Intake, modem: ModemLink, poll_s: float) -> None:
+    def __init__(
+        self, context: GatewayContext, intake: Intake, modem: ModemLink, poll_s: float, channels: Channels
+    ) -> None:
         self.context = context
+        self.channels = channels  # the SIM's SMS budget: answers spend it too
         self.intake = intake
         self.modem = modem
         self.poll_s = poll_s
-        self.by_phone = {r.phone: r.id for r in context.config.file.responders if r.phone is not None}
+        # a number may stand for several responders (a clinic's shared phone)
+        self.by_phone: dict[str, tuple[str, ...]] = {}
+        for r in context.config.file.responders:
+            if r.phone is not None:
+                self.by_phone[r.phone] = (*self.by_phone.get(r.phone, ()), r.id)
         self._answered: dict[str, float] = {}  # number -> when it was last answered
 
     async def run(self) -> None:
         while True:
-            for topic in self.modem.failed_sends():
-                self.failed(topic)
             for sms in self.modem.received():
                 try:
                     self.handle(sms)
@@ -55,28 +62,11 @@ class Replies:
                 self.modem.handled(sms)
             await asyncio.sleep(self.poll_s)
 
-    def failed(self, topic: str) -> None:
-        """The daemon could not send an SMS: counted and alarmed; when SMS was the only channel
-        of the step (the chain has no ``app``), the next responder is called now, not at the
-        ack timeout (a person who was never reached cannot answer)."""
-        _, number, *rest = topic.split("/")
-        who = self.by_phone.get(number, number)
-        self.context.stats.sms_failed += 1
-        self.context.alarm.sound("sms_failed", f"the modem could not send the SMS to {who} ({number})")
-        if not rest:
-            return  # an answer to a reply, not a notification
-        alert = self.context.store.alerts.get(rest[0])
-        if alert is None or alert.responder != who:
-            return
-        chain = self.context.active.engine.policy.chains.get(alert.chain or "")
-        if chain is not None and "app" not in chain.channels:
-            self.intake.unreachable(alert.alert_id, who)
-
     def handle(self, sms: ReceivedSms) -> None:
         """Apply one reply (inside its own transactions); raises sqlite3.Error when it cannot be stored."""
         stats = self.context.stats
-        responder = self.by_phone.get(sms.number)
-        if responder is None:
+        sharing = self.by_phone.get(sms.number)
+        if sharing is None:
             self._refuse("unknown_number", sms, answer=False)
             return
         messages = self.context.active.engine.policy.messages
@@ -88,6 +78,7 @@ class Replies:
         if alert is None:
             self._refuse("unknown_code", sms)
             return
+        responder = alert.responder if alert.responder in sharing else sharing[0]
         if reply.action == "ack" and alert.status == "acknowledged" and alert.responder == responder:
             return  # a second "1 <code>" from the one who took it: nothing to change or to answer
         if reply.action == "ack":
@@ -106,8 +97,9 @@ class Replies:
         self.context.unflushed.rejects[f"sms_reply_{reason}"] += 1
         log.warning("SMS reply from %s refused (%s): %r", sms.number, reason, sms.text[:80])
         last = self._answered.get(sms.number)
-        if not answer or (last is not None and now - last < ANSWER_EVERY_S):
+        if not answer or (last is not None and now - last < ANSWER_EVERY_S) or not self.channels.sim_allows(now):
             return
+        self.channels.spend_sms(now)
         self._answered[sms.number] = now
         text = render_refusal(self.context.active.engine.policy.messages, reason)
         with self.context.store.transaction():

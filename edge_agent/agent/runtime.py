@@ -20,6 +20,7 @@ from typing import Any
 from edge_agent.agent import topics
 from edge_agent.engine import Engine
 from edge_agent.histogram import RULE_BUCKETS_S, LatencyHistogram
+from edge_agent.notify.report import NotifyLink
 from edge_agent.transports.link import Link, ServedLink
 
 log = logging.getLogger("edge_agent")
@@ -31,8 +32,7 @@ class AgentStats:
     duplicates: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
     sms_replies: Counter[str] = field(default_factory=Counter)  # replies that acknowledged or resolved
-    sms_queued: int = 0  # SMS put in the outbox for a responder
-    sms_failed: int = 0  # SMS the modem could not send
+    notify_failed: Counter[str] = field(default_factory=Counter)  # by link: messages a channel could not take or send
     alarms: Counter[str] = field(default_factory=Counter)
     effects: int = 0
     published: Counter[str] = field(default_factory=Counter)
@@ -83,9 +83,11 @@ class Links:
     def __init__(self) -> None:
         self.south: ServedLink | None = None
         self.north: ServedLink | None = None
-        self.modem: Link | None = None  # the cellular modem (SMS), when the gateway has one
+        # the notification links the gateway has (edge_agent/notify): "modem" (SMS through
+        # Gammu's daemon), "ring" (calls on the modem's AT port), "push" (Apprise)
+        self.notify: dict[str, NotifyLink] = {}
         # the outbox has new rows for that link
-        self.wake = {"south": asyncio.Event(), "north": asyncio.Event(), "modem": asyncio.Event()}
+        self.wake = {name: asyncio.Event() for name in ("south", "north", "modem", "ring", "push")}
 
     @property
     def uplink(self) -> str:

@@ -25,9 +25,12 @@ from edge_agent.http.readmodel import (
     MqttLinkState,
     Outbox,
     OutboxDepth,
+    Reached,
     Trace,
 )
+from edge_agent.policy.messages import reply_code
 from edge_agent.store.alerts import OPEN_STATUSES
+from edge_agent.store.notifications import Notification
 
 if TYPE_CHECKING:
     from edge_agent.agent.serial_devices import SerialDevices  # pymodbus: imported only when configured
@@ -107,6 +110,9 @@ class AgentView:
         return self.context.store.alerts.by_status()
 
     def recent_alerts(self, limit: int) -> tuple[Alert, ...]:
+        alerts = self.context.store.alerts.recent(limit)
+        ledger = self.context.store.notifications.of_alerts(a.alert_id for a in alerts if a.status in OPEN_STATUSES)
+        messages = self.context.active.engine.policy.messages
         return tuple(
             Alert(
                 alert_id=a.alert_id,
@@ -119,8 +125,10 @@ class AgentView:
                 responder=a.responder,
                 status=a.status,
                 open=a.status in OPEN_STATUSES,
+                replies=(f"{messages.ack} {reply_code(a.alert_id)}", f"{messages.resolve} {reply_code(a.alert_id)}"),
+                reached=tuple(_reached(row) for row in ledger.get(a.alert_id, ())),
             )
-            for a in self.context.store.alerts.recent(limit)
+            for a in alerts
         )
 
     def lamps(self) -> tuple[Lamp, ...]:
@@ -164,9 +172,14 @@ class AgentView:
             alerts_raised=stats.alerts_raised,
             alert_changes=dict(stats.alert_changes),
             notifications=stats.notifications,
-            sms_queued=stats.sms_queued,
-            sms_failed=stats.sms_failed,
+            notifications_by_state=self.context.store.notifications.by_channel_state(),
+            notify_failed=dict(stats.notify_failed),
             sms_replies=dict(stats.sms_replies),
             rule_seconds=_histogram(stats.rule_seconds),
             fsyncs=self.context.store.sync_stats()["fsyncs"],
         )
+
+
+def _reached(row: Notification) -> Reached:
+    at = {"delivered": row.delivered, "failed": row.failed, "handed": row.handed}.get(row.state)
+    return Reached(row.n, row.responder, row.channel, row.state, row.reason or "", at if at is not None else row.due)

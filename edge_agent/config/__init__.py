@@ -220,14 +220,8 @@ def _check_references(gw: GatewayFile, policy: Policy | None, source: str) -> li
                     f"+8613800138000), got {responder.phone!r}",
                 )
             )
-        elif responder.phone in phones:
-            problems.append(
-                Problem(
-                    source,
-                    f"responders[{i}].phone",
-                    f"{responder.phone} is also {phones[responder.phone]!r}'s: a reply must name one responder",
-                )
-            )
+        # a number may be shared (a clinic's phone): a reply takes the alert for whichever of
+        # them it was offered to (edge_agent/agent/replies.py)
         phones[responder.phone] = responder.id
     if phones and gw.modem is None:
         problems.append(Problem(source, "modem", "responders have phone numbers but there is no [modem] to reach them"))

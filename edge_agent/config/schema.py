@@ -150,7 +150,7 @@ class Modem(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tru
     # pacing (the SIM's plan and the carrier's spam filter): SMS to one number at most once per
     # ``every`` (what waits is sent as one SMS listing every alert), at most ``per_minute`` from
     # the SIM, at most ``daily_cap`` a day (then an alarm; notifications still go by the rest)
-    every: str | int = "2m"
+    every: str | int = "30s"
     per_minute: Annotated[int, msgspec.Meta(ge=1, le=600)] = 10
     daily_cap: Annotated[int, msgspec.Meta(ge=1)] = 300
 

@@ -126,14 +126,14 @@ class GatewayDispatch:
         return self.apply(self.state.resolve(now, self.clock(now), alert_id, i), now)
 
     def unreachable(self, alert_id: str, responder: str, now: float) -> list[Effect]:
-        """No channel can reach ``responder`` for the alert's current notification: its ack
-        timeout falls now (the state machine's own ``ack_timeout``; the escalate timer left
-        behind is stale and changes nothing when it fires)."""
+        """No channel can reach ``responder`` for the alert's current notification: the next step
+        now (``DispatchState.unreachable``: not past the chain's last step; the escalate timer
+        left behind is stale and changes nothing when it fires)."""
         i = self.index.get(responder)
         state = self.state.alerts.get(alert_id)
         if i is None or state is None or state.status != ds.NOTIFIED or state.responder != i:
             return []
-        return self.apply(self.state.ack_timeout(now, self.clock(now), alert_id, state.notifications), now)
+        return self.apply(self.state.unreachable(now, self.clock(now), alert_id, state.notifications), now)
 
     def fire(self, timers: list[Timer], now: float) -> list[Effect]:
         """``escalate``, ``resolve`` and ``shift`` timers due at the same instant, fired together
@@ -172,7 +172,7 @@ class GatewayDispatch:
                 alert = replace(alert, step=d.step, responder=responder, status=status, updated=now)
                 timers.put(Timer(f"escalate:{key}", d.due, "escalate", {"alert_id": key, "n": d.n}))
                 timers.drop(f"queued:{key}")
-                effects.append(NotifyResponder(responder, alert))
+                effects.append(NotifyResponder(responder, alert, d.n))
             elif d.kind == ds.QUEUED:
                 alert = replace(alert, status="queued", responder=None, updated=now)
                 timers.drop(f"escalate:{key}")

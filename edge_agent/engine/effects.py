@@ -24,6 +24,7 @@ class AlertChanged:
 class NotifyResponder:
     responder: str
     alert: Alert
+    n: int = 1  # which notification of the alert this is (1 the first; +1 per escalation)
 
 
 @dataclass(frozen=True, slots=True)

@@ -165,8 +165,19 @@ class GatewayCollector(Collector):
             [([], stats.alert_changes.get("escalated", 0))],
         )
         yield _counter("responder_notifications", "Alert messages sent to responders.", [], [([], stats.notifications)])
-        yield _counter("responder_sms", "SMS to responders queued for the modem.", [], [([], stats.sms_queued)])
-        yield _counter("responder_sms_failed", "SMS the modem could not send.", [], [([], stats.sms_failed)])
+        yield _gauge(
+            "responder_notifications_by_state",
+            "Notification ledger rows by channel and how far they got (waiting, queued, handed, delivered, "
+            "failed, cancelled).",
+            ["channel", "state"],
+            (([c, s], n) for (c, s), n in sorted(stats.notifications_by_state.items())),
+        )
+        yield _counter(
+            "responder_channel_failures",
+            "Messages a notification channel could not take or send, by link (modem, ring, push).",
+            ["link"],
+            (([k], n) for k, n in sorted(stats.notify_failed.items())),
+        )
         yield _counter(
             "responder_sms_replies",
             "Reply SMS that acknowledged or resolved an alert, by action (refused ones: messages_rejected).",

@@ -76,6 +76,17 @@ class Outbox(msgspec.Struct, frozen=True):
     parked: dict[str, int]  # messages a broker refused, kept and retried later, by reason
 
 
+class Reached(msgspec.Struct, frozen=True):
+    """One channel of one notification of an alert, as far as it got (the notification ledger)."""
+
+    n: int  # which notification of the alert (1 the first; +1 per escalation)
+    responder: str
+    channel: str  # app, sms, ring, push
+    state: str  # waiting, queued, handed, delivered, failed, cancelled
+    reason: str  # why it failed or was cancelled; "" otherwise
+    at: float  # when it reached that state (or is due, while waiting)
+
+
 class Alert(msgspec.Struct, frozen=True):
     alert_id: str
     created: float
@@ -87,6 +98,8 @@ class Alert(msgspec.Struct, frozen=True):
     responder: str | None
     status: str
     open: bool  # still waiting for a responder (raised, notified, escalated, unacknowledged)
+    replies: tuple[str, str] = ("", "")  # the SMS a responder sends to take it and to resolve it ("1 K7QD", "2 K7QD")
+    reached: tuple[Reached, ...] = ()  # who was reached how, and when (open alerts only)
 
 
 class Lamp(msgspec.Struct, frozen=True):
@@ -126,8 +139,8 @@ class Counters(msgspec.Struct, frozen=True):
     notifications: int  # responder notifications
     rule_seconds: Histogram  # rule runs, condition and actions
     fsyncs: int  # the store's WAL fsyncs
-    sms_queued: int = 0  # SMS to responders put in the outbox (the modem channel)
-    sms_failed: int = 0  # SMS the modem could not send
+    notifications_by_state: dict[tuple[str, str], int] = {}  # (channel, state) -> notification ledger rows
+    notify_failed: dict[str, int] = {}  # by link: messages a channel could not take or send
     sms_replies: dict[str, int] = {}  # replies that acknowledged or resolved, by action
 
 

@@ -22,6 +22,25 @@ TRACES_SHOWN = 15
 ALERTS_SHOWN = 20
 
 
+def _reached(rows: list[dict[str, Any]], clock: Any) -> str:
+    """Who was reached how, and when: one line per channel of each notification."""
+    lines = []
+    for r in rows:
+        why = f" ({_e(r['reason'])})" if r["reason"] else ""
+        lines.append(
+            f'<span class="reach reach-{_e(r["state"])}" data-channel="{_e(r["channel"])}">'
+            f"{_e(r['responder'])} {_e(r['channel'])} {_e(r['state'])}{why} {clock(r['at'])}</span>"
+        )
+    return "<br>".join(lines) or "-"
+
+
+def _replies(a: dict[str, Any]) -> str:
+    take, done = a["replies"]
+    if not take:
+        return ""
+    return f"SMS <b>{_e(take)}</b> to take it, <b>{_e(done)}</b> when done"
+
+
 def snapshot(view: GatewayView, started: float) -> dict[str, Any]:
     identity = view.identity()
     now = view.now()
@@ -91,7 +110,7 @@ def snapshot(view: GatewayView, started: float) -> dict[str, Any]:
             o.link: {"messages": o.messages, "bytes": o.payload_bytes, "oldest_age_s": now - (o.oldest_created or now)}
             for o in view.outbox().links
         },
-        "alerts": [msgspec.structs.asdict(a) for a in view.recent_alerts(ALERTS_SHOWN)],
+        "alerts": [msgspec.to_builtins(a) for a in view.recent_alerts(ALERTS_SHOWN)],
         "devices": devices,
         "groups": [
             {**g, "levels": ", ".join(f"{n}× {lvl}" for lvl, n in sorted(g["levels"].items()))}
@@ -150,16 +169,18 @@ def render_live(snap: dict[str, Any]) -> str:
         )
     out.append("</table></section>")
     out.append('<section id="alerts"><h2>Alerts</h2><table><tr><th>status</th><th>message</th><th>device</th>')
-    out.append("<th>rule</th><th>step</th><th>responder</th><th>raised</th></tr>")
+    out.append("<th>rule</th><th>step</th><th>responder</th><th>raised</th><th>reached</th><th>reply</th></tr>")
     if not snap["alerts"]:
-        out.append('<tr><td colspan="7" class="muted">no alerts</td></tr>')
+        out.append('<tr><td colspan="9" class="muted">no alerts</td></tr>')
     for a in snap["alerts"]:
         cls = "open" if a["open"] else "closed"
         out.append(
             f'<tr class="alert {cls}" data-alert-id="{_e(a["alert_id"])}">'
             f'<td class="status status-{_e(a["status"])}">{_e(a["status"])}</td><td>{_e(a["message"])}</td>'
             f'<td>{_e(a["device"])}</td><td>{_e(a["rule"])}</td><td class="step">{_e(a["step"])}</td>'
-            f'<td class="responder">{_e(a["responder"] or "-")}</td><td>{clock(a["created"])}</td></tr>'
+            f'<td class="responder">{_e(a["responder"] or "-")}</td><td>{clock(a["created"])}</td>'
+            f'<td class="reached">{_reached(a["reached"], clock)}</td>'
+            f'<td class="replies">{_replies(a) if a["open"] else ""}</td></tr>'
         )
     out.append("</table></section>")
     out.append('<section id="groups"><h2>Lamps by group</h2><table><tr><th>group</th><th>lamps</th>')

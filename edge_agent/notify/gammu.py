@@ -30,6 +30,7 @@ from pathlib import Path
 
 from edge_agent.config.gammu import SmsdFolders
 from edge_agent.errors import TransportError
+from edge_agent.notify.report import Report
 from edge_agent.transports.link import Outgoing
 
 log = logging.getLogger("edge_agent.modem")
@@ -99,6 +100,9 @@ class ModemLink:
                 break  # the rest stay in order behind it
             results.append(None)
         return results
+
+    def reports(self) -> list[Report]:
+        return [Report(topic, "failed", "the modem daemon gave up on it (error/)") for topic in self.failed_sends()]
 
     def failed_sends(self) -> list[str]:
         """The topics of SMS handed over in this run that the daemon has since given up on

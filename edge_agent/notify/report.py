@@ -26,6 +26,7 @@ CHANNELS = ("app", "sms", "ring", "push")
 Channel = Literal["app", "sms", "ring", "push"]
 # the outbox link each channel drains into (``app`` is the village broker)
 LINK_OF: dict[str, str] = {"app": "south", "sms": "modem", "ring": "ring", "push": "push"}
+CHANNEL_OF: dict[str, str] = {link: channel for channel, link in LINK_OF.items()}
 
 
 @dataclass(frozen=True, slots=True)

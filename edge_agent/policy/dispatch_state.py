@@ -218,6 +218,17 @@ class DispatchState:
         self._assign(t, clock, state, step, out)
         return out
 
+    def unreachable(self, t: float, clock: float, alert: str, n: int) -> list[Decision]:
+        """No channel reached the responder of ``alert``'s ``n``-th notification: its ack timeout
+        falls now, unless the step is the chain's last (a new round, or the last role again, waits
+        for the ack timeout: with nobody reachable, calling at once would go round without end)."""
+        state = self.alerts.get(alert)
+        if state is None or state.status != NOTIFIED or state.notifications != n:
+            return []
+        if state.step >= len(self.chains[state.chain].roles) - 1:
+            return []
+        return self.ack_timeout(t, clock, alert, n)
+
     def resolve(self, t: float, clock: float, alert: str, responder: int = -1) -> list[Decision]:
         """The busy responder resolved ``alert`` (``responder`` -1: whoever holds it)."""
         return self._close(t, clock, alert, responder, RESOLVED)

@@ -25,6 +25,8 @@ CODE_LENGTH = 4
 DEFAULT_SMS = (
     "{priority_word} {device}: {message}. Reply {ack} {code} to take it, {resolve} {code} when done. ({gateway})"
 )
+DEFAULT_STORM = "{count} alerts: {lines}. Reply {ack} <code> to take one, {resolve} <code> when done. ({gateway})"
+DEFAULT_LINE = "{code} {device}: {message}"
 DEFAULT_REFUSED = "Not taken: {why}. Reply {ack} <code> to take an alert, {resolve} <code> when done."
 DEFAULT_WHY = {
     "not_understood": "the reply was not understood",
@@ -33,6 +35,7 @@ DEFAULT_WHY = {
 }
 REFUSAL_REASONS = tuple(DEFAULT_WHY)
 TEMPLATE_FIELDS = frozenset({"priority_word", "device", "message", "code", "ack", "resolve", "gateway", "rule"})
+STORM_FIELDS = frozenset({"count", "lines", "ack", "resolve", "gateway"})
 
 
 class Messages(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -44,6 +47,10 @@ class Messages(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
 
     sms: str = DEFAULT_SMS
     refused: str = DEFAULT_REFUSED  # the answer to a reply that changed nothing ({why}, {ack}, {resolve})
+    # several alerts waiting for one phone (SMS pacing) go as one SMS: ``storm`` with {count},
+    # {lines} (each alert's ``line``, joined by "; "), {ack}, {resolve}, {gateway}
+    storm: str = DEFAULT_STORM
+    line: str = DEFAULT_LINE  # the same fields as ``sms``
     ack: str = "1"
     resolve: str = "2"
     urgent: str = "URGENT"
@@ -70,6 +77,19 @@ def template_problems(messages: Messages) -> list[tuple[str, str]]:
         problems.append(("messages.refused", f"not a valid template: {exc}"))
     if refused - {"why", "ack", "resolve"}:
         problems.append(("messages.refused", f"unknown field(s) {sorted(refused - {'why', 'ack', 'resolve'})}"))
+    for key, text, allowed in (
+        ("messages.line", messages.line, TEMPLATE_FIELDS),
+        ("messages.storm", messages.storm, STORM_FIELDS),
+    ):
+        try:
+            used = {name for _, name, _, _ in string.Formatter().parse(text) if name is not None}
+        except ValueError as exc:
+            problems.append((key, f"not a valid template: {exc}"))
+            continue
+        if used - allowed:
+            problems.append((key, f"unknown field(s) {sorted(used - allowed)}; known: {sorted(allowed)}"))
+    if "code" not in {name for _, name, _, _ in string.Formatter().parse(messages.line) if name is not None}:
+        problems.append(("messages.line", "the template must contain {code}: the responder replies with it"))
     missing = set(REFUSAL_REASONS) - set(messages.why)
     if missing:
         problems.append(("messages.why", f"missing reason(s) {sorted(missing)}"))
@@ -94,7 +114,30 @@ def reply_code(alert_id: str) -> str:
 def render_sms(
     messages: Messages, *, alert_id: str, device: str, message: str, priority: int, gateway: str, rule: str
 ) -> str:
-    return messages.sms.format(
+    return render_alert(
+        messages,
+        messages.sms,
+        alert_id=alert_id,
+        device=device,
+        message=message,
+        priority=priority,
+        gateway=gateway,
+        rule=rule,
+    )
+
+
+def render_alert(
+    messages: Messages,
+    template: str,
+    *,
+    alert_id: str,
+    device: str,
+    message: str,
+    priority: int,
+    gateway: str,
+    rule: str,
+) -> str:
+    return template.format(
         priority_word=messages.urgent if priority <= 1 else messages.alert,
         device=device,
         message=message,
@@ -103,6 +146,13 @@ def render_sms(
         resolve=messages.resolve,
         gateway=gateway,
         rule=rule,
+    )
+
+
+def render_storm(messages: Messages, lines: list[str], gateway: str) -> str:
+    """One SMS for several alerts to one phone: each alert's ``line`` (with its code)."""
+    return messages.storm.format(
+        count=len(lines), lines="; ".join(lines), ack=messages.ack, resolve=messages.resolve, gateway=gateway
     )
 
 

@@ -30,6 +30,7 @@ from edge_agent.store.counters import Counters, Meta
 from edge_agent.store.device_state import DeviceState
 from edge_agent.store.history import History
 from edge_agent.store.inbox import Inbox
+from edge_agent.store.notifications import Notifications
 from edge_agent.store.outbox import Outbox, add_missing_columns
 from edge_agent.store.schema import SCHEMA
 from edge_agent.store.timers import Timers
@@ -60,4 +61,5 @@ class Store(Transactions):
         self.rule_traces = RuleTraces(self)
         self.device_state = DeviceState(self.db)
         self.history = History(self.db)
+        self.notifications = Notifications(self.db)
         self.start_syncing()

@@ -214,6 +214,10 @@ class Outbox:
         with self._tx.transaction(durable=False):
             self._delete(seqs)
 
+    def forget(self, seqs: list[int]) -> None:
+        """``delivered`` inside the caller's transaction."""
+        self._delete(seqs)
+
 
 def add_missing_columns(db: sqlite3.Connection) -> None:
     """Columns added since a gateway's database was created (the outbox's refusal state)."""

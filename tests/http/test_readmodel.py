@@ -26,6 +26,7 @@ from edge_agent.http.readmodel import (
     MqttLinkState,
     Outbox,
     OutboxDepth,
+    Reached,
     Trace,
 )
 from edge_agent.http.status import render_page, snapshot
@@ -57,7 +58,25 @@ class FixedView:
         return {"notified": 1, "resolved": 4}
 
     def recent_alerts(self, limit: int) -> tuple[Alert, ...]:
-        sos = Alert("a1", T0 - 60, "W1", "sos", 1, "SOS from W1 <lane>", 0, "doc1", "notified", True)
+        reached = (
+            Reached(1, "doc1", "app", "handed", "", T0 - 59),
+            Reached(1, "doc1", "sms", "failed", "no credit <SIM>", T0 - 50),
+            Reached(1, "doc1", "ring", "waiting", "", T0),
+        )
+        sos = Alert(
+            "a1",
+            T0 - 60,
+            "W1",
+            "sos",
+            1,
+            "SOS from W1 <lane>",
+            0,
+            "doc1",
+            "notified",
+            True,
+            ("1 K7QD", "2 K7QD"),
+            reached,
+        )
         return (sos,)[:limit]
 
     def lamps(self) -> tuple[Lamp, ...]:
@@ -87,8 +106,8 @@ class FixedView:
             notifications=1,
             rule_seconds=NO_TIME,
             fsyncs=7,
-            sms_queued=3,
-            sms_failed=1,
+            notifications_by_state={("sms", "handed"): 3, ("sms", "failed"): 1},
+            notify_failed={"modem": 1},
             sms_replies={"ack": 2},
         )
 
@@ -105,6 +124,9 @@ def test_the_status_page_renders_from_the_view_alone() -> None:
     msgspec.json.encode(snap)  # /status.json
     page = render_page(snap)
     assert "SOS from W1 &lt;lane&gt;" in page and "<lane>" not in page  # escaped once, here
+    # who was reached how, and the reply that takes it, for the person on duty
+    assert "doc1 sms failed (no credit &lt;SIM&gt;)" in page and "doc1 ring waiting" in page
+    assert "<b>1 K7QD</b> to take it" in page
 
 
 def test_metrics_come_from_the_view_alone() -> None:
@@ -127,8 +149,10 @@ def test_metrics_come_from_the_view_alone() -> None:
     assert samples[("edge_agent_modbus_poll_duration_seconds_count", (("bus", "street"),))] == 6
     assert samples[("edge_agent_dongle_frames_rejected_total", (("reason", "crc"),))] == 2
     assert samples[("edge_agent_store_fsyncs_total", ())] == 7
-    assert samples[("edge_agent_responder_sms_total", ())] == 3
-    assert samples[("edge_agent_responder_sms_failed_total", ())] == 1
+    by_state = "edge_agent_responder_notifications_by_state"
+    assert samples[(by_state, (("channel", "sms"), ("state", "handed")))] == 3
+    assert samples[(by_state, (("channel", "sms"), ("state", "failed")))] == 1
+    assert samples[("edge_agent_responder_channel_failures_total", (("link", "modem"),))] == 1
     assert samples[("edge_agent_responder_sms_replies_total", (("action", "ack"),))] == 2
 
 

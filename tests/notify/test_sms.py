@@ -87,7 +87,9 @@ async def test_an_sos_reaches_the_doctor_by_sms_and_a_reply_acknowledges_it(tmp_
         assert agent.stats.sms_replies["ack"] == 1
 
         counters = agent.view.counters()  # what /metrics shows (tests/http/test_readmodel.py)
-        assert counters.sms_queued == 1 and counters.sms_replies == {"ack": 1} and counters.sms_failed == 0
+        assert counters.notifications_by_state[("sms", "handed")] == 1, "sent, and no delivery report (dummy phone)"
+        assert counters.notifications_by_state[("app", "handed")] == 1
+        assert counters.sms_replies == {"ack": 1} and counters.notify_failed == {}
 
         modem.receive(DOC1, f"2 {code.group(1)}")  # done: the doctor is free again
         await eventually(lambda: agent.store.alerts.get(alert_id).status == "resolved", timeout=30, what="resolved")
@@ -175,7 +177,8 @@ async def test_chain_channels_choose_the_sms(tmp_path: Path, modem: DummyModem) 
         await obs.publish("wearable/W1/event", {"event": "sos"})
         await eventually(lambda: obs.on("responder/doc1/alert"), what="the app topic")
         # the SMS would have been queued in the alert's own transaction, before the app message went
-        assert agent.stats.sms_queued == 0 and not agent.store.outbox.pending("modem")
+        assert not agent.store.outbox.pending("modem")
+        assert {channel for channel, _ in agent.store.notifications.by_channel_state()} == {"app"}
 
 
 async def test_a_failed_sms_is_alarmed_and_when_it_was_the_only_channel_the_next_doctor_is_called_at_once(
@@ -199,7 +202,7 @@ async def test_a_failed_sms_is_alarmed_and_when_it_was_the_only_channel_the_next
         [alert] = agent.store.alerts.newest()
         assert alert.status == "escalated" and alert.responder == "doc2"
         assert alert.updated == T0, "escalated when the SMS failed, not at the 10-minute timeout"
-        assert agent.stats.sms_failed == 1 and agent.stats.alarms["sms_failed"] == 1
+        assert agent.stats.notify_failed["modem"] == 1 and agent.stats.alarms["sms_failed"] == 1
         assert not obs.on("responder/doc1/alert"), "the chain has no app channel"
 
 
@@ -214,7 +217,7 @@ async def test_a_failed_sms_beside_the_app_channel_is_alarmed_and_waits_for_the_
         await obs.publish("wearable/W1/event", {"event": "sos"})
         [first] = await eventually(lambda: list(outbox.glob(f"*{DOC1}*")), timeout=30, what="doc1's SMS handed over")
         first.rename(error / first.name)
-        await eventually(lambda: agent.stats.sms_failed == 1, timeout=30, what="the failure counted")
+        await eventually(lambda: agent.stats.notify_failed["modem"] == 1, timeout=30, what="the failure counted")
         assert agent.stats.alarms["sms_failed"] == 1
         [alert] = agent.store.alerts.newest()
         assert alert.status == "notified" and alert.responder == "doc1"  # the app may still reach doc1

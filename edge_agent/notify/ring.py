@@ -105,6 +105,7 @@ class RingLink:
                     self._reports.append(Report(topic, "failed", str(exc)))
                 raise
             self._failed_untaken.discard(topic)
+            self._retry_at = 0.0  # the modem placed a call: it is up
             try:
                 report = await self._follow(topic) if final == "OK" else Report(topic, "failed", meaning(final))
             except TransportError as exc:
@@ -136,6 +137,8 @@ class RingLink:
         return taken
 
     async def close(self) -> None:
+        if self._probe_task is not None:
+            self._probe_task.cancel()
         async with self._lock:
             self.at.close()
 

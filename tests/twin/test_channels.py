@@ -159,6 +159,16 @@ median_seconds = 5
 p90_seconds = 30
 failure = 0.02
 
+[channels.push]
+median_seconds = 2
+p90_seconds = 8
+failure = 0.03
+
+[channels.ring]
+median_seconds = 12
+p90_seconds = 20
+failure = 0.05
+
 [dispatch.answer.village_doctor]
 median_seconds = 20
 p90_seconds = 60
@@ -175,7 +185,7 @@ def test_channels_reach_the_dispatcher_and_the_report(tiny_scenario: Path, tmp_p
     assert doctor.probability == 0.95
     assert doctor.delay.median * 60 == pytest.approx(20.0)
     assert doctor.delay.median * math.exp(1.2815515655446004 * doctor.delay.sigma) * 60 == pytest.approx(60.0)
-    assert [c.name for c in reach.tier("township_doctor").channels] == ["app", "sms"]
+    assert [c.name for c in reach.tier("township_doctor").channels] == ["app", "sms", "push", "ring"]
     assert reach.tier("township_doctor").delay == Delay(mean=0.5)  # the dispatch default
     results = [run_replication(str(tiny_scenario), None, seed, None) for seed in (1, 2)]
     meta = {"scenario": "tiny", "policy": "standard", "replications": 2, "days": 4, "seed": 1}
@@ -236,3 +246,29 @@ def test_channel_and_answer_problems_name_their_key_paths(tiny_scenario: Path) -
     assert "not both" in problems["channels.push"]
     assert "declare [channels.pager]" in problems["dispatch.answer.village_doctor.channels[1]"]
     assert "village_doctor" in problems["dispatch.answer.surgeon"]
+
+
+def test_a_channel_the_policy_uses_must_be_declared_once_any_is(tiny_scenario: Path) -> None:
+    """The policy's medical chain notifies by app, sms, push and ring (ring after 45 s); a
+    scenario declaring only the SMS would model the others as perfect: refused, by name."""
+    sms_only = "\n[channels.sms]\nmedian_seconds = 5\np90_seconds = 30\n"
+    tiny_scenario.write_text(
+        tiny_scenario.read_text() + sms_only + '[dispatch.answer.village_doctor]\nchannels = ["sms"]\n'
+    )
+    with pytest.raises(ConfigError) as info:
+        load_scenario(tiny_scenario)
+    problems = {p.path: p.message for p in info.value.problems}
+    assert set(problems) == {"channels.app", "channels.push", "channels.ring"}
+    assert "chain 'medical'" in problems["channels.ring"] and "declare [channels.ring]" in problems["channels.ring"]
+
+
+def test_a_tier_left_without_any_channel_of_its_chain_is_a_problem(tiny_scenario: Path) -> None:
+    tiny_scenario.write_text(tiny_scenario.read_text() + CHANNELS.replace('channels = ["sms"]', 'channels = ["push"]'))
+    load_scenario(tiny_scenario)  # the medical chain has push
+    maintenance = '\n[dispatch.answer.grid_worker]\nchannels = ["ring"]\n'  # the maintenance chain: app, sms
+    tiny_scenario.write_text(tiny_scenario.read_text() + maintenance)
+    with pytest.raises(ConfigError) as info:
+        load_scenario(tiny_scenario)
+    [problem] = info.value.problems
+    assert problem.path == "dispatch.answer.grid_worker.channels"
+    assert "'maintenance'" in problem.message and "never be reached" in problem.message

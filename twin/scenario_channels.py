@@ -63,7 +63,8 @@ class ChannelSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
 class AnswerSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """One tier's human answer: the chance a reached responder answers at all, the delay from
     the message arriving to the acknowledgement (seconds; none given: the dispatch default) and
-    the channels its notifications use (none given: every declared channel)."""
+    the channels the role has (none given: every declared channel); its notifications go by
+    those of them its chain's ``channels`` name."""
 
     median_seconds: PositiveSeconds | None = None
     p90_seconds: PositiveSeconds | None = None

@@ -24,7 +24,7 @@ from twin.replication import run_replication
 from twin.report import write_run_report
 from twin.scenario import load_scenario
 from twin.sim.dispatch import ChainSpec, Dispatcher, Incident, ResponderSpec
-from twin.sim.reach import EVERY_CHANNEL_AT_ONCE, Channel, Delay, Reach, Tier, reach_from_scenario
+from twin.sim.reach import EVERY_CHANNEL_AT_ONCE, Channel, Delay, Reach, Tier, describe_channels, reach_from_scenario
 
 ROLE = "doctor"
 
@@ -188,9 +188,15 @@ def test_channels_reach_the_dispatcher_and_the_report(tiny_scenario: Path, tmp_p
     assert [c.name for c in reach.tier("township_doctor").channels] == ["app", "sms", "push", "ring"]
     assert reach.tier("township_doctor").delay == Delay(mean=0.5)  # the dispatch default
     results = [run_replication(str(tiny_scenario), None, seed, None) for seed in (1, 2)]
-    meta = {"scenario": "tiny", "policy": "standard", "replications": 2, "days": 4, "seed": 1}
+    loaded = load_scenario(tiny_scenario)
+    channels = describe_channels(loaded.spec, loaded.policy)
+    # the policy's medical chain: app, sms, push, ring after 45 s; the village doctor has only the SMS
+    assert channels["village_doctor"] == "medical: sms"
+    assert channels["township_doctor"] == "medical: app, sms, push, ring after 45 s"
+    meta = {"scenario": "tiny", "policy": "standard", "replications": 2, "days": 4, "seed": 1, "channels": channels}
     write_run_report(tmp_path / "out", meta, results)
     page = (tmp_path / "out" / "report.html").read_text()
+    assert "medical: app, sms, push, ring after 45 s" in page
     assert "Answered by a person" in page
     assert "village_doctor" in page
     assert "97.5%" in page and "99.0%" in page

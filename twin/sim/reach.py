@@ -41,7 +41,8 @@ from types import MappingProxyType
 
 import numpy as np
 
-from twin.scenario import Scenario
+from edge_agent.policy.model import Policy
+from twin.scenario import Scenario, chain_channel_starts
 from twin.scenario_channels import CHANNEL_ROUTES, AnswerSpec, ChannelSpec
 
 Z90 = 1.2815515655446004  # the standard normal's 90th percentile
@@ -175,3 +176,18 @@ def _tier(spec: AnswerSpec, default: Tier, channels: Mapping[str, Channel]) -> T
         default.delay if delay is None else delay,
         default.channels if spec.channels is None else tuple(channels[name] for name in spec.channels),
     )
+
+
+def describe_channels(spec: Scenario, policy: Policy) -> dict[str, str]:
+    """Per tier (role), how its notifications go, chain by chain: the policy's channels the tier
+    has, each with its delay ("medical: app, sms, ring after 45 s"), for the report."""
+    reach = reach_from_scenario(spec)
+    out: dict[str, list[str]] = {}
+    for name in policy.chains:
+        starts = chain_channel_starts(policy, name)
+        for role in policy.chains[name].roles:
+            has = {c.name for c in reach.tier(role).channels}
+            channels = [c for c in starts if c in has]
+            text = ", ".join(c + (f" after {starts[c] * 60:g} s" if starts[c] else "") for c in channels)
+            out.setdefault(role, []).append(f"{name}: {text or 'at once (no channel declared)'}")
+    return {role: "; ".join(texts) for role, texts in out.items()}

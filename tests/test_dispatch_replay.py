@@ -9,10 +9,13 @@ persisted timers, driven on a manual timeline (engine.handle / acknowledge / res
 fire_due, each in a store transaction, as the agent's intake and timer loop call them) and
 restarted from its store every 30 days; MQTT is left out, a year through a broker is too slow
 (the broker path of ack and resolve is covered in tests/agent and tests/test_topics.py). The
-twin side is ``twin.sim.dispatch.Dispatcher`` in a SimPy environment, its two behaviours (ack
-delay, work until resolve) read from the trace. Compared: every notification (alert,
-responder, step, time, escalation time), queueing, acknowledgement (responder, step, time,
-resolve deadline) and the final state (resolved or resolve_timeout, by whom, when).
+twin side is ``twin.sim.dispatch.Dispatcher`` in a SimPy environment, its two behaviours (the
+notification's outcome, work until resolve) read from the trace. A notification lost on every
+channel is fed to the gateway as ``engine.unreachable`` at the time the last failure is known
+(in a store transaction, as ``Intake.unreachable`` calls it), to the twin through its outcome.
+Compared: every notification (alert, responder, step, time, escalation time), queueing,
+acknowledgement (responder, step, time, resolve deadline) and the final state (resolved or
+resolve_timeout, by whom, when).
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from edge_agent.policy import dispatch_state as ds
 from edge_agent.policy.model import parse_policy
 from edge_agent.store.db import Store
 from twin.sim.dispatch import ChainSpec, Dispatcher, Incident, ResponderSpec
+from twin.sim.reach import Outcome
 
 TZ = ZoneInfo("Asia/Shanghai")  # no daylight saving: twin minute 0 is local noon every day
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=TZ).timestamp()  # local noon = twin minute 0
@@ -69,6 +73,8 @@ class TraceIncident:
     wearable: int
     acks: tuple[float | None, ...]  # per notification of this alert: minutes to the ack; None: never
     resolve: float | None  # minutes from the ack to the resolve; None: never
+    # per notification: minutes until every channel of it is known to have failed; None: not all failed
+    unreachable: tuple[float | None, ...] = ()
 
 
 Entry = tuple[Any, ...]
@@ -104,8 +110,10 @@ def village(seed: int) -> Setup:
 
 def generate(seed: int, days: int, per_day: float, homes: int) -> list[TraceIncident]:
     """A seeded trace: Poisson incidents weighted to the day, acks after random delays (about
-    one notification in five unanswered, some late), resolves after 10-180 min or never."""
+    one notification in five unanswered, some late; of the unanswered, half lost on every
+    channel, known after 3-150 s, some after the ack timeout), resolves after 10-180 min or never."""
     rng = random.Random(seed)
+    lost = random.Random(seed + 1)  # its own stream: the acks and resolves as before channels
     out: list[TraceIncident] = []
     t = 0.0
     while True:
@@ -114,7 +122,8 @@ def generate(seed: int, days: int, per_day: float, homes: int) -> list[TraceInci
             return out
         acks = tuple(None if rng.random() < 0.2 else ms(rng.expovariate(1 / 1.2)) for _ in range(8))
         resolve = None if rng.random() < 0.1 else ms(rng.uniform(10.0, 180.0))
-        out.append(TraceIncident(ms(t), rng.randrange(homes), acks, resolve))
+        unreachable = tuple(None if a is not None or lost.random() < 0.5 else ms(lost.uniform(0.05, 2.5)) for a in acks)
+        out.append(TraceIncident(ms(t), rng.randrange(homes), acks, resolve, unreachable))
 
 
 # ----- the gateway side ----------------------------------------------------------------------
@@ -188,6 +197,10 @@ def run_gateway(setup: Setup, trace: list[TraceIncident], db: Path, restart_days
                 delay = acks[n] if n < len(acks) else None
                 if delay is not None and delay * 60.0 < due - now:
                     push(now + delay * 60.0, "ack", (a, effect.responder))
+                lost = trace[k].unreachable
+                failed = lost[n] if n < len(lost) else None
+                if failed is not None and failed * 60.0 < due - now:  # as the twin: later, the timeout
+                    push(now + failed * 60.0, "unreachable", (a, effect.responder))
             elif isinstance(effect, AlertChanged):
                 alert = effect.alert
                 a = alert.alert_id
@@ -237,6 +250,8 @@ def run_gateway(setup: Setup, trace: list[TraceIncident], db: Path, restart_days
                 observe(effects, ts)
             elif kind == "ack":
                 observe(engine.acknowledge(data[0], data[1], ts), ts)
+            elif kind == "unreachable":  # every channel failed: as Intake.unreachable calls it
+                observe(engine.unreachable(data[0], data[1], ts), ts)
             else:
                 observe(engine.resolve(data[0], data[1], ts), ts)
     store.close()
@@ -252,9 +267,10 @@ class ReplayDispatcher(Dispatcher):
         self.trace = trace
         self.number: dict[int, int] = {}  # id(incident) -> incident number
 
-    def ack_delay(self, incident: Incident, i: int, n: int) -> float | None:
-        acks = self.trace[self.number[id(incident)]].acks
-        return acks[n - 1] if n - 1 < len(acks) else None
+    def outcome(self, incident: Incident, i: int, n: int) -> Outcome:
+        item = self.trace[self.number[id(incident)]]
+        acks, lost = item.acks, item.unreachable
+        return Outcome(acks[n - 1] if n - 1 < len(acks) else None, lost[n - 1] if n - 1 < len(lost) else None)
 
     def work(self, incident: Incident, i: int) -> Generator[simpy.Event, Any, None]:
         resolve = self.trace[self.number[id(incident)]].resolve
@@ -293,6 +309,20 @@ def run_twin(setup: Setup, trace: list[TraceIncident]) -> list[Entry]:
     return log
 
 
+def early_escalations(log: list[Entry]) -> int:
+    """Notifications sent before the previous notification of the same alert timed out."""
+    due: dict[int, float] = {}
+    early = 0
+    for entry in log:
+        if entry[0] == "notify":
+            k, t = entry[1], entry[4]
+            early += k in due and t < due[k]
+            due[k] = entry[5]
+        elif entry[0] == "queued":
+            due.pop(entry[1], None)
+    return early
+
+
 def assert_same(gateway: list[Entry], twin: list[Entry]) -> None:
     for n, (a, b) in enumerate(zip(gateway, twin, strict=False)):
         assert a == b, f"decision {n} differs: gateway {a} twin {b}; before: {gateway[max(0, n - 3) : n]}"
@@ -310,6 +340,7 @@ def test_a_year_of_village_incidents_gives_the_same_decisions_on_gateway_and_twi
     kinds = {entry[0] for entry in gateway}
     assert kinds == {"notify", "queued", "acknowledged", "resolved", "resolve_timeout"}, kinds
     assert any(e[0] == "notify" and e[3] > 0 for e in gateway), "escalations happened"
+    assert early_escalations(gateway) > 50, "notifications lost on every channel escalated before their timeout"
     assert len(trace) > 2500 and time.perf_counter() - began < 120
 
 
@@ -367,6 +398,7 @@ def scenarios(draw: st.DrawFn) -> tuple[Setup, list[TraceIncident]]:
             draw(st.integers(0, len(homes) - 1)),
             tuple(draw(st.lists(st.none() | st.floats(0.01, 12.0).map(ms), max_size=6))),
             draw(st.none() | st.floats(0.5, 400.0).map(ms)),
+            tuple(draw(st.lists(st.none() | st.floats(0.01, 12.0).map(ms), max_size=6))),
         )
         for t in times
     ]

@@ -26,7 +26,8 @@ def calibrate(
     until: Annotated[float | None, typer.Option(help="End of the observation (epoch s; default: last record).")] = None,
 ) -> None:
     """Fit a scenario to the gateways' own history: incident rates by hour and kind, ack delays,
-    lamp failures and repairs, motion, uplink outages; each value with its interval."""
+    lamp failures and repairs, motion, uplink outages, and from the notification ledger the
+    channels' delivery delays and failures and each role's answer; each value with its interval."""
     from twin.calibrate import calibrate as fit
     from twin.calibrate.write import write_scenario
 
@@ -44,4 +45,6 @@ def calibrate(
     for key, e in cal.estimates.items():
         view.add_row(key, f"{e.value:.4g}", f"{e.lo:.4g} - {e.hi:.4g}", str(e.n))
     console.print(view)
+    if "channels" in cal.notes:  # stores from gateways without the notification ledger
+        console.print(f"note: {cal.notes['channels']}", markup=False, highlight=False)
     console.print(f"wrote {out} ({fitted.spec.scenario.name}) and {sidecar}")

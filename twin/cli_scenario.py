@@ -115,6 +115,7 @@ def run(
 ) -> None:
     """Run replications of a scenario; write DIR/kpis.json, DIR/report.html and plots."""
     from twin.report import write_run_report
+    from twin.sim.reach import describe_channels
 
     loaded = load_or_exit(scenario)
     meta = loaded.spec.scenario
@@ -131,6 +132,7 @@ def run(
         "seed": seed,
         "days": results[0]["days"],
         "seeds": [r["seed"] for r in results],
+        "channels": describe_channels(loaded.spec, loaded.policy),
     }
     table = write_run_report(out, info, results)
     print_kpis(table, HEADLINE)
@@ -209,6 +211,7 @@ def validate(
     POLICY in shadow mode (refused unless it is for this exact file)."""
     from edge_agent.policy.validation_record import Gate, ValidationRecord, encode_validation_record
     from twin.report import write_run_report
+    from twin.sim.reach import describe_channels
 
     loaded = load_or_exit(scenario, policy)
     evidence = None
@@ -234,6 +237,7 @@ def validate(
         "replications": reps,
         "seed": seed,
         "days": results[0]["days"],
+        "channels": describe_channels(loaded.spec, loaded.policy),
     }
     table = write_run_report(out, info, results)
     kpis = {k: float(v["mean"]) for k, v in table.items() if math.isfinite(v["mean"])}

@@ -133,8 +133,11 @@ def _against_target(mean: float, half: float, target: float) -> str:
     return "below" if mean + half < target else "undecided"
 
 
-def _answer_section(out: Path, table: dict[str, dict[str, Any]], files: list[tuple[str, str]]) -> str:
-    """The shares answered within 60 s / 180 s per tier against the targets: a table and a plot."""
+def _answer_section(
+    out: Path, table: dict[str, dict[str, Any]], files: list[tuple[str, str]], channels: dict[str, str]
+) -> str:
+    """The shares answered within 60 s / 180 s per tier against the targets, with the channels
+    the policy notifies each tier by (``channels``: role -> text): a table and a plot."""
     tiers = _answer_tiers(table)
     if not tiers:
         return ""
@@ -149,7 +152,11 @@ def _answer_section(out: Path, table: dict[str, dict[str, Any]], files: list[tup
                 f"<td>{_against_target(v['mean'], v['ci95'], target)}</td>"
             )
         p50, p90 = (table.get(f"ack_p{q}_s{suffix}", nan)["mean"] for q in (50, 90))
-        rows.append(f"<tr><td>{html.escape(label)}</td>{''.join(cells)}<td>{_fmt(p50)}</td><td>{_fmt(p90)}</td></tr>")
+        how = html.escape(channels.get(suffix[1:], "")) if suffix else ""
+        rows.append(
+            f"<tr><td>{html.escape(label)}</td><td>{how}</td>{''.join(cells)}<td>{_fmt(p50)}</td>"
+            f"<td>{_fmt(p90)}</td></tr>"
+        )
     fig, ax = plt.subplots(figsize=(8, 3.5))
     x = np.arange(len(tiers))
     for k, (limit, target) in enumerate(ANSWER_TARGETS.items()):
@@ -168,8 +175,11 @@ def _answer_section(out: Path, table: dict[str, dict[str, Any]], files: list[tup
         "<h2>Answered by a person</h2><p>Share answered within 60 s and within 180 s against the UK "
         "telecare targets (TSA / TEC Quality: 97.5% and 99%): for all alerts from raised to "
         "acknowledged, for a tier from each notification to that responder's acknowledgement (a "
-        "notification never answered counts as not within). 'meets' and 'below': the whole 95% "
-        "interval is above or below the target.</p><table><tr><th>tier</th><th>within 60 s</th>"
+        "notification never answered counts as not within). Channels: the policy's, by chain, each "
+        "with its delay after the step starts (a delayed one only while unanswered); when every channel "
+        "of a notification fails, the next responder is called at once. 'meets' and 'below': the whole "
+        "95% interval is above or below the target.</p><table><tr><th>tier</th><th>channels</th>"
+        "<th>within 60 s</th>"
         "<th>target</th><th></th><th>within 180 s</th><th>target</th><th></th><th>p50 s</th>"
         f"<th>p90 s</th></tr>{''.join(rows)}</table>"
         '<figure><img src="answered.png" alt="answered within 60 s and 180 s per tier"></figure>'
@@ -191,7 +201,7 @@ def write_run_report(out: Path, meta: dict[str, Any], results: list[dict[str, An
     out.mkdir(parents=True, exist_ok=True)
     table = aggregate(results)
     write_kpis_json(out / "kpis.json", meta, table)
-    answers = _answer_section(out, table, [])
+    answers = _answer_section(out, table, [], meta.get("channels", {}))
     plots = _plots(out, results[0])
     rows = "\n".join(
         f"<tr><td>{html.escape(k)}</td><td>{_fmt(v['mean'])}</td><td>&plusmn; {_fmt(v['ci95'])}"

@@ -242,7 +242,7 @@ def _cross_check(spec: Scenario, policy: Policy, source: str, problems: list[Pro
             parse_shift(group.shift)
         except ValueError as exc:
             problems.append(Problem(source, f"responders[{i}].shift", str(exc)))
-    check_channels(spec.channels, spec.dispatch.answer, roles, source, problems)
+    check_channels(spec.channels, spec.dispatch.answer, policy.chains, source, problems)
     for area in spec.residents:
         if area not in AREAS:
             problems.append(Problem(source, f"residents.{area}", f"unknown area; expected one of {AREAS}"))
@@ -346,6 +346,12 @@ def load_scenario(path: str | Path, policy_override: str | Path | None = None) -
 
 def chain_ack_timeout_minutes(policy: Policy, chain: str) -> float:
     return parse_duration(policy.chains[chain].ack_timeout) / 60.0
+
+
+def chain_channel_starts(policy: Policy, chain: str) -> dict[str, float]:
+    """The chain's channels, each with its start in minutes after the step starts (``after``)."""
+    c = policy.chains[chain]
+    return {name: parse_duration(c.after.get(name, 0)) / 60.0 for name in c.channels}
 
 
 def chain_resolve_timeout_minutes(policy: Policy, chain: str) -> float:

@@ -19,22 +19,28 @@ A channel's name is one the gateway notifies by; its route says what it needs on
 the centre, after the uplink), ``sms`` and ``ring`` (the gateway's cellular modem: no uplink
 needed), ``push`` (Apprise/ntfy over the internet: after the uplink).
 
-A tier (responder role) without an ``answer`` table answers with ``dispatch.ack_probability``
-after an exponential delay of mean ``dispatch.ack_delay_minutes``; a tier uses every declared
-channel unless its ``channels`` list names some. No channel declared: a notification reaches
-the responder at once (after the uplink if not local), as the twin did before channels.
+The policy decides which channels a notification goes by (its chain's ``channels`` and
+``after``); the scenario models each channel's delay and failure. A scenario that declares any
+channel must declare every channel of its policy's chains (a channel the policy uses is never
+silently modelled as perfect). A tier (responder role) without an ``answer`` table answers with
+``dispatch.ack_probability`` after an exponential delay of mean ``dispatch.ack_delay_minutes``;
+a tier has every declared channel unless its ``channels`` list names some (some doctors have no
+push); a notification goes by the chain's channels the tier has. No channel declared: a
+notification reaches the responder at once (after the uplink if not local), as the twin did
+before channels.
 
 Must not import: simpy, numba, twin.sim, twin.kernels.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Annotated, Any
 
 import msgspec
 
 from edge_agent.errors import Problem
+from edge_agent.policy.chains import Chain
 from edge_agent.policy.model import convert_section
 
 # The gateway's channel names and what each needs on the way (see the module docstring).
@@ -57,7 +63,8 @@ class ChannelSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
 class AnswerSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """One tier's human answer: the chance a reached responder answers at all, the delay from
     the message arriving to the acknowledgement (seconds; none given: the dispatch default) and
-    the channels its notifications use (none given: every declared channel)."""
+    the channels the role has (none given: every declared channel); its notifications go by
+    those of them its chain's ``channels`` name."""
 
     median_seconds: PositiveSeconds | None = None
     p90_seconds: PositiveSeconds | None = None
@@ -116,12 +123,13 @@ def _check_delay(
 def check_channels(
     channels: Mapping[str, ChannelSpec],
     answers: Mapping[str, AnswerSpec],
-    roles: Iterable[str],
+    chains: Mapping[str, Chain],
     source: str,
     problems: list[Problem],
 ) -> None:
-    """Known channel names, one delay form each, tiers that are roles of the policy's chains,
-    and tier channel lists naming declared channels."""
+    """Known channel names, one delay form each, every channel of the policy's chains declared
+    (when any is), tiers that are roles of the policy's chains, tier channel lists naming
+    declared channels and leaving the role a channel of each chain it is in."""
     for name, channel in channels.items():
         if name not in CHANNEL_ROUTES:
             problems.append(
@@ -130,7 +138,20 @@ def check_channels(
                 )
             )
         _check_delay(channel, True, source, f"channels.{name}", problems)
-    known_roles = sorted(set(roles))
+    if channels:
+        reported = {p.path.split(".")[1] for p in problems if p.path.startswith("channels.")}  # declared, bad
+        for chain_name, chain in chains.items():
+            for name in chain.channels:
+                if name not in channels and name not in reported:
+                    problems.append(
+                        Problem(
+                            source,
+                            f"channels.{name}",
+                            f"not declared, but the policy's chain {chain_name!r} notifies by it; declare "
+                            f"[channels.{name}] (its delay and failure) so the twin can model it",
+                        )
+                    )
+    known_roles = sorted({role for chain in chains.values() for role in chain.roles})
     for role, answer in answers.items():
         path = f"dispatch.answer.{role}"
         if role not in known_roles:
@@ -149,3 +170,14 @@ def check_channels(
                 )
         if answer.channels is not None and not answer.channels:
             problems.append(Problem(source, f"{path}.channels", "empty; leave it out to use every declared channel"))
+            continue
+        for chain_name, chain in chains.items():
+            if answer.channels and role in chain.roles and not set(answer.channels) & set(chain.channels):
+                problems.append(
+                    Problem(
+                        source,
+                        f"{path}.channels",
+                        f"none of the chain {chain_name!r}'s channels {list(chain.channels)}: its "
+                        f"{role} could never be reached",
+                    )
+                )

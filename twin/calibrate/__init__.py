@@ -19,7 +19,10 @@ Fitted, each with a two-sided interval at ``level`` (default 95%):
   camera's zone), Garwood, Bonferroni over the hours: ``lamps.{town,village}_traffic``;
 * uplink: outages per up-hour -> ``gateways.uplink_mtbf_hours``; outage length ->
   ``gateways.uplink_outage_minutes`` (exponential, exact);
-* acknowledged -> resolved times per rule, when gateways record ``resolved`` (sidecar only).
+* acknowledged -> resolved times per rule, when gateways record ``resolved`` (sidecar only);
+* channels and answers from the notification ledger (``twin.calibrate.channels``): per channel
+  the delivery delay (lognormal median and p90) and failure probability, per role (tier) the
+  answer delay and the share acknowledged: ``[channels.<name>]`` and ``[dispatch.answer.<role>]``.
 
 Everything else (site, district, responders, policy, gates) is the base scenario's.
 Must not import: edge_agent.store/agent/engine (the stores are read as files), numba, simpy.
@@ -36,6 +39,7 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
+from twin.calibrate.channels import fit_channels
 from twin.calibrate.stats import Estimate, exponential_mean, fit_acks, poisson_rate
 from twin.calibrate.stores import GatewayHistory, read_store
 from twin.scenario import AREAS, LoadedScenario, chain_ack_timeout_minutes
@@ -98,6 +102,9 @@ def calibrate(
     _motion(cal, hist, tz)
     _uplink(cal, hist)
     _resolves(cal, hist)
+    estimates, notes = fit_channels(hist, level, seed)
+    cal.estimates.update(estimates)
+    cal.notes.update(notes)
     return cal
 
 

@@ -198,3 +198,79 @@ def fit_acks(
         Estimate(p, float(p_lo), float(min(1.0, p_hi)), level, method, n),
         Estimate(mu, float(m_lo), float(m_hi), level, method, int(acked.sum())),
     )
+
+
+# ----- shares and lognormal delays -----------------------------------------------------------------
+def _beta_cf(a: float, b: float, x: float) -> float:
+    """Continued fraction of the regularized incomplete beta (Numerical Recipes 6.4)."""
+    tiny = 1e-300
+    c, d = 1.0, 1.0 - (a + b) * x / (a + 1)
+    d = 1 / (tiny if abs(d) < tiny else d)
+    h = d
+    for m in range(1, 10_000):
+        for an in (
+            m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
+            -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1)),
+        ):
+            d = 1 + an * d
+            d = 1 / (tiny if abs(d) < tiny else d)
+            c = 1 + an / c
+            c = tiny if abs(c) < tiny else c
+            h *= d * c
+        if abs(d * c - 1) < 1e-15:
+            break
+    return h
+
+
+def _beta_i(a: float, b: float, x: float) -> float:
+    """Regularized incomplete beta I_x(a, b)."""
+    if x <= 0 or x >= 1:
+        return 0.0 if x <= 0 else 1.0
+    lead = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x))
+    if x < (a + 1) / (a + b + 2):
+        return lead * _beta_cf(a, b, x) / a
+    return 1 - lead * _beta_cf(b, a, 1 - x) / b
+
+
+def beta_ppf(q: float, a: float, b: float) -> float:
+    """The ``q`` quantile of Beta(``a``, ``b``), by bisection."""
+    lo, hi = 0.0, 1.0
+    for _ in range(100):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if _beta_i(a, b, mid) < q else (lo, mid)
+    return 0.5 * (lo + hi)
+
+
+def share(k: int, n: int, level: float = 0.95) -> Estimate:
+    """``k`` of ``n``: the share with its Clopper-Pearson exact interval."""
+    if n == 0:
+        return Estimate(math.nan, math.nan, math.nan, level, "clopper-pearson", 0)
+    alpha = 1 - level
+    lo = 0.0 if k == 0 else beta_ppf(alpha / 2, k, n - k + 1)
+    hi = 1.0 if k == n else beta_ppf(1 - alpha / 2, k + 1, n - k)
+    return Estimate(k / n, lo, hi, level, "clopper-pearson exact", n)
+
+
+Z90 = 1.2815515655446004  # the standard normal's 90th percentile
+
+
+def lognormal_quantiles(
+    seconds: np.ndarray, level: float = 0.95, boot: int = 300, seed: int = 0
+) -> tuple[Estimate, Estimate]:
+    """``(median, p90)`` of positive delays, lognormal by maximum likelihood (the mean and the
+    standard deviation of the logs: median = exp(mu), p90 = exp(mu + z90 sigma), the scenario's
+    form); percentile bootstrap interval (delays resampled)."""
+    logs = np.log(seconds)
+    n = int(logs.size)
+    median, p90 = math.exp(float(logs.mean())), math.exp(float(logs.mean() + Z90 * logs.std()))
+    rng = np.random.default_rng(seed)
+    draws = logs[rng.integers(0, n, (boot, n))]
+    mu, sd = draws.mean(axis=1), draws.std(axis=1)
+    q = [100 * (1 - level) / 2, 100 * (1 + level) / 2]
+    m_lo, m_hi = np.exp(np.percentile(mu, q))
+    p_lo, p_hi = np.exp(np.percentile(mu + Z90 * sd, q))
+    method = f"lognormal MLE (logs' mean and sd), percentile bootstrap x{boot}"
+    return (
+        Estimate(median, float(m_lo), float(m_hi), level, method, n),
+        Estimate(p90, float(p_lo), float(p_hi), level, method, n),
+    )

@@ -1,8 +1,10 @@
 """Gateway stores read for calibration: the field history tables (edge_agent/store/history.py).
 
 Owns: opening a gateway's SQLite file read-only and turning its history into plain arrays
-(one ``GatewayHistory`` per store). The schema is the contract; the twin does not import the
-gateway's store code (twin -> edge_agent.policy only).
+(one ``GatewayHistory`` per store), with the notification ledger (table ``notifications``, one
+row per channel of each notification: edge_agent/store/notifications.py) when the store has
+it. The schema is the contract; the twin does not import the gateway's store code (twin ->
+edge_agent.policy only).
 """
 
 from __future__ import annotations
@@ -25,6 +27,32 @@ class Notification:
     timed_out: bool  # escalated or given up on before any acknowledgement
 
 
+@dataclass(frozen=True)
+class Delivery:
+    """One row of the gateway's notification ledger (table ``notifications``): one channel of
+    one notification (``n``) of an alert to a responder. Times are epoch seconds."""
+
+    alert_id: str
+    n: int
+    responder: str
+    role: str
+    channel: str
+    state: str  # waiting | queued | handed | delivered | failed | cancelled
+    queued: float
+    due: float  # queued + the chain's ``after`` for this channel
+    handed: float | None
+    delivered: float | None
+    failed: float | None
+
+    @property
+    def arrived(self) -> float | None:
+        """When the message reached the person: the delivery report, or for the app (no report
+        beyond the broker taking it) its hand-over."""
+        if self.delivered is not None:
+            return self.delivered
+        return self.handed if self.channel == "app" and self.state in ("handed", "delivered") else None
+
+
 @dataclass
 class GatewayHistory:
     path: str
@@ -37,6 +65,9 @@ class GatewayHistory:
     links: list[tuple[float, bool]] = field(default_factory=list)  # north (ts, up)
     notifications: list[Notification] = field(default_factory=list)
     resolve_after_ack: list[tuple[str, float]] = field(default_factory=list)  # (rule, seconds)
+    ledger: bool = False  # the store has the notification ledger (gateways from the channels on)
+    deliveries: list[Delivery] = field(default_factory=list)
+    acks: list[tuple[str, str, float]] = field(default_factory=list)  # (alert id, responder, ts)
 
 
 def read_store(path: Path, until: float | None = None) -> GatewayHistory:
@@ -75,6 +106,8 @@ def read_store(path: Path, until: float | None = None) -> GatewayHistory:
         h.links = [(float(t), bool(u)) for t, u in db.execute(
             "SELECT ts, up FROM link_log WHERE link = 'north' AND ts < ? ORDER BY id", (end,))]  # fmt: skip
         _alerts(db, h)
+        if "notifications" in tables:
+            _ledger(db, h)
         return h
     finally:
         db.close()
@@ -103,3 +136,28 @@ def _alerts(db: sqlite3.Connection, h: GatewayHistory) -> None:
                     h.notifications.append(Notification(chain, ts, nxt[1] - ts, False))
             elif nxt[0] in ("escalated", "unacknowledged") or (nxt[0] == "notified" and nxt[2] != responder):
                 h.notifications.append(Notification(chain, ts, None, True))
+
+
+def _ledger(db: sqlite3.Connection, h: GatewayHistory) -> None:
+    """The notification ledger's rows queued before the end, and the acknowledgements."""
+    h.ledger = True
+    for row in db.execute(
+        "SELECT alert_id, n, responder, role, channel, state, queued, due, handed, delivered, failed"
+        " FROM notifications WHERE queued < ? ORDER BY id",
+        (h.until,),
+    ):
+        a, n, responder, role, channel, state, queued, due, handed, delivered, failed = row
+        h.deliveries.append(
+            Delivery(
+                str(a), int(n), str(responder), str(role), str(channel), str(state), float(queued), float(due),
+                _ts(handed, h.until), _ts(delivered, h.until), _ts(failed, h.until),
+            )
+        )  # fmt: skip
+    h.acks = [(str(a), str(r), float(ts)) for a, r, ts in db.execute(
+        "SELECT alert_id, responder, ts FROM alert_log WHERE status = 'acknowledged' AND responder IS NOT NULL"
+        " AND ts < ? ORDER BY id", (h.until,))]  # fmt: skip
+
+
+def _ts(value: float | None, until: float) -> float | None:
+    """A ledger time, as not yet happened when after the end of the observation."""
+    return float(value) if value is not None and float(value) < until else None

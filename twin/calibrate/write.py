@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +66,7 @@ def fitted_document(cal: Calibration, base: LoadedScenario, out: Path) -> tuple[
             incident = doc["incidents"][path.split(".")[1]]
             incident["per_day" if path.endswith("per_resident_year") else "per_resident_year"] = 0.0
             put(path, e.value, _ci(e))
+    _channels_and_answers(cal, base, doc, put)
     for path, rates in cal.hourly.items():
         parts = path.split(".")
         if parts[0] == "incidents" and parts[1] not in doc.get("incidents", {}):
@@ -80,6 +82,44 @@ def fitted_document(cal: Calibration, base: LoadedScenario, out: Path) -> tuple[
         node[key] = [round(v, 4) for v in values]
         comments[path] = f"per hour, simultaneous {cal.level:.0%} CIs in the sidecar; {cal.notes.get(path, '')}"
     return doc, comments
+
+
+def _channels_and_answers(
+    cal: Calibration, base: LoadedScenario, doc: dict[str, Any], put: Callable[[str, float, str], None]
+) -> None:
+    """The fitted ``[channels.<name>]`` and ``[dispatch.answer.<role>]`` (``twin.calibrate.channels``):
+    a lognormal delay replaces the base's delay form; roles in no chain of the policy and channels
+    that would leave a chain's channel undeclared are left out, with a note."""
+    chains = base.policy.chains
+    roles = {role for chain in chains.values() for role in chain.roles}
+    fitted = {path.rsplit(".", 1)[0] for path in cal.estimates if path.startswith(("channels.", "dispatch.answer."))}
+    declared = set(doc.get("channels") or {}) | {p.split(".")[1] for p in fitted if p.startswith("channels.")}
+    missing = sorted({c for chain in chains.values() for c in chain.channels} - declared)
+    for table in sorted(fitted):
+        if table.startswith("channels.") and missing:
+            cal.notes[table] = f"not written: the ledger has no rows for {missing}, which the policy's chains use"
+            continue
+        if table.startswith("dispatch.answer.") and table.split(".")[2] not in roles:
+            cal.notes[table] = f"not written: the role is in no chain of the policy ({sorted(roles)})"
+            continue
+        est = {key: cal.estimates.get(f"{table}.{key}") for key in ("median_seconds", "p90_seconds")}
+        delays = all(e is not None and math.isfinite(e.value) and e.value > 0 for e in est.values())
+        if table.startswith("channels.") and not delays and table.split(".")[1] not in (doc.get("channels") or {}):
+            cal.notes[table] = "not written: no delivery delay fitted, and the base scenario does not declare it"
+            continue
+        if delays:
+            node = doc
+            for t in table.split("."):
+                node = node.setdefault(t, {})
+            node.pop("mean_seconds", None)
+            for key, e in est.items():
+                assert e is not None
+                put(f"{table}.{key}", e.value, _ci(e))
+            node["p90_seconds"] = max(node["p90_seconds"], node["median_seconds"])  # rounding
+        for key in ("failure", "probability"):
+            e = cal.estimates.get(f"{table}.{key}")
+            if e is not None and math.isfinite(e.value):
+                put(f"{table}.{key}", min(1.0, max(0.0, e.value)), _ci(e))
 
 
 def _value(v: Any) -> str:

@@ -14,8 +14,14 @@ resolves the alert. Each notification is kept on its incident as a ``Call`` (sen
 for the answer KPIs. Shift starts are fed to the state machine as events. Twin time is in
 minutes, 0 = local noon.
 
-``ack_delay`` and ``work`` are the two behaviours a replay (tests/test_dispatch_replay.py)
-overrides to feed a recorded trace instead of random draws.
+A notification goes by its chain's channels (the policy's ``channels``, each after its ``after``
+delay). When every channel of it fails, the step's ack timeout falls as soon as the last failure
+is known, not at the chain's ack timeout: the state machine's ``ack_timeout`` for that
+notification, as the gateway's ``GatewayDispatch.unreachable`` calls it.
+
+``outcome`` (when the responder acknowledges, or when every channel is known to have failed)
+and ``work`` are the two behaviours a replay (tests/test_dispatch_replay.py) overrides to feed a
+recorded trace instead of random draws.
 
 Must not import: numba, twin.kernels, edge_agent.agent/engine/transports.
 """
@@ -23,7 +29,7 @@ Must not import: numba, twin.kernels, edge_agent.agent/engine/transports.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,7 +38,7 @@ import simpy
 
 from edge_agent.policy import dispatch_state as ds
 from edge_agent.policy.dispatch import travel_minutes
-from twin.sim.reach import Reach
+from twin.sim.reach import EVERY_CHANNEL_AT_ONCE, Outcome, Reach
 
 
 @dataclass(frozen=True)
@@ -41,6 +47,8 @@ class ChainSpec:
     ack_timeout_min: float
     repeat_last: bool = False
     resolve_timeout_min: float = math.inf
+    # the policy's channels of the chain, each with its start (minutes after the step starts: ``after``)
+    channels: Mapping[str, float] = field(default_factory=lambda: EVERY_CHANNEL_AT_ONCE)
 
 
 @dataclass(frozen=True)
@@ -172,6 +180,20 @@ class Dispatcher:
     def _ack(self, alert: str, i: int) -> Callable[[], list[ds.Decision]]:
         return lambda: self.state.ack(self.env.now, local_clock(self.env.now), alert, i)
 
+    def _unreachable(self, alert: str, i: int, n: int) -> Callable[[], list[ds.Decision]]:
+        """Every channel of notification ``n`` to responder ``i`` failed: its ack timeout falls now
+        if the alert is still notified to ``i`` with that ``n`` (the gateway's
+        ``GatewayDispatch.unreachable``); the ack timeout timer left behind is stale."""
+
+        def fall() -> list[ds.Decision]:
+            state = self.state.alerts.get(alert)
+            if state is None or state.status != ds.NOTIFIED or state.responder != i or state.notifications != n:
+                return []
+            now = self.env.now
+            return self.state.ack_timeout(now, local_clock(now), alert, n)
+
+        return fall
+
     def respond(self, incident: Incident) -> Generator[simpy.Event, Any, None]:
         """SimPy process: from the incident to its responder back at base (or the resolve timeout)."""
         env = self.env
@@ -196,9 +218,12 @@ class Dispatcher:
                 incident.escalations += d.skipped
                 incident.calls.append(Call(d.responder, env.now))
                 self._after(d.due - env.now, ds.Due("ack_timeout", d.alert, d.n))
-                delay = self.ack_delay(incident, d.responder, d.n)
-                if delay is not None and delay < d.due - env.now:
-                    self._later(delay, self._ack(d.alert, d.responder))
+                outcome = self.outcome(incident, d.responder, d.n)
+                window = d.due - env.now
+                if outcome.ack is not None and outcome.ack < window:
+                    self._later(outcome.ack, self._ack(d.alert, d.responder))
+                if outcome.unreachable is not None and outcome.unreachable < window:
+                    self._later(outcome.unreachable, self._unreachable(d.alert, d.responder, d.n))
             elif d.kind == ds.QUEUED:
                 self.escalations += d.skipped
                 incident.escalations += d.skipped
@@ -222,16 +247,18 @@ class Dispatcher:
         self._done[alert].succeed(now)
 
     # -- behaviours (a replay overrides these) ---------------------------------------------
-    def ack_delay(self, incident: Incident, i: int, n: int) -> float | None:
-        """Minutes until responder ``i`` acknowledges ``incident``'s ``n``-th notification (None: never)."""
+    def outcome(self, incident: Incident, i: int, n: int) -> Outcome:
+        """Minutes until responder ``i`` acknowledges ``incident``'s ``n``-th notification, or
+        until every channel of it is known to have failed (``twin.sim.reach``)."""
         now = self.env.now
         ready = self.uplink_ready
 
-        def uplink_wait() -> float:
-            return 0.0 if ready is None else max(0.0, ready(incident.gateway, now) - now)
+        def uplink_wait(start: float) -> float:
+            return 0.0 if ready is None else max(0.0, ready(incident.gateway, now + start) - now - start)
 
         responder = self.responders[i]
-        return self.reach.ack_delay(responder.role, responder.local, uplink_wait, self.rng)
+        starts = self.chains[incident.chain].channels
+        return self.reach.outcome(responder.role, starts, responder.local, uplink_wait, self.rng)
 
     def work(self, incident: Incident, i: int) -> Generator[simpy.Event, Any, None]:
         """The acknowledged responder travels, serves on scene and travels back."""

@@ -32,6 +32,7 @@ from twin.scenario import (
     IncidentType,
     LoadedScenario,
     chain_ack_timeout_minutes,
+    chain_channel_starts,
     chain_resolve_timeout_minutes,
     incident_chain,
 )
@@ -153,6 +154,7 @@ def run_world(
             chain_ack_timeout_minutes(policy, name),
             c.repeat_last,
             chain_resolve_timeout_minutes(policy, name),
+            chain_channel_starts(policy, name),
         )
         for name, c in policy.chains.items()
     }

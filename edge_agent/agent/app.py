@@ -38,13 +38,14 @@ from edge_agent.agent.loops import STORE_RETRY_S, Flusher, run_timers
 from edge_agent.agent.outbound import Outbound
 from edge_agent.agent.policy_delivery import PolicyDelivery
 from edge_agent.agent.policy_install import PolicyInstaller
+from edge_agent.agent.push_acks import PushAcks
 from edge_agent.agent.replies import Replies
 from edge_agent.agent.rollout import RolloutTracker
 from edge_agent.agent.runtime import ActivePolicy, AgentStats, Background, Links, Unflushed, topic_class
 from edge_agent.agent.shadow import Shadow, start_shadow
 from edge_agent.agent.view import AgentView
 from edge_agent.clock import Clock, ScaledClock
-from edge_agent.config import GatewayConfig
+from edge_agent.config import GatewayConfig, public_url
 from edge_agent.config.gammu import read_smsdrc
 from edge_agent.engine import Effect, Engine, Site
 from edge_agent.engine.site import SiteLamp, SiteResponder
@@ -175,6 +176,15 @@ class Agent:
         )
         self.flusher = Flusher(context)
         self.view = AgentView(context, self.serial)  # what the HTTP face reads
+        # the acknowledge links in pushes, answered by the HTTP face (INTEGRATOR: review; the push
+        # link's drain and the queueing of pushes are not wired yet, see edge_agent/notify/push.py)
+        self.push_acks = PushAcks(
+            context,
+            self.intake,
+            lambda: (
+                public_url(config.file.http, f"{self.http.host}:{self.http.port}") if self.http is not None else None
+            ),
+        )
         # [modem]: SMS to responders' phones and their replies, through Gammu's SMS daemon
         self.modem: ModemLink | None = None
         self.replies: Replies | None = None
@@ -221,7 +231,7 @@ class Agent:
                     from edge_agent.http.server import serve_http  # prometheus_client, h11: only when served
 
                     self.http = await stack.enter_async_context(
-                        serve_http(self.view, file.http, self.config.path, self._http_listen)
+                        serve_http(self.view, file.http, self.config.path, self._http_listen, self.push_acks)
                     )
                 await self._start_engine()
                 # what start-up built lives as long as the process: out of the collector's

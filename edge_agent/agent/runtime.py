@@ -33,6 +33,7 @@ class AgentStats:
     sms_replies: Counter[str] = field(default_factory=Counter)  # replies that acknowledged or resolved
     sms_queued: int = 0  # SMS put in the outbox for a responder
     sms_failed: int = 0  # SMS the modem could not send
+    push_acks: Counter[str] = field(default_factory=Counter)  # push links that acknowledged or resolved
     alarms: Counter[str] = field(default_factory=Counter)
     effects: int = 0
     published: Counter[str] = field(default_factory=Counter)

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from edge_agent.config.push import quiet_apprise, read_push_url, redact, url_scheme
+from edge_agent.config.push import keep_secret, quiet_apprise, read_push_url, redact, url_scheme
 from edge_agent.config.schema import GatewayFile
 from edge_agent.errors import ConfigError, Problem, PublishRefused, TransportError
 from edge_agent.notify.report import Report, parse_notification_topic
@@ -85,6 +85,7 @@ class PushLink:
         self.schemes = {responder: url_scheme(url) for responder, url in urls.items()}
         self._services: dict[str, Apprise] = {}
         for responder, url in urls.items():
+            keep_secret(url)
             service = Apprise()
             if not service.add(url):
                 raise ConfigError(

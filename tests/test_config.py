@@ -252,3 +252,100 @@ def test_password_and_password_file_together_are_refused(tmp_path: Path) -> None
     path = _gateway_with_south(tmp_path, 'password = "a"\npassword_file = "b"')
     with pytest.raises(ConfigError, match=r"south\.password_file: set either password or password_file"):
         load_config(path)
+
+
+def test_check_names_each_responder_contact_problem_and_never_prints_a_push_token(tmp_path: Path) -> None:
+    """``edge-agent check`` on responders' contact channels: an E.164 phone, a push URL file that
+    exists and holds one URL Apprise can send to, and an acknowledge link a phone can open."""
+    secret = "tk_9f8e7d6c5b4a"
+    (tmp_path / "policy.toml").write_text(
+        '[policy]\nname = "p"\n[programs.main]\non = "sunset"\noff = "sunrise"\nlevel = 80\n'
+        '[assign]\ndefault = "main"\n'
+    )
+    (tmp_path / "unknown.url").write_text(f"nosuchservice://{secret}@push.example\n")
+    (tmp_path / "good.url").write_text(f"ntfy://ntfy.example/{secret}\n")
+    (tmp_path / "empty.url").write_text("")
+    (tmp_path / "gw.toml").write_text(
+        """
+[gateway]
+id = "gw1"
+latitude = 28
+longitude = 105
+policy = "policy.toml"
+[http]
+listen = "0.0.0.0:9180"
+token = "a-token-of-16-characters"
+[modem]
+smsdrc = "smsdrc"
+[[responders]]
+id = "li"
+role = "doctor"
+phone = "+8613800000001"
+push_url_file = "missing.url"
+[[responders]]
+id = "wang"
+role = "doctor"
+phone = "13800000002"
+push_url_file = "unknown.url"
+[[responders]]
+id = "zhao"
+role = "doctor"
+phone = "+86 138 0000 0003"
+push_url_file = "empty.url"
+[[responders]]
+id = "sun"
+role = "doctor"
+push_url_file = "good.url"
+"""
+    )
+    (tmp_path / "smsdrc").write_text(
+        "[gammu]\ndevice = /dev/null\n[smsd]\nservice = files\ninboxformat = detail\n"
+        "inboxpath = in/\noutboxpath = out/\nsentsmspath = sent/\nerrorsmspath = error/\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "edge_agent.cli", "check", "-c", str(tmp_path / "gw.toml")],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    out = " ".join(result.stderr.split())  # the console wraps long lines
+    for expected in (
+        "gw.toml: responders[0].push_url_file: responder 'li':",
+        "missing.url: cannot read the push URL file",
+        "gw.toml: responders[1].phone: expected an E.164 number",
+        "gw.toml: responders[1].push_url_file: responder 'wang':",
+        "Apprise has no service for the scheme 'nosuchservice'",
+        "gw.toml: responders[2].phone: expected an E.164 number",
+        "gw.toml: responders[2].push_url_file: responder 'zhao':",
+        "empty.url: empty",
+        "gw.toml: http.public_url: responders get pushes with an acknowledge link",
+    ):
+        assert expected in out, f"missing {expected!r} in:\n{result.stderr}"
+    assert "responders[3]" not in out and "responders[0].phone" not in out  # those are fine
+    assert secret not in result.stdout + result.stderr
+
+
+def test_the_ack_link_base_is_public_url_or_the_listen_address() -> None:
+    from edge_agent.config import public_url
+    from edge_agent.config.schema import Http
+
+    assert public_url(Http(listen="192.168.1.10:9180")) == "http://192.168.1.10:9180"
+    assert public_url(Http(listen="127.0.0.1:0"), "127.0.0.1:41234") == "http://127.0.0.1:41234"
+    assert public_url(Http(listen="[::1]:9180")) == "http://[::1]:9180"
+    assert public_url(Http(listen="0.0.0.0:9180")) is None  # nobody can open a wildcard
+    assert public_url(Http(listen="0.0.0.0:9180", public_url="http://gw.lan:9180/")) == "http://gw.lan:9180"
+
+
+def test_a_bad_public_url_names_its_key(tmp_path: Path) -> None:
+    (tmp_path / "policy.toml").write_text(
+        '[policy]\nname = "p"\n[programs.main]\non = "sunset"\noff = "sunrise"\nlevel = 80\n'
+        '[assign]\ndefault = "main"\n'
+    )
+    (tmp_path / "gw.toml").write_text(
+        '[gateway]\nid = "gw1"\nlatitude = 28\nlongitude = 105\npolicy = "policy.toml"\n'
+        '[http]\npublic_url = "192.168.1.10:9180"\n'
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(tmp_path / "gw.toml")
+    [problem] = caught.value.problems
+    assert problem.path == "http.public_url" and "http(s)://host[:port]" in problem.message

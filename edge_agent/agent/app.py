@@ -39,18 +39,21 @@ from edge_agent.agent.loops import STORE_RETRY_S, Flusher, run_timers
 from edge_agent.agent.outbound import Outbound
 from edge_agent.agent.policy_delivery import PolicyDelivery
 from edge_agent.agent.policy_install import PolicyInstaller
+from edge_agent.agent.push_acks import PushAcks
 from edge_agent.agent.replies import Replies
 from edge_agent.agent.rollout import RolloutTracker
 from edge_agent.agent.runtime import ActivePolicy, AgentStats, Background, Links, Unflushed, topic_class
 from edge_agent.agent.shadow import Shadow, start_shadow
 from edge_agent.agent.view import AgentView
 from edge_agent.clock import Clock, ScaledClock
-from edge_agent.config import GatewayConfig
+from edge_agent.config import GatewayConfig, public_url
 from edge_agent.config.gammu import read_smsdrc
 from edge_agent.engine import Effect, Engine, Site
 from edge_agent.engine.site import SiteLamp, SiteResponder
 from edge_agent.models import Event
 from edge_agent.notify.gammu import ModemLink
+from edge_agent.notify.push import PushLink, read_push_urls
+from edge_agent.notify.ring import RingLink
 from edge_agent.policy.dispatch_state import parse_shift
 from edge_agent.policy.model import Policy
 from edge_agent.store.db import Store
@@ -176,14 +179,31 @@ class Agent:
         )
         self.flusher = Flusher(context)
         self.view = AgentView(context, self.serial)  # what the HTTP face reads
-        # [modem]: SMS to responders' phones and their replies, through Gammu's SMS daemon
+        # the responder channels (edge_agent/notify): SMS and rings through the modem, pushes
+        # through Apprise with a link back to the HTTP face that acknowledges
+        self.push_acks = PushAcks(
+            context,
+            self.intake,
+            lambda: (
+                public_url(config.file.http, f"{self.http.host}:{self.http.port}") if self.http is not None else None
+            ),
+        )
         self.modem: ModemLink | None = None
         self.replies: Replies | None = None
+        channels = self.outbound.channels
         if config.file.modem is not None:
             modem = config.file.modem
             self.modem = ModemLink(read_smsdrc((config.path.parent / modem.smsdrc).resolve()), modem.inject)
             self.links.notify["modem"] = self.modem
-            self.replies = Replies(context, self.intake, self.modem, modem.poll, self.outbound.channels)
+            self.replies = Replies(context, self.intake, self.modem, modem.poll, channels)
+            if modem.ring_port is not None:
+                ring = RingLink(modem.ring_port, baudrate=modem.ring_baudrate, ring_seconds=modem.ring_seconds)
+                self.links.notify["ring"] = ring
+        push_urls = read_push_urls(config.file, config.path)
+        if push_urls:
+            self.links.notify["push"] = PushLink(push_urls)
+            channels.push_targets = set(push_urls)
+            channels.push_payload = self.push_acks.payload
         self.deliveries = Deliveries(context, self.intake, self.outbound.channels)
 
     # ----- lifecycle ------------------------------------------------------------------------
@@ -223,7 +243,7 @@ class Agent:
                     from edge_agent.http.server import serve_http  # prometheus_client, h11: only when served
 
                     self.http = await stack.enter_async_context(
-                        serve_http(self.view, file.http, self.config.path, self._http_listen)
+                        serve_http(self.view, file.http, self.config.path, self._http_listen, self.push_acks)
                     )
                 await self._start_engine()
                 # what start-up built lives as long as the process: out of the collector's

@@ -21,8 +21,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections import defaultdict, deque
-
-import msgspec
+from collections.abc import Callable
 
 from edge_agent.agent import topics
 from edge_agent.agent.context import GatewayContext
@@ -50,6 +49,8 @@ class Channels:
         self.per_minute = modem.per_minute if modem is not None else 0
         self.daily_cap = modem.daily_cap if modem is not None else 0
         self.push_targets: set[str] = set()  # responders with a push URL (set by the app's wiring)
+        # the push for an alert and a responder, with its acknowledge link (edge_agent/agent/push_acks.py)
+        self.push_payload: Callable[[Alert, str], bytes] | None = None
         self.exhausted: set[tuple[str, int]] = set()  # (alert, n) whose channels may all have failed
         self._sim_recent: deque[float] = deque()  # SMS queued in the last minute
         self._last_to: dict[str, float] = {}  # phone -> when its last SMS was queued (this run)
@@ -120,7 +121,7 @@ class Channels:
             if row.channel == "sms":
                 sms[row.target].append((row, alert))
             else:
-                self._queue(row.channel, row.target, [row], self._body(row.channel, alert), now)
+                self._queue(row.channel, row.target, [row], self._body(row, alert), now)
         for phone, waiting in sms.items():
             self._release_sms(phone, waiting, now)
 
@@ -153,13 +154,11 @@ class Channels:
         self.ledger.queue([r.id for r in rows], msg_id)
         self.context.links.wake[link].set()
 
-    def _body(self, channel: str, alert: Alert) -> bytes:
-        if channel == "app":
+    def _body(self, row: Notification, alert: Alert) -> bytes:
+        if row.channel == "app":
             return encode(self.alert_message(alert))
-        if channel == "push":
-            messages = self.context.active.engine.policy.messages
-            title = self._render(messages.line, alert)
-            return msgspec.json.encode({"title": title, "body": self._render(messages.sms, alert)})
+        if row.channel == "push" and self.push_payload is not None:
+            return self.push_payload(alert, row.responder)
         return b""  # a ring says nothing: it rings
 
     def _render(self, template: str, alert: Alert) -> str:

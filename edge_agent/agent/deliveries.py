@@ -22,7 +22,7 @@ import sqlite3
 from edge_agent.agent.channels import LIVE, Channels
 from edge_agent.agent.context import GatewayContext
 from edge_agent.agent.intake import Intake
-from edge_agent.errors import TransportError
+from edge_agent.errors import PublishRefused, TransportError
 from edge_agent.notify.report import CHANNEL_OF, NotifyLink, Report, parse_notification_topic
 from edge_agent.store.notifications import Notification
 
@@ -145,7 +145,10 @@ class Deliveries:
                 log.info("%s could not take %s: %s", name, message.topic, error)
                 with self.store.transaction(durable=False):
                     self._failed(name, [r for r in rows if r.state in ("queued", "handed")], str(error), now)
-                outbox.park(message.seq, "not_taken", now + RETRY_S)
+                    if isinstance(error, PublishRefused):  # it never will (no URL, not its kind of message)
+                        outbox.forget([message.seq])
+                if not isinstance(error, PublishRefused):
+                    outbox.park(message.seq, "not_taken", now + RETRY_S)
             self.tick_safely()
 
     def _rows(self, topic: str) -> list[Notification]:

@@ -33,6 +33,7 @@ class AgentStats:
     rejected: Counter[str] = field(default_factory=Counter)
     sms_replies: Counter[str] = field(default_factory=Counter)  # replies that acknowledged or resolved
     notify_failed: Counter[str] = field(default_factory=Counter)  # by link: messages a channel could not take or send
+    push_acks: Counter[str] = field(default_factory=Counter)  # push links that acknowledged or resolved
     alarms: Counter[str] = field(default_factory=Counter)
     effects: int = 0
     published: Counter[str] = field(default_factory=Counter)

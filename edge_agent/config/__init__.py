@@ -21,12 +21,13 @@ import msgspec
 
 from edge_agent.config.foreign import foreign_topic_problems
 from edge_agent.config.gammu import read_smsdrc
+from edge_agent.config.push import read_push_url
 from edge_agent.config.schema import Camera, GatewayFile, Http, Identity, Lamp, Shadow, Wearable
 from edge_agent.errors import ConfigError, Problem
 from edge_agent.policy.dispatch_state import parse_shift
 from edge_agent.policy.model import Policy, convert_section, load_toml, parse_policy
 
-__all__ = ["GatewayConfig", "load_config", "policy_problems", "split_listen"]
+__all__ = ["GatewayConfig", "load_config", "policy_problems", "public_url", "split_listen"]
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,7 @@ def load_config(path: str | Path) -> GatewayConfig:
                 read_smsdrc((path.parent / gateway_file.modem.smsdrc).resolve())
             except ConfigError as exc:
                 problems.extend(exc.problems)
+        problems.extend(_push_problems(gateway_file, path))
     if problems or policy is None:
         raise ConfigError(problems)
     return GatewayConfig(path, gateway_file, policy, policy_bytes, policy_path, shadow_policy, shadow_bytes)
@@ -251,6 +253,52 @@ def _check_references(gw: GatewayFile, policy: Policy | None, source: str) -> li
     return problems
 
 
+def _push_problems(gw: GatewayFile, path: Path) -> list[Problem]:
+    """Each ``push_url_file`` readable and holding one URL Apprise can send to; an ack link a
+    phone can follow (``http.public_url`` when the face listens on a wildcard address)."""
+    problems: list[Problem] = []
+    for i, responder in enumerate(gw.responders):
+        if responder.push_url_file is None:
+            continue
+        try:
+            read_push_url(
+                (path.parent / responder.push_url_file).resolve(),
+                source=str(path),
+                key=f"responders[{i}].push_url_file",
+                responder=responder.id,
+            )
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+    pushes = any(r.push_url_file is not None for r in gw.responders)
+    try:
+        unreachable = gw.http.public_url is None and public_url(gw.http) is None
+    except ValueError:  # a bad http.listen: reported by itself
+        unreachable = False
+    if pushes and gw.http.enabled and unreachable:
+        problems.append(
+            Problem(
+                str(path),
+                "http.public_url",
+                f"responders get pushes with an acknowledge link, but {gw.http.listen!r} is a wildcard "
+                "address a phone cannot open: set the address it can (e.g. http://192.168.1.10:9180)",
+            )
+        )
+    return problems
+
+
+def public_url(http: Http, bound: str | None = None) -> str | None:
+    """The base of the links to this gateway's HTTP face (no trailing ``/``): ``public_url``, else
+    ``http://<listen>`` (``bound``: the ``host:port`` actually served, when that differs); None
+    for a wildcard address (0.0.0.0, ::), which nobody can open."""
+    if http.public_url is not None:
+        return http.public_url.rstrip("/")
+    host, port = split_listen(bound or http.listen)
+    if host in ("0.0.0.0", "::", ""):  # a wildcard: bound to every address, named by none
+        return None
+    host = f"[{host}]" if ":" in host else host
+    return f"http://{host}:{port}"
+
+
 def split_listen(listen: str) -> tuple[str, int]:
     """``"127.0.0.1:9180"`` -> ("127.0.0.1", 9180); ``"[::1]:9180"`` -> ("::1", 9180). ValueError."""
     host, sep, port = listen.rpartition(":")
@@ -265,6 +313,10 @@ def _http_problems(http: Http, source: str) -> list[Problem]:
         host, _ = split_listen(http.listen)
     except ValueError as exc:
         return [Problem(source, "http.listen", str(exc))]
+    if http.public_url is not None and not re.fullmatch(r"https?://[^/\s?#]+(/[^\s?#]*)?", http.public_url):
+        problems.append(
+            Problem(source, "http.public_url", f"expected http(s)://host[:port][/path], got {http.public_url!r}")
+        )
     if http.token is not None and http.token_file is not None:
         problems.append(Problem(source, "http.token_file", "set either token or token_file, not both"))
     if http.token is not None and len(http.token) < 16:

@@ -3,7 +3,8 @@
 Owns: ``GatewayView``, the one interface the status page and ``/metrics`` read through, and the
 plain values it returns (frozen msgspec Structs; copies, never the agent's live objects):
 identity and clock, links (MQTT, buses, dongle), outbox, alerts, lamps, devices, rule traces,
-counters. The page is read-only: the view offers no action. The agent's side lives in
+counters. The view offers no action (the one action, a responder's acknowledgement from a push,
+is ``actions.GatewayActions``). The agent's side lives in
 ``edge_agent/agent/view.py``; this package imports nothing from ``edge_agent.agent``.
 """
 

@@ -5,11 +5,14 @@ asyncio streams, the token check, and the routes:
 
 - ``/metrics``: Prometheus exposition of the gateway's state (``metrics.GatewayCollector``);
 - ``/``: the status page, server-rendered; ``/events``: its SSE stream; ``/status.json``;
-- ``/static/status.js``, ``/static/status.css``: the page's script and style (no CDN).
+- ``/static/status.js``, ``/static/status.css``: the page's script and style (no CDN);
+- ``/ack/<token>``: a responder's acknowledge link from a push (``ack_page``): GET shows the
+  alert and its buttons, the buttons' POST acknowledges or resolves through
+  ``actions.GatewayActions``. The token is this route's whole credential: 403 for one that names
+  no alert, and the operator's token below is neither needed nor accepted in its place.
 
-Read-only: every route is GET (or HEAD); nothing here changes the gateway's state. Everything
-shown is read through a ``readmodel.GatewayView`` the agent hands over (this package imports
-nothing of ``edge_agent.agent``).
+Everything else is read-only (GET or HEAD) and read through a ``readmodel.GatewayView`` the
+agent hands over (this package imports nothing of ``edge_agent.agent``).
 Auth: with a token configured (required on a non-loopback address) every request carries it,
 as ``Authorization: Bearer``, the ``edge_token`` cookie (set when the page is opened with
 ``?token=``, so the page's own EventSource carries it) or ``?token=``; else 401. Without a token
@@ -36,6 +39,8 @@ import msgspec
 from edge_agent.config import split_listen
 from edge_agent.config.schema import Http
 from edge_agent.errors import ConfigError, Problem
+from edge_agent.http import ack_page
+from edge_agent.http.actions import GatewayActions
 from edge_agent.http.metrics import CONTENT_TYPE, build_registry, exposition
 from edge_agent.http.readmodel import GatewayView
 from edge_agent.http.status import render_live, render_page, snapshot
@@ -85,8 +90,11 @@ def read_token(http: Http, source: Path) -> str | None:
 
 
 class HttpServer:
-    def __init__(self, view: GatewayView, host: str, port: int, token: str | None) -> None:
+    def __init__(
+        self, view: GatewayView, host: str, port: int, token: str | None, actions: GatewayActions | None = None
+    ) -> None:
         self.view = view
+        self.actions = actions  # None: no /ack route
         self.host = host
         self.requested_port = port
         self.port = port  # the bound port once started (port 0: a free one)
@@ -152,10 +160,12 @@ class HttpServer:
                 return
             if not isinstance(event, h11.Request):
                 return
-            while not isinstance(await self._next(conn, reader), h11.EndOfMessage):
-                pass  # a body (none expected) is read and dropped
+            body = b""
+            while not isinstance(part := await self._next(conn, reader), h11.EndOfMessage):
+                if isinstance(part, h11.Data) and len(body) <= ack_page.MAX_FORM_BYTES:
+                    body += part.data  # only the /ack form has a body; beyond the limit: 413
             self.requests += 1
-            await self._handle(conn, writer, event)
+            await self._handle(conn, writer, event, body)
             if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
                 return
             conn.start_next_cycle()
@@ -185,12 +195,14 @@ class HttpServer:
         *,
         head: bool = False,
         extra: list[tuple[bytes, bytes]] | None = None,
+        security: bool = True,
     ) -> None:
+        """``security=False``: ``extra`` brings the page's own security headers."""
         headers = [
             (b"content-type", content_type.encode()),
             (b"content-length", str(len(body)).encode()),
             (b"cache-control", b"no-store"),
-            *_SECURITY_HEADERS,
+            *(_SECURITY_HEADERS if security else []),
             *(extra or []),
         ]
         events: list[h11.Event] = [h11.Response(status_code=status, headers=headers)]
@@ -221,11 +233,16 @@ class HttpServer:
         ok = any(hmac.compare_digest(candidate.encode(), expected) for candidate in offered)
         return ok, ok and bool(from_query)
 
-    async def _handle(self, conn: h11.Connection, writer: asyncio.StreamWriter, request: h11.Request) -> None:
+    async def _handle(
+        self, conn: h11.Connection, writer: asyncio.StreamWriter, request: h11.Request, body: bytes
+    ) -> None:
         method = request.method.decode("ascii", "replace")
         target = urlsplit(request.target.decode("latin-1"))
         path, query = target.path, parse_qs(target.query)
         head = method == "HEAD"
+        if path.startswith("/ack/") and self.actions is not None:
+            await self._ack(conn, writer, request, path.removeprefix("/ack/"), body)
+            return
         if method not in ("GET", "HEAD"):
             await self._respond(conn, writer, 405, b"read-only\n", "text/plain", extra=[(b"allow", b"GET, HEAD")])
             return
@@ -255,6 +272,39 @@ class HttpServer:
             await self._events(conn, writer)
         else:
             await self._respond(conn, writer, 404, b"not found\n", "text/plain", head=head)
+
+    async def _ack(
+        self, conn: h11.Connection, writer: asyncio.StreamWriter, request: h11.Request, token: str, body: bytes
+    ) -> None:
+        assert self.actions is not None
+        method = request.method.decode("ascii", "replace")
+        html, headers = "text/html; charset=utf-8", ack_page.HEADERS
+        if method not in ("GET", "HEAD", "POST"):
+            allow = [(b"allow", b"GET, HEAD, POST"), *headers]
+            await self._respond(conn, writer, 405, b"GET or POST\n", "text/plain", extra=allow, security=False)
+            return
+        target = self.actions.ack_target(token)
+        if method != "POST":
+            status, page = (
+                (200, ack_page.render_ack(target)) if target else (403, ack_page.render_outcome("forged", None))
+            )
+            await self._respond(conn, writer, status, page, html, head=method == "HEAD", extra=headers, security=False)
+            return
+        if len(body) > ack_page.MAX_FORM_BYTES:
+            await self._respond(conn, writer, 413, b"form too large\n", "text/plain", extra=headers, security=False)
+            return
+        kind = next((v for k, v in request.headers if k.lower() == b"content-type"), b"").decode("latin-1")
+        action = ack_page.read_action(body, kind)
+        if action is None and target is not None:
+            bad = b"action=ack or action=resolve\n"
+            await self._respond(conn, writer, 400, bad, "text/plain", extra=headers, security=False)
+            return
+        # a forged token is refused (and counted) by the agent, whatever the form says
+        outcome = await self.actions.push_ack(token, action or "ack")
+        target = self.actions.ack_target(token)  # as it is now
+        status = 403 if outcome == "forged" else 200
+        page = ack_page.render_outcome(outcome, target)
+        await self._respond(conn, writer, status, page, html, extra=headers, security=False)
 
     async def _events(self, conn: h11.Connection, writer: asyncio.StreamWriter) -> None:
         if self.streams >= MAX_STREAMS:
@@ -296,11 +346,16 @@ class HttpServer:
 
 @contextlib.asynccontextmanager
 async def serve_http(
-    view: GatewayView, http: Http, source: Path, listen: str | None = None
+    view: GatewayView,
+    http: Http,
+    source: Path,
+    listen: str | None = None,
+    actions: GatewayActions | None = None,
 ) -> AsyncIterator[HttpServer | None]:
     """The HTTP face for the agent's lifetime, or None when disabled or the port is taken (the
     gateway's work does not depend on it: logged, and the agent runs on). ``http``: the
-    gateway file's ``[http]`` table, ``source``: that file; ``listen`` overrides the address."""
+    gateway file's ``[http]`` table, ``source``: that file; ``listen`` overrides the address;
+    ``actions``: what the ``/ack`` route may do (None: no such route)."""
     if not http.enabled and listen is None:
         yield None
         return
@@ -308,7 +363,7 @@ async def serve_http(
     token = read_token(http, source)
     if token is None and not is_loopback(host):
         raise ConfigError([Problem(str(source), "http.listen", "a non-loopback address needs a token")])
-    server = HttpServer(view, host, port, token)
+    server = HttpServer(view, host, port, token, actions)
     try:
         await server.start()
     except OSError as exc:

@@ -3,14 +3,17 @@ acknowledges or resolves it.
 
 Owns: the policy's ``[messages]`` section (the SMS template in the district's language and the
 reply words), the short reply code of an alert (derived from its id: nothing to store, the same
-on every restart) and the parsing of a reply ("1 K7QD" acknowledges, "2 K7QD" resolves).
+on every restart), the parsing of a reply ("1 K7QD" acknowledges, "2 K7QD" resolves) and the
+key of a push's acknowledge link (``ack_token``: one alert, one responder, this gateway).
 Pure: no I/O. Used by the gateway's outbound (edge_agent/agent/outbound.py) and reply flow
 (edge_agent/agent/replies.py).
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import hmac
 import re
 import string
 from dataclasses import dataclass
@@ -109,6 +112,17 @@ def reply_code(alert_id: str) -> str:
         digest, index = divmod(digest, len(CODE_ALPHABET))
         code.append(CODE_ALPHABET[index])
     return "".join(code)
+
+
+ACK_TOKEN_BYTES = 16  # 128 bits: not guessed; 22 characters in a link
+
+
+def ack_token(secret: bytes, alert_id: str, responder: str) -> str:
+    """The key of ``responder``'s link to acknowledge ``alert_id`` on the gateway holding
+    ``secret``: HMAC-SHA256 of ``alert_id|responder``, its first 16 bytes, URL-safe base64
+    without padding. The link needs no other credential: it is one person's, for one alert."""
+    mac = hmac.new(secret, f"{alert_id}|{responder}".encode(), hashlib.sha256).digest()[:ACK_TOKEN_BYTES]
+    return base64.urlsafe_b64encode(mac).rstrip(b"=").decode("ascii")
 
 
 def render_sms(

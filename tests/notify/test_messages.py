@@ -154,3 +154,20 @@ def test_the_shipped_smsdrc_is_one_the_agent_accepts() -> None:
     folders = read_smsdrc(Path(__file__).resolve().parents[2] / "deploy" / "gammu" / "smsdrc")
     assert folders.inbox == Path("/var/spool/gammu/inbox")
     assert folders.outbox == Path("/var/spool/gammu/outbox")
+
+
+def test_an_ack_token_is_the_hmac_of_alert_and_responder_url_safe_and_short() -> None:
+    import base64
+    import hashlib
+    import hmac
+
+    from edge_agent.policy.messages import ack_token
+
+    secret = bytes(range(32))
+    mac = hmac.new(secret, b"a-1|doc1", hashlib.sha256).digest()[:16]
+    assert ack_token(secret, "a-1", "doc1") == base64.urlsafe_b64encode(mac).decode().rstrip("=")
+    assert len(ack_token(secret, "a-1", "doc1")) == 22
+    # one person, one alert, one gateway
+    assert ack_token(secret, "a-1", "doc2") != ack_token(secret, "a-1", "doc1")
+    assert ack_token(secret, "a-2", "doc1") != ack_token(secret, "a-1", "doc1")
+    assert ack_token(bytes(32), "a-1", "doc1") != ack_token(secret, "a-1", "doc1")

@@ -181,16 +181,16 @@ class Dispatcher:
         return lambda: self.state.ack(self.env.now, local_clock(self.env.now), alert, i)
 
     def _unreachable(self, alert: str, i: int, n: int) -> Callable[[], list[ds.Decision]]:
-        """Every channel of notification ``n`` to responder ``i`` failed: its ack timeout falls now
-        if the alert is still notified to ``i`` with that ``n`` (the gateway's
-        ``GatewayDispatch.unreachable``); the ack timeout timer left behind is stale."""
+        """Every channel of notification ``n`` to responder ``i`` failed: the state machine's
+        ``unreachable`` (the next step now, unless this is the chain's last step) if the alert is
+        still notified to ``i`` with that ``n``, as the gateway's ``GatewayDispatch.unreachable``."""
 
         def fall() -> list[ds.Decision]:
             state = self.state.alerts.get(alert)
             if state is None or state.status != ds.NOTIFIED or state.responder != i or state.notifications != n:
                 return []
             now = self.env.now
-            return self.state.ack_timeout(now, local_clock(now), alert, n)
+            return self.state.unreachable(now, local_clock(now), alert, n)
 
         return fall
 

@@ -30,6 +30,7 @@ log = logging.getLogger("edge_agent")
 
 RETRY_S = 30.0  # a message its channel could not take is offered again after this long
 TICK_S = 0.25  # how often due rows are released and reports read
+CONNECT_GRACE_S = 5.0  # how long a link that is not connected may take before its message counts as failed
 
 
 class Deliveries:
@@ -130,10 +131,13 @@ class Deliveries:
                     with self.store.transaction(durable=False):
                         outbox.forget([message.seq])
                     continue
-                error: Exception | None
+                error: Exception | None = None
                 if not link.connected:
-                    error = TransportError(f"the {name} link is not connected")
-                else:
+                    try:  # a port opening, a daemon starting: a few seconds' grace
+                        await link.wait_connected(timeout=CONNECT_GRACE_S)
+                    except (TransportError, TimeoutError) as exc:
+                        error = TransportError(f"the {name} link is not connected: {exc}")
+                if error is None:
                     (error,) = await link.publish_many([(message.topic, message.payload, 1, False)])
                 now = self.context.clock.now()
                 if error is None:

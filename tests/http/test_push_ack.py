@@ -3,9 +3,8 @@ webhook, the doctor follows its link to the gateway's HTTP face with a plain HTT
 the button's POST acknowledges the alert: only that stops the escalation. A forged link gets
 403 and changes nothing.
 
-The gateway runs on the in-process bus (no broker). Nothing is mocked; but the push is queued
-by the test itself (``agent.push_acks.payload`` through a ``PushLink``): the agent's outbox does
-not drain into the push link yet (edge_agent/agent/outbound.py, not wired).
+The gateway runs on the in-process bus (no broker). Nothing is mocked: the policy's chain
+notifies by app and push, and the agent's own push link (Apprise) sends the push.
 """
 
 from __future__ import annotations
@@ -18,7 +17,6 @@ from pathlib import Path
 
 from edge_agent.clock import ManualClock
 from edge_agent.config import GatewayConfig
-from edge_agent.notify.push import PushLink, read_push_urls
 from tests.agent.harness import SOS_RULE, T0, Village, eventually, in_process_village, running, write_gateway
 from tests.notify.push_server import PushService, push_service
 
@@ -53,7 +51,10 @@ def gateway(tmp_path: Path, service: PushService) -> tuple[Village, GatewayConfi
         "http": {"listen": "127.0.0.1:0", "token": TOKEN},
     }
     village = in_process_village()
-    return village, write_gateway(tmp_path, "push-gw", village.port, SOS_RULE, extra=extra)
+    rules = SOS_RULE.replace('notify = "medical"', 'notify = "pushed"') + (
+        '\n[chains.pushed]\nroles = ["village_doctor", "township_doctor"]\nchannels = ["app", "push"]\n'
+    )
+    return village, write_gateway(tmp_path, "push-gw", village.port, rules, extra=extra)
 
 
 async def test_the_link_in_a_push_acknowledges_the_alert_and_stops_the_escalation(tmp_path: Path) -> None:
@@ -67,11 +68,12 @@ async def test_the_link_in_a_push_acknowledges_the_alert_and_stops_the_escalatio
             await obs.publish("wearable/W1/event", {"event": "sos"})
             [app] = await eventually(lambda: obs.on("responder/doc1/alert"), what="doc1 notified")
             alert_id = app["alert_id"]
-            alert = agent.store.alerts.get(alert_id)
-            link = PushLink(read_push_urls(config.file, config.path))
-            await link.publish(f"push/doc1/{alert_id}", agent.push_acks.payload(alert, "doc1"))
-
-            [push] = service.pushes()
+            [push] = await eventually(service.pushes, timeout=30, what="the push, sent by the agent")
+            await eventually(
+                lambda: [r.state for r in agent.store.notifications.of_step(alert_id, 1)] == ["handed", "delivered"],
+                timeout=30,
+                what="the push service took it (the closest a push has to a delivery report)",
+            )
             assert push.path == "/doc1/tk_s3cr3t"
             assert push.body["title"] == "URGENT W1"
             found = LINK.search(push.body["message"])

@@ -17,6 +17,7 @@ import pytest
 
 from devtools.gammu import DummyModem, gammu_smsd_binary
 from devtools.gateway_config import SOS_RULE
+from devtools.modem_emulator import Callee, ModemEmulator
 from edge_agent.clock import ManualClock
 from edge_agent.policy.messages import reply_code
 from tests.agent.harness import T0, eventually, in_process_village, running, write_gateway
@@ -158,3 +159,57 @@ async def test_a_responder_no_channel_reaches_is_skipped_at_once(tmp_path: Path,
         assert alert.responder == "doc2" and alert.updated == T0
         assert agent.stats.alarms["unreachable"] == 1
         assert re.search(r"SOS from W1", sms)
+
+
+async def test_sms_then_a_ring_a_minute_later_and_a_failed_ring_moves_the_chain_on(
+    tmp_path: Path, modem: DummyModem
+) -> None:
+    """The Naxi pattern: SMS at once, a ring (a missed call) after 60 s while nobody answered,
+    on the modem's AT port (an emulated modem on a pseudo-terminal: no SIM here). doc1's ring
+    is busy; doc2's rings. The emulator's own record is what is checked."""
+    chain = (
+        'roles = ["village_doctor", "township_doctor"]\nack_timeout = "5m"\n'
+        'channels = ["sms", "ring"]\nafter = { ring = "60s" }\n'
+    )
+    responders = [
+        {"id": "doc1", "role": "village_doctor", "phone": DOC1},
+        {"id": "doc2", "role": "township_doctor", "phone": DOC2},
+    ]
+    with ModemEmulator({DOC1: Callee(busy=True)}) as phone_network:
+        bus, config = village(tmp_path, modem, chain, responders, ring_port=phone_network.port, ring_seconds=0.5)
+        clock = ManualClock(T0)
+        async with bus.observing("district/v1/ch-gw"), running(config, clock, links=bus.links) as agent:
+            await bus_publish_sos(bus)
+            await eventually(lambda: texts(modem, DOC1), timeout=30, what="doc1's SMS at once")
+            await clock.advance(59)
+            assert not phone_network.record()
+            [alert] = agent.store.alerts.newest()
+            await clock.advance(1)
+            await eventually(lambda: phone_network.record(), timeout=30, what="doc1's ring after 60 s")
+            assert phone_network.record()[0].number == DOC1
+            # busy: the ring failed; the SMS was sent, so a person may still read it: the ack
+            # timeout decides (only when every channel failed does the chain move at once)
+            await eventually(
+                lambda: agent.store.notifications.of_step(alert.alert_id, 1)[1].state == "failed", timeout=30
+            )
+            assert agent.store.alerts.get(alert.alert_id).responder == "doc1"
+            await clock.advance(240)
+            await eventually(lambda: texts(modem, DOC2), timeout=30, what="doc2's SMS at the ack timeout")
+            await clock.advance(60)
+            await eventually(
+                lambda: len(phone_network.record()) == 2 and phone_network.record()[1].ended is not None,
+                timeout=30,
+                what="doc2's ring, rung and hung up",
+            )
+            call = phone_network.record()[1]
+            assert call.number == DOC2 and call.alerting is not None and call.ended_by == "gateway"
+            await eventually(
+                lambda: [r.state for r in agent.store.notifications.of_step(alert.alert_id, 2)][1] == "delivered",
+                timeout=30,
+                what="doc2's ring delivered (it rang at the far end)",
+            )
+
+
+async def bus_publish_sos(bus) -> None:  # type: ignore[no-untyped-def]
+    async with bus.observing("district/v1/ch-gw") as obs:
+        await obs.publish("wearable/W1/event", {"event": "sos"})

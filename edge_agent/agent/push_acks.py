@@ -5,7 +5,7 @@ Owns: ``PushAcks`` (the ``http.actions.GatewayActions`` the HTTP face calls), th
 acknowledge-link secret (``meta['push.ack_secret']``, made once, kept across restarts so that
 links already sent keep working) and ``push_payload``, what a push for an alert says.
 
-The link is ``<public url>/ack/<token>``, the token ``ack_token(secret, alert id, responder)``
+The link is ``<public url>/answer/<token>``, the token ``ack_token(secret, alert id, responder)``
 (edge_agent/policy/messages.py): it names one alert and one responder and is the request's whole
 credential. A press goes through the same path as an SMS reply (edge_agent/agent/replies.py)
 and the app's ``responder/<id>/ack``: ``intake.acknowledge`` / ``intake.resolve``, and only
@@ -77,7 +77,7 @@ class PushAcks:
 
     def ack_url(self, alert_id: str, responder: str) -> str | None:
         base = self.base_url()
-        return None if base is None else f"{base}/ack/{ack_token(self.secret, alert_id, responder)}"
+        return None if base is None else f"{base}/answer/{ack_token(self.secret, alert_id, responder)}"
 
     def payload(self, alert: Alert, responder: str) -> bytes:
         """What to queue on the ``push`` link for ``responder`` (topic ``push/<responder>/<id>``)."""

@@ -194,7 +194,7 @@ class Http(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True
 
     ``listen`` is ``host:port`` (port 0: any free port, tests). On a non-loopback address a
     token is required (``token``, or ``token_file`` relative to the gateway file, first line):
-    requests carry it as ``Authorization: Bearer <token>`` or ``?token=``; but ``/ack/<token>``,
+    requests carry it as ``Authorization: Bearer <token>`` or ``?token=``; but ``/answer/<token>``,
     a responder's acknowledge link from a push, which carries its own key.
     """
 
@@ -203,7 +203,7 @@ class Http(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True
     token: str | None = None
     token_file: str | None = None
     # where a responder's phone reaches this face ("http://192.168.1.10:9180"): the base of the
-    # acknowledge link in a push (``/ack/<token>``, which needs no token: the link is its own
+    # acknowledge link in a push (``/answer/<token>``, which needs no token: the link is its own
     # key). None: ``http://<listen>``, which a wildcard address (0.0.0.0, ::) cannot be
     public_url: str | None = None
 

@@ -1,6 +1,6 @@
 """The page a responder opens from a push: the alert, and two buttons (take it / resolved).
 
-Owns: the HTML of ``/ack/<token>`` (GET: the alert and the buttons; POST: what the press did),
+Owns: the HTML of ``/answer/<token>`` (GET: the alert and the buttons; POST: what the press did),
 reading the form's ``action``, and the page's security headers. GET changes nothing (a chat
 app's link preview fetches it); only the form's POST acts. No script, no external style: the
 page must open on a phone that has nothing but the link.

@@ -2,7 +2,7 @@
 
 Owns: ``GatewayActions``, the one interface through which a request changes the gateway's state
 (the read model, ``readmodel.GatewayView``, offers no action), and its plain values. The link
-in a push is ``/ack/<token>``: the token names one alert and one responder, and is the only
+in a push is ``/answer/<token>``: the token names one alert and one responder, and is the only
 credential the request carries (edge_agent/policy/messages.py, ``ack_token``). The agent's side
 lives in ``edge_agent/agent/push_acks.py``; this package imports nothing of ``edge_agent.agent``.
 """

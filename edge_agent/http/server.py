@@ -6,7 +6,7 @@ asyncio streams, the token check, and the routes:
 - ``/metrics``: Prometheus exposition of the gateway's state (``metrics.GatewayCollector``);
 - ``/``: the status page, server-rendered; ``/events``: its SSE stream; ``/status.json``;
 - ``/static/status.js``, ``/static/status.css``: the page's script and style (no CDN);
-- ``/ack/<token>``: a responder's acknowledge link from a push (``ack_page``): GET shows the
+- ``/answer/<token>``: a responder's acknowledge link from a push (``ack_page``): GET shows the
   alert and its buttons, the buttons' POST acknowledges or resolves through
   ``actions.GatewayActions``. The token is this route's whole credential: 403 for one that names
   no alert, and the operator's token below is neither needed nor accepted in its place.
@@ -240,8 +240,8 @@ class HttpServer:
         target = urlsplit(request.target.decode("latin-1"))
         path, query = target.path, parse_qs(target.query)
         head = method == "HEAD"
-        if path.startswith("/ack/") and self.actions is not None:
-            await self._ack(conn, writer, request, path.removeprefix("/ack/"), body)
+        if path.startswith("/answer/") and self.actions is not None:
+            await self._ack(conn, writer, request, path.removeprefix("/answer/"), body)
             return
         if method not in ("GET", "HEAD"):
             await self._respond(conn, writer, 405, b"read-only\n", "text/plain", extra=[(b"allow", b"GET, HEAD")])

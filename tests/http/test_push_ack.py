@@ -21,7 +21,7 @@ from tests.agent.harness import SOS_RULE, T0, Village, eventually, in_process_vi
 from tests.notify.push_server import PushService, push_service
 
 TOKEN = "operator-token-of-the-village"  # the status page's: the ack link neither needs nor takes it
-LINK = re.compile(r"\n\n(http://127\.0\.0\.1:(\d+)/ack/([A-Za-z0-9_-]{22}))$")
+LINK = re.compile(r"\n\n(http://127\.0\.0\.1:(\d+)/answer/([A-Za-z0-9_-]{22}))$")
 
 
 def post(url: str, form: bytes) -> tuple[int, bytes]:
@@ -121,7 +121,7 @@ async def test_a_forged_link_gets_403_and_changes_nothing(tmp_path: Path) -> Non
             [app] = await eventually(lambda: obs.on("responder/doc1/alert"), what="doc1 notified")
             alert_id = app["alert_id"]
             assert agent.http is not None
-            base = f"http://127.0.0.1:{agent.http.port}/ack/"
+            base = f"http://127.0.0.1:{agent.http.port}/answer/"
             real = agent.push_acks.ack_url(alert_id, "doc1")
             assert real is not None
             token = real.rsplit("/", 1)[1]

@@ -48,7 +48,7 @@ async def test_a_push_reaches_the_service_with_its_title_body_and_ack_link(
     )
     link = PushLink({"doc1": url})
     assert isinstance(link, NotifyLink) and link.connected
-    ack = "http://192.168.1.10:9180/ack/AAAAAAAAAAAAAAAAAAAAAA"
+    ack = "http://192.168.1.10:9180/answer/AAAAAAAAAAAAAAAAAAAAAA"
     await link.publish("push/doc1/a1", payload("URGENT W1", "SOS from W1", ack))
     [push] = service.pushes()
     assert push.body["title"] == "URGENT W1"

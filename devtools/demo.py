@@ -26,6 +26,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from devtools.gammu import DummyModem, SentSms, gammu_smsd_binary
+from devtools.modem_emulator import Callee, ModemEmulator
 from devtools.simdevices import Received, ResponderBehaviour, SimField, SimLamp
 from edge_agent.agent.app import Agent
 from edge_agent.agent.shadow_store import read_report
@@ -77,17 +78,23 @@ class Timeline:
 
 
 def _demo_config(
-    path: Path, data_dir: Path, shadow: Path | None = None, modem: DummyModem | None = None
+    path: Path,
+    data_dir: Path,
+    shadow: Path | None = None,
+    modem: DummyModem | None = None,
+    ring_port: str | None = None,
 ) -> GatewayConfig:
     config = load_config(path)
     gateway = msgspec.structs.replace(config.file.gateway, data_dir=str(data_dir))
     # The demo runs on the in-process broker, whatever brokers the gateway file names (the
     # shipped examples name the village Mosquitto of the field layout, docs/DEPLOY.md), and on
-    # Gammu's dummy phone instead of the modem (without gammu-smsd: no SMS, the app topic only).
+    # Gammu's dummy phone instead of the modem (without gammu-smsd: no SMS, the app topic only),
+    # and an emulated AT port for rings (devtools/modem_emulator.py: dr-wang's line is busy).
     brokers = {"south": BrokerSettings(url="embedded"), "north": BrokerSettings(url="none")}
     file = msgspec.structs.replace(config.file, gateway=gateway, **brokers)
     if modem is not None and file.modem is not None:
-        file = msgspec.structs.replace(file, modem=Modem(smsdrc=str(modem.smsdrc), poll=0.05))
+        modem_settings = Modem(smsdrc=str(modem.smsdrc), poll=0.05, ring_port=ring_port, ring_seconds=3.0)
+        file = msgspec.structs.replace(file, modem=modem_settings)
     else:
         responders = [msgspec.structs.replace(r, phone=None) for r in file.responders]
         file = msgspec.structs.replace(file, modem=None, responders=responders)
@@ -109,7 +116,10 @@ async def run_demo(
     console = console or Console()
     with tempfile.TemporaryDirectory(prefix="edge-demo-") as tmp, contextlib.ExitStack() as stack:
         modem = stack.enter_context(DummyModem(Path(tmp) / "modem")) if gammu_smsd_binary() else None
-        config = _demo_config(config_path, Path(tmp), shadow, modem)
+        doctors = load_config(config_path).file.responders
+        busy = {r.phone: Callee(busy=True) for r in doctors if r.id == "dr-wang" and r.phone}
+        phone_network = stack.enter_context(ModemEmulator(busy))
+        config = _demo_config(config_path, Path(tmp), shadow, modem, phone_network.port)
         sms_on = config.file.modem is not None
         tz = config.tz
         night = date(2026, 11, 26)
@@ -126,7 +136,7 @@ async def run_demo(
             "lamp fault alert",
             "midnight dimming",
             "lamps off at dawn",
-            *(["SOS sent by SMS", "SMS reply acknowledged"] if sms_on else []),
+            *(["SOS sent by SMS", "failed channel shown", "SMS reply acknowledged"] if sms_on else []),
             *(["shadow diff reported"] if shadow is not None else []),
         ):
             timeline.checks[name] = Check(name)
@@ -253,6 +263,24 @@ async def run_demo(
                 await clock.sleep_until(clock.now() + 600.0)
 
         heartbeat_task = asyncio.create_task(heartbeats())
+
+        async def ledger_leg() -> None:
+            """How far each SMS and ring got, from the notification ledger (what the status page shows)."""
+            shown: dict[int, str] = {}
+            while True:
+                alerts = agent.store.alerts.newest(5)
+                for rows in agent.store.notifications.of_alerts(a.alert_id for a in alerts).values():
+                    for row in rows:
+                        if row.channel == "app" or shown.get(row.id) == row.state or row.state in ("waiting", "queued"):
+                            continue
+                        shown[row.id] = row.state
+                        why = f": {row.reason}" if row.reason else ""
+                        timeline.line(row.responder, escape(f"{row.channel} {row.state}{why}"), "cyan")
+                        if row.state == "failed" and row.channel == "ring":
+                            timeline.check("failed channel shown", f"{row.responder}'s ring: {row.reason}")
+                await asyncio.sleep(0.05)
+
+        ledger_task = asyncio.create_task(ledger_leg()) if sms_on else None
         sms_task = asyncio.create_task(sms_leg(modem)) if modem is not None and sms_on else None
 
         def at(hour: int, minute: int) -> float:
@@ -283,7 +311,8 @@ async def run_demo(
             await field_.fault("lamp-ln-2", 4)
             await scene(end)
         finally:
-            tasks = [heartbeat_task, agent_task, field_task, *([sms_task] if sms_task is not None else [])]
+            legs = [task for task in (sms_task, ledger_task) if task is not None]
+            tasks = [heartbeat_task, agent_task, field_task, *legs]
             for task in tasks:
                 task.cancel()
             await field_.close()

@@ -38,8 +38,9 @@ class Replies:
 
     async def run(self) -> None:
         while True:
-            for topic in self.modem.failed_sends():
-                self.failed(topic)
+            for report in self.modem.reports():  # delivered stops nothing: only a reply does
+                if report.state == "failed":
+                    self.failed(report.topic)
             for sms in self.modem.received():
                 try:
                     self.handle(sms)
@@ -65,12 +66,13 @@ class Replies:
         self.context.alarm.sound("sms_failed", f"the modem could not send the SMS to {who} ({number})")
         if not rest:
             return  # an answer to a reply, not a notification
-        alert = self.context.store.alerts.get(rest[0])
-        if alert is None or alert.responder != who:
-            return
-        chain = self.context.active.engine.policy.chains.get(alert.chain or "")
-        if chain is not None and "app" not in chain.channels:
-            self.intake.unreachable(alert.alert_id, who)
+        for alert_id in rest[0].split(","):  # one SMS may stand for several alerts
+            alert = self.context.store.alerts.get(alert_id)
+            if alert is None or alert.responder != who:
+                continue
+            chain = self.context.active.engine.policy.chains.get(alert.chain or "")
+            if chain is not None and "app" not in chain.channels:
+                self.intake.unreachable(alert.alert_id, who)
 
     def handle(self, sms: ReceivedSms) -> None:
         """Apply one reply (inside its own transactions); raises sqlite3.Error when it cannot be stored."""

@@ -27,7 +27,9 @@ pytestmark = pytest.mark.skipif(
 )
 
 DOC1, DOC2 = "+8613800000001", "+8613800000002"
-LONG = "【紧急】W1：SOS from W1。请回复 1 K7QD 表示已接手，处理完毕回复 2 K7QD。如无法前往请勿回复，系统将通知下一位医生。"
+LONG = (
+    "【紧急】W1：SOS from W1。请回复 1 K7QD 表示已接手，处理完毕回复 2 K7QD。如无法前往请勿回复，系统将通知下一位医生。"
+)
 
 
 @pytest.fixture

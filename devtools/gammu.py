@@ -4,9 +4,14 @@ the modem, for tests and the demo (the launcher, as devtools/mosquitto.py is Mos
 ``DummyModem(directory)`` writes an smsdrc (files service, ``detail`` inbox format: what the
 gateway's ``[modem]`` expects), starts ``gammu-smsd`` and stops it on exit. ``receive(number,
 text)`` is a responder's phone sending an SMS: a file in Gammu's SMS backup format dropped into
-the dummy phone's inbox folder, as Gammu's own smsd tests do. ``sent()`` reads what the daemon
-handed to the network: per SMS its number and the parts as they went out (a long or Chinese
-text is split by Gammu: UCS-2, 67 characters per concatenated part).
+the dummy phone's inbox folder, as Gammu's own smsd tests do. ``report(number, status)`` is the
+network's delivery report for an SMS sent to ``number``, arriving the same way (the dummy phone
+reads any SMS backup entry, ``PDU = Status_Report`` included; the daemon then writes it into its
+inbox as it does a real modem's report). ``sent()`` reads what the daemon handed to the network:
+per SMS its number and the parts as they went out (a long or Chinese text is split by Gammu:
+UCS-2, 67 characters per concatenated part). ``transmitted()`` reads the same from the daemon's
+log, one line per send: the daemon reuses an outbox file name once the file has gone, and its
+move to ``sent/`` then overwrites the older copy, so only the log counts every send.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import configparser
 import itertools
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -54,6 +60,7 @@ errorsmspath = {root}/error/
 inboxformat = detail
 outboxformat = detail
 transmitformat = auto
+deliveryreport = sms
 checkbattery = 0
 checksignal = 0
 checksecurity = 0
@@ -119,6 +126,24 @@ class DummyModem:
             f"DateTime = {time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}\n"
             f"Text00 = {text.encode('utf-16-be').hex().upper()}\n"
         )
+        self._arrive(body)
+
+    def report(self, number: str, status: str = "Delivered", reference: int = 255) -> None:
+        """The network's delivery report on one SMS part sent to ``number``: ``status`` is what
+        libgammu decodes a report's TP-ST into (Delivered, Failed, Pending, Unknown); the dummy
+        phone gives every SMS it sends the message reference 255."""
+        body = (
+            "[SMSBackup000]\n"
+            f'Number = "{number}"\n'
+            "PDU = Status_Report\n"
+            f"MessageReference = {reference}\n"
+            "State = UnRead\nFolder = 1\nCoding = Default\n"
+            f"DateTime = {time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}\n"
+            f"Text00 = {status.encode('utf-16-be').hex().upper()}\n"
+        )
+        self._arrive(body)
+
+    def _arrive(self, body: str) -> None:
         location = next(self._received)  # the dummy phone's SMS memory: one file per numbered location
         staged = self.root / f"incoming-{location}"
         staged.write_text(body)
@@ -139,3 +164,24 @@ class DummyModem:
             number = parser[sections[0]]["number"].strip('"') if sections else ""
             found.append(SentSms(path, number, tuple(parts)))
         return found
+
+    def transmitted(self) -> list[tuple[str, str]]:
+        """(number, the first part's text) of every SMS the daemon sent, from its log, in order."""
+        return transmitted(self.log())
+
+
+FOUND = re.compile(r'Found \d+ sms to "([^"]*)" with text "(.*)" cod \d+')
+TRANSMITTED = re.compile(r"Transmitted \S+ \(total: \d+\) to (\S+)")
+
+
+def transmitted(text: str) -> list[tuple[str, str]]:
+    """What gammu-smsd's log (debuglevel 1) says it sent: for each ``Transmitted ... (total:``
+    line, the number and the text of the ``Found ... sms`` line that started that send."""
+    sends, found = [], None
+    for line in text.splitlines():
+        if (match := FOUND.search(line)) is not None:
+            found = (match.group(1), match.group(2))
+        elif (match := TRANSMITTED.search(line)) is not None and found is not None:
+            sends.append(found)
+            found = None
+    return sends

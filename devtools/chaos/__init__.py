@@ -15,6 +15,9 @@ Scenarios (rows of the table):
      time to the first alert after reconnection.
   d. a proxy that drops the connection right after a QoS 1 PUBLISH (before the PUBACK).
   e. a serial port vanishing in the middle of an SOS frame (DongleLink over a pty).
+  (f-i: ``dongle_kills``, ``command_kills``, ``refusals``.)
+  j. kill -9 of the agent during the SMS hand-off to gammu-smsd on its dummy phone
+     (``sms_kills``): every alert's SMS sent at least once, at most twice.
 
 "sent" counts what the south broker acknowledged (PUBACK to our publisher), so "lost" is
 exactly "acknowledged by the gateway's side and never seen by the platform". Loopback only;

@@ -26,6 +26,7 @@ from devtools.chaos.harness import LAYOUT_NOTES
 from devtools.chaos.refusals import denied_publish, locked_store
 from devtools.chaos.scenario import Row
 from devtools.chaos.serial import serial_vanish
+from devtools.chaos.sms_kills import sms_kills
 
 DESCRIPTION = "`just chaos`: fault injection against a real gateway process and real Mosquitto brokers."
 console = Console(width=None if sys.stdout.isatty() else 200)
@@ -66,6 +67,7 @@ class Plan:
     command_kills: int = 300  # g
     denied_s: float = 10.0  # h: seconds of SOS + telemetry against the denying ACL
     lock_s: float = 60.0  # i: seconds the store is write-locked (quick: 8)
+    sms_kills: int = 100  # j
 
 
 def plan(quick: bool, kills: int | None) -> Plan:
@@ -81,6 +83,7 @@ def plan(quick: bool, kills: int | None) -> Plan:
             command_kills=8,
             denied_s=3.0,
             lock_s=8.0,
+            sms_kills=6,
         )
     return Plan(kills=kills or 400, restarts=10, outage_timeline_s=3600.0, speed=60.0, drops=100, cuts=50)
 
@@ -103,6 +106,7 @@ async def run_all(p: Plan, only: str, *, seed: int, base: Path | None, deadline:
         ("g", lambda: command_kills(p.command_kills, seed=seed, base=base)),
         ("h", lambda: denied_publish(stream_s=p.denied_s, base=base)),
         ("i", lambda: locked_store(p.lock_s, base=base)),
+        ("j", lambda: sms_kills(p.sms_kills, seed=seed, base=base)),
     ]
     rows = []
     for letter, job in jobs:
@@ -124,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="chaos", description=DESCRIPTION)
     parser.add_argument("--quick", action="store_true", help="the short CI variant (about a minute)")
     parser.add_argument("--kills", type=int, default=None, help="agent kills in scenario a (default 400, quick 12)")
-    parser.add_argument("--only", default="abcdefghi", help="scenarios to run, e.g. 'ac' (default abcdefghi)")
+    parser.add_argument("--only", default="abcdefghij", help="scenarios to run, e.g. 'ac' (default abcdefghij)")
     parser.add_argument("--seed", type=int, default=1, help="random seed for kill and restart moments")
     parser.add_argument("--keep", type=Path, default=None, help="keep work dirs (logs, databases) under this dir")
     parser.add_argument("--deadline", type=float, default=900.0, help="seconds allowed per scenario")

@@ -1,6 +1,7 @@
-"""Chaos rows f and g, quick variants (`just chaos --quick --only fg`): kill -9 of the agent
-during a dongle SOS stream (the MicroPython dongle firmware on a pty) and during responder
-acknowledgements. Each test starts its own brokers (the shipped layout) and a real gateway."""
+"""Chaos rows f, g and j, quick variants (`just chaos --quick --only fgj`): kill -9 of the agent
+during a dongle SOS stream (the MicroPython dongle firmware on a pty), during responder
+acknowledgements and during the SMS hand-off to gammu-smsd (its dummy phone).
+Each test starts its own brokers (the shipped layout) and a real gateway."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import pytest
 from devtools import chaos
 from devtools.chaos.command_kills import command_kills
 from devtools.chaos.dongle_kills import dongle_kills
+from devtools.chaos.sms_kills import sms_kills
+from devtools.gammu import gammu_smsd_binary
 from devtools.mosquitto import mosquitto_binary
 from hardware.hil.procs import micropython_binary
 
@@ -46,3 +49,14 @@ async def test_agent_kill_9_during_responder_acks_every_accepted_ack_is_seen_thr
     # acted on twice or an SOS alerted twice is a failure (row.ok above)
     assert not any("two msg_ids" in f or "two alert_ids" in f for f in row.failures)
     assert any(note.startswith("integrity ok") for note in row.notes), row.notes
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.skipif(gammu_smsd_binary() is None, reason="gammu-smsd is not installed")
+async def test_agent_kill_9_during_the_sms_hand_off_every_alert_texted_once_or_twice() -> None:
+    """Counted in gammu-smsd's own log: every alert's SMS went out at least once, at most twice."""
+    row = await sms_kills(QUICK.sms_kills, seed=7)
+    check(row, QUICK.sms_kills)
+    assert row.delivered == row.sent, row
+    assert row.duplicates <= row.injections, row  # a second SMS only for a kill in the hand-off
+    assert any(note.startswith("SMS per alert:") for note in row.notes), row.notes

@@ -95,14 +95,20 @@ async def test_an_sos_reaches_the_doctor_by_sms_and_a_reply_acknowledges_it(tmp_
         await eventually(lambda: agent.store.alerts.get(alert_id).status == "resolved", timeout=30, what="resolved")
 
 
-async def test_sent_is_not_acknowledged_silence_escalates(tmp_path: Path, modem: DummyModem) -> None:
-    """The daemon reports the SMS sent; that stops nothing: with no reply, the next doctor gets
-    an SMS at the ack timeout."""
+async def test_sent_and_delivered_are_not_acknowledged_silence_escalates(tmp_path: Path, modem: DummyModem) -> None:
+    """The daemon sends the SMS and the network's delivery report comes back; that stops
+    nothing (and the report is not taken for a reply): with no reply, the next doctor gets an
+    SMS at the ack timeout."""
     village, config = village_with_phones(tmp_path, modem)
     clock = ManualClock(T0)
-    async with village.observing("district/v1/sms-gw") as obs, running(config, clock, links=village.links):
+    async with village.observing("district/v1/sms-gw") as obs, running(config, clock, links=village.links) as agent:
         await obs.publish("wearable/W1/event", {"event": "sos"})
-        await eventually(lambda: to(modem, DOC1), timeout=30, what="doc1's SMS sent")
+        [sms] = await eventually(lambda: to(modem, DOC1), timeout=30, what="doc1's SMS sent")
+        for _ in sms.parts:
+            modem.report(DOC1)
+        reports = modem.root / "inbox" / "reports"
+        await eventually(lambda: len(list(reports.glob("IN*"))) == len(sms.parts), timeout=30, what="reports read")
+        assert not any(k.startswith("sms_reply_") for k in agent.stats.rejected), "a report is no reply"
         await clock.advance(119)
         assert not to(modem, DOC2) and not obs.on("responder/doc2/alert")
         await clock.advance(1)

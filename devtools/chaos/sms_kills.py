@@ -57,6 +57,7 @@ class SmsKills(GatewayScenario):
     settings = (
         "policy: devtools/chaos/policy-sms.toml (the SOS alert goes to dr-wang by SMS only)",
         "modem: gammu-smsd on its dummy phone (devtools/gammu.py smsdrc) instead of the SIM's modem",
+        "SMS pacing off (every = 0s, per_minute = 600): one doctor gets an SOS every 2 s",
     )
 
     def title(self) -> str:
@@ -68,6 +69,7 @@ class SmsKills(GatewayScenario):
         assert self.modem is not None
         doc["modem"]["smsdrc"] = str(self.modem.smsdrc)  # the dummy phone's daemon, started first
         doc["modem"]["poll"] = 0.2
+        doc["modem"] |= {"every": "0s", "per_minute": 600}  # one doctor gets an SOS every 2 s here
 
     async def run(self, base: Path | None = None) -> Row:
         with workdir(base, f"{self.name}-modem") as tmp, DummyModem(Path(tmp)) as modem:

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
+import time
 
 from edge_agent.agent.channels import LIVE, Channels
 from edge_agent.agent.context import GatewayContext
@@ -132,6 +133,11 @@ class Deliveries:
                         outbox.forget([message.seq])
                     continue
                 error: Exception | None = None
+                if rows and await self._handed_before(link, message.topic, message.payload, rows):
+                    with self.store.transaction(durable=False):  # a crash cut the last hand-off short
+                        outbox.forget([message.seq])
+                        self.ledger.handed([message.msg_id], self.context.clock.now())
+                    continue
                 if not link.connected:
                     try:  # a port opening, a daemon starting: a few seconds' grace
                         await link.wait_connected(timeout=CONNECT_GRACE_S)
@@ -154,6 +160,20 @@ class Deliveries:
                 if not isinstance(error, PublishRefused):
                     outbox.park(message.seq, "not_taken", now + RETRY_S)
             self.tick_safely()
+
+    async def _handed_before(self, link: NotifyLink, topic: str, payload: bytes, rows: list[Notification]) -> bool:
+        """Whether the channel already took this message before a crash (a link that can tell:
+        the modem's daemon folders), else mark it tried, durably, before it is offered: so a
+        crash in any hand-off sends it at most twice, however often it repeats."""
+        tried = [r.tried for r in rows if r.tried is not None]
+        taken = getattr(link, "already_taken", None)
+        if tried and taken is not None and taken(topic, payload, min(tried) - 1.0):
+            return True
+        if not tried:
+            with self.store.transaction():
+                self.ledger.tried(rows[0].msg_id or "", time.time())  # wall clock: the daemon's files' mtimes
+            await self.store.sync()
+        return False
 
     def _rows(self, topic: str) -> list[Notification]:
         parsed = parse_notification_topic(topic)

@@ -221,6 +221,27 @@ class ModemLink:
             return [Report(handed.topic, "failed", "the network could not deliver it (delivery report: Failed)")]
         return []  # Pending: the network tries again and reports again; Unknown: nothing to go on
 
+    def already_taken(self, topic: str, payload: bytes, since: float) -> bool:
+        """Whether the daemon already has this SMS: a file to the topic's number with this text,
+        written at or after ``since`` (wall-clock seconds), in its outbox, ``sent/`` or ``error/``.
+        Asked before handing over again an SMS whose hand-off a crash interrupted, so that a
+        crash in the hand-off sends it at most twice however often it repeats."""
+        parts = topic.split("/")
+        if len(parts) < 2:
+            return False
+        number, text = parts[1], payload.decode("utf-8")
+        for folder in (self.folders.outbox, self.folders.sent, self.folders.error):
+            if not folder.is_dir():
+                continue
+            for path in folder.iterdir():
+                mtime = _mtime(path)
+                if mtime is None or mtime < since or number not in path.name:
+                    continue
+                found = read_backup(path)
+                if found is not None and found.number == number and found.text == text:
+                    return True
+        return False
+
     async def _inject(self, number: str, text: str) -> Path | None:
         command = [self.inject, "-c", str(self.folders.smsdrc), "TEXT", number, "-len", str(max(len(text), 1))]
         if not is_gsm7(text):

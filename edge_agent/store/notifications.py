@@ -35,7 +35,8 @@ CREATE TABLE IF NOT EXISTS notifications (
     handed REAL,
     delivered REAL,
     failed REAL,
-    msg_id TEXT                  -- the outbox message carrying it (several rows: one storm SMS)
+    msg_id TEXT,                 -- the outbox message carrying it (several rows: one storm SMS)
+    tried REAL                   -- wall-clock s its channel was first offered it (a crash may interrupt a hand-off)
 );
 CREATE INDEX IF NOT EXISTS notifications_alert ON notifications (alert_id, n);
 CREATE INDEX IF NOT EXISTS notifications_msg ON notifications (msg_id);
@@ -64,6 +65,7 @@ class Notification:
     delivered: float | None
     failed: float | None
     msg_id: str | None
+    tried: float | None
 
 
 _COLUMNS = ", ".join(Notification.__slots__)
@@ -111,6 +113,9 @@ class Notifications:
             "UPDATE notifications SET state = 'queued', msg_id = ? WHERE id = ?",
             [(msg_id, i) for i in ids],
         )
+
+    def tried(self, msg_id: str, wall: float) -> None:
+        self.db.execute("UPDATE notifications SET tried = ? WHERE msg_id = ? AND tried IS NULL", (wall, msg_id))
 
     def handed(self, msg_ids: Iterable[str], now: float) -> None:
         self.db.executemany(

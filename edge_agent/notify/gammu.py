@@ -7,8 +7,9 @@ handed over (``reports``) and the reading of received SMS.
 Out: each SMS is handed to ``gammu-smsd-inject`` (Gammu's own tool: it encodes GSM 03.38
 7-bit or UCS-2 and splits a long text into concatenated parts) which writes it into the
 daemon's outbox folder; "taken" means that file is written, and only then does the outbox
-row go. A crash between the two sends that SMS again after restart: never lost, and once more
-per crash in that window (`just chaos` row j).
+row go. A crash between the two: after restart the agent asks ``already_taken`` (a file to that
+number with that text in the daemon's folders, written since the first try) before handing it
+over again: never lost, at most twice however often a crash repeats (`just chaos` row j).
 The daemon (gammu-smsd, its own systemd unit) owns the modem, moves a sent SMS to ``sent/``
 and a failed one to ``error/``.
 

@@ -97,9 +97,7 @@ class PowerCutFS:
         self.mount()
         return self
 
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.unmount()
         shutil.rmtree(self.control, ignore_errors=True)
 
@@ -144,7 +142,9 @@ class PowerCutFS:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
-            raise RuntimeError(f"powercut FS at {self.mount_dir} did not stop: {self.log.read_text()[-2000:]}") from None
+            raise RuntimeError(
+                f"powercut FS at {self.mount_dir} did not stop: {self.log.read_text()[-2000:]}"
+            ) from None
         finally:
             self.process = None
 

@@ -33,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -148,10 +149,15 @@ class PowerCutFS:
         finally:
             self.process = None
 
-    def cut(self, keep_prefix_rng: random.Random | None = None) -> list[int]:
-        """A power cut: kill the mount's users, drop what was not synced, remount. Returns the pids killed."""
+    def cut(self, keep_prefix_rng: random.Random | None = None, *, also: Iterable[int] = ()) -> list[int]:
+        """A power cut: kill the mount's users, drop what was not synced, remount. Returns the pids killed.
+
+        ``also``: more pids to kill with them, e.g. a broker that opens its persistence file only
+        while saving (a process with nothing open on the mount at the instant of the cut is
+        otherwise left running, as if it were on another machine).
+        """
         spare = {os.getpid(), self.process.pid if self.process else -1}
-        victims = [pid for pid in holders(self.mount_dir) if pid not in spare]
+        victims = [pid for pid in dict.fromkeys([*holders(self.mount_dir), *also]) if pid not in spare]
         for pid in victims:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)

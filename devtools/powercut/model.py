@@ -18,6 +18,11 @@ The model, exactly:
   both, as SQLite and careful programs do; fsyncing only the target can leave the file in both).
 - Kept at once, never lost: mode (chmod) and times. Not modelled: hard links and symlinks
   (refused with EPERM), xattrs, ownership (chown is accepted and ignored).
+- Observed: Mosquitto 2.0 fsyncs ``mosquitto.db.new`` and renames it over ``mosquitto.db`` but
+  never fsyncs the directory, so here its save is lost at a cut unless something else fsyncs
+  that directory (SQLite does when it creates its WAL or journal next to it). SQLite in WAL mode
+  with ``synchronous=FULL`` loses no commit; with ``OFF`` it loses everything since the last
+  sync and stays whole (``tests/powercut``).
 - The backing directory always holds the durable state of every file reachable by durable
   entries from the root (written through on each fsync); a file fsynced but not yet durably
   linked keeps its durable content in memory until its directory is fsynced (or is lost).

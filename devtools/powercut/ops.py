@@ -166,6 +166,7 @@ def serve(disk: Path, mount: Path, control: Path) -> None:
             foreground=True,
             nothreads=True,
             hard_remove=True,
+            allow_other=True,  # brokers and daemons drop root for their own user
             fsname="powercut",
             subtype="powercut",
         )

@@ -83,6 +83,7 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "tests/security/": ("broker",),
     "tests/chaos/": ("broker", "chaos"),
     "tests/hil/": ("micropython", "hil"),
+    "tests/powercut/": ("fuse",),  # a FUSE mount in a child process (devtools.powercut)
     "tests/notify/test_sms.py": ("modem",),
     "tests/test_mqtt_link.py": ("broker",),
     "tests/test_devtools.py::test_launcher": ("broker",),
@@ -117,6 +118,7 @@ REAL_PROGRAMS = {
     "chromium": "browser",
     "playwright": "browser",
     "gammu": "modem",
+    "fusermount": "fuse",
 }
 
 
@@ -124,7 +126,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--fast",
         action="store_true",
-        help="the inner loop (just test-fast): leave out tests marked broker, micropython, browser or slow",
+        help="the inner loop (just test-fast): leave out slow tests, and broker, micropython, browser, modem, fuse",
     )
 
 
@@ -141,7 +143,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                     item.add_marker(mark)
     if not config.getoption("--fast"):
         return
-    left_out = {"broker", "micropython", "browser", "modem", "slow", "hil", "chaos"}
+    left_out = {"broker", "micropython", "browser", "modem", "fuse", "slow", "hil", "chaos"}
     kept = [item for item in items if not left_out & {mark.name for mark in item.iter_markers()}]
     config.hook.pytest_deselected(items=[item for item in items if item not in kept])
     items[:] = kept

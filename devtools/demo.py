@@ -302,7 +302,7 @@ async def run_demo(
                 timeline.checks["boost and revert"].passed = False
             await scene(at(22, 30))
             if sms_on:
-                clock.set_speed(min(speed, 60.0))  # a person's minutes: an SMS takes real seconds
+                clock.set_speed(min(speed, 30.0))  # a person's minutes: an SMS takes real seconds
             timeline.line("wear-001", "SOS button pressed", "bold red")
             sos_sent["sos"] = time.monotonic()
             await field_.wearable("wear-001", "sos")

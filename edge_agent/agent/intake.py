@@ -48,6 +48,7 @@ from edge_agent.models import (
     ResponderResolved,
     WearableEvent,
     WearableVitals,
+    check_device_time,
     decode_payload,
 )
 from edge_agent.transports.link import SYNC, Handled
@@ -410,8 +411,9 @@ class Intake:
         if known is None or known[0] != kind:
             raise ProtocolError("unknown_device", where=topic, detail=f"{kind} {device!r} is not in the config")
         message = decode_payload(schema, payload, where=topic)
-        _, group, zone = known
         now = self.clock.now()
+        check_device_time(message, now, where=topic)
+        _, group, zone = known
         if isinstance(message, LampState):
             data = {
                 "on": message.on,

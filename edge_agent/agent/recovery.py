@@ -5,7 +5,7 @@ included, rebuilt from what the store holds: after a policy install, and after a
 transaction left the old engine's memory ahead of the store) and ``raise_fallback`` (an
 emergency whose handling raised still reaches a responder).
 
-The fallback path. An SOS or a fall (wearable events of those names, ``EMERGENCIES``) whose
+The fallback path. An SOS or a fall (wearable events of those names, ``models.EMERGENCY_EVENTS``) whose
 handling raised an unexpected error is not left to the rule that failed: an alert of priority 1
 is raised through the engine's alerting and dispatch (the same chains, the same responders'
 availability), on ``fallback_chain``: the chain the policy's own rules for that event name
@@ -18,15 +18,13 @@ Must not import: the app, the flows (intake, outbound, lamps).
 from __future__ import annotations
 
 from edge_agent.engine import Effect, Engine, Site
-from edge_agent.models import Alert, Event
+from edge_agent.models import EMERGENCY_EVENTS, Alert, Event
 from edge_agent.policy.model import Notify, Policy, RaiseAlert
 from edge_agent.store.db import Store
 
-EMERGENCIES = frozenset({"sos", "fall"})  # wearable events no error may swallow
-
 
 def is_emergency(event: Event | None) -> bool:
-    return event is not None and event.kind == "wearable" and event.name in EMERGENCIES
+    return event is not None and event.kind == "wearable" and event.name in EMERGENCY_EVENTS
 
 
 def fresh_engine(previous: Engine, policy: Policy, site: Site, store: Store, now: float) -> tuple[Engine, list[Effect]]:

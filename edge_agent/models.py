@@ -2,12 +2,16 @@
 
 Owns: what each topic carries and how bytes become typed messages. Every payload is JSON with
 ``"v": 1``. A malformed, unknown, wrong-version or oversized payload raises ``ProtocolError``
-with a short countable ``reason``; callers count and log it and go on.
+with a short countable ``reason``; callers count and log it and go on. A value outside physical
+bounds (a level over 100, a negative or absurd reading, a device time before 2020 or more than
+``MAX_AHEAD_S`` ahead of the gateway's clock: ``check_device_time``) is ``implausible``, the
+message naming the field.
 Must not import: the engine, the policy, transports, store or agent.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -17,24 +21,29 @@ from edge_agent.errors import ProtocolError
 SCHEMA_VERSION = 1
 MAX_PAYLOAD_BYTES = 16 * 1024
 
+EARLIEST_TS = 1_577_836_800.0  # 2020-01-01 UTC: no device of ours reports from before
+MAX_AHEAD_S = 86_400.0  # a device clock this far ahead of the gateway's is wrong, not early
+
 Level = Annotated[float, msgspec.Meta(ge=0, le=100)]
 NonNegative = Annotated[float, msgspec.Meta(ge=0)]
+DeviceTime = Annotated[float, msgspec.Meta(ge=EARLIEST_TS)]
+Count = Annotated[int, msgspec.Meta(ge=0)]
 
 
 class Message(msgspec.Struct, frozen=True, forbid_unknown_fields=False, kw_only=True):
     v: Literal[1]
-    ts: float | None = None  # device time (epoch seconds); the gateway stamps its own on receipt
+    ts: DeviceTime | None = None  # device time (epoch seconds); the gateway stamps its own on receipt
 
 
 # ----- south: devices -> gateway -------------------------------------------------------------
 class LampState(Message, frozen=True, kw_only=True):
     on: bool
     level: Level
-    power_w: NonNegative = 0.0
-    energy_wh: NonNegative = 0.0
-    burn_hours: NonNegative = 0.0
+    power_w: Annotated[float, msgspec.Meta(ge=0, le=5_000)] = 0.0  # a street lamp, not a substation
+    energy_wh: Annotated[float, msgspec.Meta(ge=0, le=1e9)] = 0.0
+    burn_hours: Annotated[float, msgspec.Meta(ge=0, le=500_000)] = 0.0  # 57 years
     faults: Annotated[int, msgspec.Meta(ge=0, le=0xFFFF)] = 0
-    policy_version: int | None = None
+    policy_version: Count | None = None
 
 
 class CameraEvent(Message, frozen=True, kw_only=True):
@@ -47,9 +56,13 @@ class DeviceStatus(Message, frozen=True, kw_only=True):
     online: bool
 
 
+EMERGENCY_EVENTS = frozenset({"sos", "fall"})  # wearable events never refused for their clock, nor swallowed
+
+
 class WearableEvent(Message, frozen=True, kw_only=True):
+    ts: float | None = None  # not bounded: an SOS is taken whatever its clock says (its ts is not used)
     event: Literal["sos", "fall", "geofence_exit"]
-    seq: int | None = None
+    seq: Count | None = None
 
 
 class WearableVitals(Message, frozen=True, kw_only=True):
@@ -145,12 +158,31 @@ def decode_payload(schema: type[Message], payload: bytes, *, where: str) -> Any:
     try:
         return decoder.decode(payload)
     except msgspec.ValidationError as exc:
-        reason = "bad_version" if "`$.v`" in str(exc) else "schema"
+        text = str(exc)
+        reason = "bad_version" if "`$.v`" in text else "implausible" if _OUT_OF_BOUNDS.match(text) else "schema"
         raise ProtocolError(reason, where=where, detail=_safe_detail(exc)) from None
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise ProtocolError("bad_json", where=where, detail=str(exc)) from None
     except RecursionError:
         raise ProtocolError("too_deep", where=where, detail="nesting too deep") from None
+
+
+_OUT_OF_BOUNDS = re.compile(r"Expected `\w+` [<>]=? ")  # msgspec's words for a value past a bound
+
+
+def check_device_time(message: Message, now: float, *, where: str) -> None:
+    """ProtocolError("implausible") if the device's time is before ``EARLIEST_TS`` or more than
+    ``MAX_AHEAD_S`` ahead of the gateway's ``now``. Never for an SOS or a fall (refusing one for
+    a wrong clock would lose it; the gateway stamps its own time), and never ahead of a gateway
+    clock that is itself implausible (not set yet after a power cut)."""
+    ts = message.ts
+    if ts is None or (isinstance(message, WearableEvent) and message.event in EMERGENCY_EVENTS):
+        return
+    if ts < EARLIEST_TS:
+        raise ProtocolError("implausible", where=where, detail="before 2020 - at `$.ts`")
+    if now >= EARLIEST_TS and ts > now + MAX_AHEAD_S:
+        ahead = ts - now
+        raise ProtocolError("implausible", where=where, detail=f"{ahead:.0f} s ahead of the gateway clock - at `$.ts`")
 
 
 _SAFE_PREFIXES = ("Expected ", "Object missing required field ")

@@ -211,6 +211,34 @@ async def test_exception_reply_is_a_protocol_error_and_keeps_node_online(line: L
         assert bus.online(1)
 
 
+async def test_an_exception_reply_names_its_exception_code(line: Line) -> None:
+    async with ModbusLampBus(line.settings()) as bus:
+        with pytest.raises(ProtocolError) as err:
+            await bus.read_holding(1, 200, 2)  # the node has no register 200: code 2
+        assert err.value.reason == "exception_response"
+        assert "code 2 (illegal data address)" in str(err.value)
+
+
+async def test_a_reply_with_another_function_code_is_not_taken_as_data(line: Line) -> None:
+    """The node answers a poll (function 4, input registers) with a well-formed function-3 reply
+    of the right length and CRC: a reading made of the wrong registers must not be accepted."""
+    node = line.nodes[1]
+
+    def as_function_3(reply: bytes) -> bytes:
+        return _reframe(bytes([reply[0], 3]) + reply[2:-2])
+
+    async with ModbusLampBus(line.settings(retries=0)) as bus:
+        node.reply_override = as_function_3
+        try:
+            with pytest.raises((ProtocolError, TransportError)) as err:
+                await bus.poll(1)
+        finally:
+            node.reply_override = None
+        if isinstance(err.value, ProtocolError):
+            assert err.value.reason == "wrong_function" and "function 3 to function 4" in str(err.value)
+        assert isinstance(await bus.poll(1), LampReading)
+
+
 async def test_missing_port_is_a_transport_error(tmp_path: Path) -> None:
     with pytest.raises(TransportError):
         async with ModbusLampBus(BusSettings(port=str(tmp_path / "nope"), timeout=0.2)):

@@ -1,7 +1,8 @@
 """The notification channels at work: their outbox drains, what they report back, and the step
 whose every channel failed.
 
-Owns: ``Deliveries``. ``drain`` sends a notification link's outbox rows (SMS, rings, pushes): a
+Owns: ``Deliveries``. ``drain`` sends a notification link's outbox rows (SMS, rings, pushes),
+each batch once the store's fsync covers it (an alert never leaves before it is on disk): a
 row leaves the outbox only once its channel took it (the ledger row becomes ``handed``); a
 channel that cannot take it (modem gone, no credit, push service down, AT port silent) marks
 its ledger rows ``failed`` with the reason, counts and alarms it, and keeps the row for another
@@ -125,6 +126,12 @@ class Deliveries:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(1.0):  # (3.11's wait_for can swallow a cancellation)
                         await wake.wait()
+                continue
+            try:  # every row here is an alert's: none leaves before the fsync that keeps it
+                await self.store.sync()
+            except sqlite3.Error as exc:
+                log.warning("%s outbox paused: its alerts are not on disk: %s", name, exc)
+                await asyncio.sleep(1.0)
                 continue
             for message in batch:
                 rows = self._rows(message.topic)

@@ -11,7 +11,14 @@ batch (``receive_south`` opens it, a savepoint each); the link then calls ``comm
 acknowledges the batch when the awaitable it returns says the commit is on disk. A storage
 failure raises the local alarm and leaves the message (and, for a failed commit, its whole
 batch) unacknowledged, so the broker delivers it again; a message that breaks the agent
-itself is kept in the store's dead letters, never dropped.
+itself is kept in the store's dead letters, never dropped, and sounds the alarm; an SOS or a
+fall that breaks it still raises an alert, by the fallback path (edge_agent/agent/recovery.py),
+committed and synced before the acknowledgement.
+
+Memory follows the store: what a lamp last reported (its faults, its policy version) is kept
+in memory only once the transaction that handled it has committed, so a redelivery after a
+failed commit is judged afresh (its fault alert raised then); after a failed commit or a
+handling that raised, the engine (its timers and dispatch) is rebuilt from the store.
 Must not import: the app, the transports' internals.
 """
 
@@ -25,9 +32,10 @@ from typing import TYPE_CHECKING
 from edge_agent.agent import topics
 from edge_agent.agent.context import GatewayContext
 from edge_agent.agent.outbound import Outbound
+from edge_agent.agent.recovery import fresh_engine, is_emergency, raise_fallback
 from edge_agent.agent.rollout import RolloutTracker
 from edge_agent.agent.runtime import topic_class
-from edge_agent.engine import Effect
+from edge_agent.engine import Effect, Engine
 from edge_agent.errors import ProtocolError
 from edge_agent.models import (
     SOUTH_SCHEMAS,
@@ -40,6 +48,7 @@ from edge_agent.models import (
     ResponderResolved,
     WearableEvent,
     WearableVitals,
+    check_device_time,
     decode_payload,
 )
 from edge_agent.transports.link import SYNC, Handled
@@ -64,7 +73,7 @@ class Intake:
         shadow: Shadow | None = None,
         foreign: ForeignTopics | None = None,
     ) -> None:
-        site = context.site
+        self.site = site = context.site
         self.gateway = site.gateway
         self.devices = site.devices
         self.clock = context.clock
@@ -82,7 +91,10 @@ class Intake:
         self.shadow = shadow  # [shadow]: fed each committed input, after the commit
         self.foreign = foreign  # [[foreign_topics]]: devices with a topic schema of their own
         self.policy_topic = topics.policy(site.gateway)
-        self._last_faults: dict[str, int] = {}
+        self._last_faults: dict[str, int] = {}  # committed lamp reports' fault bits
+        self._uncommitted: list[Event] = []  # lamp reports of the open batch: remembered at its commit
+        self._engine_stale = False  # the engine's memory may be ahead of the store: rebuild it
+        self._event: Event | None = None  # the event being handled (for the fallback path)
         self._needs_sync = False  # a durable transaction was committed since the last commit()
         self._rolled_back = False  # a batch commit failed since the link last committed
 
@@ -107,19 +119,22 @@ class Intake:
             await self.on_policy(payload)
             self._needs_sync = True
             return SYNC
+        self._event = None
         try:
             self.store.begin_batch()
             self._needs_sync = self._route(topic, payload) or self._needs_sync
         except ProtocolError as exc:
             self._reject(exc.reason, str(exc))
         except sqlite3.Error as exc:  # its savepoint is rolled back; what came before stays
+            self._engine_stale = True
             self.alarm.sound("storage", f"cannot store what {topic} caused: {exc}")
             return False
         except Exception as exc:  # one bad message must never take the link down, nor be lost
             log.exception("internal error on %s", topic)
+            self._engine_stale = True
             if not await self._commit_batch():
                 return False
-            return await self._dead_letter(topic, payload, exc)
+            return await self._internal_error(topic, payload, exc, self._event)
         return SYNC
 
     async def receive_north(self, topic: str, payload: bytes) -> Handled:
@@ -141,9 +156,11 @@ class Intake:
             durable = self.store.commit_batch() or self._needs_sync
         except sqlite3.Error as exc:  # rolled back: none of the batch's messages was handled
             self._needs_sync = False
+            self._rolled_back_batch()
             self.alarm.sound("storage", f"cannot commit what was received: {exc}")
             return False
         self._needs_sync = False
+        self._committed_batch()
         if not durable:
             return True
         try:
@@ -173,20 +190,68 @@ class Intake:
         except sqlite3.Error as exc:  # rolled back: the messages handled since the last commit too
             self._needs_sync = False
             self._rolled_back = True  # so the link's next commit says they were not handled
+            self._rolled_back_batch()
             self.alarm.sound("storage", f"cannot commit what was received: {exc}")
             return False
+        self._committed_batch()
         return True
 
-    async def _dead_letter(self, topic: str, payload: bytes, exc: Exception) -> bool:
-        """Keep the raw message of an internal error for a human; acknowledge only once kept."""
+    def _committed_batch(self) -> None:
+        for event in self._uncommitted:
+            self._remember(event)
+        self._uncommitted.clear()
+
+    def _rolled_back_batch(self) -> None:
+        """The batch's changes are gone from the store: from memory too."""
+        self._uncommitted.clear()
+        self._engine_stale = True
+        try:
+            self._current_engine()
+        except sqlite3.Error as exc:  # the store still fails: rebuilt before the engine's next use
+            log.warning("engine not rebuilt after a failed commit yet: %s", exc)
+
+    def _current_engine(self) -> Engine:
+        """The engine in force, first rebuilt from the store if its memory may be ahead of it."""
+        active = self.active
+        if self._engine_stale:
+            with self.store.transaction():
+                engine, effects = fresh_engine(
+                    active.engine, active.engine.policy, self.site, self.store, self.clock.now()
+                )
+                self.outbound.apply(effects)
+            active.engine, self._engine_stale = engine, False
+            self.timers_changed.set()
+        return active.engine
+
+    async def _internal_error(self, where: str, payload: bytes, exc: Exception, event: Event | None) -> bool:
+        """Handling raised an unexpected error (a bug): an SOS or fall still raises its alert
+        by the fallback path; the raw input is kept for a human; the alarm sounds. True once
+        all that is committed and on disk (the input may be acknowledged)."""
+        raised = ""
+        try:
+            engine = self._current_engine()
+            if is_emergency(event):
+                assert event is not None
+                with self.store.transaction():
+                    if self._first_time(event):
+                        effects: list[Effect] = []
+                        raised = raise_fallback(engine, event, effects).alert_id
+                        self.outbound.apply(effects)
+                self.timers_changed.set()
+        except Exception:
+            self._engine_stale = True
+            log.exception("the fallback alert for %s failed too", where)
         try:
             with self.store.transaction():
-                self.store.inbox.dead_letter(topic, payload, f"{type(exc).__name__}: {exc}", self.clock.now())
+                self.store.inbox.dead_letter(where, payload, f"{type(exc).__name__}: {exc}", self.clock.now())
             await self.store.sync()
         except Exception:
-            log.exception("cannot keep the message from %s as a dead letter", topic)
+            log.exception("cannot keep the message from %s as a dead letter", where)
+            self.alarm.sound("internal", f"{where} broke the agent and cannot be kept: {exc!r}")
             return False
-        self._reject("internal", topic)
+        self._reject("internal", where)
+        fallback = f"; fallback alert {raised} raised" if raised else ""
+        self.alarm.sound("internal", f"{where} broke the agent ({exc!r}), kept as a dead letter{fallback}")
         return True
 
     def _reject(self, reason: str, text: str) -> None:
@@ -218,8 +283,9 @@ class Intake:
         """The responder takes the alert: escalation stops. False: it changed nothing (unknown,
         repeated, or not this responder's to take). Durable once the store syncs."""
         now = self.clock.now()
+        engine = self._current_engine()
         with self.store.transaction():
-            acked = self.active.engine.acknowledge(alert_id, responder, now)
+            acked = engine.acknowledge(alert_id, responder, now)
             self.outbound.apply(acked)
         if self.shadow is not None:
             self.shadow.on_ack(alert_id, responder, now, acked)
@@ -228,16 +294,18 @@ class Intake:
     def unreachable(self, alert_id: str, responder: str) -> bool:
         """No channel reached the notified responder: the chain's next step now. False: it
         changed nothing (answered, escalated or closed meanwhile)."""
+        engine = self._current_engine()
         with self.store.transaction():
-            escalated = self.active.engine.unreachable(alert_id, responder, self.clock.now())
+            escalated = engine.unreachable(alert_id, responder, self.clock.now())
             self.outbound.apply(escalated)
         self.timers_changed.set()
         return bool(escalated)
 
     def resolve(self, alert_id: str, responder: str) -> bool:
         """The busy responder is done: available again. False: it changed nothing."""
+        engine = self._current_engine()
         with self.store.transaction():
-            resolved = self.active.engine.resolve(alert_id, responder, self.clock.now())
+            resolved = engine.resolve(alert_id, responder, self.clock.now())
             self.outbound.apply(resolved)
         self.timers_changed.set()
         return bool(resolved)
@@ -246,7 +314,19 @@ class Intake:
     async def commit_event(self, event: Event) -> None:
         """``handle_event``, then wait until a durable transaction is on disk: when this
         returns, the device may be told "got it"."""
-        if self.handle_event(event):
+        try:
+            durable = self.handle_event(event)
+        except sqlite3.Error:
+            self._engine_stale = True
+            raise
+        except Exception as exc:  # a bug: the same fallback as for a message; no ACK unless kept
+            log.exception("internal error on %s %s", event.kind, event.device)
+            self._engine_stale = True
+            raw = repr((event.kind, event.device, event.name, event.data)).encode()
+            if not await self._internal_error(f"{event.kind}/{event.device}/{event.name}", raw, exc, event):
+                raise
+            return
+        if durable:
             await self.store.sync()
 
     def handle_event(self, event: Event) -> bool:
@@ -255,27 +335,18 @@ class Intake:
 
         Returns True when the transaction was durable (the caller awaits ``Store.sync``
         before acknowledging)."""
+        self._event = event
         events = [event]
         self.stats.last_seen[event.device] = (event.ts, event.name)
         lamp_state = event.kind == "lamp" and event.name == "state"
         if lamp_state:
             faults = int(event.data.get("faults", 0))
-            if faults and faults != self._last_faults.get(event.device, 0):
+            if faults and faults != self._known_faults(event.device):
                 events.append(Event(event.device, "lamp", "fault", event.ts, event.zone, event.group, dict(event.data)))
-            self._last_faults[event.device] = faults
-            self.unflushed.reported[event.device] = dict(event.data)
-            reported_version = event.data.get("policy_version")
-            self.rollout.report(event.device, reported_version if isinstance(reported_version, int) else None)
-        engine = self.active.engine
+        engine = self._current_engine()
         durable = any(one.name in engine.durable_events for one in events)
         with self.store.transaction(durable=durable):
-            seq = event.data.get("seq") if event.kind == "wearable" else None
-            boot, link_seq = event.data.get("boot"), event.data.get("link_seq")
-            if isinstance(boot, str) and isinstance(link_seq, int):
-                if not self.store.inbox.first_dongle_frame(boot, link_seq, event.ts):
-                    self.stats.duplicates += 1
-                    return durable
-            elif isinstance(seq, int) and not self.store.inbox.first_time(event.device, seq, event.ts):
+            if not self._first_time(event):
                 self.stats.duplicates += 1  # a redelivery of a message already handled
                 return durable
             self.store.history.record(event)  # what twin/calibrate fits: same commit
@@ -286,12 +357,36 @@ class Intake:
                 decided += effects
             if lamp_state:
                 self.outbound.telemetry(event.device, event.data)
+        if lamp_state:  # remembered once committed: at once, or at the batch's COMMIT
+            (self._uncommitted.append if self.store.in_batch else self._remember)(event)
         self.timers_changed.set()
         if self.shadow is not None:
             self.shadow.on_events(events, decided)
         if self.homeassistant is not None:
             self.homeassistant.observe(event)
         return durable
+
+    def _first_time(self, event: Event) -> bool:
+        """False for a redelivery of an event already handled (by its sequence number)."""
+        seq = event.data.get("seq") if event.kind == "wearable" else None
+        boot, link_seq = event.data.get("boot"), event.data.get("link_seq")
+        if isinstance(boot, str) and isinstance(link_seq, int):
+            return self.store.inbox.first_dongle_frame(boot, link_seq, event.ts)
+        return not isinstance(seq, int) or self.store.inbox.first_time(event.device, seq, event.ts)
+
+    def _known_faults(self, device: str) -> int:
+        """The fault bits ``device`` last reported: in the open batch, else committed."""
+        for event in reversed(self._uncommitted):
+            if event.device == device:
+                return int(event.data.get("faults", 0))
+        return self._last_faults.get(device, 0)
+
+    def _remember(self, event: Event) -> None:
+        """A committed lamp report: its faults, its values for the flush, its policy version."""
+        self._last_faults[event.device] = int(event.data.get("faults", 0))
+        self.unflushed.reported[event.device] = dict(event.data)
+        version = event.data.get("policy_version")
+        self.rollout.report(event.device, version if isinstance(version, int) else None)
 
     def _decode_south(self, topic: str, payload: bytes) -> Event | ResponderAck | ResponderResolved | None:
         if len(payload) > self.max_payload:
@@ -316,8 +411,9 @@ class Intake:
         if known is None or known[0] != kind:
             raise ProtocolError("unknown_device", where=topic, detail=f"{kind} {device!r} is not in the config")
         message = decode_payload(schema, payload, where=topic)
-        _, group, zone = known
         now = self.clock.now()
+        check_device_time(message, now, where=topic)
+        _, group, zone = known
         if isinstance(message, LampState):
             data = {
                 "on": message.on,

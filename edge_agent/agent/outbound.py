@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -162,6 +163,7 @@ class Outbound:
         unacknowledged message on is sent again (receivers drop duplicates by message id).
         A message the broker refused (its PUBACK says why) is never deleted as delivered: it is
         parked, counted and alarmed (:meth:`_refused`), and the messages behind it go on.
+        A batch holding an alert is published only once the store's fsync covers it.
         """
         wake = self.links.wake[name]
         while True:
@@ -172,6 +174,8 @@ class Outbound:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(1.0):  # (3.11's wait_for can swallow a cancellation)
                         await wake.wait()
+                continue
+            if any(m.priority == ALERT_PRIORITY for m in batch) and not await self._synced(name):
                 continue
             try:
                 results = await link.publish_many([(m.topic, m.payload, m.qos, m.retain) for m in batch])
@@ -200,6 +204,18 @@ class Outbound:
             self.stats.published[name] += len(done)
             if interrupted:
                 await asyncio.sleep(0.05)
+
+    async def _synced(self, name: str) -> bool:
+        """Wait until every commit so far is on disk (group commit: at once when it is), so no
+        alert leaves the gateway before the fsync that keeps it. False: the fsync failed (the
+        store's own alarm says so); paused a moment."""
+        try:
+            await self.store.sync()
+        except sqlite3.Error as exc:
+            log.warning("%s outbox paused: its alerts are not on disk: %s", name, exc)
+            await asyncio.sleep(1.0)
+            return False
+        return True
 
     def _refused(self, name: str, message: OutboxMessage, refusal: PublishRefused) -> None:
         retry_s = self.REFUSED_RETRY_S.get(refusal.reason, self.REFUSED_RETRY_DEFAULT_S)

@@ -15,7 +15,7 @@ from edge_agent.agent.context import GatewayContext
 from edge_agent.agent.lamps import Lamps
 from edge_agent.agent.outbound import Outbound
 from edge_agent.agent.policy_delivery import PolicyDelivery
-from edge_agent.engine import Engine
+from edge_agent.agent.recovery import fresh_engine
 from edge_agent.models import PolicyAck
 from edge_agent.policy.model import Policy
 
@@ -63,12 +63,7 @@ class PolicyInstaller:
         self.store.rule_traces.add(previous.take_traces(), self.traces_per_rule)
         now = self.clock.now()
         with self.store.transaction():
-            engine = Engine(policy, self.site, self.store)
-            for lamp_id, state in previous.lighting.lamps.items():  # lamps keep what they show
-                if lamp_id in engine.lighting.lamps:
-                    engine.lighting.lamps[lamp_id].level = state.level
-                    engine.lighting.lamps[lamp_id].boost_until = state.boost_until
-            effects = engine.start(now)
+            engine, effects = fresh_engine(previous, policy, self.site, self.store, now)  # lamps keep their level
             self.active.engine = engine
             self.active.version = version
             self.outbound.apply(effects)

@@ -36,6 +36,19 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+# Modbus exception codes (Modbus Application Protocol v1.1b3, section 7)
+EXCEPTION_NAMES = {
+    1: "illegal function",
+    2: "illegal data address",
+    3: "illegal data value",
+    4: "server device failure",
+    5: "acknowledge",
+    6: "server device busy",
+    8: "memory parity error",
+    10: "gateway path unavailable",
+    11: "gateway target device failed to respond",
+}
+
 PRIORITY_COMMAND = 0  # dim level, on/off, program writes
 PRIORITY_CLOCK = 1  # clock sync
 PRIORITY_POLL = 2  # routine readings
@@ -355,12 +368,23 @@ class ModbusLampBus:
 
     # --- operations (run by the worker only) -------------------------------------------------
     @staticmethod
-    def _check(unit: int, response: Any, count: int | None) -> list[int]:
+    def _check(unit: int, response: Any, count: int | None, fc: int) -> list[int]:
+        """The registers of a reply to a request of function code ``fc``: only a reply with that
+        code is data; an exception reply (``fc | 0x80``) is ``exception_response`` with its
+        exception named; another code is ``wrong_function``."""
         if response is None:
             raise TransportError(f"unit {unit}: no response")
-        if response.isError():
-            code = getattr(response, "exception_code", 0)
-            raise ProtocolError("exception_response", where=f"unit {unit}", detail=f"code {code}")
+        got = int(getattr(response, "function_code", -1))
+        if response.isError() or got == fc | 0x80:
+            code = int(getattr(response, "exception_code", 0))
+            name = EXCEPTION_NAMES.get(code, "unknown exception")
+            raise ProtocolError(
+                "exception_response", where=f"unit {unit}", detail=f"function {fc}: code {code} ({name})"
+            )
+        if got != fc:
+            raise ProtocolError(
+                "wrong_function", where=f"unit {unit}", detail=f"reply of function {got} to function {fc}"
+            )
         if count is None:
             return []
         regs = list(getattr(response, "registers", []))
@@ -372,19 +396,19 @@ class ModbusLampBus:
         async def op(client: AsyncModbusSerialClient) -> Any:
             if fc == 4:
                 rr = await client.read_input_registers(address, count=count, device_id=unit)
-                return decode_reading(unit, self._check(unit, rr, count))
+                return decode_reading(unit, self._check(unit, rr, count, 4))
             rr = await client.read_holding_registers(address, count=count, device_id=unit)
-            return self._check(unit, rr, count)
+            return self._check(unit, rr, count, 3)
 
         return op
 
     def _write_op(self, unit: int, address: int, values: list[int]) -> _Op:
         async def op(client: AsyncModbusSerialClient) -> Any:
             if len(values) == 1:
-                rr = await client.write_register(address, values[0], device_id=unit)
+                rr, fc = await client.write_register(address, values[0], device_id=unit), 6
             else:
-                rr = await client.write_registers(address, values, device_id=unit)
-            self._check(unit, rr, None)
+                rr, fc = await client.write_registers(address, values, device_id=unit), 16
+            self._check(unit, rr, None, fc)
             return None
 
         return op

@@ -272,7 +272,7 @@ async def test_bad_payloads_are_rejected_counted_and_the_next_alert_still_goes_o
             # not subscribed by the agent: publish where it listens but with an unknown channel
             suffix = "wearable/W1/heartbeat"
             payload = b'{"v": 1, "battery": 900}'
-            reason = "schema"
+            reason = "implausible"
         await obs.publish(suffix, payload)
         await eventually(lambda: agent.stats.rejected[reason] == 1, what=f"rejection {reason}")
         await obs.publish("wearable/W1/event", {"event": "sos"})

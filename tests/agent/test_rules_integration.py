@@ -222,7 +222,8 @@ then = [ { action = "alert", priority = 2, message = "heart rate {value}" } ]
             assert len([a for a in alerts(obs) if a["rule"] == "hr"]) == 1
             # the escalation fired once; unanswered, the chain goes round again (doc1 at +240 s,
             # doc2 at +360 s, ...), as in the twin (edge_agent/policy/dispatch_state.py)
-            assert [page["ts"] for page in obs.on("responder/doc2/alert")][:2] == [T0 + 120, T0 + 360]
+            pages = await eventually(lambda: obs.on("responder/doc2/alert")[1:2], what="doc2's second page")
+            assert [page["ts"] for page in obs.on("responder/doc2/alert")][:2] == [T0 + 120, T0 + 360], pages
 
 
 async def test_overdue_timers_fire_once_when_the_agent_returns(

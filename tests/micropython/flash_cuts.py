@@ -1,15 +1,17 @@
 # Run by tests/hil/test_flash_cuts.py under the MicroPython unix port, MICROPYPATH = the lamp
 # node's or the dongle's firmware dir : firmware/common : edge_agent/codec.
-# argv: JOBS, JSON lines: {"kind": "lamp"|"dongle", "dir": SCRATCH}, then one job a line:
-# {"files": {NAME: HEX}, "save": SPEC|null}. Per job: SCRATCH is emptied and filled with the files, the firmware's
-# loader boots from it (lamp: app.boot; dongle: Store + Sender, as app.run does), and with a
-# SPEC the record it describes is saved by common/store.py through a shim of the `open` and
+# argv: `saver|boot KIND DIR` (see saver()) or JOBS, JSON lines: {"kind": "lamp"|"dongle",
+# "dir": SCRATCH}, then one job a line: {"files": {NAME: HEX}, "save": SPEC|null}. Per job:
+# SCRATCH is emptied and filled with the files, the firmware's loader boots from it (lamp:
+# app.boot; dongle: Store + Sender, as app.run does), and with a SPEC the record it describes
+# is saved by common/store.py through a shim of the `open` and
 # `os.rename` the store calls, which records every file-system operation (create, write with
 # its bytes, flush = fsync, directory fsync, rename) and performs it. Prints one JSON line a
 # job: {"loaded": what the loader booted into, "trace": [[op, name, hex], ...]}.
 # SPEC: lamp [version, [[minute, level], ...]]; dongle {"flight": [kind, dev, hex, seq, nonce]
 # or null, "queue": [[kind, dev, hex], ...]}. Loaded: lamp [version, [[minute, level], ...]] or
-# null (no stored program restored); dongle the same shape as SPEC (alarms only).
+# null (no stored program restored); dongle the same shape as SPEC (alarms only) or null (no
+# valid record).
 import binascii
 import json
 import os
@@ -159,7 +161,7 @@ def dongle_boot(board):
 
     store = Store(board.path("queue"), board.cut_point)
     sender = Sender(board, 50, 0x0B00, store)
-    return alarms(sender), store, sender
+    return (alarms(sender) if store.source != "default" else None), store, sender
 
 
 def dongle_record(sender, spec):
@@ -197,7 +199,35 @@ def run_job(kind, scratch, job):
     return out
 
 
+def spec_n(kind, i):
+    """The i-th record of the saver (lamp: program version i; dongle: an SOS from device i)."""
+    if kind == "lamp":
+        return [i, [[i % 1440, i % 101]]]
+    return {"flight": [SOS, i, "", i & 0xFFFF, 1], "queue": []}
+
+
+def saver(kind, path):
+    """Boot from PATH, print what was booted, then save records spec_n(i), i = 1, 2, ... after
+    the booted one, printing "saved i" when each save has returned, until killed."""
+    board = Board(path, kind)
+    loaded, store, obj = lamp_boot(board) if kind == "lamp" else dongle_boot(board)
+    sys.stdout.write(json.dumps({"loaded": loaded}) + "\n")
+    if sys.argv[1] == "boot":
+        return
+    i = 0
+    if loaded is not None:
+        i = loaded[0] if kind == "lamp" else loaded["flight"][1]
+    while True:
+        i += 1
+        spec = spec_n(kind, i)
+        store.save(lamp_record(obj, spec) if kind == "lamp" else dongle_record(obj, spec))
+        sys.stdout.write("saved " + str(i) + "\n")
+
+
 def main():
+    if sys.argv[1] in ("saver", "boot"):
+        saver(sys.argv[2], sys.argv[3])
+        return
     with REAL_OPEN(sys.argv[1]) as f:
         req = json.loads(f.readline())
         for line in f:

@@ -84,6 +84,7 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "tests/chaos/": ("broker", "chaos"),
     "tests/hil/": ("micropython", "hil"),
     "tests/powercut/": ("fuse",),  # a FUSE mount in a child process (devtools.powercut)
+    "tests/hil/test_flash_powercut.py": ("fuse",),  # the firmware's flash store on the power-cut FS
     "tests/notify/test_sms.py": ("modem",),
     "tests/test_mqtt_link.py": ("broker",),
     "tests/test_devtools.py::test_launcher": ("broker",),

@@ -1,10 +1,15 @@
 """Atomic, checksummed records on the board's flash filesystem (littlefs on the RP2040).
 
-A save writes ``NAME.new`` (header, payload, CRC: separate writes), then renames ``NAME.bin``
-to ``NAME.bak`` (the previous copy) and ``NAME.new`` to ``NAME.bin``. A load reads all three
-and takes the valid copy (magic, length and CRC-16 check) with the highest generation, so a
-power cut at any step leaves the previous copy or the new one, never a mixture; when none is
-valid the caller runs its documented safe default (``source == "default"``).
+A save writes ``NAME.new`` (header, payload, CRC: separate writes) and flushes it (littlefs:
+commits the file; unix port: fsync), then renames ``NAME.bin`` to ``NAME.bak`` (the previous
+copy) and ``NAME.new`` to ``NAME.bin`` and syncs the directory (unix port: fsync of the
+directory, so the save is on the disk when it returns; littlefs: nothing to do, a rename is a
+commit). A load reads all three and takes the valid copy (magic, length and CRC-16 check) with
+the highest generation, so a power cut at any step leaves the previous copy or the new one,
+never a mixture; when none is valid the caller runs its documented safe default
+(``source == "default"``). A load that took ``NAME.new`` (a cut before the renames) finishes
+those renames at the next save, before that save truncates ``NAME.new``: else a cut during it
+would fall back to an older copy (tests/hil/test_flash_cuts.py).
 
 Record: b"FW" magic, generation u32, payload length u16, payload, CRC-16/MODBUS of all that.
 ``step`` is called before every filesystem operation: the unix board uses it to cut the power
@@ -75,7 +80,29 @@ class Store:
         self.gen = best[0]
         return best[1]
 
+    def _sync_dir(self) -> None:
+        i = self.base.rfind("/")
+        try:
+            d = open(self.base[:i] if i > 0 else ".", "rb")
+        except OSError:
+            return  # littlefs cannot open a directory: its renames are already committed
+        try:
+            d.flush()  # unix port: fsync(2) of the directory (the renames reach the disk)
+        finally:
+            d.close()
+
+    def _rotate(self) -> None:
+        try:
+            os.rename(self.base + ".bin", self.base + ".bak")
+        except OSError:
+            pass  # first save: no previous copy
+        os.rename(self.base + ".new", self.base + ".bin")
+        self._sync_dir()
+        self.source = "bin"
+
     def save(self, payload: "bytes | bytearray") -> None:
+        if self.source == "new":  # .new holds the current copy: rename it before truncating it
+            self._rotate()
         gen = (self.gen + 1) & 0xFFFFFFFF
         n = len(payload)
         hdr = bytes([_MAGIC0, _MAGIC1, gen >> 24, (gen >> 16) & 0xFF, (gen >> 8) & 0xFF, gen & 0xFF,
@@ -93,6 +120,7 @@ class Store:
             step(4)
             f.write(bytes([crc & 0xFF, crc >> 8]))
             step(5)
+            f.flush()  # littlefs: commit; unix port: fsync(2)
         finally:
             f.close()
         step(6)
@@ -102,5 +130,7 @@ class Store:
             pass  # first save: no previous copy
         step(7)
         os.rename(new, self.base + ".bin")
+        self._sync_dir()
+        self.source = "bin"
         self.gen = gen
         self.saves += 1

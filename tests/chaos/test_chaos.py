@@ -1,7 +1,9 @@
 """The chaos suite's short variants (`just chaos --quick`), through the same functions.
 
 Each test starts its own Mosquitto brokers on free loopback ports and a real gateway process;
-figures are printed by `just chaos`, never asserted here except as generous bounds.
+figures are printed by `just chaos`, never asserted here except as generous bounds. Each test
+names the rows of `just chaos` it runs (``chaos_row``): tests/test_readme.py checks that every
+row of the README's chaos table is run here or in the other tests/chaos modules.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ def check(row: chaos.Row) -> None:
     assert not row.failures, row.failures
 
 
+@pytest.mark.chaos_row("a")
 @pytest.mark.timeout(120)
 async def test_agent_kill_9_loses_no_acknowledged_sos() -> None:
     row = await chaos.agent_kills(QUICK.kills, seed=7)
@@ -35,6 +38,7 @@ async def test_agent_kill_9_loses_no_acknowledged_sos() -> None:
     assert any(note.startswith("integrity ok") for note in row.notes)
 
 
+@pytest.mark.chaos_row("b")
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("persistence", [False, True], ids=["no-persistence", "persistence"])
 async def test_north_broker_kill_and_restart(persistence: bool) -> None:
@@ -43,6 +47,7 @@ async def test_north_broker_kill_and_restart(persistence: bool) -> None:
     assert row.injections == 2
 
 
+@pytest.mark.chaos_row("c")
 @pytest.mark.timeout(120)
 async def test_uplink_outage_no_gaps_alerts_first() -> None:
     # a shorter outage than `just chaos --quick` (5 timeline minutes at x60 = 5 s real)
@@ -52,6 +57,7 @@ async def test_uplink_outage_no_gaps_alerts_first() -> None:
     assert row.first_alert_s is not None and row.first_alert_s < 30.0  # target 5 s: see `just chaos`
 
 
+@pytest.mark.chaos_row("d")
 @pytest.mark.timeout(120)
 async def test_connection_dropped_after_publish_before_puback() -> None:
     row = await chaos.publish_drops(10)
@@ -60,6 +66,7 @@ async def test_connection_dropped_after_publish_before_puback() -> None:
     assert row.duplicates >= 1  # the broker had the message: the retry is a duplicate, dropped by id
 
 
+@pytest.mark.chaos_row("h")
 @pytest.mark.timeout(90)
 async def test_denied_publish_is_kept_alarmed_and_delivered_after_the_acl_fix() -> None:
     """The city broker's ACL lacks the lamp telemetry grant: every SOS still arrives, the
@@ -74,11 +81,27 @@ async def test_denied_publish_is_kept_alarmed_and_delivered_after_the_acl_fix() 
     assert row.drain_s is not None and row.drain_s < 30.0  # 5 s retry + reconnect
 
 
+@pytest.mark.chaos_row("e")
 @pytest.mark.timeout(60)
 async def test_serial_port_vanishing_mid_frame() -> None:
     row = await chaos.serial_vanish(3)
     check(row)
     assert row.delivered == row.sent == 3
+
+
+@pytest.mark.chaos_row("i")
+@pytest.mark.timeout(120)
+async def test_store_write_locked_nothing_acknowledged_everything_applied_once_after() -> None:
+    """Another process holds ``BEGIN EXCLUSIVE`` on the agent's database for a few seconds (the
+    full run: 60 s) during an SOS stream: the storage alarm reaches the village broker, and every
+    SOS the hub got a PUBACK for reaches the platform once the lock is gone."""
+    from devtools.chaos.refusals import locked_store
+
+    row = await locked_store(QUICK.lock_s)
+    check(row)
+    assert row.injections == 1
+    assert row.delivered == row.sent, row
+    assert any(note.startswith("storage alarm reached the village broker") for note in row.notes), row.notes
 
 
 # ----- the two link bugs the suite found (edge_agent/transports/mqtt_client.py) ---------------------

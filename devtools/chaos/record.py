@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
@@ -43,7 +44,7 @@ class Record(msgspec.Struct, kw_only=True, omit_defaults=True):
     variant: str  # "full" or "quick"
     command: str
     measured_at: str  # "%Y-%m-%d %H:%M UTC" (a transcribed row: the date it gives)
-    machine: dict[str, object] = {}
+    machine: dict[str, Any] = {}
     provenance: str = ""  # empty: measured by `command`; else e.g. "transcribed from the README of ..."
 
 

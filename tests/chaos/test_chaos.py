@@ -9,6 +9,7 @@ row of the README's chaos table is run here or in the other tests/chaos modules.
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
 
 import pytest
 
@@ -145,3 +146,44 @@ async def test_link_fails_fast_when_dropped_before_puback_or_connack() -> None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+
+
+# ----- what `just chaos` records (bench-results/chaos.json, the README's chaos table) ---------------
+@pytest.mark.timeout(120)
+def test_just_chaos_only_e_records_its_row_and_keeps_the_others(tmp_path: Path) -> None:
+    """`just chaos --quick --only e` (the serial row: no broker, a few seconds) merges its row into
+    an existing results file holding rows a and e of an earlier full run: a is kept, e replaced by
+    the quick run, with its command, variant, date and the machine's load."""
+    from devtools.chaos import record
+    from devtools.chaos.cli import main
+
+    results = tmp_path / "chaos.json"
+    earlier = [
+        record.Record(
+            letter=x,
+            fault=f"earlier {x}",
+            injections=1,
+            sent=1,
+            delivered=1,
+            lost=0,
+            duplicates=0,
+            ok=True,
+            variant="full",
+            command="just chaos",
+            measured_at="2026-01-01 00:00 UTC",
+        )
+        for x in "ae"
+    ]
+    record.write(earlier, results)
+    assert main(["--quick", "--only", "e", "--results", str(results)]) == 0
+    rows = {r.letter: r for r in record.read(results)}
+    assert rows["a"] == earlier[0]
+    e = rows["e"]
+    assert (e.variant, e.command, e.ok, e.lost) == (
+        "quick",
+        "just chaos --quick --only e --results " + str(results),
+        True,
+        0,
+    )
+    assert e.injections == QUICK.cuts and e.sent == e.delivered > 0
+    assert e.measured_at > "2026-01-01 00:00 UTC" and len(e.machine["loadavg"]) == 3

@@ -19,6 +19,7 @@ import aiomqtt
 import pytest
 import trustme
 
+from devtools.chaos.record import Record as ChaosRecord
 from devtools.gateway_config import (
     DEFAULT_POLICY,
     DOCTORS,
@@ -287,3 +288,79 @@ def test_benchmark_figures_rewrite_only_the_readme_part_between_the_markers(tmp_
     readme.write_text("no markers here\n")
     with pytest.raises(SystemExit, match="markers"):
         bench_results.regenerate(readme, results)
+
+
+def _chaos_row(letter: str, at: str, *, variant: str = "full", lost: int = 0, fault: str = "") -> ChaosRecord:
+    return ChaosRecord(
+        letter=letter,
+        fault=fault or f"fault {letter}",
+        injections=5,
+        sent=100,
+        delivered=100 - lost,
+        lost=lost,
+        duplicates=1,
+        ok=lost == 0,
+        variant=variant,
+        command=f"just chaos --only {letter}" + (" --quick" if variant == "quick" else ""),
+        measured_at=at,
+        machine={"loadavg": [1.25, 2.0, 3.0]},
+    )
+
+
+def test_a_partial_chaos_run_keeps_the_other_rows_and_new_rows_just_appear(tmp_path: Path) -> None:
+    """`just chaos --only i` merges into bench-results/chaos.json: the rows of the letters it ran
+    are replaced (both b rows by a b run), the others kept, a new letter (a power-cut row) added in
+    letter order; an older file merged in later never replaces newer rows."""
+    from devtools.chaos import record
+
+    path = tmp_path / "chaos.json"
+    first = "2026-12-01 10:00 UTC"
+    record.write([_chaos_row(x, first) for x in "abbi"], path)
+    later = "2026-12-03 09:00 UTC"
+    record.write([_chaos_row("i", later, variant="quick"), _chaos_row("k", later, fault="power cut")], path)
+    rows = record.read(path)
+    assert [(r.letter, r.measured_at) for r in rows] == [
+        ("a", first),
+        ("b", first),
+        ("b", first),
+        ("i", later),
+        ("k", later),
+    ]
+    record.write([_chaos_row("b", later, fault="one b row now")], path)
+    assert [r.fault for r in record.read(path) if r.letter == "b"] == ["one b row now"]
+    record.write([_chaos_row("i", first, lost=3)], path)  # a stale file published after a newer run
+    assert [(r.measured_at, r.lost) for r in record.read(path) if r.letter == "i"] == [(later, 0)]
+
+
+def test_publishing_a_partial_set_of_results_keeps_every_other_readme_table(tmp_path: Path) -> None:
+    """Only one fresh benchmark file and one fresh chaos row: the README's other benchmark tables
+    and chaos rows stay exactly as they were; the fresh ones replace theirs, marked with their run."""
+    from devtools import bench_results
+    from devtools.bench_results import BEGIN, CHAOS_BEGIN, CHAOS_END, END
+    from devtools.chaos import record as chaos_record
+    from twin.bench_record import Row, record
+
+    published, fresh = tmp_path / "published", tmp_path / "bench-results"
+    for name, figure in (("bench", "12 ms"), ("fleet", "2.9 s")):
+        record(name, title=name, command=f"just {name}", rows=[Row(what="x", figure=figure)], results=published)
+    chaos_record.write([_chaos_row(x, "2026-12-01 10:00 UTC") for x in "acj"], published / "chaos.json")
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# X\n{BEGIN}\n{END}\nbetween\n{CHAOS_BEGIN}\n{CHAOS_END}\nafter\n")
+    assert bench_results.regenerate(readme, published) is True
+    before = readme.read_text()
+    assert "| x | 2.9 s |  |  |" in before and "| c | fault c | 5 | 100 | 100 | 0 | 1 |" in before
+
+    record("bench", title="bench", command="just bench", rows=[Row(what="x", figure="9 ms")], results=fresh)
+    chaos_record.write([_chaos_row("c", "2026-12-04 08:00 UTC", variant="quick", lost=2)], fresh / "chaos.json")
+    assert bench_results.publish(fresh, published) == ["bench", "chaos"]
+    assert bench_results.regenerate(readme, published) is True
+    after = readme.read_text()
+    assert "| x | 9 ms |  |  |" in after and "12 ms" not in after
+    assert "| x | 2.9 s |  |  |" in after  # fleet: no fresh file, table kept
+    lines = {line.split(" | ")[0]: line for line in after.splitlines() if line.startswith("| ")}
+    assert lines["| a"] in before and lines["| j"] in before  # chaos rows not re-run: kept
+    assert lines["| c"].startswith("| c | fault c | 5 | 100 | 98 | **2** |")
+    assert lines["| c"].endswith("| **FAIL** | quick, 2026-12-04 08:00 UTC |")
+    assert "- row c: `just chaos --only c --quick` (2026-12-04 08:00 UTC, load 1.2/2.0/3.0)" in after
+    assert after.endswith(f"{CHAOS_END}\nafter\n") and "\nbetween\n" in after
+    assert bench_results.publish(fresh, published) == [], "publishing the same files again changes nothing"

@@ -53,6 +53,7 @@ class Result(msgspec.Struct, kw_only=True, omit_defaults=True):
     columns: list[str] = []  # a wide table instead of what/figure/aim: each row's ``cells``
     cells: list[list[str]] = []
     extra: dict[str, Any] = {}
+    provenance: str = ""  # empty: measured by ``command``; else e.g. "transcribed from the README of ..."
 
 
 def machine() -> dict[str, Any]:

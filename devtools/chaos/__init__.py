@@ -25,7 +25,10 @@ every phase has a deadline; the run stops by itself. Exit code 1 if anything was
 check failed.
 
 Layout: ``harness`` (agent process, platform, hub, brokers, waits), ``scenario`` (the one
-skeleton ``GatewayScenario`` and ``Row``), ``faults`` (a to d), ``serial`` (e), ``cli``.
+skeleton ``GatewayScenario`` and ``Row``), ``faults`` (a to d), ``serial`` (e), ``cli``,
+``record`` (the rows in ``bench-results/chaos.json``, from which ``devtools.bench_results``
+generates the README's chaos table). A new row is a job in ``cli.jobs`` under a new letter and
+a test in ``tests/chaos`` marked ``chaos_row("<letter>")``; its first run adds it to the table.
 """
 
 from devtools.chaos.cli import Plan, main, plan, render, run_all

@@ -1,9 +1,10 @@
 """`python -m devtools.chaos` (`just chaos`): the plan, the run, the table.
 
 Owns: the command line (``--quick``, ``--kills``, ``--only``, ``--seed``, ``--keep``,
-``--deadline``), the plan of each variant, running the chosen scenarios one after another
-(each under a deadline; one that cannot finish is a failed row, not a crash) and the table.
-Exit code 1 if anything was lost or a check failed.
+``--deadline``, ``--results``), the plan of each variant, running the chosen scenarios one after
+another (each under a deadline; one that cannot finish is a failed row, not a crash), the table,
+and recording the rows into ``bench-results/chaos.json`` (``record``: merged by letter, so a run
+of ``--only i`` keeps the other rows). Exit code 1 if anything was lost or a check failed.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from devtools.chaos import record
 from devtools.chaos.command_kills import command_kills
 from devtools.chaos.dongle_kills import dongle_kills
 from devtools.chaos.faults import agent_kills, broker_restarts, publish_drops, uplink_outage
@@ -94,8 +96,12 @@ async def _serial(cuts: int, base: Path | None) -> Row:
     return row
 
 
-async def run_all(p: Plan, only: str, *, seed: int, base: Path | None, deadline: float) -> list[Row]:
-    jobs: list[tuple[str, Callable[[], Awaitable[Row]]]] = [
+Job = tuple[str, Callable[[], Awaitable[Row]]]
+
+
+def jobs(p: Plan, *, seed: int, base: Path | None) -> list[Job]:
+    """Every row of the table, in order, with its letter (row b is two rows: without and with persistence)."""
+    return [
         ("a", lambda: agent_kills(p.kills, seed=seed, base=base)),
         ("b", lambda: broker_restarts(p.restarts, persistence=False, seed=seed, base=base)),
         ("b", lambda: broker_restarts(p.restarts, persistence=True, seed=seed, base=base)),
@@ -108,8 +114,15 @@ async def run_all(p: Plan, only: str, *, seed: int, base: Path | None, deadline:
         ("i", lambda: locked_store(p.lock_s, base=base)),
         ("j", lambda: sms_kills(p.sms_kills, seed=seed, base=base)),
     ]
+
+
+ROWS = "".join(dict.fromkeys(letter for letter, _ in jobs(plan(True, None), seed=1, base=None)))
+
+
+async def run_all(p: Plan, only: str, *, seed: int, base: Path | None, deadline: float) -> list[tuple[str, Row]]:
+    """The chosen rows (``only``: their letters), each with its letter."""
     rows = []
-    for letter, job in jobs:
+    for letter, job in jobs(p, seed=seed, base=base):
         if letter not in only:
             continue
         started = time.monotonic()
@@ -120,7 +133,7 @@ async def run_all(p: Plan, only: str, *, seed: int, base: Path | None, deadline:
             row.failures.append(f"{type(exc).__name__}: {exc}")
         row.notes.append(f"{time.monotonic() - started:.0f}s")
         console.print(render([row], f"scenario {letter}"))
-        rows.append(row)
+        rows.append((letter, row))
     return rows
 
 
@@ -128,16 +141,28 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="chaos", description=DESCRIPTION)
     parser.add_argument("--quick", action="store_true", help="the short CI variant (about a minute)")
     parser.add_argument("--kills", type=int, default=None, help="agent kills in scenario a (default 400, quick 12)")
-    parser.add_argument("--only", default="abcdefghij", help="scenarios to run, e.g. 'ac' (default abcdefghij)")
+    parser.add_argument("--only", default=ROWS, help=f"scenarios to run, e.g. 'ac' (default {ROWS})")
     parser.add_argument("--seed", type=int, default=1, help="random seed for kill and restart moments")
     parser.add_argument("--keep", type=Path, default=None, help="keep work dirs (logs, databases) under this dir")
     parser.add_argument("--deadline", type=float, default=900.0, help="seconds allowed per scenario")
+    parser.add_argument(
+        "--results",
+        type=Path,
+        default=record.PATH,
+        help="the rows are merged into this file (bench-results/chaos.json)",
+    )
+    argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
     p = plan(args.quick, args.kills)
     started = time.monotonic()
-    rows = asyncio.run(run_all(p, args.only, seed=args.seed, base=args.keep, deadline=args.deadline))
+    lettered = asyncio.run(run_all(p, args.only, seed=args.seed, base=args.keep, deadline=args.deadline))
+    rows = [row for _, row in lettered]
     title = f"chaos {'--quick' if args.quick else 'full'} run, {time.monotonic() - started:.0f} s"
     console.print(render(rows, title))
+    command = " ".join(["just chaos", *argv])
+    variant = "quick" if args.quick else "full"
+    path = record.write([record.record(x, row, variant=variant, command=command) for x, row in lettered], args.results)
+    console.print(f"rows {''.join(dict.fromkeys(x for x, _ in lettered))} recorded in {path}")
     bad = [r.fault for r in rows if not r.ok]
     if bad:
         console.print(f"[red]FAILED: {', '.join(bad)}[/red]")

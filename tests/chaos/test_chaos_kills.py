@@ -30,6 +30,7 @@ def check(row: chaos.Row, kills: int) -> None:
     assert row.injections == kills, row
 
 
+@pytest.mark.chaos_row("f")
 @pytest.mark.timeout(120)
 @pytest.mark.skipif(micropython_binary() is None, reason="micropython unix port not installed")
 async def test_agent_kill_9_during_dongle_sos_stream_one_alert_per_acked_frame() -> None:
@@ -40,6 +41,7 @@ async def test_agent_kill_9_during_dongle_sos_stream_one_alert_per_acked_frame()
     assert any("integrity ok" in note for note in row.notes), row.notes
 
 
+@pytest.mark.chaos_row("g")
 @pytest.mark.timeout(120)
 async def test_agent_kill_9_during_responder_acks_every_accepted_ack_is_seen_through() -> None:
     row = await command_kills(QUICK.command_kills, seed=7)
@@ -51,6 +53,7 @@ async def test_agent_kill_9_during_responder_acks_every_accepted_ack_is_seen_thr
     assert any(note.startswith("integrity ok") for note in row.notes), row.notes
 
 
+@pytest.mark.chaos_row("j")
 @pytest.mark.timeout(120)
 @pytest.mark.skipif(gammu_smsd_binary() is None, reason="gammu-smsd is not installed")
 async def test_agent_kill_9_during_the_sms_hand_off_every_alert_texted_once_or_twice() -> None:

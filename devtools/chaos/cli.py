@@ -20,9 +20,11 @@ from rich.console import Console
 from rich.table import Table
 
 from devtools.chaos.command_kills import command_kills
+from devtools.chaos.crash import PowerCut
 from devtools.chaos.dongle_kills import dongle_kills
 from devtools.chaos.faults import agent_kills, broker_restarts, publish_drops, uplink_outage
 from devtools.chaos.harness import LAYOUT_NOTES
+from devtools.chaos.policy_cuts import policy_cuts
 from devtools.chaos.refusals import denied_publish, locked_store
 from devtools.chaos.scenario import Row
 from devtools.chaos.serial import serial_vanish
@@ -68,6 +70,11 @@ class Plan:
     denied_s: float = 10.0  # h: seconds of SOS + telemetry against the denying ACL
     lock_s: float = 60.0  # i: seconds the store is write-locked (quick: 8)
     sms_kills: int = 100  # j
+    # k-n: power cuts (the agent's data dir on devtools.powercut) during a-like, f, g and policy installs
+    cuts_sos: int = 100  # k
+    cuts_dongle: int = 100  # l
+    cuts_commands: int = 50  # m
+    cuts_policy: int = 50  # n
 
 
 def plan(quick: bool, kills: int | None) -> Plan:
@@ -84,6 +91,10 @@ def plan(quick: bool, kills: int | None) -> Plan:
             denied_s=3.0,
             lock_s=8.0,
             sms_kills=6,
+            cuts_sos=4,
+            cuts_dongle=4,
+            cuts_commands=4,
+            cuts_policy=4,
         )
     return Plan(kills=kills or 400, restarts=10, outage_timeline_s=3600.0, speed=60.0, drops=100, cuts=50)
 
@@ -107,6 +118,10 @@ async def run_all(p: Plan, only: str, *, seed: int, base: Path | None, deadline:
         ("h", lambda: denied_publish(stream_s=p.denied_s, base=base)),
         ("i", lambda: locked_store(p.lock_s, base=base)),
         ("j", lambda: sms_kills(p.sms_kills, seed=seed, base=base)),
+        ("k", lambda: agent_kills(p.cuts_sos, seed=seed, base=base, crash=PowerCut(seed))),
+        ("l", lambda: dongle_kills(p.cuts_dongle, seed=seed, base=base, crash=PowerCut(seed))),
+        ("m", lambda: command_kills(p.cuts_commands, seed=seed, base=base, crash=PowerCut(seed))),
+        ("n", lambda: policy_cuts(p.cuts_policy, seed=seed, base=base, crash=PowerCut(seed))),
     ]
     rows = []
     for letter, job in jobs:
@@ -128,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="chaos", description=DESCRIPTION)
     parser.add_argument("--quick", action="store_true", help="the short CI variant (about a minute)")
     parser.add_argument("--kills", type=int, default=None, help="agent kills in scenario a (default 400, quick 12)")
-    parser.add_argument("--only", default="abcdefghij", help="scenarios to run, e.g. 'ac' (default abcdefghij)")
+    parser.add_argument("--only", default="abcdefghijklmn", help="scenarios to run, e.g. 'ac' (default all)")
     parser.add_argument("--seed", type=int, default=1, help="random seed for kill and restart moments")
     parser.add_argument("--keep", type=Path, default=None, help="keep work dirs (logs, databases) under this dir")
     parser.add_argument("--deadline", type=float, default=900.0, help="seconds allowed per scenario")

@@ -155,7 +155,7 @@ class PolicyCuts(GatewayScenario):
     centre: Centre | None = None
     drain_timeout: float = 90.0
     name = "policy-cuts"
-    settings = ("[trust] keys = a key made for the run; centre publishes bundles v1.. (forced: no validation record)",)
+    settings = ("gateway file: trust.keys = a key made for the run; bundles v1.. forced (no validation record)",)
 
     def title(self) -> str:
         return f"{self.crash.what} during policy installs (signed bundles, acked)"

@@ -18,6 +18,10 @@ Scenarios (rows of the table):
   (f-i: ``dongle_kills``, ``command_kills``, ``refusals``.)
   j. kill -9 of the agent during the SMS hand-off to gammu-smsd on its dummy phone
      (``sms_kills``): every alert's SMS sent at least once, at most twice.
+  k-n. power cuts instead of kill -9 (``crash.PowerCut``: the agent's data dir on the power-cut
+     file system, ``devtools.powercut``): k during an MQTT SOS stream (a's scenario), l during
+     a dongle SOS stream (f's), m during responder acks and resolves (g's), n during policy
+     installs (``policy_cuts``: the active policy never older than the last acknowledged).
 
 "sent" counts what the south broker acknowledged (PUBACK to our publisher), so "lost" is
 exactly "acknowledged by the gateway's side and never seen by the platform". Loopback only;
@@ -25,10 +29,11 @@ every phase has a deadline; the run stops by itself. Exit code 1 if anything was
 check failed.
 
 Layout: ``harness`` (agent process, platform, hub, brokers, waits), ``scenario`` (the one
-skeleton ``GatewayScenario`` and ``Row``), ``faults`` (a to d), ``serial`` (e), ``cli``,
-``record`` (the rows in ``bench-results/chaos.json``, from which ``devtools.bench_results``
-generates the README's chaos table). A new row is a job in ``cli.jobs`` under a new letter and
-a test in ``tests/chaos`` marked ``chaos_row("<letter>")``; its first run adds it to the table.
+skeleton ``GatewayScenario`` and ``Row``), ``crash`` (how a row crashes the agent: kill -9 or
+a power cut), ``faults`` (a to d), ``serial`` (e), ``cli``, ``record`` (the rows in
+``bench-results/chaos.json``, from which ``devtools.bench_results`` generates the README's chaos
+table). A new row is a job in ``cli.jobs`` under a new letter and a test in ``tests/chaos``
+marked ``chaos_row("<letter>")``; its first run adds it to the table.
 """
 
 from devtools.chaos.cli import Plan, main, plan, render, run_all

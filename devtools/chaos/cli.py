@@ -22,9 +22,11 @@ from rich.table import Table
 
 from devtools.chaos import record
 from devtools.chaos.command_kills import command_kills
+from devtools.chaos.crash import PowerCut
 from devtools.chaos.dongle_kills import dongle_kills
 from devtools.chaos.faults import agent_kills, broker_restarts, publish_drops, uplink_outage
 from devtools.chaos.harness import LAYOUT_NOTES
+from devtools.chaos.policy_cuts import policy_cuts
 from devtools.chaos.refusals import denied_publish, locked_store
 from devtools.chaos.scenario import Row
 from devtools.chaos.serial import serial_vanish
@@ -70,6 +72,11 @@ class Plan:
     denied_s: float = 10.0  # h: seconds of SOS + telemetry against the denying ACL
     lock_s: float = 60.0  # i: seconds the store is write-locked (quick: 8)
     sms_kills: int = 100  # j
+    # k-n: power cuts (the agent's data dir on devtools.powercut) during a-like, f, g and policy installs
+    cuts_sos: int = 100  # k
+    cuts_dongle: int = 100  # l
+    cuts_commands: int = 50  # m
+    cuts_policy: int = 50  # n
 
 
 def plan(quick: bool, kills: int | None) -> Plan:
@@ -86,6 +93,10 @@ def plan(quick: bool, kills: int | None) -> Plan:
             denied_s=3.0,
             lock_s=8.0,
             sms_kills=6,
+            cuts_sos=4,
+            cuts_dongle=4,
+            cuts_commands=4,
+            cuts_policy=4,
         )
     return Plan(kills=kills or 400, restarts=10, outage_timeline_s=3600.0, speed=60.0, drops=100, cuts=50)
 
@@ -113,6 +124,10 @@ def jobs(p: Plan, *, seed: int, base: Path | None) -> list[Job]:
         ("h", lambda: denied_publish(stream_s=p.denied_s, base=base)),
         ("i", lambda: locked_store(p.lock_s, base=base)),
         ("j", lambda: sms_kills(p.sms_kills, seed=seed, base=base)),
+        ("k", lambda: agent_kills(p.cuts_sos, seed=seed, base=base, crash=PowerCut(seed))),
+        ("l", lambda: dongle_kills(p.cuts_dongle, seed=seed, base=base, crash=PowerCut(seed))),
+        ("m", lambda: command_kills(p.cuts_commands, seed=seed, base=base, crash=PowerCut(seed))),
+        ("n", lambda: policy_cuts(p.cuts_policy, seed=seed, base=base, crash=PowerCut(seed))),
     ]
 
 

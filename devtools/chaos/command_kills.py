@@ -32,6 +32,7 @@ import aiomqtt
 import msgspec
 
 from devtools.chaos.clients import stream
+from devtools.chaos.crash import Crash, KillNine, crash_notes
 from devtools.chaos.harness import SOS_MESSAGE, TOPIC_ROOT, WEARABLES, AgentProcess, Key, integrity, wait_until
 from devtools.chaos.scenario import GatewayScenario, Rig, Row
 from edge_agent.transports.mqtt_client import NO_DELAY, QUIET_LOG
@@ -147,11 +148,12 @@ class CommandKills(GatewayScenario):
     alert_ids: dict[Key, set[str]] = field(default_factory=dict)  # SOS -> alert_ids seen north
     responder: Responder | None = None
     drain_timeout: float = 90.0
+    crash: Crash = field(default_factory=KillNine)
     name = "command-kills"
     settings = ("policy: devtools/chaos/policy-commands.toml (the SOS alert pages dr-wang, chain medical)",)
 
     def title(self) -> str:
-        return "agent kill -9 during responder acks (inbound commands)"
+        return f"{self.crash.what} during responder acks (inbound commands)"
 
     def tune(self, doc: dict[str, Any]) -> None:
         """The row's rule file: the SOS alert pages the village doctor (chain medical)."""
@@ -227,7 +229,7 @@ class CommandKills(GatewayScenario):
                 await asyncio.sleep(rng.uniform(0.0, 0.03))
             if agent.crashed() is not None:
                 row.failures.append(f"agent exited by itself with {agent.crashed()}")
-            agent.kill()
+            self.crash.strike(agent)
             row.injections += 1
             self._integrity(agent, row)
             agent.start()
@@ -237,7 +239,7 @@ class CommandKills(GatewayScenario):
             result = integrity(agent.db)
             self.checked += 1
             if result != "ok":
-                row.failures.append(f"integrity_check after kill {row.injections}: {result}")
+                row.failures.append(f"integrity_check after {self.crash.what} {row.injections}: {result}")
 
     def keys(self, rig: Rig) -> set[Key]:
         return set(rig.hub.accepted)
@@ -282,16 +284,17 @@ class CommandKills(GatewayScenario):
         row.notes.append(
             f"{sos_sent} SOS accepted by south, {sos_delivered} alerted north; {len(stored)} alerts,"
             f" {responder.pages} pages (copies included); {len(responder.resolved)} resolves accepted;"
-            f" {self.after_ack} kills 0-30 ms after an accepted ack"
+            f" {self.after_ack} {self.crash.noun} 0-30 ms after an accepted ack"
         )
         if responder.failed:
             row.notes.append(f"{responder.failed} ack publishes not PUBACKed (sent again on the next page copy)")
 
     def notes(self, rig: Rig) -> list[str]:
-        return [f"integrity ok after each of {self.checked} kills and at the end"]
+        return [f"integrity ok after each of {self.checked} {self.crash.noun} and at the end", *crash_notes(self.crash)]
 
 
-async def command_kills(kills: int, *, seed: int = 1, base: Path | None = None) -> Row:
-    """kill -9 of the agent ``kills`` times while a responder acknowledges every alert page:
-    every accepted ack ends acknowledged in the store and at the platform."""
-    return await CommandKills(kills, seed=seed).run(base)
+async def command_kills(kills: int, *, seed: int = 1, base: Path | None = None, crash: Crash | None = None) -> Row:
+    """kill -9 of the agent (or a power cut: ``crash``) ``kills`` times while a responder
+    acknowledges every alert page: every accepted ack ends acknowledged in the store and at
+    the platform."""
+    return await CommandKills(kills, seed=seed, crash=crash or KillNine()).run(base)

@@ -36,8 +36,9 @@ from pathlib import Path
 from typing import Any
 
 from devtools.chaos.clients import Platform
+from devtools.chaos.crash import Crash, KillNine, crash_notes
 from devtools.chaos.harness import AgentProcess, integrity, layout, wait_for, wait_until, workdir
-from devtools.chaos.scenario import Row
+from devtools.chaos.scenario import Row, in_async
 from edge_agent.cli.acl import CENTRE
 
 RADIOS = (101, 102, 103, 104)
@@ -184,9 +185,10 @@ class DongleKills:
     no_ack_in_time: int = 0
     stats_line: str = ""
     notes: list[str] = field(default_factory=list)
+    crash: Crash = field(default_factory=KillNine)
 
     def title(self) -> str:
-        return "agent kill -9 during dongle SOS stream (firmware on a pty)"
+        return f"{self.crash.what} during dongle SOS stream (firmware on a pty)"
 
     async def run(self, base: Path | None = None) -> Row:
         from hardware.hil.procs import DONGLE_DIR, FirmwareProcess
@@ -212,7 +214,7 @@ class DongleKills:
                 try:
                     shipped.start()
                     platform = Platform(shipped.north.port, username=CENTRE, password=shipped.north_passwords[CENTRE])
-                    async with platform:
+                    async with platform, in_async(self.crash.mounted(agent.db.parent)):
                         agent.start()
                         stop = asyncio.Event()
                         presser = asyncio.create_task(self._press(radio_w, stop))
@@ -227,6 +229,7 @@ class DongleKills:
                         await wait_until(lambda: self._platform_has_all(platform, tap), 30)
                         agent.stop()
                         self._tally(row, agent, tap, platform)
+                        row.notes.extend(crash_notes(self.crash))
                 finally:
                     agent.close()
                     with contextlib.suppress(OSError):
@@ -255,7 +258,7 @@ class DongleKills:
             mode = rng.random()
             if mode < 0.5:
                 await asyncio.sleep(rng.uniform(0.2, 1.0))
-                agent.kill()
+                self.crash.strike(agent)
             else:
                 # right after an ACK: at once from the relay thread, or a few ms later
                 at_once = mode < 0.8
@@ -267,7 +270,7 @@ class DongleKills:
                 else:
                     self.no_ack_in_time += 1
                 tap.disarm()
-                agent.kill()
+                self.crash.strike(agent)
             if agent.crashed() is not None:
                 row.failures.append(f"agent exited by itself with {agent.crashed()}")
             row.injections += 1
@@ -276,7 +279,7 @@ class DongleKills:
                 result = integrity(agent.db)
                 self.checked += 1
                 if result != "ok":
-                    row.failures.append(f"integrity_check after kill {n}: {result}")
+                    row.failures.append(f"integrity_check after {self.crash.what} {n}: {result}")
             agent.start()
 
     def _committed_unacked(self, agent: AgentProcess, tap: LineTap) -> None:
@@ -343,7 +346,7 @@ class DongleKills:
         if result != "ok":
             row.failures.append(f"integrity_check at the end: {result}")
         row.notes.append(
-            f"{self.presses} presses, {len(alerts)} alerts, {self.after_ack} kills right after an ACK,"
+            f"{self.presses} presses, {len(alerts)} alerts, {self.after_ack} {self.crash.noun} right after an ACK,"
             f" {self.committed_unacked} between commit and ACK, {tap.copies} retransmissions;"
             f" integrity ok x{self.checked}"
             if not any("integrity" in f for f in row.failures)
@@ -354,7 +357,8 @@ class DongleKills:
         row.notes.append(f"firmware {self.stats_line.split(' rejected')[0]}")
 
 
-async def dongle_kills(kills: int, *, seed: int = 1, base: Path | None = None) -> Row:
-    """kill -9 of the agent ``kills`` times while the dongle firmware streams SOS frames:
-    every ACKed frame has exactly one alert, the firmware's queue empties."""
-    return await DongleKills(kills, seed=seed).run(base)
+async def dongle_kills(kills: int, *, seed: int = 1, base: Path | None = None, crash: Crash | None = None) -> Row:
+    """kill -9 of the agent (or a power cut: ``crash``) ``kills`` times while the dongle
+    firmware streams SOS frames: every ACKed frame has exactly one alert, the firmware's
+    queue empties."""
+    return await DongleKills(kills, seed=seed, crash=crash or KillNine()).run(base)

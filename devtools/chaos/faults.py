@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from devtools.chaos.clients import stream
+from devtools.chaos.crash import Crash, KillNine, crash_notes
 from devtools.chaos.harness import LAMPS, WEARABLES, Key, db_query, integrity, wait_for, wait_until
 from devtools.chaos.scenario import GatewayScenario, Rig, Row
 from devtools.mosquitto import SAVE_EVERY_CHANGE
@@ -37,10 +38,11 @@ class AgentKills(GatewayScenario):
     rate: float = 40.0
     seed: int = 1
     checked: int = 0
+    crash: Crash = field(default_factory=KillNine)
     name = "kills"
 
     def title(self) -> str:
-        return "agent kill -9 during SOS stream"
+        return f"{self.crash.what} during SOS stream"
 
     async def inject(self, rig: Rig) -> None:
         rng = random.Random(self.seed)
@@ -49,17 +51,17 @@ class AgentKills(GatewayScenario):
             await asyncio.sleep(rng.uniform(0.05, 1.2))
             if agent.crashed() is not None:
                 row.failures.append(f"agent exited by itself with {agent.crashed()}")
-            agent.kill()
+            self.crash.strike(agent)
             row.injections += 1
             if agent.db.exists():
                 result = integrity(agent.db)
                 self.checked += 1
                 if result != "ok":
-                    row.failures.append(f"integrity_check after kill {row.injections}: {result}")
+                    row.failures.append(f"integrity_check after {self.crash.what} {row.injections}: {result}")
             agent.start()
 
     def notes(self, rig: Rig) -> list[str]:
-        return [f"integrity ok after each of {self.checked} kills and at the end"]
+        return [f"integrity ok after each of {self.checked} {self.crash.noun} and at the end", *crash_notes(self.crash)]
 
 
 # ----- b. north broker killed and restarted ----------------------------------------------------------
@@ -276,8 +278,10 @@ class PublishDrops(GatewayScenario):
 
 
 # ----- the scenarios as functions (what `just chaos` and the tests call) ----------------------------
-async def agent_kills(kills: int, *, rate: float = 40.0, seed: int = 1, base: Path | None = None) -> Row:
-    return await AgentKills(kills, rate=rate, seed=seed).run(base)
+async def agent_kills(
+    kills: int, *, rate: float = 40.0, seed: int = 1, base: Path | None = None, crash: Crash | None = None
+) -> Row:
+    return await AgentKills(kills, rate=rate, seed=seed, crash=crash or KillNine()).run(base)
 
 
 async def broker_restarts(

@@ -16,11 +16,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from devtools.chaos.clients import Hub, Platform, stream
+from devtools.chaos.crash import Crash, KillNine
 from devtools.chaos.harness import (
     WEARABLES,
     AgentProcess,
@@ -95,6 +97,8 @@ class GatewayScenario:
     inflight = 1  # publishes in flight at the hub (1: south acks come in publishing order)
     speed = 1.0  # the agent's clock speed
     drain_timeout = 60.0
+    # how ``strike`` crashes the agent (kill -9, or a power cut with the data dir on the power-cut FS)
+    crash: Crash = KillNine()
 
     def title(self) -> str:
         raise NotImplementedError
@@ -152,10 +156,11 @@ class GatewayScenario:
                     self.before_start(shipped)
                     shipped.start()
                     agent = AgentProcess(config, speed=self.speed)
+                    mounted = self.crash.mounted(agent.db.parent)
                     platform = Platform(north.port, username=CENTRE, password=shipped.north_passwords[CENTRE])
                     hub = Hub(south.ports[1], inflight=self.inflight, users=shipped.passwords, tls=shipped.tls())
                     try:
-                        async with platform, hub:
+                        async with platform, hub, in_async(mounted):
                             agent.start()
                             await hub.wait_online()
                             rig = Rig(row, work, south, north, proxy, agent, platform, hub, layout=shipped)
@@ -180,6 +185,12 @@ class GatewayScenario:
         arrivals = [platform.arrivals[platform.first[k]].t for k in keys if k in platform.first]
         since = quiet if rig.drain_from is None else rig.drain_from
         rig.row.drain_s = max(0.0, max(arrivals, default=quiet) - since)
+
+
+@contextlib.asynccontextmanager
+async def in_async(manager: contextlib.AbstractContextManager[None]) -> AsyncIterator[None]:
+    with manager:
+        yield
 
 
 def tally(row: Row, hub: Hub, platform: Platform, keys: set[Key] | None = None) -> None:

@@ -93,9 +93,8 @@ def test_commits_do_not_fsync_the_store_connection_runs_wal_normal(store: Store)
 
 
 async def test_sync_fsyncs_the_wal_after_commits_and_only_then(store: Store, spy: FsyncSpy) -> None:
-    await store.sync()  # the fsync every store does once it is open
+    await store.sync()  # the fsync every store does once it is open (maybe before the spy was in place)
     before = spy.calls
-    assert before >= 1
     _commit(store, 1)
     await store.sync()
     assert spy.calls == before + 1, "one fsync of the -wal file"

@@ -58,7 +58,8 @@ class ScaledClock:
             if remaining <= 0:
                 return
             with contextlib.suppress(TimeoutError):  # the usual way out: the time came
-                await asyncio.wait_for(self._changed.wait(), remaining / self.speed)
+                async with asyncio.timeout(remaining / self.speed):  # (3.11's wait_for can swallow a cancel)
+                    await self._changed.wait()
 
 
 class ManualClock:

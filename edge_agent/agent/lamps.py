@@ -179,7 +179,8 @@ class Lamps:
             upcoming = rollout.next_due(now)
             wait = TICK_S if upcoming <= now else min(TICK_S, max(MIN_WAIT_S, upcoming - now))
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.rollout_wake.wait(), wait)
+                async with asyncio.timeout(wait):  # (3.11's wait_for can swallow a cancellation)
+                    await self.rollout_wake.wait()
             self.rollout_wake.clear()
             link = self.links.south
             north = self.links.north

@@ -175,7 +175,8 @@ class HttpServer:
             event = conn.next_event()
             if event is not h11.NEED_DATA:
                 return cast("h11.Event | type[h11.PAUSED]", event)
-            data = await asyncio.wait_for(reader.read(16384), READ_TIMEOUT_S)
+            async with asyncio.timeout(READ_TIMEOUT_S):  # (3.11's wait_for can swallow a cancellation)
+                data = await reader.read(16384)
             conn.receive_data(data)
 
     async def _send(self, conn: h11.Connection, writer: asyncio.StreamWriter, *events: h11.Event) -> None:

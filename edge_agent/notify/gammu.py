@@ -252,7 +252,8 @@ class ModemLink:
             proc = await asyncio.create_subprocess_exec(
                 *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
             )
-            out, _ = await asyncio.wait_for(proc.communicate(), INJECT_TIMEOUT_S)
+            async with asyncio.timeout(INJECT_TIMEOUT_S):  # (3.11's wait_for can swallow a cancellation)
+                out, _ = await proc.communicate()
         except (OSError, TimeoutError) as exc:
             raise TransportError(f"{self.inject} failed: {exc}") from exc
         said = out.decode(errors="replace")

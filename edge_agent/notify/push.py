@@ -158,9 +158,8 @@ class PushLink:
     async def _send(self, service: Apprise, title: str, body: str) -> str | None:
         """None once the service accepted the push, else why not (for a person; no URL in it)."""
         try:
-            result = await asyncio.wait_for(
-                service.async_notify(body=body, title=title, timeout=self.timeout_s), self.timeout_s + 5.0
-            )
+            async with asyncio.timeout(self.timeout_s + 5.0):  # (3.11's wait_for can swallow a cancellation)
+                result = await service.async_notify(body=body, title=title, timeout=self.timeout_s)
         except TimeoutError:
             return f"no answer within {self.timeout_s:.0f} s"
         except Exception as exc:  # Apprise's own failure, whatever it is: a failed push, said why

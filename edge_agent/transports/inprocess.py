@@ -187,7 +187,8 @@ class InProcessLink:
 
     async def wait_connected(self, timeout: float | None = None) -> None:
         try:
-            await asyncio.wait_for(self._up.wait(), timeout)
+            async with asyncio.timeout(timeout):  # (3.11's wait_for can swallow a cancellation)
+                await self._up.wait()
         except TimeoutError:
             raise TransportError(f"{self.name} link not connected within {timeout}s") from None
 

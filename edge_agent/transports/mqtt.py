@@ -101,7 +101,8 @@ class MqttLink:
 
     async def wait_connected(self, timeout: float | None = None) -> None:
         try:
-            await asyncio.wait_for(self._up.wait(), timeout)
+            async with asyncio.timeout(timeout):  # (3.11's wait_for can swallow a cancellation)
+                await self._up.wait()
         except TimeoutError:
             raise TransportError(f"{self.name} link not connected within {timeout}s") from None
 

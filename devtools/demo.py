@@ -296,8 +296,11 @@ async def run_demo(
             await field_.camera("cam-square", "person")
             await scene(at(21, 50))
             square = [lamp for lamp in config.file.lamps if lamp.zone == "square"]
-            if all(field_.lamps[lamp.id].level == 80 for lamp in square):
-                timeline.checks["boost and revert"].detail = "boosted to 100%, back to 80%"
+            for _ in range(20):  # back by 22:00 (a loaded machine runs the x2400 night a little late)
+                if all(field_.lamps[lamp.id].level == 80 for lamp in square):
+                    timeline.checks["boost and revert"].detail = "boosted to 100%, back to 80%"
+                    break
+                await scene(clock.now() + 30.0)
             else:
                 timeline.checks["boost and revert"].passed = False
             await scene(at(22, 30))

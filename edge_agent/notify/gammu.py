@@ -47,7 +47,7 @@ from pathlib import Path
 
 from edge_agent.config.gammu import SmsdFolders
 from edge_agent.errors import TransportError
-from edge_agent.notify.report import Report
+from edge_agent.notify.report import Report, publish_each
 from edge_agent.transports.link import Outgoing
 
 log = logging.getLogger("edge_agent.modem")
@@ -135,15 +135,7 @@ class ModemLink:
     async def publish_many(self, messages: Sequence[Outgoing]) -> list[Exception | None]:
         if not self.connected:
             raise TransportError(f"the modem's outbox {self.folders.outbox} or {self.inject!r} is missing")
-        results: list[Exception | None] = []
-        for topic, payload, _qos, _retain in messages:
-            try:
-                await self.publish(topic, payload)
-            except TransportError as exc:
-                results.append(exc)
-                break  # the rest stay in order behind it
-            results.append(None)
-        return results
+        return await publish_each(self.publish, messages)
 
     # ----- what became of them ------------------------------------------------------------------
     def reports(self) -> list[Report]:

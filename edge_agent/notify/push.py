@@ -31,7 +31,7 @@ import msgspec
 from edge_agent.config.push import keep_secret, quiet_apprise, read_push_url, redact, url_scheme
 from edge_agent.config.schema import GatewayFile
 from edge_agent.errors import ConfigError, Problem, PublishRefused, TransportError
-from edge_agent.notify.report import Report, parse_notification_topic
+from edge_agent.notify.report import Report, parse_notification_topic, publish_each
 from edge_agent.transports.link import Outgoing
 
 if TYPE_CHECKING:
@@ -137,18 +137,7 @@ class PushLink:
     async def publish_many(self, messages: Sequence[Outgoing]) -> list[Exception | None]:
         if not self.connected:
             raise TransportError("no responder has a push URL")
-        results: list[Exception | None] = []
-        for topic, payload, _qos, _retain in messages:
-            try:
-                await self.publish(topic, payload)
-            except PublishRefused as exc:
-                results.append(exc)  # parked by the drain; the rest go on
-                continue
-            except TransportError as exc:
-                results.append(exc)
-                break  # the rest stay in order behind it
-            results.append(None)
-        return results
+        return await publish_each(self.publish, messages)
 
     def reports(self) -> list[Report]:
         taken, self._reports = self._reports, []

@@ -17,10 +17,12 @@ Must not import: the agent, the engine.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
-from edge_agent.transports.link import Link
+from edge_agent.errors import PublishRefused, TransportError
+from edge_agent.transports.link import Link, Outgoing
 
 CHANNELS = ("app", "sms", "ring", "push")
 Channel = Literal["app", "sms", "ring", "push"]
@@ -70,3 +72,23 @@ def parse_notification_topic(topic: str) -> NotificationTopic | None:
         return None
     ids = tuple(a for a in parts[2].split(",") if a) if len(parts) == 3 else ()
     return NotificationTopic(parts[0], parts[1], ids)
+
+
+async def publish_each(
+    publish: Callable[[str, bytes], Awaitable[None]], messages: Sequence[Outgoing]
+) -> list[Exception | None]:
+    """A notification link's ``publish_many``: one message after the other; one it refuses for
+    good (``PublishRefused``) is reported and the rest go on, one it cannot take now
+    (``TransportError``) ends the batch (the rest stay in order behind it)."""
+    results: list[Exception | None] = []
+    for topic, payload, _qos, _retain in messages:
+        try:
+            await publish(topic, payload)
+        except PublishRefused as exc:
+            results.append(exc)
+            continue
+        except TransportError as exc:
+            results.append(exc)
+            break
+        results.append(None)
+    return results

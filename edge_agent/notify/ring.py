@@ -32,7 +32,7 @@ from collections.abc import Sequence
 
 from edge_agent.errors import PublishRefused, TransportError
 from edge_agent.notify.atport import CALL_ENDS, AtPort, meaning
-from edge_agent.notify.report import Report, parse_notification_topic
+from edge_agent.notify.report import Report, parse_notification_topic, publish_each
 from edge_agent.transports.link import Outgoing
 
 NUMBER = re.compile(r"\+?[0-9]{3,15}")  # E.164: nothing else may reach an ATD command
@@ -119,18 +119,7 @@ class RingLink:
     async def publish_many(self, messages: Sequence[Outgoing]) -> list[Exception | None]:
         if not self.connected:
             raise TransportError(f"ring: {self.last_error or 'not connected'}")
-        results: list[Exception | None] = []
-        for topic, payload, _qos, _retain in messages:
-            try:
-                await self.publish(topic, payload)
-            except PublishRefused as exc:
-                results.append(exc)  # parked by the drain; the rings behind it go on
-                continue
-            except TransportError as exc:
-                results.append(exc)
-                break  # the rest stay in order behind it
-            results.append(None)
-        return results
+        return await publish_each(self.publish, messages)
 
     def reports(self) -> list[Report]:
         taken, self._reports = self._reports, []

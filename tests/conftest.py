@@ -87,6 +87,7 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "tests/hil/test_flash_powercut.py": ("fuse",),  # the firmware's flash store on the power-cut FS
     "tests/notify/test_sms.py": ("modem",),
     "tests/test_mqtt_link.py": ("broker",),
+    "tests/agent/test_drops.py::test_a_full_broker_queue_is_counted_and_alarmed": ("broker",),
     "tests/test_devtools.py::test_launcher": ("broker",),
     "tests/agent/test_homeassistant.py::test_the_generated_south_acl": ("broker",),
     "tests/test_codec.py::test_micropython": ("micropython",),

@@ -221,7 +221,8 @@ class Agent:
                         "south",
                         topics.subscriptions(gw, "south", uplink=uplink)
                         + (self.homeassistant.subscriptions() if self.homeassistant is not None else [])
-                        + self.foreign.subscriptions("south"),
+                        + self.foreign.subscriptions("south")
+                        + [(topics.BROKER_DROPPED, 0)],  # Mosquitto's own count (edge_agent/agent/drops.py)
                         self.intake.receive_south,
                         commit=self.intake.commit,
                         on_connect=self._south_connected,

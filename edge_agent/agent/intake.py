@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 
 from edge_agent.agent import topics
 from edge_agent.agent.context import GatewayContext
+from edge_agent.agent.drops import DropWatch
 from edge_agent.agent.outbound import Outbound
 from edge_agent.agent.recovery import fresh_engine, is_emergency, raise_fallback
 from edge_agent.agent.rollout import RolloutTracker
@@ -91,6 +92,9 @@ class Intake:
         self.shadow = shadow  # [shadow]: fed each committed input, after the commit
         self.foreign = foreign  # [[foreign_topics]]: devices with a topic schema of their own
         self.policy_topic = topics.policy(site.gateway)
+        self.drops = DropWatch(
+            context.alarm, self.stats, self.clock, self.store
+        )  # seq gaps and the broker's dropped counter
         self._last_faults: dict[str, int] = {}  # committed lamp reports' fault bits
         self._uncommitted: list[Event] = []  # lamp reports of the open batch: remembered at its commit
         self._engine_stale = False  # the engine's memory may be ahead of the store: rebuild it
@@ -261,6 +265,8 @@ class Intake:
 
     def _route(self, topic: str, payload: bytes) -> bool:
         """Handle one message (not the policy); True when its transaction was durable."""
+        if topic == topics.BROKER_DROPPED:
+            return self.drops.broker_counter(payload)
         if self.homeassistant is not None:
             handled = self.homeassistant.route(topic, payload)
             if handled is not None:
@@ -350,6 +356,7 @@ class Intake:
                 self.stats.duplicates += 1  # a redelivery of a message already handled
                 return durable
             self.store.history.record(event)  # what twin/calibrate fits: same commit
+            self.drops.observe(event)
             decided: list[Effect] = []
             for one in events:
                 effects = engine.handle(one)

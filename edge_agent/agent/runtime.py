@@ -35,6 +35,9 @@ class AgentStats:
     notify_failed: Counter[str] = field(default_factory=Counter)  # by link: messages a channel could not take or send
     push_acks: Counter[str] = field(default_factory=Counter)  # push links that acknowledged or resolved
     alarms: Counter[str] = field(default_factory=Counter)
+    seq_gaps: Counter[str] = field(default_factory=Counter)  # by device kind: events missing by their seq
+    seq_missed: Counter[str] = field(default_factory=Counter)  # by device (the config's): the same
+    broker_dropped: int = 0  # increases of the south broker's $SYS dropped counter seen
     effects: int = 0
     published: Counter[str] = field(default_factory=Counter)
     refused: Counter[str] = field(default_factory=Counter)  # "<link>.<reason>": publishes a broker refused

@@ -203,6 +203,10 @@ def shadow_report(gateway: str) -> str:
     return build(gateway, "shadow_report")
 
 
+# the south broker's own count of messages it dropped (Mosquitto 2.x; edge_agent/agent/drops.py)
+BROKER_DROPPED = "$SYS/broker/publish/messages/dropped"
+
+
 # ----- subscriptions and parsing ---------------------------------------------------------------
 def subscriptions(gateway: str, link: str, *, uplink: bool) -> list[tuple[str, int]]:
     """(filter, QoS) for every inbound class the ``link`` ("south" or "north") carries.

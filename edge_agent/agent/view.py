@@ -175,6 +175,8 @@ class AgentView:
             notifications_by_state=self.context.store.notifications.by_channel_state(),
             notify_failed=dict(stats.notify_failed),
             sms_replies=dict(stats.sms_replies),
+            seq_gaps=dict(stats.seq_gaps),
+            broker_dropped=stats.broker_dropped,
             rule_seconds=_histogram(stats.rule_seconds),
             fsyncs=self.context.store.sync_stats()["fsyncs"],
         )

@@ -237,6 +237,10 @@ def shares_broker(config: GatewayConfig) -> bool:
     return north in ("none", "", "embedded") or north == south
 
 
+# what the broker dropped (a full per-client queue): the gateway counts and alarms it
+BROKER_DROPPED_RULE = Rule("read", topics.BROKER_DROPPED, "the broker's count of messages it dropped")
+
+
 def south_users(config: GatewayConfig, classes: Sequence[TopicClass] = TOPIC_CLASSES) -> list[User]:
     """Every user of the gateway's south broker with its rules: the gateway, each device, centre."""
     gateway = config.id
@@ -260,7 +264,7 @@ def south_users(config: GatewayConfig, classes: Sequence[TopicClass] = TOPIC_CLA
     if ha.enabled:
         ha_rules = party_rules(GATEWAY, gateway, (SOUTH,), HOMEASSISTANT_CLASSES, prefix=ha.prefix)
         gateway_rules = _merge([*gateway_rules, *ha_rules])
-    gateway_rules = _merge([*gateway_rules, *foreign_rules(config, "south")])
+    gateway_rules = _merge([*gateway_rules, *foreign_rules(config, "south"), BROKER_DROPPED_RULE])
     add(config.id, GATEWAY, gateway_rules)
     for kind, device_id in devices(config):
         add(device_id, kind, party_rules(kind, gateway, sides, classes, device=device_id))

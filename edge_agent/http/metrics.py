@@ -90,6 +90,18 @@ class GatewayCollector(Collector):
         yield _counter(
             "alarms", "Local alarms raised, by reason.", ["reason"], (([r], n) for r, n in sorted(stats.alarms.items()))
         )
+        yield _counter(
+            "device_seq_gaps",
+            "Device events that never arrived, by the gaps in their seq numbers, by device kind.",
+            ["kind"],
+            (([k], n) for k, n in sorted(stats.seq_gaps.items())),
+        )
+        yield _counter(
+            "broker_dropped",
+            "Messages the south broker dropped ($SYS), seen increasing.",
+            [],
+            [([], stats.broker_dropped)],
+        )
         # ----- outbox
         now = view.now()
         queued = view.outbox()

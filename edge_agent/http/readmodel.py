@@ -143,6 +143,8 @@ class Counters(msgspec.Struct, frozen=True):
     notifications_by_state: dict[tuple[str, str], int] = {}  # (channel, state) -> notification ledger rows
     notify_failed: dict[str, int] = {}  # by link: messages a channel could not take or send
     sms_replies: dict[str, int] = {}  # replies that acknowledged or resolved, by action
+    seq_gaps: dict[str, int] = {}  # by device kind: device events missing by their seq numbers
+    broker_dropped: int = 0  # messages the south broker says it dropped (its $SYS counter's increases)
 
 
 class GatewayView(Protocol):

@@ -25,6 +25,14 @@ class Inbox:
         cursor = self.db.execute("INSERT OR IGNORE INTO inbox (device, seq, ts) VALUES (?, ?, ?)", (device, seq, now))
         return cursor.rowcount == 1
 
+    def last_seqs(self) -> dict[str, int]:
+        """Each device's newest recorded seq (dongle frames left out): where its numbering stands."""
+        rows = self.db.execute(
+            "SELECT device, seq FROM inbox WHERE rowid IN (SELECT max(rowid) FROM inbox GROUP BY device)"
+            " AND device NOT LIKE 'dongle:%'"
+        )
+        return {str(device): int(seq) for device, seq in rows}
+
     def first_dongle_frame(self, boot: str, seq: int, now: float) -> bool:
         """Record a dongle frame (boot nonce, link seq); False if it is one of the last
         ``DONGLE_WINDOW`` recorded for that boot (a retransmission). Bounded by count: the

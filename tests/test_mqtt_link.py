@@ -21,10 +21,11 @@ import pytest
 from devtools.flaky_proxy import FlakyProxy
 from devtools.mosquitto import MosquittoProcess, mosquitto_binary
 from edge_agent.errors import PublishRefused, TransportError
+from edge_agent.transports import mqtt as mqtt_module
 from edge_agent.transports.broker import EmbeddedBroker, free_port
 from edge_agent.transports.link import SYNC
 from edge_agent.transports.mqtt import MqttLink
-from edge_agent.transports.mqtt_client import reason_name
+from edge_agent.transports.mqtt_client import Connection, reason_name
 from edge_agent.transports.mqtt_settings import LinkSettings, MqttVersion, backoff_delay
 from tests.agent.harness import eventually
 
@@ -492,3 +493,39 @@ async def test_a_failed_commit_on_a_broker_that_never_redelivers_handles_the_bat
             assert [p for c in committed for p in c] == [b"a1", b"a2", b"a3"], "each committed once, in order"
             assert link.unhandled == 1
             assert seen.count(seen[0]) == 2, "the message of the failed commit was handled again"
+
+
+async def test_a_stop_that_meets_a_failing_connect_still_stops_the_link(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Python 3.11's ``asyncio.wait_for`` (aiomqtt awaits the CONNACK with it) returns the
+    awaited future's error when that future fails just as the task is cancelled: the link sees
+    an ordinary ``MqttError`` and would reconnect for ever (an agent that never stops, seen once
+    under load with a broker refusing the certificate). Played here without timing luck: the
+    client's connect cancels its own task and turns the cancellation into that error."""
+
+    class ConnectMeetsStop:
+        async def __aenter__(self) -> None:
+            asyncio.current_task().cancel()  # type: ignore[union-attr]  # the stop arrives...
+            try:
+                await asyncio.sleep(0)
+            except asyncio.CancelledError:  # ...and the library reports the failed connect instead
+                raise aiomqtt.MqttError("connection closed before CONNACK") from None
+
+        async def __aexit__(self, *exc: object) -> None:
+            return None
+
+    monkeypatch.setattr(mqtt_module, "make_connection", lambda settings: Connection(ConnectMeetsStop()))  # type: ignore[arg-type]
+    sleeps: list[float] = []
+
+    async def counting_sleep(seconds: float) -> None:  # the old code reconnects: fail, do not hang
+        sleeps.append(seconds)
+        if len(sleeps) > 3:
+            raise AssertionError("the link went on reconnecting after it was stopped")
+        await asyncio.sleep(0)
+
+    async def ignore(topic: str, payload: bytes) -> None:
+        return None
+
+    link = MqttLink("south", LinkSettings("127.0.0.1", free_port(), "t-stop"), [], ignore, sleep=counting_sleep)
+    with pytest.raises(asyncio.CancelledError):
+        await link.run()
+    assert sleeps == [] and link.failures == 1

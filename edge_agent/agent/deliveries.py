@@ -27,6 +27,7 @@ from edge_agent.agent.intake import Intake
 from edge_agent.errors import PublishRefused, TransportError
 from edge_agent.notify.report import CHANNEL_OF, NotifyLink, Report, parse_notification_topic
 from edge_agent.store.notifications import Notification
+from edge_agent.transports.link import raise_if_cancelled
 
 log = logging.getLogger("edge_agent")
 
@@ -119,6 +120,7 @@ class Deliveries:
         wake = self.context.links.wake[name]
         outbox = self.store.outbox
         while True:
+            raise_if_cancelled()  # (a library may have turned a stop into an error we caught)
             now = self.context.clock.now()
             batch = outbox.pending(name, limit=16, now=now)
             if not batch:

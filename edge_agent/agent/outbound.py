@@ -26,7 +26,7 @@ from edge_agent.engine import AlertChanged, Effect, LampSet, NotifyResponder, Pu
 from edge_agent.errors import PublishRefused, TransportError
 from edge_agent.models import Alert, AlertMessage, PolicyAck, encode
 from edge_agent.store.outbox import ALERT_PRIORITY, EVENT_PRIORITY, TELEMETRY_PRIORITY, OutboxMessage, new_id
-from edge_agent.transports.link import Link
+from edge_agent.transports.link import Link, raise_if_cancelled
 
 log = logging.getLogger("edge_agent")
 
@@ -167,6 +167,7 @@ class Outbound:
         """
         wake = self.links.wake[name]
         while True:
+            raise_if_cancelled()  # (a library may have turned a stop into an error we caught)
             await link.wait_connected()
             batch = self.store.outbox.pending(name, limit=self.DRAIN_WINDOW, now=self.clock.now())
             if not batch:

@@ -13,6 +13,7 @@ Must not import: anything of ours.
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -96,3 +97,13 @@ class LinkFactory(Protocol):
     such as an embedded broker, lives that long) and gives the function that makes each link."""
 
     def open(self) -> AbstractAsyncContextManager[Callable[[LinkSpec], ServedLink]]: ...
+
+
+def raise_if_cancelled() -> None:
+    """Raise the cancellation a library turned into an ordinary error: Python 3.11's
+    ``asyncio.wait_for`` (aiomqtt's connect uses it) returns the awaited future's result or error
+    when that future completes just as the task is cancelled. A loop that catches the error and
+    goes on would never stop; call this where it catches."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError

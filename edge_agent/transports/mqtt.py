@@ -38,7 +38,7 @@ from typing import Any
 import aiomqtt
 
 from edge_agent.errors import PublishRefused, TransportError
-from edge_agent.transports.link import Commit, MessageHandler, Outgoing
+from edge_agent.transports.link import Commit, MessageHandler, Outgoing, raise_if_cancelled
 from edge_agent.transports.mqtt_client import Connection, make_connection, reason_code_value, reason_name, send_many
 from edge_agent.transports.mqtt_inbound import AckPipeline
 from edge_agent.transports.mqtt_settings import LinkSettings, backoff_delay
@@ -144,6 +144,7 @@ class MqttLink:
                 self.failures += 1
                 self.last_error = str(exc)
                 log.warning("%s link down: %s", self.name, exc)
+                raise_if_cancelled()  # a stop that met a failing connect is not lost
             finally:
                 self._up.clear()
                 self._conn = None

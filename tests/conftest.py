@@ -86,6 +86,8 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "tests/powercut/": ("fuse",),  # a FUSE mount in a child process (devtools.powercut)
     "tests/hil/test_flash_powercut.py": ("fuse",),  # the firmware's flash store on the power-cut FS
     "tests/notify/test_sms.py": ("modem",),
+    "tests/notify/test_channels.py": ("modem",),
+    "tests/notify/test_reports.py": ("modem",),
     "tests/test_mqtt_link.py": ("broker",),
     "tests/agent/test_drops.py::test_a_full_broker_queue_is_counted_and_alarmed": ("broker",),
     "tests/test_devtools.py::test_launcher": ("broker",),

@@ -23,26 +23,6 @@ from twin.calibrate.write import write_scenario
 from twin.scenario import load_scenario
 from twin.sim.reach import reach_from_scenario
 
-LEDGER_DDL = """
-CREATE TABLE IF NOT EXISTS notifications (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    alert_id TEXT NOT NULL,
-    n INTEGER NOT NULL,          -- which notification of the alert (1 the first; +1 per escalation)
-    step INTEGER NOT NULL,       -- the chain step
-    responder TEXT NOT NULL,
-    role TEXT NOT NULL,          -- the responder's role (the twin's tier)
-    channel TEXT NOT NULL,       -- app | sms | ring | push
-    target TEXT NOT NULL,        -- phone number, responder id (push) or app topic
-    state TEXT NOT NULL,         -- waiting | queued | handed | delivered | failed | cancelled
-    reason TEXT,                 -- why it failed or was cancelled
-    due REAL NOT NULL,           -- epoch s when it is to go (queued + the chain's `after`)
-    queued REAL NOT NULL,        -- epoch s
-    handed REAL,                 -- the channel took it (modem daemon file written, PUBACK, call placed, push accepted)
-    delivered REAL,              -- delivery report / far end rang / push service accepted
-    failed REAL
-);
-"""
-
 START = 1_748_707_200.0  # 2025-06-01T00:00Z
 Z90 = 1.2815515655446004
 ALERTS = 4000  # per store
@@ -60,12 +40,11 @@ def lognormal(rng: np.random.Generator, median: float, p90: float) -> float:
 def ledger_store(path: Path, seed: int) -> float:
     """A gateway store with ``ALERTS`` medical alerts: each to a doctor of one role, then (not
     acknowledged) to one of the other; returns the end of the observation."""
-    store = Store(path)
+    store = Store(path)  # the gateway's own schema: its notification ledger included
     store.history.install([], START)
     store.close()
     rng = np.random.default_rng(seed)
     db = sqlite3.connect(path)
-    db.executescript(LEDGER_DDL)
     rows: list[tuple[object, ...]] = []
     acks: list[tuple[object, ...]] = []
 

@@ -123,6 +123,9 @@ REAL_PROGRAMS = {
     "playwright": "browser",
     "gammu": "modem",
     "fusermount": "fuse",
+    "initdb": "postgres",
+    "pg_ctl": "postgres",
+    "runuser": "postgres",
 }
 
 
@@ -130,13 +133,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--fast",
         action="store_true",
-        help="the inner loop (just test-fast): leave out slow tests, and broker, micropython, browser, modem, fuse",
+        help="the inner loop (just test-fast): leave out slow tests, and broker, micropython, browser, modem, fuse, postgres",
     )
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         callspec = getattr(item, "callspec", None)
+        if callspec is not None and callspec.params.get("database_url") == "postgresql":
+            item.add_marker("postgres")
+        if "pg_url" in getattr(item, "fixturenames", ()) or "pg_cluster" in getattr(item, "fixturenames", ()):
+            item.add_marker("postgres")
         if "mqtt_broker" in getattr(item, "fixturenames", ()) or (
             callspec is not None and callspec.params.get("village") == "broker"
         ):
@@ -147,7 +154,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                     item.add_marker(mark)
     if not config.getoption("--fast"):
         return
-    left_out = {"broker", "micropython", "browser", "modem", "fuse", "slow", "hil", "chaos"}
+    left_out = {"broker", "micropython", "browser", "modem", "fuse", "postgres", "slow", "hil", "chaos"}
     kept = [item for item in items if not left_out & {mark.name for mark in item.iter_markers()}]
     config.hook.pytest_deselected(items=[item for item in items if item not in kept])
     items[:] = kept

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("edge_agent", "twin", "devtools")
-SHIPPED = ("edge_agent", "twin")
+PACKAGES = ("edge_agent", "twin", "centre", "devtools")
+SHIPPED = ("edge_agent", "twin", "centre")
 
 
 def module_name(path: Path) -> str:
@@ -122,8 +122,24 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "edge_agent.cli": ("edge_agent",),
     "edge_agent": ("edge_agent",),
     # the twin stands on the policy (and its error type), never on the gateway's runtime
-    "twin": ("twin", "edge_agent.policy", "edge_agent.errors"),
-    "devtools": ("devtools", "edge_agent", "twin", "hardware"),
+    "twin": ("twin", "edge_agent.policy", "edge_agent.errors", "centre.db"),
+    # the district centre reads what gateways send (models, receiver), speaks MQTT with the
+    # gateway's link (acknowledging after the commit) and shares its config grammar and terminal
+    "centre": (
+        "centre",
+        "edge_agent.errors",
+        "edge_agent.clock",
+        "edge_agent.loopback",
+        "edge_agent.histogram",
+        "edge_agent.policy",
+        "edge_agent.models",
+        "edge_agent.receiver",
+        "edge_agent.transports",
+        "edge_agent.config",
+        "edge_agent.http",
+        "edge_agent.cli.terminal",
+    ),
+    "devtools": ("devtools", "edge_agent", "twin", "centre", "hardware"),
 }
 
 

@@ -106,7 +106,9 @@ def parse_waves(text: str) -> tuple[WaveSpec, ...]:
     for index, part in enumerate(text.split(","), start=1):
         match = _WAVE.match(part)
         if match is None:
-            raise PlanError("--waves", f"entry {index} ({part.strip()!r}): expected a count such as 5 or a share such as 10%")
+            raise PlanError(
+                "--waves", f"entry {index} ({part.strip()!r}): expected a count such as 5 or a share such as 10%"
+            )
         value, percent = float(match.group(1)), bool(match.group(2))
         if percent and not 0 < value <= 100:
             raise PlanError("--waves", f"entry {index} ({part.strip()}): a share must be in (0%, 100%]")
@@ -253,7 +255,7 @@ def parse_abort_rule(text: str) -> AbortRule:
                 raise fail(f"expected a whole number of finished gateways after 'after', got {count or 'the end'!r}")
             take()
             after = int(count)
-        return Term(state, op, value, percent, after)  # type: ignore[arg-type]
+        return Term(state, op, value, percent, after)
 
     clauses: list[tuple[Term, ...]] = []
     if not text.strip():

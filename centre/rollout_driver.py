@@ -93,7 +93,9 @@ def create_rollout(
     with db.transaction() as tx:
         known = tx.query("SELECT sha256 FROM policy_versions WHERE version = ?", (bundle.version,))
         if known and known[0][0] != sha:
-            raise RolloutError(f"version {bundle.version} is already known with other bytes (sha256 {known[0][0][:12]}…)")
+            raise RolloutError(
+                f"version {bundle.version} is already known with other bytes (sha256 {known[0][0][:12]}…)"
+            )
         running = tx.query("SELECT rollout_id FROM rollouts WHERE state IN (?, ?)", tuple(sorted(ACTIVE)))
         if running:
             raise RolloutError(f"rollout {running[0][0]} is still active; wait for it or `centre rollout abort` it")
@@ -130,7 +132,8 @@ def abort_rollout(db: Database, rollout_id: str, now: float, reason: str = "abor
 
 def _abort(tx: Tx, rollout_id: str, now: float, reason: str) -> None:
     tx.execute(
-        "UPDATE rollouts SET state = ?, reason = ?, updated = ? WHERE rollout_id = ?", (ABORTED, reason, now, rollout_id)
+        "UPDATE rollouts SET state = ?, reason = ?, updated = ? WHERE rollout_id = ?",
+        (ABORTED, reason, now, rollout_id),
     )
     tx.execute(
         "UPDATE rollout_targets SET state = ?, finished = ?, detail = ? WHERE rollout_id = ? AND state = ?",
@@ -155,7 +158,8 @@ def rollout_status(db: Database, rollout_id: str | None = None) -> Status | None
     with db.transaction() as tx:
         if rollout_id is None:
             rows = tx.query(
-                "SELECT rollout_id, version, state, wave, reason FROM rollouts ORDER BY created DESC, rollout_id LIMIT 1"
+                "SELECT rollout_id, version, state, wave, reason FROM rollouts"
+                " ORDER BY created DESC, rollout_id LIMIT 1"
             )
         else:
             rows = tx.query(
@@ -171,7 +175,14 @@ def rollout_status(db: Database, rollout_id: str | None = None) -> Status | None
     counts = Counter(str(t[2]) for t in targets)
     waves = 1 + max((int(t[1]) for t in targets), default=0)
     return Status(
-        rid, int(version), str(state), int(wave), waves, reason, dict(counts), [(t[0], int(t[1]), t[2], t[3]) for t in targets]
+        rid,
+        int(version),
+        str(state),
+        int(wave),
+        waves,
+        reason,
+        dict(counts),
+        [(t[0], int(t[1]), t[2], t[3]) for t in targets],
     )
 
 
@@ -230,7 +241,9 @@ def _advance(tx: Tx, rollout_id: str, wave: int, plan: Plan, now: float) -> tupl
 async def tick(db: Database, publish: Publish, now: float) -> None:
     """One pass over every active rollout (see the module docstring)."""
     rollouts = await asyncio.to_thread(
-        db.query, "SELECT rollout_id, version, plan, wave, state FROM rollouts WHERE state IN (?, ?)", tuple(sorted(ACTIVE))
+        db.query,
+        "SELECT rollout_id, version, plan, wave, state FROM rollouts WHERE state IN (?, ?)",
+        tuple(sorted(ACTIVE)),
     )
     for rollout_id, version, plan_text, wave, state in rollouts:
         plan = plan_from_json(json.loads(plan_text))

@@ -26,7 +26,11 @@ SHANGHAI = ZoneInfo("Asia/Shanghai")
 wave_lists = st.lists(st.integers(1, 100), min_size=1, max_size=6).map(sorted)
 
 
-@given(st.lists(st.from_regex(r"gw-[a-z0-9]{1,6}", fullmatch=True), unique=True, max_size=60), st.integers(0, 10), wave_lists)
+@given(
+    st.lists(st.from_regex(r"gw-[a-z0-9]{1,6}", fullmatch=True), unique=True, max_size=60),
+    st.integers(0, 10),
+    wave_lists,
+)
 def test_every_gateway_in_exactly_one_wave_and_the_last_wave_ends_with_all(
     gateways: list[str], canary: int, shares: list[int]
 ) -> None:
@@ -136,7 +140,7 @@ def test_window_crossing_midnight_in_the_district_time_zone() -> None:
     ("text", "needle"), [("22:00", "HH:MM-HH:MM"), ("24:00-05:00", "the start '24:00'"), ("1:00-1:00", "equal")]
 )
 def test_bad_windows(text: str, needle: str) -> None:
-    with pytest.raises(PlanError, match="^--window: ") as caught:
+    with pytest.raises(PlanError, match=r"^--window: ") as caught:
         parse_window(text)
     assert needle in str(caught.value)
 
@@ -147,9 +151,9 @@ def test_plan_round_trips_and_checks_every_flag() -> None:
     from centre.rollout import plan_from_json
 
     assert plan_from_json(plan.to_json()) == plan
-    with pytest.raises(PlanError, match="^--canary: "):
+    with pytest.raises(PlanError, match=r"^--canary: "):
         make_plan(canary=-1, waves="100%", abort_if="", window=None, timeout="1m")
-    with pytest.raises(PlanError, match="^--timeout: "):
+    with pytest.raises(PlanError, match=r"^--timeout: "):
         make_plan(canary=0, waves="100%", abort_if="", window=None, timeout="soon")
-    with pytest.raises(PlanError, match="^--tz: "):
+    with pytest.raises(PlanError, match=r"^--tz: "):
         make_plan(canary=0, waves="100%", abort_if="", window="1:00-2:00", timeout="1m", tz="Mars/Base")

@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 
+from centre import cli_run
 from centre.config import CentreConfig, load_centre_config
 from centre.db import open_database, schema_version
 from edge_agent.cli.terminal import LazyConsole
@@ -57,6 +58,9 @@ def migrate(config: ConfigOption) -> None:
         raise typer.Exit(2) from None
     with db:
         console.print(f"[green]ok[/green] {loaded.database_url}: schema version {schema_version(db)}")
+
+
+app.command("run")(cli_run.run)
 
 
 def main() -> None:

@@ -1,0 +1,39 @@
+"""`centre run`: the district centre's process (ingest, retention, console, rollouts).
+
+Owns: the ``run`` command: logging, the config, and the service until SIGTERM.
+Must not import: the console or the rollout driver (the service starts them when installed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from edge_agent.errors import ConfigError
+
+ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="The centre's TOML file (centre.toml).")]
+
+
+def run(
+    config: ConfigOption,
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log every batch (debug)."),
+) -> None:
+    """Run the centre: take what the gateways send north, serve the console, drive rollouts."""
+    from centre.cli import err, load  # (cli.py registers this command: imported when it runs)
+    from centre.service import serve
+
+    loaded = load(config)
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        asyncio.run(serve(loaded))
+    except ConfigError as exc:
+        for problem in exc.problems:
+            err.print(f"  {problem}", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None

@@ -1,0 +1,272 @@
+"""What the gateways send north, parsed and written to the centre's database in batches.
+
+Owns: the north topic grammar the centre reads (``district/v1/<gateway>/<class...>``), decoding
+each class's payload with msgspec, counting bad messages by reason (``rejects``: a bad message is
+logged once, counted and acknowledged; it never stops ingestion), de-duplication by ``msg_id``
+(``seen_messages``), and the handler registry other modules extend (``register_handler``).
+
+The MQTT link hands messages one by one to ``Ingest.take`` (on the event loop: parse only, no I/O)
+and calls ``Ingest.flush`` once per batch (in ONE worker thread, so batches commit in order): one
+transaction, one ``executemany`` per statement (centre/ingest_write.py).
+
+Extension point: ``register_handler("health", handler)`` makes messages on
+``district/v1/<gateway>/health`` (and ``health/...``, longest registered class wins) go to
+``handler(tx, gateway, body, now)`` inside the batch's transaction, after de-duplication by the
+body's ``msg_id`` when it has one. ``body`` is the decoded JSON object (a dict, ``v`` checked);
+``now`` the centre's receive time. A handler raising ``RejectedError(reason, detail)`` rejects the
+message (counted); any other exception rolls the batch back (it is delivered again).
+Must not import: the service, the console, the rollout driver.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+import msgspec
+
+from centre.config import TOPIC_ROOT
+from centre.db import Database, Tx
+from edge_agent.models import MAX_PAYLOAD_BYTES, AlertMessage, Count, LampState, Message, PolicyAck
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Tx, str, dict[str, Any], float], None]
+HANDLERS: dict[str, Handler] = {}
+
+
+class RejectedError(Exception):
+    """Raised by a handler: the message is bad; counted under ``reason`` and acknowledged."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+def register_handler(topic_class: str, handler: Handler) -> None:
+    """Route ``district/v1/<gateway>/<topic_class>[/...]`` to ``handler`` (see the module doc)."""
+    HANDLERS[topic_class] = handler
+
+
+# ----- the payloads ---------------------------------------------------------------------------
+class NorthAlert(AlertMessage, frozen=True, kw_only=True):
+    msg_id: str
+
+
+class Telemetry(LampState, frozen=True, kw_only=True):
+    msg_id: str
+    group: str = ""
+
+
+class NorthAck(PolicyAck, frozen=True, kw_only=True):
+    msg_id: str | None = None
+
+
+class RolloutSummary(Message, frozen=True, kw_only=True):
+    policy_version: int | None = None
+    lamps: Count = 0
+    on_version: Count = 0
+    msg_id: str | None = None
+
+
+class ShadowNorth(Message, frozen=True, kw_only=True):
+    candidate: Annotated[str, msgspec.Meta(min_length=1)]
+    days: list[dict[str, Any]]
+    msg_id: str | None = None
+
+
+class Versioned(Message, frozen=True, kw_only=True):
+    msg_id: str | None = None
+
+
+_decoders: dict[type[Any], msgspec.json.Decoder[Any]] = {
+    schema: msgspec.json.Decoder(schema)
+    for schema in (NorthAlert, Telemetry, NorthAck, RolloutSummary, ShadowNorth, Versioned)
+}
+_any = msgspec.json.Decoder()
+
+
+@dataclass(slots=True)
+class Item:
+    """One good message, decoded, waiting for the batch's transaction."""
+
+    kind: str  # status | alert | telemetry | policy_ack | rollout | shadow | event | extra
+    gateway: str
+    msg_id: str | None
+    data: Any
+    now: float
+    lamp: str = ""  # telemetry: the lamp; extra: the registered class
+    raw: bytes = b""
+
+
+@dataclass
+class Batch:
+    items: list[Item] = field(default_factory=list)
+    rejects: Counter[tuple[str, str]] = field(default_factory=Counter)
+    reject_detail: dict[tuple[str, str], tuple[str, float]] = field(default_factory=dict)
+
+
+@dataclass
+class IngestStats:
+    taken: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    batches: int = 0
+    events: Counter[str] = field(default_factory=Counter)  # event/<topic> messages per gateway
+
+
+class Ingest:
+    """Parse on the loop (``take``), write per batch (``flush``, in one worker thread)."""
+
+    def __init__(self, db: Database, district: str, *, clock: Callable[[], float] = time.time) -> None:
+        self.db = db
+        self.district = district
+        self.clock = clock
+        self.stats = IngestStats()
+        self._batch = Batch()
+        self._root = TOPIC_ROOT + "/"
+
+    # ----- parsing ------------------------------------------------------------------------------
+    def take(self, topic: str, payload: bytes) -> None:
+        """Parse one message into the pending batch (a bad one into its reject counters)."""
+        now = self.clock()
+        if not topic.startswith(self._root):
+            self._reject("foreign_topic", "?", topic, now)
+            return
+        parts = topic[len(self._root) :].split("/")
+        if len(parts) < 2 or not parts[0] or not all(parts[1:]):
+            self._reject("bad_topic", "?", topic, now)
+            return
+        gateway, rest = parts[0], parts[1:]
+        head = rest[0]
+        try:
+            item = self._parse(gateway, head, rest, payload, now)
+        except RejectedError as exc:
+            self._reject(exc.reason, _class_name(rest), f"{topic}: {exc.detail}", now)
+            return
+        self._batch.items.append(item)
+        self.stats.taken += 1
+
+    def _parse(self, gateway: str, head: str, rest: list[str], payload: bytes, now: float) -> Item:
+        n = len(rest)
+        if len(payload) > MAX_PAYLOAD_BYTES:
+            raise RejectedError("oversized", f"{len(payload)} bytes")
+        if n == 1 and head == "status":
+            text = payload.decode("utf-8", "replace").strip()
+            if text not in ("online", "offline"):
+                raise RejectedError("schema", "status is 'online' or 'offline'")
+            return Item("status", gateway, None, text == "online", now)
+        extra = self._extra(rest)
+        if extra is not None:
+            body = _decode(Versioned, payload)
+            data = _any.decode(payload)
+            return Item("extra", gateway, body.msg_id, data, now, lamp=extra)
+        if n == 1 and head == "alert":
+            alert = _decode(NorthAlert, payload)
+            _same_gateway(gateway, alert.gateway)
+            return Item("alert", gateway, alert.msg_id, alert, now, raw=payload)
+        if n == 3 and head == "telemetry" and rest[1] == "lamp":
+            telemetry = _decode(Telemetry, payload)
+            return Item("telemetry", gateway, telemetry.msg_id, telemetry, now, lamp=rest[2], raw=payload)
+        if n == 2 and head == "policy" and rest[1] == "ack":
+            ack = _decode(NorthAck, payload)
+            _same_gateway(gateway, ack.gateway)
+            return Item("policy_ack", gateway, ack.msg_id, ack, now)
+        if n == 1 and head == "rollout":
+            summary = _decode(RolloutSummary, payload)
+            return Item("rollout", gateway, summary.msg_id, summary, now)
+        if n == 2 and head == "shadow" and rest[1] == "report":
+            report = _decode(ShadowNorth, payload)
+            for day in report.days:
+                if not isinstance(day.get("day"), str):
+                    raise RejectedError("schema", "every day needs a 'day' string - at `$.days`")
+            return Item("shadow", gateway, report.msg_id, report, now)
+        if n >= 2 and head == "event":
+            body = _decode(Versioned, payload)
+            return Item("event", gateway, body.msg_id, "/".join(rest[1:]), now)
+        if n == 1 and head == "policy":
+            raise RejectedError("not_north", "the centre's own policy topic")
+        raise RejectedError("unknown_class", "no such north topic class")
+
+    def _extra(self, rest: list[str]) -> str | None:
+        if not HANDLERS:
+            return None
+        for end in range(len(rest), 0, -1):
+            name = "/".join(rest[:end])
+            if name in HANDLERS:
+                return name
+        return None
+
+    def _reject(self, reason: str, topic_class: str, detail: str, now: float) -> None:
+        key = (reason, topic_class)
+        batch = self._batch
+        if key not in batch.rejects:
+            log.warning("rejected north message (%s): %s", reason, detail[:300])
+        batch.rejects[key] += 1
+        batch.reject_detail[key] = (detail[:500], now)
+        self.stats.rejected += 1
+
+    # ----- writing ------------------------------------------------------------------------------
+    def detach(self) -> Batch:
+        """The pending batch, and a new empty one for the messages that follow."""
+        batch, self._batch = self._batch, Batch()
+        return batch
+
+    def flush(self, batch: Batch) -> None:
+        """Write one batch in one transaction (raises on a database error: nothing written)."""
+        from centre.ingest_write import write_batch
+
+        if not batch.items and not batch.rejects:
+            return
+        with self.db.transaction() as tx:
+            duplicates = write_batch(tx, batch, self.db.dialect)
+        self.stats.duplicates += duplicates
+        self.stats.batches += 1
+        for item in batch.items:
+            if item.kind == "event":
+                self.stats.events[item.gateway] += 1
+
+
+def run_extra(tx: Tx, item: Item, batch: Batch) -> None:
+    """One message of a registered class, inside the batch's transaction."""
+    handler = HANDLERS[item.lamp]
+    try:
+        handler(tx, item.gateway, item.data, item.now)
+    except RejectedError as exc:
+        key = (exc.reason, item.lamp)
+        batch.rejects[key] += 1
+        batch.reject_detail[key] = (f"{item.gateway}: {exc.detail}"[:500], item.now)
+        log.warning("rejected %s message from %s (%s): %s", item.lamp, item.gateway, exc.reason, exc.detail)
+
+
+def _class_name(rest: list[str]) -> str:
+    head = rest[0]
+    if head in ("telemetry", "policy", "shadow") and len(rest) > 1:
+        return f"{head}/{rest[1]}"
+    return head[:40]
+
+
+def _same_gateway(topic_gateway: str, body_gateway: str | None) -> None:
+    if body_gateway is not None and body_gateway != topic_gateway:
+        raise RejectedError("gateway_mismatch", f"body says {body_gateway!r}")
+
+
+def _decode(schema: type[Any], payload: bytes) -> Any:
+    try:
+        return _decoders[schema].decode(payload)
+    except msgspec.ValidationError as exc:
+        text = str(exc)
+        reason = "bad_version" if "`$.v`" in text else "schema"
+        message, _, path = text.partition(" - at ")
+        if not message.startswith(("Expected ", "Object missing required field ")):
+            message = "invalid value"  # msgspec may echo a value; never log a payload's values
+        raise RejectedError(reason, f"{message} - at {path}" if path else message) from None
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        raise RejectedError("bad_json", str(exc)) from None
+    except RecursionError:
+        raise RejectedError("bad_json", "nesting too deep") from None

@@ -1,0 +1,183 @@
+"""The centre's process: the composition root of ``centre run``.
+
+Owns: one asyncio loop running the MQTT link (MQTT 5, persistent session, inbound QoS 1
+acknowledged only after the batch's COMMIT returned), the ingest (centre/ingest.py), the
+retention pruner (raw telemetry and seen message ids older than ``[retention] raw_days``), the
+console's HTTP server and the rollout driver when those modules are installed, and a clean stop
+on SIGTERM / SIGINT. Every database write runs in ONE worker thread (batches commit in the order
+they were read), never on the loop. What the parts get: ``db``, ``publish(topic, payload, *,
+retain=False)`` (QoS 1, returns after the broker's PUBACK) and a clock.
+Must not import: nothing of the console or the rollout driver at module level (they are optional:
+imported guarded in ``_optional_tasks``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+from centre.config import TOPIC_ROOT, CentreConfig, link_settings
+from centre.db import Database, open_database
+from centre.ingest import HANDLERS, Ingest
+from edge_agent.transports.link import SYNC, Handled
+from edge_agent.transports.mqtt import MqttLink
+
+log = logging.getLogger(__name__)
+
+# the north classes the centre reads (edge_agent/agent/topics.py TOPIC_CLASSES, north side)
+NORTH_FILTERS = ("status", "alert", "event/#", "telemetry/lamp/+", "policy/ack", "rollout", "shadow/report")
+PRUNE_EVERY_S = 3600.0
+
+Publish = Callable[..., Awaitable[None]]
+
+
+def subscriptions(config: CentreConfig) -> list[tuple[str, int]]:
+    """The link's filters: every north class, plus the classes registered by other modules."""
+    group = config.file.broker.shared_group
+    prefix = f"$share/{group}/" if group else ""
+    classes = list(NORTH_FILTERS) + [f"{name}/#" for name in sorted(HANDLERS)]
+    return [(f"{prefix}{TOPIC_ROOT}/+/{name}", 1) for name in classes]
+
+
+def prune(db: Database, raw_days: float, now: float) -> tuple[int, int]:
+    """Delete raw telemetry and seen message ids older than ``raw_days``: (telemetry, ids) deleted."""
+    cutoff = now - raw_days * 86_400.0
+    with db.transaction() as tx:
+        telemetry = tx.execute("DELETE FROM lamp_telemetry WHERE ts < ?", (cutoff,))
+        seen = tx.execute("DELETE FROM seen_messages WHERE received < ?", (cutoff,))
+    return telemetry, seen
+
+
+class CentreService:
+    """The running centre (``run`` until cancelled)."""
+
+    def __init__(self, config: CentreConfig, *, clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.clock = clock
+        self.db: Database | None = None
+        self.ingest: Ingest | None = None
+        self.link: MqttLink | None = None
+        self.commits = 0
+        self.commit_failures = 0
+        # one writer thread: batches commit in the order the link read them
+        self._writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="centre-db")
+        self.ready = asyncio.Event()
+
+    async def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
+        """QoS 1 publish; returns after the broker's PUBACK (TransportError when it cannot)."""
+        assert self.link is not None
+        await self.link.publish(topic, payload, qos=1, retain=retain)
+
+    async def write(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run ``fn(*args)`` on the writer thread."""
+        return await asyncio.get_running_loop().run_in_executor(self._writer, fn, *args)
+
+    async def _on_message(self, topic: str, payload: bytes) -> Handled:
+        assert self.ingest is not None
+        self.ingest.take(topic, payload)
+        return SYNC
+
+    def _commit(self) -> Awaitable[bool]:
+        assert self.ingest is not None
+        batch = self.ingest.detach()
+        return asyncio.ensure_future(self._commit_batch(batch))
+
+    async def _commit_batch(self, batch: Any) -> bool:
+        assert self.ingest is not None
+        try:
+            await self.write(self.ingest.flush, batch)
+        except Exception:
+            self.commit_failures += 1
+            log.exception(
+                "ingest: the batch of %d messages was not committed (the broker delivers it again)", len(batch.items)
+            )
+            return False
+        self.commits += 1
+        return True
+
+    async def run(self) -> None:
+        config = self.config
+        log.info("centre %s: database %s", config.file.centre.id, _safe_url(config.database_url))
+        self.db = db = await asyncio.to_thread(open_database, config.database_url)
+        try:
+            self.ingest = Ingest(db, config.file.centre.district, clock=self.clock)
+            settings = link_settings(config)
+            subs = subscriptions(config)
+            self.link = MqttLink("centre", settings, subs, self._on_message, commit=self._commit)
+            log.info("centre: broker %s, %d subscriptions (%s)", self.link.address, len(subs), subs[0][0])
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(self.link.run(), name="mqtt")
+                tasks.create_task(self._pruner(), name="pruner")
+                for name, coro in self._optional_tasks(db):
+                    tasks.create_task(coro, name=name)
+                self.ready.set()
+        finally:
+            self._writer.shutdown(wait=True)
+            db.close()
+            log.info("centre stopped")
+
+    def _optional_tasks(self, db: Database) -> list[tuple[str, Coroutine[Any, Any, None]]]:
+        """The console and the rollout driver, when installed (other modules of the centre,
+        written separately: the service works without them)."""
+        found: list[tuple[str, Coroutine[Any, Any, None]]] = []
+        try:
+            from centre.console import serve_console  # type: ignore[attr-defined,unused-ignore]
+        except ImportError:
+            log.info("centre: no console module; running without the console")
+        else:
+            url = self.config.file.console.public_url or f"http://{self.config.file.console.listen}"
+            log.info("centre: console at %s", url)
+            print(f"centre console: {url}", flush=True)
+            found.append(("console", serve_console(self.config, db, self.publish)))
+        try:
+            from centre.rollout_driver import drive_rollouts  # type: ignore[import-not-found,unused-ignore]
+        except ImportError:
+            log.info("centre: no rollout driver module; running without rollouts")
+        else:
+            found.append(("rollouts", drive_rollouts(self.config, db, self.publish, self.clock)))
+        return found
+
+    async def _pruner(self) -> None:
+        assert self.db is not None
+        raw_days = self.config.file.retention.raw_days
+        while True:
+            try:
+                telemetry, seen = await self.write(prune, self.db, raw_days, self.clock())
+            except Exception:
+                log.exception("retention: pruning failed; trying again later")
+            else:
+                if telemetry or seen:
+                    log.info("retention: deleted %d raw telemetry rows and %d message ids", telemetry, seen)
+            await asyncio.sleep(PRUNE_EVERY_S)
+
+
+def _safe_url(url: str) -> str:
+    """The database URL without a password."""
+    head, sep, tail = url.partition("@")
+    if not sep or "://" not in head:
+        return url
+    scheme, _, user = head.partition("://")
+    return f"{scheme}://{user.split(':', 1)[0]}@{tail}"
+
+
+async def serve(config: CentreConfig) -> None:
+    """Run the centre until SIGTERM / SIGINT."""
+    service = CentreService(config)
+    main = asyncio.ensure_future(service.run())
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, main.cancel)
+    try:
+        await main
+    except asyncio.CancelledError:
+        log.info("centre: stopping (signal)")
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(Exception):
+                loop.remove_signal_handler(sig)

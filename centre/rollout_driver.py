@@ -54,6 +54,7 @@ from centre.rollout import (
     ROLLOUT_SUCCEEDED,
     RUNNING,
     SUCCEEDED,
+    TARGET_STATES,
     TIMED_OUT,
     WAITING_WINDOW,
     Plan,
@@ -289,20 +290,28 @@ def _mark_started(db: Database, rollout_id: str, gateway: str, now: float) -> No
     )
 
 
-async def drive_rollouts(config: CentreConfig, db: Database, publish: Publish, clock: Clock) -> None:
-    """Run until cancelled: a pass every 0.5 s. A failing pass is logged and retried, never fatal."""
+async def drive_rollouts(
+    config: CentreConfig, db: Database, publish: Publish, clock: Clock | Callable[[], float]
+) -> None:
+    """Run until cancelled: a pass every 0.5 s. A failing pass is logged and retried, never fatal.
+
+    ``clock`` is an ``edge_agent.clock.Clock`` or a plain ``now()`` function (the service's time.time).
+    """
     del config  # the plan (with its timeout) is stored with each rollout
     while True:
+        now = clock() if callable(clock) else clock.now()
         try:
-            await tick(db, publish, clock.now())
+            await tick(db, publish, now)
         except asyncio.CancelledError:
             raise
         except Exception:
             log.exception("rollout pass failed; retrying")
-        await clock.sleep_until(clock.now() + POLL_SECONDS)
+        if callable(clock):
+            await asyncio.sleep(POLL_SECONDS)
+        else:
+            await clock.sleep_until(now + POLL_SECONDS)
 
 
 def counts_line(counts: dict[str, Any]) -> str:
-    from centre.rollout import TARGET_STATES
-
+    """``queued=3  in_progress=2  succeeded=5`` (states with none left out)."""
     return "  ".join(f"{s.lower()}={counts.get(s, 0)}" for s in TARGET_STATES if counts.get(s, 0))

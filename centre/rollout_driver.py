@@ -11,7 +11,9 @@ Each pass, for each rollout in state running / waiting_window:
   RETAINED, QoS 1, to ``district/v1/<gw>/policy`` and then the target is marked IN_PROGRESS with
   ``started``. After a restart, IN_PROGRESS targets are not published again; a target published
   but not yet marked is published once more (a retained publish of the same bytes is idempotent).
-* an IN_PROGRESS target is REJECTED when ``policy_acks`` holds a rejected ack for the version,
+* an IN_PROGRESS target is REJECTED when ``policy_acks`` holds a rejected ack stamped at or after
+  its ``started`` (a gateway's rejected ack carries its ACTIVE version, not the refused one, so
+  the time is what ties it to this bundle: gateway clocks are assumed synchronised to a second),
   SUCCEEDED when it holds an accepted ack AND the gateway's retained ``rollout`` summary (the
   ``gateways`` row) says ``policy_version == version`` and ``lamps_on_version == lamps``, and
   TIMED_OUT once ``now - started >= timeout`` (counted from the stored ``started``).
@@ -194,11 +196,12 @@ def _observe(tx: Tx, rollout_id: str, version: int, timeout: float, now: float) 
     """IN_PROGRESS targets -> SUCCEEDED / REJECTED / TIMED_OUT from what the ingest stored."""
     rows = tx.query(
         "SELECT t.gateway, t.started, g.policy_version, g.lamps, g.lamps_on_version,"
-        " (SELECT reason FROM policy_acks a WHERE a.gateway = t.gateway AND a.version = ? AND a.status = 'rejected'),"
+        " (SELECT MAX(a.reason) FROM policy_acks a WHERE a.gateway = t.gateway AND a.status = 'rejected'"
+        " AND a.ts >= t.started),"
         " (SELECT COUNT(*) FROM policy_acks a WHERE a.gateway = t.gateway AND a.version = ? AND a.status = 'accepted')"
         " FROM rollout_targets t LEFT JOIN gateways g ON g.gateway = t.gateway"
         " WHERE t.rollout_id = ? AND t.state = ?",
-        (version, version, rollout_id, IN_PROGRESS),
+        (version, rollout_id, IN_PROGRESS),
     )
     for gateway, started, on_version, lamps, lamps_on, rejected, accepted in rows:
         if rejected is not None:

@@ -47,13 +47,17 @@ class Broker:
         return [topic.split("/")[2] for topic, _, _ in self.sent]
 
 
-def gateway_reports(db: Database, gw: str, version: int, *, accept: bool = True, lamps: int = 3, on: int = 3) -> None:
-    """What the ingest writes for a gateway's policy/ack and its retained rollout summary."""
+def gateway_reports(
+    db: Database, gw: str, version: int, *, accept: bool = True, lamps: int = 3, on: int = 3, ts: float = T0
+) -> None:
+    """What the ingest writes for a gateway's policy/ack and its retained rollout summary. A rejected ack
+    carries the gateway's ACTIVE version (here 9: it runs a newer one), as edge_agent/agent/policy_install.py
+    sends it."""
     with db.transaction() as tx:
         tx.execute(
             "INSERT INTO policy_acks (gateway, version, status, reason, ts) VALUES (?, ?, ?, ?, ?)"
-            " ON CONFLICT (gateway, version, status) DO NOTHING",
-            (gw, version, "accepted" if accept else "rejected", None if accept else "rollback", T0),
+            " ON CONFLICT (gateway, version, status) DO UPDATE SET reason = excluded.reason, ts = excluded.ts",
+            (gw, version if accept else 9, "accepted" if accept else "rejected", None if accept else "rollback", ts),
         )
         if accept:
             tx.execute(
@@ -121,7 +125,10 @@ def test_a_rejecting_canary_aborts_and_the_rest_never_get_the_bundle(database_ur
         asyncio.run(tick(db, broker.publish, T0))
         canary = broker.gateways()
         gateway_reports(db, canary[0], 7)
-        gateway_reports(db, canary[1], 7, accept=False)
+        gateway_reports(db, canary[1], 7, accept=False, ts=T0 - 10)  # an old rejection: not this rollout's
+        asyncio.run(tick(db, broker.publish, T0 + 1))
+        assert rollout_status(db, rid).counts.get("REJECTED") is None  # type: ignore[union-attr]
+        gateway_reports(db, canary[1], 7, accept=False, ts=T0 + 1)
         asyncio.run(tick(db, broker.publish, T0 + 1))
         asyncio.run(tick(db, broker.publish, T0 + 2))
         status = rollout_status(db, rid)

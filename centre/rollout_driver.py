@@ -64,6 +64,7 @@ from centre.rollout import (
     plan_from_json,
 )
 from edge_agent.clock import Clock
+from edge_agent.errors import TransportError
 from edge_agent.policy.bundle import parse_envelope
 
 log = logging.getLogger(__name__)
@@ -307,6 +308,8 @@ async def drive_rollouts(
             await tick(db, publish, now)
         except asyncio.CancelledError:
             raise
+        except TransportError as exc:  # the link is (re)connecting: the QUEUED targets are published next pass
+            log.warning("rollout: cannot publish yet (%s); retrying", exc)
         except Exception:
             log.exception("rollout pass failed; retrying")
         if callable(clock):

@@ -6,6 +6,8 @@ rule fires, the last wave is CANCELED and its gateways never receive the bundle.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sys
 import time
 from pathlib import Path
 
@@ -49,7 +51,7 @@ async def retained_policy(port: int, gateway: str) -> bytes | None:
     return None
 
 
-def test_waves_to_real_gateways_abort_on_a_rejecting_gateway(tmp_path: Path) -> None:
+def test_waves_to_real_gateways_abort_on_a_rejecting_gateway_then_one_command_rollout(tmp_path: Path) -> None:
     with MosquittoProcess() as mosq:
         (tmp_path / "fleet").mkdir()
         fleet = Fleet(tmp_path / "fleet", mosq.port, n_gateways=6, per_gateway=3, sim_processes=1, broker_pid=mosq.pid)
@@ -64,6 +66,7 @@ def test_waves_to_real_gateways_abort_on_a_rejecting_gateway(tmp_path: Path) -> 
         fleet.start()
         try:
             asyncio.run(scenario(fleet, mosq.port, config, plan, waves, rejecting))
+            asyncio.run(one_command(fleet, tmp_path / "centre.toml"))
         finally:
             fleet.stop()
 
@@ -115,5 +118,21 @@ async def scenario(
         db.close()
     finally:
         task.cancel()
-        with __import__("contextlib").suppress(asyncio.CancelledError):
+        with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+async def one_command(fleet: Fleet, centre_toml: Path) -> None:
+    """The path without a centre service: `centre rollout BUNDLE --drive` to every known gateway, version 10."""
+    bundle = centre_toml.parent / "v10.bundle"
+    bundle.write_bytes(fleet.bundle(10, 20))
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "centre.cli", "rollout", str(bundle), "-c", str(centre_toml),
+        "--drive", "--canary", "1", "--waves", "50%,100%", "--timeout", "30s",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    async with asyncio.timeout(60):
+        out, _ = await proc.communicate()
+    text = out.decode(errors="replace")
+    assert proc.returncode == 0, text
+    assert "succeeded" in text and f"SUCCEEDED={len(fleet.gateways)}" in text, text

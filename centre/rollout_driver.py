@@ -199,7 +199,8 @@ def _observe(tx: Tx, rollout_id: str, version: int, timeout: float, now: float) 
         "SELECT t.gateway, t.started, g.policy_version, g.lamps, g.lamps_on_version,"
         " (SELECT MAX(a.reason) FROM policy_acks a WHERE a.gateway = t.gateway AND a.status = 'rejected'"
         " AND a.ts >= t.started),"
-        " (SELECT COUNT(*) FROM policy_acks a WHERE a.gateway = t.gateway AND a.version = ? AND a.status = 'accepted')"
+        " (SELECT COUNT(*) FROM policy_acks a WHERE a.gateway = t.gateway AND a.version = ?"
+        " AND a.status IN ('accepted', 'already_active'))"
         " FROM rollout_targets t LEFT JOIN gateways g ON g.gateway = t.gateway"
         " WHERE t.rollout_id = ? AND t.state = ?",
         (version, rollout_id, IN_PROGRESS),

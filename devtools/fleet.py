@@ -2,8 +2,11 @@
 
 Owns: the fleet run. It starts a private Mosquitto, one `edge-agent run` process per gateway
 (30 by default, 100 virtual lamps each) and lamp-simulator processes, signs a new policy as
-the centre would, publishes it (retained) to every gateway, and measures the time until every
-lamp *reports* the new version. Then again with message loss injected at the lamps and some
+the centre would, and rolls it out THROUGH THE CENTRE (centre/: its ingest and rollout driver
+in this process, on SQLite in the work dir): a canary wave (``--canary``, 2 gateways), then
+``--waves`` (100%). It measures the time from the main wave's publish (the centre's stored
+``started``) until every lamp *reports* the new version; the canary wave is reported apart.
+Then again with message loss injected at the lamps and some
 gateways killed (SIGKILL) and restarted during the rollout. Zero lamps may be left behind.
 Loopback only; every phase has a deadline and the run stops by itself.
 """
@@ -27,6 +30,11 @@ import aiomqtt
 import msgspec
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
+from centre.cli_rollout import driving_service
+from centre.config import load_centre_config
+from centre.db import Database, open_database
+from centre.rollout import Plan, make_plan
+from centre.rollout_driver import Status, create_rollout, rollout_status
 from devtools.fleet_report import (
     AGENT_STAMPS,
     Phase,
@@ -108,6 +116,9 @@ class Fleet:
         per_gateway: int,
         sim_processes: int,
         broker_pid: int | None = None,
+        *,
+        canary: int = 2,
+        waves: str = "100%",
     ) -> None:
         self.work = work
         self.port = port
@@ -128,6 +139,14 @@ class Fleet:
         self.heard: set[str] = set()  # lamps that reported at least once
         self.confirmed_at: list[float] = []
         self.last_confirmed: dict[str, float] = {}  # gateway -> wall clock of its last lamp's confirmation
+        # the centre that rolls the policy out (centre/: SQLite in the work dir, this broker)
+        self.canary = canary
+        self.waves = waves
+        (work / "centre.toml").write_text(
+            f'[broker]\nurl = "mqtt://127.0.0.1:{port}"\n[database]\nurl = "sqlite:///centre.db"\n'
+        )
+        self.centre_config = load_centre_config(work / "centre.toml")
+        self.centre_task: asyncio.Task[None] | None = None
         for gw in self.gateways:
             write_gateway_config(
                 work,
@@ -158,7 +177,7 @@ class Fleet:
             "gateways": sum(cpu_seconds(p.pid) for p in self.agents.values()),
             "lamp simulators": sum(cpu_seconds(p.pid) for p in self.sims),
             "mosquitto": cpu_seconds(self.broker_pid),
-            "controller": cpu_seconds(os.getpid()),
+            "controller": cpu_seconds(os.getpid()),  # this process: the centre and the lamp watcher
             "machine busy": busy,
             "machine total": total,
         }
@@ -284,7 +303,69 @@ class Fleet:
             await asyncio.sleep(0.02)
         return False
 
+    def plan(self, timeout: float) -> Plan:
+        return make_plan(
+            canary=self.canary, waves=self.waves, abort_if="rejected > 0", window=None, timeout=max(1.0, timeout)
+        )
+
+    @staticmethod
+    def wave_gateways(db: Database, rollout_id: str, wave: int) -> list[str]:
+        rows = db.query("SELECT gateway FROM rollout_targets WHERE rollout_id = ? AND wave = ?", (rollout_id, wave))
+        return sorted(str(r[0]) for r in rows)
+
+    @staticmethod
+    def started_stamps(db: Database, rollout_id: str) -> list[tuple[str, float]]:
+        rows = db.query(
+            "SELECT gateway, started FROM rollout_targets WHERE rollout_id = ? AND started IS NOT NULL", (rollout_id,)
+        )
+        return [(str(gw), float(ts)) for gw, ts in rows]
+
+    async def wave_started(self, db: Database, rollout_id: str, deadline: float) -> float | None:
+        """When the centre published the first wave after the canary (wall clock), or None."""
+        while time.monotonic() < deadline:
+            self.centre_alive()
+            rows = await asyncio.to_thread(
+                db.query,
+                "SELECT MIN(started) FROM rollout_targets WHERE rollout_id = ? AND wave = 1",
+                (rollout_id,),
+            )
+            if rows and rows[0][0] is not None:
+                return float(rows[0][0])
+            status = await asyncio.to_thread(rollout_status, db, rollout_id)
+            if status is not None and status.state not in ("running", "waiting_window"):
+                return None
+            await asyncio.sleep(0.01)
+        return None
+
+    async def rollout_ended(self, db: Database, rollout_id: str, deadline: float) -> Status:
+        while True:
+            self.centre_alive()
+            status = await asyncio.to_thread(rollout_status, db, rollout_id)
+            assert status is not None
+            if status.state not in ("running", "waiting_window") or time.monotonic() > deadline:
+                return status
+            await asyncio.sleep(0.1)
+
+    def centre_alive(self) -> None:
+        task = self.centre_task
+        if task is not None and task.done():
+            raise SystemExit(f"the centre stopped: {task.exception() if not task.cancelled() else 'cancelled'}")
+
     async def phase(self, name: str, version: int, loss: float, restarts: int, timeout: float) -> Phase:
+        """One phase with the centre (ingest + rollout driver, SQLite) running in this process."""
+        service = driving_service(self.centre_config)
+        self.centre_task = asyncio.create_task(service.run())
+        db = await asyncio.to_thread(open_database, self.centre_config.database_url)
+        try:
+            return await self._phase(name, version, loss, restarts, timeout, db)
+        finally:
+            self.centre_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.centre_task
+            self.centre_task = None
+            db.close()
+
+    async def _phase(self, name: str, version: int, loss: float, restarts: int, timeout: float, db: Database) -> Phase:
         result = Phase(name, len(self.versions), len(self.gateways))
         async with aiomqtt.Client("127.0.0.1", self.port, socket_options=NO_DELAY) as client:
             await client.subscribe("district/v1/+/lamp/+/state", qos=0)
@@ -331,16 +412,27 @@ class Fleet:
                 self.target = version
                 self.confirmed_at = []
                 self.last_confirmed = {}
-                published: dict[str, float] = {}
                 cpu_before = self.cpu()
-                started = time.monotonic()
-                wall_started = time.time()
-                for gw in self.gateways:
-                    published[gw] = time.time()
-                    await client.publish(f"district/v1/{gw}/policy", envelope, qos=1, retain=True)
+                # through the centre: a rollout in its database, its driver publishes wave by wave
+                canary_started = time.monotonic()
+                rollout_id = await asyncio.to_thread(
+                    create_rollout, db, envelope, self.gateways, self.plan(timeout), time.time()
+                )
+                canary = await asyncio.to_thread(self.wave_gateways, db, rollout_id, 0)
+                wave1 = await self.wave_started(db, rollout_id, canary_started + timeout)
+                if wave1 is None:
+                    raise SystemExit(f"the canary wave did not finish: {rollout_status(db, rollout_id)}")
+                # the clock starts at the main wave's publish (the centre's stored `started`)
+                started = time.monotonic() - (time.time() - wave1)
+                wall_started = wave1
+                result.canary_gateways = len(canary)
+                result.canary_s = wave1 - (time.time() - (time.monotonic() - canary_started))
+                self.confirmed_at = [t for t in self.confirmed_at if t >= started]
+                published: dict[str, float] = {}
                 if restarts:
                     await asyncio.sleep(0.2)
-                    victims = random.Random(version).sample(self.gateways, restarts)
+                    rest = [gw for gw in self.gateways if gw not in canary]
+                    victims = random.Random(version).sample(rest, restarts)
                     for gw in victims:
                         os.kill(self.agents[gw].pid, signal.SIGKILL)
                         self.agents[gw].wait()
@@ -367,8 +459,14 @@ class Fleet:
                 if times:
                     result.quantiles = tuple(times[min(len(times) - 1, int(q * len(times)))] for q in (0.1, 0.5, 0.9))
                 result.left_behind = total - count()
+                ended = await self.rollout_ended(db, rollout_id, time.monotonic() + 30)
+                if ended.state != "succeeded":
+                    console.print(f"[red]the centre's rollout {rollout_id} ended {ended.state}: {ended.reason}[/red]")
+                for gw, stamp in await asyncio.to_thread(self.started_stamps, db, rollout_id):
+                    published.setdefault(gw, stamp)
             await asyncio.sleep(0.5)  # let the rollout summaries settle for the retry count
-            result.stamps = self.gateway_stamps(version, wall_started, published, set(result.restarted))
+            stamps = self.gateway_stamps(version, wall_started, published, set(result.restarted))
+            result.stamps = {gw: times for gw, times in stamps.items() if gw not in canary}  # timed apart
             result.messages = self.messages - messages_before
             result.retries = sum(self.retries.values()) - retries_before
             watcher.cancel()
@@ -379,10 +477,20 @@ class Fleet:
 
 
 def run_fleet(
-    n_gateways: int, per_gateway: int, loss: float, restarts: int, timeout: float, sim_processes: int
+    n_gateways: int,
+    per_gateway: int,
+    loss: float,
+    restarts: int,
+    timeout: float,
+    sim_processes: int,
+    *,
+    canary: int = 2,
+    waves: str = "100%",
 ) -> list[Phase]:
     with tempfile.TemporaryDirectory(prefix="fleet-") as tmp, MosquittoProcess() as mosq:
-        fleet = Fleet(Path(tmp), mosq.port, n_gateways, per_gateway, sim_processes, mosq.pid)
+        fleet = Fleet(
+            Path(tmp), mosq.port, n_gateways, per_gateway, sim_processes, mosq.pid, canary=canary, waves=waves
+        )
         console.print(
             f"[bold]fleet[/bold]: {n_gateways} gateways x {per_gateway} lamps on Mosquitto 127.0.0.1:{mosq.port}"
         )
@@ -414,6 +522,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--restarts", type=int, default=3, help="gateways killed and restarted in the fault phase (3)")
     parser.add_argument("--timeout", type=float, default=60.0, help="give up on a phase after this many seconds")
     parser.add_argument("--sim-processes", type=int, default=6, help="processes simulating the lamps (6)")
+    parser.add_argument("--canary", type=int, default=2, help="the centre's canary wave, in gateways (2)")
+    parser.add_argument("--waves", default="100%", help="the centre's waves after the canary (100%%)")
     parser.add_argument(
         "--record", type=Path, default=ROOT / "bench-results" / "fleet.json", help="measured figures (JSON) go here"
     )
@@ -424,7 +534,14 @@ def main(argv: list[str] | None = None) -> None:
     runs: list[list[Phase]] = []
     for number in range(1, args.runs + 1):
         phases = run_fleet(
-            args.gateways, args.lamps_per_gateway, args.loss, args.restarts, args.timeout, args.sim_processes
+            args.gateways,
+            args.lamps_per_gateway,
+            args.loss,
+            args.restarts,
+            args.timeout,
+            args.sim_processes,
+            canary=args.canary,
+            waves=args.waves,
         )
         runs.append(phases)
         print_phases(phases, f"Policy rollout to the fleet, run {number} of {args.runs}")

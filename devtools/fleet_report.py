@@ -52,6 +52,10 @@ class Phase:
     stamps: dict[str, dict[str, float]] = field(default_factory=dict)
     # CPU seconds used during the phase, by process group, and the machine's busy share
     cpu: dict[str, float] = field(default_factory=dict)
+    # the centre's canary wave (gateways, seconds from its publish until the centre started the
+    # next wave), measured apart: the figures above count from the main wave's publish
+    canary_gateways: int = 0
+    canary_s: float | None = None
 
     @property
     def faulty(self) -> bool:
@@ -118,6 +122,7 @@ def print_phases(phases: list[Phase], title: str = "Policy rollout to the fleet"
         "retries",
         "left behind",
         "restarted",
+        "canary wave",
         "CPU s: gateways / lamps / broker / controller (machine busy)",
     ):
         table.add_column(column)
@@ -132,6 +137,7 @@ def print_phases(phases: list[Phase], title: str = "Policy rollout to the fleet"
             f"{p.retries:,}",
             str(p.left_behind),
             str(len(p.restarted)),
+            f"{p.canary_gateways} gw, {_seconds(p.canary_s)}" if p.canary_gateways else "-",
             _cpu_cell(p),
         )
     console.print(table)
@@ -295,6 +301,7 @@ def run_records(runs: Sequence[Sequence[Phase]], per_gateway: int, loss: float) 
                     "left_behind": p.left_behind,
                     "breakdown_s": p.breakdown(),
                     "cpu_s": p.cpu,
+                    "canary": {"gateways": p.canary_gateways, "seconds": p.canary_s},
                 }
             )
     return out

@@ -29,14 +29,19 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from centre.config import load_centre_config
 from centre.rollout import ACTIVE, QUEUED, ROLLOUT_SUCCEEDED, TARGET_STATES, PlanError, make_plan
 from centre.rollout_driver import RolloutError, Status, abort_rollout, counts_line, create_rollout, rollout_status
+from edge_agent.cli.terminal import LazyConsole
+from edge_agent.errors import ConfigError
 
 if TYPE_CHECKING:
     from centre.config import CentreConfig
     from centre.db import Database
 
 ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="The centre's TOML file (centre.toml).")]
+console = LazyConsole()
+err = LazyConsole(stderr=True)
 FOLLOW_POLL_S = 0.25
 IDLE_HINT_S = 5.0
 
@@ -57,8 +62,6 @@ def rollout(
     drive: Annotated[bool, typer.Option("--drive", help="Drive it in this process (no `centre run` needed).")] = False,
 ) -> None:
     """Roll a signed policy bundle out in waves (canary first), or show / abort a rollout."""
-    from centre.cli import err, load
-
     loaded = load(config)
     if what[0] == "status" and len(what) <= 2:
         with _open(loaded) as db:
@@ -128,11 +131,21 @@ def rollout(
     raise typer.Exit(0 if final.state == ROLLOUT_SUCCEEDED else 1)
 
 
+def load(path: Path) -> CentreConfig:
+    """The validated centre file, or every problem printed and exit 2 (as `centre.cli.load`; not imported
+    from there: cli.py imports this module)."""
+    try:
+        return load_centre_config(path)
+    except ConfigError as exc:
+        err.print(f"[red]{len(exc.problems)} problem(s) in the configuration:[/red]")
+        for problem in exc.problems:
+            err.print(f"  {problem}", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+
+
 @contextlib.contextmanager
 def _open(loaded: CentreConfig) -> Any:
-    from centre.cli import err
     from centre.db import open_database
-    from edge_agent.errors import ConfigError
 
     try:
         db = open_database(loaded.database_url)
@@ -225,8 +238,6 @@ def driving_service(loaded: CentreConfig) -> Any:
 
 def _print_status(status: Status) -> None:
     from rich.table import Table
-
-    from centre.cli import console
 
     colour = {"succeeded": "green", "aborted": "red"}.get(status.state, "yellow")
     console.print(

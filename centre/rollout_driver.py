@@ -227,13 +227,14 @@ def _advance(tx: Tx, rollout_id: str, wave: int, plan: Plan, now: float) -> tupl
     last = max((int(t[1]) for t in targets), default=0)
     while True:
         in_wave = [t for t in targets if int(t[1]) == wave]
-        if any(t[2] == IN_PROGRESS for t in in_wave):
-            return RUNNING, wave, [], None
+        started = any(t[2] == IN_PROGRESS for t in in_wave)
         queued = sorted(t[0] for t in in_wave if t[2] == QUEUED)
-        if queued:
-            if plan.window is not None and not plan.window.contains(now):
+        if queued:  # a wave not started waits for the window; a wave partly published is completed
+            if not started and plan.window is not None and not plan.window.contains(now):
                 return WAITING_WINDOW, wave, [], None
             return RUNNING, wave, queued, None
+        if started:
+            return RUNNING, wave, [], None
         # the wave finished (or was empty): the abort rule, then the next wave
         counts = Counter(str(t[2]) for t in targets if t[2] in FINISHED)
         reason = plan.abort_if.fired(counts) if in_wave else None
@@ -257,10 +258,17 @@ async def tick(db: Database, publish: Publish, now: float) -> None:
         if step is None:
             continue
         to_publish, envelope = step
-        for gateway in to_publish:
-            await publish(policy_topic(gateway), envelope, retain=True)
-            await asyncio.to_thread(_mark_started, db, rollout_id, gateway, now)
-            log.info("rollout %s: published version %s to %s", rollout_id, version, gateway)
+        # the whole wave at once (each publish waits for its PUBACK), then one commit for the wave
+        results = await asyncio.gather(
+            *(publish(policy_topic(gw), envelope, retain=True) for gw in to_publish), return_exceptions=True
+        )
+        done = [gw for gw, result in zip(to_publish, results, strict=True) if result is None]
+        if done:
+            await asyncio.to_thread(_mark_started, db, rollout_id, done, now)
+            log.info("rollout %s: published version %s to %d gateways: %s", rollout_id, version, len(done), done)
+        failures = [r for r in results if isinstance(r, BaseException)]
+        if failures:
+            raise failures[0]  # the rest stay QUEUED: published on the next pass
 
 
 def _step(
@@ -288,11 +296,13 @@ def _step(
     return to_publish, base64.b64decode(rows[0][0])
 
 
-def _mark_started(db: Database, rollout_id: str, gateway: str, now: float) -> None:
-    db.execute(
-        "UPDATE rollout_targets SET state = ?, started = ? WHERE rollout_id = ? AND gateway = ? AND state = ?",
-        (IN_PROGRESS, now, rollout_id, gateway, QUEUED),
-    )
+def _mark_started(db: Database, rollout_id: str, gateways: Sequence[str], now: float) -> None:
+    """IN_PROGRESS from ``now`` (the pass's time, taken before the publishes: timeouts never start late)."""
+    with db.transaction() as tx:
+        tx.executemany(
+            "UPDATE rollout_targets SET state = ?, started = ? WHERE rollout_id = ? AND gateway = ? AND state = ?",
+            [(IN_PROGRESS, now, rollout_id, gw, QUEUED) for gw in gateways],
+        )
 
 
 async def drive_rollouts(

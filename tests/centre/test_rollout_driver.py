@@ -203,3 +203,28 @@ def test_operator_abort_and_bad_input(database_url: str) -> None:
         assert len(broker.sent) == 1
         with pytest.raises(RolloutError, match="other bytes"):
             create_rollout(db, signed(), GATEWAYS[:3], plan, T0)  # version 7 again, another signature
+
+
+def test_a_failed_publish_leaves_the_gateway_queued_for_the_next_pass(database_url: str) -> None:
+    from edge_agent.errors import TransportError
+
+    sent: list[str] = []
+    down = {"gw01"}
+
+    async def flaky(topic: str, payload: bytes, *, retain: bool = False) -> None:
+        gateway = topic.split("/")[2]
+        if gateway in down:
+            raise TransportError("centre link is down")
+        sent.append(gateway)
+
+    with open_database(database_url) as db:
+        plan = make_plan(canary=0, waves="100%", abort_if="", window=None, timeout="1h")
+        rid = create_rollout(db, signed(), GATEWAYS[:3], plan, T0)
+        with pytest.raises(TransportError):
+            asyncio.run(tick(db, flaky, T0))
+        assert sorted(sent) == ["gw00", "gw02"]
+        assert states(db, rid) == {"gw00": "IN_PROGRESS", "gw01": "QUEUED", "gw02": "IN_PROGRESS"}
+        down.clear()
+        asyncio.run(tick(db, flaky, T0 + 1))
+        assert sorted(sent) == ["gw00", "gw01", "gw02"]  # only the one that failed, once more
+        assert states(db, rid)["gw01"] == "IN_PROGRESS"

@@ -6,6 +6,7 @@ Owns: the ``rollout`` command's three forms::
                    [--window 22:00-05:00] [--tz Asia/Shanghai] [--timeout 10m] [--gateways a,b,c]
                    [--detach | --drive]
     centre rollout status [ID] -c centre.toml      (the newest rollout when no ID)
+    centre rollout follow [ID] -c centre.toml [--drive]   (a rollout left running, e.g. after Ctrl-C)
     centre rollout abort ID -c centre.toml
 
 Starting stores the signed bundle (checked: it must parse as a signed envelope) in
@@ -47,7 +48,9 @@ IDLE_HINT_S = 5.0
 
 
 def rollout(
-    what: Annotated[list[str], typer.Argument(help="BUNDLE (a signed bundle file), or `status [ID]`, or `abort ID`.")],
+    what: Annotated[
+        list[str], typer.Argument(help="BUNDLE (a signed bundle file), or `status [ID]`, `follow [ID]`, `abort ID`.")
+    ],
     config: ConfigOption,
     canary: Annotated[int, typer.Option(help="Gateways in the canary wave (wave 0); 0: none.")] = 1,
     waves: Annotated[str, typer.Option(help="Cumulative shares after the canary: 10%,50%,100% or 5,20,100%.")] = "100%",
@@ -71,6 +74,15 @@ def rollout(
             raise typer.Exit(1)
         _print_status(status)
         raise typer.Exit(0 if status.state != "aborted" else 1)
+    if what[0] == "follow" and len(what) <= 2:
+        with _open(loaded) as db:
+            found = rollout_status(db, what[1] if len(what) == 2 else None)
+            if found is None:
+                err.print("no such rollout" if len(what) == 2 else "no rollout yet")
+                raise typer.Exit(1)
+            final = _run_follow(loaded, db, found.rollout_id, drive=drive)
+        _print_status(final)
+        raise typer.Exit(0 if final.state == ROLLOUT_SUCCEEDED else 1)
     if what[0] == "abort":
         if len(what) != 2:
             err.print("usage: centre rollout abort ID")
@@ -84,7 +96,7 @@ def rollout(
         err.print(f"rollout {what[1]} aborted; queued and in-progress gateways canceled")
         return
     if len(what) != 1:
-        err.print("usage: centre rollout BUNDLE [options] | status [ID] | abort ID")
+        err.print("usage: centre rollout BUNDLE [options] | status [ID] | follow [ID] | abort ID")
         raise typer.Exit(2)
     if detach and drive:
         err.print("--detach and --drive: choose one")
@@ -126,7 +138,7 @@ def rollout(
         if detach:
             print(rollout_id)
             return
-        final = asyncio.run(_follow_and_drive(loaded, db, rollout_id, drive=drive))
+        final = _run_follow(loaded, db, rollout_id, drive=drive)
     _print_status(final)
     raise typer.Exit(0 if final.state == ROLLOUT_SUCCEEDED else 1)
 
@@ -155,6 +167,18 @@ def _open(loaded: CentreConfig) -> Any:
         raise typer.Exit(2) from None
     with db:
         yield db
+
+
+def _run_follow(loaded: CentreConfig, db: Database, rollout_id: str, *, drive: bool) -> Status:
+    """Follow (and with ``drive`` drive) until it ends; Ctrl-C leaves it running in the database."""
+    try:
+        return asyncio.run(_follow_and_drive(loaded, db, rollout_id, drive=drive))
+    except KeyboardInterrupt:
+        err.print(
+            f"\nrollout {rollout_id} left as it is: `centre run` moves it on, or `centre rollout follow {rollout_id}"
+            " --drive`; `centre rollout abort` stops it"
+        )
+        raise typer.Exit(130) from None
 
 
 async def _follow_and_drive(loaded: CentreConfig, db: Database, rollout_id: str, *, drive: bool) -> Status:

@@ -70,6 +70,8 @@ def test_detach_status_abort(centre: Path) -> None:
     assert code == 0, out
     code, out = invoke("rollout", "status", rid, "-c", str(centre))
     assert code == 1 and "aborted" in out and "CANCELED=3" in out and "aborted by an operator" in out
+    code, out = invoke("rollout", "follow", "-c", str(centre))  # an ended rollout: its end, at once
+    assert code == 1 and rid in out and "aborted" in out
     code, out = invoke("rollout", "abort", rid, "-c", str(centre))
     assert code == 1 and "already ended" in out
     code, out = invoke("rollout", "status", "v9-nothing", "-c", str(centre))

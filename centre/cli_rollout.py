@@ -125,7 +125,9 @@ def rollout(
         else:
             targets = [str(row[0]) for row in db.query("SELECT gateway FROM gateways ORDER BY gateway")]
         try:
-            rollout_id = create_rollout(db, envelope, targets, plan, time.time(), name=bundle_path.name)
+            rollout_id = create_rollout(
+                db, envelope, targets, plan, time.time(), name=bundle_path.name, district=loaded.file.centre.district
+            )
         except RolloutError as exc:
             err.print(f"[red]BUNDLE {bundle_path}: {exc}[/red]", highlight=False)
             raise typer.Exit(2) from None

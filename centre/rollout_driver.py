@@ -82,15 +82,29 @@ def policy_topic(gateway: str) -> str:
 
 
 def create_rollout(
-    db: Database, envelope: bytes, gateways: Sequence[str], plan: Plan, now: float, *, name: str = ""
+    db: Database,
+    envelope: bytes,
+    gateways: Sequence[str],
+    plan: Plan,
+    now: float,
+    *,
+    name: str = "",
+    district: str | None = None,
 ) -> str:
-    """Store the bundle and a new rollout with its targets; its id. RolloutError on a bad bundle or clash."""
+    """Store the bundle and a new rollout with its targets; its id. RolloutError on a bad bundle or clash,
+    or a bundle that the targets would refuse as not theirs (another district, a gateway it does not name)."""
     try:
         bundle, _ = parse_envelope(envelope)
     except Exception as exc:  # PolicyError: the reason and where
         raise RolloutError(f"not a signed policy bundle: {exc}") from None
     if not gateways:
         raise RolloutError("no gateways to roll out to (none given and none known)")
+    if district is not None and bundle.target.district != district:
+        raise RolloutError(f"the bundle is for district {bundle.target.district!r}, this centre's is {district!r}")
+    named = set(bundle.target.gateways)
+    if "*" not in named and not set(gateways) <= named:
+        missing = sorted(set(gateways) - named)
+        raise RolloutError(f"the bundle does not name {len(missing)} of the gateways: {', '.join(missing[:5])}")
     waves = assign_waves(gateways, plan.canary, plan.waves)
     sha = hashlib.sha256(envelope).hexdigest()
     rollout_id = f"v{bundle.version}-{uuid.uuid4().hex[:8]}"

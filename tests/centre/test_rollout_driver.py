@@ -17,13 +17,13 @@ from edge_agent.policy.keys import generate_private_key, key_id
 T0 = 1_780_000_000.0
 
 
-def signed(version: int = 7) -> bytes:
+def signed(version: int = 7, gateways: tuple[str, ...] = ("*",)) -> bytes:
     key = generate_private_key()
     bundle = build_bundle(
         b"x = 1\n",
         kind="policy",
         district="naxi",
-        gateways=["*"],
+        gateways=list(gateways),
         version=version,
         issued_at=int(T0),
         not_before=int(T0),
@@ -192,6 +192,10 @@ def test_operator_abort_and_bad_input(database_url: str) -> None:
             create_rollout(db, b'{"bundle": 1}', GATEWAYS, plan, T0)
         with pytest.raises(RolloutError, match="no gateways"):
             create_rollout(db, signed(), [], plan, T0)
+        with pytest.raises(RolloutError, match="for district 'naxi', this centre's is 'lijiang'"):
+            create_rollout(db, signed(), GATEWAYS[:3], plan, T0, district="lijiang")
+        with pytest.raises(RolloutError, match="does not name 1 of the gateways: gw02"):
+            create_rollout(db, signed(3, ("gw00", "gw01")), GATEWAYS[:3], plan, T0)
         rid = create_rollout(db, signed(), GATEWAYS[:3], plan, T0)
         with pytest.raises(RolloutError, match="still active"):
             create_rollout(db, signed(8), GATEWAYS[:3], plan, T0)

@@ -20,17 +20,16 @@ ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="The centre's
 
 def run(
     config: ConfigOption,
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log every batch (debug)."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log every batch committed (the centre's debug log)."),
 ) -> None:
     """Run the centre: take what the gateways send north, serve the console, drive rollouts."""
     from centre.cli import err, load  # (cli.py registers this command: imported when it runs)
     from centre.service import serve
 
     loaded = load(config)
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if verbose:
+        logging.getLogger("centre").setLevel(logging.DEBUG)
     try:
         asyncio.run(serve(loaded))
     except ConfigError as exc:

@@ -17,6 +17,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
+import os
 import signal
 import time
 from collections.abc import Awaitable, Callable, Coroutine
@@ -33,6 +34,9 @@ log = logging.getLogger(__name__)
 # the north classes the centre reads (edge_agent/agent/topics.py TOPIC_CLASSES, north side)
 NORTH_FILTERS = ("status", "alert", "event/#", "telemetry/lamp/+", "policy/ack", "rollout", "shadow/report")
 PRUNE_EVERY_S = 3600.0
+# the crash test's seam (tests/centre/test_service.py): kill -9 this process right after the Nth
+# batch's COMMIT returned and before its acknowledgements go out
+KILL_AFTER_COMMITS = "CENTRE_TEST_KILL_AFTER_COMMITS"
 
 Publish = Callable[..., Awaitable[None]]
 
@@ -68,6 +72,7 @@ class CentreService:
         # one writer thread: batches commit in the order the link read them
         self._writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="centre-db")
         self.ready = asyncio.Event()
+        self._kill_after = int(os.environ.get(KILL_AFTER_COMMITS, "0") or 0)
 
     async def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
         """QoS 1 publish; returns after the broker's PUBACK (TransportError when it cannot)."""
@@ -99,6 +104,9 @@ class CentreService:
             )
             return False
         self.commits += 1
+        log.debug("ingest: committed %d messages, %d rejected", len(batch.items), sum(batch.rejects.values()))
+        if self._kill_after and self.commits >= self._kill_after:
+            os.kill(os.getpid(), signal.SIGKILL)
         return True
 
     async def run(self) -> None:

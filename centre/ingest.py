@@ -202,6 +202,10 @@ class Ingest:
                 return name
         return None
 
+    def reject(self, reason: str, topic_class: str, detail: str) -> None:
+        """Count a message as rejected (written with the pending batch)."""
+        self._reject(reason, topic_class, detail, self.clock())
+
     def _reject(self, reason: str, topic_class: str, detail: str, now: float) -> None:
         key = (reason, topic_class)
         batch = self._batch
@@ -217,12 +221,13 @@ class Ingest:
         batch, self._batch = self._batch, Batch()
         return batch
 
-    def flush(self, batch: Batch) -> None:
-        """Write one batch in one transaction (raises on a database error: nothing written)."""
+    def flush(self, batch: Batch) -> int:
+        """Write one batch in one transaction (raises on a database error: nothing written);
+        the number of its messages skipped as duplicates."""
         from centre.ingest_write import write_batch
 
         if not batch.items and not batch.rejects:
-            return
+            return 0
         with self.db.transaction() as tx:
             duplicates = write_batch(tx, batch, self.db.dialect)
         self.stats.duplicates += duplicates
@@ -230,6 +235,7 @@ class Ingest:
         for item in batch.items:
             if item.kind == "event":
                 self.stats.events[item.gateway] += 1
+        return duplicates
 
 
 def run_extra(tx: Tx, item: Item, batch: Batch) -> None:

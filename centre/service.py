@@ -41,12 +41,30 @@ KILL_AFTER_COMMITS = "CENTRE_TEST_KILL_AFTER_COMMITS"
 Publish = Callable[..., Awaitable[None]]
 
 
+# retained, without a msg_id, idempotent to apply twice: with a shared group every process also
+# takes them on a plain subscription (a broker never sends retained messages to a shared one)
+RETAINED = ("status", "rollout")
+STATS_EVERY_S = 60.0
+
+
+def load_extensions() -> None:
+    """Import the modules that register handlers for more north classes (centre/history.py:
+    ``health``, ``history``), when installed, so that their topics are subscribed to."""
+    try:
+        import centre.history  # noqa: F401  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        log.info("centre: no history module; health and history messages are not taken")
+
+
 def subscriptions(config: CentreConfig) -> list[tuple[str, int]]:
     """The link's filters: every north class, plus the classes registered by other modules."""
     group = config.file.broker.shared_group
     prefix = f"$share/{group}/" if group else ""
     classes = list(NORTH_FILTERS) + [f"{name}/#" for name in sorted(HANDLERS)]
-    return [(f"{prefix}{TOPIC_ROOT}/+/{name}", 1) for name in classes]
+    if not group:
+        return [(f"{TOPIC_ROOT}/+/{name}", 1) for name in classes]
+    shared = [(f"{prefix}{TOPIC_ROOT}/+/{name}", 1) for name in classes if name not in RETAINED]
+    return shared + [(f"{TOPIC_ROOT}/+/{name}", 1) for name in RETAINED]
 
 
 def prune(db: Database, raw_days: float, now: float) -> tuple[int, int]:
@@ -85,7 +103,11 @@ class CentreService:
 
     async def _on_message(self, topic: str, payload: bytes) -> Handled:
         assert self.ingest is not None
-        self.ingest.take(topic, payload)
+        try:
+            self.ingest.take(topic, payload)
+        except Exception:  # a bug of ours must not stop ingestion either: counted, logged
+            log.exception("ingest: cannot take the message on %s", topic)
+            self.ingest.reject("internal_error", "?", topic)
         return SYNC
 
     def _commit(self) -> Awaitable[bool]:
@@ -96,7 +118,7 @@ class CentreService:
     async def _commit_batch(self, batch: Any) -> bool:
         assert self.ingest is not None
         try:
-            await self.write(self.ingest.flush, batch)
+            duplicates = await self.write(self.ingest.flush, batch)
         except Exception:
             self.commit_failures += 1
             log.exception(
@@ -104,7 +126,12 @@ class CentreService:
             )
             return False
         self.commits += 1
-        log.debug("ingest: committed %d messages, %d rejected", len(batch.items), sum(batch.rejects.values()))
+        log.debug(
+            "ingest: committed %d messages, %d rejected, %d duplicates",
+            len(batch.items),
+            sum(batch.rejects.values()),
+            duplicates,
+        )
         if self._kill_after and self.commits >= self._kill_after:
             os.kill(os.getpid(), signal.SIGKILL)
         return True
@@ -115,6 +142,7 @@ class CentreService:
         self.db = db = await asyncio.to_thread(open_database, config.database_url)
         try:
             self.ingest = Ingest(db, config.file.centre.district, clock=self.clock)
+            load_extensions()
             settings = link_settings(config)
             subs = subscriptions(config)
             self.link = MqttLink("centre", settings, subs, self._on_message, commit=self._commit)
@@ -122,6 +150,7 @@ class CentreService:
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self.link.run(), name="mqtt")
                 tasks.create_task(self._pruner(), name="pruner")
+                tasks.create_task(self._report(), name="stats")
                 for name, coro in self._optional_tasks(db):
                     tasks.create_task(coro, name=name)
                 self.ready.set()
@@ -150,6 +179,22 @@ class CentreService:
         else:
             found.append(("rollouts", drive_rollouts(self.config, db, self.publish, self.clock)))
         return found
+
+    async def _report(self) -> None:
+        """One line a minute: what was taken since the start."""
+        assert self.ingest is not None and self.link is not None
+        while True:
+            await asyncio.sleep(STATS_EVERY_S)
+            stats = self.ingest.stats
+            log.info(
+                "ingest: %d taken, %d duplicates, %d rejected, %d batches committed, %d failed; link %s",
+                stats.taken,
+                stats.duplicates,
+                stats.rejected,
+                self.commits,
+                self.commit_failures,
+                "up" if self.link.connected else "down",
+            )
 
     async def _pruner(self) -> None:
         assert self.db is not None

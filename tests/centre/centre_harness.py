@@ -113,12 +113,21 @@ class CentreProcess:
     def text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
-    def committed(self) -> int:
-        """Messages this process committed (from its debug log)."""
+    def committed(self, *, since_start: int = 1) -> int:
+        """Messages this process committed (from its debug log) since its ``since_start``-th start."""
+        return self._sum("ingest: committed ", since_start)
+
+    def duplicates(self, *, since_start: int = 1) -> int:
+        """Messages it skipped as already taken, since its ``since_start``-th start."""
+        return self._sum(" rejected, ", since_start)
+
+    def _sum(self, marker: str, since_start: int) -> int:
         total = 0
-        for line in self.text().splitlines():
-            if "ingest: committed " in line:
-                total += int(line.split("ingest: committed ", 1)[1].split()[0])
+        runs = self.text().split("link connected")
+        for run in runs[since_start:]:
+            for line in run.splitlines():
+                if "ingest: committed " in line:
+                    total += int(line.split(marker, 1)[1].split()[0])
         return total
 
     def wait_killed(self, timeout: float = 15.0) -> int:

@@ -111,6 +111,18 @@ class Batch:
     reject_detail: dict[tuple[str, str], tuple[str, float]] = field(default_factory=dict)
 
 
+def merge(batches: list[Batch]) -> Batch:
+    """Several batches as one, in order (one transaction for all)."""
+    if len(batches) == 1:
+        return batches[0]
+    merged = Batch()
+    for batch in batches:
+        merged.items += batch.items
+        merged.rejects.update(batch.rejects)
+        merged.reject_detail.update(batch.reject_detail)
+    return merged
+
+
 @dataclass
 class IngestStats:
     taken: int = 0

@@ -25,7 +25,7 @@ from typing import Any
 
 from centre.config import TOPIC_ROOT, CentreConfig, link_settings
 from centre.db import Database, open_database
-from centre.ingest import HANDLERS, Ingest
+from centre.ingest import HANDLERS, Batch, Ingest, merge
 from edge_agent.transports.link import SYNC, Handled
 from edge_agent.transports.mqtt import MqttLink
 
@@ -90,6 +90,8 @@ class CentreService:
         # one writer thread: batches commit in the order the link read them
         self._writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="centre-db")
         self.ready = asyncio.Event()
+        self._pending: list[tuple[Batch, asyncio.Future[bool]]] = []
+        self._wake = asyncio.Event()
         self._kill_after = int(os.environ.get(KILL_AFTER_COMMITS, "0") or 0)
 
     async def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
@@ -111,11 +113,29 @@ class CentreService:
         return SYNC
 
     def _commit(self) -> Awaitable[bool]:
+        """The link's commit: the batch queued for the writer; resolves True once COMMIT returned."""
         assert self.ingest is not None
-        batch = self.ingest.detach()
-        return asyncio.ensure_future(self._commit_batch(batch))
+        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._pending.append((self.ingest.detach(), done))
+        self._wake.set()
+        return done
 
-    async def _commit_batch(self, batch: Any) -> bool:
+    async def _write_batches(self) -> None:
+        """Commit what the link handed over, in order. The batches that queued up while the
+        previous COMMIT ran go as ONE transaction: the link reads small batches when messages
+        trickle in, and one commit per few messages would cap the rate at the disk's fsyncs."""
+        assert self.ingest is not None
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._pending:
+                work, self._pending = self._pending, []
+                ok = await self._commit_batch(merge([batch for batch, _ in work]))
+                for _, done in work:
+                    if not done.done():
+                        done.set_result(ok)
+
+    async def _commit_batch(self, batch: Batch) -> bool:
         assert self.ingest is not None
         try:
             duplicates = await self.write(self.ingest.flush, batch)
@@ -148,6 +168,7 @@ class CentreService:
             self.link = MqttLink("centre", settings, subs, self._on_message, commit=self._commit)
             log.info("centre: broker %s, %d subscriptions (%s)", self.link.address, len(subs), subs[0][0])
             async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(self._write_batches(), name="writer")
                 tasks.create_task(self.link.run(), name="mqtt")
                 tasks.create_task(self._pruner(), name="pruner")
                 tasks.create_task(self._report(), name="stats")

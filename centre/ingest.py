@@ -30,27 +30,17 @@ from typing import Annotated, Any
 import msgspec
 
 from centre.config import TOPIC_ROOT
-from centre.db import Database, Tx
+from centre.db import Database
+from centre.ingest_batch import HANDLERS, Batch, Handler, Item, RejectedError, merge, register_handler, run_extra
+from centre.ingest_write import write_batch
 from edge_agent.models import MAX_PAYLOAD_BYTES, AlertMessage, Count, LampState, Message, PolicyAck
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[Tx, str, dict[str, Any], float], None]
-HANDLERS: dict[str, Handler] = {}
-
-
-class RejectedError(Exception):
-    """Raised by a handler: the message is bad; counted under ``reason`` and acknowledged."""
-
-    def __init__(self, reason: str, detail: str = "") -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
-
-
-def register_handler(topic_class: str, handler: Handler) -> None:
-    """Route ``district/v1/<gateway>/<topic_class>[/...]`` to ``handler`` (see the module doc)."""
-    HANDLERS[topic_class] = handler
+__all__ = [
+    "HANDLERS", "Batch", "Handler", "Ingest", "IngestStats", "Item", "RejectedError", "merge", "register_handler",
+    "run_extra",
+]  # fmt: skip
 
 
 # ----- the payloads ---------------------------------------------------------------------------
@@ -89,38 +79,6 @@ _decoders: dict[type[Any], msgspec.json.Decoder[Any]] = {
     for schema in (NorthAlert, Telemetry, NorthAck, RolloutSummary, ShadowNorth, Versioned)
 }
 _any = msgspec.json.Decoder()
-
-
-@dataclass(slots=True)
-class Item:
-    """One good message, decoded, waiting for the batch's transaction."""
-
-    kind: str  # status | alert | telemetry | policy_ack | rollout | shadow | event | extra
-    gateway: str
-    msg_id: str | None
-    data: Any
-    now: float
-    lamp: str = ""  # telemetry: the lamp; extra: the registered class
-    raw: bytes = b""
-
-
-@dataclass
-class Batch:
-    items: list[Item] = field(default_factory=list)
-    rejects: Counter[tuple[str, str]] = field(default_factory=Counter)
-    reject_detail: dict[tuple[str, str], tuple[str, float]] = field(default_factory=dict)
-
-
-def merge(batches: list[Batch]) -> Batch:
-    """Several batches as one, in order (one transaction for all)."""
-    if len(batches) == 1:
-        return batches[0]
-    merged = Batch()
-    for batch in batches:
-        merged.items += batch.items
-        merged.rejects.update(batch.rejects)
-        merged.reject_detail.update(batch.reject_detail)
-    return merged
 
 
 @dataclass
@@ -236,8 +194,6 @@ class Ingest:
     def flush(self, batch: Batch) -> int:
         """Write one batch in one transaction (raises on a database error: nothing written);
         the number of its messages skipped as duplicates."""
-        from centre.ingest_write import write_batch
-
         if not batch.items and not batch.rejects:
             return 0
         with self.db.transaction() as tx:
@@ -248,18 +204,6 @@ class Ingest:
             if item.kind == "event":
                 self.stats.events[item.gateway] += 1
         return duplicates
-
-
-def run_extra(tx: Tx, item: Item, batch: Batch) -> None:
-    """One message of a registered class, inside the batch's transaction."""
-    handler = HANDLERS[item.lamp]
-    try:
-        handler(tx, item.gateway, item.data, item.now)
-    except RejectedError as exc:
-        key = (exc.reason, item.lamp)
-        batch.rejects[key] += 1
-        batch.reject_detail[key] = (f"{item.gateway}: {exc.detail}"[:500], item.now)
-        log.warning("rejected %s message from %s (%s): %s", item.lamp, item.gateway, exc.reason, exc.detail)
 
 
 def _class_name(rest: list[str]) -> str:

@@ -13,14 +13,12 @@ Must not import: the service, the console, the rollout driver.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 
 from centre.db import Tx
-
-if TYPE_CHECKING:
-    from centre.ingest import Batch, Item
+from centre.ingest_batch import Batch, Item, run_extra
 
 _json = msgspec.json.Encoder()
 _CHUNK = 300  # rows per multi-row INSERT (3 parameters each: far below SQLite's limit)
@@ -179,8 +177,6 @@ def write_batch(tx: Tx, batch: Batch, dialect: str) -> int:
             ],
         )
     if "extra" in by_kind:
-        from centre.ingest import run_extra
-
         for item in by_kind["extra"]:
             run_extra(tx, item, batch)
     if batch.rejects:

@@ -13,7 +13,9 @@ from typing import Any
 
 import pytest
 import trustme
+from typer.testing import CliRunner
 
+from centre.cli import app
 from centre.db import open_database
 from devtools.mosquitto import Listener, MosquittoProcess
 from edge_agent.clock import ManualClock
@@ -125,6 +127,8 @@ async def test_kill_9_between_commit_and_ack_loses_nothing_and_doubles_nothing(
         centre.start()
         await eventually(lambda: counts(database_url, unique_id)[0] >= n, what="every report after the restart")
         await eventually(lambda: "ingest: committed" in centre.text().split("link connected")[-1], what="redelivery")
+        assert centre.stop() == 0, "SIGTERM stops the centre cleanly"
+        assert centre.text().rstrip().endswith(("centre stopped", "stopping (signal)"))
     finally:
         centre.stop()
     # each lamp reported n/10 times with its meter +1 each time: n/10 - 1 Wh per lamp
@@ -185,3 +189,11 @@ async def test_tls_to_the_broker(tmp_path: Path, unique_id: str) -> None:
             assert service.link.settings.tls is not None
             await publish_all(mosq.port, telemetry(unique_id, 3, lamps=1), **tls)
             await eventually(lambda: counts(url, unique_id)[0] == 3, what="reports over TLS")
+
+
+def test_run_with_a_bad_file_names_the_problem_and_exits_2(tmp_path: Path) -> None:
+    bad = tmp_path / "centre.toml"
+    bad.write_text('[broker]\nurl = "http://nope"\n[database]\nurl = "mysql://x"\n')
+    result = CliRunner().invoke(app, ["run", "-c", str(bad)])
+    assert result.exit_code == 2
+    assert "broker.url" in result.output and "database.url" in result.output

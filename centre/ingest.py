@@ -30,27 +30,17 @@ from typing import Annotated, Any
 import msgspec
 
 from centre.config import TOPIC_ROOT
-from centre.db import Database, Tx
+from centre.db import Database
+from centre.ingest_batch import HANDLERS, Batch, Handler, Item, RejectedError, merge, register_handler, run_extra
+from centre.ingest_write import write_batch
 from edge_agent.models import MAX_PAYLOAD_BYTES, AlertMessage, Count, LampState, Message, PolicyAck
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[Tx, str, dict[str, Any], float], None]
-HANDLERS: dict[str, Handler] = {}
-
-
-class RejectedError(Exception):
-    """Raised by a handler: the message is bad; counted under ``reason`` and acknowledged."""
-
-    def __init__(self, reason: str, detail: str = "") -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
-
-
-def register_handler(topic_class: str, handler: Handler) -> None:
-    """Route ``district/v1/<gateway>/<topic_class>[/...]`` to ``handler`` (see the module doc)."""
-    HANDLERS[topic_class] = handler
+__all__ = [
+    "HANDLERS", "Batch", "Handler", "Ingest", "IngestStats", "Item", "RejectedError", "merge", "register_handler",
+    "run_extra",
+]  # fmt: skip
 
 
 # ----- the payloads ---------------------------------------------------------------------------
@@ -89,26 +79,6 @@ _decoders: dict[type[Any], msgspec.json.Decoder[Any]] = {
     for schema in (NorthAlert, Telemetry, NorthAck, RolloutSummary, ShadowNorth, Versioned)
 }
 _any = msgspec.json.Decoder()
-
-
-@dataclass(slots=True)
-class Item:
-    """One good message, decoded, waiting for the batch's transaction."""
-
-    kind: str  # status | alert | telemetry | policy_ack | rollout | shadow | event | extra
-    gateway: str
-    msg_id: str | None
-    data: Any
-    now: float
-    lamp: str = ""  # telemetry: the lamp; extra: the registered class
-    raw: bytes = b""
-
-
-@dataclass
-class Batch:
-    items: list[Item] = field(default_factory=list)
-    rejects: Counter[tuple[str, str]] = field(default_factory=Counter)
-    reject_detail: dict[tuple[str, str], tuple[str, float]] = field(default_factory=dict)
 
 
 @dataclass
@@ -202,6 +172,10 @@ class Ingest:
                 return name
         return None
 
+    def reject(self, reason: str, topic_class: str, detail: str) -> None:
+        """Count a message as rejected (written with the pending batch)."""
+        self._reject(reason, topic_class, detail, self.clock())
+
     def _reject(self, reason: str, topic_class: str, detail: str, now: float) -> None:
         key = (reason, topic_class)
         batch = self._batch
@@ -217,12 +191,11 @@ class Ingest:
         batch, self._batch = self._batch, Batch()
         return batch
 
-    def flush(self, batch: Batch) -> None:
-        """Write one batch in one transaction (raises on a database error: nothing written)."""
-        from centre.ingest_write import write_batch
-
+    def flush(self, batch: Batch) -> int:
+        """Write one batch in one transaction (raises on a database error: nothing written);
+        the number of its messages skipped as duplicates."""
         if not batch.items and not batch.rejects:
-            return
+            return 0
         with self.db.transaction() as tx:
             duplicates = write_batch(tx, batch, self.db.dialect)
         self.stats.duplicates += duplicates
@@ -230,18 +203,7 @@ class Ingest:
         for item in batch.items:
             if item.kind == "event":
                 self.stats.events[item.gateway] += 1
-
-
-def run_extra(tx: Tx, item: Item, batch: Batch) -> None:
-    """One message of a registered class, inside the batch's transaction."""
-    handler = HANDLERS[item.lamp]
-    try:
-        handler(tx, item.gateway, item.data, item.now)
-    except RejectedError as exc:
-        key = (exc.reason, item.lamp)
-        batch.rejects[key] += 1
-        batch.reject_detail[key] = (f"{item.gateway}: {exc.detail}"[:500], item.now)
-        log.warning("rejected %s message from %s (%s): %s", item.lamp, item.gateway, exc.reason, exc.detail)
+        return duplicates
 
 
 def _class_name(rest: list[str]) -> str:

@@ -13,14 +13,12 @@ Must not import: the service, the console, the rollout driver.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 
 from centre.db import Tx
-
-if TYPE_CHECKING:
-    from centre.ingest import Batch, Item
+from centre.ingest_batch import Batch, Item, run_extra
 
 _json = msgspec.json.Encoder()
 _CHUNK = 300  # rows per multi-row INSERT (3 parameters each: far below SQLite's limit)
@@ -150,7 +148,7 @@ def write_batch(tx: Tx, batch: Batch, dialect: str) -> int:
     if "alert" in by_kind:
         _alerts(tx, by_kind["alert"])
     if "telemetry" in by_kind:
-        _telemetry(tx, by_kind["telemetry"])
+        _telemetry(tx, by_kind["telemetry"], dialect)
     if "policy_ack" in by_kind:
         acks = by_kind["policy_ack"]
         tx.executemany(
@@ -179,8 +177,6 @@ def write_batch(tx: Tx, batch: Batch, dialect: str) -> int:
             ],
         )
     if "extra" in by_kind:
-        from centre.ingest import run_extra
-
         for item in by_kind["extra"]:
             run_extra(tx, item, batch)
     if batch.rejects:
@@ -221,20 +217,28 @@ def _alerts(tx: Tx, items: list[Item]) -> None:
     tx.executemany(ALERT, rows)
 
 
-def _telemetry(tx: Tx, items: list[Item]) -> None:
-    """Lamps, raw rows, hourly roll-ups and fault episodes; energy from the meter's positive deltas."""
+def _telemetry(tx: Tx, items: list[Item], dialect: str) -> None:
+    """Lamps, raw rows, hourly roll-ups and fault episodes; energy from the meter's positive deltas.
+
+    Each lamp's row is locked first, in one order (PostgreSQL ``FOR UPDATE``; SQLite's write
+    transaction holds the whole file): two centres on a shared subscription taking reports of the
+    same lamp take turns, so a meter delta is never computed twice from the same old reading."""
     wanted: dict[str, set[str]] = {}
     for item in items:
         wanted.setdefault(item.gateway, set()).add(item.lamp)
+    pairs = sorted((gateway, lamp) for gateway, lamps in wanted.items() for lamp in lamps)
+    tx.executemany("INSERT INTO lamps (gateway, lamp) VALUES (?, ?) ON CONFLICT (gateway, lamp) DO NOTHING", pairs)
+    lock = " FOR UPDATE" if dialect == "postgresql" else ""
     # (energy_wh, last_report, faults) per lamp as stored
     state: dict[tuple[str, str], list[Any]] = {}
-    for gateway, lamp_names in wanted.items():
-        names = sorted(lamp_names)
+    for gateway in sorted(wanted):
+        names = sorted(wanted[gateway])
         for start in range(0, len(names), _CHUNK):
             chunk = names[start : start + _CHUNK]
             marks = ", ".join(["?"] * len(chunk))
             for lamp, energy, last, bits in tx.query(
-                f"SELECT lamp, energy_wh, last_report, faults FROM lamps WHERE gateway = ? AND lamp IN ({marks})",
+                f"SELECT lamp, energy_wh, last_report, faults FROM lamps WHERE gateway = ? AND lamp IN ({marks})"
+                f" ORDER BY lamp{lock}",
                 [gateway, *chunk],
             ):
                 state[(gateway, lamp)] = [energy, last, bits]

@@ -17,6 +17,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
+import os
 import signal
 import time
 from collections.abc import Awaitable, Callable, Coroutine
@@ -24,7 +25,7 @@ from typing import Any
 
 from centre.config import TOPIC_ROOT, CentreConfig, link_settings
 from centre.db import Database, open_database
-from centre.ingest import HANDLERS, Ingest
+from centre.ingest import HANDLERS, Batch, Ingest, merge
 from edge_agent.transports.link import SYNC, Handled
 from edge_agent.transports.mqtt import MqttLink
 
@@ -33,8 +34,26 @@ log = logging.getLogger(__name__)
 # the north classes the centre reads (edge_agent/agent/topics.py TOPIC_CLASSES, north side)
 NORTH_FILTERS = ("status", "alert", "event/#", "telemetry/lamp/+", "policy/ack", "rollout", "shadow/report")
 PRUNE_EVERY_S = 3600.0
+# the crash test's seam (tests/centre/test_service.py): kill -9 this process right after the Nth
+# batch's COMMIT returned and before its acknowledgements go out
+KILL_AFTER_COMMITS = "CENTRE_TEST_KILL_AFTER_COMMITS"
 
 Publish = Callable[..., Awaitable[None]]
+
+
+# retained, without a msg_id, idempotent to apply twice: with a shared group every process also
+# takes them on a plain subscription (a broker never sends retained messages to a shared one)
+RETAINED = ("status", "rollout")
+STATS_EVERY_S = 60.0
+
+
+def load_extensions() -> None:
+    """Import the modules that register handlers for more north classes (centre/history.py:
+    ``health``, ``history``), when installed, so that their topics are subscribed to."""
+    try:
+        import centre.history  # noqa: F401  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        log.info("centre: no history module; health and history messages are not taken")
 
 
 def subscriptions(config: CentreConfig) -> list[tuple[str, int]]:
@@ -42,7 +61,10 @@ def subscriptions(config: CentreConfig) -> list[tuple[str, int]]:
     group = config.file.broker.shared_group
     prefix = f"$share/{group}/" if group else ""
     classes = list(NORTH_FILTERS) + [f"{name}/#" for name in sorted(HANDLERS)]
-    return [(f"{prefix}{TOPIC_ROOT}/+/{name}", 1) for name in classes]
+    if not group:
+        return [(f"{TOPIC_ROOT}/+/{name}", 1) for name in classes]
+    shared = [(f"{prefix}{TOPIC_ROOT}/+/{name}", 1) for name in classes if name not in RETAINED]
+    return shared + [(f"{TOPIC_ROOT}/+/{name}", 1) for name in RETAINED]
 
 
 def prune(db: Database, raw_days: float, now: float) -> tuple[int, int]:
@@ -68,6 +90,9 @@ class CentreService:
         # one writer thread: batches commit in the order the link read them
         self._writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="centre-db")
         self.ready = asyncio.Event()
+        self._pending: list[tuple[Batch, asyncio.Future[bool]]] = []
+        self._wake = asyncio.Event()
+        self._kill_after = int(os.environ.get(KILL_AFTER_COMMITS, "0") or 0)
 
     async def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
         """QoS 1 publish; returns after the broker's PUBACK (TransportError when it cannot)."""
@@ -80,18 +105,40 @@ class CentreService:
 
     async def _on_message(self, topic: str, payload: bytes) -> Handled:
         assert self.ingest is not None
-        self.ingest.take(topic, payload)
+        try:
+            self.ingest.take(topic, payload)
+        except Exception:  # a bug of ours must not stop ingestion either: counted, logged
+            log.exception("ingest: cannot take the message on %s", topic)
+            self.ingest.reject("internal_error", "?", topic)
         return SYNC
 
     def _commit(self) -> Awaitable[bool]:
+        """The link's commit: the batch queued for the writer; resolves True once COMMIT returned."""
         assert self.ingest is not None
-        batch = self.ingest.detach()
-        return asyncio.ensure_future(self._commit_batch(batch))
+        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._pending.append((self.ingest.detach(), done))
+        self._wake.set()
+        return done
 
-    async def _commit_batch(self, batch: Any) -> bool:
+    async def _write_batches(self) -> None:
+        """Commit what the link handed over, in order. The batches that queued up while the
+        previous COMMIT ran go as ONE transaction: the link reads small batches when messages
+        trickle in, and one commit per few messages would cap the rate at the disk's fsyncs."""
+        assert self.ingest is not None
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._pending:
+                work, self._pending = self._pending, []
+                ok = await self._commit_batch(merge([batch for batch, _ in work]))
+                for _, done in work:
+                    if not done.done():
+                        done.set_result(ok)
+
+    async def _commit_batch(self, batch: Batch) -> bool:
         assert self.ingest is not None
         try:
-            await self.write(self.ingest.flush, batch)
+            duplicates = await self.write(self.ingest.flush, batch)
         except Exception:
             self.commit_failures += 1
             log.exception(
@@ -99,6 +146,14 @@ class CentreService:
             )
             return False
         self.commits += 1
+        log.debug(
+            "ingest: committed %d messages, %d rejected, %d duplicates",
+            len(batch.items),
+            sum(batch.rejects.values()),
+            duplicates,
+        )
+        if self._kill_after and self.commits >= self._kill_after:
+            os.kill(os.getpid(), signal.SIGKILL)
         return True
 
     async def run(self) -> None:
@@ -107,13 +162,16 @@ class CentreService:
         self.db = db = await asyncio.to_thread(open_database, config.database_url)
         try:
             self.ingest = Ingest(db, config.file.centre.district, clock=self.clock)
+            load_extensions()
             settings = link_settings(config)
             subs = subscriptions(config)
             self.link = MqttLink("centre", settings, subs, self._on_message, commit=self._commit)
             log.info("centre: broker %s, %d subscriptions (%s)", self.link.address, len(subs), subs[0][0])
             async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(self._write_batches(), name="writer")
                 tasks.create_task(self.link.run(), name="mqtt")
                 tasks.create_task(self._pruner(), name="pruner")
+                tasks.create_task(self._report(), name="stats")
                 for name, coro in self._optional_tasks(db):
                     tasks.create_task(coro, name=name)
                 self.ready.set()
@@ -142,6 +200,22 @@ class CentreService:
         else:
             found.append(("rollouts", drive_rollouts(self.config, db, self.publish, self.clock)))
         return found
+
+    async def _report(self) -> None:
+        """One line a minute: what was taken since the start."""
+        assert self.ingest is not None and self.link is not None
+        while True:
+            await asyncio.sleep(STATS_EVERY_S)
+            stats = self.ingest.stats
+            log.info(
+                "ingest: %d taken, %d duplicates, %d rejected, %d batches committed, %d failed; link %s",
+                stats.taken,
+                stats.duplicates,
+                stats.rejected,
+                self.commits,
+                self.commit_failures,
+                "up" if self.link.connected else "down",
+            )
 
     async def _pruner(self) -> None:
         assert self.db is not None

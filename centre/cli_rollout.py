@@ -1,6 +1,6 @@
 """`centre rollout`: start a rollout in waves and follow it; its status; abort it.
 
-Owns: the ``rollout`` command's three forms::
+Owns: the ``rollout`` command's four forms::
 
     centre rollout BUNDLE -c centre.toml [--canary 2] [--waves 10%,50%,100%] [--abort-if RULE]
                    [--window 22:00-05:00] [--tz Asia/Shanghai] [--timeout 10m] [--gateways a,b,c]
@@ -15,8 +15,10 @@ Starting stores the signed bundle (checked: it must parse as a signed envelope) 
 when it succeeded, 1 when it was aborted (the reason printed), 2 on bad input. ``--detach``
 returns at once. Who moves it on: a running ``centre run`` (its rollout driver) by default; with
 ``--drive`` this process is the centre until the rollout ends (the ingest and the rollout driver,
-its own MQTT link from ``[broker]``, client id ``<id>-rollout``), the one-command path for a
-district without a centre service. When nothing moves a new rollout for 5 s, the follower says so.
+its own MQTT link from ``[broker]``, client id ``<id>-rollout``, session kept 60 s), the
+one-command path for a district without a centre service (next to a running ``centre run`` it is
+harmless but redundant: publishes are retained and idempotent, ingest de-duplicates). When
+nothing moves a new rollout for 5 s, the follower says so.
 Must not import: the console.
 """
 
@@ -258,7 +260,9 @@ def driving_service(loaded: CentreConfig) -> Any:
             return [("rollouts", drive_rollouts(self.config, db, self.publish, self.clock))]
 
     section = msgspec.structs.replace(loaded.file.centre, id=f"{loaded.file.centre.id}-rollout")
-    config = CentreConfig(file=msgspec.structs.replace(loaded.file, centre=section), path=loaded.path)
+    # a short-lived process: the broker keeps its session a minute, not a week of queued telemetry
+    broker = msgspec.structs.replace(loaded.file.broker, session_expiry=60)
+    config = CentreConfig(file=msgspec.structs.replace(loaded.file, centre=section, broker=broker), path=loaded.path)
     return DrivingService(config)
 
 

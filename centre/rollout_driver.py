@@ -21,6 +21,12 @@ Each pass, for each rollout in state running / waiting_window:
   so far; if it fires the rollout is ``aborted`` with the reason, its QUEUED targets are CANCELED
   and the bundle is not published again. Else the next wave is started, or the rollout succeeded.
 
+Known limit: SUCCEEDED trusts the ``gateways`` row, where the ingest also sets ``policy_version``
+from an accepted ack; until the gateway's next ``rollout`` summary arrives, ``lamps_on_version``
+still counts the lamps on the OLD version. A pass that falls between the two can mark a gateway
+SUCCEEDED before its lamps confirmed. (The fix belongs to the ingest: set policy_version from the
+summary only, or keep the summary's version in its own column.)
+
 On abort nothing is rolled back (as AWS IoT Jobs cancels, it does not undo): gateways that
 accepted the version keep it, and their retained ``policy`` message stays (clearing it would not
 undo anything: a gateway never goes back to an older version). To go back, roll out the old

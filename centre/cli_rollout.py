@@ -61,7 +61,9 @@ def rollout(
     ] = "rejected > 0",
     window: Annotated[str | None, typer.Option(help="Start waves only between HH:MM-HH:MM local time.")] = None,
     tz: Annotated[str, typer.Option(help="The district's time zone for --window.")] = "Asia/Shanghai",
-    timeout: Annotated[str | None, typer.Option(help="Per gateway (default: rollout.gateway_timeout in centre.toml).")] = None,
+    timeout: Annotated[
+        str | None, typer.Option(help="Per gateway (default: rollout.gateway_timeout in centre.toml).")
+    ] = None,
     gateways: Annotated[str | None, typer.Option(help="a,b,c (default: every gateway the centre knows).")] = None,
     detach: Annotated[bool, typer.Option("--detach", help="Create the rollout and return at once.")] = False,
     drive: Annotated[bool, typer.Option("--drive", help="Drive it in this process (no `centre run` needed).")] = False,

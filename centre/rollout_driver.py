@@ -24,8 +24,10 @@ Each pass, for each rollout in state running / waiting_window:
 Known limit: SUCCEEDED trusts the ``gateways`` row, where the ingest also sets ``policy_version``
 from an accepted ack; until the gateway's next ``rollout`` summary arrives, ``lamps_on_version``
 still counts the lamps on the OLD version. A pass that falls between the two can mark a gateway
-SUCCEEDED before its lamps confirmed. (The fix belongs to the ingest: set policy_version from the
-summary only, or keep the summary's version in its own column.)
+SUCCEEDED before its lamps confirmed. The driver narrows that window: it believes the summary only
+once the accepted ack is ``SETTLE_S`` (1 s) old (a gateway publishes its new summary right after
+the ack, so a summary still stale by then is unlikely, not impossible). The fix belongs to the
+ingest: set policy_version from the summary only, or keep the summary's version in its own column.
 
 On abort nothing is rolled back (as AWS IoT Jobs cancels, it does not undo): gateways that
 accepted the version keep it, and their retained ``policy`` message stays (clearing it would not
@@ -77,6 +79,7 @@ log = logging.getLogger(__name__)
 
 Publish = Callable[..., Awaitable[None]]  # publish(topic, payload, *, retain=False)
 POLL_SECONDS = 0.5
+SETTLE_S = 1.0  # an accepted ack this old at least before its summary is believed (see "Known limit")
 
 
 class RolloutError(ValueError):
@@ -219,7 +222,7 @@ def _observe(tx: Tx, rollout_id: str, version: int, timeout: float, now: float) 
         "SELECT t.gateway, t.started, g.policy_version, g.lamps, g.lamps_on_version,"
         " (SELECT MAX(a.reason) FROM policy_acks a WHERE a.gateway = t.gateway AND a.status = 'rejected'"
         " AND a.ts >= t.started),"
-        " (SELECT COUNT(*) FROM policy_acks a WHERE a.gateway = t.gateway AND a.version = ?"
+        " (SELECT MIN(a.ts) FROM policy_acks a WHERE a.gateway = t.gateway AND a.version = ?"
         " AND a.status IN ('accepted', 'already_active'))"
         " FROM rollout_targets t LEFT JOIN gateways g ON g.gateway = t.gateway"
         " WHERE t.rollout_id = ? AND t.state = ?",
@@ -228,10 +231,10 @@ def _observe(tx: Tx, rollout_id: str, version: int, timeout: float, now: float) 
     for gateway, started, on_version, lamps, lamps_on, rejected, accepted in rows:
         if rejected is not None:
             state, detail = REJECTED, f"rejected: {rejected}"
-        elif accepted and on_version == version and lamps_on == lamps:
+        elif accepted is not None and now - float(accepted) >= SETTLE_S and on_version == version and lamps_on == lamps:
             state, detail = SUCCEEDED, f"{lamps_on}/{lamps} lamps on version {version}"
         elif now - float(started) >= timeout:
-            what = "no ack" if not accepted else f"ack accepted, {lamps_on or 0}/{lamps or 0} lamps confirmed"
+            what = "no ack" if accepted is None else f"ack accepted, {lamps_on or 0}/{lamps or 0} lamps confirmed"
             state, detail = TIMED_OUT, f"{what} after {timeout:g} s"
         else:
             continue

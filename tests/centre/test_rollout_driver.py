@@ -232,3 +232,25 @@ def test_a_failed_publish_leaves_the_gateway_queued_for_the_next_pass(database_u
         asyncio.run(tick(db, flaky, T0 + 1))
         assert sorted(sent) == ["gw00", "gw01", "gw02"]  # only the one that failed, once more
         assert states(db, rid)["gw01"] == "IN_PROGRESS"
+
+
+def test_a_fresh_ack_beside_the_old_summary_is_not_yet_success(database_url: str) -> None:
+    """The ingest sets policy_version from the ack while lamps_on_version still counts the old version's
+    lamps: the driver waits until the ack is a second old, by when the gateway's new summary has come."""
+    broker = Broker()
+    with open_database(database_url) as db:
+        db.execute("INSERT INTO gateways (gateway, policy_version, lamps, lamps_on_version) VALUES ('gw00', 6, 3, 3)")
+        plan = make_plan(canary=0, waves="100%", abort_if="", window=None, timeout="1h")
+        rid = create_rollout(db, signed(), ["gw00"], plan, T0)
+        asyncio.run(tick(db, broker.publish, T0))
+        with db.transaction() as tx:  # the ack, as the ingest writes it: the row now says 7, with 3/3 lamps
+            tx.execute("INSERT INTO policy_acks VALUES ('gw00', 7, 'accepted', NULL, ?)", (T0 + 1,))
+            tx.execute("UPDATE gateways SET policy_version = 7 WHERE gateway = 'gw00'")
+        asyncio.run(tick(db, broker.publish, T0 + 1.2))
+        assert states(db, rid) == {"gw00": "IN_PROGRESS"}
+        db.execute("UPDATE gateways SET lamps_on_version = 0 WHERE gateway = 'gw00'")  # the new summary
+        asyncio.run(tick(db, broker.publish, T0 + 3))
+        assert states(db, rid) == {"gw00": "IN_PROGRESS"}
+        db.execute("UPDATE gateways SET lamps_on_version = 3 WHERE gateway = 'gw00'")
+        asyncio.run(tick(db, broker.publish, T0 + 4))
+        assert states(db, rid) == {"gw00": "SUCCEEDED"}

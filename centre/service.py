@@ -5,8 +5,14 @@ acknowledged only after the batch's COMMIT returned), the ingest (centre/ingest.
 retention pruner (raw telemetry and seen message ids older than ``[retention] raw_days``), the
 console's HTTP server and the rollout driver when those modules are installed, and a clean stop
 on SIGTERM / SIGINT. Every database write runs in ONE worker thread (batches commit in the order
-they were read), never on the loop. What the parts get: ``db``, ``publish(topic, payload, *,
-retain=False)`` (QoS 1, returns after the broker's PUBACK) and a clock.
+they were read), never on the loop; the batches the link handed over while a COMMIT ran are
+written together as the next transaction. With ``[broker] shared_group`` the north classes are
+subscribed as ``$share/<group>/...`` except the retained ``status`` and ``rollout`` (a broker sends
+no retained message to a shared subscription; both are idempotent, so every process takes them).
+``CENTRE_TEST_KILL_AFTER_COMMITS=N`` (the crash test's seam) kills the process with SIGKILL right
+after its Nth COMMIT returned, before that batch's acknowledgements.
+What the parts get: ``db``, ``publish(topic, payload, *, retain=False)`` (QoS 1, returns after
+the broker's PUBACK) and a clock.
 Must not import: nothing of the console or the rollout driver at module level (they are optional:
 imported guarded in ``_optional_tasks``).
 """

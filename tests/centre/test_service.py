@@ -16,7 +16,9 @@ import trustme
 from typer.testing import CliRunner
 
 from centre.cli import app
+from centre.config import load_centre_config
 from centre.db import open_database
+from centre.service import subscriptions
 from devtools.mosquitto import Listener, MosquittoProcess
 from edge_agent.clock import ManualClock
 from tests.agent.harness import SOS_RULE, running, write_gateway
@@ -201,3 +203,14 @@ def test_run_with_a_bad_file_names_the_problem_and_exits_2(tmp_path: Path) -> No
     result = CliRunner().invoke(app, ["run", "-c", str(bad)])
     assert result.exit_code == 2
     assert "broker.url" in result.output and "database.url" in result.output
+
+
+def test_subscriptions_alone_and_in_a_shared_group(tmp_path: Path) -> None:
+    alone = load_centre_config(write_centre(tmp_path / "a", 1, "sqlite:///x.db", centre_id="a"))
+    assert ("district/v1/+/telemetry/lamp/+", 1) in subscriptions(alone)
+    assert ("district/v1/+/event/#", 1) in subscriptions(alone)
+    grouped = load_centre_config(write_centre(tmp_path / "b", 1, "sqlite:///x.db", centre_id="b", shared_group="g"))
+    filters = {topic for topic, _ in subscriptions(grouped)}
+    assert "$share/g/district/v1/+/telemetry/lamp/+" in filters and "$share/g/district/v1/+/alert" in filters
+    assert {"district/v1/+/status", "district/v1/+/rollout"} <= filters
+    assert not {f for f in filters if f.startswith("$share/") and f.endswith(("/status", "/rollout"))}

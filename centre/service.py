@@ -98,6 +98,7 @@ class CentreService:
         self.ready = asyncio.Event()
         self._pending: list[tuple[Batch, asyncio.Future[bool]]] = []
         self._wake = asyncio.Event()
+        self._failed = False  # a COMMIT failed: refuse the rest until the link connects again
         self._kill_after = int(os.environ.get(KILL_AFTER_COMMITS, "0") or 0)
 
     async def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
@@ -126,6 +127,11 @@ class CentreService:
         self._wake.set()
         return done
 
+    def _connected(self) -> None:
+        self._failed = False
+        if self.ingest is not None:
+            self.ingest.detach()  # what was taken on the lost connection comes again
+
     async def _write_batches(self) -> None:
         """Commit what the link handed over, in order. The batches that queued up while the
         previous COMMIT ran go as ONE transaction: the link reads small batches when messages
@@ -136,7 +142,10 @@ class CentreService:
             self._wake.clear()
             while self._pending:
                 work, self._pending = self._pending, []
-                ok = await self._commit_batch(merge([batch for batch, _ in work]))
+                # after a failed COMMIT the link reconnects and the broker delivers everything
+                # unacknowledged again, in order: nothing after the failure may commit before it
+                ok = not self._failed and await self._commit_batch(merge([batch for batch, _ in work]))
+                self._failed = not ok
                 for _, done in work:
                     if not done.done():
                         done.set_result(ok)
@@ -171,7 +180,9 @@ class CentreService:
             load_extensions()
             settings = link_settings(config)
             subs = subscriptions(config)
-            self.link = MqttLink("centre", settings, subs, self._on_message, commit=self._commit)
+            self.link = MqttLink(
+                "centre", settings, subs, self._on_message, commit=self._commit, on_connect=self._connected
+            )
             log.info("centre: broker %s, %d subscriptions (%s)", self.link.address, len(subs), subs[0][0])
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self._write_batches(), name="writer")

@@ -84,6 +84,33 @@ async def test_messages_through_the_broker_land_once_and_bad_ones_are_counted(
         assert service.ingest is not None and service.ingest.stats.duplicates == 1
 
 
+async def test_a_failed_commit_is_delivered_again_and_nothing_after_it_overtakes_it(
+    tmp_path: Path, mqtt_broker: BrokerInfo, database_url: str, unique_id: str
+) -> None:
+    path = write_centre(tmp_path, mqtt_broker.port, database_url, centre_id=f"c-{unique_id}")
+    gw = unique_id
+    async with centre_in_process(path) as service:
+        assert service.ingest is not None and service.link is not None and service.db is not None
+        flush, calls = service.ingest.flush, []
+
+        def failing_once(batch: Any) -> int:
+            calls.append(len(batch.items))
+            if len(calls) == 1:
+                raise RuntimeError("the database went away")
+            return flush(batch)
+
+        service.ingest.flush = failing_once  # type: ignore[method-assign]
+        stream = [(f"district/v1/{gw}/status", b"online"), *telemetry(gw, 50), (f"district/v1/{gw}/status", b"offline")]
+        await publish_all(mqtt_broker.port, stream)
+        await eventually(lambda: counts(database_url, gw)[0] == 50, what="every report after the failure")
+        await eventually(
+            lambda: service.db.query("SELECT online, outages FROM gateways WHERE gateway = ?", (gw,)) == [(0, 1)],
+            what="the last status wins",
+        )
+        assert service.commit_failures == 1 and service.link.connects >= 2
+    assert counts(database_url, gw) == (50, 50, 40.0)
+
+
 async def test_a_real_gateways_sos_lands_in_the_alerts_table(
     tmp_path: Path, mqtt_broker: BrokerInfo, unique_id: str
 ) -> None:

@@ -138,6 +138,18 @@ async def test_a_real_gateways_sos_lands_in_the_alerts_table(
         await eventually(
             lambda: db.query("SELECT online FROM gateways WHERE gateway = ?", (unique_id,)) == [(1,)], what="status"
         )
+        # the gateway's own lamp telemetry (its outbox adds msg_id, seq, gateway) is taken too
+        state = b'{"v":1,"on":true,"level":80,"power_w":40.5,"energy_wh":12.5,"faults":2}'
+        await publish_all(mqtt_broker.port, [(f"district/v1/{unique_id}/lamp/L2/state", state)])
+        await eventually(
+            lambda: (
+                db.query("SELECT level, power_w, energy_wh, faults FROM lamps WHERE gateway = ?", (unique_id,))
+                == [(80.0, 40.5, 12.5, 2)]
+            ),
+            what="lamp telemetry",
+        )
+        assert db.query("SELECT faults, cleared FROM lamp_faults WHERE gateway = ?", (unique_id,)) == [(2, None)]
+        assert db.query("SELECT COUNT(*) FROM rejects WHERE last_detail LIKE ?", (f"%{unique_id}%",)) == [(0,)]
 
 
 async def test_kill_9_between_commit_and_ack_loses_nothing_and_doubles_nothing(

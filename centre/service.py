@@ -58,7 +58,8 @@ def load_extensions() -> None:
     ``health``, ``history``), when installed, so that their topics are subscribed to."""
     try:
         import centre.history  # noqa: F401  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
+    except ModuleNotFoundError as exc:
+        _raise_unless_absent(exc, "centre.history")
         log.info("centre: no history module; health and history messages are not taken")
 
 
@@ -203,7 +204,8 @@ class CentreService:
         found: list[tuple[str, Coroutine[Any, Any, None]]] = []
         try:
             from centre.console import serve_console  # type: ignore[attr-defined,unused-ignore]
-        except ImportError:
+        except ModuleNotFoundError as exc:
+            _raise_unless_absent(exc, "centre.console")
             log.info("centre: no console module; running without the console")
         else:
             url = self.config.file.console.public_url or f"http://{self.config.file.console.listen}"
@@ -212,7 +214,8 @@ class CentreService:
             found.append(("console", serve_console(self.config, db, self.publish)))
         try:
             from centre.rollout_driver import drive_rollouts  # type: ignore[import-not-found,unused-ignore]
-        except ImportError:
+        except ModuleNotFoundError as exc:
+            _raise_unless_absent(exc, "centre.rollout_driver")
             log.info("centre: no rollout driver module; running without rollouts")
         else:
             found.append(("rollouts", drive_rollouts(self.config, db, self.publish, self.clock)))
@@ -246,6 +249,13 @@ class CentreService:
                 if telemetry or seen:
                     log.info("retention: deleted %d raw telemetry rows and %d message ids", telemetry, seen)
             await asyncio.sleep(PRUNE_EVERY_S)
+
+
+def _raise_unless_absent(exc: ModuleNotFoundError, module: str) -> None:
+    """An optional part that is not installed is fine; one that is there but cannot be
+    imported (a module IT needs is missing) is an error worth its traceback."""
+    if exc.name != module:
+        raise exc
 
 
 def _safe_url(url: str) -> str:

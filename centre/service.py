@@ -103,8 +103,11 @@ class CentreService:
         self._kill_after = int(os.environ.get(KILL_AFTER_COMMITS, "0") or 0)
 
     async def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
-        """QoS 1 publish; returns after the broker's PUBACK (TransportError when it cannot)."""
+        """QoS 1 publish; returns after the broker's PUBACK. Waits for the link while it is down
+        (connecting, reconnecting) up to its publish timeout; TransportError when it cannot."""
         assert self.link is not None
+        if not self.link.connected:
+            await self.link.wait_connected(self.link.settings.publish_timeout)
         await self.link.publish(topic, payload, qos=1, retain=retain)
 
     async def write(self, fn: Callable[..., Any], *args: Any) -> Any:

@@ -4,13 +4,17 @@ doubled), two processes on a shared subscription, and TLS."""
 
 from __future__ import annotations
 
+import asyncio
 import getpass
 import json
 import ssl
+import sys
 import time
+import types
 from pathlib import Path
 from typing import Any
 
+import aiomqtt
 import pytest
 import trustme
 from typer.testing import CliRunner
@@ -253,3 +257,30 @@ def test_subscriptions_alone_and_in_a_shared_group(tmp_path: Path) -> None:
     assert "$share/g/district/v1/+/telemetry/lamp/+" in filters and "$share/g/district/v1/+/alert" in filters
     assert {"district/v1/+/status", "district/v1/+/rollout"} <= filters
     assert not {f for f in filters if f.startswith("$share/") and f.endswith(("/status", "/rollout"))}
+
+
+async def test_the_console_and_the_rollout_driver_run_with_the_db_and_publish(
+    tmp_path: Path, mqtt_broker: BrokerInfo, unique_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The contract the other parts code against (stand-ins for centre.console / centre.rollout_driver)."""
+    seen: dict[str, Any] = {}
+
+    async def serve_console(config: Any, db: Any, publish: Any) -> None:
+        seen["console"] = db.query("SELECT COUNT(*) FROM gateways")[0][0]
+        await asyncio.Event().wait()
+
+    async def drive_rollouts(config: Any, db: Any, publish: Any, clock: Any) -> None:
+        await publish(f"district/v1/{unique_id}/policy", b"bundle", retain=True)
+        seen["driver"] = clock()
+        await asyncio.Event().wait()
+
+    monkeypatch.setitem(sys.modules, "centre.console", types.SimpleNamespace(serve_console=serve_console))
+    monkeypatch.setitem(sys.modules, "centre.rollout_driver", types.SimpleNamespace(drive_rollouts=drive_rollouts))
+    path = write_centre(tmp_path, mqtt_broker.port, f"sqlite:///{tmp_path / 'c.db'}", centre_id=f"c-{unique_id}")
+    async with aiomqtt.Client("127.0.0.1", mqtt_broker.port) as client:
+        await client.subscribe(f"district/v1/{unique_id}/policy", qos=1)
+        async with centre_in_process(path):
+            async with asyncio.timeout(10):
+                message = await anext(aiter(client.messages))
+    assert message.payload == b"bundle"
+    assert seen["console"] == 0 and seen["driver"] > T0

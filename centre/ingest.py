@@ -3,11 +3,13 @@
 Owns: the north topic grammar the centre reads (``district/v1/<gateway>/<class...>``), decoding
 each class's payload with msgspec, counting bad messages by reason (``rejects``: a bad message is
 logged once, counted and acknowledged; it never stops ingestion), de-duplication by ``msg_id``
-(``seen_messages``), and the handler registry other modules extend (``register_handler``).
+(``seen_messages``). The handler registry other modules extend (``register_handler``) and the
+batch live in centre/ingest_batch.py and are re-exported here.
 
-The MQTT link hands messages one by one to ``Ingest.take`` (on the event loop: parse only, no I/O)
-and calls ``Ingest.flush`` once per batch (in ONE worker thread, so batches commit in order): one
-transaction, one ``executemany`` per statement (centre/ingest_write.py).
+The MQTT link hands messages one by one to ``Ingest.take`` (on the event loop: parse only, no I/O);
+the service ``detach``es the pending batch at each link commit and calls ``Ingest.flush`` in ONE
+worker thread (batches commit in order): one transaction, one ``executemany`` per statement
+(centre/ingest_write.py).
 
 Extension point: ``register_handler("health", handler)`` makes messages on
 ``district/v1/<gateway>/health`` (and ``health/...``, longest registered class wins) go to

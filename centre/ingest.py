@@ -3,11 +3,13 @@
 Owns: the north topic grammar the centre reads (``district/v1/<gateway>/<class...>``), decoding
 each class's payload with msgspec, counting bad messages by reason (``rejects``: a bad message is
 logged once, counted and acknowledged; it never stops ingestion), de-duplication by ``msg_id``
-(``seen_messages``), and the handler registry other modules extend (``register_handler``).
+(``seen_messages``). The handler registry other modules extend (``register_handler``) and the
+batch live in centre/ingest_batch.py and are re-exported here.
 
-The MQTT link hands messages one by one to ``Ingest.take`` (on the event loop: parse only, no I/O)
-and calls ``Ingest.flush`` once per batch (in ONE worker thread, so batches commit in order): one
-transaction, one ``executemany`` per statement (centre/ingest_write.py).
+The MQTT link hands messages one by one to ``Ingest.take`` (on the event loop: parse only, no I/O);
+the service ``detach``es the pending batch at each link commit and calls ``Ingest.flush`` in ONE
+worker thread (batches commit in order): one transaction, one ``executemany`` per statement
+(centre/ingest_write.py).
 
 Extension point: ``register_handler("health", handler)`` makes messages on
 ``district/v1/<gateway>/health`` (and ``health/...``, longest registered class wins) go to
@@ -37,6 +39,8 @@ from edge_agent.models import MAX_PAYLOAD_BYTES, AlertMessage, Count, LampState,
 
 log = logging.getLogger(__name__)
 
+LOG_EVERY_S = 60.0  # a flood of one kind of bad message logs one line a minute (all are counted)
+
 __all__ = [
     "HANDLERS", "Batch", "Handler", "Ingest", "IngestStats", "Item", "RejectedError", "merge", "register_handler",
     "run_extra",
@@ -51,6 +55,7 @@ class NorthAlert(AlertMessage, frozen=True, kw_only=True):
 class Telemetry(LampState, frozen=True, kw_only=True):
     msg_id: str
     group: str = ""
+    gateway: str | None = None
 
 
 class NorthAck(PolicyAck, frozen=True, kw_only=True):
@@ -100,6 +105,7 @@ class Ingest:
         self.stats = IngestStats()
         self._batch = Batch()
         self._root = TOPIC_ROOT + "/"
+        self._logged: dict[tuple[str, str], float] = {}
 
     # ----- parsing ------------------------------------------------------------------------------
     def take(self, topic: str, payload: bytes) -> None:
@@ -142,6 +148,7 @@ class Ingest:
             return Item("alert", gateway, alert.msg_id, alert, now, raw=payload)
         if n == 3 and head == "telemetry" and rest[1] == "lamp":
             telemetry = _decode(Telemetry, payload)
+            _same_gateway(gateway, telemetry.gateway)
             return Item("telemetry", gateway, telemetry.msg_id, telemetry, now, lamp=rest[2], raw=payload)
         if n == 2 and head == "policy" and rest[1] == "ack":
             ack = _decode(NorthAck, payload)
@@ -179,7 +186,8 @@ class Ingest:
     def _reject(self, reason: str, topic_class: str, detail: str, now: float) -> None:
         key = (reason, topic_class)
         batch = self._batch
-        if key not in batch.rejects:
+        if now - self._logged.get(key, -LOG_EVERY_S) >= LOG_EVERY_S:  # one line per reason a minute
+            self._logged[key] = now
             log.warning("rejected north message (%s): %s", reason, detail[:300])
         batch.rejects[key] += 1
         batch.reject_detail[key] = (detail[:500], now)

@@ -5,8 +5,14 @@ acknowledged only after the batch's COMMIT returned), the ingest (centre/ingest.
 retention pruner (raw telemetry and seen message ids older than ``[retention] raw_days``), the
 console's HTTP server and the rollout driver when those modules are installed, and a clean stop
 on SIGTERM / SIGINT. Every database write runs in ONE worker thread (batches commit in the order
-they were read), never on the loop. What the parts get: ``db``, ``publish(topic, payload, *,
-retain=False)`` (QoS 1, returns after the broker's PUBACK) and a clock.
+they were read), never on the loop; the batches the link handed over while a COMMIT ran are
+written together as the next transaction. With ``[broker] shared_group`` the north classes are
+subscribed as ``$share/<group>/...`` except the retained ``status`` and ``rollout`` (a broker sends
+no retained message to a shared subscription; both are idempotent, so every process takes them).
+``CENTRE_TEST_KILL_AFTER_COMMITS=N`` (the crash test's seam) kills the process with SIGKILL right
+after its Nth COMMIT returned, before that batch's acknowledgements.
+What the parts get: ``db``, ``publish(topic, payload, *, retain=False)`` (QoS 1, returns after
+the broker's PUBACK) and a clock.
 Must not import: nothing of the console or the rollout driver at module level (they are optional:
 imported guarded in ``_optional_tasks``).
 """
@@ -52,7 +58,8 @@ def load_extensions() -> None:
     ``health``, ``history``), when installed, so that their topics are subscribed to."""
     try:
         import centre.history  # noqa: F401  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
+    except ModuleNotFoundError as exc:
+        _raise_unless_absent(exc, "centre.history")
         log.info("centre: no history module; health and history messages are not taken")
 
 
@@ -92,11 +99,15 @@ class CentreService:
         self.ready = asyncio.Event()
         self._pending: list[tuple[Batch, asyncio.Future[bool]]] = []
         self._wake = asyncio.Event()
+        self._failed = False  # a COMMIT failed: refuse the rest until the link connects again
         self._kill_after = int(os.environ.get(KILL_AFTER_COMMITS, "0") or 0)
 
     async def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
-        """QoS 1 publish; returns after the broker's PUBACK (TransportError when it cannot)."""
+        """QoS 1 publish; returns after the broker's PUBACK. Waits for the link while it is down
+        (connecting, reconnecting) up to its publish timeout; TransportError when it cannot."""
         assert self.link is not None
+        if not self.link.connected:
+            await self.link.wait_connected(self.link.settings.publish_timeout)
         await self.link.publish(topic, payload, qos=1, retain=retain)
 
     async def write(self, fn: Callable[..., Any], *args: Any) -> Any:
@@ -120,6 +131,11 @@ class CentreService:
         self._wake.set()
         return done
 
+    def _connected(self) -> None:
+        self._failed = False
+        if self.ingest is not None:
+            self.ingest.detach()  # what was taken on the lost connection comes again
+
     async def _write_batches(self) -> None:
         """Commit what the link handed over, in order. The batches that queued up while the
         previous COMMIT ran go as ONE transaction: the link reads small batches when messages
@@ -130,7 +146,10 @@ class CentreService:
             self._wake.clear()
             while self._pending:
                 work, self._pending = self._pending, []
-                ok = await self._commit_batch(merge([batch for batch, _ in work]))
+                # after a failed COMMIT the link reconnects and the broker delivers everything
+                # unacknowledged again, in order: nothing after the failure may commit before it
+                ok = not self._failed and await self._commit_batch(merge([batch for batch, _ in work]))
+                self._failed = not ok
                 for _, done in work:
                     if not done.done():
                         done.set_result(ok)
@@ -165,7 +184,9 @@ class CentreService:
             load_extensions()
             settings = link_settings(config)
             subs = subscriptions(config)
-            self.link = MqttLink("centre", settings, subs, self._on_message, commit=self._commit)
+            self.link = MqttLink(
+                "centre", settings, subs, self._on_message, commit=self._commit, on_connect=self._connected
+            )
             log.info("centre: broker %s, %d subscriptions (%s)", self.link.address, len(subs), subs[0][0])
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self._write_batches(), name="writer")
@@ -186,7 +207,8 @@ class CentreService:
         found: list[tuple[str, Coroutine[Any, Any, None]]] = []
         try:
             from centre.console import serve_console  # type: ignore[attr-defined,unused-ignore]
-        except ImportError:
+        except ModuleNotFoundError as exc:
+            _raise_unless_absent(exc, "centre.console")
             log.info("centre: no console module; running without the console")
         else:
             url = self.config.file.console.public_url or f"http://{self.config.file.console.listen}"
@@ -195,7 +217,8 @@ class CentreService:
             found.append(("console", serve_console(self.config, db, self.publish)))
         try:
             from centre.rollout_driver import drive_rollouts  # type: ignore[import-not-found,unused-ignore]
-        except ImportError:
+        except ModuleNotFoundError as exc:
+            _raise_unless_absent(exc, "centre.rollout_driver")
             log.info("centre: no rollout driver module; running without rollouts")
         else:
             found.append(("rollouts", drive_rollouts(self.config, db, self.publish, self.clock)))
@@ -229,6 +252,13 @@ class CentreService:
                 if telemetry or seen:
                     log.info("retention: deleted %d raw telemetry rows and %d message ids", telemetry, seen)
             await asyncio.sleep(PRUNE_EVERY_S)
+
+
+def _raise_unless_absent(exc: ModuleNotFoundError, module: str) -> None:
+    """An optional part that is not installed is fine; one that is there but cannot be
+    imported (a module IT needs is missing) is an error worth its traceback."""
+    if exc.name != module:
+        raise exc
 
 
 def _safe_url(url: str) -> str:

@@ -4,19 +4,25 @@ doubled), two processes on a shared subscription, and TLS."""
 
 from __future__ import annotations
 
+import asyncio
 import getpass
 import json
 import ssl
+import sys
 import time
+import types
 from pathlib import Path
 from typing import Any
 
+import aiomqtt
 import pytest
 import trustme
 from typer.testing import CliRunner
 
 from centre.cli import app
+from centre.config import load_centre_config
 from centre.db import open_database
+from centre.service import subscriptions
 from devtools.mosquitto import Listener, MosquittoProcess
 from edge_agent.clock import ManualClock
 from tests.agent.harness import SOS_RULE, running, write_gateway
@@ -82,6 +88,33 @@ async def test_messages_through_the_broker_land_once_and_bad_ones_are_counted(
         assert service.ingest is not None and service.ingest.stats.duplicates == 1
 
 
+async def test_a_failed_commit_is_delivered_again_and_nothing_after_it_overtakes_it(
+    tmp_path: Path, mqtt_broker: BrokerInfo, database_url: str, unique_id: str
+) -> None:
+    path = write_centre(tmp_path, mqtt_broker.port, database_url, centre_id=f"c-{unique_id}")
+    gw = unique_id
+    async with centre_in_process(path) as service:
+        assert service.ingest is not None and service.link is not None and service.db is not None
+        flush, calls = service.ingest.flush, []
+
+        def failing_once(batch: Any) -> int:
+            calls.append(len(batch.items))
+            if len(calls) == 1:
+                raise RuntimeError("the database went away")
+            return flush(batch)
+
+        service.ingest.flush = failing_once  # type: ignore[method-assign]
+        stream = [(f"district/v1/{gw}/status", b"online"), *telemetry(gw, 50), (f"district/v1/{gw}/status", b"offline")]
+        await publish_all(mqtt_broker.port, stream)
+        await eventually(lambda: counts(database_url, gw)[0] == 50, what="every report after the failure")
+        await eventually(
+            lambda: service.db.query("SELECT online, outages FROM gateways WHERE gateway = ?", (gw,)) == [(0, 1)],
+            what="the last status wins",
+        )
+        assert service.commit_failures == 1 and service.link.connects >= 2
+    assert counts(database_url, gw) == (50, 50, 40.0)
+
+
 async def test_a_real_gateways_sos_lands_in_the_alerts_table(
     tmp_path: Path, mqtt_broker: BrokerInfo, unique_id: str
 ) -> None:
@@ -109,6 +142,18 @@ async def test_a_real_gateways_sos_lands_in_the_alerts_table(
         await eventually(
             lambda: db.query("SELECT online FROM gateways WHERE gateway = ?", (unique_id,)) == [(1,)], what="status"
         )
+        # the gateway's own lamp telemetry (its outbox adds msg_id, seq, gateway) is taken too
+        state = b'{"v":1,"on":true,"level":80,"power_w":40.5,"energy_wh":12.5,"faults":2}'
+        await publish_all(mqtt_broker.port, [(f"district/v1/{unique_id}/lamp/L2/state", state)])
+        await eventually(
+            lambda: (
+                db.query("SELECT level, power_w, energy_wh, faults FROM lamps WHERE gateway = ?", (unique_id,))
+                == [(80.0, 40.5, 12.5, 2)]
+            ),
+            what="lamp telemetry",
+        )
+        assert db.query("SELECT faults, cleared FROM lamp_faults WHERE gateway = ?", (unique_id,)) == [(2, None)]
+        assert db.query("SELECT COUNT(*) FROM rejects WHERE last_detail LIKE ?", (f"%{unique_id}%",)) == [(0,)]
 
 
 async def test_kill_9_between_commit_and_ack_loses_nothing_and_doubles_nothing(
@@ -201,3 +246,41 @@ def test_run_with_a_bad_file_names_the_problem_and_exits_2(tmp_path: Path) -> No
     result = CliRunner().invoke(app, ["run", "-c", str(bad)])
     assert result.exit_code == 2
     assert "broker.url" in result.output and "database.url" in result.output
+
+
+def test_subscriptions_alone_and_in_a_shared_group(tmp_path: Path) -> None:
+    alone = load_centre_config(write_centre(tmp_path / "a", 1, "sqlite:///x.db", centre_id="a"))
+    assert ("district/v1/+/telemetry/lamp/+", 1) in subscriptions(alone)
+    assert ("district/v1/+/event/#", 1) in subscriptions(alone)
+    grouped = load_centre_config(write_centre(tmp_path / "b", 1, "sqlite:///x.db", centre_id="b", shared_group="g"))
+    filters = {topic for topic, _ in subscriptions(grouped)}
+    assert "$share/g/district/v1/+/telemetry/lamp/+" in filters and "$share/g/district/v1/+/alert" in filters
+    assert {"district/v1/+/status", "district/v1/+/rollout"} <= filters
+    assert not {f for f in filters if f.startswith("$share/") and f.endswith(("/status", "/rollout"))}
+
+
+async def test_the_console_and_the_rollout_driver_run_with_the_db_and_publish(
+    tmp_path: Path, mqtt_broker: BrokerInfo, unique_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The contract the other parts code against (stand-ins for centre.console / centre.rollout_driver)."""
+    seen: dict[str, Any] = {}
+
+    async def serve_console(config: Any, db: Any, publish: Any) -> None:
+        seen["console"] = db.query("SELECT COUNT(*) FROM gateways")[0][0]
+        await asyncio.Event().wait()
+
+    async def drive_rollouts(config: Any, db: Any, publish: Any, clock: Any) -> None:
+        await publish(f"district/v1/{unique_id}/policy", b"bundle", retain=True)
+        seen["driver"] = clock()
+        await asyncio.Event().wait()
+
+    monkeypatch.setitem(sys.modules, "centre.console", types.SimpleNamespace(serve_console=serve_console))
+    monkeypatch.setitem(sys.modules, "centre.rollout_driver", types.SimpleNamespace(drive_rollouts=drive_rollouts))
+    path = write_centre(tmp_path, mqtt_broker.port, f"sqlite:///{tmp_path / 'c.db'}", centre_id=f"c-{unique_id}")
+    async with aiomqtt.Client("127.0.0.1", mqtt_broker.port) as client:
+        await client.subscribe(f"district/v1/{unique_id}/policy", qos=1)
+        async with centre_in_process(path):
+            async with asyncio.timeout(10):
+                message = await anext(aiter(client.messages))
+    assert message.payload == b"bundle"
+    assert seen["console"] == 0 and seen["driver"] > T0

@@ -107,14 +107,20 @@ def history_batches(db: sqlite3.Connection, meta_get: Callable[[str], str | None
         ).fetchall()
         if not rows:
             continue
-        digest = hashlib.sha256(msgspec.json.encode([list(r) for r in rows])).hexdigest()[:32]
-        if meta_get(f"north.history.{table}.digest") == digest:
+        if meta_get(f"north.history.{table}.digest") == _digest(rows):
             continue
         for start in range(0, len(rows), BATCH):
             out.append(("", _body(table, since, cols, [list(r) for r in rows[start : start + BATCH]], "")))
-        out.append((f"north.history.{table}.digest", {"_set": digest}))
-        out.append((start_key, {"_set": repr(float(db.execute(next_start).fetchone()[0]))}))
+        # the next window, and what it holds now: sent again only once that changes
+        following = float(db.execute(next_start).fetchone()[0])
+        at = cols.index(key)
+        out.append((f"north.history.{table}.digest", {"_set": _digest([r for r in rows if r[at] >= following])}))
+        out.append((start_key, {"_set": repr(following)}))
     return out
+
+
+def _digest(rows: list[Any]) -> str:
+    return hashlib.sha256(msgspec.json.encode([list(r) for r in rows])).hexdigest()[:32]
 
 
 def _body(table: str, since: float | None, cols: tuple[str, ...], rows: list[list[Any]], mark: str) -> dict[str, Any]:

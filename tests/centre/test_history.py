@@ -165,9 +165,7 @@ GOOD = {"v": 1, "table": "link_log", "since": T0, "columns": ["id", "ts", "link"
         ({"rows": [[1, T0, None, 0]]}, "column link: null"),
     ],
 )
-def test_bad_history_bodies_are_refused_with_what_and_where(
-    change: dict[str, Any], says: str, tmp_path: Path
-) -> None:
+def test_bad_history_bodies_are_refused_with_what_and_where(change: dict[str, Any], says: str, tmp_path: Path) -> None:
     with open_database(f"sqlite:///{tmp_path / 'c.db'}") as db:
         with pytest.raises(HistoryError, match=says) as info, db.transaction() as tx:
             store_history(tx, "gw9", {**GOOD, **change}, T0)

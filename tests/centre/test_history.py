@@ -178,8 +178,11 @@ def test_bad_history_bodies_are_refused_with_what_and_where(change: dict[str, An
 
 def test_bad_health_bodies_are_refused(tmp_path: Path) -> None:
     with open_database(f"sqlite:///{tmp_path / 'c.db'}") as db, db.transaction() as tx:
-        for body, says in [({"v": 1, "outbox": "3", "uplink_outages": 0}, "outbox: expected a number"),
-                           ({"v": 1, "outbox": 3}, "uplink_outages: null"),
-                           ({"v": 1, "outbox": -1, "uplink_outages": 0}, "negative")]:  # fmt: skip
+        bad: list[tuple[dict[str, Any], str]] = [
+            ({"v": 1, "outbox": "3", "uplink_outages": 0}, "outbox: expected a number"),
+            ({"v": 1, "outbox": 3}, "uplink_outages: null"),
+            ({"v": 1, "outbox": -1, "uplink_outages": 0}, "negative"),
+        ]
+        for body, says in bad:
             with pytest.raises(HistoryError, match=says):
                 store_health(tx, "gw9", body, T0)

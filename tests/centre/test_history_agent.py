@@ -12,9 +12,10 @@ from typing import Any
 
 from centre.db import open_database
 from centre.history import HANDLERS
+from devtools.gateway_config import SOS_RULE
 from edge_agent.agent.history_north import COLUMNS, SHIP_S
 from edge_agent.clock import ManualClock
-from tests.agent.harness import SOS_RULE, T0, eventually, in_process_village, running, write_gateway
+from tests.agent.harness import T0, eventually, in_process_village, running, write_gateway
 
 GW = "naxi-h1"
 

@@ -14,7 +14,9 @@ Must not import: anything of ours but centre.db and edge_agent.errors.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Mapping
+from types import ModuleType
 from typing import Any
 
 from centre.db import Tx
@@ -22,8 +24,28 @@ from centre.db import Tx
 Handler = Callable[[Tx, str, Mapping[str, Any], float], None]
 
 
-class HistoryError(ValueError):
-    """A ``history`` or ``health`` body the centre cannot store; the message says what and where."""
+def _ingest() -> ModuleType | None:
+    """The ingest's handler registry (centre/ingest_batch.py), when this centre has it."""
+    try:
+        return importlib.import_module("centre.ingest_batch")
+    except ModuleNotFoundError:
+        return None
+
+
+_INGEST = _ingest()
+_Rejected: type[Exception] = getattr(_INGEST, "RejectedError", ValueError)
+
+
+class HistoryError(_Rejected):  # type: ignore[valid-type,misc]
+    """A ``history`` or ``health`` body the centre cannot store; the message says what and where.
+    The ingest's ``RejectedError`` (reason ``schema``) when the ingest is there: counted, acknowledged."""
+
+    def __init__(self, detail: str) -> None:
+        if _Rejected is ValueError:
+            super().__init__(detail)
+        else:
+            super().__init__("schema", detail)
+        self.detail = detail
 
 
 # per table: (key columns, {column: type}) - types: int, float, str; a trailing ? allows null
@@ -125,5 +147,9 @@ def store_health(tx: Tx, gateway: str, body: Mapping[str, Any], now: float) -> N
     )
 
 
-# topic class (edge_agent/agent/topics.py) -> handler, for the ingest's registry
+# topic class (edge_agent/agent/topics.py) -> handler, registered with the ingest on import
+# (centre/service.py imports this module to subscribe to and take these classes)
 HANDLERS: dict[str, Handler] = {"history": store_history, "health": store_health}
+if _INGEST is not None:
+    for _name, _handler in HANDLERS.items():
+        _INGEST.register_handler(_name, _handler)

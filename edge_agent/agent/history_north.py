@@ -16,7 +16,8 @@ kept in the store's ``meta`` (``north.history.<table>``), moved in the same tran
 queues the batch: a restart neither skips a row nor sends one twice (beyond the outbox's
 at-least-once, which the centre's upserts absorb). Tables whose rows change (``motion_hourly``:
 the current hour's count; ``notifications``: a row's state; ``census``) send the rows that can
-still change (from the oldest row that could, see ``_WINDOWS``) whenever their content differs
+still change (from the oldest row that could, see ``_WINDOWS``; a notification still open a day after the
+newest one is taken as settled: a later change of it is not sent) whenever their content differs
 from what was last queued (a digest in ``meta``): the centre upserts them by key.
 
 ``health`` (``district/v1/<gw>/health``, retained, through the outbox so it survives an outage):
@@ -47,6 +48,7 @@ log = logging.getLogger("edge_agent")
 BATCH = 500  # rows per history message
 SHIP_S = 10.0  # agent-clock seconds between looks at the history tables
 HEALTH_S = 60.0  # agent-clock seconds between health reports
+SETTLE_S = 86400.0  # a notification still open this long after the newest one is taken as settled
 
 # table -> its columns as sent (the store's own names; the centre mirrors them)
 COLUMNS: dict[str, tuple[str, ...]] = {
@@ -67,9 +69,10 @@ APPEND_ONLY = ("alert_log", "event_log", "link_log")
 _WINDOWS: dict[str, tuple[str, str]] = {
     "motion_hourly": ("hour", "SELECT MAX(hour) FROM motion_hourly"),  # the newest hour still counts
     "census": ("since", "SELECT MIN(since) FROM census"),  # a device's group or zone may be edited
-    "notifications": (
+    "notifications": (  # open rows of the last SETTLE_S (an app row stays "handed" for good)
         "id",
-        "SELECT COALESCE((SELECT MIN(id) FROM notifications WHERE state IN ('waiting', 'queued', 'handed')),"
+        "SELECT COALESCE((SELECT MIN(id) FROM notifications WHERE state IN ('waiting', 'queued', 'handed')"
+        f" AND queued >= (SELECT MAX(queued) FROM notifications) - {SETTLE_S}),"
         " (SELECT MAX(id) + 1 FROM notifications))",
     ),
 }

@@ -186,3 +186,39 @@ def test_bad_health_bodies_are_refused(tmp_path: Path) -> None:
         for body, says in bad:
             with pytest.raises(HistoryError, match=says):
                 store_health(tx, "gw9", body, T0)
+
+
+def test_a_notification_left_open_does_not_make_every_change_resend_the_ledger(tmp_path: Path) -> None:
+    store = Store(tmp_path / "gw.sqlite3")
+    store.history.install([], T0)
+    north = gateway(store, "gw3", ManualClock(T0))
+    add = (
+        "INSERT INTO notifications (alert_id, n, step, responder, role, channel, target, state, due, queued)"
+        " VALUES (?, 1, 0, 'doc', 'village_doctor', 'app', 'x', ?, ?, ?)"
+    )
+    with store.transaction():
+        store.db.execute(add, ("old", "handed", T0, T0))  # the app's rows stay "handed"
+    north.ship()
+
+    def sent_ids() -> list[int]:
+        ids = [
+            row[0]
+            for m in store.outbox.pending("north", limit=1000)
+            for row in json.loads(m.payload)["rows"]
+            if json.loads(m.payload)["table"] == "notifications"
+        ]
+        with store.transaction():
+            store.outbox.forget([m.seq for m in store.outbox.pending("north", limit=1000)])
+        return ids
+
+    assert sent_ids() == [1]
+    with store.transaction():  # two days later: a new one, then its delivery
+        store.db.execute(add, ("new", "queued", T0 + 2 * 86400, T0 + 2 * 86400))
+    north.ship()
+    assert sent_ids() == [1, 2]  # the old one was still inside the window
+    with store.transaction():
+        store.db.execute("UPDATE notifications SET state = 'delivered', delivered = ? WHERE id = 2", (T0 + 2 * 86400,))
+    north.ship()
+    assert sent_ids() == [2]  # the old one settled: not sent again
+    assert north.ship() == 0
+    store.close()

@@ -35,7 +35,9 @@ def calibrate(
 ) -> None:
     """Fit a scenario to the gateways' own history: incident rates by hour and kind, ack delays,
     lamp failures and repairs, motion, uplink outages, and from the notification ledger the
-    channels' delivery delays and failures and each role's answer; each value with its interval."""
+    channels' delivery delays and failures and each role's answer; each value with its interval.
+    With ``--centre DSN``: the same history as the gateways shipped it to the district centre
+    (their ``history`` messages, stored by the centre), every gateway there, the same fit."""
     from twin.calibrate import calibrate as fit
     from twin.calibrate import fit_histories
     from twin.calibrate.write import write_scenario

@@ -24,6 +24,8 @@ Fitted, each with a two-sided interval at ``level`` (default 95%):
   the delivery delay (lognormal median and p90) and failure probability, per role (tier) the
   answer delay and the share acknowledged: ``[channels.<name>]`` and ``[dispatch.answer.<role>]``.
 
+The history is read from the gateways' stores (``stores.read_store``) or, identically, from the
+district centre's mirror of it (``centre.read_centre``: ``twin calibrate --centre DSN``).
 Everything else (site, district, responders, policy, gates) is the base scenario's.
 Must not import: edge_agent.store/agent/engine (the stores are read as files), numba, simpy.
 """

@@ -17,29 +17,50 @@ from twin.cli_common import console, err, load_or_exit
 
 
 def calibrate(
-    stores: Annotated[list[Path], typer.Argument(help="Gateway stores (gateway.sqlite3), one or more.")],
+    stores: Annotated[
+        list[Path] | None, typer.Argument(help="Gateway stores (gateway.sqlite3), one or more; or --centre.")
+    ] = None,
+    *,
     out: Annotated[Path, typer.Option("--out", help="The fitted scenario to write (TOML; plus OUT.fit.json).")],
     base: Annotated[
         Path, typer.Option("--base", help="The district's scenario: site, district, responders, policy.")
     ] = Path("scenarios/naxi-3000.toml"),
     level: Annotated[float, typer.Option(help="Confidence level of the intervals.")] = 0.95,
     until: Annotated[float | None, typer.Option(help="End of the observation (epoch s; default: last record).")] = None,
+    centre: Annotated[
+        str | None,
+        typer.Option("--centre", help="Read the history from the district centre's database (its URL) instead."),
+    ] = None,
+    district: Annotated[str, typer.Option(help="The district the centre serves (with --centre).")] = "naxi",
 ) -> None:
     """Fit a scenario to the gateways' own history: incident rates by hour and kind, ack delays,
     lamp failures and repairs, motion, uplink outages, and from the notification ledger the
-    channels' delivery delays and failures and each role's answer; each value with its interval."""
+    channels' delivery delays and failures and each role's answer; each value with its interval.
+    With ``--centre DSN``: the same history as the gateways shipped it to the district centre
+    (their ``history`` messages, stored by the centre), every gateway there, the same fit."""
     from twin.calibrate import calibrate as fit
+    from twin.calibrate import fit_histories
     from twin.calibrate.write import write_scenario
 
+    if bool(stores) == (centre is not None):
+        err.print("give either gateway stores or --centre DSN (one of them)")
+        raise typer.Exit(2)
     loaded = load_or_exit(base)
     try:
-        cal = fit(list(stores), loaded, until=until, level=level)
+        if centre is not None:
+            from twin.calibrate.centre import read_centre
+
+            cal = fit_histories(read_centre(centre, district, until), loaded, level=level)
+            source = f"the centre of {district}, {len(cal.gateways)} gateway(s)"
+        else:
+            cal = fit(list(stores or []), loaded, until=until, level=level)
+            source = f"{len(cal.gateways)} store(s)"
         fitted, sidecar = write_scenario(cal, loaded, out)
     except ConfigError as exc:
         for problem in exc.problems:
             err.print(f"  {problem}", markup=False, highlight=False)
         raise typer.Exit(2) from None
-    view = Table(title=f"calibrated from {len(stores)} store(s), {cal.days:.1f} gateway-days ({level:.0%} CIs)")
+    view = Table(title=f"calibrated from {source}, {cal.days:.1f} gateway-days ({level:.0%} CIs)")
     for col in ("parameter", "fitted", "interval", "n"):
         view.add_column(col)
     for key, e in cal.estimates.items():

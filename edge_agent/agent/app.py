@@ -31,6 +31,7 @@ from edge_agent.agent.context import GatewayContext
 from edge_agent.agent.deliveries import Deliveries
 from edge_agent.agent.field_history import watch_uplink
 from edge_agent.agent.foreign import ForeignTopics
+from edge_agent.agent.history_north import HistoryNorth
 from edge_agent.agent.homeassistant import HomeAssistant
 from edge_agent.agent.intake import Intake
 from edge_agent.agent.lamps import Lamps
@@ -158,6 +159,7 @@ class Agent:
         )
         self.lamps = Lamps(context, self.serial, self.rollout)
         self.outbound = Outbound(context, self.lamps)
+        self.history_north = HistoryNorth(context, self.outbound._enqueue_north)  # history + health, uplink only
         self.policies = PolicyInstaller(context, delivery=self.delivery, outbound=self.outbound, lamps=self.lamps)
         self.homeassistant: HomeAssistant | None = None  # [homeassistant] enabled: discovery, states, commands
         if config.file.homeassistant.enabled:
@@ -258,6 +260,7 @@ class Agent:
                         group.create_task(north.run())
                         group.create_task(self.outbound.drain("north", north))
                         group.create_task(watch_uplink(self.store, self.clock, north))
+                        group.create_task(self.history_north.run(north))
                     group.create_task(run_timers(self.context, self.outbound.apply, shadow=self.shadow))
                     group.create_task(self.flusher.run())
                     group.create_task(self.lamps.run_rollout())

@@ -26,6 +26,8 @@ north (the city platform; the south broker when there is no uplink)
   policy/ack                 gateway -> centre   accepted / already_active / rejected + reason
   rollout                    gateway -> centre   retained {policy_version, lamps, on_version, retries}
   shadow/report              gateway -> centre   ShadowReport of one day: candidate vs active ([shadow])
+  history                    gateway -> centre   rows of the field history tables (outbox, uplink only)
+  health                     gateway -> centre   retained {outbox, uplink_outages, policy_version} (uplink only)
 
 Home Assistant (opt-in, ``[homeassistant] enabled = true``; south broker): a second registry,
 ``HOMEASSISTANT_CLASSES``, apart because its classes exist only when the feature is on (the
@@ -112,6 +114,8 @@ TOPIC_CLASSES: tuple[TopicClass, ...] = (
     TopicClass("policy_ack", "policy/ack", NORTH, "gateway", 1, False, "PolicyAck"),
     TopicClass("rollout", "rollout", NORTH, "gateway", 1, True, "RolloutSummary"),
     TopicClass("shadow_report", "shadow/report", NORTH, "gateway", 1, False, "ShadowReport (one day)"),
+    TopicClass("history", "history", NORTH, "gateway", 1, False, "{table, since, columns, rows} (field history)"),
+    TopicClass("health", "health", NORTH, "gateway", 1, True, "{ts, outbox, uplink_outages, policy_version}"),
 )
 
 BY_NAME: dict[str, TopicClass] = {topic_class.name: topic_class for topic_class in TOPIC_CLASSES}
@@ -201,6 +205,14 @@ def rollout(gateway: str) -> str:
 
 def shadow_report(gateway: str) -> str:
     return build(gateway, "shadow_report")
+
+
+def history(gateway: str) -> str:
+    return build(gateway, "history")
+
+
+def health(gateway: str) -> str:
+    return build(gateway, "health")
 
 
 # the south broker's own count of messages it dropped (Mosquitto 2.x; edge_agent/agent/drops.py)

@@ -24,6 +24,8 @@ Fitted, each with a two-sided interval at ``level`` (default 95%):
   the delivery delay (lognormal median and p90) and failure probability, per role (tier) the
   answer delay and the share acknowledged: ``[channels.<name>]`` and ``[dispatch.answer.<role>]``.
 
+The history is read from the gateways' stores (``stores.read_store``) or, identically, from the
+district centre's mirror of it (``centre.read_centre``: ``twin calibrate --centre DSN``).
 Everything else (site, district, responders, policy, gates) is the base scenario's.
 Must not import: edge_agent.store/agent/engine (the stores are read as files), numba, simpy.
 """
@@ -44,7 +46,7 @@ from twin.calibrate.stats import Estimate, exponential_mean, fit_acks, poisson_r
 from twin.calibrate.stores import GatewayHistory, read_store
 from twin.scenario import AREAS, LoadedScenario, chain_ack_timeout_minutes
 
-__all__ = ["Calibration", "Estimate", "calibrate", "read_store"]
+__all__ = ["Calibration", "Estimate", "calibrate", "fit_histories", "read_store"]
 
 HOURS_PER_YEAR = 8766.0
 WEAROUT_OFF_YEARS = 10_000.0
@@ -92,8 +94,12 @@ def _per_hour(counts: np.ndarray, exposure: np.ndarray, level: float) -> list[Es
 def calibrate(
     stores: list[Path], base: LoadedScenario, until: float | None = None, level: float = 0.95, seed: int = 0
 ) -> Calibration:
+    return fit_histories([read_store(p, until) for p in stores], base, level, seed)
+
+
+def fit_histories(hist: list[GatewayHistory], base: LoadedScenario, level: float = 0.95, seed: int = 0) -> Calibration:
+    """The fit itself, from gateway histories however read (the stores, or the centre's mirror)."""
     tz = ZoneInfo(base.spec.site.timezone)
-    hist = [read_store(p, until) for p in stores]
     days = sum(max(0.0, h.until - h.since) for h in hist) / 86400.0
     cal = Calibration(level, [h.path for h in hist], days)
     _incidents(cal, hist, base, tz)

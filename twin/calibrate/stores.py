@@ -10,8 +10,10 @@ edge_agent.policy only).
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from edge_agent.errors import ConfigError, Problem
 
@@ -70,6 +72,10 @@ class GatewayHistory:
     acks: list[tuple[str, str, float]] = field(default_factory=list)  # (alert id, responder, ts)
 
 
+Query = Callable[[str, tuple[Any, ...]], list[tuple[Any, ...]]]
+TABLES = (*NEEDED, "notifications")
+
+
 def read_store(path: Path, until: float | None = None) -> GatewayHistory:
     """One gateway's history; ``until``: the end of the observation (default: its last record)."""
     if not path.is_file():
@@ -84,42 +90,57 @@ def read_store(path: Path, until: float | None = None) -> GatewayHistory:
             )
         row = db.execute("SELECT value FROM meta WHERE key = 'history.since'").fetchone()
         since = float(row[0]) if row else 0.0
-        last = db.execute(
-            "SELECT MAX(t) FROM (SELECT MAX(ts) AS t FROM alert_log UNION ALL SELECT MAX(ts) FROM event_log"
-            " UNION ALL SELECT MAX(hour) + 3600 FROM motion_hourly UNION ALL SELECT MAX(ts) FROM link_log)"
-        ).fetchone()[0]
-        h = GatewayHistory(
-            str(path),
-            since,
-            until if until is not None else float(last or since),
-            {str(d): (str(k), g, z) for d, k, g, z in db.execute("SELECT device, kind, grp, zone FROM census")},
-        )
-        end = h.until
-        for name, ts in db.execute("SELECT name, ts FROM event_log WHERE kind = 'wearable' AND ts < ?", (end,)):
-            h.incidents.append((str(name), float(ts)))
-        for device, name, ts in db.execute(
-            "SELECT device, name, ts FROM event_log WHERE kind = 'lamp' AND ts < ? ORDER BY id", (end,)
-        ):
-            h.faults.setdefault(str(device), []).append((str(name), float(ts)))
-        h.motion = [(float(a), str(b), int(c)) for a, b, c in db.execute(
-            "SELECT hour, zone, count FROM motion_hourly WHERE hour + 3600 <= ?", (end,))]  # fmt: skip
-        h.links = [(float(t), bool(u)) for t, u in db.execute(
-            "SELECT ts, up FROM link_log WHERE link = 'north' AND ts < ? ORDER BY id", (end,))]  # fmt: skip
-        _alerts(db, h)
-        if "notifications" in tables:
-            _ledger(db, h)
-        return h
+
+        def query(sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+            return db.execute(sql.format(**{t: t for t in TABLES}), params).fetchall()
+
+        return read_history(query, str(path), since, until, ledger="notifications" in tables)
     finally:
         db.close()
 
 
-def _alerts(db: sqlite3.Connection, h: GatewayHistory) -> None:
+def read_history(
+    query: Query, label: str, since: float, until: float | None = None, *, ledger: bool = True
+) -> GatewayHistory:
+    """One gateway's history from its tables, wherever they are: ``query(sql, params)`` runs
+    statements naming the tables as ``{alert_log}``, ``{event_log}``, ... (the store's own
+    schema; the centre's mirror gives each as a subquery of one gateway's rows)."""
+    last = query(
+        "SELECT MAX(t) FROM (SELECT MAX(ts) AS t FROM {alert_log} UNION ALL SELECT MAX(ts) FROM {event_log}"
+        " UNION ALL SELECT MAX(hour) + 3600 FROM {motion_hourly} UNION ALL SELECT MAX(ts) FROM {link_log}) AS u",
+        (),
+    )[0][0]
+    h = GatewayHistory(
+        label,
+        since,
+        until if until is not None else float(last or since),
+        {str(d): (str(k), g, z) for d, k, g, z in query("SELECT device, kind, grp, zone FROM {census}", ())},
+    )
+    end = h.until
+    for name, ts in query("SELECT name, ts FROM {event_log} WHERE kind = 'wearable' AND ts < ? ORDER BY id", (end,)):
+        h.incidents.append((str(name), float(ts)))
+    for device, name, ts in query(
+        "SELECT device, name, ts FROM {event_log} WHERE kind = 'lamp' AND ts < ? ORDER BY id", (end,)
+    ):
+        h.faults.setdefault(str(device), []).append((str(name), float(ts)))
+    h.motion = [(float(a), str(b), int(c)) for a, b, c in query(
+        "SELECT hour, zone, count FROM {motion_hourly} WHERE hour + 3600 <= ? ORDER BY hour, zone",
+        (end,))]  # fmt: skip
+    h.links = [(float(t), bool(u)) for t, u in query(
+        "SELECT ts, up FROM {link_log} WHERE link = 'north' AND ts < ? ORDER BY id", (end,))]  # fmt: skip
+    _alerts(query, h)
+    if ledger:
+        _ledger(query, h)
+    return h
+
+
+def _alerts(query: Query, h: GatewayHistory) -> None:
     """Per notification (a ``notified``/``escalated`` row), what ended it: the same responder's
     acknowledgement, an escalation, or the end of the chain; ended by another responder's
     acknowledgement or still open at the end: left out (neither an ack nor a timeout)."""
     rows: dict[str, list[tuple[str, float, str | None, str | None, str]]] = {}
-    for alert, status, ts, responder, chain, rule in db.execute(
-        "SELECT alert_id, status, ts, responder, chain, rule FROM alert_log WHERE ts < ? ORDER BY id", (h.until,)
+    for alert, status, ts, responder, chain, rule in query(
+        "SELECT alert_id, status, ts, responder, chain, rule FROM {alert_log} WHERE ts < ? ORDER BY id", (h.until,)
     ):
         rows.setdefault(str(alert), []).append((str(status), float(ts), responder, chain, str(rule)))
     for log in rows.values():
@@ -138,12 +159,12 @@ def _alerts(db: sqlite3.Connection, h: GatewayHistory) -> None:
                 h.notifications.append(Notification(chain, ts, None, True))
 
 
-def _ledger(db: sqlite3.Connection, h: GatewayHistory) -> None:
+def _ledger(query: Query, h: GatewayHistory) -> None:
     """The notification ledger's rows queued before the end, and the acknowledgements."""
     h.ledger = True
-    for row in db.execute(
+    for row in query(
         "SELECT alert_id, n, responder, role, channel, state, queued, due, handed, delivered, failed"
-        " FROM notifications WHERE queued < ? ORDER BY id",
+        " FROM {notifications} WHERE queued < ? ORDER BY id",
         (h.until,),
     ):
         a, n, responder, role, channel, state, queued, due, handed, delivered, failed = row
@@ -153,8 +174,8 @@ def _ledger(db: sqlite3.Connection, h: GatewayHistory) -> None:
                 _ts(handed, h.until), _ts(delivered, h.until), _ts(failed, h.until),
             )
         )  # fmt: skip
-    h.acks = [(str(a), str(r), float(ts)) for a, r, ts in db.execute(
-        "SELECT alert_id, responder, ts FROM alert_log WHERE status = 'acknowledged' AND responder IS NOT NULL"
+    h.acks = [(str(a), str(r), float(ts)) for a, r, ts in query(
+        "SELECT alert_id, responder, ts FROM {alert_log} WHERE status = 'acknowledged' AND responder IS NOT NULL"
         " AND ts < ? ORDER BY id", (h.until,))]  # fmt: skip
 
 

@@ -112,6 +112,7 @@ TOPIC_CLASSES: tuple[TopicClass, ...] = (
     TopicClass("policy_ack", "policy/ack", NORTH, "gateway", 1, False, "PolicyAck"),
     TopicClass("rollout", "rollout", NORTH, "gateway", 1, True, "RolloutSummary"),
     TopicClass("shadow_report", "shadow/report", NORTH, "gateway", 1, False, "ShadowReport (one day)"),
+    TopicClass("command_ack", "command/ack", NORTH, "centre", 1, False, "OperatorAck {v, alert_id, by}"),
 )
 
 BY_NAME: dict[str, TopicClass] = {topic_class.name: topic_class for topic_class in TOPIC_CLASSES}
@@ -197,6 +198,11 @@ def policy_ack(gateway: str) -> str:
 
 def rollout(gateway: str) -> str:
     return build(gateway, "rollout")
+
+
+def command_ack(gateway: str) -> str:
+    """The centre's operator acknowledges an alert of this gateway (the console)."""
+    return build(gateway, "command_ack")
 
 
 def shadow_report(gateway: str) -> str:

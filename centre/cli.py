@@ -59,6 +59,9 @@ def migrate(config: ConfigOption) -> None:
         console.print(f"[green]ok[/green] {loaded.database_url}: schema version {schema_version(db)}")
 
 
+app.add_typer(__import__("centre.cli_users", fromlist=["app"]).app, name="user")  # centre/cli_users.py
+
+
 def main() -> None:
     app()
 

@@ -59,7 +59,7 @@ _STATIC = {
 }
 HEADERS = [
     (b"x-content-type-options", b"nosniff"),
-    (b"referrer-policy", b"no-referrer"),
+    (b"referrer-policy", b"same-origin"),  # (no-referrer would make a browser send `Origin: null` on POST)
     (b"x-frame-options", b"DENY"),
     (
         b"content-security-policy",
@@ -165,7 +165,8 @@ class ConsoleServer(HttpServer):
         return token, await asyncio.to_thread(auth.session, self.db, token, now=self.clock())
 
     def _same_origin(self, request: h11.Request) -> bool:
-        """A POST from a page of another site is refused (SameSite and CSRF tokens aside)."""
+        """A POST from a page of another site (or an opaque origin: a sandboxed frame) is refused,
+        over and above SameSite and the CSRF token. No Origin at all: a client that is no browser."""
         origin = self._header(request, b"origin")
         if not origin or origin == "null":
             return origin != "null"

@@ -29,8 +29,6 @@ import sqlite3
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
-import msgspec
-
 from edge_agent.agent import topics
 from edge_agent.agent.context import GatewayContext
 from edge_agent.agent.drops import DropWatch
@@ -63,16 +61,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("edge_agent")
 
-OPERATOR_WAITING = ("notified", "escalated", "queued", "unacknowledged")  # an operator's ack may take these
-
-
-class OperatorAck(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
-    """``command/ack`` from the district centre: an operator acknowledges an alert."""
-
-    v: int
-    alert_id: str
-    by: str
-
 
 class Intake:
     def __init__(
@@ -104,7 +92,6 @@ class Intake:
         self.shadow = shadow  # [shadow]: fed each committed input, after the commit
         self.foreign = foreign  # [[foreign_topics]]: devices with a topic schema of their own
         self.policy_topic = topics.policy(site.gateway)
-        self.command_ack_topic = topics.command_ack(site.gateway)
         self.drops = DropWatch(
             context.alarm, self.stats, self.clock, self.store
         )  # seq gaps and the broker's dropped counter
@@ -155,10 +142,8 @@ class Intake:
         return SYNC
 
     async def receive_north(self, topic: str, payload: bytes) -> Handled:
-        """The uplink carries the centre's policy and operator acknowledgements, and the foreign
-        topics set on ``north``."""
-        ours = topic in (self.policy_topic, self.command_ack_topic)
-        if not ours and not (self.foreign and self.foreign.matches(topic)):
+        """The uplink carries the centre's policy, and the foreign topics set on ``north``."""
+        if topic != self.policy_topic and not (self.foreign and self.foreign.matches(topic)):
             self.stats.received += 1
             self.stats.received_by_class[topic_class(self.gateway, topic)] += 1
             return True
@@ -282,8 +267,6 @@ class Intake:
         """Handle one message (not the policy); True when its transaction was durable."""
         if topic == topics.BROKER_DROPPED:
             return self.drops.broker_counter(payload)
-        if topic == self.command_ack_topic:
-            return self.operator_ack(payload)
         if self.homeassistant is not None:
             handled = self.homeassistant.route(topic, payload)
             if handled is not None:
@@ -313,30 +296,6 @@ class Intake:
         if self.shadow is not None:
             self.shadow.on_ack(alert_id, responder, now, acked)
         return bool(acked)
-
-    def operator_ack(self, payload: bytes) -> bool:
-        """The centre's ``command/ack``: an operator takes the alert on behalf of the responder it
-        waits for now, through ``acknowledge`` (escalation stops as for the responder's own
-        answer). An alert already answered or closed is left as it is (logged). True: durable."""
-        if len(payload) > self.max_payload:
-            raise ProtocolError("oversized", where="command/ack", detail=f"{len(payload)} bytes")
-        try:
-            ack = msgspec.json.decode(payload, type=OperatorAck)
-        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-            raise ProtocolError("bad_operator_ack", where="command/ack", detail=str(exc)) from None
-        if ack.v != 1:
-            raise ProtocolError("bad_version", where="command/ack", detail=f"v={ack.v}")
-        alert = self.store.alerts.get(ack.alert_id)
-        if alert is None or alert.status not in OPERATOR_WAITING or not alert.responder:
-            state = "unknown" if alert is None else alert.status
-            log.info("operator ack by %s for alert %s ignored: %s", ack.by, ack.alert_id, state)
-            return False
-        done = self.acknowledge(alert.alert_id, alert.responder)
-        log.warning(
-            "alert %s acknowledged by %s on behalf of %s%s",
-            alert.alert_id, ack.by, alert.responder, "" if done else " (changed nothing)",
-        )  # fmt: skip
-        return done
 
     def unreachable(self, alert_id: str, responder: str) -> bool:
         """No channel reached the notified responder: the chain's next step now. False: it

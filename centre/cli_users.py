@@ -34,7 +34,7 @@ def _open(config: Path) -> Database:
         return open_database(loaded.database_url)
     except ConfigError as exc:
         for problem in exc.problems:
-            err.print(f"  {problem}", markup=False, highlight=False)
+            err.print(f"  {problem}", markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
 
 
@@ -44,7 +44,7 @@ def _password(password_file: Path | None) -> str:
     try:
         lines = password_file.read_text().splitlines()
     except OSError as exc:
-        err.print(f"--password-file {password_file}: cannot read it: {exc.strerror}", markup=False)
+        err.print(f"--password-file {password_file}: cannot read it: {exc.strerror}", markup=False, soft_wrap=True)
         raise typer.Exit(2) from None
     return lines[0] if lines else ""
 
@@ -60,14 +60,14 @@ def add(
 ) -> None:
     """Create an account, or set a new password and role for an existing one (its sessions end)."""
     if role not in auth.ROLES:
-        err.print(f"--role {role!r}: expected one of {', '.join(auth.ROLES)}", markup=False)
+        err.print(f"--role {role!r}: expected one of {', '.join(auth.ROLES)}", markup=False, soft_wrap=True)
         raise typer.Exit(2)
     password = _password(password_file)
     with _open(config) as db:
         try:
             created = auth.add_user(db, name, password, role)
         except auth.AuthError as exc:
-            err.print(f"[red]not saved:[/red] {exc}")
+            err.print(f"not saved: {exc}", markup=False, soft_wrap=True)
             raise typer.Exit(2) from None
     console.print(f"[green]ok[/green] {'added' if created else 'updated'} {name} ({role})")
 
@@ -90,6 +90,6 @@ def remove(name: Annotated[str, typer.Argument(help="The account to delete.")], 
     """Delete an account; its sessions end at once."""
     with _open(config) as db:
         if not auth.remove_user(db, name):
-            err.print(f"no account named {name!r}", markup=False)
+            err.print(f"no account named {name!r}", markup=False, soft_wrap=True)
             raise typer.Exit(1)
     console.print(f"[green]ok[/green] removed {name}")

@@ -183,3 +183,19 @@ async def test_an_unknown_route_and_bad_forms(db: Database) -> None:
         assert (await arequest(server.port, "DELETE", "/", cookie=session))[0] == 405
         status, headers, body = await arequest(server.port, "GET", "/static/console.js")
         assert status == 200 and b"EventSource" in body and headers["content-type"].startswith("text/javascript")
+
+
+async def test_a_stream_ends_when_its_session_does(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    from centre.console import server as console_server
+
+    monkeypatch.setattr(console_server, "SESSION_CHECK_S", 0.1)
+    async with console(db, Published()) as server:
+        session = await login(server.port, "vic")
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(f"GET /events HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: {session}\r\n\r\n".encode())
+        await writer.drain()
+        async with asyncio.timeout(10):
+            assert b"event: state" in await reader.readuntil(b"event: state")
+            auth.remove_user(db, "vic")  # an administrator removes the account
+            assert b"event: expired" in await reader.readuntil(b"event: expired")
+        writer.close()

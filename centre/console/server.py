@@ -106,6 +106,8 @@ class ConsoleServer(HttpServer):
         self.secure_cookie = secure_cookie
         self.throttle = auth.LoginThrottle()
         self.clock: Callable[[], float] = time.time
+        self._snap: tuple[float, dict[str, Any]] | None = None  # (monotonic time read, snapshot)
+        self._snap_lock = asyncio.Lock()
         self._static_files = {
             route: (resources.files("centre.console").joinpath("static", name).read_bytes(), kind)
             for route, (name, kind) in _STATIC.items()
@@ -141,6 +143,14 @@ class ConsoleServer(HttpServer):
         extra: tuple[tuple[bytes, bytes], ...] = (),
     ) -> None:
         await self._page(conn, writer, 303, b"", "text/plain", extra=[(b"location", where.encode()), *extra])
+
+    async def _snapshot(self) -> dict[str, Any]:
+        """The database's snapshot, read at most once per ``POLL_S`` however many streams are open."""
+        async with self._snap_lock:
+            if self._snap is None or time.monotonic() - self._snap[0] >= POLL_S * 0.8:
+                snap = await asyncio.to_thread(read_snapshot, self.db, self.clock())
+                self._snap = (time.monotonic(), snap)
+            return self._snap[1]
 
     def _cookie(self, token: str, max_age: int) -> tuple[bytes, bytes]:
         secure = "; Secure" if self.secure_cookie else ""
@@ -336,7 +346,7 @@ class ConsoleServer(HttpServer):
                 if await asyncio.to_thread(auth.session, self.db, token, now=self.clock()) is None:
                     yield b"event: expired\ndata: sign in again\n\n"
                     return
-            snap = await asyncio.to_thread(read_snapshot, self.db, self.clock())
+            snap = await self._snapshot()
             if snap != last or time.monotonic() - sent_at > REFRESH_S:
                 last, sent_at = snap, time.monotonic()
                 live = render_live(snap, current.role, current.csrf, self.clock())

@@ -51,11 +51,13 @@ class OperatorAcks:
         return handle
 
     async def take(self, payload: bytes) -> Handled:
+        """Counted once: as ``command_ack`` here, or as the ``responder_ack`` it becomes."""
         ack = self._decode(payload)
         if ack is None:
             return True  # counted; taken, so the broker does not bring it again
         alert = self.context.store.alerts.get(ack.alert_id)
         if alert is None or alert.status not in WAITING or alert.responder is None:
+            self._received()
             state = "unknown" if alert is None else alert.status
             log.info("operator acknowledgement by %s of alert %s changes nothing: %s", ack.by, ack.alert_id, state)
             return True
@@ -78,7 +80,12 @@ class OperatorAcks:
                 if ack.v == 1 and ack.alert_id:
                     return ack
                 problem = f"v={ack.v}, alert_id={ack.alert_id!r}"
+        self._received()
         self.context.stats.rejected["bad_operator_ack"] += 1
         self.context.unflushed.rejects["bad_operator_ack"] += 1
         log.warning("rejected %s: %s", self.topic, problem)
         return None
+
+    def _received(self) -> None:
+        self.context.stats.received += 1
+        self.context.stats.received_by_class["command_ack"] += 1

@@ -26,6 +26,7 @@ north (the city platform; the south broker when there is no uplink)
   policy/ack                 gateway -> centre   accepted / already_active / rejected + reason
   rollout                    gateway -> centre   retained {policy_version, lamps, on_version, retries}
   shadow/report              gateway -> centre   ShadowReport of one day: candidate vs active ([shadow])
+  command/ack                centre -> gateway   an operator at the centre's console takes an alert
 
 Home Assistant (opt-in, ``[homeassistant] enabled = true``; south broker): a second registry,
 ``HOMEASSISTANT_CLASSES``, apart because its classes exist only when the feature is on (the

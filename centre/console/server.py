@@ -40,6 +40,7 @@ from centre.console.pages import render_live, render_login, render_page
 from centre.console.readmodel import ACKABLE, read_snapshot
 from centre.db import Database
 from edge_agent.config import split_listen
+from edge_agent.http.ack_page import MAX_FORM_BYTES
 from edge_agent.http.server import HttpServer
 
 log = logging.getLogger("centre.console")
@@ -250,6 +251,9 @@ class ConsoleServer(HttpServer):
     ) -> None:
         if not self._same_origin(request):
             await self._page(conn, writer, 403, b"cross-site request refused\n", "text/plain")
+            return
+        if len(body) > MAX_FORM_BYTES:  # the framing stops reading a body there
+            await self._page(conn, writer, 413, b"form too large\n", "text/plain")
             return
         form = self._form(request, body)
         if form is None:

@@ -181,6 +181,8 @@ async def test_an_unknown_route_and_bad_forms(db: Database) -> None:
         status, _, body = await arequest(server.port, "POST", "/login", headers={"content-type": "text/plain"})
         assert status == 400 and b"expected a form" in body
         assert (await arequest(server.port, "DELETE", "/", cookie=session))[0] == 405
+        huge = {"username": "ana", "password": "x" * 5000}
+        assert (await arequest(server.port, "POST", "/login", form=huge))[0] == 413
         status, headers, body = await arequest(server.port, "GET", "/static/console.js")
         assert status == 200 and b"EventSource" in body and headers["content-type"].startswith("text/javascript")
 

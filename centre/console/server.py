@@ -40,6 +40,7 @@ from centre.console.pages import render_live, render_login, render_page
 from centre.console.readmodel import ACKABLE, read_snapshot
 from centre.db import Database
 from edge_agent.config import split_listen
+from edge_agent.errors import ConfigError, Problem
 from edge_agent.http.ack_page import MAX_FORM_BYTES
 from edge_agent.http.server import HttpServer
 
@@ -366,7 +367,12 @@ async def serve_console(config: CentreConfig, db: Database, publish: Publish) ->
     host, port = split_listen(section.listen)
     secure = (section.public_url or "").startswith("https://")
     server = ConsoleServer(db, publish, host, port, session_hours=section.session_hours, secure_cookie=secure)
-    await server.start()
+    try:
+        await server.start()
+    except OSError as exc:
+        raise ConfigError(
+            [Problem(str(config.path), "console.listen", f"cannot listen on {section.listen}: {exc}")]
+        ) from None
     try:
         await asyncio.Event().wait()
     finally:

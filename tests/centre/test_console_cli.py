@@ -7,12 +7,14 @@ import socket
 import urllib.request
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from centre.cli import app
 from centre.config import load_centre_config
 from centre.console import auth, serve_console
 from centre.db import open_database
+from edge_agent.errors import ConfigError
 
 
 def _free_port() -> int:
@@ -81,3 +83,19 @@ async def test_serve_console_listens_where_the_file_says_until_cancelled(tmp_pat
         await asyncio.sleep(0.05)
         with socket.socket() as sock:
             assert sock.connect_ex(("127.0.0.1", port)) != 0  # closed
+
+
+async def test_a_taken_port_is_a_clear_error(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        config = load_centre_config(_centre_file(tmp_path, int(taken.getsockname()[1])))
+        with open_database(config.database_url) as db:
+
+            async def publish(topic: str, payload: bytes, *, retain: bool = False) -> None:
+                raise AssertionError("nothing to publish")
+
+            with pytest.raises(ConfigError) as caught:
+                await serve_console(config, db, publish)
+    [problem] = caught.value.problems
+    assert problem.path == "console.listen" and "cannot listen on 127.0.0.1:" in problem.message

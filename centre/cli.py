@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from centre import cli_rollout, cli_run
+from centre import cli_rollout, cli_run, cli_users
 from centre.config import CentreConfig, load_centre_config
 from centre.db import open_database, schema_version
 from edge_agent.cli.terminal import LazyConsole
@@ -62,6 +62,7 @@ def migrate(config: ConfigOption) -> None:
 
 app.command("run")(cli_run.run)
 app.command("rollout")(cli_rollout.rollout)
+app.add_typer(cli_users.app, name="user")
 
 
 def main() -> None:

@@ -138,7 +138,7 @@ def open_database(url: str, *, migrate: bool = True) -> Database:
         if str(path) != ":memory:":
             path.parent.mkdir(parents=True, exist_ok=True)
         conn: Any = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30.0)
-        conn.execute("PRAGMA journal_mode=WAL")
+        _wal(conn)
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA foreign_keys=ON")
         db = Database(url, "sqlite", conn)
@@ -157,6 +157,20 @@ def open_database(url: str, *, migrate: bool = True) -> Database:
     if migrate:
         apply_migrations(db)
     return db
+
+
+def _wal(conn: sqlite3.Connection) -> None:
+    """WAL mode; switching takes an exclusive lock that SQLite does not wait for (no busy
+    handler), so a second centre opening the same new file at that moment tries again."""
+    for attempt in range(100):
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == 99:
+                raise
+            time.sleep(0.05)
+        else:
+            return
 
 
 def migrations() -> list[tuple[int, str, str]]:

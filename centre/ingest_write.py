@@ -88,7 +88,6 @@ ACK = (
     "INSERT INTO policy_acks (gateway, version, status, reason, ts) VALUES (?, ?, ?, ?, ?) "
     "ON CONFLICT (gateway, version, status) DO UPDATE SET reason = excluded.reason, ts = excluded.ts"
 )
-ACK_VERSION = "UPDATE gateways SET policy_version = ? WHERE gateway = ?"
 ROLLOUT = (
     "UPDATE gateways SET lamps = ?, lamps_on_version = ?, policy_version = COALESCE(?, policy_version) "
     "WHERE gateway = ?"
@@ -158,10 +157,6 @@ def write_batch(tx: Tx, batch: Batch, dialect: str) -> int:
                 for i in acks
                 if i.data.version is not None
             ],
-        )
-        tx.executemany(
-            ACK_VERSION,
-            [(i.data.version, i.gateway) for i in acks if i.data.version is not None and i.data.status != "rejected"],
         )
     if "rollout" in by_kind:
         tx.executemany(

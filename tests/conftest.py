@@ -89,6 +89,7 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "tests/notify/test_channels.py": ("modem",),
     "tests/notify/test_reports.py": ("modem",),
     "tests/test_mqtt_link.py": ("broker",),
+    "tests/centre/test_console_browser.py": ("browser",),
     "tests/agent/test_drops.py::test_a_full_broker_queue_is_counted_and_alarmed": ("broker",),
     "tests/test_devtools.py::test_launcher": ("broker",),
     "tests/agent/test_homeassistant.py::test_the_generated_south_acl": ("broker",),
@@ -133,7 +134,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--fast",
         action="store_true",
-        help="the inner loop (just test-fast): leave out slow tests, and broker, micropython, browser, modem, fuse, postgres",
+        help="the inner loop (just test-fast): leave out slow tests and what needs a real part "
+        "(broker, micropython, browser, modem, fuse, postgres)",
     )
 
 

@@ -38,6 +38,8 @@ def wheel_names(wheel: Path) -> list[str]:
 def test_the_wheel_holds_the_gateway_the_twin_and_their_commands(wheel_names: list[str]) -> None:
     assert "edge_agent/__init__.py" in wheel_names
     assert "twin/__init__.py" in wheel_names
+    assert "centre/migrations/001_initial.sql" in wheel_names  # the schema ships with the centre
+    assert "centre/console/static/console.js" in wheel_names
     for command, target in PROJECT["scripts"].items():
         module = target.split(":")[0].replace(".", "/")
         assert f"{module}.py" in wheel_names or f"{module}/__init__.py" in wheel_names, command
@@ -45,7 +47,7 @@ def test_the_wheel_holds_the_gateway_the_twin_and_their_commands(wheel_names: li
 
 def test_the_wheel_holds_no_dev_tools_and_no_firmware(wheel_names: list[str]) -> None:
     code = [name for name in wheel_names if name.endswith(".py")]
-    assert {name.split("/")[0] for name in code} == {"edge_agent", "twin"}
+    assert {name.split("/")[0] for name in code} == {"edge_agent", "twin", "centre"}
     for word in ("chaos", "fleet", "bench_serial", "simdevices", "flaky_proxy", "demo", "mosquitto", "firmware"):
         assert not [name for name in code if word in name], f"{word} is a dev tool, not part of a gateway"
 

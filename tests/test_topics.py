@@ -211,8 +211,9 @@ def test_subscriptions_come_from_the_registry() -> None:
     with_uplink = topics.subscriptions("gw1", "south", uplink=True)
     assert with_uplink == [(topics.bind(c, "gw1"), c.qos) for c in south_in]
     assert ("district/v1/gw1/lamp/+/state", 1) in with_uplink
-    assert topics.subscriptions("gw1", "north", uplink=True) == [("district/v1/gw1/policy", 1)]
-    assert topics.subscriptions("gw1", "south", uplink=False) == [*with_uplink, ("district/v1/gw1/policy", 1)]
+    centre = [("district/v1/gw1/policy", 1), ("district/v1/gw1/command/ack", 1)]
+    assert topics.subscriptions("gw1", "north", uplink=True) == centre
+    assert topics.subscriptions("gw1", "south", uplink=False) == [*with_uplink, *centre]
     assert topics.subscriptions("gw1", "north", uplink=False) == []
 
 
@@ -362,9 +363,11 @@ async def test_every_topic_on_the_wire_is_of_exactly_one_class_and_every_class_i
             )
             queue_report(agent.store, agent.links, drill, clock.now())
             await eventually(lambda: ours("shadow_report"), what="shadow report")
+            # the centre's operator acknowledges (the alert is closed by now: it changes nothing)
+            await send("command_ack", b'{"v":1,"alert_id":"%s","by":"operator:t"}' % alert_id.encode())
             # of our classes: Mosquitto's $SYS dropped counter (edge_agent/agent/drops.py) comes too
             handled = agent.stats.received_by_class
-            await eventually(lambda: handled.total() - handled["other"] == 9, what="the 9 inbound messages handled")
+            await eventually(lambda: handled.total() - handled["other"] == 10, what="the 10 inbound messages handled")
             assert agent.stats.rejected == {}, "every inbound class reached the agent's handlers"
         await send("policy", b"", retain=True)  # clear the retained bundle for the next tests
 

@@ -37,6 +37,7 @@ from edge_agent.agent.intake import Intake
 from edge_agent.agent.lamps import Lamps
 from edge_agent.agent.links import MqttLinks, parse_url
 from edge_agent.agent.loops import STORE_RETRY_S, Flusher, run_timers
+from edge_agent.agent.operator_acks import OperatorAcks
 from edge_agent.agent.outbound import Outbound
 from edge_agent.agent.policy_delivery import PolicyDelivery
 from edge_agent.agent.policy_install import PolicyInstaller
@@ -179,6 +180,7 @@ class Agent:
             shadow=self.shadow,
             foreign=self.foreign,
         )
+        self.operator_acks = OperatorAcks(context, self.intake.receive_south)  # the centre's console
         self.flusher = Flusher(context)
         self.view = AgentView(context, self.serial)  # what the HTTP face reads
         # the responder channels (edge_agent/notify): SMS and rings through the modem, pushes
@@ -225,7 +227,7 @@ class Agent:
                         + (self.homeassistant.subscriptions() if self.homeassistant is not None else [])
                         + self.foreign.subscriptions("south")
                         + [(topics.BROKER_DROPPED, 0)],  # Mosquitto's own count (edge_agent/agent/drops.py)
-                        self.intake.receive_south,
+                        self.operator_acks.wrap(self.intake.receive_south),  # without an uplink
                         commit=self.intake.commit,
                         on_connect=self._south_connected,
                         on_published=self._count_sent("south"),
@@ -237,7 +239,7 @@ class Agent:
                         LinkSpec(
                             "north",
                             topics.subscriptions(gw, "north", uplink=True) + self.foreign.subscriptions("north"),
-                            self.intake.receive_north,
+                            self.operator_acks.wrap(self.intake.receive_north),
                             commit=self.intake.commit,
                             on_published=self._count_sent("north"),
                         )

@@ -28,6 +28,7 @@ north (the city platform; the south broker when there is no uplink)
   shadow/report              gateway -> centre   ShadowReport of one day: candidate vs active ([shadow])
   history                    gateway -> centre   rows of the field history tables (outbox, uplink only)
   health                     gateway -> centre   retained {outbox, uplink_outages, policy_version} (uplink only)
+  command/ack                centre -> gateway   an operator at the centre's console takes an alert
 
 Home Assistant (opt-in, ``[homeassistant] enabled = true``; south broker): a second registry,
 ``HOMEASSISTANT_CLASSES``, apart because its classes exist only when the feature is on (the
@@ -116,6 +117,7 @@ TOPIC_CLASSES: tuple[TopicClass, ...] = (
     TopicClass("shadow_report", "shadow/report", NORTH, "gateway", 1, False, "ShadowReport (one day)"),
     TopicClass("history", "history", NORTH, "gateway", 1, False, "{table, since, columns, rows} (field history)"),
     TopicClass("health", "health", NORTH, "gateway", 1, True, "{ts, outbox, uplink_outages, policy_version}"),
+    TopicClass("command_ack", "command/ack", NORTH, "centre", 1, False, "OperatorAck {v, alert_id, by}"),
 )
 
 BY_NAME: dict[str, TopicClass] = {topic_class.name: topic_class for topic_class in TOPIC_CLASSES}
@@ -201,6 +203,11 @@ def policy_ack(gateway: str) -> str:
 
 def rollout(gateway: str) -> str:
     return build(gateway, "rollout")
+
+
+def command_ack(gateway: str) -> str:
+    """The centre's operator acknowledges an alert of this gateway (the console)."""
+    return build(gateway, "command_ack")
 
 
 def shadow_report(gateway: str) -> str:

@@ -176,18 +176,20 @@ def test_a_registered_class_gets_its_messages_once(db: Database) -> None:
         got.append((gateway, body, now))
         tx.execute("UPDATE gateways SET outbox_depth = ? WHERE gateway = ?", (body["outbox"], gateway))
 
-    register_handler("health", health)
+    before = ingest_module.HANDLERS.get("test-health")
+    register_handler("test-health", health)
     try:
         clock = Clock()
         ingest = Ingest(db, "naxi", clock=clock)
         body = {"v": 1, "msg_id": "h1", "cpu": 0.5, "outbox": 7}
-        feed(ingest, (f"{GW}/health", body), (f"{GW}/health", body), (f"{GW}/health", {"v": 1, "msg_id": "h2"}))
-        feed(ingest, (f"{GW}/health", body))
+        feed(ingest, (f"{GW}/test-health", body), (f"{GW}/test-health", body), (f"{GW}/test-health", {"v": 1, "msg_id": "h2"}))
+        feed(ingest, (f"{GW}/test-health", body))
     finally:
-        del ingest_module.HANDLERS["health"]
+        del ingest_module.HANDLERS["test-health"]
+        assert before is None
     assert got == [(GW, body, T0)]
     assert db.query("SELECT outbox_depth FROM gateways") == [(7,)]
-    assert db.query("SELECT count FROM rejects WHERE reason = 'schema' AND topic_class = 'health'") == [(1,)]
+    assert db.query("SELECT count FROM rejects WHERE reason = 'schema' AND topic_class = 'test-health'") == [(1,)]
 
 
 def test_retention_prunes_raw_telemetry_and_message_ids_but_keeps_roll_ups(db: Database) -> None:

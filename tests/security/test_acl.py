@@ -71,7 +71,7 @@ def test_the_command_line_prints_what_is_shipped(capsys: pytest.CaptureFixture[s
 def test_the_registry_has_north_classes_both_ways() -> None:
     """The checks below are not vacuous: the gateway publishes north and the centre sends a policy."""
     assert {"status", "alert", "event", "telemetry_lamp", "policy_ack", "rollout"} <= {c.name for c in GATEWAY_WRITES}
-    assert [c.name for c in CENTRE_WRITES] == ["policy"]
+    assert [c.name for c in CENTRE_WRITES] == ["policy", "command_ack"]
 
 
 @pytest.mark.parametrize("topic_class", NORTH_CLASSES, ids=lambda c: c.name)

@@ -63,9 +63,13 @@ def test_acl_grants_gateways_their_namespace_only_and_policies_to_the_centre_onl
         assert "policy" not in topic or topic.endswith("policy/ack") or access == "read", (access, topic)
     # only the centre gets plain topic rules; anonymous clients get nothing
     assert {rule.user for rule in named} == {"centre"}
-    assert [rule.topic for rule in named if rule.access != "read"] == ["district/v1/+/policy"]
+    assert [rule.topic for rule in named if rule.access != "read"] == [
+        "district/v1/+/policy",
+        "district/v1/+/command/ack",
+    ]
     writes = [re.sub(r"/#$", "", t) for a, t in patterns if a in ("write", "readwrite")]
     assert not any(w.endswith("/policy") or w == "district/v1/%u" for w in writes)
+    assert not any(w.endswith("/command/ack") for w in writes)  # an operator's ack comes from the centre only
 
 
 def test_south_config_is_lan_reachable_authenticated_and_persistent() -> None:

@@ -34,7 +34,7 @@ import numpy as np
 from twin.bench_record import RESULTS, Row, record
 from twin.city import CityModel, Kernel, city_model, run_city
 from twin.kernels.lighting import lighting_block
-from twin.kernels.lighting_events import event_block
+from twin.kernels.lighting_events import event_kernel
 from twin.reference import FailureModel, reference_programs, run_reference
 from twin.scenario import load_scenario
 
@@ -97,7 +97,7 @@ def jit_rows(stage: Stage) -> list[BenchRow]:
 
 
 def timed_city(
-    model: CityModel, seed: int, lamps: int, threads: int, repeats: int = 1, kernel: Kernel = event_block
+    model: CityModel, seed: int, lamps: int, threads: int, repeats: int = 1, kernel: Kernel = event_kernel
 ) -> float:
     """Best wall time of ``repeats`` runs of failures + lighting for ``lamps`` lamps (event kernel)."""
     best = float("inf")
@@ -185,8 +185,8 @@ def year_rows(model: CityModel, days: int, threads: int, stage: Stage) -> tuple[
 
 
 def identity_row(model: CityModel, threads: int, lamps: int = 1000) -> BenchRow:
-    a = run_city(model, 3, lamps, threads=1, kernel=event_block)
-    b = run_city(model, 3, lamps, threads=threads, kernel=event_block)
+    a = run_city(model, 3, lamps, threads=1, kernel=event_kernel)
+    b = run_city(model, 3, lamps, threads=threads, kernel=event_kernel)
     same = a.equals(b)
     return BenchRow(
         f"{threads} threads == one thread ({lamps:,} lamps, every per-lamp output and profile)",
@@ -211,7 +211,7 @@ def run_bench(
     rows = jit_rows(stage)
     model = city_model(load_scenario(scenario), days)
     n = model.district_lamps
-    run_city(model, 1, min(n, 500), threads=threads, kernel=event_block)  # loads the compiled kernels
+    run_city(model, 1, min(n, 500), threads=threads, kernel=event_kernel)  # loads the compiled kernels
     run_city(model, 1, min(n, 500), threads=threads)  # and the per-minute kernel, timed for comparison
     year, t_one = year_rows(model, days, threads, stage)
     rows += year

@@ -1,7 +1,7 @@
 """Compile (or load) the kernels ``twin bench`` times: the event kernel's city run.
 
 Owns: :func:`warm_event_kernels`, the two-night, two-lamp run through every function a timed
-``run_city(..., kernel=event_block)`` calls, with the argument types it passes. ``twin bench``
+``run_city(..., kernel=event_kernel)`` calls, with the argument types it passes. ``twin bench``
 times it in a fresh interpreter (cold: empty ``NUMBA_CACHE_DIR``; then cached) and ``twin warm``
 runs it at install time beside ``twin.city.warm_kernels`` (the per-minute kernel's run).
 
@@ -16,7 +16,7 @@ import numpy as np
 
 from twin.kernels.failures import lamp_outages
 from twin.kernels.lighting import finish_by_hour
-from twin.kernels.lighting_events import event_block
+from twin.kernels.lighting_events import event_kernel
 from twin.kernels.lighting_tables import dark_windows, night_tables, program_levels, sun_table, switch_table
 from twin.replication import FAILURE_DRAWS_PER_LAMP
 
@@ -50,12 +50,12 @@ def warm_event_kernels(report: dict[str, float] | None = None) -> float:
     mark("night_tables")
     ptr, start, end = lamp_outages(1, 0, 2, 0.0, 1e4, FAILURE_DRAWS_PER_LAMP, 1e3, 4.0, 1e5, 6.0, 2880.0)
     mark("lamp_outages")
-    out = event_block(
+    out = event_kernel(
         1, 0, np.zeros(2, np.int64), np.zeros(2, np.int64), np.full(2, 60.0), np.full(2, 1.0),
         levels, first_lit, end_lit, tables, zf, zf, np.ones((2, 24)), dark_start, dark_end,
         ptr, start, end, False, np.zeros(0, np.int64), np.zeros(0),
     )  # fmt: skip
-    mark("event_block (with motion_tables)")
+    mark("event_block")
     finish_by_hour(out[7], out[9], tables[0], out[8])
     mark("finish_by_hour")
     return time.perf_counter() - t0

@@ -1,7 +1,7 @@
 """The event lighting kernel (twin.kernels.lighting_events) against the per-minute kernel and the reference.
 
 - Exactly, on the shared fixed input file (given arrivals and outages): every output of
-  ``event_block`` equals ``lighting_block``'s bit for bit, and its counters, switch minutes and
+  ``event_kernel`` equals ``lighting_block``'s bit for bit, and its counters, switch minutes and
   energy equal the plain-SimPy reference's (independent code).
 - In distribution, with drawn motion (its own random stream): over many lamps, the mean
   per-lamp energy, boost energy and arrival count of the two kernels agree within
@@ -23,7 +23,7 @@ import pytest
 from twin.city import city_model, run_city
 from twin.fixed_inputs import read_kernel_arrays
 from twin.kernels.lighting import lighting_block
-from twin.kernels.lighting_events import ALIAS_SLOTS, COUNT_BITS, NONE_WITHIN, event_block, motion_tables
+from twin.kernels.lighting_events import ALIAS_SLOTS, COUNT_BITS, NONE_WITHIN, event_kernel, motion_tables
 from twin.kernels.lighting_tables import night_tables
 from twin.reference import read_fixed_inputs, reference_programs, run_reference
 from twin.replication import LightingInputs, prepare_lighting
@@ -56,7 +56,7 @@ def test_event_kernel_equals_the_minute_kernel_and_the_reference_on_the_fixed_fi
     tables = tuple(night_tables(inputs.levels, inputs.programs.boost_level, inputs.dark_start, inputs.dark_end))
     args = _block_args(inputs, tables, arrivals, (ptr, start, end))
     minute = lighting_block(*args)
-    event = event_block(*args)
+    event = event_kernel(*args)
     names = ("counters", "energy", "baseline", "switch_on", "switch_off", "outage_dark", "by_night", "by_minute")
     names += ("boost_by_hour", "plain_rated")
     for name, a, b in zip(names, minute, event, strict=True):
@@ -94,9 +94,9 @@ def _z(a: np.ndarray, b: np.ndarray) -> float:
 def naxi_runs() -> tuple[Any, Any, Any, Any]:
     model = city_model(load_scenario(Path(__file__).resolve().parents[2] / "scenarios" / "naxi-3000.toml"), STAT_DAYS)
     minute = run_city(model, 1, STAT_LAMPS, threads=2)
-    event = run_city(model, 2, STAT_LAMPS, threads=2, kernel=event_block)
+    event = run_city(model, 2, STAT_LAMPS, threads=2, kernel=event_kernel)
     # Motion off (zero rates): the plain energy each lamp would use, to isolate the boost energy.
-    plain = run_city(_quiet(model), 2, STAT_LAMPS, threads=2, kernel=event_block)
+    plain = run_city(_quiet(model), 2, STAT_LAMPS, threads=2, kernel=event_kernel)
     return model, minute, event, plain
 
 
@@ -144,7 +144,7 @@ def test_event_kernel_arrivals_have_the_poisson_mean(naxi_runs: tuple[Any, Any, 
 
 def test_blocks_do_not_change_a_lamps_results(naxi_runs: tuple[Any, Any, Any, Any]) -> None:
     model, _, event, _ = naxi_runs
-    again = run_city(model, 2, 700, first=300, threads=1, block=100, kernel=event_block)
+    again = run_city(model, 2, 700, first=300, threads=1, block=100, kernel=event_kernel)
     np.testing.assert_array_equal(again.energy, event.energy[300:1000])
     np.testing.assert_array_equal(again.counters, event.counters[300:1000])
 
@@ -174,5 +174,5 @@ def test_motion_tables_reproduce_the_geometric_and_poisson_laws() -> None:
 
 
 def test_motion_rate_beyond_the_cap_is_refused() -> None:
-    with pytest.raises(ValueError, match="960 arrivals"):
+    with pytest.raises(ValueError, match=r"area 0, hour 0: 5000\.0 arrivals per lamp-hour, expected 0 to 960"):
         motion_tables(np.full((1, 24), 5000.0))

@@ -1,9 +1,9 @@
 """Event lighting kernel: a lamp-night costs its motion events, not its 1,440 minutes.
 
-Owns: :func:`event_block`, a drop-in for ``twin.kernels.lighting.lighting_block`` (same
-arguments, same outputs) whose cost is proportional to the events of a lamp-night: the
-program's switch points (closed form: the shared per-program tables of
-``twin.kernels.lighting_tables``), its boosted stretches (a difference of the boost running
+Owns: :func:`event_kernel` (:func:`event_block` and its :func:`motion_tables`), a drop-in for
+``twin.kernels.lighting.lighting_block`` (same arguments, same outputs) whose cost is
+proportional to the events of a lamp-night: the program's switch points (closed form: the
+shared per-program tables of ``twin.kernels.lighting_tables``), its boosted stretches (a difference of the boost running
 sum), and outages (nights an outage touches are stepped minute by minute with the gateway's
 ``lamp_level``/``lamp_power_w``, exactly as the reference kernel does; they are rare).
 
@@ -26,6 +26,8 @@ Must not import: simpy, twin.sim, twin.reference, twin.kernels.lighting.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 from numba import njit
@@ -43,63 +45,62 @@ COUNT_MAX = 64  # most arrivals one minute may hold (the rate is capped so the r
 MAX_RATE_PER_MINUTE = 16.0  # 960 arrivals an hour at one lamp
 
 
-@njit(cache=True, error_model="numpy")
 def motion_tables(rates_per_hour: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per area and clock hour: alias thresholds (uint64, scaled 2**32), aliases, count thresholds.
 
     Outcome ``j < 60``: ``j`` empty minutes then an occupied one, probability ``q**j * (1 - q)``
     with ``q = exp(-rate / 60)``; outcome 60: none of the next 60 minutes occupied, ``q**60``.
     Count thresholds ``cnt[a, h, n]`` = floor(2**26 * P(N <= n | N >= 1)), N ~ Poisson(rate/60).
+    Plain Python (a few thousand operations, cached by value): nothing to compile.
     """
+    rates = np.ascontiguousarray(rates_per_hour, dtype=np.float64)
+    key = (rates.shape, rates.tobytes())
+    cached = _MOTION_TABLES.get(key)
+    if cached is None:
+        cached = _motion_tables(rates)
+        _MOTION_TABLES[key] = cached
+    return cached
+
+
+_MOTION_TABLES: dict[tuple[tuple[int, ...], bytes], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+
+
+def _motion_tables(rates_per_hour: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     n_areas = rates_per_hour.shape[0]
+    if rates_per_hour.ndim != 2 or rates_per_hour.shape[1] != 24:
+        raise ValueError(f"motion rates: shape (areas, 24) expected, got {rates_per_hour.shape}")
     thresh = np.zeros((n_areas, 24, ALIAS_SLOTS), dtype=np.uint64)
     alias = np.zeros((n_areas, 24, ALIAS_SLOTS), dtype=np.int64)
     cnt = np.zeros((n_areas, 24, COUNT_MAX + 1), dtype=np.uint64)
-    prob = np.zeros(ALIAS_SLOTS)
-    small = np.zeros(ALIAS_SLOTS, dtype=np.int64)
-    large = np.zeros(ALIAS_SLOTS, dtype=np.int64)
-    scale = 4294967296.0
+    top = 2**32 - 1
     for a in range(n_areas):
         for h in range(24):
-            lam = rates_per_hour[a, h] / 60.0
-            if not lam <= MAX_RATE_PER_MINUTE:
-                raise ValueError("motion rate above 960 arrivals per lamp-hour (or not a number)")
+            lam = float(rates_per_hour[a, h]) / 60.0
+            if not 0.0 <= lam <= MAX_RATE_PER_MINUTE:
+                raise ValueError(
+                    f"motion rate of area {a}, hour {h}: {float(rates_per_hour[a, h])!r} arrivals per lamp-hour, "
+                    "expected 0 to 960"
+                )
             q = math.exp(-lam)
-            for j in range(ALIAS_SLOTS):
-                prob[j] = 0.0
-            for j in range(NONE_WITHIN):
-                prob[j] = q**j * (1.0 - q)
-            prob[NONE_WITHIN] = q**NONE_WITHIN
+            prob = [q**j * (1.0 - q) for j in range(NONE_WITHIN)] + [q**NONE_WITHIN]
+            prob += [0.0] * (ALIAS_SLOTS - len(prob))
             # Vose's alias method over 64 equally likely columns.
-            ns = 0
-            nl = 0
+            scaled = [x * ALIAS_SLOTS for x in prob]
+            small = [j for j in range(ALIAS_SLOTS) if scaled[j] < 1.0]
+            large = [j for j in range(ALIAS_SLOTS) if scaled[j] >= 1.0]
             for j in range(ALIAS_SLOTS):
-                prob[j] *= ALIAS_SLOTS
                 alias[a, h, j] = j
-                if prob[j] < 1.0:
-                    small[ns] = j
-                    ns += 1
-                else:
-                    large[nl] = j
-                    nl += 1
-            while ns > 0 and nl > 0:
-                ns -= 1
-                s = small[ns]
-                g = large[nl - 1]
-                thresh[a, h, s] = np.uint64(min(prob[s] * scale, scale - 1.0))
+                thresh[a, h, j] = top
+            while small and large:
+                s = small.pop()
+                g = large[-1]
+                thresh[a, h, s] = min(int(scaled[s] * 2.0**32), top)
                 alias[a, h, s] = g
-                prob[g] = prob[g] + prob[s] - 1.0
-                if prob[g] < 1.0:
-                    nl -= 1
-                    small[ns] = g
-                    ns += 1
-            for r in range(nl):
-                thresh[a, h, large[r]] = np.uint64(scale - 1.0)  # keeps its own outcome (rounding)
-                alias[a, h, large[r]] = large[r]
-            for r in range(ns):
-                thresh[a, h, small[r]] = np.uint64(scale - 1.0)
-                alias[a, h, small[r]] = small[r]
-            # Zero-truncated Poisson counts, cumulative, scaled to 2**26.
+                scaled[g] = scaled[g] + scaled[s] - 1.0
+                if scaled[g] < 1.0:
+                    large.pop()
+                    small.append(g)
+            # (columns left in either list keep their own outcome: rounding)
             if lam > 0.0:
                 norm = -math.expm1(-lam)
                 term = math.exp(-lam)
@@ -107,9 +108,18 @@ def motion_tables(rates_per_hour: np.ndarray) -> tuple[np.ndarray, np.ndarray, n
                 for n in range(1, COUNT_MAX + 1):
                     term *= lam / n
                     cum += term / norm
-                    cnt[a, h, n] = np.uint64(min(cum, 1.0) * 2.0**COUNT_BITS)
-                cnt[a, h, COUNT_MAX] = np.uint64(2**COUNT_BITS)
+                    cnt[a, h, n] = int(min(cum, 1.0) * 2.0**COUNT_BITS)
+                cnt[a, h, COUNT_MAX] = 2**COUNT_BITS
     return thresh, alias, cnt
+
+
+def event_kernel(*args: Any) -> tuple[np.ndarray, ...]:
+    """:func:`event_block` with ``lighting_block``'s exact argument list (the motion tables added here)."""
+    rates = args[12]
+    if not isinstance(rates, np.ndarray):
+        raise TypeError("event_kernel: argument 13 (rates_per_hour) must be an array")
+    block: Callable[..., tuple[np.ndarray, ...]] = event_block
+    return block(*args, *motion_tables(rates))
 
 
 @njit(cache=True, nogil=True, error_model="numpy")  # divisors are constants or positive
@@ -135,8 +145,14 @@ def event_block(
     record_switches: bool,
     arrival_ptr: np.ndarray,
     arrival_time: np.ndarray,
+    thresh: np.ndarray,
+    alias: np.ndarray,
+    cnt: np.ndarray,
 ) -> tuple[np.ndarray, ...]:
     """``lighting_block``'s contract (arguments, outputs, partial sums), by events.
+
+    The arguments are ``lighting_block``'s plus :func:`motion_tables` of ``rates_per_hour``
+    (:func:`event_kernel` adds them, so callers pass ``lighting_block``'s list).
 
     Lamp ``i`` of the block draws from its own splitmix64 stream, seeded by ``seed`` and
     ``first_lamp + i``. Given arrivals (``arrival_ptr`` non-empty) are used as they are: the
@@ -158,7 +174,6 @@ def event_block(
     boost_by_hour = np.zeros(24)
     plain_rated = np.zeros((n_programs, n_nights))
     given = arrival_ptr.shape[0] > 0
-    thresh, alias, cnt = motion_tables(rates_per_hour)
     buf = np.empty(MINUTES_PER_NIGHT + 1)  # one night's occupied minutes (or given arrivals)
     golden = np.uint64(0x9E3779B97F4A7C15)
     m1 = np.uint64(0xBF58476D1CE4E5B9)

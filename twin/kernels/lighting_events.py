@@ -174,6 +174,9 @@ def event_block(
     boost_by_hour = np.zeros(24)
     plain_rated = np.zeros((n_programs, n_nights))
     given = arrival_ptr.shape[0] > 0
+    flat_thresh = thresh.ravel()
+    flat_alias = alias.ravel()
+    flat_cnt = cnt.ravel()
     buf = np.empty(MINUTES_PER_NIGHT + 1)  # one night's occupied minutes (or given arrivals)
     golden = np.uint64(0x9E3779B97F4A7C15)
     m1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -238,28 +241,29 @@ def event_block(
                 arrivals += n_arr
             elif hi > lo:
                 slot = lo + 1  # next candidate slot: arrivals in (slot - 1, slot]
-                while slot <= hi:
-                    hour_end = min(((slot - 1) // 60 + 1) * 60, hi)  # last slot of this clock hour
-                    h = (12 + (slot - 1) // 60) % 24
-                    state += golden
-                    z = state
-                    z = (z ^ (z >> s30)) * m1
-                    z = (z ^ (z >> s27)) * m2
-                    z = z ^ (z >> s31)
-                    col = np.int64(z >> s58)
-                    j = col if ((z >> s26) & low32) < thresh[area, h, col] else alias[area, h, col]
-                    if j == NONE_WITHIN or slot + j > hour_end:
-                        slot = hour_end + 1
-                        continue
-                    slot += j
-                    buf[n_arr] = slot
-                    n_arr += 1
-                    u = z & low26
-                    k = 1
-                    while u >= cnt[area, h, k]:
-                        k += 1
-                    arrivals += k
-                    slot += 1
+                while slot <= hi:  # one clock hour at a time: its last slot, its tables' offset
+                    hour_end = min(((slot - 1) // 60 + 1) * 60, hi)
+                    row = (area * 24 + (12 + (slot - 1) // 60) % 24) * ALIAS_SLOTS
+                    row_cnt = (area * 24 + (12 + (slot - 1) // 60) % 24) * (COUNT_MAX + 1)
+                    while slot <= hour_end:
+                        state += golden
+                        z = state
+                        z = (z ^ (z >> s30)) * m1
+                        z = (z ^ (z >> s27)) * m2
+                        z = z ^ (z >> s31)
+                        col = row + np.int64(z >> s58)
+                        slot += col - row if ((z >> s26) & low32) < flat_thresh[col] else flat_alias[col]
+                        if slot > hour_end:  # includes "none within 60": never within this hour
+                            break
+                        buf[n_arr] = slot
+                        n_arr += 1
+                        u = z & low26
+                        k = 1
+                        while u >= flat_cnt[row_cnt + k]:
+                            k += 1
+                        arrivals += k
+                        slot += 1
+                    slot = hour_end + 1
             while o < o_end and outage_end[o] <= base + k_start:
                 o += 1
             touched = o < o_end and outage_start[o] < base + k_stop

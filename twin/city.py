@@ -138,7 +138,7 @@ def run_block(model: CityModel, seed: int, first: int, count: int, kernel: Kerne
     """Failures and lighting of global lamps ``first .. first + count - 1`` (releases the GIL).
 
     ``kernel`` is ``lighting_block`` (the per-minute reference) or any kernel with its contract
-    (``twin.kernels.lighting_events.event_block``: same law, its own random stream).
+    (``twin.kernels.lighting_events.event_kernel``: same law, its own random stream).
     """
     inputs = model.inputs
     d = inputs.district

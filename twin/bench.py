@@ -3,11 +3,15 @@
 Owns: the benchmark procedure and its figures (rows with an aim, written to
 ``bench-results/twin-bench.json``; ``twin.bench_scale`` adds the city and province runs). Kernel
 time is measured after JIT warm-up: failures (each lamp's own hazard stream) and lighting, in
-blocks of lamps on threads (``twin.city``), best of a few runs. The reference model
+blocks of lamps on threads (``twin.city``), best of a few runs. Lighting is the event kernel
+(``twin.kernels.lighting_events``: cost by motion events and switch points; same law as the
+per-minute kernel, its own random stream; tests/twin/test_event_kernel.py), with the per-minute
+kernel (``twin.kernels.lighting``, exact reference) timed beside it. The reference model
 (``twin.reference``, plain SimPy, its own draws) runs a sample of lamps and nights *in the same
 run* with the same features on (motion, failures and repairs, dark-window counters) and is
 compared per lamp-minute (one lamp, one minute). Compile time is measured in subprocesses: cold
-with a fresh, empty ``NUMBA_CACHE_DIR``, then cached with that same directory.
+with a fresh, empty ``NUMBA_CACHE_DIR``, then cached with that same directory, of the kernels
+the timed figures use (``twin.bench_warm``).
 
 Must not import: twin.sim, dask, devtools, hardware.
 """
@@ -28,7 +32,9 @@ from typing import Any
 import numpy as np
 
 from twin.bench_record import RESULTS, Row, record
-from twin.city import CityModel, city_model, run_city
+from twin.city import CityModel, Kernel, city_model, run_city
+from twin.kernels.lighting import lighting_block
+from twin.kernels.lighting_events import event_kernel
 from twin.reference import FailureModel, reference_programs, run_reference
 from twin.scenario import load_scenario
 
@@ -37,13 +43,13 @@ Stage = Callable[[str], None]
 _COMPILE_SCRIPT = """
 import time
 t0 = time.perf_counter()
-from twin.city import warm_kernels
-warm_kernels()
+from twin.bench_warm import warm_event_kernels
+warm_event_kernels()
 print(time.perf_counter() - t0)
 """
 
 JIT_AIM_S = 5.0
-YEAR_AIM_S = 0.5  # 3,000 lamps, a year
+YEAR_AIM_S = 0.05  # 3,000 lamps, a year (issue 22: the event kernel)
 RATIO_AIM = 1000.0
 
 
@@ -90,12 +96,14 @@ def jit_rows(stage: Stage) -> list[BenchRow]:
     ]  # fmt: skip
 
 
-def timed_city(model: CityModel, seed: int, lamps: int, threads: int, repeats: int = 1) -> float:
-    """Best wall time of ``repeats`` runs of failures + lighting for ``lamps`` lamps."""
+def timed_city(
+    model: CityModel, seed: int, lamps: int, threads: int, repeats: int = 1, kernel: Kernel = event_kernel
+) -> float:
+    """Best wall time of ``repeats`` runs of failures + lighting for ``lamps`` lamps (event kernel)."""
     best = float("inf")
     for r in range(repeats):
         t0 = time.perf_counter()
-        run_city(model, seed + r, lamps, threads=threads)
+        run_city(model, seed + r, lamps, threads=threads, kernel=kernel)
         best = min(best, time.perf_counter() - t0)
     return best
 
@@ -155,6 +163,7 @@ def year_rows(model: CityModel, days: int, threads: int, stage: Stage) -> tuple[
     stage(f"{n:,} lamps x {days} nights, {threads} threads and one")
     t_par = timed_city(model, 1, n, threads, repeats=3)
     t_one = timed_city(model, 1, n, 1, repeats=2)
+    t_minute = timed_city(model, 1, n, threads, repeats=2, kernel=lighting_block)
     aim = n == 3000 and days == 365
     rows = [
         BenchRow(
@@ -167,13 +176,17 @@ def year_rows(model: CityModel, days: int, threads: int, stage: Stage) -> tuple[
             f"{steps / t_one / 1e6:,.0f} M lamp-minutes/s; {t_one / t_par:.2f}x with {threads} threads",
             number=t_one, unit="s",
         ),
+        BenchRow(
+            f"{n:,} lamps x {days} nights, per-minute kernel (the exact reference), {threads} threads",
+            f"{t_minute:.2f} s", f"the event kernel is {t_minute / t_par:.1f}x faster", number=t_minute, unit="s",
+        ),
     ]  # fmt: skip
     return rows, t_one
 
 
 def identity_row(model: CityModel, threads: int, lamps: int = 1000) -> BenchRow:
-    a = run_city(model, 3, lamps, threads=1)
-    b = run_city(model, 3, lamps, threads=threads)
+    a = run_city(model, 3, lamps, threads=1, kernel=event_kernel)
+    b = run_city(model, 3, lamps, threads=threads, kernel=event_kernel)
     same = a.equals(b)
     return BenchRow(
         f"{threads} threads == one thread ({lamps:,} lamps, every per-lamp output and profile)",
@@ -198,7 +211,8 @@ def run_bench(
     rows = jit_rows(stage)
     model = city_model(load_scenario(scenario), days)
     n = model.district_lamps
-    run_city(model, 1, min(n, 500), threads=threads)  # loads the compiled kernels
+    run_city(model, 1, min(n, 500), threads=threads, kernel=event_kernel)  # loads the compiled kernels
+    run_city(model, 1, min(n, 500), threads=threads)  # and the per-minute kernel, timed for comparison
     year, t_one = year_rows(model, days, threads, stage)
     rows += year
     stage(f"{10 * n:,} lamps x {days} nights")

@@ -7,6 +7,8 @@ tiled) for a year on ``dask scheduler`` + two ``dask worker`` processes started 
 loopback. The workers get the scenario as content and an empty Numba cache each (each compiles
 its own kernels, timed apart), the memory high-water of every process is watched, and a
 30,000-lamp slice of the province is recomputed in this process and compared bit for bit.
+The district and city rows time the event kernel (``twin.bench.timed_city``); the province
+runs ``twin.province``'s kernel (the per-minute one) and its slice check uses the same.
 
 Must not import: twin.sim, devtools, hardware.
 """

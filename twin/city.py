@@ -32,6 +32,7 @@ BLOCK = 250  # lamps per block: 12 blocks for a 3,000-lamp district, fine-graine
 REPAIR_MEAN_H = 6.0  # detection, crew travel and repair, exponential (kernel and reference alike)
 
 Progress = Callable[[int], None]
+Kernel = Callable[..., tuple[np.ndarray, ...]]  # lighting_block's contract
 
 
 @dataclass(frozen=True)
@@ -133,8 +134,12 @@ def block_plan(first: int, n_lamps: int, block: int = BLOCK) -> list[tuple[int, 
     return out
 
 
-def run_block(model: CityModel, seed: int, first: int, count: int) -> BlockResult:
-    """Failures and lighting of global lamps ``first .. first + count - 1`` (releases the GIL)."""
+def run_block(model: CityModel, seed: int, first: int, count: int, kernel: Kernel = lighting_block) -> BlockResult:
+    """Failures and lighting of global lamps ``first .. first + count - 1`` (releases the GIL).
+
+    ``kernel`` is ``lighting_block`` (the per-minute reference) or any kernel with its contract
+    (``twin.kernels.lighting_events.event_kernel``: same law, its own random stream).
+    """
     inputs = model.inputs
     d = inputs.district
     p = inputs.programs
@@ -154,7 +159,7 @@ def run_block(model: CityModel, seed: int, first: int, count: int) -> BlockResul
         horizon,
     )
     idx = np.arange(first, first + count) % d.n_lamps
-    counters, energy, baseline, _, _, outage_dark, by_night, by_minute, boost_by_hour, plain_rated = lighting_block(
+    counters, energy, baseline, _, _, outage_dark, by_night, by_minute, boost_by_hour, plain_rated = kernel(
         seed,
         first,
         d.lamp_program[idx],
@@ -197,11 +202,12 @@ def run_blocks(
     plan: list[tuple[int, int]],
     threads: int = 1,
     progress: Progress | None = None,
+    kernel: Kernel = lighting_block,
 ) -> list[BlockResult]:
     """Run the blocks of ``plan`` on ``threads`` threads; results in plan order."""
 
     def one(item: tuple[int, int]) -> BlockResult:
-        result = run_block(model, seed, *item)
+        result = run_block(model, seed, *item, kernel=kernel)
         if progress:
             progress(item[1])
         return result
@@ -251,6 +257,7 @@ def run_city(
     threads: int | None = None,
     block: int = BLOCK,
     progress: Progress | None = None,
+    kernel: Kernel = lighting_block,
 ) -> CityResult:
     """Lamps ``first .. first + n_lamps - 1`` for the model's horizon, blocks on ``threads``.
 
@@ -259,7 +266,7 @@ def run_city(
     if threads is None:
         threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     plan = block_plan(first, n_lamps, block)
-    return combine(model, run_blocks(model, seed, plan, threads, progress))
+    return combine(model, run_blocks(model, seed, plan, threads, progress, kernel))
 
 
 def warm_kernels() -> float:

@@ -104,8 +104,9 @@ def warm() -> None:
     """Compile the kernels into the Numba cache now (install time), so later runs load them."""
     import os
 
+    from twin.bench_warm import warm_event_kernels
     from twin.city import warm_kernels
 
     with console.status("compiling the kernels..."):
-        seconds = warm_kernels()
+        seconds = warm_kernels() + warm_event_kernels()
     console.print(f"kernels ready in {seconds:.1f} s, cache {os.environ.get('NUMBA_CACHE_DIR')}")

@@ -4,7 +4,8 @@ Owns: registering the gateway's pure policy functions with Numba, once, before a
 defined, so the kernels call *those very functions* (``register_jitable`` on every function in
 ``sun.JITABLE``, ``lighting.JITABLE`` and ``dispatch.JITABLE``); the kernels themselves live in
 the submodules (``lighting_tables``: switch minutes, sun events, program levels, darkness, a
-unit lamp's power; ``lighting``: each lamp's level every minute, energy; ``arrivals``: motion
+unit lamp's power; ``lighting``: each lamp's level every minute, energy (the exact reference);
+``lighting_events``: the same by events, motion drawn per occupied minute; ``arrivals``: motion
 draws; ``failures``: hazard sampling and kernel-side renewal).
 
 Must not import: simpy, twin.sim, twin.reference, anything doing I/O. Importing ``twin`` first

@@ -1,0 +1,80 @@
+"""Compile (or load) the kernels ``twin bench`` times: the event kernel's city run.
+
+Owns: :func:`warm_event_kernels`, the two-night, two-lamp run through every function a timed
+``run_city(..., kernel=event_kernel)`` calls, with the argument types it passes. ``twin bench``
+times it in a fresh interpreter (cold: empty ``NUMBA_CACHE_DIR``; then cached) and ``twin warm``
+runs it at install time beside ``twin.city.warm_kernels`` (the per-minute kernel's run).
+
+What dominates a cold compile (``python -m twin.bench_warm`` with an empty ``NUMBA_CACHE_DIR``,
+2 cores, 2026-12-05, load ~0.3 then ~4.7 from other work): total 5.9 s, of which the lamp kernel
+``event_block`` 3.2 s (the per-minute ``lighting_block`` with its arrival helpers: 3.9-4.8 s);
+``switch_table`` 0.6, ``lamp_outages`` 0.65, ``night_tables`` 0.57, ``program_levels`` 0.44,
+``dark_windows`` 0.2, ``sun_table`` 0.12, ``finish_by_hour`` 0.13; import 0.2-0.35. Every
+kernel has one signature (no re-specialisation). The first sizeable function compiled in a
+process also pays Numba's one-time typing set-up (~1-2 s, measured by compiling the same
+kernel twice: 3.7 s then 1.8 s); in ``event_block`` the outage-night minute loop (with the
+inlined policy functions) is ~0.7 s of the 1.8 s. The motion tables are plain Python (was an
+njit function: ~1 s cold).
+
+Must not import: simpy, twin.sim, twin.reference, dask, typer, rich.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from twin.kernels.failures import lamp_outages
+from twin.kernels.lighting import finish_by_hour
+from twin.kernels.lighting_events import event_kernel
+from twin.kernels.lighting_tables import dark_windows, night_tables, program_levels, sun_table, switch_table
+from twin.replication import FAILURE_DRAWS_PER_LAMP
+
+
+def warm_event_kernels(report: dict[str, float] | None = None) -> float:
+    """Compile or load each kernel of an event-kernel city run; returns seconds.
+
+    ``report``, if given, receives each kernel's first-call seconds (compile or cache load).
+    """
+    t0 = time.perf_counter()
+    last = t0
+
+    def mark(name: str) -> None:
+        nonlocal last
+        now = time.perf_counter()
+        if report is not None:
+            report[name] = now - last
+        last = now
+
+    offs = np.full(3, 480.0)
+    zi, zf = np.zeros(1, np.int64), np.zeros(1)
+    on, off = switch_table(20000, 2, 28.0, 105.0, offs, zi, zf, zi, zf)
+    mark("switch_table")
+    levels, first_lit, end_lit = program_levels(on, off, np.full(1, 100.0), np.zeros((1, 1)), np.zeros((1, 1)), zi)
+    mark("program_levels")
+    sun = sun_table(20000, 3, 28.0, 105.0, offs)
+    mark("sun_table")
+    dark_start, dark_end = dark_windows(sun, 2)
+    mark("dark_windows")
+    tables = tuple(night_tables(levels, zf, dark_start, dark_end))
+    mark("night_tables")
+    ptr, start, end = lamp_outages(1, 0, 2, 0.0, 1e4, FAILURE_DRAWS_PER_LAMP, 1e3, 4.0, 1e5, 6.0, 2880.0)
+    mark("lamp_outages")
+    out = event_kernel(
+        1, 0, np.zeros(2, np.int64), np.zeros(2, np.int64), np.full(2, 60.0), np.full(2, 1.0),
+        levels, first_lit, end_lit, tables, zf, zf, np.ones((2, 24)), dark_start, dark_end,
+        ptr, start, end, False, np.zeros(0, np.int64), np.zeros(0),
+    )  # fmt: skip
+    mark("event_block")
+    finish_by_hour(out[7], out[9], tables[0], out[8])
+    mark("finish_by_hour")
+    return time.perf_counter() - t0
+
+
+if __name__ == "__main__":  # per-kernel first-call seconds, as JSON: python -m twin.bench_warm
+    import json
+
+    times: dict[str, float] = {}
+    total = warm_event_kernels(times)
+    print(json.dumps({"total_s": round(total, 3), **{k: round(v, 3) for k, v in times.items()}}))

@@ -1,21 +1,17 @@
 """`centre`: run the district centre, manage its database, operators and rollouts.
 
-Owns: the ``centre`` app, config loading with readable errors (``load``), and ``centre migrate``.
+Owns: the ``centre`` app and ``centre migrate`` (config loading: centre/cli_common.py).
 Each other command lives with what it drives: ``run`` (centre/cli_run.py), ``user``
 (centre/cli_users.py), ``rollout`` (centre/cli_rollout.py).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Annotated
-
 import typer
 
 from centre import cli_rollout, cli_run, cli_users
-from centre.config import CentreConfig, load_centre_config
+from centre.cli_common import ConfigOption, console, err, load
 from centre.db import open_database, schema_version
-from edge_agent.cli.terminal import LazyConsole
 from edge_agent.errors import ConfigError
 
 app = typer.Typer(
@@ -23,27 +19,11 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-console = LazyConsole()
-err = LazyConsole(stderr=True)
 
 
 @app.callback()
 def _group() -> None:
     """The district centre (``centre COMMAND --help`` for each command)."""
-
-
-ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="The centre's TOML file (centre.toml).")]
-
-
-def load(path: Path) -> CentreConfig:
-    """The validated centre file, or every problem printed and exit 2."""
-    try:
-        return load_centre_config(path)
-    except ConfigError as exc:
-        err.print(f"[red]{len(exc.problems)} problem(s) in the configuration:[/red]")
-        for problem in exc.problems:
-            err.print(f"  {problem}", markup=False, highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
 
 
 @app.command()

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from centre.config import load_centre_config
+from centre.cli_common import load
 from centre.rollout import ACTIVE, QUEUED, ROLLOUT_SUCCEEDED, TARGET_STATES, PlanError, make_plan
 from centre.rollout_driver import RolloutError, Status, abort_rollout, counts_line, create_rollout, rollout_status
 from edge_agent.cli.terminal import LazyConsole
@@ -147,18 +147,6 @@ def rollout(
         final = _run_follow(loaded, db, rollout_id, drive=drive)
     _print_status(final)
     raise typer.Exit(0 if final.state == ROLLOUT_SUCCEEDED else 1)
-
-
-def load(path: Path) -> CentreConfig:
-    """The validated centre file, or every problem printed and exit 2 (as `centre.cli.load`; not imported
-    from there: cli.py imports this module)."""
-    try:
-        return load_centre_config(path)
-    except ConfigError as exc:
-        err.print(f"[red]{len(exc.problems)} problem(s) in the configuration:[/red]")
-        for problem in exc.problems:
-            err.print(f"  {problem}", markup=False, highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
 
 
 @contextlib.contextmanager

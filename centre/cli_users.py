@@ -13,12 +13,12 @@ from typing import Annotated
 
 import typer
 
+from centre.cli_common import load
 from centre.console import auth
 from centre.db import Database, open_database
 from edge_agent.cli.terminal import LazyConsole
 from edge_agent.errors import ConfigError
 
-# (not imported from centre.cli, which imports this module to register it)
 ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="The centre's TOML file (centre.toml).")]
 console = LazyConsole()
 err = LazyConsole(stderr=True)
@@ -27,8 +27,6 @@ app = typer.Typer(help="The console's accounts: operators (may acknowledge) and 
 
 
 def _open(config: Path) -> Database:
-    from centre.cli import load  # at call time: centre.cli imports this module
-
     loaded = load(config)
     try:
         return open_database(loaded.database_url)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from centre.config import load_centre_config
 from edge_agent.config import load_config
 from edge_agent.errors import ConfigError
 from edge_agent.policy.model import parse_policy
@@ -26,6 +27,8 @@ def test_shipped_configs_and_policies_pass_check() -> None:
         assert "ok" in result.stdout
     for path in sorted((ROOT / "scenarios" / "policies").glob("*.toml")):
         parse_policy(path.read_bytes(), str(path))
+    centre = load_centre_config(ROOT / "examples" / "centre" / "centre.toml")
+    assert centre.database_url == f"sqlite:///{ROOT / 'examples' / 'centre' / 'state' / 'centre.db'}"
 
 
 def test_check_prints_every_problem_and_exits_2(tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ import aiomqtt
 
 from centre.config import load_centre_config
 from centre.service import CentreService
+from edge_agent.transports.broker import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -43,7 +44,8 @@ def write_centre(
         f'[centre]\ndistrict = "naxi"\nid = "{centre_id}"\n\n'
         f'[broker]\nurl = "{scheme}://127.0.0.1:{port}"\nusername = "centre"\nshared_group = "{shared_group}"\n'
         f"reconnect_min = 0.1\nreconnect_max = 0.5\n{tls}\n"
-        f'[database]\nurl = "{database_url}"\n'
+        f'[database]\nurl = "{database_url}"\n\n'
+        f'[console]\nlisten = "127.0.0.1:{free_port()}"\n'  # never the default port: centres run side by side
     )
     path = folder / "centre.toml"
     path.write_text(text)

@@ -182,7 +182,12 @@ def test_a_registered_class_gets_its_messages_once(db: Database) -> None:
         clock = Clock()
         ingest = Ingest(db, "naxi", clock=clock)
         body = {"v": 1, "msg_id": "h1", "cpu": 0.5, "outbox": 7}
-        feed(ingest, (f"{GW}/test-health", body), (f"{GW}/test-health", body), (f"{GW}/test-health", {"v": 1, "msg_id": "h2"}))
+        feed(
+            ingest,
+            (f"{GW}/test-health", body),
+            (f"{GW}/test-health", body),
+            (f"{GW}/test-health", {"v": 1, "msg_id": "h2"}),
+        )
         feed(ingest, (f"{GW}/test-health", body))
     finally:
         del ingest_module.HANDLERS["test-health"]

@@ -10,9 +10,8 @@ from __future__ import annotations
 import typer
 
 from centre import cli_rollout, cli_run, cli_users
-from centre.cli_common import ConfigOption, console, err, load
-from centre.db import open_database, schema_version
-from edge_agent.errors import ConfigError
+from centre.cli_common import ConfigOption, console, load, open_db
+from centre.db import schema_version
 
 app = typer.Typer(
     help="The district centre: every gateway on one screen, policies rolled out in waves, history for the twin.",
@@ -30,13 +29,7 @@ def _group() -> None:
 def migrate(config: ConfigOption) -> None:
     """Create the database schema or bring it up to date (`centre run` does this too)."""
     loaded = load(config)
-    try:
-        db = open_database(loaded.database_url)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            err.print(f"  {problem}", markup=False, highlight=False)
-        raise typer.Exit(2) from None
-    with db:
+    with open_db(loaded) as db:
         console.print(f"[green]ok[/green] {loaded.database_url}: schema version {schema_version(db)}")
 
 

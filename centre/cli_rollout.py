@@ -32,11 +32,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from centre.cli_common import load
+from centre.cli_common import load, open_db
+from centre.db import Database
 from centre.rollout import ACTIVE, QUEUED, ROLLOUT_SUCCEEDED, TARGET_STATES, PlanError, make_plan
 from centre.rollout_driver import RolloutError, Status, abort_rollout, counts_line, create_rollout, rollout_status
 from edge_agent.cli.terminal import LazyConsole
-from edge_agent.errors import ConfigError
 
 if TYPE_CHECKING:
     from centre.config import CentreConfig
@@ -149,18 +149,8 @@ def rollout(
     raise typer.Exit(0 if final.state == ROLLOUT_SUCCEEDED else 1)
 
 
-@contextlib.contextmanager
-def _open(loaded: CentreConfig) -> Any:
-    from centre.db import open_database
-
-    try:
-        db = open_database(loaded.database_url)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            err.print(f"  {problem}", markup=False, highlight=False)
-        raise typer.Exit(2) from None
-    with db:
-        yield db
+def _open(loaded: CentreConfig) -> Database:
+    return open_db(loaded)
 
 
 def _run_follow(loaded: CentreConfig, db: Database, rollout_id: str, *, drive: bool) -> Status:

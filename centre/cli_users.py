@@ -13,11 +13,10 @@ from typing import Annotated
 
 import typer
 
-from centre.cli_common import load
+from centre.cli_common import load, open_db
 from centre.console import auth
-from centre.db import Database, open_database
+from centre.db import Database
 from edge_agent.cli.terminal import LazyConsole
-from edge_agent.errors import ConfigError
 
 ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="The centre's TOML file (centre.toml).")]
 console = LazyConsole()
@@ -27,13 +26,7 @@ app = typer.Typer(help="The console's accounts: operators (may acknowledge) and 
 
 
 def _open(config: Path) -> Database:
-    loaded = load(config)
-    try:
-        return open_database(loaded.database_url)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            err.print(f"  {problem}", markup=False, highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
+    return open_db(load(config))
 
 
 def _password(password_file: Path | None) -> str:

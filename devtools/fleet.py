@@ -30,11 +30,9 @@ import aiomqtt
 import msgspec
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-from centre.cli_rollout import driving_service
-from centre.config import load_centre_config
-from centre.db import Database, open_database
-from centre.rollout import Plan, make_plan
-from centre.rollout_driver import Status, create_rollout, rollout_status
+from devtools.cpu import cpu_seconds, machine_busy
+from devtools.fleet_centre import FleetCentre
+from devtools.fleet_lamps import lamp_ids
 from devtools.fleet_report import (
     AGENT_STAMPS,
     Phase,
@@ -46,8 +44,6 @@ from devtools.fleet_report import (
 )
 from devtools.gateway_config import write_gateway_config
 from devtools.mosquitto import MosquittoProcess
-from devtools.simdevices import SimField, SimLamp
-from edge_agent.clock import ScaledClock
 from edge_agent.policy.bundle_sign import build_bundle, sign_bundle
 from edge_agent.policy.keys import generate_private_key, key_id, public_key_to_pem
 from edge_agent.transports.mqtt_client import NO_DELAY
@@ -56,55 +52,8 @@ ROOT = Path(__file__).resolve().parents[1]
 POLICY = ROOT / "scenarios" / "policies" / "naxi-standard.toml"
 
 
-def cpu_seconds(pid: int | None) -> float:
-    """User + system CPU seconds a process has used so far (Linux ``/proc``; 0 elsewhere)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def machine_busy() -> tuple[float, float]:
-    """(busy, total) CPU seconds of the whole machine so far, from ``/proc/stat``."""
-    try:
-        values = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    except (OSError, ValueError):
-        return 0.0, 0.0
-    tick = os.sysconf("SC_CLK_TCK")
-    idle = values[3] + (values[4] if len(values) > 4 else 0)
-    return (sum(values) - idle) / tick, sum(values) / tick
-
-
 def gateway_ids(n: int) -> list[str]:
     return [f"fleet-gw{i:02d}" for i in range(n)]
-
-
-def lamp_ids(gateway: str, n: int) -> list[str]:
-    return [f"{gateway}-l{j:03d}" for j in range(n)]
-
-
-# ----- lamp simulator process ------------------------------------------------------------------
-async def _serve_lamps(port: int, gateways: list[str], per_gateway: int, control: str) -> None:
-    clock = ScaledClock()
-    fields = []
-    for index, gw in enumerate(gateways):
-        sim = SimField(gw, "127.0.0.1", port, clock, keep_received=False, rng=random.Random(index))
-        sim.lamps = {lamp: SimLamp(lamp, 100.0) for lamp in lamp_ids(gw, per_gateway)}
-        fields.append(sim)
-
-    async def obey_control() -> None:
-        async with aiomqtt.Client("127.0.0.1", port, socket_options=NO_DELAY) as client:
-            await client.subscribe(control, qos=1)
-            async for message in client.messages:
-                loss = float(message.payload) if isinstance(message.payload, bytes) else 0.0
-                for sim in fields:
-                    sim.loss = loss
-
-    async with asyncio.TaskGroup() as group:
-        group.create_task(obey_control())
-        for sim in fields:
-            group.create_task(sim.run())
 
 
 class Fleet:
@@ -140,13 +89,7 @@ class Fleet:
         self.confirmed_at: list[float] = []
         self.last_confirmed: dict[str, float] = {}  # gateway -> wall clock of its last lamp's confirmation
         # the centre that rolls the policy out (centre/: SQLite in the work dir, this broker)
-        self.canary = canary
-        self.waves = waves
-        (work / "centre.toml").write_text(
-            f'[broker]\nurl = "mqtt://127.0.0.1:{port}"\n[database]\nurl = "sqlite:///centre.db"\n'
-        )
-        self.centre_config = load_centre_config(work / "centre.toml")
-        self.centre_task: asyncio.Task[None] | None = None
+        self.centre = FleetCentre(work, port, canary=canary, waves=waves)
         for gw in self.gateways:
             write_gateway_config(
                 work,
@@ -198,8 +141,7 @@ class Fleet:
                     [
                         sys.executable,
                         "-m",
-                        "devtools.fleet",
-                        "lamps",
+                        "devtools.fleet_lamps",
                         "--port",
                         str(self.port),
                         "--lamps",
@@ -303,69 +245,12 @@ class Fleet:
             await asyncio.sleep(0.02)
         return False
 
-    def plan(self, timeout: float) -> Plan:
-        return make_plan(
-            canary=self.canary, waves=self.waves, abort_if="rejected > 0", window=None, timeout=max(1.0, timeout)
-        )
-
-    @staticmethod
-    def wave_gateways(db: Database, rollout_id: str, wave: int) -> list[str]:
-        rows = db.query("SELECT gateway FROM rollout_targets WHERE rollout_id = ? AND wave = ?", (rollout_id, wave))
-        return sorted(str(r[0]) for r in rows)
-
-    @staticmethod
-    def started_stamps(db: Database, rollout_id: str) -> list[tuple[str, float]]:
-        rows = db.query(
-            "SELECT gateway, started FROM rollout_targets WHERE rollout_id = ? AND started IS NOT NULL", (rollout_id,)
-        )
-        return [(str(gw), float(ts)) for gw, ts in rows]
-
-    async def wave_started(self, db: Database, rollout_id: str, deadline: float) -> float | None:
-        """When the centre published the first wave after the canary (wall clock), or None."""
-        while time.monotonic() < deadline:
-            self.centre_alive()
-            rows = await asyncio.to_thread(
-                db.query,
-                "SELECT MIN(started) FROM rollout_targets WHERE rollout_id = ? AND wave = 1",
-                (rollout_id,),
-            )
-            if rows and rows[0][0] is not None:
-                return float(rows[0][0])
-            status = await asyncio.to_thread(rollout_status, db, rollout_id)
-            if status is not None and status.state not in ("running", "waiting_window"):
-                return None
-            await asyncio.sleep(0.01)
-        return None
-
-    async def rollout_ended(self, db: Database, rollout_id: str, deadline: float) -> Status:
-        while True:
-            self.centre_alive()
-            status = await asyncio.to_thread(rollout_status, db, rollout_id)
-            assert status is not None
-            if status.state not in ("running", "waiting_window") or time.monotonic() > deadline:
-                return status
-            await asyncio.sleep(0.1)
-
-    def centre_alive(self) -> None:
-        task = self.centre_task
-        if task is not None and task.done():
-            raise SystemExit(f"the centre stopped: {task.exception() if not task.cancelled() else 'cancelled'}")
-
     async def phase(self, name: str, version: int, loss: float, restarts: int, timeout: float) -> Phase:
         """One phase with the centre (ingest + rollout driver, SQLite) running in this process."""
-        service = driving_service(self.centre_config)
-        self.centre_task = asyncio.create_task(service.run())
-        db = await asyncio.to_thread(open_database, self.centre_config.database_url)
-        try:
-            return await self._phase(name, version, loss, restarts, timeout, db)
-        finally:
-            self.centre_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.centre_task
-            self.centre_task = None
-            db.close()
+        async with self.centre.running():
+            return await self._phase(name, version, loss, restarts, timeout)
 
-    async def _phase(self, name: str, version: int, loss: float, restarts: int, timeout: float, db: Database) -> Phase:
+    async def _phase(self, name: str, version: int, loss: float, restarts: int, timeout: float) -> Phase:
         result = Phase(name, len(self.versions), len(self.gateways))
         async with aiomqtt.Client("127.0.0.1", self.port, socket_options=NO_DELAY) as client:
             await client.subscribe("district/v1/+/lamp/+/state", qos=0)
@@ -415,13 +300,10 @@ class Fleet:
                 cpu_before = self.cpu()
                 # through the centre: a rollout in its database, its driver publishes wave by wave
                 canary_started = time.monotonic()
-                rollout_id = await asyncio.to_thread(
-                    create_rollout, db, envelope, self.gateways, self.plan(timeout), time.time()
-                )
-                canary = await asyncio.to_thread(self.wave_gateways, db, rollout_id, 0)
-                wave1 = await self.wave_started(db, rollout_id, canary_started + timeout)
+                rollout_id, canary = await self.centre.start_rollout(envelope, self.gateways, timeout)
+                wave1 = await self.centre.wave_started(rollout_id, canary_started + timeout)
                 if wave1 is None:
-                    raise SystemExit(f"the canary wave did not finish: {rollout_status(db, rollout_id)}")
+                    raise SystemExit(f"the canary wave did not finish: {self.centre.status(rollout_id)}")
                 # the clock starts at the main wave's publish (the centre's stored `started`)
                 started = time.monotonic() - (time.time() - wave1)
                 wall_started = wave1
@@ -459,10 +341,10 @@ class Fleet:
                 if times:
                     result.quantiles = tuple(times[min(len(times) - 1, int(q * len(times)))] for q in (0.1, 0.5, 0.9))
                 result.left_behind = total - count()
-                ended = await self.rollout_ended(db, rollout_id, time.monotonic() + 30)
+                ended = await self.centre.ended(rollout_id, time.monotonic() + 30)
                 if ended.state != "succeeded":
                     console.print(f"[red]the centre's rollout {rollout_id} ended {ended.state}: {ended.reason}[/red]")
-                for gw, stamp in await asyncio.to_thread(self.started_stamps, db, rollout_id):
+                for gw, stamp in await asyncio.to_thread(self.centre.started_stamps, rollout_id):
                     published.setdefault(gw, stamp)
             await asyncio.sleep(0.5)  # let the rollout summaries settle for the retry count
             stamps = self.gateway_stamps(version, wall_started, published, set(result.restarted))
@@ -509,12 +391,6 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="just fleet", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    sub = parser.add_subparsers(dest="command")
-    lamps = sub.add_parser("lamps", help="(internal) serve virtual lamps for some gateways")
-    lamps.add_argument("--port", type=int, required=True)
-    lamps.add_argument("--lamps", type=int, required=True)
-    lamps.add_argument("--gateways", required=True)
-    lamps.add_argument("--control", required=True)
     parser.add_argument("--runs", type=int, default=1, help="independent runs (a fresh fleet each), then a summary (1)")
     parser.add_argument("--gateways", type=int, default=30, help="gateways (default 30)")
     parser.add_argument("--lamps-per-gateway", type=int, default=100, help="virtual lamps per gateway (default 100)")
@@ -528,9 +404,6 @@ def main(argv: list[str] | None = None) -> None:
         "--record", type=Path, default=ROOT / "bench-results" / "fleet.json", help="measured figures (JSON) go here"
     )
     args = parser.parse_args(argv)
-    if args.command == "lamps":
-        asyncio.run(_serve_lamps(args.port, args.gateways.split(","), args.lamps, args.control))
-        return
     runs: list[list[Phase]] = []
     for number in range(1, args.runs + 1):
         phases = run_fleet(

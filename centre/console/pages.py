@@ -183,7 +183,7 @@ def render_energy(energy: dict[str, Any]) -> str:
 
 def _rollouts(rows: list[dict[str, Any]]) -> str:
     if not rows:
-        return '<p class="muted">No rollout in progress.</p>'
+        return '<p class="muted">No rollout in progress or ended in the last day.</p>'
     body = []
     for r in rows:
         counts = ", ".join(f"{state.lower()} {n}" for state, n in r["counts"].items() if n)
@@ -209,7 +209,7 @@ def render_live(snap: dict[str, Any], role: str, csrf: str, now: float | None = 
             f"<section><h2>Open alerts ({open_alerts})</h2>{_alerts(snap['alerts'], now, role, csrf)}</section>",
             f"<section><h2>Lamp faults ({len(snap['faults'])})</h2>{_faults(snap['faults'], now)}</section>",
             f"<section><h2>Energy per day (UTC) and group</h2>{render_energy(snap['energy'])}</section>",
-            f"<section><h2>Rollouts in progress</h2>{_rollouts(snap['rollouts'])}</section>",
+            f"<section><h2>Rollouts</h2>{_rollouts(snap['rollouts'])}</section>",
         ]
     )
 

@@ -3,8 +3,9 @@
 Owns: ``read_snapshot(db, now)``: plain data (dicts, lists, numbers) for the page: every
 gateway, the open alerts with who was reached how (the latest ``alert_changes`` body), the open
 lamp faults, energy per day and group (``lamp_hours`` joined to ``lamps.lamp_group``; group ''
-is named after its gateway; days are UTC days) and the rollouts in progress with their
-targets counted by state. Blocking (the server calls it in a worker thread).
+is named after its gateway; days are UTC days) and the rollouts in progress, then those that
+ended in the last day (newest first, at most ``ENDED_ROLLOUTS``), with their targets counted by
+state. Blocking (the server calls it in a worker thread).
 Must not import: the server, the pages, the service.
 """
 
@@ -20,6 +21,7 @@ ACKABLE = ("notified", "escalated", "queued", "unacknowledged")  # the gateway w
 ENERGY_DAYS = 14
 MAX_ALERTS = 200
 MAX_FAULTS = 200
+ENDED_ROLLOUTS = 5  # rollouts that ended in the last day, shown after the running ones
 TARGET_STATES = ("QUEUED", "IN_PROGRESS", "SUCCEEDED", "REJECTED", "TIMED_OUT", "CANCELED")
 FINISHED = ("SUCCEEDED", "REJECTED", "TIMED_OUT", "CANCELED")
 
@@ -146,11 +148,17 @@ def _energy(tx: Tx, now: float) -> dict[str, Any]:
     return {"days": days, "series": dict(sorted(series.items()))}
 
 
-def _rollouts(tx: Tx) -> list[dict[str, Any]]:
-    rows = tx.query(
+def _rollouts(tx: Tx, now: float) -> list[dict[str, Any]]:
+    running = tx.query(
         "SELECT rollout_id, version, state, wave, created, updated FROM rollouts "
         "WHERE state IN ('running', 'waiting_window') ORDER BY created"
     )
+    ended = tx.query(
+        "SELECT rollout_id, version, state, wave, created, updated FROM rollouts "
+        "WHERE state NOT IN ('running', 'waiting_window') AND updated >= ? ORDER BY updated DESC LIMIT ?",
+        (now - 86_400.0, ENDED_ROLLOUTS),
+    )
+    rows = [*running, *ended]
     rollouts = []
     for r in rows:
         counts = dict.fromkeys(TARGET_STATES, 0)
@@ -182,5 +190,5 @@ def read_snapshot(db: Database, now: float) -> dict[str, Any]:
             "alerts": _alerts(tx),
             "faults": _faults(tx),
             "energy": _energy(tx, now),
-            "rollouts": _rollouts(tx),
+            "rollouts": _rollouts(tx, now),
         }

@@ -51,6 +51,11 @@ def test_the_snapshot_and_its_drawing(database_url: str) -> None:
                 "VALUES ('r0', 4, 'succeeded', '{}', 2, ?, ?)",
                 (NOW - 1000, NOW),
             )
+            tx.execute(  # ended two days ago: no longer shown
+                "INSERT INTO rollouts (rollout_id, version, state, plan, wave, created, updated) "
+                "VALUES ('r-old', 3, 'aborted', '{}', 0, ?, ?)",
+                (NOW - 3 * DAY, NOW - 2 * DAY),
+            )
             tx.executemany(
                 "INSERT INTO rollout_targets (rollout_id, gateway, wave, state) VALUES ('r1', ?, ?, ?)",
                 [("gw-a", 0, "SUCCEEDED"), ("gw-b", 1, "IN_PROGRESS"), ("gw-c", 1, "QUEUED"), ("gw-d", 1, "REJECTED")],
@@ -70,8 +75,9 @@ def test_the_snapshot_and_its_drawing(database_url: str) -> None:
         True,
     )
     assert [(f["lamp"], f["faults"]) for f in snap["faults"]] == [("L1", 4)]
-    [rollout] = snap["rollouts"]
+    rollout, ended = snap["rollouts"]  # the running one first, then what ended in the last day
     assert (rollout["rollout_id"], rollout["total"], rollout["done"]) == ("r1", 4, 2)
+    assert (ended["rollout_id"], ended["state"]) == ("r0", "succeeded")
 
     html = render_live(snap, "viewer", "", NOW)
     bars = {

@@ -12,7 +12,7 @@ Owns: the ``rollout`` command's four forms::
 Starting stores the signed bundle (checked: it must parse as a signed envelope) in
 ``policy_versions``, creates the rollout and its targets (``--gateways``, or every gateway in the
 ``gateways`` table), then FOLLOWS it with a progress bar (per-state counts) until it ends: exit 0
-when it succeeded, 1 when it was aborted (the reason printed), 2 on bad input. ``--detach``
+when it succeeded, 1 when it was aborted or ended incomplete (the reason printed), 2 on bad input. ``--detach``
 returns at once. Who moves it on: a running ``centre run`` (its rollout driver) by default; with
 ``--drive`` this process is the centre until the rollout ends (the ingest and the rollout driver,
 its own MQTT link from ``[broker]``, client id ``<id>-rollout``, session kept 60 s), the
@@ -34,7 +34,7 @@ import typer
 
 from centre.cli_common import load, open_db
 from centre.db import Database
-from centre.rollout import ACTIVE, QUEUED, ROLLOUT_SUCCEEDED, TARGET_STATES, PlanError, make_plan
+from centre.rollout import ACTIVE, INCOMPLETE, QUEUED, ROLLOUT_SUCCEEDED, TARGET_STATES, PlanError, make_plan
 from centre.rollout_driver import RolloutError, Status, abort_rollout, counts_line, create_rollout, rollout_status
 from edge_agent.cli.terminal import LazyConsole
 
@@ -77,7 +77,7 @@ def rollout(
             err.print("no such rollout" if len(what) == 2 else "no rollout yet")
             raise typer.Exit(1)
         _print_status(status)
-        raise typer.Exit(0 if status.state != "aborted" else 1)
+        raise typer.Exit(0 if status.state not in ("aborted", INCOMPLETE) else 1)
     if what[0] == "follow" and len(what) <= 2:
         with _open(loaded) as db:
             found = rollout_status(db, what[1] if len(what) == 2 else None)
@@ -249,7 +249,7 @@ def driving_service(loaded: CentreConfig) -> Any:
 def _print_status(status: Status) -> None:
     from rich.table import Table
 
-    colour = {"succeeded": "green", "aborted": "red"}.get(status.state, "yellow")
+    colour = {"succeeded": "green", "aborted": "red", "incomplete": "red"}.get(status.state, "yellow")
     console.print(
         f"rollout [bold]{status.rollout_id}[/bold] version {status.version}: "
         f"[{colour}]{status.state}[/{colour}] (wave {status.wave} of {status.waves - 1}; wave 0 is the canary)"

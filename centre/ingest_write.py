@@ -85,8 +85,9 @@ FAULT_OPEN = (
 FAULT_MORE = "UPDATE lamp_faults SET faults = faults | ? WHERE gateway = ? AND lamp = ? AND cleared IS NULL"
 FAULT_CLEAR = "UPDATE lamp_faults SET cleared = ? WHERE gateway = ? AND lamp = ? AND cleared IS NULL"
 ACK = (
-    "INSERT INTO policy_acks (gateway, version, status, reason, ts) VALUES (?, ?, ?, ?, ?) "
-    "ON CONFLICT (gateway, version, status) DO UPDATE SET reason = excluded.reason, ts = excluded.ts"
+    "INSERT INTO policy_acks (gateway, version, status, reason, ts, received) VALUES (?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (gateway, version, status) DO UPDATE SET reason = excluded.reason, ts = excluded.ts, "
+    "received = excluded.received"
 )
 ROLLOUT = (
     "UPDATE gateways SET lamps = ?, lamps_on_version = ?, policy_version = COALESCE(?, policy_version) "
@@ -153,7 +154,7 @@ def write_batch(tx: Tx, batch: Batch, dialect: str) -> int:
         tx.executemany(
             ACK,
             [
-                (i.gateway, i.data.version, i.data.status, i.data.reason, i.data.ts or i.now)
+                (i.gateway, i.data.version, i.data.status, i.data.reason, i.data.ts or i.now, i.now)
                 for i in acks
                 if i.data.version is not None
             ],

@@ -63,7 +63,8 @@ TARGET_STATES = (QUEUED, IN_PROGRESS, SUCCEEDED, REJECTED, TIMED_OUT, CANCELED)
 # rollout states
 RUNNING = "running"
 WAITING_WINDOW = "waiting_window"
-ROLLOUT_SUCCEEDED = "succeeded"
+ROLLOUT_SUCCEEDED = "succeeded"  # every gateway SUCCEEDED
+INCOMPLETE = "incomplete"  # every wave ran, the abort rule never fired, but not every gateway SUCCEEDED
 ABORTED = "aborted"
 ACTIVE = frozenset({RUNNING, WAITING_WINDOW})
 

@@ -19,7 +19,12 @@ Each pass, for each rollout in state running / waiting_window:
   TIMED_OUT once ``now - started >= timeout`` (counted from the stored ``started``).
 * when every target of the wave finished, the abort rule is evaluated over every finished target
   so far; if it fires the rollout is ``aborted`` with the reason, its QUEUED targets are CANCELED
-  and the bundle is not published again. Else the next wave is started, or the rollout succeeded.
+  and the bundle is not published again. Else the next wave is started; after the last one the
+  rollout ``succeeded`` when every target SUCCEEDED, else it is ``incomplete`` (the reason counts
+  the rest: a rollout whose gateways all timed out under a rule that never fired is no success).
+* acks are matched on the centre's clock (``policy_acks.received``, when the ingest took the ack,
+  against the target's ``started``), never on the gateway's ``ts``: a gateway with a wrong clock
+  is still seen to reject or accept.
 
 Known limit: SUCCEEDED trusts the ``gateways`` row, where the ingest also sets ``policy_version``
 from an accepted ack; until the gateway's next ``rollout`` summary arrives, ``lamps_on_version``
@@ -59,6 +64,7 @@ from centre.rollout import (
     CANCELED,
     FINISHED,
     IN_PROGRESS,
+    INCOMPLETE,
     QUEUED,
     REJECTED,
     ROLLOUT_SUCCEEDED,
@@ -221,8 +227,8 @@ def _observe(tx: Tx, rollout_id: str, version: int, timeout: float, now: float) 
     rows = tx.query(
         "SELECT t.gateway, t.started, g.policy_version, g.lamps, g.lamps_on_version,"
         " (SELECT MAX(a.reason) FROM policy_acks a WHERE a.gateway = t.gateway AND a.status = 'rejected'"
-        " AND a.ts >= t.started),"
-        " (SELECT MIN(a.ts) FROM policy_acks a WHERE a.gateway = t.gateway AND a.version = ?"
+        " AND COALESCE(a.received, a.ts) >= t.started),"
+        " (SELECT MIN(COALESCE(a.received, a.ts)) FROM policy_acks a WHERE a.gateway = t.gateway AND a.version = ?"
         " AND a.status IN ('accepted', 'already_active'))"
         " FROM rollout_targets t LEFT JOIN gateways g ON g.gateway = t.gateway"
         " WHERE t.rollout_id = ? AND t.state = ?",
@@ -264,6 +270,10 @@ def _advance(tx: Tx, rollout_id: str, wave: int, plan: Plan, now: float) -> tupl
         if reason is not None:
             return ABORTED, wave, [], f"after wave {wave}: {reason}"
         if wave >= last:
+            missed = Counter(str(t[2]) for t in targets if t[2] != SUCCEEDED)
+            if missed:
+                lines = ", ".join(f"{state.lower()}={n}" for state, n in sorted(missed.items()))
+                return INCOMPLETE, wave, [], f"every wave ran, but not every gateway took it: {lines}"
             return ROLLOUT_SUCCEEDED, wave, [], None
         wave += 1
 
@@ -306,9 +316,12 @@ def _step(
             return None
         if (new_state, new_wave) != (state, wave):
             tx.execute(
-                "UPDATE rollouts SET state = ?, wave = ?, updated = ? WHERE rollout_id = ?",
-                (new_state, new_wave, now, rollout_id),
+                "UPDATE rollouts SET state = ?, wave = ?, reason = COALESCE(?, reason), updated = ?"
+                " WHERE rollout_id = ?",
+                (new_state, new_wave, reason, now, rollout_id),
             )
+            if new_state == INCOMPLETE:
+                log.warning("rollout %s incomplete: %s", rollout_id, reason)
         if not to_publish:
             return None
         rows = tx.query("SELECT bundle FROM policy_versions WHERE version = ?", (version,))

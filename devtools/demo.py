@@ -25,6 +25,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from devtools.demo_centre import OPERATOR, DemoCentre
 from devtools.gammu import DummyModem, SentSms, gammu_smsd_binary
 from devtools.modem_emulator import Callee, ModemEmulator
 from devtools.simdevices import Received, ResponderBehaviour, SimField, SimLamp
@@ -33,7 +34,7 @@ from edge_agent.agent.shadow_store import read_report
 from edge_agent.cli.shadow import print_report
 from edge_agent.clock import ScaledClock
 from edge_agent.config import GatewayConfig, load_config
-from edge_agent.config.schema import BrokerSettings, Modem, Shadow
+from edge_agent.config.schema import BrokerSettings, Modem, Shadow, Trust
 from edge_agent.engine import AlertChanged, Effect, LampSet
 from edge_agent.models import Alert
 from edge_agent.policy.messages import Messages, render_sms, reply_code
@@ -83,6 +84,7 @@ def _demo_config(
     shadow: Path | None = None,
     modem: DummyModem | None = None,
     ring_port: str | None = None,
+    centre_key: Path | None = None,
 ) -> GatewayConfig:
     config = load_config(path)
     gateway = msgspec.structs.replace(config.file.gateway, data_dir=str(data_dir))
@@ -90,8 +92,11 @@ def _demo_config(
     # shipped examples name the village Mosquitto of the field layout, docs/DEPLOY.md), and on
     # Gammu's dummy phone instead of the modem (without gammu-smsd: no SMS, the app topic only),
     # and an emulated AT port for rings (devtools/modem_emulator.py: dr-wang's line is busy).
-    brokers = {"south": BrokerSettings(url="embedded"), "north": BrokerSettings(url="none")}
-    file = msgspec.structs.replace(config.file, gateway=gateway, **brokers)
+    # With the centre, north goes to the same embedded broker and the centre's key is trusted.
+    north = BrokerSettings(url="embedded" if centre_key is not None else "none")
+    file = msgspec.structs.replace(config.file, gateway=gateway, south=BrokerSettings(url="embedded"), north=north)
+    if centre_key is not None:
+        file = msgspec.structs.replace(file, trust=Trust(keys=[str(centre_key)]))
     if modem is not None and file.modem is not None:
         modem_settings = Modem(smsdrc=str(modem.smsdrc), poll=0.05, ring_port=ring_port, ring_seconds=3.0)
         file = msgspec.structs.replace(file, modem=modem_settings)
@@ -112,14 +117,19 @@ async def run_demo(
     console: Console | None = None,
     http_listen: str = "127.0.0.1:9180",
     shadow: Path | None = DEFAULT_SHADOW,
+    centre_console: str | None = "127.0.0.1:8090",
 ) -> bool:
+    """``centre_console``: where the district centre's console listens (taken: any free port);
+    None runs the night without a centre."""
     console = console or Console()
     with tempfile.TemporaryDirectory(prefix="edge-demo-") as tmp, contextlib.ExitStack() as stack:
+        centre = DemoCentre(Path(tmp) / "centre", centre_console) if centre_console is not None else None
         modem = stack.enter_context(DummyModem(Path(tmp) / "modem")) if gammu_smsd_binary() else None
         doctors = load_config(config_path).file.responders
         busy = {r.phone: Callee(busy=True) for r in doctors if r.id == "dr-wang" and r.phone}
         phone_network = stack.enter_context(ModemEmulator(busy))
-        config = _demo_config(config_path, Path(tmp), shadow, modem, phone_network.port)
+        centre_key = centre.public_key if centre is not None else None
+        config = _demo_config(config_path, Path(tmp), shadow, modem, phone_network.port, centre_key)
         sms_on = config.file.modem is not None
         tz = config.tz
         night = date(2026, 11, 26)
@@ -138,6 +148,7 @@ async def run_demo(
             "lamps off at dawn",
             *(["SOS sent by SMS", "failed channel shown", "SMS reply acknowledged"] if sms_on else []),
             *(["shadow diff reported"] if shadow is not None else []),
+            *(["centre rolled the policy out", "console shows the rollout"] if centre is not None else []),
         ):
             timeline.checks[name] = Check(name)
         agent = Agent(config, clock, http_listen=http_listen)
@@ -206,6 +217,9 @@ async def run_demo(
             console.print(f"status page: [bold]{agent.http.url}[/bold]   metrics: {agent.http.url}metrics")
         else:
             console.print(f"[dim]status page not served: {http_listen} is taken (try --http 127.0.0.1:0)[/dim]")
+        if centre is not None:
+            await centre.start(agent.south_address, config.file.gateway.district)
+            console.print(f"[dim]  (the centre's console: log in as {OPERATOR} / {centre.password})[/dim]")
         host, port = agent.south_address
         field_ = SimField(config.id, host, port, clock, on_receive=on_receive)
         for lamp in config.file.lamps:
@@ -313,6 +327,9 @@ async def run_demo(
             timeline.line("lamp-ln-2", "driver fault reported (bits 0x0004)", "cyan")
             await field_.fault("lamp-ln-2", 4)
             await scene(end)
+            if centre is not None:
+                clock.set_speed(1.0)  # the planner's morning runs in real time
+                await morning_rollout(centre, agent, config, shadow or DEFAULT_SHADOW, timeline)
         finally:
             legs = [task for task in (sms_task, ledger_task) if task is not None]
             tasks = [heartbeat_task, agent_task, field_task, *legs]
@@ -322,6 +339,8 @@ async def run_demo(
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            if centre is not None:
+                await centre.stop()
         night_diff = read_report(config) if shadow is not None else None  # kept by the stopped agent
         if night_diff is not None and sum(day.minutes for day in night_diff.days) > 0:
             candidate = night_diff.candidate
@@ -342,6 +361,23 @@ async def run_demo(
         return all(check.passed for check in timeline.checks.values())
 
 
+async def morning_rollout(
+    centre: DemoCentre, agent: Agent, config: GatewayConfig, policy: Path, timeline: Timeline
+) -> None:
+    """The planner signs the night's candidate as the next version and rolls it out with
+    ``centre rollout``; the gateway must run it and the console must show the rollout."""
+    version = agent.policy_version + 1
+    bundle = centre.bundle(policy, version, config.id, config.file.gateway.district, timeline.clock.now())
+    timeline.line("planner", f"centre rollout {bundle.name} --canary 0 --waves 100% --gateways {config.id}", "green")
+    code = await centre.rollout(bundle, config.id)
+    if code == 0 and agent.policy_version == version:
+        timeline.check("centre rolled the policy out", f"{config.id} runs v{version} ({policy.stem})")
+    row = await asyncio.to_thread(lambda: centre.rollout_row(centre.console_page(), version))
+    if row is not None and "succeeded" in row:
+        timeline.check("console shows the rollout", row)
+    timeline.line("centre", f"console: {escape(row or 'no row for v' + str(version))}", "green")
+
+
 def main(
     config: Annotated[
         Path | None,
@@ -355,12 +391,25 @@ def main(
         Path, typer.Option(help="Candidate policy run in shadow mode beside the active one; its diff is printed.")
     ] = DEFAULT_SHADOW,
     no_shadow: Annotated[bool, typer.Option("--no-shadow", help="Run without shadow mode.")] = False,
+    centre_console: Annotated[
+        str, typer.Option("--centre-console", help="Where the district centre's console listens (taken: any port).")
+    ] = "127.0.0.1:8090",
+    no_centre: Annotated[bool, typer.Option("--no-centre", help="Run the night without the district centre.")] = False,
 ) -> None:
-    """One village night at accelerated time on the embedded broker; exits 0 if all checks pass."""
+    """One village night at accelerated time on the embedded broker, watched by the district
+    centre (its console's URL printed), which rolls the night's candidate policy out at dawn;
+    exits 0 if all checks pass."""
     logging.basicConfig(level=logging.ERROR)
     candidate = None if no_shadow else shadow
     ok = asyncio.run(
-        run_demo(config or DEFAULT_CONFIG, speed=speed, console=Console(), http_listen=http, shadow=candidate)
+        run_demo(
+            config or DEFAULT_CONFIG,
+            speed=speed,
+            console=Console(),
+            http_listen=http,
+            shadow=candidate,
+            centre_console=None if no_centre else centre_console,
+        )
     )
     raise typer.Exit(0 if ok else 1)
 

@@ -108,7 +108,7 @@ def test_telemetry_rolls_up_energy_from_meter_deltas_per_hour_and_fault_episodes
 
 
 def test_policy_ack_rollout_shadow_and_events(db: Database) -> None:
-    ingest = Ingest(db, "naxi")
+    ingest = Ingest(db, "naxi", clock=lambda: T0 + 777.0)  # the centre's clock, not the gateway's ts
     feed(
         ingest,
         (f"{GW}/policy/ack", {"v": 1, "gateway": GW, "version": 3, "status": "rejected", "reason": "rollback"}),
@@ -120,9 +120,9 @@ def test_policy_ack_rollout_shadow_and_events(db: Database) -> None:
         ),
         (f"{GW}/event/report/morning", {"v": 1, "msg_id": "e1", "rule": "r", "device": "L1"}),
     )
-    assert db.query("SELECT version, status, reason FROM policy_acks ORDER BY version") == [
-        (3, "rejected", "rollback"),
-        (4, "accepted", None),
+    assert db.query("SELECT version, status, reason, received FROM policy_acks ORDER BY version") == [
+        (3, "rejected", "rollback", T0 + 777.0),
+        (4, "accepted", None, T0 + 777.0),
     ]
     assert db.query("SELECT policy_version, lamps, lamps_on_version FROM gateways") == [(4, 12, 11)]
     (body,) = db.query(

@@ -48,16 +48,32 @@ class Broker:
 
 
 def gateway_reports(
-    db: Database, gw: str, version: int, *, accept: bool = True, lamps: int = 3, on: int = 3, ts: float = T0
+    db: Database,
+    gw: str,
+    version: int,
+    *,
+    accept: bool = True,
+    lamps: int = 3,
+    on: int = 3,
+    ts: float = T0,
+    received: float | None = None,
 ) -> None:
-    """What the ingest writes for a gateway's policy/ack and its retained rollout summary. A rejected ack
-    carries the gateway's ACTIVE version (here 9: it runs a newer one), as edge_agent/agent/policy_install.py
-    sends it."""
+    """What the ingest writes for a gateway's policy/ack (``ts``: the gateway's stamp, ``received``: the
+    centre's clock when it took it; None as in rows from before migration 003) and its retained rollout
+    summary. A rejected ack carries the gateway's ACTIVE version (here 9: it runs a newer one), as
+    edge_agent/agent/policy_install.py sends it."""
     with db.transaction() as tx:
         tx.execute(
-            "INSERT INTO policy_acks (gateway, version, status, reason, ts) VALUES (?, ?, ?, ?, ?)"
+            "INSERT INTO policy_acks (gateway, version, status, reason, ts, received) VALUES (?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (gateway, version, status) DO UPDATE SET reason = excluded.reason, ts = excluded.ts",
-            (gw, version if accept else 9, "accepted" if accept else "rejected", None if accept else "rollback", ts),
+            (
+                gw,
+                version if accept else 9,
+                "accepted" if accept else "rejected",
+                None if accept else "rollback",
+                ts,
+                received,
+            ),
         )
         if accept:
             tx.execute(
@@ -244,7 +260,11 @@ def test_a_fresh_ack_beside_the_old_summary_is_not_yet_success(database_url: str
         rid = create_rollout(db, signed(), ["gw00"], plan, T0)
         asyncio.run(tick(db, broker.publish, T0))
         with db.transaction() as tx:  # the ack, as the ingest writes it: the row now says 7, with 3/3 lamps
-            tx.execute("INSERT INTO policy_acks VALUES ('gw00', 7, 'accepted', NULL, ?)", (T0 + 1,))
+            tx.execute(
+                "INSERT INTO policy_acks (gateway, version, status, reason, ts)"
+                " VALUES ('gw00', 7, 'accepted', NULL, ?)",
+                (T0 + 1,),
+            )
             tx.execute("UPDATE gateways SET policy_version = 7 WHERE gateway = 'gw00'")
         asyncio.run(tick(db, broker.publish, T0 + 1.2))
         assert states(db, rid) == {"gw00": "IN_PROGRESS"}
@@ -254,3 +274,37 @@ def test_a_fresh_ack_beside_the_old_summary_is_not_yet_success(database_url: str
         db.execute("UPDATE gateways SET lamps_on_version = 3 WHERE gateway = 'gw00'")
         asyncio.run(tick(db, broker.publish, T0 + 4))
         assert states(db, rid) == {"gw00": "SUCCEEDED"}
+
+
+def test_acks_count_on_the_centres_clock_when_a_gateways_clock_is_wrong(database_url: str) -> None:
+    """A village gateway whose clock is nine days behind (no NTP behind its router) refuses the bundle:
+    its ack is stamped long before the rollout started, but the centre took it after, so it is REJECTED
+    at once, not left to time out."""
+    broker = Broker()
+    behind = 9 * 86400.0
+    with open_database(database_url) as db:
+        plan = make_plan(canary=0, waves="100%", abort_if="rejected > 0", window=None, timeout="60s")
+        rid = create_rollout(db, signed(), ["gw-late", "gw-ok"], plan, T0)
+        asyncio.run(tick(db, broker.publish, T0))
+        gateway_reports(db, "gw-late", 7, accept=False, ts=T0 - behind, received=T0 + 2)
+        gateway_reports(db, "gw-ok", 7, ts=T0 - behind, received=T0 + 2)
+        asyncio.run(tick(db, broker.publish, T0 + 2.5))  # the accepted ack settles 1 s on the centre's clock
+        assert states(db, rid) == {"gw-late": "REJECTED", "gw-ok": "IN_PROGRESS"}
+        asyncio.run(tick(db, broker.publish, T0 + 3.5))
+        assert states(db, rid) == {"gw-late": "REJECTED", "gw-ok": "SUCCEEDED"}
+
+
+def test_a_rollout_no_gateway_took_ends_incomplete_not_succeeded(database_url: str) -> None:
+    """The abort rule only counts rejections, every gateway times out: every wave ran, but the rollout
+    did not succeed, and says how many did not take it."""
+    broker = Broker()
+    with open_database(database_url) as db:
+        plan = make_plan(canary=0, waves="100%", abort_if="rejected > 0", window=None, timeout="60s")
+        rid = create_rollout(db, signed(), ["gw-a", "gw-b", "gw-c"], plan, T0)
+        asyncio.run(tick(db, broker.publish, T0))
+        gateway_reports(db, "gw-a", 7, received=T0 + 1)
+        asyncio.run(tick(db, broker.publish, T0 + 61))
+        status = rollout_status(db, rid)
+        assert status is not None and status.state == "incomplete"
+        assert status.counts == {"SUCCEEDED": 1, "TIMED_OUT": 2}
+        assert "timed_out=2" in (status.reason or "")

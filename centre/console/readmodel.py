@@ -1,7 +1,7 @@
 """What the console shows, read from the centre's database in one go.
 
 Owns: ``read_snapshot(db, now)``: plain data (dicts, lists, numbers) for the page: every
-gateway, the open alerts with who was reached how (the latest ``alert_changes`` body), the open
+gateway, the open alerts with who was reached how (the notification ledger the gateways ship), the open
 lamp faults, energy per day and group (``lamp_hours`` joined to ``lamps.lamp_group``; group ''
 is named after its gateway; days are UTC days) and the rollouts in progress, then those that
 ended in the last day (newest first, at most ``ENDED_ROLLOUTS``), with their targets counted by
@@ -11,7 +11,6 @@ Must not import: the server, the pages, the service.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from centre.db import Database, Tx
@@ -24,38 +23,6 @@ MAX_FAULTS = 200
 ENDED_ROLLOUTS = 5  # rollouts that ended in the last day, shown after the running ones
 TARGET_STATES = ("QUEUED", "IN_PROGRESS", "SUCCEEDED", "REJECTED", "TIMED_OUT", "CANCELED")
 FINISHED = ("SUCCEEDED", "REJECTED", "TIMED_OUT", "CANCELED")
-
-
-def _reach(body: str) -> tuple[list[str], list[str]]:
-    """(who was reached, how) from an alert change as the gateway sent it: its ``reached``
-    (a list of names, or of {responder, channel, ...}) and ``channels`` when it has them."""
-    try:
-        doc = json.loads(body)
-    except (ValueError, TypeError):
-        return [], []
-    if not isinstance(doc, dict):
-        return [], []
-    who: list[str] = []
-    how: list[str] = []
-    reached = doc.get("reached")
-    if isinstance(reached, list):
-        for item in reached:
-            if isinstance(item, dict):
-                name, channel = item.get("responder"), item.get("channel")
-                if name and str(name) not in who:
-                    who.append(str(name))
-                if channel and str(channel) not in how:
-                    how.append(str(channel))
-            elif isinstance(item, str) and item not in who:
-                who.append(item)
-    channels = doc.get("channels")
-    if isinstance(channels, list):
-        how.extend(str(c) for c in channels if isinstance(c, str | int) and str(c) not in how)
-    elif isinstance(channels, dict):
-        how.extend(str(c) for c in channels if str(c) not in how)
-    if not who and doc.get("responder"):
-        who.append(str(doc["responder"]))
-    return who, how
 
 
 def _gateways(tx: Tx) -> list[dict[str, Any]]:
@@ -107,16 +74,29 @@ def _alerts(tx: Tx) -> list[dict[str, Any]]:
         for r in rows
     ]
     if alerts:
-        ids = [a["alert_id"] for a in alerts]
-        marks = ", ".join("?" for _ in ids)
-        latest: dict[str, str] = {}
-        for alert_id, body in tx.query(
-            f"SELECT alert_id, body FROM alert_changes WHERE alert_id IN ({marks}) ORDER BY ts, msg_id", ids
-        ):
-            latest[str(alert_id)] = str(body)  # the last one wins
-        for a in alerts:
-            a["reached"], a["channels"] = _reach(latest.get(a["alert_id"], ""))
+        _reached(tx, alerts)
     return alerts
+
+
+def _reached(tx: Tx, alerts: list[dict[str, Any]]) -> None:
+    """Who was reached and how, from the gateway's notification ledger as it ships it north
+    (``history_notifications``, every few seconds): the responders in the order they were
+    offered the alert, and each channel of the latest step with how far it got
+    (``sms delivered``, ``ring failed``, ...)."""
+    ids = [a["alert_id"] for a in alerts]
+    marks = ", ".join("?" for _ in ids)
+    ledger: dict[tuple[str, str], list[tuple[int, str, str, str]]] = {}
+    for gateway, alert_id, step, responder, channel, state in tx.query(
+        "SELECT gateway, alert_id, step, responder, channel, state FROM history_notifications "
+        f"WHERE alert_id IN ({marks}) ORDER BY step, n, id",
+        ids,
+    ):
+        ledger.setdefault((str(gateway), str(alert_id)), []).append((int(step), responder, channel, state))
+    for a in alerts:
+        rows = ledger.get((a["gateway"], a["alert_id"]), [])
+        a["reached"] = list(dict.fromkeys(str(r[1]) for r in rows))
+        latest = max((r[0] for r in rows), default=0)
+        a["channels"] = list(dict.fromkeys(f"{r[2]} {r[3]}" for r in rows if r[0] == latest))
 
 
 def _faults(tx: Tx) -> list[dict[str, Any]]:

@@ -6,7 +6,8 @@ import asyncio
 import contextlib
 import http.client
 import json
-from collections.abc import AsyncIterator
+import zlib
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
@@ -23,10 +24,21 @@ def add_accounts(db: Database) -> None:
     auth.add_user(db, "vic", PASSWORDS["vic"], "viewer")
 
 
+Reach = tuple[int, str, str, str]  # (step, responder, channel, state): a row of the gateway's ledger
+
+
 def insert_alert(
-    db: Database, alert_id: str, gateway: str, *, status: str = "notified", raised: float, body: dict[str, Any]
+    db: Database,
+    alert_id: str,
+    gateway: str,
+    *,
+    status: str = "notified",
+    raised: float,
+    body: dict[str, Any],
+    reached: Sequence[Reach] = (),
 ) -> None:
-    """An alert as the ingest stores it: the row and its latest change."""
+    """An alert as the ingest stores it: the row and its latest change; ``reached``: the rows of
+    the gateway's notification ledger for it, as its ``history`` messages bring them."""
     with db.transaction() as tx:
         tx.execute(
             "INSERT INTO alerts (alert_id, gateway, device, kind, priority, rule, message, status, responder, step, "
@@ -37,6 +49,25 @@ def insert_alert(
             "INSERT INTO alert_changes (msg_id, alert_id, gateway, ts, status, responder, step, body) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (f"m-{alert_id}", alert_id, gateway, raised, status, body.get("responder"), 0, json.dumps(body)),
+        )
+        tx.executemany(
+            "INSERT INTO history_notifications (gateway, id, alert_id, n, step, responder, role, channel, state, "
+            "due, queued) VALUES (?, ?, ?, ?, ?, ?, 'village_doctor', ?, ?, ?, ?)",
+            [
+                (
+                    gateway,
+                    zlib.crc32(f"{alert_id}/{n}".encode()),
+                    alert_id,
+                    n,
+                    step,
+                    who,
+                    channel,
+                    state,
+                    raised,
+                    raised,
+                )
+                for n, (step, who, channel, state) in enumerate(reached)
+            ],
         )
 
 

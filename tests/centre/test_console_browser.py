@@ -140,8 +140,8 @@ async def test_an_operator_acknowledges_a_live_alert_and_the_gateway_stops_escal
                 await obs.publish("wearable/W1/event", {"event": "sos"})
                 first = await eventually(lambda: obs.on("alert"), what="the alert north")
                 alert_id = first[0]["alert_id"]
-                body = {**first[0], "reached": [{"responder": "doc1", "channel": "sms"}]}
-                insert_alert(db, alert_id, gw, raised=time.time(), body=body)  # as the ingest stores it
+                reached = [(0, "doc1", "sms", "delivered")]  # its ledger row, as the gateway's history brings it
+                insert_alert(db, alert_id, gw, raised=time.time(), body=first[0], reached=reached)
 
                 row = page.locator(f'tr.alert[data-alert="{alert_id}"]')
                 await row.wait_for(timeout=10_000)  # appeared live

@@ -82,7 +82,8 @@ async def test_signing_in_shows_the_gateways_and_signing_out_ends_the_session(db
 
 async def test_acknowledge_needs_an_operator_and_the_csrf_token(db: Database) -> None:
     now = time.time()
-    insert_alert(db, "a-1", GW, raised=now - 90, body={"responder": "doc1", "channels": ["sms", "push"]})
+    ledger = [(0, "doc1", "sms", "delivered"), (0, "doc1", "push", "failed")]
+    insert_alert(db, "a-1", GW, raised=now - 90, body={"responder": "doc1"}, reached=ledger)
     insert_alert(db, "a-2", GW, status="acknowledged", raised=now - 60, body={"responder": "doc2"})
     published = Published()
     async with console(db, published) as server:
@@ -98,7 +99,7 @@ async def test_acknowledge_needs_an_operator_and_the_csrf_token(db: Database) ->
         operator = await login(port, "ana")
         page = (await arequest(port, "GET", "/", cookie=operator))[2]
         row = re.search(rb'<tr class="alert p1" data-alert="a-1">(.*?)</tr>', page)
-        assert row is not None and b"doc1" in row.group(1) and b"sms, push" in row.group(1)
+        assert row is not None and b"doc1" in row.group(1) and b"sms delivered, push failed" in row.group(1)
         assert b"2 min" in row.group(1)  # its age
         assert page.count(b'action="/ack"') == 1  # a-2 is acknowledged already: no button
         csrf = csrf_of(page)
@@ -168,7 +169,9 @@ async def test_the_live_stream_sends_a_new_alert_without_reload(db: Database) ->
 
         first = await frame()
         assert "naxi-v01" in first and "No open alert." in first
-        insert_alert(db, "live-1", GW, raised=time.time(), body={"responder": "doc1", "channels": ["push"]})
+        insert_alert(
+            db, "live-1", GW, raised=time.time(), body={"responder": "doc1"}, reached=[(0, "doc1", "push", "queued")]
+        )
         second = await frame()
         assert 'data-alert="live-1"' in second
         writer.close()

@@ -60,8 +60,10 @@ def test_the_snapshot_and_its_drawing(database_url: str) -> None:
                 "INSERT INTO rollout_targets (rollout_id, gateway, wave, state) VALUES ('r1', ?, ?, ?)",
                 [("gw-a", 0, "SUCCEEDED"), ("gw-b", 1, "IN_PROGRESS"), ("gw-c", 1, "QUEUED"), ("gw-d", 1, "REJECTED")],
             )
-        body = {"responder": "doc2", "step": 1, "reached": [{"responder": "doc1", "channel": "sms"}, "doc2"]}
-        insert_alert(db, "al-1", "gw-b", status="escalated", raised=NOW - 300, body=body)
+        body = {"responder": "doc2", "step": 1}
+        ledger = [(0, "doc1", "app", "delivered"), (0, "doc1", "sms", "delivered"), (0, "doc1", "ring", "failed")]
+        ledger += [(1, "doc2", "app", "delivered"), (1, "doc2", "sms", "sent")]
+        insert_alert(db, "al-1", "gw-b", status="escalated", raised=NOW - 300, body=body, reached=ledger)
         insert_alert(db, "al-2", "gw-b", status="resolved", raised=NOW - 300, body={})
 
         snap = read_snapshot(db, NOW)
@@ -70,8 +72,8 @@ def test_the_snapshot_and_its_drawing(database_url: str) -> None:
     [alert] = snap["alerts"]  # the resolved one is not open
     assert (alert["alert_id"], alert["reached"], alert["channels"], alert["ackable"]) == (
         "al-1",
-        ["doc1", "doc2"],
-        ["sms"],
+        ["doc1", "doc2"],  # in the order they were offered it
+        ["app delivered", "sms sent"],  # the latest step's channels, how far each got
         True,
     )
     assert [(f["lamp"], f["faults"]) for f in snap["faults"]] == [("L1", 4)]

@@ -19,10 +19,11 @@ import asyncio
 import functools
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from devtools.chaos.clients import stream
+from devtools.chaos.clients import Platform, stream
 from devtools.chaos.crash import Crash, KillNine, crash_notes
 from devtools.chaos.harness import LAMPS, WEARABLES, Key, db_query, integrity, wait_for, wait_until
 from devtools.chaos.scenario import GatewayScenario, Rig, Row
@@ -97,7 +98,8 @@ class BrokerRestarts(GatewayScenario):
         else:
             self.settings = (
                 "north: persistence false (shipped: true)",
-                "proxy holds the gateway off until the platform has resubscribed",
+                "gateway cut off before each kill until the platform has all the broker took, and"
+                " held off until the platform has resubscribed",
             )
 
     def title(self) -> str:
@@ -108,11 +110,15 @@ class BrokerRestarts(GatewayScenario):
         platform, proxy = rig.platform, rig.proxy
         for _ in range(self.restarts):
             await asyncio.sleep(rng.uniform(0.5, 1.5))
+            if not self.persistence:
+                # a broker without persistence loses, at kill -9, what it acknowledged and had not
+                # yet passed on: no gateway can help that. Cut the gateway off first and let the
+                # broker hand the platform what it holds, then kill it (the SOS keep coming south).
+                proxy.cut()
+                await wait_until(_quiet(platform), 5.0)
             rig.north.kill()
             if self.persistence:
                 platform.hold = True  # away from the kill until 1 s after the restart
-            else:
-                proxy.cut()
             rig.row.injections += 1
             await asyncio.sleep(rng.uniform(0.2, 1.0))
             rig.north.start()
@@ -136,6 +142,18 @@ class BrokerRestarts(GatewayScenario):
         if self.persistence:
             return ["platform away from each kill to 1 s after the restart"]
         return ["platform resubscribes before the gateway is let back in"]
+
+
+def _quiet(platform: Platform, for_s: float = 0.3) -> Callable[[], bool]:
+    """A predicate: nothing new arrived at the platform for ``for_s`` seconds."""
+    seen = [len(platform.arrivals), time.monotonic()]
+
+    def quiet() -> bool:
+        if len(platform.arrivals) != seen[0]:
+            seen[:] = [len(platform.arrivals), time.monotonic()]
+        return time.monotonic() - seen[1] >= for_s
+
+    return quiet
 
 
 # ----- c. the uplink down for an hour of accelerated time -----------------------------------------

@@ -9,28 +9,15 @@ Must not import: the server, the database.
 
 from __future__ import annotations
 
-import html
 import time
 from datetime import UTC, datetime
 from typing import Any
 
+from edge_agent.http.html import age as _age
+from edge_agent.http.html import escape as _e
+
 PALETTE = ("#0969da", "#1a7f37", "#bf8700", "#cf222e", "#8250df", "#1b7c83", "#bc4c00", "#57606a")
 PLOT_W, PLOT_H, PAD_L, PAD_B, PAD_T = 760, 220, 56, 28, 10
-
-
-def _e(value: object) -> str:
-    return html.escape("" if value is None else str(value), quote=True)
-
-
-def _age(seconds: float) -> str:
-    seconds = max(0.0, seconds)
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f} min"
-    if seconds < 172800:
-        return f"{seconds / 3600:.1f} h"
-    return f"{seconds / 86400:.1f} d"
 
 
 def _head(title: str) -> str:

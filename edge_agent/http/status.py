@@ -9,13 +9,14 @@ reads, through the ``GatewayView``.
 
 from __future__ import annotations
 
-import html
 import time
 from datetime import datetime
 from typing import Any
 
 import msgspec
 
+from edge_agent.http.html import age as _age
+from edge_agent.http.html import escape as _e
 from edge_agent.http.readmodel import GatewayView
 
 TRACES_SHOWN = 15
@@ -118,19 +119,6 @@ def snapshot(view: GatewayView, started: float) -> dict[str, Any]:
         ],
         "traces": traces,
     }
-
-
-def _e(value: object) -> str:
-    return html.escape("" if value is None else str(value), quote=True)
-
-
-def _age(seconds: float) -> str:
-    seconds = max(0.0, seconds)
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 def render_live(snap: dict[str, Any]) -> str:

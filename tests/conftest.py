@@ -91,6 +91,7 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "tests/test_mqtt_link.py": ("broker",),
     "tests/centre/test_console_browser.py": ("browser",),
     "tests/agent/test_drops.py::test_a_full_broker_queue_is_counted_and_alarmed": ("broker",),
+    "tests/agent/test_flood_held.py": ("broker",),
     "tests/test_devtools.py::test_launcher": ("broker",),
     "tests/agent/test_homeassistant.py::test_the_generated_south_acl": ("broker",),
     "tests/test_codec.py::test_micropython": ("micropython",),

@@ -25,7 +25,7 @@ from edge_agent.loopback import is_loopback
 from edge_agent.transports.broker import EmbeddedBroker
 from edge_agent.transports.link import LinkSpec, ServedLink
 from edge_agent.transports.mqtt import MqttLink
-from edge_agent.transports.mqtt_settings import LinkSettings
+from edge_agent.transports.mqtt_settings import RECEIVE_MAXIMUM, LinkSettings
 
 
 def link_settings(
@@ -88,8 +88,10 @@ def link_settings(
         reconnect_max=broker.reconnect_max,
         will=(status, b"offline"),
         birth=(status, b"online"),
-        max_queued_incoming=config.file.limits.max_queued_messages,
-        receive_maximum=min(65535, max(1, config.file.limits.max_queued_messages // 2)),
+        # a QoS 1 burst is held in flight (up to RECEIVE_MAXIMUM, not in the broker's queue,
+        # which drops what does not fit), with room for max_queued_messages more (QoS 0)
+        max_queued_incoming=RECEIVE_MAXIMUM + config.file.limits.max_queued_messages,
+        receive_maximum=RECEIVE_MAXIMUM,
         protocol="3.1.1" if embedded else broker.protocol,
         # amqtt drops a QoS 1 message left unacknowledged (5 s, or at a disconnect) instead of
         # delivering it again on the resumed session: the link keeps it and retries it itself

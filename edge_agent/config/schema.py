@@ -184,8 +184,9 @@ class Limits(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     max_payload_bytes: Annotated[int, msgspec.Meta(ge=64, le=1 << 20)] = 16 * 1024
     traces_per_rule: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 20
     outbox_max_mb: Annotated[float, msgspec.Meta(gt=0)] = 64.0
-    # inbound messages waiting per link; QoS 0 beyond it is refused (logged and counted). Half
-    # of it is the MQTT 5 Receive Maximum: QoS 1 messages the broker may send before our PUBACKs
+    # inbound messages waiting per link beyond the QoS 1 ones in flight (MQTT 5 Receive
+    # Maximum 65,535, held by the link, not by the broker); QoS 0 beyond it is refused
+    # (logged and counted)
     max_queued_messages: Annotated[int, msgspec.Meta(ge=10, le=1_000_000)] = 10_000
 
 

@@ -5,7 +5,8 @@ properties, manual acknowledgement, Nagle off: ``NO_DELAY``), failing a connect 
 its CONNACK and the publishes whose PUBACK can no longer come at once, publishing through paho
 so that each PUBACK's reason code reaches its publish (``send_many``), the MQTT 5 reason code
 names (``reason_name``), the client log (``QUIET_LOG``) whose inbound-queue overflows are
-counted, and paho's MQTT 5 property tables built once (``share_paho_property_tables``).
+counted (paho's DEBUG records off), paho's MQTT 5 property tables built once
+(``share_paho_property_tables``) and reading many packets per socket wake (``read_many_per_wake``).
 The link that reconnects and serves: edge_agent/transports/mqtt.py.
 Must not import: the engine, the policy, the store or the agent.
 """
@@ -21,6 +22,7 @@ from typing import Any
 
 import aiomqtt
 import paho.mqtt.client as paho
+from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
@@ -75,6 +77,42 @@ share_paho_property_tables()
 QUIET_LOG = logging.getLogger("edge_agent.mqtt.client")
 CLIENT_LOG_FILTER = _ClientLogFilter()
 QUIET_LOG.addFilter(CLIENT_LOG_FILTER)
+# paho logs every packet it reads or sends at DEBUG: under `edge-agent -v` that formatted a
+# record per message of a flood. Its notices, warnings and errors still come through.
+QUIET_LOG.setLevel(logging.INFO)
+
+# paho's loop_read reads one packet per call (at most one per pending outbound or QoS 2
+# message: one, in a QoS 1 flood to us), and aiomqtt calls it once per readable socket: a
+# flood cost an event-loop wake per message. The link reads up to this many per wake.
+READS_PER_WAKE = 1024
+
+
+def read_many_per_wake(client: paho.Client, packets: int = READS_PER_WAKE) -> bool:
+    """Make ``client.loop_read()`` read up to ``packets`` packets, until the socket has no
+    more: paho's own loop with a larger bound, through its private ``_packet_read`` and
+    ``_loop_rc_handle`` (paho 2.x, which aiomqtt 2 requires). False, leaving paho's loop_read in place, if the
+    installed paho has not both (tests/test_mqtt_reads.py checks the installed one has)."""
+    packet_read = getattr(client, "_packet_read", None)
+    rc_handle = getattr(client, "_loop_rc_handle", None)
+    if not callable(packet_read) or not callable(rc_handle):
+        return False
+    again, success, no_conn = paho.MQTT_ERR_AGAIN, paho.MQTT_ERR_SUCCESS, paho.MQTT_ERR_NO_CONN
+
+    def loop_read(max_packets: int = 1) -> MQTTErrorCode:
+        for _ in range(packets):
+            if client.socket() is None:
+                return no_conn
+            rc = packet_read()
+            if rc > 0:
+                handled: MQTTErrorCode = rc_handle(rc)
+                return handled
+            if rc == again:
+                break
+        return success
+
+    client.loop_read = loop_read  # type: ignore[method-assign]
+    return True
+
 
 # paho leaves Nagle's algorithm on: a small PUBLISH or PUBACK then waits for the previous
 # segment's TCP ack (up to 40 ms of delayed ACK). Alerts and lamp commands must not.
@@ -126,8 +164,9 @@ def make_connection(s: LinkSettings) -> Connection:
         properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         if not s.clean_session:
             properties.SessionExpiryInterval = s.session_expiry
-        # QoS 1 messages the broker may have in flight to us, unacknowledged: it holds the
-        # rest (back-pressure), so the inbound queue never overflows and drops one of them
+        # QoS 1 messages the broker may have in flight to us, unacknowledged (the link's
+        # inbound queue has room for all of them): it queues the rest, and drops what
+        # overflows its per-client queue (max_queued_messages)
         properties.ReceiveMaximum = s.receive_maximum
         # clean_start False on EVERY connect (aiomqtt's default starts clean on the first
         # connect of a client object, and the link makes a new one per connection)
@@ -155,6 +194,7 @@ def make_connection(s: LinkSettings) -> Connection:
         **session,
     )
     conn = Connection(client)
+    read_many_per_wake(client._client)
     if s.manual_ack:
         # aiomqtt does not expose paho's manual acknowledgement; its paho client does.
         client._client.manual_ack_set(True)

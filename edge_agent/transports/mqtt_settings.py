@@ -15,6 +15,8 @@ from typing import Literal
 MqttVersion = Literal["5", "3.1.1"]
 Unhandled = Literal["redeliver", "retry"]
 
+RECEIVE_MAXIMUM = 65_535  # MQTT 5's largest Receive Maximum (a two-byte integer)
+
 
 @dataclass(frozen=True)
 class LinkSettings:
@@ -49,13 +51,18 @@ class LinkSettings:
     # it of a resumed session). "retry": hold it and call the handler again, reading nothing
     # else meanwhile: for a broker that drops an unacknowledged message (amqtt does, after 5 s).
     unhandled: Unhandled = "redeliver"
-    # Inbound messages waiting to be handled. QoS 1 floods are paced by the broker (unacked
-    # messages in flight are capped); QoS 0 beyond this cap is dropped (and logged).
-    max_queued_incoming: int = 10_000
-    # MQTT 5: QoS 1 messages in flight to the link at once (below max_queued_incoming, so a
-    # QoS 1 flood waits at the broker instead of overflowing the queue). 3.1.1 has no such
-    # setting: the broker's own (Mosquitto max_inflight_messages, 20) applies.
-    receive_maximum: int = 1000
+    # Inbound messages waiting to be handled (read from the socket, not yet acknowledged).
+    # Must exceed receive_maximum: a QoS 1 message the queue has no room for is never
+    # acknowledged (the broker has it again only after a reconnect); QoS 0 beyond the room
+    # left is dropped (and logged, counted).
+    max_queued_incoming: int = RECEIVE_MAXIMUM + 10_000
+    # MQTT 5: QoS 1 messages the broker may have in flight to the link, unacknowledged. The
+    # most MQTT 5 allows: Mosquitto holds in flight up to the client's Receive Maximum and
+    # counts only the rest against its per-client queue (max_queued_messages, 1,000 by
+    # default, beyond which it drops what it already PUBACKed to the device). Held in flight,
+    # a burst waits here, in the link's queue, and is acknowledged once committed. 3.1.1 has
+    # no such setting: the broker's own (Mosquitto max_inflight_messages, 20) applies.
+    receive_maximum: int = RECEIVE_MAXIMUM
 
 
 def backoff_delay(attempt: int, minimum: float, maximum: float, rand: float) -> float:

@@ -89,6 +89,7 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "tests/notify/test_channels.py": ("modem",),
     "tests/notify/test_reports.py": ("modem",),
     "tests/test_mqtt_link.py": ("broker",),
+    "tests/test_mqtt_reads.py": ("broker",),
     "tests/centre/test_console_browser.py": ("browser",),
     "tests/agent/test_drops.py::test_a_full_broker_queue_is_counted_and_alarmed": ("broker",),
     "tests/agent/test_flood_held.py": ("broker",),

@@ -1,0 +1,67 @@
+"""A flood is read in few socket wakes, and paho's per-packet DEBUG records stay off.
+
+paho's ``loop_read`` reads one packet per call and aiomqtt calls it once per readable socket:
+without ``read_many_per_wake`` a burst of 500 messages costs at least 500 calls (500 wakes of
+the event loop). A real Mosquitto and a real connection from ``make_connection``: the burst is
+let pile up in the socket (the event loop blocked meanwhile), then counted as it is read.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+
+from devtools.mosquitto import MosquittoProcess
+from edge_agent.transports.mqtt_client import QUIET_LOG, make_connection
+from edge_agent.transports.mqtt_settings import LinkSettings
+from tests.agent.harness import eventually
+
+BURST = 500
+
+
+async def test_a_burst_is_read_in_a_few_wakes_without_debug_records() -> None:
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.DEBUG)
+    handler.emit = records.append  # type: ignore[method-assign]
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.DEBUG)  # as under `edge-agent run -v`
+    root.addHandler(handler)
+    try:
+        with MosquittoProcess() as broker:
+            conn = make_connection(LinkSettings("127.0.0.1", broker.port, "reader", clean_session=True))
+            reader = conn.client._client
+            calls = 0
+            read = reader.loop_read
+
+            def counted(max_packets: int = 1) -> paho.MQTTErrorCode:
+                nonlocal calls
+                calls += 1
+                return read(max_packets)
+
+            reader.loop_read = counted  # type: ignore[method-assign]
+            async with conn.client as client:
+                await client.subscribe("burst/#", qos=0)
+                sender = paho.Client(CallbackAPIVersion.VERSION2, client_id="sender")
+                sender.connect("127.0.0.1", broker.port)
+                sender.loop_start()
+                try:
+                    infos = [sender.publish("burst/x", b"%d" % i, qos=0) for i in range(BURST)]
+                    for info in infos:
+                        info.wait_for_publish(5)
+                    time.sleep(0.5)  # noqa: ASYNC251 (on purpose: the burst piles up in the socket)
+                finally:
+                    sender.disconnect()
+                    sender.loop_stop()
+                before = calls
+                await eventually(lambda: client._queue.qsize() >= BURST, 10, "the burst read")
+                assert client._queue.qsize() == BURST
+                assert calls - before <= 10, f"{calls - before} loop_read calls for {BURST} messages"
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+    debug = [r.getMessage() for r in records if r.name == QUIET_LOG.name and r.levelno < logging.INFO]
+    assert not debug, f"paho DEBUG records per packet: {debug[:3]}"

@@ -48,10 +48,7 @@ PEER_FILES = (
 )
 console = Console()
 
-# Where the agent's CPU goes per event in a QoS 1 flood (cProfile of the agent's process, the
-# publisher in another process: 20,000 wearable events on Mosquitto with max_queued_messages
-# 1000, tests/agent/test_flood_held.py's flood; 2026-12-06, load ~6 from other work, so read
-# the shares, not the times). 127 us of CPU per event under cProfile (roughly half without).
+# where the agent's CPU goes per event in a QoS 1 flood, kept in every result's notes
 PROFILE = (
     "Profile (cProfile of the agent, a 20,000-event QoS 1 flood from another process, 2026-12-06; shares of "
     "the profiled time): paho and aiomqtt reading 50% (paho's packet loop 7%, 3 recv() per packet 3%, "

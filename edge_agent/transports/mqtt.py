@@ -33,13 +33,20 @@ import logging
 import random
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import aiomqtt
 
 from edge_agent.errors import PublishRefused, TransportError
 from edge_agent.transports.link import Commit, MessageHandler, Outgoing, raise_if_cancelled
-from edge_agent.transports.mqtt_client import Connection, make_connection, reason_code_value, reason_name, send_many
+from edge_agent.transports.mqtt_client import (
+    Connection,
+    Inbound,
+    make_connection,
+    reason_code_value,
+    reason_name,
+    send_many,
+)
 from edge_agent.transports.mqtt_inbound import AckPipeline
 from edge_agent.transports.mqtt_settings import LinkSettings, backoff_delay
 
@@ -176,24 +183,26 @@ class MqttLink:
         message could not be handled (``unhandled="redeliver"``): it and everything after it
         on this connection stay unacknowledged, for the broker to deliver again once the
         session resumes."""
-        queue = client._queue  # aiomqtt's inbound queue: what has arrived, not yet handled
+        # aiomqtt's inbound queue: what has arrived, not yet handled (paho's messages as they
+        # are: mqtt_client.pass_messages_through)
+        queue = cast("asyncio.Queue[Inbound]", client._queue)
         acks = AckPipeline(self, client)
         async for message in client.messages:
-            batch = [message]
+            batch = [cast(Inbound, message)]
             while len(batch) < self.BATCH and not queue.empty():
                 batch.append(queue.get_nowait())
             if await self._handle_batch(acks, batch):
                 return True
         return False
 
-    async def _handle_batch(self, acks: AckPipeline, batch: list[aiomqtt.Message]) -> bool:
+    async def _handle_batch(self, acks: AckPipeline, batch: list[Inbound]) -> bool:
         """Handle messages in order, commit them once and queue their acknowledgements behind
         that commit's fsync: the next batch is handled while this one's fsync runs. True: one
         could not be handled and must come again (it and the rest stay unacknowledged)."""
         if acks.failed:
             return True
         retry = self.settings.unhandled == "retry"
-        ready: list[aiomqtt.Message] = []  # handled, in order, waiting for the commit and the ack
+        ready: list[Inbound] = []  # handled, in order, waiting for the commit and the ack
         for message in batch:
             payload = message.payload
             data = payload if isinstance(payload, bytes) else str(payload or "").encode()
@@ -235,7 +244,7 @@ class MqttLink:
     def _commit(self) -> bool | Awaitable[bool]:
         return True if self.commit is None else self.commit()
 
-    async def _commit_or_redo(self, acks: AckPipeline, ready: list[aiomqtt.Message]) -> None:
+    async def _commit_or_redo(self, acks: AckPipeline, ready: list[Inbound]) -> None:
         """``unhandled="retry"``: a commit or fsync that failed rolled the batch back, and this
         broker will not deliver it again: handle the messages of ``ready`` again until their
         commit is durable, then acknowledge them."""

@@ -183,8 +183,8 @@ class MqttLink:
         message could not be handled (``unhandled="redeliver"``): it and everything after it
         on this connection stay unacknowledged, for the broker to deliver again once the
         session resumes."""
-        # aiomqtt's inbound queue: what has arrived, not yet handled (paho's messages as they
-        # are: mqtt_client.pass_messages_through)
+        # aiomqtt's inbound queue: what has arrived, not yet handled (as ``Inbound``:
+        # mqtt_client.pass_messages_through)
         queue = cast("asyncio.Queue[Inbound]", client._queue)
         acks = AckPipeline(self, client)
         async for message in client.messages:
@@ -204,9 +204,7 @@ class MqttLink:
         retry = self.settings.unhandled == "retry"
         ready: list[Inbound] = []  # handled, in order, waiting for the commit and the ack
         for message in batch:
-            payload = message.payload
-            data = payload if isinstance(payload, bytes) else str(payload or "").encode()
-            topic = str(message.topic)
+            topic, data = message.topic, message.payload
             handled = await self.on_message(topic, data)
             if handled is not False:
                 if self.settings.manual_ack and message.qos > 0:
@@ -259,9 +257,7 @@ class MqttLink:
             log.warning("%s link: %d messages not made durable; handling them again", self.name, len(ready))
             await self._sleep(self._unhandled_delay())
             for message in ready:
-                payload = message.payload
-                data = payload if isinstance(payload, bytes) else str(payload or "").encode()
-                while await self.on_message(str(message.topic), data) is False:
+                while await self.on_message(message.topic, message.payload) is False:
                     await self._sleep(self._unhandled_delay())
 
     async def _subscribe(self, client: aiomqtt.Client) -> None:

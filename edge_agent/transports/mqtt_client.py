@@ -7,7 +7,7 @@ so that each PUBACK's reason code reaches its publish (``send_many``), the MQTT 
 names (``reason_name``), the client log (``QUIET_LOG``) whose inbound-queue overflows are
 counted (paho's DEBUG records off), paho's MQTT 5 property tables built once
 (``share_paho_property_tables``), reading many packets per socket wake (``read_many_per_wake``)
-and paho's messages queued as they are (``pass_messages_through``, ``Inbound``).
+and inbound messages queued as four fields (``pass_messages_through``, ``Inbound``).
 The link that reconnects and serves: edge_agent/transports/mqtt.py.
 Must not import: the engine, the policy, the store or the agent.
 """
@@ -19,7 +19,7 @@ import logging
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import aiomqtt
 import paho.mqtt.client as paho
@@ -88,20 +88,25 @@ QUIET_LOG.setLevel(logging.INFO)
 READS_PER_WAKE = 1024
 
 
-# what the link reads from a connection: paho's own message, put in aiomqtt's queue as it is
-# (``pass_messages_through``): aiomqtt copied each into its Message with a validated Topic,
-# an eighth of the agent's CPU in a QoS 1 flood
-Inbound = paho.MQTTMessage
+class Inbound(NamedTuple):
+    """One inbound message as the link reads it from a connection's queue."""
+
+    topic: str
+    payload: bytes
+    qos: int
+    mid: int  # what its acknowledgement names
 
 
 def pass_messages_through(client: aiomqtt.Client) -> None:
-    """Queue paho's inbound messages as they are, not copied into aiomqtt's ``Message``; a
-    full queue discards and logs like aiomqtt (counted: ``discarded_inbound``)."""
+    """Queue each inbound message as an ``Inbound`` (four fields), not as aiomqtt's
+    ``Message`` (a copy with a validated Topic: an eighth of the agent's CPU in a QoS 1
+    flood); paho's own message (1.6 KB with the lock of its outbound MQTTMessageInfo) is
+    not kept either. A full queue discards and logs like aiomqtt (``discarded_inbound``)."""
     queue = cast("asyncio.Queue[Inbound]", client._queue)
 
-    def on_message(paho_client: paho.Client, userdata: Any, message: Inbound) -> None:
+    def on_message(paho_client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
         try:
-            queue.put_nowait(message)
+            queue.put_nowait(Inbound(message.topic, bytes(message.payload), message.qos, message.mid))
         except asyncio.QueueFull:
             QUIET_LOG.warning("Message queue is full. Discarding message.")
 

@@ -14,7 +14,8 @@ from collections.abc import Awaitable
 from typing import Protocol
 
 import aiomqtt
-import paho.mqtt.client as paho
+
+from edge_agent.transports.mqtt_client import Inbound
 
 log = logging.getLogger("edge_agent.transports.mqtt")
 
@@ -36,12 +37,12 @@ class AckPipeline:
     def __init__(self, link: InboundCounters, client: aiomqtt.Client) -> None:
         self.link = link
         self.client = client
-        self.queue: collections.deque[tuple[list[paho.MQTTMessage], asyncio.Future[bool] | None]] = collections.deque()
+        self.queue: collections.deque[tuple[list[Inbound], asyncio.Future[bool] | None]] = collections.deque()
         self.failed = False
         self.empty = asyncio.Event()
         self.empty.set()
 
-    def add(self, messages: list[paho.MQTTMessage], durable: bool | Awaitable[bool]) -> None:
+    def add(self, messages: list[Inbound], durable: bool | Awaitable[bool]) -> None:
         if self.failed:
             return
         if durable is False:

@@ -2,8 +2,9 @@
 broker's own ``$SYS`` dropped counter, counted (``/metrics``) and told by the local alarm.
 
 A broker acknowledges a device's QoS 1 message and may still drop it before the gateway gets
-it (Mosquitto's per-client queue, ``max_queued_messages``, full while the agent is away or
-behind). Two independent traces of that:
+it (Mosquitto's per-client queue, ``max_queued_messages``, full while the agent is away, or
+behind by more than the 65,535 messages the south link holds in flight). Two independent
+traces of that:
 
 * ``seq`` gaps: wearables number their events (``seq``). The last seq each device sent is
   kept in memory, rebuilt at start from the store's redelivery inbox (the newest row of each

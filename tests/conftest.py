@@ -9,9 +9,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from devtools.mosquitto import MosquittoProcess, mosquitto_binary
 from edge_agent.transports.broker import EmbeddedBroker
+
+# Property tests check behaviour, not speed: no deadline per example and no "generation is
+# slow" failure on a loaded machine (CI's two cores run the suite on both at once)
+settings.register_profile("suite", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("suite")
 
 
 @dataclass(frozen=True)

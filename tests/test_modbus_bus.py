@@ -166,9 +166,10 @@ def _gaps_after(log: list[tuple[float, str, bytes]], size: int) -> list[tuple[st
 
 
 async def test_a_replys_trailing_bytes_restart_the_silence(tmp_path: Path) -> None:
-    """A node that keeps sending after its reply's CRC (four more bytes, straight behind the
-    frame, 4.2 ms at 9,600 baud, longer than the 4.0 ms silence): the next request waits 3.5
-    characters after the last of them, not after the frame."""
+    """A node that keeps sending after its reply's CRC (four more bytes straight behind the
+    frame, 4.2 ms at 9,600 baud): the next request waits the whole silence after the last of
+    them, not after the frame. (A 20 ms silence, so that a relay thread late by a few ms on a
+    loaded machine cannot make a request look early.)"""
     ln = make_line(tmp_path, (1,), baudrate=9600)
 
     def tap(direction: str, data: bytes) -> None:
@@ -178,7 +179,7 @@ async def test_a_replys_trailing_bytes_restart_the_silence(tmp_path: Path) -> No
                 ln.bus.babble(b"\x00")
 
     ln.bus.tap = tap
-    settings = ln.settings(baudrate=9600)
+    settings = ln.settings(baudrate=9600, inter_frame_delay=0.02)
     try:
         async with ModbusLampBus(settings) as bus:
             for _ in range(5):

@@ -276,14 +276,12 @@ class ModbusLampBus:
         reply and picking the next job counts towards it. The wait is a timer (the loop's timers
         never fire early: epoll rounds up), then one yield: the loop polls the port once more, so
         bytes that came in up to then are read (and restart the silence) before the request goes.
+        Already quiet long enough (the worker was idle, or waited just before): no wait, as
+        the loop has been reading the port all along.
         """
-        while True:
-            remaining = self._quiet_since + self._gap - time.monotonic()
-            if remaining > 0:
-                await asyncio.sleep(remaining)
-            await asyncio.sleep(0)  # read what is waiting on the port before deciding
-            if time.monotonic() >= self._quiet_since + self._gap:
-                return
+        while (remaining := self._quiet_since + self._gap - time.monotonic()) > 0:
+            await asyncio.sleep(remaining)
+            await asyncio.sleep(0)  # read what came in meanwhile, then look at the clock again
 
     async def _worker(self) -> None:
         while True:

@@ -4,7 +4,8 @@
 Bytes from the agent go to every device; bytes from a device go to the agent and, when
 ``echo_to_devices`` is set, to the other devices too (an RS-485 line: everyone hears everyone).
 With ``baudrate`` set, the line is paced as a half-duplex wire at 10 bits per byte: a chunk is
-delivered when its last stop bit would have arrived, and chunks queue behind each other.
+delivered when its last stop bit would have arrived, and chunks queue behind each other; an
+in-process device's reply starts on the line when its request's last byte arrived (no turnaround).
 Faults: ``loss`` (probability that a device->agent byte is dropped, seeded), ``babble(data)``
 (garbage on the line), ``unplug()`` / ``replug()`` (the agent's port vanishes and returns).
 Must not import: anything of ours (it moves bytes only).

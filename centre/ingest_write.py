@@ -104,8 +104,18 @@ REJECT = (
 )
 
 
-def fresh_ids(tx: Tx, rows: Sequence[tuple[str, str, float]]) -> set[str]:
-    """Record the batch's msg_ids; those not seen before (the rest are redeliveries)."""
+def fresh_ids(tx: Tx, rows: Sequence[tuple[str, str, float]], dialect: str = "sqlite") -> set[str]:
+    """Record the batch's msg_ids; those not seen before (the rest are redeliveries).
+    PostgreSQL: one statement, the columns as arrays (a long VALUES list costs the driver more
+    to parse than the server to run); SQLite: multi-row VALUES in chunks."""
+    if dialect == "postgresql":
+        columns = [list(column) for column in zip(*rows, strict=True)]
+        returned = tx.query(
+            "INSERT INTO seen_messages (msg_id, gateway, received) "
+            "SELECT * FROM unnest(?::text[], ?::text[], ?::float8[]) ON CONFLICT DO NOTHING RETURNING msg_id",
+            columns,
+        )
+        return {row[0] for row in returned}
     fresh: set[str] = set()
     for start in range(0, len(rows), _CHUNK):
         chunk = rows[start : start + _CHUNK]
@@ -126,7 +136,7 @@ def write_batch(tx: Tx, batch: Batch, dialect: str) -> int:
     for item in items:
         if item.msg_id is not None and item.msg_id not in ids:
             ids[item.msg_id] = (item.msg_id, item.gateway, item.now)
-    fresh = fresh_ids(tx, list(ids.values())) if ids else set()
+    fresh = fresh_ids(tx, list(ids.values()), dialect) if ids else set()
     duplicates = 0
     taken: list[Item] = []
     for item in items:
@@ -224,20 +234,29 @@ def _telemetry(tx: Tx, items: list[Item], dialect: str) -> None:
         wanted.setdefault(item.gateway, set()).add(item.lamp)
     pairs = sorted((gateway, lamp) for gateway, lamps in wanted.items() for lamp in lamps)
     tx.executemany("INSERT INTO lamps (gateway, lamp) VALUES (?, ?) ON CONFLICT (gateway, lamp) DO NOTHING", pairs)
-    lock = " FOR UPDATE" if dialect == "postgresql" else ""
-    # (energy_wh, last_report, faults) per lamp as stored
+    # (energy_wh, last_report, faults) per lamp as stored. PostgreSQL: ONE query for the batch,
+    # the lamps as two arrays, each row locked (``FOR UPDATE``) in the same order in every
+    # process (code points, as Python sorts: the "C" collation); a query per gateway was the
+    # bottleneck at a thousand gateways. SQLite: the pairs in chunks (no locks to take).
     state: dict[tuple[str, str], list[Any]] = {}
-    for gateway in sorted(wanted):
-        names = sorted(wanted[gateway])
-        for start in range(0, len(names), _CHUNK):
-            chunk = names[start : start + _CHUNK]
-            marks = ", ".join(["?"] * len(chunk))
-            for lamp, energy, last, bits in tx.query(
-                f"SELECT lamp, energy_wh, last_report, faults FROM lamps WHERE gateway = ? AND lamp IN ({marks})"
-                f" ORDER BY lamp{lock}",
-                [gateway, *chunk],
-            ):
-                state[(gateway, lamp)] = [energy, last, bits]
+    if dialect == "postgresql":
+        rows = tx.query(
+            "SELECT gateway, lamp, energy_wh, last_report, faults FROM lamps WHERE (gateway, lamp) IN "
+            '(SELECT * FROM unnest(?::text[], ?::text[])) ORDER BY gateway COLLATE "C", lamp COLLATE "C" FOR UPDATE',
+            [[gateway for gateway, _ in pairs], [lamp for _, lamp in pairs]],
+        )
+    else:
+        rows = []
+        for start in range(0, len(pairs), _CHUNK):
+            chunk = pairs[start : start + _CHUNK]
+            marks = ", ".join(["(?, ?)"] * len(chunk))
+            rows += tx.query(
+                "SELECT gateway, lamp, energy_wh, last_report, faults FROM lamps "
+                f"WHERE (gateway, lamp) IN (VALUES {marks})",
+                [value for pair in chunk for value in pair],
+            )
+    for gateway, lamp, energy, last, bits in rows:
+        state[(gateway, lamp)] = [energy, last, bits]
     raw = []
     lamps: dict[tuple[str, str], tuple[Any, ...]] = {}
     hours: dict[tuple[str, str, int], list[Any]] = {}

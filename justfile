@@ -56,7 +56,7 @@ fleet *args:
 chaos *args:
     {{py}} -m devtools.chaos "$@"
 
-# The district centre fed by 1,000 simulated gateways (100,000 lamps a minute + alert bursts) over a
+# The district centre fed by 1,000 simulated gateways (100,000 lamps, 2,000 msg/s, alert bursts) over a
 # private Mosquitto, on PostgreSQL and SQLite: ingest rate, commit lag, CPU, size, lost/doubled rows
 bench-centre *args:
     {{py}} -m devtools.bench_centre "$@"

@@ -1,6 +1,6 @@
 """One batch of parsed north messages written in one transaction, one statement per table.
 
-Owns: the SQL of ingestion. Order inside a batch: de-duplicate by ``msg_id`` (one multi-row
+Owns: the SQL of ingestion. Order inside a batch: de-duplicate by ``msg_id`` (one
 ``INSERT ... ON CONFLICT DO NOTHING RETURNING``: what comes back is new), then per class
 ``executemany`` in message order: gateways' ``last_seen``, status (``outages`` counts each
 online -> offline change), alerts (the latest change by ``ts`` wins; an older one redelivered never

@@ -323,7 +323,13 @@ def main(
     seconds: Annotated[float, typer.Option(help="How long the gateways publish.")] = 60.0,
     gateways: Annotated[int, typer.Option(help="Simulated gateways (split over two feeder processes).")] = 1000,
     lamps: Annotated[int, typer.Option(help="Lamps per gateway.")] = 100,
-    interval: Annotated[float, typer.Option(help="Each lamp reports once per this many seconds.")] = 60.0,
+    interval: Annotated[
+        float,
+        typer.Option(
+            help="Each lamp reports once per this many seconds: 50 offers 2,000 msg/s from 100,000 lamps (the "
+            "issue's aim, 10x the district's real load); 60 is once a minute."
+        ),
+    ] = 50.0,
     burst: Annotated[int, typer.Option(help="Gateways raising an alert (2 changes each) in each burst.")] = 100,
     burst_every: Annotated[float, typer.Option(help="Seconds between alert bursts (0: none).")] = 15.0,
     database: Annotated[
@@ -351,6 +357,8 @@ def main(
             raise typer.BadParameter(f"{name!r}: postgresql or sqlite", param_hint="--database")
     if quick:
         seconds = 10.0
+    # a SIGTERM unwinds like Ctrl-C: the centre, the feeders, the broker and the cluster stop
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     argv = " ".join(sys.argv[1:])
     command = f"just bench-centre {argv}".strip()
     load_before = _loadavg()
@@ -374,7 +382,7 @@ def main(
         rows += [
             Row(
                 what=f"{o.database}: ingest rate", figure=f"{o.ingest_rate:,.0f} msg/s (offered {o.offered_rate:,.0f})",
-                aim=f">= {AIM_RATE:,.0f} msg/s" if aim else "", met=(o.ingest_rate >= AIM_RATE * 0.95) if aim else None,
+                aim=f">= {AIM_RATE:,.0f} msg/s" if aim else "", met=(o.ingest_rate >= AIM_RATE * 0.98) if aim else None,
                 value=o.ingest_rate, unit="msg/s",
             ),
             Row(

@@ -75,6 +75,8 @@ class Outcome:
     lag_p50: float = float("nan")
     lag_p99: float = float("nan")
     lag_max: float = float("nan")
+    receive_p50: float = float("nan")  # publish -> the centre took it (seen_messages.received), exact per id
+    receive_p99: float = float("nan")
     cpu_s: float = 0.0
     machine_busy: float = 0.0
     bytes_per_lamp_day: float = 0.0
@@ -252,8 +254,13 @@ def run_one(
 
 def _counts(db: Database, out: Outcome, feeds: list[dict[str, Any]], base: int) -> None:
     """Lost, doubled and rejected, from what was sent and what the database holds."""
-    sent = {f"{f['run']}-{f['feeder']}-{n}" for f in feeds for n in range(f["sent"])}
-    found = {str(r[0]) for r in db.query("SELECT msg_id FROM seen_messages")}
+    published = {f"{f['run']}-{f['feeder']}-{n}": t for f in feeds for n, t in enumerate(f["times"])}
+    sent = set(published)
+    received = {str(r[0]): float(r[1]) for r in db.query("SELECT msg_id, received FROM seen_messages")}
+    found = set(received)
+    waits = [received[i] - published[i] for i in sent & found]
+    if waits:
+        out.receive_p50, out.receive_p99 = (float(x) for x in np.percentile(waits, [50, 99]))
     out.committed = len(sent & found)
     out.lost = len(sent - found)
     raw = int(db.query("SELECT count(*) FROM lamp_telemetry")[0][0])
@@ -374,6 +381,11 @@ def main(
         f"{interval:g} s + alert bursts, {seconds:g} s"
     )
     console.print(_table(outcomes, title))
+    for o in outcomes:
+        console.print(
+            f"{o.database}: publish -> taken by the centre p50 {o.receive_p50 * 1000:,.0f} ms, "
+            f"p99 {o.receive_p99 * 1000:,.0f} ms (the rest of the commit lag is the batch's write and COMMIT)"
+        )
     broker_note = "broker: a private Mosquitto, plain anonymous loopback listener (not the shipped ACL)"
     console.print(f"{broker_note}; load {load_before} before, {load_after} after")
     rows = []
@@ -382,7 +394,8 @@ def main(
         rows += [
             Row(
                 what=f"{o.database}: ingest rate", figure=f"{o.ingest_rate:,.0f} msg/s (offered {o.offered_rate:,.0f})",
-                aim=f">= {AIM_RATE:,.0f} msg/s" if aim else "", met=(o.ingest_rate >= AIM_RATE * 0.98) if aim else None,
+                aim=f"keeps up with >= {AIM_RATE:,.0f} msg/s" if aim else "",
+                met=(o.offered_rate >= AIM_RATE and o.ingest_rate >= 0.98 * o.offered_rate) if aim else None,
                 value=o.ingest_rate, unit="msg/s",
             ),
             Row(
@@ -408,8 +421,12 @@ def main(
         "databases": {o.database: o.json() for o in outcomes},
     }
     notes = (
-        f"{'Quick' if quick else 'Full'} run; {broker_note}. Lag: publish time to the poll ({POLL_S * 1000:.0f} ms) "
-        "that first saw the row committed. CPU: the `centre run` process only. Size: the database's growth per "
+        f"{'Quick' if quick else 'Full'} run, load {'/'.join(f'{x:.1f}' for x in load_before)} at the start; "
+        f"{broker_note}. Lag: from the publish to the poll ({POLL_S * 1000:.0f} ms) that first saw the row "
+        "committed (the k-th row committed matched with the k-th message published); of it, publish -> taken by "
+        "the centre: "
+        + ", ".join(f"{o.database} p50 {o.receive_p50:.3f} s, p99 {o.receive_p99:.3f} s" for o in outcomes)
+        + ". CPU: the `centre run` process only (% of one core over the feed). Size: the database's growth per "
         "telemetry report x 1,440 reports a day (raw telemetry and message ids, before retention)."
     )
     kwargs: dict[str, Any] = {} if results is None else {"results": results}

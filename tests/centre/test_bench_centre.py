@@ -65,6 +65,7 @@ def _check_result(result: dict[str, object], database: str) -> None:
     assert (figures["lost"], figures["doubled"], figures["rejected"], figures["unacked"]) == (0, 0, 0, 0)
     assert figures["committed"] == TELEMETRY + ALERTS
     assert 0 < figures["lag_p50"] <= figures["lag_p99"] < 10
+    assert 0 <= figures["receive_p50"] <= figures["receive_p99"] < 10
     assert figures["ingest_rate"] > 0 and figures["cpu_s"] > 0 and figures["bytes_per_lamp_day"] > 0
     assert result["columns"][:2] == ["database", "sent"]  # type: ignore[index]
     assert result["cells"][0][0] == database  # type: ignore[index]

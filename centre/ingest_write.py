@@ -104,6 +104,31 @@ REJECT = (
 )
 
 
+NEW_LAMP = "INSERT INTO lamps (gateway, lamp) VALUES (?, ?) ON CONFLICT (gateway, lamp) DO NOTHING"
+LAMP_TYPES = ("text", "text", "text", "int4", "float8", "float8", "float8", "float8", "int4", "int4", "float8")
+HOUR_TYPES = ("text", "text", "int8", "int4", "float8", "float8", "float8", "int4")
+_unnest: dict[str, str] = {}
+
+
+def _many(tx: Tx, dialect: str, sql: str, rows: Sequence[Sequence[Any]], types: Sequence[str]) -> None:
+    """``executemany`` of one ``INSERT ... VALUES (?, ...)``; on PostgreSQL ONE statement with
+    the columns as arrays (``SELECT * FROM unnest(?::text[], ...)``): a row per round trip was
+    most of a batch's time. The rows' conflict keys must be distinct (an upsert may not touch a
+    row twice in one statement): every caller passes rows keyed by their conflict target."""
+    if not rows:
+        return
+    if dialect != "postgresql":
+        tx.executemany(sql, rows)
+        return
+    converted = _unnest.get(sql)
+    if converted is None:
+        values = "VALUES (" + ", ".join(["?"] * len(types)) + ")"
+        assert sql.count(values) == 1, sql
+        arrays = ", ".join(f"?::{kind}[]" for kind in types)
+        converted = _unnest[sql] = sql.replace(values, f"SELECT * FROM unnest({arrays})")
+    tx.execute(converted, [list(column) for column in zip(*rows, strict=True)])
+
+
 def fresh_ids(tx: Tx, rows: Sequence[tuple[str, str, float]], dialect: str = "sqlite") -> set[str]:
     """Record the batch's msg_ids; those not seen before (the rest are redeliveries).
     PostgreSQL: one statement, the columns as arrays (a long VALUES list costs the driver more
@@ -152,7 +177,7 @@ def write_batch(tx: Tx, batch: Batch, dialect: str) -> int:
         last_seen[item.gateway] = max(item.now, last_seen.get(item.gateway, 0.0))
         by_kind.setdefault(item.kind, []).append(item)
     if last_seen:
-        tx.executemany(LAST_SEEN, sorted(last_seen.items()))
+        _many(tx, dialect, LAST_SEEN, sorted(last_seen.items()), ("text", "float8"))
     if "status" in by_kind:
         tx.executemany(STATUS, [(i.gateway, int(i.data), i.now, i.now) for i in by_kind["status"]])
     if "alert" in by_kind:
@@ -233,7 +258,7 @@ def _telemetry(tx: Tx, items: list[Item], dialect: str) -> None:
     for item in items:
         wanted.setdefault(item.gateway, set()).add(item.lamp)
     pairs = sorted((gateway, lamp) for gateway, lamps in wanted.items() for lamp in lamps)
-    tx.executemany("INSERT INTO lamps (gateway, lamp) VALUES (?, ?) ON CONFLICT (gateway, lamp) DO NOTHING", pairs)
+    _many(tx, dialect, NEW_LAMP, pairs, ("text", "text"))
     # (energy_wh, last_report, faults) per lamp as stored. PostgreSQL: ONE query for the batch,
     # the lamps as two arrays, each row locked (``FOR UPDATE``) in the same order in every
     # process (code points, as Python sorts: the "C" collation); a query per gateway was the
@@ -294,9 +319,9 @@ def _telemetry(tx: Tx, items: list[Item], dialect: str) -> None:
             agg[2] += t.level
             agg[3] = max(agg[3], t.power_w)
             agg[4] |= t.faults
-    tx.executemany(TELEMETRY, raw)
-    tx.executemany(LAMP, list(lamps.values()))
-    tx.executemany(HOUR, [(*key, *agg) for key, agg in hours.items()])
+    _many(tx, dialect, TELEMETRY, raw, ("text", "text", "text", "float8", "text"))
+    _many(tx, dialect, LAMP, list(lamps.values()), LAMP_TYPES)
+    _many(tx, dialect, HOUR, [(*key, *agg) for key, agg in hours.items()], HOUR_TYPES)
     # fault episodes in message order: runs of one statement each go as one executemany
     start = 0
     while start < len(faults):

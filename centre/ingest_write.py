@@ -6,7 +6,9 @@ Owns: the SQL of ingestion. Order inside a batch: de-duplicate by ``msg_id`` (on
 online -> offline change), alerts (the latest change by ``ts`` wins; an older one redelivered never
 regresses the row) and every change, lamps, raw telemetry, hourly roll-ups (energy from the
 positive deltas of each lamp's meter), fault episodes, policy acks, rollout summaries, shadow
-days, messages of registered classes, and the counted rejects.
+days, messages of registered classes, and the counted rejects. On PostgreSQL the bulk of a
+batch (message ids, last seen, lamps, raw telemetry, roll-ups) goes as one statement per table
+over ``unnest`` of column arrays (``_many``): a round trip per row was most of a batch's time.
 Must not import: the service, the console, the rollout driver.
 """
 

@@ -96,6 +96,7 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "tests/notify/test_reports.py": ("modem",),
     "tests/test_mqtt_link.py": ("broker",),
     "tests/centre/test_console_browser.py": ("browser",),
+    "tests/centre/test_bench_centre.py": ("broker",),  # the bench's subprocess starts Mosquitto
     "tests/agent/test_drops.py::test_a_full_broker_queue_is_counted_and_alarmed": ("broker",),
     "tests/test_devtools.py::test_launcher": ("broker",),
     "tests/agent/test_homeassistant.py::test_the_generated_south_acl": ("broker",),

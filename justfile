@@ -56,6 +56,11 @@ fleet *args:
 chaos *args:
     {{py}} -m devtools.chaos "$@"
 
+# The district centre fed by 1,000 simulated gateways (100,000 lamps, 2,000 msg/s, alert bursts) over a
+# private Mosquitto, on PostgreSQL and SQLite: ingest rate, commit lag, CPU, size, lost/doubled rows
+bench-centre *args:
+    {{py}} -m devtools.bench_centre "$@"
+
 # The gateway against Node-RED on one Mosquitto, same harness (../shared/peers/nodered), one table
 bench-peers *args:
     {{py}} -m devtools.bench_peers "$@"

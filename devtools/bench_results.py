@@ -1,6 +1,6 @@
 """The README's benchmark and chaos tables, regenerated from committed JSON files.
 
-Every benchmark (``just bench``, ``just bench-peers``, ``just fleet``, ``twin bench``,
+Every benchmark (``just bench``, ``just bench-peers``, ``just fleet``, ``just bench-centre``, ``twin bench``,
 ``python -m devtools.bench_serial``, ``python -m hardware.footprint``) ends with
 ``twin.bench_record.record``: one file ``bench-results/<name>.json`` (git-ignored) holding the
 command that produced it, when, on what machine, and its table rows (the format and the writer
@@ -33,7 +33,10 @@ CHAOS_BEGIN = "<!-- chaos-results:begin (python -m devtools.bench_results writes
 CHAOS_END = "<!-- chaos-results:end -->"
 
 # The README's order; files with other names follow, alphabetically.
-ORDER = ("bench", "bench-latency", "bench-peers", "bench-serial", "fleet", "twin-bench", "twin-scale", "footprint")
+ORDER = (
+    "bench", "bench-latency", "bench-peers", "bench-serial", "fleet", "bench-centre", "twin-bench", "twin-scale",
+    "footprint",
+)  # fmt: skip
 
 
 def _result(path: Path) -> Result:

@@ -9,9 +9,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from devtools.mosquitto import MosquittoProcess, mosquitto_binary
 from edge_agent.transports.broker import EmbeddedBroker
+
+# Property tests check behaviour, not speed: no deadline per example and no "generation is
+# slow" failure on a loaded machine (CI's two cores run the suite on both at once)
+settings.register_profile("suite", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("suite")
 
 
 @dataclass(frozen=True)
@@ -91,6 +97,7 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "tests/test_mqtt_link.py": ("broker",),
     "tests/test_mqtt_reads.py": ("broker",),
     "tests/centre/test_console_browser.py": ("browser",),
+    "tests/centre/test_bench_centre.py": ("broker",),  # the bench's subprocess starts Mosquitto
     "tests/agent/test_drops.py::test_a_full_broker_queue_is_counted_and_alarmed": ("broker",),
     "tests/agent/test_flood_held.py": ("broker",),
     "tests/test_devtools.py::test_launcher": ("broker",),

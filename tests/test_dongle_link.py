@@ -339,6 +339,16 @@ stream_items = st.one_of(
 @example([CANON[0], ("ack", 0), CANON[1]], [40], [-1])
 # a message pending when the dongle rebooted, acked after the new boot was committed
 @example([CANON[0], ("ack", 0), CANON[3], CANON[2], ("ack", 0), ("ack", 1), CANON[3]], [7], [-1])
+# the committed boot's HELLO again but from another device id: not a copy, not acked
+@example(
+    [
+        b"\x00\x03\x01\x05\x02\x02\x01\x01\x01\x08\x04\x01\x02\x03\x049A\x00",
+        ("ack", 0),
+        b"\x03\x01\x05\x02\x02\x01\x01\t*\x04\x01\x02\x03\x04\x8aK\x00",
+    ],
+    [1],
+    [1],
+)
 def test_every_ack_answers_a_message_the_consumer_committed(
     plan: list[bytes | tuple[str, int]], chunk_sizes: list[int], rooms: list[int]
 ) -> None:

@@ -157,6 +157,80 @@ async def test_the_silence_is_counted_from_the_reply_not_added_after_each_job(li
     assert statistics.median(gaps) < gap + 0.008, "no timer slack piled on top of the delay"
 
 
+def _gaps_after(log: list[tuple[float, str, bytes]], size: int) -> list[tuple[str, float]]:
+    """For every chunk of ``size`` bytes sent to the master: what the line carried next, after
+    how long."""
+    return [
+        (d1, t1 - t0) for (t0, d0, b0), (t1, d1, _) in itertools.pairwise(log) if d0 == "to_agent" and len(b0) == size
+    ]
+
+
+async def test_a_replys_trailing_bytes_restart_the_silence(tmp_path: Path) -> None:
+    """A node that keeps sending after its reply's CRC (four more bytes straight behind the
+    frame, 4.2 ms at 9,600 baud): the next request waits the whole silence after the last of
+    them, not after the frame. (A 20 ms silence, so that a relay thread late by a few ms on a
+    loaded machine cannot make a request look early.)"""
+    ln = make_line(tmp_path, (1,), baudrate=9600)
+
+    def tap(direction: str, data: bytes) -> None:
+        ln.log.append((time.monotonic(), direction, data))
+        if direction == "to_agent" and data[:2] == b"\x01\x04":  # a reply: queue its tail behind it
+            for _ in range(4):  # byte by byte, as a UART hands them over
+                ln.bus.babble(b"\x00")
+
+    ln.bus.tap = tap
+    settings = ln.settings(baudrate=9600, inter_frame_delay=0.02)
+    try:
+        async with ModbusLampBus(settings) as bus:
+            for _ in range(5):
+                assert isinstance(await bus.poll(1), LampReading)
+    finally:
+        ln.bus.close()
+    kinds = "".join("r" if d == "to_agent" and len(b) > 1 else "t" if d == "to_agent" else "Q" for _, d, b in ln.log)
+    # every reply was followed by its whole tail before the next request: none went out during it
+    assert kinds.startswith("Qrtttt" * 4 + "Qr"), kinds  # (the last tail may come after closing)
+    times = [(t, d) for t, d, _ in ln.log]
+    assert all(
+        t1 - t0 >= settings.frame_gap()
+        for (t0, d0), (t1, d1) in itertools.pairwise(times)
+        if (d0, d1) == ("to_agent", "from_agent")
+    )
+
+
+async def test_a_stray_byte_during_the_silence_restarts_it(tmp_path: Path) -> None:
+    """Noise (or a late byte) on the line 8 ms into a 20 ms silence: the next request waits a full
+    20 ms after it."""
+    ln = make_line(tmp_path, (1,), baudrate=115200)
+    gap = 0.02
+    timers: list[threading.Timer] = []
+
+    def tap(direction: str, data: bytes) -> None:
+        ln.log.append((time.monotonic(), direction, data))
+        if direction == "to_agent" and data[:2] == b"\x01\x04":
+            timers.append(threading.Timer(0.008, ln.bus.babble, (b"\x00",)))
+            timers[-1].start()
+
+    ln.bus.tap = tap
+    try:
+        async with ModbusLampBus(ln.settings(inter_frame_delay=gap, retries=2)) as bus:
+            for _ in range(5):
+                await bus.poll(1)
+                await asyncio.sleep(0)
+    finally:
+        for t in timers:
+            t.join()
+        ln.bus.close()
+    after_stray = _gaps_after(ln.log, 1)
+    in_gaps = [dt for d, dt in after_stray if d == "from_agent"]
+    assert len(in_gaps) >= 3, after_stray  # (a stray byte can come late on a loaded machine)
+    assert min(in_gaps) >= gap, after_stray
+    # and every request, whatever came before it, left the whole silence
+    times = [(t, d) for t, d, _ in ln.log]
+    assert all(
+        t1 - t0 >= gap for (t0, d0), (t1, d1) in itertools.pairwise(times) if (d0, d1) == ("to_agent", "from_agent")
+    )
+
+
 async def test_commands_overtake_queued_polls(line: Line) -> None:
     async with ModbusLampBus(line.settings()) as bus:
         polls = [asyncio.ensure_future(bus.poll(1)) for _ in range(30)]

@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import logging
 import signal
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from edge_agent.agent import sdnotify, topics
@@ -60,7 +61,7 @@ from edge_agent.policy.dispatch_state import parse_shift
 from edge_agent.policy.model import Policy
 from edge_agent.store.db import Store
 from edge_agent.transports.broker import EmbeddedBroker
-from edge_agent.transports.link import LinkFactory, LinkSpec, ServedLink
+from edge_agent.transports.link import Handled, LinkFactory, LinkSpec, MessageHandler, ServedLink
 
 if TYPE_CHECKING:
     from edge_agent.agent.serial_devices import SerialDevices
@@ -114,6 +115,9 @@ class Agent:
         self.clock: Clock = clock or ScaledClock()
         self.stats = AgentStats()
         self.ready = asyncio.Event()
+        # set once the engine has started: the links connect before (so an alarm can leave
+        # while the store refuses writes) but take in nothing until then
+        self.engine_started = asyncio.Event()
         self._south_url = south_url or config.file.south.url
         self._north_url = north_url or config.file.north.url
         self._http_listen = http_listen
@@ -126,7 +130,7 @@ class Agent:
         policy, version = self.delivery.startup_policy()
         self.site = site_from_config(config)
         # the field history twin/calibrate fits a scenario to (alert, event, motion, link logs)
-        self.store.history.install(((d, *info) for d, info in self.site.devices.items()), self.clock.now())
+        self.store.history.create()  # its census is written at start (_start_engine)
         self.active = ActivePolicy(Engine(policy, self.site, self.store), version)
         self.links = Links()
         self.broker: EmbeddedBroker | None = None
@@ -227,7 +231,7 @@ class Agent:
                         + (self.homeassistant.subscriptions() if self.homeassistant is not None else [])
                         + self.foreign.subscriptions("south")
                         + [(topics.BROKER_DROPPED, 0)],  # Mosquitto's own count (edge_agent/agent/drops.py)
-                        self.operator_acks.wrap(self.intake.receive_south),  # without an uplink
+                        self._after_start(self.operator_acks.wrap(self.intake.receive_south)),  # without an uplink
                         commit=self.intake.commit,
                         on_connect=self._south_connected,
                         on_published=self._count_sent("south"),
@@ -239,7 +243,7 @@ class Agent:
                         LinkSpec(
                             "north",
                             topics.subscriptions(gw, "north", uplink=True) + self.foreign.subscriptions("north"),
-                            self.operator_acks.wrap(self.intake.receive_north),
+                            self._after_start(self.operator_acks.wrap(self.intake.receive_north)),
                             commit=self.intake.commit,
                             on_published=self._count_sent("north"),
                         )
@@ -250,31 +254,39 @@ class Agent:
                     self.http = await stack.enter_async_context(
                         serve_http(self.view, file.http, self.config.path, self._http_listen, self.push_acks)
                     )
-                await self._start_engine()
-                # what start-up built lives as long as the process: out of the collector's
-                # sight, so a full collection walks only what the traffic allocates (no
-                # multi-millisecond pause in the middle of an alert)
-                gc.freeze()
                 async with asyncio.TaskGroup() as group:
+
+                    def writing(what: str, loop: Callable[..., Awaitable[None]], *args: Any) -> None:
+                        group.create_task(self._writing(what, functools.partial(loop, *args)))
+
                     group.create_task(south.run())
-                    group.create_task(self.outbound.drain("south", south))
+                    writing("the south outbox", self.outbound.drain, "south", south)
                     if north is not None:
                         group.create_task(north.run())
-                        group.create_task(self.outbound.drain("north", north))
-                        group.create_task(watch_uplink(self.store, self.clock, north))
-                        group.create_task(self.history_north.run(north))
+                        writing("the north outbox", self.outbound.drain, "north", north)
+                    await self._start_engine()
+                    self.engine_started.set()
+                    if south.connected:
+                        self._south_connected()  # (it connected before the engine started)
+                    # what start-up built lives as long as the process: out of the collector's
+                    # sight, so a full collection walks only what the traffic allocates (no
+                    # multi-millisecond pause in the middle of an alert)
+                    gc.freeze()
+                    if north is not None:
+                        writing("the uplink log", watch_uplink, self.store, self.clock, north)
+                        writing("the history north", self.history_north.run, north)
                     group.create_task(run_timers(self.context, self.outbound.apply, shadow=self.shadow))
                     group.create_task(self.flusher.run())
-                    group.create_task(self.lamps.run_rollout())
+                    writing("the lamp rollout", self.lamps.run_rollout)
                     if self.shadow is not None:
-                        group.create_task(self.shadow.run())
+                        writing("the shadow policy", self.shadow.run)
                     if self.serial is not None and self.serial.active:
                         group.create_task(self.serial.run())
                     for name, notify_link in self.links.notify.items():
-                        group.create_task(self.deliveries.drain(name, notify_link))
-                    group.create_task(self.deliveries.run())
+                        writing(f"the {name} outbox", self.deliveries.drain, name, notify_link)
+                    writing("the notification steps", self.deliveries.run)
                     if self.replies is not None:
-                        group.create_task(self.replies.run())
+                        writing("the SMS replies", self.replies.run)
                     await south.wait_connected(timeout=30)
                     self.ready.set()
                     sdnotify.notify("READY=1", f"STATUS={self._service_status()}")
@@ -287,11 +299,26 @@ class Agent:
                 self.shadow.close()
             self.delivery.close()
 
-    async def _start_engine(self) -> None:
-        """Restore timers and decide lamp levels; a store that refuses writes (another process
-        holding a lock, a full disk) is alarmed and retried, not a crash loop."""
+    async def _writing(self, what: str, loop: Callable[[], Awaitable[None]]) -> None:
+        """Run a loop that writes to the store; when the store refuses a write (another process
+        holding its lock, a full disk) sound the alarm and start the loop again a moment later
+        instead of ending the agent: each loop keeps its state in the store, so a restart only
+        repeats what was not committed (receivers drop duplicates by message id)."""
         while True:
             try:
+                await loop()
+            except sqlite3.Error as exc:
+                self.alarm("storage", f"{what} cannot write to the store: {exc}")
+                await asyncio.sleep(STORE_RETRY_S)
+            else:
+                return
+
+    async def _start_engine(self) -> None:
+        """Record the census, restore timers and decide lamp levels; a store that refuses writes
+        (another process holding a lock, a full disk) is alarmed and retried, not a crash loop."""
+        while True:
+            try:
+                self.store.history.install(((d, *info) for d, info in self.site.devices.items()), self.clock.now())
                 with self.store.transaction():
                     self.outbound.apply(self.engine.start(self.clock.now()))
             except sqlite3.Error as exc:
@@ -349,7 +376,21 @@ class Agent:
     def on_effect(self, observer: Callable[[Effect], None] | None) -> None:
         self.outbound.on_effect = observer  # observers (demo timeline)
 
+    def _after_start(self, handler: MessageHandler) -> MessageHandler:
+        """``handler``, holding what arrives until the engine has started (unacknowledged
+        meanwhile: the broker keeps it)."""
+        started = self.engine_started
+
+        async def handle(topic: str, payload: bytes) -> Handled:
+            if not started.is_set():
+                await started.wait()
+            return await handler(topic, payload)
+
+        return handle
+
     def _south_connected(self) -> None:
+        if not self.engine_started.is_set():
+            return  # called again once it has
         self.lamps.resync()
         if self.homeassistant is not None:
             self.homeassistant.announce()  # retained discovery configs, once per connect

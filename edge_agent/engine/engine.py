@@ -45,6 +45,9 @@ class Engine:
         for rule in self.rules:
             for name in rule.events:
                 self.by_event.setdefault(name, []).append(rule)
+        # the rules an event's name, device, group and zone select, in policy order: a selector
+        # depends on nothing else, so each combination is worked out once (bounded below)
+        self._selected: dict[tuple[str, str, str, str | None, str | None], tuple[CompiledRule, ...]] = {}
         # events whose handling may raise an alert, move a timer or store a send: committed with fsync
         self.durable_events = frozenset(
             name
@@ -113,9 +116,7 @@ class Engine:
             if until > now:  # in memory only: a lost boost end is caught by the next tick
                 self.timers.schedule(Timer(f"boost:{event.zone}", until, "boost", {}))
         shared = RuleContext(self.site, self.sun, event, {})  # one lazy context for every rule this event runs
-        for rule in self.by_event.get(event.name, ()):
-            if not rule.matches(event):
-                continue
+        for rule in self._select(event):
             if rule.trigger == "event":
                 effects.extend(
                     self._run(
@@ -139,6 +140,18 @@ class Engine:
                 }
                 self.timers.put(Timer(key, now + rule.for_seconds, "absence", data))
         return effects
+
+    SELECTED_KEEP = 20_000  # combinations remembered (a site has a few hundred devices)
+
+    def _select(self, event: Event) -> tuple[CompiledRule, ...]:
+        key = (event.name, event.kind, event.device, event.group, event.zone)
+        rules = self._selected.get(key)
+        if rules is None:
+            if len(self._selected) >= self.SELECTED_KEEP:
+                self._selected.clear()
+            rules = tuple(r for r in self.by_event.get(event.name, ()) if r.matches(event))
+            self._selected[key] = rules
+        return rules
 
     def _threshold(self, rule: CompiledRule, event: Event, effects: list[Effect]) -> None:
         assert rule.field is not None

@@ -118,12 +118,17 @@ class History:
     def __init__(self, db: sqlite3.Connection) -> None:
         self.db = db
 
+    def create(self) -> None:
+        """The history tables and triggers (idempotent: no write when they exist, so it works
+        while another process holds the database's write lock)."""
+        self.db.executescript(SCHEMA)
+
     def install(self, devices: Iterable[Device], now: float) -> None:
         """Create the history tables and triggers (idempotent) and record the gateway's devices
         ``(id, kind, group, zone)``; a device already in the census keeps its ``since``. Run once
         at start, outside any transaction (its own)."""
         db = self.db
-        db.executescript(SCHEMA)
+        self.create()
         db.execute("BEGIN IMMEDIATE")
         try:
             db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('history.since', ?)", (repr(now),))

@@ -122,7 +122,8 @@ class DongleReceiver:
         self.stats = LinkStats()
         self._decoder = frames.Decoder()
         self._boot = parse_boot(initial_boot)
-        self._hello_seq: int | None = None  # seq of the committed HELLO; None if known only from initial_boot
+        # (seq, device_id) of the committed HELLO; None if known only from initial_boot
+        self._hello: tuple[int, int] | None = None
         self._acked: OrderedDict[int, _Print] = OrderedDict()  # seq -> print, oldest first
         self._pending: dict[int, _Pending] = {}  # data frames delivered, not yet acked or nacked
         self._pending_hello: _Pending | None = None
@@ -171,7 +172,7 @@ class DongleReceiver:
                 self._boot = parse_boot(message.boot)
                 self._acked.clear()
                 self._pending.clear()
-            self._hello_seq = message.seq
+            self._hello = (message.seq, message.device_id)
             self._remember(message.seq, hello.print)
             return frames.encode(frames.ACK, message.seq, message.device_id)
         pending = self._pending.get(message.seq)
@@ -258,10 +259,10 @@ class DongleReceiver:
             return
         print_ = (frame.kind, frame.device_id, frame.payload)
         if self._boot and frame.payload == self._boot:  # the committed boot: a copy of its HELLO
-            if self._hello_seq is None:  # known from initial_boot: the HELLO a previous run committed
-                self._hello_seq = frame.seq
+            if self._hello is None:  # known from initial_boot: the HELLO a previous run committed
+                self._hello = (frame.seq, frame.device_id)
                 self._remember(frame.seq, print_)
-            if frame.seq == self._hello_seq:
+            if (frame.seq, frame.device_id) == self._hello:  # its copy (another id: not what was committed)
                 acks.append(frames.encode(frames.ACK, frame.seq, frame.device_id))
                 self.stats.duplicates += 1
             else:

@@ -53,11 +53,6 @@ PRIORITY_COMMAND = 0  # dim level, on/off, program writes
 PRIORITY_CLOCK = 1  # clock sync
 PRIORITY_POLL = 2  # routine readings
 
-# The event loop's timers are only good to about a millisecond (epoll rounds its timeout up to
-# whole ms, and waking costs more): the last stretch of an inter-frame silence is waited by
-# yielding to the loop (other tasks run meanwhile), at most this long.
-_SPIN_S = 0.0025
-
 
 @dataclass(frozen=True)
 class BusSettings:
@@ -131,7 +126,7 @@ class ModbusLampBus:
         self._tasks: list[asyncio.Task[None]] = []
         self._polling = settings.poll_interval > 0
         self._gap = settings.frame_gap()
-        self._quiet_since = -float("inf")  # when the line last went quiet (a reply, or a timeout)
+        self._quiet_since = -float("inf")  # when bytes last came in (or an attempt gave up)
 
     # --- lifecycle -----------------------------------------------------------------------------
     async def __aenter__(self) -> ModbusLampBus:
@@ -146,6 +141,7 @@ class ModbusLampBus:
             retries=0,  # retries are ours: the scheduler decides what goes next
             reconnect_delay=0.1,
             reconnect_delay_max=2.0,
+            trace_packet=self._trace_packet,
         )
         try:
             connected = await self._client.connect()
@@ -265,21 +261,27 @@ class ModbusLampBus:
                 self._enqueue(PRIORITY_POLL, self._poll_job(unit, None))
             await asyncio.sleep(step)
 
-    async def _silence(self) -> None:
-        """Wait until the line has been quiet for the inter-frame delay since the last reply.
+    def _trace_packet(self, sending: bool, data: bytes) -> bytes:
+        """pymodbus calls this as bytes go out and as each chunk of them comes in, before it
+        parses them: the line was last busy now. Any bytes count (a reply's trailing bytes, a
+        stray byte or another node's reply during the silence): they restart the silence."""
+        if not sending:
+            self._quiet_since = time.monotonic()
+        return data
 
-        The silence is counted from when the reply was complete, so the time spent decoding it
-        and picking the next job counts towards it (a sleep *after* each job would add the
-        event loop's timer slack, about a millisecond, on top of every frame gap).
+    async def _silence(self) -> None:
+        """Wait until the line has been quiet for the inter-frame delay (3.5 characters).
+
+        The silence is counted from when the last bytes came in, so the time spent decoding a
+        reply and picking the next job counts towards it. The wait is a timer (the loop's timers
+        never fire early: epoll rounds up), then one yield: the loop polls the port once more, so
+        bytes that came in up to then are read (and restart the silence) before the request goes.
+        Already quiet long enough (the worker was idle, or waited just before): no wait, as
+        the loop has been reading the port all along.
         """
-        deadline = self._quiet_since + self._gap
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return
-        if remaining > _SPIN_S:
-            await asyncio.sleep(remaining - _SPIN_S + 0.001)
-        while time.monotonic() < deadline:  # noqa: ASYNC110 (no event to wait for: a deadline)
-            await asyncio.sleep(0)  # other tasks run; the line stays quiet
+        while (remaining := self._quiet_since + self._gap - time.monotonic()) > 0:
+            await asyncio.sleep(remaining)
+            await asyncio.sleep(0)  # read what came in meanwhile, then look at the clock again
 
     async def _worker(self) -> None:
         while True:
@@ -338,8 +340,10 @@ class ModbusLampBus:
         client = self._client
         if client is None:
             raise TransportError("bus not open")
+        done = False
         try:
-            return await job.op(client)
+            result = await job.op(client)
+            done = True  # the reply's bytes were timed as they came in (_trace_packet)
         except (ProtocolError, TransportError):
             raise
         except ModbusException as exc:
@@ -347,7 +351,9 @@ class ModbusLampBus:
         except (TimeoutError, OSError, ValueError) as exc:
             raise TransportError(f"unit {job.unit} {job.name}: {exc!r}") from None
         finally:
-            self._quiet_since = time.monotonic()  # the reply is in (or the attempt gave up)
+            if not done:  # no reply, or a bad one: count the silence from giving up
+                self._quiet_since = max(self._quiet_since, time.monotonic())
+        return result
 
     def _mark_answered(self, node: _Node) -> None:
         node.failures = 0

@@ -4,7 +4,8 @@
 Bytes from the agent go to every device; bytes from a device go to the agent and, when
 ``echo_to_devices`` is set, to the other devices too (an RS-485 line: everyone hears everyone).
 With ``baudrate`` set, the line is paced as a half-duplex wire at 10 bits per byte: a chunk is
-delivered when its last stop bit would have arrived, and chunks queue behind each other.
+delivered when its last stop bit would have arrived, and chunks queue behind each other; an
+in-process device's reply starts on the line when its request's last byte arrived (no turnaround).
 Faults: ``loss`` (probability that a device->agent byte is dropped, seeded), ``babble(data)``
 (garbage on the line), ``unplug()`` / ``replug()`` (the agent's port vanishes and returns).
 Must not import: anything of ours (it moves bytes only).
@@ -163,8 +164,11 @@ class PtyBus:
             os.write(self._wake_w, b"x")
 
     # --- relay ------------------------------------------------------------------------------
-    def _schedule(self, data: bytes, origin: object) -> None:
-        now = time.monotonic()
+    def _schedule(self, data: bytes, origin: object, not_before: float | None = None) -> None:
+        """Put ``data`` on the line: from now, or for an in-process device's reply from
+        ``not_before`` (when the request's last byte arrived: a node that answers at once starts
+        then, not when this thread got around to running it)."""
+        now = time.monotonic() if not_before is None else not_before
         with self._lock:
             if self.baudrate:
                 start = max(now, self._line_free)
@@ -175,7 +179,7 @@ class PtyBus:
             self._pending.append((due, "line", data, origin))
         self._poke()
 
-    def _deliver(self, data: bytes, origin: object) -> None:
+    def _deliver(self, data: bytes, origin: object, due: float) -> None:
         if origin != "agent":
             kept = data
             if self.loss:
@@ -199,7 +203,7 @@ class PtyBus:
                 continue
             reply = ipd.feed(data)
             if reply:
-                self._schedule(reply, origin=ipd)
+                self._schedule(reply, origin=ipd, not_before=due)
 
     def _write_agent(self, data: bytes) -> None:
         if not data:
@@ -270,5 +274,5 @@ class PtyBus:
                 ready = [p for p in self._pending if p[0] <= now]
                 self._pending = [p for p in self._pending if p[0] > now]
             ready.sort(key=lambda p: p[0])
-            for _, _, data, origin in ready:
-                self._deliver(data, origin)
+            for due, _, data, origin in ready:
+                self._deliver(data, origin, due)

@@ -8,6 +8,8 @@ every user, and persistence that saves every change.
 from __future__ import annotations
 
 import re
+import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -107,9 +109,23 @@ def test_plaintext_port_exists_only_where_explicitly_configured(tmp_path: Path, 
     admin_port = _free_port()
     extra = f"\nlistener {admin_port} 127.0.0.1\nallow_anonymous true\n"
     with city_broker(tmp_path / "admin", pki, extra_config=extra) as broker:
+        _listening(admin_port)  # (the broker's start waits for its own two ports, not this one)
         assert probe(admin_port, None).accepted
         for port in (broker.mtls_port, broker.password_port):
             assert probe(port, None).connack is None
+
+
+def _listening(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+        else:
+            return
 
 
 def _free_port() -> int:

@@ -21,7 +21,7 @@ def test_local_processes_and_dask_give_identical_kpis(tiny_scenario: Path) -> No
     serial = run_replications(str(tiny_scenario), None, seeds, 3, workers=1)
     pool = run_replications(str(tiny_scenario), None, seeds, 3, workers=2)
     with LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
+        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=":0"
     ) as cluster:
         assert cluster.scheduler_address.startswith("tcp://127.0.0.1:")
         dask = run_replications(str(tiny_scenario), None, seeds, 3, cluster=cluster.scheduler_address)

@@ -113,13 +113,33 @@ def _motion_tables(rates_per_hour: np.ndarray) -> tuple[np.ndarray, np.ndarray, 
     return thresh, alias, cnt
 
 
+def packed_tables(rates_per_hour: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`motion_tables` as the kernel reads them (cached by value): one word per alias column.
+
+    ``packed[(area * 24 + hour) * 64 + col]`` = threshold << 32 | alias (one load per draw);
+    ``counts`` = the count thresholds as uint32, flat. 12 + 6 KB per area: they stay in L1.
+    """
+    rates = np.ascontiguousarray(rates_per_hour, dtype=np.float64)
+    key = (rates.shape, rates.tobytes())
+    cached = _PACKED.get(key)
+    if cached is None:
+        thresh, alias, cnt = motion_tables(rates)
+        packed = (thresh << np.uint64(32)) | alias.astype(np.uint64)
+        cached = (np.ascontiguousarray(packed.ravel()), np.ascontiguousarray(cnt.astype(np.uint32).ravel()))
+        _PACKED[key] = cached
+    return cached
+
+
+_PACKED: dict[tuple[tuple[int, ...], bytes], tuple[np.ndarray, np.ndarray]] = {}
+
+
 def event_kernel(*args: Any) -> tuple[np.ndarray, ...]:
     """:func:`event_block` with ``lighting_block``'s exact argument list (the motion tables added here)."""
     rates = args[12]
     if not isinstance(rates, np.ndarray):
         raise TypeError("event_kernel: argument 13 (rates_per_hour) must be an array")
     block: Callable[..., tuple[np.ndarray, ...]] = event_block
-    return block(*args, *motion_tables(rates))
+    return block(*args, *packed_tables(rates))
 
 
 @njit(cache=True, nogil=True, error_model="numpy")  # divisors are constants or positive
@@ -145,14 +165,16 @@ def event_block(
     record_switches: bool,
     arrival_ptr: np.ndarray,
     arrival_time: np.ndarray,
-    thresh: np.ndarray,
-    alias: np.ndarray,
-    cnt: np.ndarray,
+    packed: np.ndarray,
+    flat_cnt: np.ndarray,
 ) -> tuple[np.ndarray, ...]:
     """``lighting_block``'s contract (arguments, outputs, partial sums), by events.
 
-    The arguments are ``lighting_block``'s plus :func:`motion_tables` of ``rates_per_hour``
-    (:func:`event_kernel` adds them, so callers pass ``lighting_block``'s list).
+    The arguments are ``lighting_block``'s plus :func:`packed_tables` of ``rates_per_hour``
+    (:func:`event_kernel` adds them, so callers pass ``lighting_block``'s list). A night no
+    outage touches on a program whose boost never lights a dark minute folds each occupied
+    minute into the boost runs as it is drawn (no buffer, no second pass); other nights, and
+    given arrivals, fill the night's buffer first.
 
     Lamp ``i`` of the block draws from its own splitmix64 stream, seeded by ``seed`` and
     ``first_lamp + i``. Given arrivals (``arrival_ptr`` non-empty) are used as they are: the
@@ -174,9 +196,6 @@ def event_block(
     boost_by_hour = np.zeros(24)
     plain_rated = np.zeros((n_programs, n_nights))
     given = arrival_ptr.shape[0] > 0
-    flat_thresh = thresh.ravel()
-    flat_alias = alias.ravel()
-    flat_cnt = cnt.ravel()
     buf = np.empty(MINUTES_PER_NIGHT + 1)  # one night's occupied minutes (or given arrivals)
     golden = np.uint64(0x9E3779B97F4A7C15)
     m1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -186,6 +205,7 @@ def event_block(
     s31 = np.uint64(31)
     s58 = np.uint64(58)
     s26 = np.uint64(COUNT_BITS)
+    s32 = np.uint64(32)
     low32 = np.uint64(0xFFFFFFFF)
     low26 = np.uint64((1 << COUNT_BITS) - 1)
     dark_k = np.empty((2, n_nights), dtype=np.int64)
@@ -206,6 +226,7 @@ def event_block(
         standby = standby_w[i]
         boost = boost_level[p]
         boost_len = boost_minutes[p]
+        boost_k = int(math.ceil(boost_len))  # noqa: RUF046
         fast_program = boost_keeps_lit[p]
         o = outage_ptr[i]
         o_end = outage_ptr[i + 1]
@@ -228,7 +249,14 @@ def event_block(
                 k_stop = k_start
             program_lit += hi - lo
             dark += max(0, de - ds)
+            while o < o_end and outage_end[o] <= base + k_start:
+                o += 1
+            touched = o < o_end and outage_start[o] < base + k_stop
+            fused = fast_program and not touched and not given
             n_arr = 0
+            units = unit_sum[p, n]
+            run_a = 0
+            run_b = 0
             if given:
                 while g < g_end and arrival_time[g] < base + MINUTES_PER_NIGHT:
                     if n_arr == buf.shape[0]:
@@ -242,35 +270,48 @@ def event_block(
             elif hi > lo:
                 slot = lo + 1  # next candidate slot: arrivals in (slot - 1, slot]
                 while slot <= hi:  # one clock hour at a time: its last slot, its tables' offset
-                    hour_end = min(((slot - 1) // 60 + 1) * 60, hi)
-                    row = (area * 24 + (12 + (slot - 1) // 60) % 24) * ALIAS_SLOTS
-                    row_cnt = (area * 24 + (12 + (slot - 1) // 60) % 24) * (COUNT_MAX + 1)
-                    while slot <= hour_end:
+                    hour = (slot - 1) // 60
+                    hour_end = min((hour + 1) * 60, hi)
+                    row = (area * 24 + (12 + hour) % 24) * ALIAS_SLOTS
+                    row_cnt = (area * 24 + (12 + hour) % 24) * (COUNT_MAX + 1)
+                    while True:
                         state += golden
                         z = state
                         z = (z ^ (z >> s30)) * m1
                         z = (z ^ (z >> s27)) * m2
                         z = z ^ (z >> s31)
-                        col = row + np.int64(z >> s58)
-                        slot += col - row if ((z >> s26) & low32) < flat_thresh[col] else flat_alias[col]
+                        col = np.int64(z >> s58)
+                        e = packed[row + col]
+                        slot += col if ((z >> s26) & low32) < (e >> s32) else np.int64(e & low32)
                         if slot > hour_end:  # includes "none within 60": never within this hour
                             break
-                        buf[n_arr] = slot
-                        n_arr += 1
                         u = z & low26
                         k = 1
                         while u >= flat_cnt[row_cnt + k]:
                             k += 1
                         arrivals += k
+                        if fused:
+                            if slot < k_stop:
+                                stop = min(slot + boost_k, k_stop)
+                                if slot <= run_b:
+                                    run_b = max(run_b, stop)
+                                else:
+                                    while run_a < run_b:
+                                        cut = min(run_b, (run_a // 60 + 1) * 60)
+                                        extra = boost_prefix[p, n, cut] - boost_prefix[p, n, run_a]
+                                        units += extra
+                                        boost_by_hour[(12 + run_a // 60) % 24] += rated * extra
+                                        run_a = cut
+                                    run_a = slot
+                                    run_b = stop
+                        else:
+                            buf[n_arr] = slot
+                            n_arr += 1
                         slot += 1
+                        if slot > hour_end:
+                            break
                     slot = hour_end + 1
-            while o < o_end and outage_end[o] <= base + k_start:
-                o += 1
-            touched = o < o_end and outage_start[o] < base + k_stop
             if fast_program and not touched:
-                units = unit_sum[p, n]
-                run_a = 0
-                run_b = 0
                 for j in range(n_arr):
                     c = math.ceil(buf[j])
                     if c < k_stop:

@@ -7,8 +7,10 @@ tiled) for a year on ``dask scheduler`` + two ``dask worker`` processes started 
 loopback. The workers get the scenario as content and an empty Numba cache each (each compiles
 its own kernels, timed apart), the memory high-water of every process is watched, and a
 30,000-lamp slice of the province is recomputed in this process and compared bit for bit.
-The district and city rows time the event kernel (``twin.bench.timed_city``); the province
-runs ``twin.province``'s kernel (the per-minute one) and its slice check uses the same.
+Every lamp row times the event kernel (``twin.bench.timed_city``; the district's year also the
+per-minute one beside it): the city, the province's lamps on this machine's threads without a
+cluster (the issue-22 aim: <= 60 s), and the province on Dask (``twin.province`` with
+``event=True``; its slice check uses the same kernel).
 
 Must not import: twin.sim, devtools, hardware.
 """
@@ -31,10 +33,12 @@ from twin.bench import (
     year_rows,
 )
 from twin.city import city_model, run_city
+from twin.kernels.lighting_events import event_kernel
 from twin.province import LoopbackCluster, MemoryWatch, ScenarioContent, connected, run_province, slice_of
 from twin.scenario import load_scenario
 
 CITY_AIM_S = 20.0
+LOCAL_AIM_S = 60.0  # 1,000,000 lamps for a year on this machine's threads, no cluster (issue 22)
 PROVINCE_AIM_S = 300.0
 MEMORY_AIM_GIB = 8.0
 PROVINCE_BLOCK = 2000  # lamps per block on the cluster (and in the slice recomputed here)
@@ -51,6 +55,7 @@ def run_scale(
     days: int = 365,
     city_lamps: int = 100_000,
     province_lamps: int = 1_000_000,
+    local_lamps: int = 1_000_000,
     slice_lamps: int = 30_000,
     workers: int = 2,
     worker_threads: int = 1,
@@ -67,6 +72,7 @@ def run_scale(
     model = city_model(load_scenario(scenario), days)
     n = model.district_lamps
     run_city(model, 1, min(n, 500), threads=threads)
+    run_city(model, 1, min(n, 500), threads=threads, kernel=event_kernel)
     year, t_one = year_rows(model, days, threads, stage)
     rows += year
     stage(f"{city_lamps:,} lamps x {days} nights, {threads} threads")
@@ -79,6 +85,17 @@ def run_scale(
             f"<= {CITY_AIM_S:.0f} s" if aim else "", (t_city <= CITY_AIM_S) if aim else None, t_city, "s",
         )
     )  # fmt: skip
+    if local_lamps > 0:
+        stage(f"{local_lamps:,} lamps x {days} nights, {threads} threads, no cluster")
+        t_local = timed_city(model, 3, local_lamps, threads)
+        aim = local_lamps == 1_000_000 and days == 365
+        rows.append(
+            BenchRow(
+                f"{local_lamps:,} lamps x {days} nights, {threads} threads, no cluster", f"{t_local:.1f} s",
+                f"{local_lamps * days * 1440 / t_local / 1e6:,.0f} M lamp-minutes/s",
+                f"<= {LOCAL_AIM_S:.0f} s" if aim else "", (t_local <= LOCAL_AIM_S) if aim else None, t_local, "s",
+            )
+        )  # fmt: skip
     stage("the plain-SimPy reference, same features, same run")
     rows += reference_rows(scenario, model, t_one, n * days * 1440, sample_lamps, sample_days)
     rows += province_rows(
@@ -119,7 +136,7 @@ def province_rows(
 
             run = run_province(
                 client, content, days, seed, n_lamps, block=PROVINCE_BLOCK, task_lamps=task_lamps,
-                threads=worker_threads, progress=progress,
+                threads=worker_threads, progress=progress, event=True,
             )  # fmt: skip
         cpu = cluster.cpu_seconds()
         memory.stop()
@@ -129,7 +146,7 @@ def province_rows(
     first = max(0, min(first, n_lamps - slice_lamps) // PROVINCE_BLOCK * PROVINCE_BLOCK)
     here_model = city_model(load_scenario(scenario), days)
     t0 = time.perf_counter()
-    here = run_city(here_model, seed, slice_lamps, first=first, block=PROVINCE_BLOCK)
+    here = run_city(here_model, seed, slice_lamps, first=first, block=PROVINCE_BLOCK, kernel=event_kernel)
     t_slice = time.perf_counter() - t0
     same = here.equals(slice_of(here_model, run.blocks, first, slice_lamps))
     jit = ", ".join(f"{w['jit_s']:.1f}" for w in run.warm)

@@ -6,15 +6,16 @@ times it in a fresh interpreter (cold: empty ``NUMBA_CACHE_DIR``; then cached) a
 runs it at install time beside ``twin.city.warm_kernels`` (the per-minute kernel's run).
 
 What dominates a cold compile (``python -m twin.bench_warm`` with an empty ``NUMBA_CACHE_DIR``,
-2 cores, 2026-12-05, load ~0.3 then ~4.7 from other work): total 5.9 s, of which the lamp kernel
-``event_block`` 3.2 s (the per-minute ``lighting_block`` with its arrival helpers: 3.9-4.8 s);
-``switch_table`` 0.6, ``lamp_outages`` 0.65, ``night_tables`` 0.57, ``program_levels`` 0.44,
-``dark_windows`` 0.2, ``sun_table`` 0.12, ``finish_by_hour`` 0.13; import 0.2-0.35. Every
-kernel has one signature (no re-specialisation). The first sizeable function compiled in a
-process also pays Numba's one-time typing set-up (~1-2 s, measured by compiling the same
-kernel twice: 3.7 s then 1.8 s); in ``event_block`` the outage-night minute loop (with the
-inlined policy functions) is ~0.7 s of the 1.8 s. The motion tables are plain Python (was an
-njit function: ~1 s cold).
+2 cores): 2026-12-05, load ~0.3 then ~4.7: total 5.9 s, of which ``event_block`` 3.2 s;
+2026-12-06, load ~2 (main, before the bitmap kernel): total 13.4 s, ``event_block`` 7.2,
+``night_tables`` 1.6, ``lamp_outages`` 1.3, ``program_levels`` 1.2, ``switch_table`` 1.05 (it
+also pays Numba's one-time typing set-up), ``dark_windows`` 0.5, ``sun_table`` 0.3,
+``finish_by_hour`` 0.2; same day, load ~7, the bitmap kernel: total 22.3 s, ``event_block`` 9.7.
+Compile time moves with the machine's load by 2x or more; the kernel's size changed little. The
+motion tables and boost masks are plain Python (``twin.kernels.motion_plan``): nothing to compile.
+The Numba cache is keyed on each source file's absolute path (and ``twin`` picks a cache
+directory from a fingerprint of the sources), so a cache warmed in one checkout is not used by
+another checkout of the same code.
 
 Must not import: simpy, twin.sim, twin.reference, dask, typer, rich.
 """

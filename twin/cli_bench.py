@@ -29,13 +29,16 @@ def bench(
         bool,
         typer.Option(
             "--scale",
-            help="City and province: the district and 100,000 lamps on threads, then 1,000,000 lamps on a "
-            "dask scheduler + 2 dask workers started here on loopback, a 30,000-lamp slice checked against "
+            help="City and province: the district, 100,000 and 1,000,000 lamps on threads, then 1,000,000 lamps "
+            "on a dask scheduler + 2 dask workers started here on loopback, a 30,000-lamp slice checked against "
             "this process (about 5-10 minutes on 2 cores). Writes bench-results/twin-scale.json.",
         ),
     ] = False,
     province_lamps: Annotated[int, typer.Option(help="--scale: lamps in the province run.")] = 1_000_000,
     city_lamps: Annotated[int, typer.Option(help="--scale: lamps in the city run (threads).")] = 100_000,
+    local_lamps: Annotated[
+        int, typer.Option(help="--scale: lamps run on this machine's threads without a cluster (0: skip).")
+    ] = 1_000_000,
     workers: Annotated[int, typer.Option(help="--scale: dask worker processes.")] = 2,
     worker_threads: Annotated[int, typer.Option(help="--scale: --nthreads of each dask worker.")] = 1,
     memory_limit: Annotated[str, typer.Option(help="--scale: --memory-limit of each dask worker.")] = "3GiB",
@@ -77,7 +80,8 @@ def bench(
                 bar.update(tasks[-1], completed=done, total=total)
 
             rows = run_scale(
-                str(scenario), days, city_lamps=city_lamps, province_lamps=province_lamps, workers=workers,
+                str(scenario), days, city_lamps=city_lamps, province_lamps=province_lamps, local_lamps=local_lamps,
+                workers=workers,
                 worker_threads=worker_threads, memory_limit=memory_limit, threads=threads, stage=stage, lamps=lamps,
             )  # fmt: skip
         name, title = "twin-scale", "twin bench --scale (a city on threads, a province on Dask)"

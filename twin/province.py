@@ -81,11 +81,19 @@ def model_from_content(content: ScenarioContent, days: int) -> CityModel:
         return _MODELS[key]
 
 
-def warm_worker(content: ScenarioContent, days: int) -> dict[str, Any]:
-    """Run on each worker: compile (or load) the kernels into its own cache, build the model."""
-    from twin.city import warm_kernels
+def warm_worker(content: ScenarioContent, days: int, event: bool = False) -> dict[str, Any]:
+    """Run on each worker: compile (or load) the kernels into its own cache, build the model.
 
-    jit = warm_kernels()
+    ``event``: the event kernel's set (``twin.bench_warm``), else the per-minute kernel's.
+    """
+    if event:
+        from twin.bench_warm import warm_event_kernels
+
+        jit = warm_event_kernels()
+    else:
+        from twin.city import warm_kernels
+
+        jit = warm_kernels()
     t0 = time.perf_counter()
     model_from_content(content, days)
     return {
@@ -97,10 +105,18 @@ def warm_worker(content: ScenarioContent, days: int) -> dict[str, Any]:
 
 
 def province_task(
-    content: ScenarioContent, days: int, seed: int, plan: list[tuple[int, int]], threads: int = 1
+    content: ScenarioContent, days: int, seed: int, plan: list[tuple[int, int]], threads: int = 1, event: bool = False
 ) -> list[BlockResult]:
-    """One Dask task: the blocks of ``plan`` (consecutive lamps), on the worker's own model."""
-    return run_blocks(model_from_content(content, days), seed, plan, threads)
+    """One Dask task: the blocks of ``plan`` (consecutive lamps), on the worker's own model.
+
+    ``event``: the event kernel (``twin.kernels.lighting_events``), else the per-minute one.
+    """
+    model = model_from_content(content, days)
+    if event:
+        from twin.kernels.lighting_events import event_kernel
+
+        return run_blocks(model, seed, plan, threads, kernel=event_kernel)
+    return run_blocks(model, seed, plan, threads)
 
 
 class MemoryWatch:
@@ -319,12 +335,16 @@ def run_province(
     task_lamps: int = 10_000,
     threads: int = 1,
     progress: Progress | None = None,
+    event: bool = False,
 ) -> ProvinceRun:
-    """``n_lamps`` lamps on the cluster behind ``client``: every worker warmed, then the blocks."""
+    """``n_lamps`` lamps on the cluster behind ``client``: every worker warmed, then the blocks.
+
+    ``event``: the event kernel on the workers (else the per-minute reference kernel).
+    """
     from distributed import as_completed
 
     t0 = time.perf_counter()
-    warm = list(client.run(warm_worker, content, days).values())
+    warm = list(client.run(warm_worker, content, days, event).values())
     warm_seconds = time.perf_counter() - t0
     plan = block_plan(0, n_lamps, block)
     per_task = max(1, task_lamps // block)
@@ -332,7 +352,7 @@ def run_province(
     shipped = client.scatter(content, broadcast=True)
     t0 = time.perf_counter()
     futures = [
-        client.submit(province_task, shipped, days, seed, part, threads, pure=False, key=f"province-{i}")
+        client.submit(province_task, shipped, days, seed, part, threads, event, pure=False, key=f"province-{i}")
         for i, part in enumerate(tasks)
     ]
     blocks: list[BlockResult] = []

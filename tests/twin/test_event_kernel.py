@@ -7,8 +7,8 @@
   per-lamp energy, boost energy and arrival count of the two kernels agree within
   :data:`Z_MAX` standard errors of the difference of means, and the mean arrival count equals
   the analytic Poisson mean (sum of the hourly rates over the lit minutes).
-- The motion tables: the alias table reproduces the geometric skip law, the count table the
-  zero-truncated Poisson law (computed here independently).
+- The motion plan: per slot, chunk mean x alias law / piece length = the hour's rate (computed
+  here independently), each chunk's CDF the Poisson law.
 """
 
 from __future__ import annotations
@@ -23,8 +23,9 @@ import pytest
 from twin.city import city_model, run_city
 from twin.fixed_inputs import read_kernel_arrays
 from twin.kernels.lighting import lighting_block
-from twin.kernels.lighting_events import ALIAS_SLOTS, COUNT_BITS, NONE_WITHIN, event_kernel, motion_tables
+from twin.kernels.lighting_events import event_kernel
 from twin.kernels.lighting_tables import night_tables
+from twin.kernels.motion_plan import ALIAS_COLUMNS, motion_plan
 from twin.reference import read_fixed_inputs, reference_programs, run_reference
 from twin.replication import LightingInputs, prepare_lighting
 from twin.scenario import load_scenario
@@ -149,30 +150,39 @@ def test_blocks_do_not_change_a_lamps_results(naxi_runs: tuple[Any, Any, Any, An
     np.testing.assert_array_equal(again.counters, event.counters[300:1000])
 
 
-def test_motion_tables_reproduce_the_geometric_and_poisson_laws() -> None:
+def test_motion_plan_reproduces_the_per_minute_poisson_law() -> None:
+    """Per slot, the chunk's Poisson mean x P(its piece) / the piece's slots = the hour's rate / 60."""
     rates = np.array([[0.0] * 12 + [3.0] * 6 + [60.0] * 5 + [600.0], [0.6] * 24])
-    thresh, alias, cnt = motion_tables(rates)
+    first_lit = np.array([[100, 0, 30], [700, 1300, 0]])  # a few windows: partial hours, a full night
+    end_lit = np.array([[1000, 1440, 30], [1439, 1440, 0]])
+    ptr, cdf, guide, alias, start, length = motion_plan(rates, first_lit, end_lit)
     scale = 2.0**32
+    n_programs, n_nights = first_lit.shape
     for a in range(2):
-        for h in range(24):
-            law = np.zeros(ALIAS_SLOTS)
-            for col in range(ALIAS_SLOTS):
-                keep = float(thresh[a, h, col]) / scale
-                law[col] += keep / ALIAS_SLOTS
-                law[alias[a, h, col]] += (1.0 - keep) / ALIAS_SLOTS
-            lam = rates[a, h] / 60.0
-            q = math.exp(-lam)
-            want = np.zeros(ALIAS_SLOTS)
-            want[:NONE_WITHIN] = [q**j * (1 - q) for j in range(NONE_WITHIN)]
-            want[NONE_WITHIN] = q**NONE_WITHIN
-            np.testing.assert_allclose(law, want, atol=1e-8, err_msg=f"area {a} hour {h}")
-            if lam > 0:
-                for n in (1, 2, 5):
-                    p_le = sum(math.exp(-lam) * lam**m / math.factorial(m) for m in range(1, n + 1))
-                    want_n = p_le / (1 - math.exp(-lam))
-                    assert abs(float(cnt[a, h, n]) / 2.0**COUNT_BITS - want_n) < 1e-7
+        for p in range(n_programs):
+            for n in range(n_nights):
+                lo, hi = int(first_lit[p, n]), int(end_lit[p, n])
+                got = np.zeros(1442)
+                for ch in range(ptr[(a * n_programs + p) * n_nights + n], ptr[(a * n_programs + p) * n_nights + n + 1]):
+                    mean = -math.log(cdf[ch, 0])  # P(N = 0) = exp(-mean)
+                    pmf = [math.exp(-mean) * mean**k / math.factorial(k) for k in range(40)]
+                    np.testing.assert_allclose(cdf[ch, :40], np.cumsum(pmf), rtol=1e-12, atol=1e-15)
+                    law = np.zeros(ALIAS_COLUMNS)
+                    for col in range(ALIAS_COLUMNS):
+                        keep = float(int(alias[ch, col]) >> 32) / scale
+                        law[col] += keep / ALIAS_COLUMNS
+                        law[int(alias[ch, col]) & 0xFFFFFFFF] += (1.0 - keep) / ALIAS_COLUMNS
+                    for j in range(ALIAS_COLUMNS):
+                        if law[j] > 0:
+                            got[start[ch, j] : start[ch, j] + int(length[ch, j])] += mean * law[j] / int(length[ch, j])
+                    for b in range(guide.shape[1]):  # the search start never skips the answer
+                        assert guide[ch, b] == 0 or cdf[ch, guide[ch, b] - 1] <= b / guide.shape[1]
+                want = np.zeros(1442)
+                slots = np.arange(lo + 1, hi + 1)
+                want[slots] = rates[a, (12 + (slots - 1) // 60) % 24] / 60.0
+                np.testing.assert_allclose(got, want, rtol=1e-8, atol=1e-9, err_msg=f"area {a} program {p} night {n}")
 
 
 def test_motion_rate_beyond_the_cap_is_refused() -> None:
     with pytest.raises(ValueError, match=r"area 0, hour 0: 5000\.0 arrivals per lamp-hour, expected 0 to 960"):
-        motion_tables(np.full((1, 24), 5000.0))
+        motion_plan(np.full((1, 24), 5000.0), np.zeros((1, 1), np.int64), np.ones((1, 1), np.int64))

@@ -5,8 +5,9 @@ defined, so the kernels call *those very functions* (``register_jitable`` on eve
 ``sun.JITABLE``, ``lighting.JITABLE`` and ``dispatch.JITABLE``); the kernels themselves live in
 the submodules (``lighting_tables``: switch minutes, sun events, program levels, darkness, a
 unit lamp's power; ``lighting``: each lamp's level every minute, energy (the exact reference);
-``lighting_events``: the same by events, motion drawn per occupied minute; ``arrivals``: motion
-draws; ``failures``: hazard sampling and kernel-side renewal).
+``lighting_events``: the same by events, motion as Poisson counts per night and a minute bitmap
+(its tables: ``motion_plan``); ``arrivals``: motion draws; ``failures``: hazard sampling and
+kernel-side renewal).
 
 Must not import: simpy, twin.sim, twin.reference, anything doing I/O. Importing ``twin`` first
 (always the case: this is a subpackage) has set ``NUMBA_CACHE_DIR`` to a source-keyed directory.

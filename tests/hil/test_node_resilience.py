@@ -117,7 +117,7 @@ async def test_a_cut_armed_while_the_node_reads_the_line_applies_to_the_next_wri
     """The harness's promise that the test above relies on: a ``cut N`` written before a
     request is sent trips that request's save, also when the request arrives while the node is
     still busy reading earlier bytes (here: the master polling unit 2 on the shared line,
-    16 KiB of it) and does not wait for input in between."""
+    32 KiB of it) and does not wait for input in between."""
     node = node_factory(rtc=True)
     async with ModbusLampBus(bus_settings(node)) as bus:
         await bus.write_program(1, program(1))
@@ -137,7 +137,7 @@ async def test_a_cut_armed_while_the_node_reads_the_line_applies_to_the_next_wri
             os.write(uart, write)
 
     node.line.tap = on_reply
-    os.write(uart, _frame(bytes([1, 4, 0, 0, 0, 15])) + _frame(bytes([2, 4, 0, 0, 0, 15])) * 2048)
+    os.write(uart, _frame(bytes([1, 4, 0, 0, 0, 15])) + _frame(bytes([2, 4, 0, 0, 0, 15])) * 4096)
     await asyncio.to_thread(node.proc.wait_boots, before + 1, 5.0)
     assert armed and "power cut at save step 1" in node.proc.log()
     await asyncio.sleep(0.3)

@@ -6,6 +6,8 @@ it again after a power cut (kill -9) or a watchdog reset, on the same line and f
 from __future__ import annotations
 
 import asyncio
+import os
+import struct
 from collections.abc import Callable
 from datetime import datetime
 
@@ -14,6 +16,7 @@ from pymodbus import FramerType
 from pymodbus.client import AsyncModbusSerialClient
 
 from edge_agent.codec import registers as regmap
+from edge_agent.codec.crc import crc16_modbus
 from edge_agent.errors import EdgeError
 from edge_agent.policy.sun import ZENITH_OFFICIAL, sun_event_minute
 from edge_agent.transports.modbus_bus import BusSettings, ModbusLampBus
@@ -101,6 +104,44 @@ async def test_power_cut_at_every_step_of_a_program_write(node_factory: Callable
         assert r.level == 100 - expect  # 20:00 on its RTC: the 18:00 step
         current = expect
     assert "power cut at save step 7" in node.proc.log()
+
+
+def _frame(pdu: bytes) -> bytes:
+    crc = crc16_modbus(pdu)
+    return pdu + bytes([crc & 0xFF, crc >> 8])
+
+
+async def test_a_cut_armed_while_the_node_reads_the_line_applies_to_the_next_write(
+    node_factory: Callable[..., Node],
+) -> None:
+    """The harness's promise that the test above relies on: a ``cut N`` written before a
+    request is sent trips that request's save, also when the request arrives while the node is
+    still busy reading earlier bytes (here: the master polling unit 2 on the shared line,
+    32 KiB of it) and does not wait for input in between."""
+    node = node_factory(rtc=True)
+    async with ModbusLampBus(bus_settings(node)) as bus:
+        await bus.write_program(1, program(1))
+    await asyncio.sleep(0.2)
+    before = node.proc.boots()
+    assert node.proc.proc.stdin is not None
+    uart = node.proc.proc.stdin.fileno()  # the node's side of the line
+    regs = program(2).to_registers()
+    head = struct.pack(">BBHHB", 1, 16, regmap.HR_PROGRAM_VERSION, len(regs), 2 * len(regs))
+    write = _frame(head + struct.pack(f">{len(regs)}H", *regs))
+    armed: list[bool] = []
+
+    def on_reply(direction: str, data: bytes) -> None:  # the node answered the first poll:
+        if direction == "to_agent" and not armed:  # it is now reading the unit 2 polls
+            armed.append(True)
+            node.proc.command("cut 1")
+            os.write(uart, write)
+
+    node.line.tap = on_reply
+    os.write(uart, _frame(bytes([1, 4, 0, 0, 0, 15])) + _frame(bytes([2, 4, 0, 0, 0, 15])) * 4096)
+    await asyncio.to_thread(node.proc.wait_boots, before + 1, 5.0)
+    assert armed and "power cut at save step 1" in node.proc.log()
+    await asyncio.sleep(0.3)
+    assert (await poll(node)).program_version == 1  # cut before the new copy was written
 
 
 async def test_torn_copies_fall_back_to_previous_then_safe_default(node_factory: Callable[..., Node]) -> None:

@@ -58,13 +58,11 @@ class UnixBoard:
         else:
             self._in = sys.stdin.buffer
             self._out = sys.stdout.buffer
-        self._poll = select.poll()
-        self._poll.register(self._in, select.POLLIN)
         self._ctl = open(ctl, "rb") if ctl else None
-        self._wpoll = select.poll()  # UART or control pipe: wait_rx wakes on either
-        self._wpoll.register(self._in, select.POLLIN)
+        self._poll = select.poll()  # UART and control pipe: see _ready
+        self._poll.register(self._in, select.POLLIN)
         if self._ctl is not None:
-            self._wpoll.register(self._ctl, select.POLLIN)
+            self._poll.register(self._ctl, select.POLLIN)
         self._one = bytearray(1)
         self.pwm = LogPwm()
         self.sensor = simsensor.SimSensor(self.pwm)
@@ -88,22 +86,27 @@ class UnixBoard:
     def ticks_diff(self, a: int, b: int) -> int:
         return int(time.ticks_diff(a, b))
 
-    def wait_rx(self, timeout_ms: int) -> bool:
+    def _ready(self, timeout_ms: int) -> bool:
+        """Whether the UART has a byte (or its end); a pending control line is handled first.
+        Every UART byte is read after such a poll, so a command written before a request's
+        bytes were sent applies to that request (a ``cut N`` to the save it makes), even when
+        the bytes arrive while the main loop is still reading the previous frame."""
         rx = False
         ctl = False
-        for obj, _ev in self._wpoll.ipoll(timeout_ms):
+        for obj, _ev in self._poll.ipoll(timeout_ms):
             if obj is self._in:
                 rx = True
             else:
                 ctl = True
         if ctl:
-            self._command()  # before the bytes that arrived with it (tests arm a cut first)
+            self._command()
         return rx
 
+    def wait_rx(self, timeout_ms: int) -> bool:
+        return self._ready(timeout_ms)
+
     def read_byte(self) -> int:
-        for _ in self._poll.ipoll(0):
-            break
-        else:
+        if not self._ready(0):
             return -1
         n = self._in.readinto(self._one, 1)
         if not n:
@@ -165,7 +168,7 @@ class UnixBoard:
             return
         line = ctl.readline()
         if not line:
-            self._wpoll.unregister(ctl)
+            self._poll.unregister(ctl)
             self._ctl = None
             return
         words = line.split()

@@ -42,6 +42,7 @@ from rich.console import Console
 from rich.table import Table
 
 from centre.db import Database, open_database, sqlite_path
+from devtools.bench_peers import process
 from devtools.cpu import cpu_seconds, machine_busy
 from devtools.mosquitto import MosquittoProcess
 from devtools.postgres import PostgresCluster
@@ -133,21 +134,9 @@ def centre_process(work: Path, port: int, url: str) -> Iterator[subprocess.Popen
         f'[broker]\nurl = "mqtt://127.0.0.1:{port}"\nusername = "centre"\n'
         f'[database]\nurl = "{url}"\n[console]\nlisten = "127.0.0.1:{free_port()}"\n'
     )
-    log = (work / "centre.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "centre.cli", "run", "-c", str(toml)], stdout=log, stderr=subprocess.STDOUT
-    )
-    try:
+    argv = [sys.executable, "-m", "centre.cli", "run", "-c", str(toml)]
+    with process(argv, work / "centre.log", Path.cwd()) as proc:
         yield proc
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        log.close()
 
 
 def _wait_subscribed(port: int, db: Database, proc: subprocess.Popen[bytes], work: Path) -> None:

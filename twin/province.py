@@ -349,7 +349,9 @@ def run_province(
     plan = block_plan(0, n_lamps, block)
     per_task = max(1, task_lamps // block)
     tasks = [plan[i : i + per_task] for i in range(0, len(plan), per_task)]
-    shipped = client.scatter(content, broadcast=True)
+    # hash=False: a key of its own, so the previous call's copy of the same content being
+    # released cannot take this call's with it ("lost dependencies")
+    shipped = client.scatter(content, broadcast=True, hash=False)
     t0 = time.perf_counter()
     futures = [
         client.submit(province_task, shipped, days, seed, part, threads, event, pure=False, key=f"province-{i}")

@@ -186,8 +186,8 @@ async def running(
     config: GatewayConfig, clock: Clock, timeout: float = 20.0, *, links: LinkFactory | None = None
 ) -> AsyncIterator[Agent]:
     """A real agent on ``config`` (on the configured brokers, or on ``links``: an in-process
-    bus), ready (its south link up) within ``timeout`` s, or the error that ended its run;
-    cancelled on the way out."""
+    bus), ready (its south link up, and its north link too when it goes to the same broker)
+    within ``timeout`` s, or the error that ended its run; cancelled on the way out."""
     agent = Agent(config, clock, links=links)
     task = asyncio.create_task(agent.run())
     try:
@@ -199,6 +199,11 @@ async def running(
         if ready not in done:
             ready.cancel()
             raise AssertionError(f"agent not ready within {timeout:g} s")
+        north, south = agent.north, agent.south
+        if north is not None and south is not None and north.address == south.address:
+            # the uplink goes to the broker the south link already reached: subscribed before
+            # the test publishes, so a non-retained message to it is not lost to the race
+            await north.wait_connected(timeout)
         yield agent
     finally:
         task.cancel()

@@ -39,7 +39,7 @@ from numba import njit
 
 from edge_agent.policy.lighting import lamp_level, lamp_power_w
 from twin.kernels import register_policy_functions
-from twin.kernels.lighting_tables import MINUTES_PER_NIGHT, REFERENCE_W
+from twin.kernels.lighting_tables import MINUTES_PER_NIGHT, REFERENCE_W, add_boost_stretch
 from twin.kernels.motion_plan import GUIDE, MINUTE_BITS, boost_masks, lowest_bit, motion_plan, popcount
 
 register_policy_functions()
@@ -185,7 +185,8 @@ def event_block(
                 while g < g_end and arrival_time[g] < base + MINUTES_PER_NIGHT:
                     if n_arr == buf.shape[0]:
                         bigger = np.empty(2 * n_arr)
-                        bigger[:n_arr] = buf
+                        for q in range(n_arr):  # a loop: a slice assignment costs seconds of compile
+                            bigger[q] = buf[q]
                         buf = bigger
                     buf[n_arr] = arrival_time[g] - base
                     n_arr += 1
@@ -258,12 +259,7 @@ def event_block(
                             if first <= run_b:
                                 run_b = max(run_b, stop)
                                 continue
-                        while run_a < run_b:
-                            cut = min(run_b, (run_a // 60 + 1) * 60)
-                            extra = boost_prefix[p, n, cut] - boost_prefix[p, n, run_a]
-                            units += extra
-                            boost_by_hour[(12 + run_a // 60) % 24] += rated * extra
-                            run_a = cut
+                        units = add_boost_stretch(boost_prefix[p, n], run_a, run_b, rated, units, boost_by_hour)
                         run_a = first
                         run_b = stop
                 night_energy = standby * MINUTES_PER_NIGHT + rated * units / REFERENCE_W

@@ -162,6 +162,17 @@ def dark_windows(sun: np.ndarray, n_nights: int) -> tuple[np.ndarray, np.ndarray
     return start, end
 
 
+def _distinct(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted distinct values of ``rows`` (nights x minutes) and each entry's index among them.
+
+    Levels are piecewise constant along a night: the distinct values are among each night's first
+    minute and the minutes where the level changes (far fewer than all minutes to sort).
+    """
+    changed = rows[:, 1:] != rows[:, :-1]
+    values = np.unique(np.concatenate([rows[:, 0], rows[:, 1:][changed]]))
+    return values, np.searchsorted(values, rows)
+
+
 def night_tables(
     levels: np.ndarray,
     boost_level: np.ndarray,
@@ -189,12 +200,11 @@ def night_tables(
     boost_keeps_lit = np.ones(n_programs, dtype=np.bool_)
     for p in range(n_programs):
         boost = float(boost_level[p])
-        values, inverse = np.unique(levels[p], return_inverse=True)
+        values, inverse = _distinct(levels[p])
         plain = [lamp_level(float(v), False, boost, -1.0) for v in values]
         boosted = [lamp_level(float(v), True, boost, -1.0) for v in values]
         power = [lamp_power_w(x, REFERENCE_W, 0.0) for x in plain]
         extra = [lamp_power_w(y, REFERENCE_W, 0.0) - x for x, y in zip(power, boosted, strict=True)]
-        inverse = inverse.reshape(n_nights, n_minutes)
         unit[p] = np.array(power)[inverse]
         boost_prefix[p, :, 1:] = np.add.accumulate(np.array(extra)[inverse], axis=1)
         lit_mask[p] = np.array([x > 0.0 for x in plain])[inverse]

@@ -223,7 +223,8 @@ def night_tables(
     return unit, unit_sum, boost_prefix, lit, dark_lit, on_k, off_k, boost_keeps_lit
 
 
-@njit(cache=True, nogil=True)
+# An explicit signature: otherwise the kernels' ``run_a = 0`` compiles a second, literal-int copy.
+@njit("float64(float64[:], int64, int64, float64, float64, float64[:])", cache=True, nogil=True)
 def add_boost_stretch(
     boost_prefix: np.ndarray, a: int, b: int, rated: float, units: float, boost_by_hour: np.ndarray
 ) -> float:

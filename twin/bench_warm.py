@@ -10,10 +10,15 @@ What dominates a cold compile (``python -m twin.bench_warm`` with an empty ``NUM
 and the table kernels 3.4 s. Two causes, both gone: a slice assignment (``bigger[:n] = buf``,
 growing the arrivals buffer) made Numba compile its shape-mismatch error path, about half of
 ``event_block``'s compile (and of ``lighting_block``'s); the tables (``twin.kernels.lighting_tables``)
-are plain Python now, nothing to compile. What is left: ``event_block`` itself (type inference
-of one large function, then LLVM), ``lamp_outages`` (it also pays Numba's one-time set-up, about
-0.5 s, whichever kernel comes first) and ``finish_by_hour``; ``twin bench`` adds the imports.
-Compile time moves with the machine's load by 2x or more. The
+are plain Python now, nothing to compile. Then: outputs and scratch arrays are allocated in
+Python around ``event_block`` and ``_lamp_failures`` (each ``np.zeros``/``np.empty`` signature
+inside a kernel compiles an overload of its own), and ``add_boost_stretch`` has an explicit
+signature (compiled at import, where Numba's one-time set-up, ~0.5 s, is then paid). Same day,
+load ~1.2-1.7: 3.6-3.7 s here; ``twin bench``'s figure (imports included), interleaved with
+main: 3.8-4.0 s (main 9.8-12.8 s). Parts: ``event_block`` 2.1, ``lamp_outages`` 0.6,
+``finish_by_hour`` 0.35, the rest imports (numba ~0.2 s) and ``add_boost_stretch``;
+``event_block``'s own type inference and LLVM are most of what is left. Compile time moves with
+the machine's load by 2x or more. The
 motion tables and boost masks are plain Python (``twin.kernels.motion_plan``): nothing to compile.
 The Numba cache is keyed on each source file's absolute path (and ``twin`` picks a cache
 directory from a fingerprint of the sources), so a cache warmed in one checkout is not used by

@@ -3,7 +3,7 @@
 One lamp per program of each shipped Naxi policy, decided by the gateway's own code path (the
 engine's ``LightingController.tick`` on a ``ManualClock``, its ``LampSet`` changes applied to the
 lamp's level, no motion) against the twin's per-program level table (``prepare_lighting``:
-``switch_table`` and ``program_levels`` in Numba) for the same nights.
+``switch_table`` and ``program_levels``) for the same nights.
 
 Cost: the gateway recomputes the night's sun events for each lamp each minute (~20 us), so a
 full year is ~10 s per program. The default test ticks every minute of every 14th night and, on

@@ -6,12 +6,19 @@ times it in a fresh interpreter (cold: empty ``NUMBA_CACHE_DIR``; then cached) a
 runs it at install time beside ``twin.city.warm_kernels`` (the per-minute kernel's run).
 
 What dominates a cold compile (``python -m twin.bench_warm`` with an empty ``NUMBA_CACHE_DIR``,
-2 cores): 2026-12-05, load ~0.3 then ~4.7: total 5.9 s, of which ``event_block`` 3.2 s;
-2026-12-06, load ~2 (main, before the bitmap kernel): total 13.4 s, ``event_block`` 7.2,
-``night_tables`` 1.6, ``lamp_outages`` 1.3, ``program_levels`` 1.2, ``switch_table`` 1.05 (it
-also pays Numba's one-time typing set-up), ``dark_windows`` 0.5, ``sun_table`` 0.3,
-``finish_by_hour`` 0.2; same day, load ~7, the bitmap kernel: total 22.3 s, ``event_block`` 9.7.
-Compile time moves with the machine's load by 2x or more; the kernel's size changed little. The
+2 cores): before 2026-12-06 (h22-twin3) ``event_block`` took 5.9 s of 10.5 s on a quiet machine,
+and the table kernels 3.4 s. Two causes, both gone: a slice assignment (``bigger[:n] = buf``,
+growing the arrivals buffer) made Numba compile its shape-mismatch error path, about half of
+``event_block``'s compile (and of ``lighting_block``'s); the tables (``twin.kernels.lighting_tables``)
+are plain Python now, nothing to compile. Then: outputs and scratch arrays are allocated in
+Python around ``event_block`` and ``_lamp_failures`` (each ``np.zeros``/``np.empty`` signature
+inside a kernel compiles an overload of its own), and ``add_boost_stretch`` has an explicit
+signature (compiled at import, where Numba's one-time set-up, ~0.5 s, is then paid). Same day,
+load ~1.2-1.7: 3.6-3.7 s here; ``twin bench``'s figure (imports included), interleaved with
+main: 3.8-4.0 s (main 9.8-12.8 s). Parts: ``event_block`` 2.1, ``lamp_outages`` 0.6,
+``finish_by_hour`` 0.35, the rest imports (numba ~0.2 s) and ``add_boost_stretch``;
+``event_block``'s own type inference and LLVM are most of what is left. Compile time moves with
+the machine's load by 2x or more. The
 motion tables and boost masks are plain Python (``twin.kernels.motion_plan``): nothing to compile.
 The Numba cache is keyed on each source file's absolute path (and ``twin`` picks a cache
 directory from a fingerprint of the sources), so a cache warmed in one checkout is not used by
@@ -51,15 +58,11 @@ def warm_event_kernels(report: dict[str, float] | None = None) -> float:
     offs = np.full(3, 480.0)
     zi, zf = np.zeros(1, np.int64), np.zeros(1)
     on, off = switch_table(20000, 2, 28.0, 105.0, offs, zi, zf, zi, zf)
-    mark("switch_table")
     levels, first_lit, end_lit = program_levels(on, off, np.full(1, 100.0), np.zeros((1, 1)), np.zeros((1, 1)), zi)
-    mark("program_levels")
     sun = sun_table(20000, 3, 28.0, 105.0, offs)
-    mark("sun_table")
     dark_start, dark_end = dark_windows(sun, 2)
-    mark("dark_windows")
     tables = tuple(night_tables(levels, zf, dark_start, dark_end))
-    mark("night_tables")
+    mark("tables")  # plain Python (twin.kernels.lighting_tables): nothing to compile
     ptr, start, end = lamp_outages(1, 0, 2, 0.0, 1e4, FAILURE_DRAWS_PER_LAMP, 1e3, 4.0, 1e5, 6.0, 2880.0)
     mark("lamp_outages")
     out = event_kernel(

@@ -4,7 +4,8 @@ Owns: registering the gateway's pure policy functions with Numba, once, before a
 defined, so the kernels call *those very functions* (``register_jitable`` on every function in
 ``sun.JITABLE``, ``lighting.JITABLE`` and ``dispatch.JITABLE``); the kernels themselves live in
 the submodules (``lighting_tables``: switch minutes, sun events, program levels, darkness, a
-unit lamp's power; ``lighting``: each lamp's level every minute, energy (the exact reference);
+unit lamp's power, plain Python calling the policy functions: nothing to compile;
+``lighting``: each lamp's level every minute, energy (the exact reference);
 ``lighting_events``: the same by events, motion as Poisson counts per night and a minute bitmap
 (its tables: ``motion_plan``); ``arrivals``: motion draws; ``failures``: hazard sampling and
 kernel-side renewal).

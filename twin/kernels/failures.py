@@ -97,7 +97,6 @@ def renewal_outages(
     return ptr, start, end
 
 
-@njit(cache=True, nogil=True)
 def lamp_outages(
     seed: int,
     first_lamp: int,
@@ -116,15 +115,44 @@ def lamp_outages(
     Per lamp: an age uniform in ``[age_lo_h, age_hi_h)``, then up to ``max_failures`` renewals,
     the same hazard and repair model as :func:`time_to_failure` + :func:`renewal_outages`
     (first failure conditional on the age, then new lamps; exponential repairs). Returns CSR
-    arrays (ptr[n_lamps + 1], start[K], end[K]) in absolute twin minutes. Releases the GIL.
+    arrays (ptr[n_lamps + 1], start[K], end[K]) in absolute twin minutes. The draws run in
+    :func:`_lamp_failures` (releases the GIL); arrays are allocated and packed here, in NumPy
+    (inside the kernel each allocation's overload costs a compile of its own).
     """
     if 1 + 3 * max_failures > UNIFORM_BLOCK:
         raise ValueError("max_failures: at most 103 renewals per lamp (one block of uniforms)")
     starts = np.empty((n_lamps, max_failures))
     ends = np.empty((n_lamps, max_failures))
     count = np.zeros(n_lamps, dtype=np.int64)
-    mt = np.empty(MT_N, dtype=np.int64)
-    u = np.empty(UNIFORM_BLOCK)
+    _lamp_failures(
+        seed, first_lamp, age_lo_h, age_hi_h, driver_mtbf_h, wearout_shape, wearout_scale_h, repair_mean_h,
+        horizon_min, starts, ends, count, np.empty(MT_N, dtype=np.int64), np.empty(UNIFORM_BLOCK),
+    )  # fmt: skip
+    ptr = np.zeros(n_lamps + 1, dtype=np.int64)
+    np.cumsum(count, out=ptr[1:])
+    kept = np.arange(max_failures) < count[:, None]  # row by row: lamp order, then failure order
+    return ptr, starts[kept], ends[kept]
+
+
+@njit(cache=True, nogil=True)
+def _lamp_failures(
+    seed: int,
+    first_lamp: int,
+    age_lo_h: float,
+    age_hi_h: float,
+    driver_mtbf_h: float,
+    wearout_shape: float,
+    wearout_scale_h: float,
+    repair_mean_h: float,
+    horizon_min: float,
+    starts: np.ndarray,
+    ends: np.ndarray,
+    count: np.ndarray,
+    mt: np.ndarray,
+    u: np.ndarray,
+) -> None:
+    """:func:`lamp_outages`' draws: lamp ``i``'s outages into ``starts[i, :count[i]]``/``ends``."""
+    n_lamps, max_failures = starts.shape
     for i in range(n_lamps):
         mt_seed(lamp_seed(seed + FAILURE_STREAM, first_lamp + i), mt)
         refill_uniforms(u, mt)  # 312 uniforms: enough for 1 + 3 * max_failures draws
@@ -145,13 +173,3 @@ def lamp_outages(
             c += 1
             t += repair
         count[i] = c
-    ptr = np.zeros(n_lamps + 1, dtype=np.int64)
-    for i in range(n_lamps):
-        ptr[i + 1] = ptr[i] + count[i]
-    start = np.empty(ptr[n_lamps])
-    end = np.empty(ptr[n_lamps])
-    for i in range(n_lamps):
-        for c in range(count[i]):
-            start[ptr[i] + c] = starts[i, c]
-            end[ptr[i] + c] = ends[i, c]
-    return ptr, start, end

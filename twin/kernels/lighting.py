@@ -32,7 +32,7 @@ from numba import njit
 from edge_agent.policy.lighting import lamp_level, lamp_power_w
 from twin.kernels import register_policy_functions
 from twin.kernels.arrivals import MT_N, UNIFORM_BLOCK, lamp_seed, mt_seed, night_arrivals
-from twin.kernels.lighting_tables import MINUTES_PER_NIGHT, REFERENCE_W, night_tables
+from twin.kernels.lighting_tables import MINUTES_PER_NIGHT, REFERENCE_W, add_boost_stretch, night_tables
 
 register_policy_functions()
 
@@ -135,7 +135,8 @@ def lighting_block(
                 while g < g_end and arrival_time[g] < base + MINUTES_PER_NIGHT:
                     if n_arr == buf.shape[0]:
                         bigger = np.empty(2 * n_arr)
-                        bigger[:n_arr] = buf
+                        for q in range(n_arr):  # a loop: a slice assignment costs seconds of compile
+                            bigger[q] = buf[q]
                         buf = bigger
                     buf[n_arr] = arrival_time[g] - base
                     n_arr += 1
@@ -159,20 +160,10 @@ def lighting_block(
                         if first <= run_b:
                             run_b = max(run_b, stop)
                         else:
-                            while run_a < run_b:  # flush the previous run, split by clock hour
-                                cut = min(run_b, (run_a // 60 + 1) * 60)
-                                extra = boost_prefix[p, n, cut] - boost_prefix[p, n, run_a]
-                                units += extra
-                                boost_by_hour[(12 + run_a // 60) % 24] += rated * extra
-                                run_a = cut
+                            units = add_boost_stretch(boost_prefix[p, n], run_a, run_b, rated, units, boost_by_hour)
                             run_a = first
                             run_b = stop
-                while run_a < run_b:
-                    cut = min(run_b, (run_a // 60 + 1) * 60)
-                    extra = boost_prefix[p, n, cut] - boost_prefix[p, n, run_a]
-                    units += extra
-                    boost_by_hour[(12 + run_a // 60) % 24] += rated * extra
-                    run_a = cut
+                units = add_boost_stretch(boost_prefix[p, n], run_a, run_b, rated, units, boost_by_hour)
                 night_energy = standby * MINUTES_PER_NIGHT + rated * units / REFERENCE_W
                 plain_rated[p, n] += rated
                 lit += t_lit[p, n]
@@ -263,7 +254,6 @@ def finish_by_hour(
     return by_hour
 
 
-@njit(cache=True)
 def simulate_lighting(
     seed: int,
     lamp_program: np.ndarray,
@@ -298,7 +288,9 @@ def simulate_lighting(
     outage, ``outage_start <= t < outage_end`` in absolute minutes, intervals of lamp ``i`` at
     ``outage_ptr[i]:outage_ptr[i+1]`` sorted and disjoint), and its power ``lamp_power_w``.
 
-    How: lamps of a program share their level each minute, so :func:`night_tables` evaluates
+    Plain Python around the compiled :func:`lighting_block` and :func:`finish_by_hour` (one
+    block of all lamps). How: lamps of a program share their level each minute, so
+    :func:`night_tables` evaluates
     the policy functions once per program and minute. A lamp-night with no outage in it then
     costs its motion arrivals only: energy is the program's night total scaled to the lamp's
     rated power (``lamp_power_w`` is standby plus rated power times a function of the level) plus,

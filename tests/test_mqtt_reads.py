@@ -16,7 +16,8 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 from devtools.mosquitto import MosquittoProcess
-from edge_agent.transports.mqtt_client import QUIET_LOG, Inbound, acknowledge, make_connection
+from edge_agent.transports.mqtt_client import QUIET_LOG, Inbound, make_connection
+from edge_agent.transports.mqtt_io import acknowledge
 from edge_agent.transports.mqtt_settings import LinkSettings
 from tests.agent.harness import eventually
 

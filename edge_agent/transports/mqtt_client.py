@@ -6,9 +6,8 @@ its CONNACK and the publishes whose PUBACK can no longer come at once, publishin
 so that each PUBACK's reason code reaches its publish (``send_many``), the MQTT 5 reason code
 names (``reason_name``), the client log (``QUIET_LOG``) whose inbound-queue overflows are
 counted (paho's DEBUG records off), paho's MQTT 5 property tables built once
-(``share_paho_property_tables``), reading many packets per socket wake (``read_many_per_wake``),
-writing what is queued in one send (``write_coalesced``), a batch's PUBACKs as one write
-(``acknowledge``) and inbound messages queued as four fields (``pass_messages_through``, ``Inbound``).
+(``share_paho_property_tables``) and inbound messages queued as four fields
+(``pass_messages_through``, ``Inbound``). paho's reads and writes made cheaper: ``mqtt_io``.
 The link that reconnects and serves: edge_agent/transports/mqtt.py.
 Must not import: the engine, the policy, the store or the agent.
 """
@@ -16,23 +15,20 @@ Must not import: the engine, the policy, the store or the agent.
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
 import socket
-import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, cast
 
 import aiomqtt
 import paho.mqtt.client as paho
-from paho.mqtt.client import PUBACK, PUBLISH
-from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from edge_agent.transports.link import Outgoing
+from edge_agent.transports.mqtt_io import tune_paho_io
 from edge_agent.transports.mqtt_settings import LinkSettings
 
 
@@ -86,11 +82,6 @@ QUIET_LOG.addFilter(CLIENT_LOG_FILTER)
 # record per message of a flood. Its notices, warnings and errors still come through.
 QUIET_LOG.setLevel(logging.INFO)
 
-# paho's loop_read reads one packet per call (at most one per pending outbound or QoS 2
-# message: one, in a QoS 1 flood to us), and aiomqtt calls it once per readable socket: a
-# flood cost an event-loop wake per message. The link reads up to this many per wake.
-READS_PER_WAKE = 1024
-
 
 class Inbound(NamedTuple):
     """One inbound message as the link reads it from a connection's queue."""
@@ -115,97 +106,6 @@ def pass_messages_through(client: aiomqtt.Client) -> None:
             QUIET_LOG.warning("Message queue is full. Discarding message.")
 
     client._client.on_message = on_message
-
-
-def read_many_per_wake(client: paho.Client, packets: int = READS_PER_WAKE) -> bool:
-    """Make ``client.loop_read()`` read up to ``packets`` packets, until the socket has no
-    more: paho's own loop with a larger bound, through its private ``_packet_read`` and
-    ``_loop_rc_handle`` (paho 2.x, which aiomqtt 2 requires). False, leaving paho's loop_read in place, if the
-    installed paho has not both (tests/test_mqtt_reads.py checks the installed one has)."""
-    packet_read = getattr(client, "_packet_read", None)
-    rc_handle = getattr(client, "_loop_rc_handle", None)
-    if not callable(packet_read) or not callable(rc_handle):
-        return False
-    again, success, no_conn = paho.MQTT_ERR_AGAIN, paho.MQTT_ERR_SUCCESS, paho.MQTT_ERR_NO_CONN
-
-    def loop_read(max_packets: int = 1) -> MQTTErrorCode:
-        for _ in range(packets):
-            if client.socket() is None:
-                return no_conn
-            rc = packet_read()
-            if rc > 0:
-                handled: MQTTErrorCode = rc_handle(rc)
-                return handled
-            if rc == again:
-                break
-        return success
-
-    client.loop_read = loop_read  # type: ignore[method-assign]
-    return True
-
-
-def write_coalesced(client: paho.Client) -> bool:
-    """Make ``client.loop_write()`` send what is queued in one ``send()``, not one per packet
-    (a batch's 256 PUBACKs were 256 system calls, 11% of the agent's CPU in a QoS 1 flood):
-    before paho's own loop_write runs, each run of queued packets whose completion paho does
-    nothing with (PUBACKs, QoS 1 PUBLISHes, pings: all but QoS 0 PUBLISH and DISCONNECT, which
-    keep their own entries) becomes one entry, through paho's private ``_out_packet`` (paho
-    2.x). False, leaving loop_write alone, if the installed paho has no such queue
-    (tests/test_mqtt_reads.py checks the installed one has, and that the bytes arrive)."""
-    queue = getattr(client, "_out_packet", None)
-    if not isinstance(queue, collections.deque) or not callable(getattr(client, "_packet_write", None)):
-        return False
-    write = client.loop_write
-
-    def plain(packet: Any) -> bool:
-        command = packet["command"] & 0xF0
-        return bool(command != paho.DISCONNECT and (command != PUBLISH or packet["qos"] > 0))
-
-    def loop_write() -> MQTTErrorCode:
-        if len(queue) > 1:
-            merged: collections.deque[Any] = collections.deque()
-            run: list[Any] = []
-            for packet in queue:
-                if plain(packet):
-                    run.append(packet)
-                    continue
-                merged.extend(_merge(run))
-                run = []
-                merged.append(packet)
-            merged.extend(_merge(run))
-            queue.clear()
-            queue.extend(merged)
-        return write()
-
-    client.loop_write = loop_write  # type: ignore[method-assign]
-    return True
-
-
-def _merge(run: list[Any]) -> list[Any]:
-    """One queue entry for ``run`` (packets whose completion needs nothing), from the first
-    one's unsent part on."""
-    if len(run) < 2:
-        return run
-    first = run[0]
-    data = b"".join([first["packet"][first["pos"] :], *(packet["packet"] for packet in run[1:])])
-    return [{"command": PUBACK, "mid": 0, "qos": 1, "pos": 0, "to_process": len(data), "packet": data, "info": None}]
-
-
-_PUBACK = struct.Struct("!BBH")
-
-
-def acknowledge(client: paho.Client, messages: Sequence[Inbound]) -> None:
-    """Acknowledge ``messages`` (manual acknowledgement, in order) as paho's ``ack`` would, but
-    the QoS 1 ones as one queued write of their PUBACKs (paho's private ``_packet_queue``),
-    not a queued packet, two calls and a log call each; one by one through ``ack`` if there
-    is a QoS 2 message among them or the installed paho has no ``_packet_queue``."""
-    queue_packet = getattr(client, "_packet_queue", None)
-    if len(messages) < 2 or not callable(queue_packet) or any(m.qos != 1 for m in messages):
-        for message in messages:
-            client.ack(message.mid, message.qos)
-        return
-    pack = _PUBACK.pack
-    queue_packet(PUBACK, b"".join([pack(PUBACK, 2, m.mid) for m in messages]), 0, 1)
 
 
 # paho leaves Nagle's algorithm on: a small PUBLISH or PUBACK then waits for the previous
@@ -288,8 +188,7 @@ def make_connection(s: LinkSettings) -> Connection:
         **session,
     )
     conn = Connection(client)
-    read_many_per_wake(client._client)
-    write_coalesced(client._client)
+    tune_paho_io(client._client)
     pass_messages_through(client)
     if s.manual_ack:
         # aiomqtt does not expose paho's manual acknowledgement; its paho client does.

@@ -15,7 +15,8 @@ from typing import Protocol
 
 import aiomqtt
 
-from edge_agent.transports.mqtt_client import Inbound, acknowledge
+from edge_agent.transports.mqtt_client import Inbound
+from edge_agent.transports.mqtt_io import acknowledge
 
 log = logging.getLogger("edge_agent.transports.mqtt")
 

@@ -29,7 +29,7 @@ READS_PER_WAKE = 1024
 READ_CHUNK = 65536
 
 
-def read_many_per_wake(client: paho.Client, packets: int = READS_PER_WAKE, chunk: int = READ_CHUNK) -> bool:
+def read_many_per_wake(client: paho.Client, packets: int | None = None, chunk: int = READ_CHUNK) -> bool:
     """Make ``client.loop_read()`` read up to ``packets`` packets, until the socket has no
     more: paho's own loop with a larger bound, through its private ``_packet_read`` and
     ``_loop_rc_handle``; and paho's ``_sock_recv`` hand out what one ``recv(chunk)`` read
@@ -38,6 +38,7 @@ def read_many_per_wake(client: paho.Client, packets: int = READS_PER_WAKE, chunk
     from the socket, which a level-triggered wake reports again): no byte waits in the buffer
     for a wake that would not come. False, leaving paho's loop_read in place, if the installed
     paho has not all three (tests/test_mqtt_reads.py checks the installed one has)."""
+    packets = READS_PER_WAKE if packets is None else packets
     packet_read = getattr(client, "_packet_read", None)
     rc_handle = getattr(client, "_loop_rc_handle", None)
     recv = getattr(client, "_sock_recv", None)

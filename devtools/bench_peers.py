@@ -275,6 +275,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--phases", nargs="+", choices=PHASES, default=list(PHASES), help="the harness's measured phases"
     )
+    parser.add_argument("--flood-n", type=int, default=None, help="events per flood (harness default 50,000)")
     parser.add_argument(
         "--agent-src", type=Path, default=None, help="run our agent from this checkout (an A/B against another)"
     )
@@ -285,6 +286,8 @@ def main(argv: list[str] | None = None) -> None:
         ["--n", "10000", "--duration", "5", "--idle-wait", "5", "--settle", "5", "--pause", "1"] if args.quick else []
     )
     args.harness_args += ["--phases", *args.phases]
+    if args.flood_n is not None:
+        args.harness_args += ["--n", str(args.flood_n)]
     if args.quick:
         args.startup_settle = min(args.startup_settle, 2.0)
     binary = mosquitto_binary()

@@ -8,6 +8,9 @@ installs it from its lock file (``npm ci``, once), starts one Mosquitto (the pee
 each agent in turn, alternating which goes first, each on a fresh process (and, for ours, a
 fresh data dir). Then one table, medians over the rounds, with the issue's aims, and
 ``bench-results/bench-peers.json``. Loopback only; every process it starts, it stops.
+An A/B of our agent alone (records nothing): ``just bench-peers --quick --rounds 1 --agents
+edge-agent --phases flood1 flood0 [--flood-n 30000] --agent-src ../other-checkout``, run
+alternately against each checkout; it prints the floods, the agent's CPU per event and the load.
 """
 
 from __future__ import annotations
@@ -47,6 +50,13 @@ PEER_FILES = (
     "mosquitto-nodelay.conf",
 )
 console = Console()
+AGENTS = ("edge-agent", "node-red")
+PHASES = ("flood0", "flood1", "paced1", "paced0")
+
+
+def loadavg() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
 
 # where the agent's CPU goes per event in a QoS 1 flood, kept in every result's notes
 PROFILE = (
@@ -58,13 +68,25 @@ PROFILE = (
     "two savepoints, the inbox row, the incident row; the PUBACKs 3%); writing 3%; idle in epoll 7%. "
     "127 us of CPU per event under cProfile. With Receive Maximum 65,535 and up to 1,024 packets read per "
     "socket wake, the 20,000 events took 23 wakes (before: one per packet). Since then paho's messages are "
-    "queued as they are (aiomqtt's copy gone: 10 fewer Python calls per message). Next: paho's MQTTMessage "
-    "and its Condition per message, executemany for the inbox and incident rows, one savepoint per batch."
+    "queued as they are (aiomqtt's copy gone: 10 fewer Python calls per message). "
+    "Issue 22, second look (py-spy sampling the agent through a `--quick --agents edge-agent --phases flood1` "
+    "round, and strace -c of 6 s of a 10,000-event QoS 1 flood, 2026-12-06, load 1-8 from other work on the "
+    "2 cores): paho's socket calls were the biggest single items, one send() per PUBACK and per alert (11% of "
+    "the samples) and recv(1), recv(1), recv(rest) per packet (6%): 47,068 recvfrom for 7,500 events. Now a "
+    "batch's PUBACKs are one queued write, queued packets go out in one send(), and reads come from one "
+    "recv(64 KiB) buffer (transports/mqtt_io.py): 228 sendto and 767 recvfrom for the same flood. "
+    "What is left: the intake and its SQLite 18% of the samples (savepoint per message, inbox, incident "
+    "and outbox rows), the outbox drain 12% (pending, publish, DELETE of the delivered rows), paho's "
+    "packet handling 9% (decode, MQTTMessage), the WAL fsync thread 4%; pwrite64 ~2.8 per event (each "
+    "small batch's COMMIT writes its pages again). The agent used 43-50% of a core during those floods "
+    "while its alerts lagged the publisher by seconds: on this machine the flood rate follows the outbox "
+    "drain (stop-and-wait per 64 alerts: fsync, publish, every PUBACK, DELETE) and the load, more than "
+    "the CPU per event."
 )
 
 
-def prepare(peer: Path, work: Path, port: int) -> None:
-    """Copy the peer (rewritten to ``port``) and install Node-RED from its lock file."""
+def prepare(peer: Path, work: Path, port: int, node_red: bool = True) -> None:
+    """Copy the peer (rewritten to ``port``) and install Node-RED from its lock file (if measured)."""
     work.mkdir(parents=True, exist_ok=True)
     for name in PEER_FILES:
         if not (peer / name).exists():
@@ -75,7 +97,7 @@ def prepare(peer: Path, work: Path, port: int) -> None:
         (work / name).write_text(text)
     lock = hashlib.sha256((peer / "package-lock.json").read_bytes()).hexdigest()
     stamp = work / "node_modules" / ".lock-sha256"
-    if not stamp.exists() or stamp.read_text() != lock:
+    if node_red and (not stamp.exists() or stamp.read_text() != lock):
         if shutil.which("npm") is None:
             raise SystemExit("npm is not on PATH: install Node.js 20 (Debian: apt install nodejs npm)")
         console.print("installing Node-RED from the peer's lock file (npm ci)...")
@@ -97,9 +119,11 @@ def agent_config(work: Path, port: int) -> Path:
 
 
 @contextlib.contextmanager
-def process(argv: list[str], log: Path, cwd: Path) -> Iterator[subprocess.Popen[bytes]]:
+def process(
+    argv: list[str], log: Path, cwd: Path, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
     with log.open("wb") as out:
-        proc = subprocess.Popen(argv, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(argv, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, env=env)
     try:
         yield proc
     finally:
@@ -131,12 +155,19 @@ def start_command(name: str, work: Path, port: int) -> tuple[list[str], str]:
     return [sys.executable, "-m", "edge_agent.cli", "run", "-c", str(config)], "south link connected"
 
 
+def agent_env(name: str, source: Path | None) -> dict[str, str] | None:
+    """The agent's environment: ``source`` (a checkout, for an A/B) first on its path."""
+    if source is None or name == "node-red":
+        return None
+    return {**os.environ, "PYTHONPATH": str(source.resolve())}
+
+
 def one_round(name: str, index: int, args: argparse.Namespace, broker: subprocess.Popen[bytes], port: int) -> Path:
     work: Path = args.work
     argv, ready = start_command(name, work, port)
     log = work / f"{name}-{index}.log"
     out = work / f"round-{name}-{index}.json"
-    with process(argv, log, work) as proc:
+    with process(argv, log, work, agent_env(name, args.agent_src)) as proc:
         wait_for_line(log, ready, proc)
         time.sleep(args.startup_settle)  # like the peer's run_bench.sh: let start-up settle
         console.print(f"[bold]round {index}: {name}[/bold] (pid {proc.pid}, load {os.getloadavg()[0]:.1f})")
@@ -166,6 +197,9 @@ def summarize(rounds: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, fl
             f[f"flood{q}_alerts_s"] = median([p.get("alerts_per_s") for p in floods])
             f[f"flood{q}_loss_pct"] = median([p.get("loss_pct") for p in floods])
             f[f"flood{q}_rss_mb"] = median([p.get("agent_rss_mb_after") for p in floods])
+            # the agent's CPU per event sent: steadier than a rate on a busy machine
+            cpu = [p["agent_cpu_s"] * 1e6 / p["events_sent"] if "agent_cpu_s" in p else None for p in floods]
+            f[f"flood{q}_cpu_us"] = median(cpu)
         paced = [phase(r, "paced_q1") for r in results]
         f["paced1_p50_ms"] = median([(p.get("latency_ms") or {}).get("p50") for p in paced])
         f["paced1_p99_ms"] = median([(p.get("latency_ms") or {}).get("p99") for p in paced])
@@ -246,20 +280,37 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--quick", action="store_true", help="short rounds (10k-event floods, 5 s paced, short idle waits): a smoke run"
     )
+    parser.add_argument(
+        "--agents",
+        nargs="+",
+        choices=AGENTS,
+        default=list(AGENTS),
+        help="who is measured; one alone prints its figures and records nothing (an A/B)",
+    )
+    parser.add_argument(
+        "--phases", nargs="+", choices=PHASES, default=list(PHASES), help="the harness's measured phases"
+    )
+    parser.add_argument("--flood-n", type=int, default=None, help="events per flood (harness default 50,000)")
+    parser.add_argument(
+        "--agent-src", type=Path, default=None, help="run our agent from this checkout (an A/B against another)"
+    )
     parser.add_argument("--startup-settle", type=float, default=10.0, help="seconds after connect before a round")
     parser.add_argument("--round-timeout", type=float, default=1200.0)
     args = parser.parse_args(argv)
     args.harness_args = (
         ["--n", "10000", "--duration", "5", "--idle-wait", "5", "--settle", "5", "--pause", "1"] if args.quick else []
     )
+    args.harness_args += ["--phases", *args.phases]
+    if args.flood_n is not None:
+        args.harness_args += ["--n", str(args.flood_n)]
     if args.quick:
         args.startup_settle = min(args.startup_settle, 2.0)
     binary = mosquitto_binary()
     if binary is None:
         raise SystemExit("mosquitto is not on PATH (Debian: apt install mosquitto)")
     port = free_port()
-    prepare(args.peer, args.work, port)
-    rounds: dict[str, list[dict[str, Any]]] = {"edge-agent": [], "node-red": []}
+    prepare(args.peer, args.work, port, node_red="node-red" in args.agents)
+    rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in args.agents}
     started = time.monotonic()
     with process(
         [binary, "-c", str(args.work / "mosquitto-nodelay.conf")], args.work / "mosquitto.log", args.work
@@ -267,11 +318,23 @@ def main(argv: list[str] | None = None) -> None:
         time.sleep(0.5)
         for index in range(1, args.rounds + 1):
             order = ["node-red", "edge-agent"] if index % 2 else ["edge-agent", "node-red"]
-            for name in order:
+            for name in [n for n in order if n in args.agents]:
                 path = one_round(name, index, args, broker, port)
                 rounds[name].append(json.loads(path.read_text()))
                 time.sleep(2)
     figures = summarize(rounds)
+    if len(args.agents) == 1:  # an A/B run: its floods, nothing recorded
+        for name, f in figures.items():
+            flood = {
+                q: f"{fmt(f[f'flood{q}_alerts_s'])} alerts/s ({fmt(f[f'flood{q}_loss_pct'], '.1f')}% lost, "
+                f"{fmt(f[f'flood{q}_cpu_us'])} us CPU/event)"
+                for q in "01"
+            }
+            console.print(
+                f"{name} ({args.agent_src or 'this checkout'}): QoS 1 flood {flood['1']}, "
+                f"QoS 0 {flood['0']}; load {loadavg()}"
+            )
+        return
     table = Table(title=f"edge-agent vs Node-RED 4.1.15, {args.rounds} rounds each (median)")
     for column in ("what", "figure", "aim", ""):
         table.add_column(column)

@@ -67,6 +67,12 @@ class Engine:
         self.trace_buffer = TraceBuffer(site.traces_per_rule)
         self.traces = self.trace_buffer.by_rule  # rule id -> its newest traces
         self._trace = self.trace_buffer.add
+        # a trace's "condition" when it evaluated without trouble, False then True: built once
+        # per rule, shared by its traces (which nobody changes)
+        self._condition_traces = {
+            r.id: ({"if": r.condition_text, "result": False}, {"if": r.condition_text, "result": True})
+            for r in self.rules
+        }
         self.timers = TimerQueue(store.timers)
         self.alerting = Alerting(policy, site, store.alerts, self.timers, self._trace)
         self.sun = SunElevation(site.latitude, site.longitude)
@@ -116,17 +122,12 @@ class Engine:
             if until > now:  # in memory only: a lost boost end is caught by the next tick
                 self.timers.schedule(Timer(f"boost:{event.zone}", until, "boost", {}))
         shared = RuleContext(self.site, self.sun, event, {})  # one lazy context for every rule this event runs
+        trigger: dict[str, Any] | None = None  # one for the event's rule runs (traces only read it)
         for rule in self._select(event):
             if rule.trigger == "event":
-                effects.extend(
-                    self._run(
-                        rule,
-                        event,
-                        {"type": "event", "event": event.name, "device": event.device},
-                        {},
-                        shared,
-                    )
-                )
+                if trigger is None:
+                    trigger = {"type": "event", "event": event.name, "device": event.device}
+                effects.extend(self._run(rule, event, trigger, {}, shared))
             elif rule.trigger == "threshold":
                 self._threshold(rule, event, effects)
             elif rule.trigger == "absence":
@@ -332,9 +333,10 @@ class Engine:
         condition: dict[str, Any] | None = None
         if rule.condition is not None:
             passed, reason = evaluate(rule.condition, env)
-            condition = {"if": rule.condition_text, "result": passed}
             if reason:
-                condition["reason"] = reason
+                condition = {"if": rule.condition_text, "result": passed, "reason": reason}
+            else:
+                condition = self._condition_traces[rule.id][passed]
             if not passed:
                 self._trace(
                     {

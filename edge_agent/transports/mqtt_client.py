@@ -6,8 +6,8 @@ its CONNACK and the publishes whose PUBACK can no longer come at once, publishin
 so that each PUBACK's reason code reaches its publish (``send_many``), the MQTT 5 reason code
 names (``reason_name``), the client log (``QUIET_LOG``) whose inbound-queue overflows are
 counted (paho's DEBUG records off), paho's MQTT 5 property tables built once
-(``share_paho_property_tables``), reading many packets per socket wake (``read_many_per_wake``)
-and inbound messages queued as four fields (``pass_messages_through``, ``Inbound``).
+(``share_paho_property_tables``) and inbound messages queued as four fields
+(``pass_messages_through``, ``Inbound``). paho's reads and writes made cheaper: ``mqtt_io``.
 The link that reconnects and serves: edge_agent/transports/mqtt.py.
 Must not import: the engine, the policy, the store or the agent.
 """
@@ -23,12 +23,12 @@ from typing import Any, NamedTuple, cast
 
 import aiomqtt
 import paho.mqtt.client as paho
-from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from edge_agent.transports.link import Outgoing
+from edge_agent.transports.mqtt_io import tune_paho_io
 from edge_agent.transports.mqtt_settings import LinkSettings
 
 
@@ -82,11 +82,6 @@ QUIET_LOG.addFilter(CLIENT_LOG_FILTER)
 # record per message of a flood. Its notices, warnings and errors still come through.
 QUIET_LOG.setLevel(logging.INFO)
 
-# paho's loop_read reads one packet per call (at most one per pending outbound or QoS 2
-# message: one, in a QoS 1 flood to us), and aiomqtt calls it once per readable socket: a
-# flood cost an event-loop wake per message. The link reads up to this many per wake.
-READS_PER_WAKE = 1024
-
 
 class Inbound(NamedTuple):
     """One inbound message as the link reads it from a connection's queue."""
@@ -111,33 +106,6 @@ def pass_messages_through(client: aiomqtt.Client) -> None:
             QUIET_LOG.warning("Message queue is full. Discarding message.")
 
     client._client.on_message = on_message
-
-
-def read_many_per_wake(client: paho.Client, packets: int = READS_PER_WAKE) -> bool:
-    """Make ``client.loop_read()`` read up to ``packets`` packets, until the socket has no
-    more: paho's own loop with a larger bound, through its private ``_packet_read`` and
-    ``_loop_rc_handle`` (paho 2.x, which aiomqtt 2 requires). False, leaving paho's loop_read in place, if the
-    installed paho has not both (tests/test_mqtt_reads.py checks the installed one has)."""
-    packet_read = getattr(client, "_packet_read", None)
-    rc_handle = getattr(client, "_loop_rc_handle", None)
-    if not callable(packet_read) or not callable(rc_handle):
-        return False
-    again, success, no_conn = paho.MQTT_ERR_AGAIN, paho.MQTT_ERR_SUCCESS, paho.MQTT_ERR_NO_CONN
-
-    def loop_read(max_packets: int = 1) -> MQTTErrorCode:
-        for _ in range(packets):
-            if client.socket() is None:
-                return no_conn
-            rc = packet_read()
-            if rc > 0:
-                handled: MQTTErrorCode = rc_handle(rc)
-                return handled
-            if rc == again:
-                break
-        return success
-
-    client.loop_read = loop_read  # type: ignore[method-assign]
-    return True
 
 
 # paho leaves Nagle's algorithm on: a small PUBLISH or PUBACK then waits for the previous
@@ -220,7 +188,7 @@ def make_connection(s: LinkSettings) -> Connection:
         **session,
     )
     conn = Connection(client)
-    read_many_per_wake(client._client)
+    tune_paho_io(client._client)
     pass_messages_through(client)
     if s.manual_ack:
         # aiomqtt does not expose paho's manual acknowledgement; its paho client does.

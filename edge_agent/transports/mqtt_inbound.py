@@ -16,6 +16,7 @@ from typing import Protocol
 import aiomqtt
 
 from edge_agent.transports.mqtt_client import Inbound
+from edge_agent.transports.mqtt_io import acknowledge
 
 log = logging.getLogger("edge_agent.transports.mqtt")
 
@@ -66,9 +67,8 @@ class AckPipeline:
                     self._fail(len(messages))
                     return
             self.queue.popleft()
-            for message in messages:
-                self.client._client.ack(message.mid, message.qos)
             if messages:
+                acknowledge(self.client._client, messages)
                 self.link.unhandled_streak = 0
         self.empty.set()
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import os
 import random
 import statistics
@@ -173,6 +174,12 @@ def write_gateway(tmp: Path, gw: str, south: str, north: str, n_wearables: int =
     )
 
 
+# Node-RED's p99 at 1,000 msg/s QoS 1 on a quiet 2-core machine (issue 22, `just bench-peers`): the
+# aim of every run of `--latency-runs` (bench-peers compares the two in one run)
+PEER_P99_MS = 1.82
+WARM_UP = 500  # messages sent before the measured ones (end-to-end latency at 1,000 msg/s)
+
+
 async def _latency(port: int, rate: float, count: int, kind: str) -> dict[str, float]:
     """The agent runs as its own process (`edge-agent run`); load and timing run here."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -231,21 +238,39 @@ async def _latency(port: int, rate: float, count: int, kind: str) -> dict[str, f
             await sub.subscribe(listen_topic, qos=1)
             listener = asyncio.create_task(listen(sub))
             interval = 1.0 / rate
-            start = time.perf_counter()
-            for i in range(count):
-                target = start + i * interval
-                delay = target - time.perf_counter()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                device = f"w{i % 20}"
-                event = "geofence_exit" if kind == "publish" else "sos"
-                sent[str(i)] = time.perf_counter()
-                await pub.publish(
-                    f"{root}/wearable/{device}/event", msgspec.json.encode({"v": 1, "event": event, "seq": i}), qos=0
-                )
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(done.wait(), 30)
-            achieved = count / (time.perf_counter() - start)
+            # The first WARM_UP messages (half a second at 1,000 msg/s) go through unmeasured: the
+            # agent's first traffic fills SQLite's page cache and runs code for the first time.
+            # During the measured part this process's own collector is off (its objects frozen
+            # first): a full collection here would stop the clock-reading listener for
+            # milliseconds and be counted as the agent's latency.
+            warm_up = WARM_UP if kind == "publish" else 0
+            gc.collect()
+            gc.freeze()
+            gc.disable()
+            try:
+                start = measured_from = time.perf_counter()
+                for i in range(warm_up + count):
+                    target = start + i * interval
+                    delay = target - time.perf_counter()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                    device = f"w{i % 20}"
+                    event = "geofence_exit" if kind == "publish" else "sos"
+                    if i == warm_up:
+                        measured_from = time.perf_counter()
+                    if i >= warm_up:
+                        sent[str(i)] = time.perf_counter()
+                    await pub.publish(
+                        f"{root}/wearable/{device}/event",
+                        msgspec.json.encode({"v": 1, "event": event, "seq": i}),
+                        qos=0,
+                    )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(done.wait(), 30)
+                achieved = count / (time.perf_counter() - measured_from)
+            finally:
+                gc.enable()
+                gc.unfreeze()
             lost = count - len(latencies)
             listener.cancel()
         agent.terminate()
@@ -313,7 +338,7 @@ def latency_runs(runs: int, count: int) -> None:
             )
             console.print(f"run {run}/{runs}: p99 {lat.get('p99_ms', 0):.2f} ms")
     console.print(table)
-    console.print(f"worst p99 over {runs} runs: {worst:.2f} ms (aim: <= 10 ms in every run)")
+    console.print(f"worst p99 over {runs} runs: {worst:.2f} ms (aim: <= {PEER_P99_MS} ms in every run)")
     path = record(
         "bench-latency",
         title="End-to-end latency, consecutive runs (`just bench --latency-runs`)",
@@ -323,8 +348,8 @@ def latency_runs(runs: int, count: int) -> None:
                 what=f"device event -> rule -> published action at 1,000 msg/s, worst p99 of {runs} runs "
                 f"of {count:,} messages (agent in its own process, Mosquitto)",
                 figure=f"p99 per run: {', '.join(f'{p:.2f}' for p in p99s)} ms; p50 {min(p50s):.2f}-{max(p50s):.2f} ms",
-                aim="p99 <= 10 ms in every run",
-                met=worst <= 10,
+                aim=f"p99 <= {PEER_P99_MS} ms (Node-RED's, issue 22) in every run",
+                met=worst <= PEER_P99_MS,
                 value=round(worst, 3),
                 unit="ms",
             )

@@ -9,6 +9,7 @@ let pile up in the socket (the event loop blocked meanwhile), then counted as it
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
@@ -18,7 +19,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from devtools.mosquitto import MosquittoProcess
 from edge_agent.transports import mqtt_io
-from edge_agent.transports.mqtt_client import QUIET_LOG, Inbound, make_connection
+from edge_agent.transports.mqtt_client import QUIET_LOG, Inbound, make_connection, send_many
 from edge_agent.transports.mqtt_io import acknowledge
 from edge_agent.transports.mqtt_settings import LinkSettings
 from tests.agent.harness import eventually
@@ -121,3 +122,47 @@ async def test_a_batch_of_pubacks_is_one_write_and_the_broker_takes_each() -> No
             sender.disconnect()
             sender.loop_stop()
     assert seen == [b"%d" % i for i in range(ACKED, BURST)] + [b"end"]
+
+
+async def test_publishes_past_the_in_flight_cap_still_go_and_idle_pubacks_walk_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``scan_queue_only_when_queued``: with paho's in-flight cap at 3, 40 QoS 1 publishes
+    (37 queued at first) are each sent and acknowledged, in order, as each PUBACK frees a slot;
+    with nothing queued (3 publishes at a time under that cap), the PUBACKs never walk paho's
+    list of messages."""
+    walks = 0
+    walk = paho.Client._update_inflight
+
+    def counted(self: paho.Client) -> paho.MQTTErrorCode:
+        nonlocal walks
+        walks += 1
+        result: paho.MQTTErrorCode = walk(self)
+        return result
+
+    monkeypatch.setattr(paho.Client, "_update_inflight", counted)  # under the link's own guard
+    with MosquittoProcess() as broker:
+        conn = make_connection(LinkSettings("127.0.0.1", broker.port, "publisher", clean_session=True))
+        conn.client._client.max_inflight_messages_set(3)
+        watcher = paho.Client(CallbackAPIVersion.VERSION2, client_id="watcher")
+        seen: list[bytes] = []
+        watcher.on_message = lambda _c, _u, message: seen.append(message.payload)
+        watcher.connect("127.0.0.1", broker.port)
+        watcher.subscribe("capped/#", qos=1)
+        watcher.loop_start()
+        try:
+            await asyncio.sleep(0.2)
+            async with conn.client:
+                codes = await send_many(conn, [(f"capped/{i}", b"%d" % i, 1, False) for i in range(40)], 10)
+                assert codes == [0] * 40
+                assert walks > 0  # the queued ones went out through paho's walk
+                walks = 0
+                for start in range(40, 49, 3):
+                    batch = [(f"capped/{i}", b"%d" % i, 1, False) for i in range(start, start + 3)]
+                    assert await send_many(conn, batch, 10) == [0] * 3
+                assert walks == 0, f"{walks} walks of paho's message list with nothing queued"
+            await eventually(lambda: len(seen) >= 49, 10, "the 49 messages at the watcher")
+        finally:
+            watcher.disconnect()
+            watcher.loop_stop()
+    assert seen == [b"%d" % i for i in range(49)]

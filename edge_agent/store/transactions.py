@@ -111,6 +111,7 @@ class Transactions:
         self._changes_seen = self.db.total_changes
         self._checkpointer: Checkpointer | None = None
         self._syncer: WalSyncer | None = None
+        self._wal_path: Path | None = None
 
     def start_syncing(self) -> None:
         """Start the fsync and checkpoint threads: the last step of opening the store, once its
@@ -120,9 +121,12 @@ class Transactions:
             # their own, so they never stall the event loop: inline auto-checkpoints added
             # 10-20 ms to every thousandth message.
             self.db.execute("PRAGMA wal_autocheckpoint=0")
+            # a WAL that grew past the limit while a restart was held off is cut back to it
+            self.db.execute(f"PRAGMA journal_size_limit={Checkpointer.RESTART_BYTES}")
             self._checkpointer = Checkpointer(self.path)
             # SQLite names the WAL after the full path of the database, symlinks resolved
-            self._syncer = WalSyncer(Path(os.path.realpath(self.path) + "-wal"))
+            self._wal_path = Path(os.path.realpath(self.path) + "-wal")
+            self._syncer = WalSyncer(self._wal_path)
 
     def total(self, value: int) -> TxTotal:
         """A running total that follows this connection's transactions, starting at ``value``."""
@@ -229,10 +233,25 @@ class Transactions:
         if changes == self._changes_seen:
             return  # a read-only transaction: nothing to sync
         self._changes_seen = changes
-        if self._checkpointer is not None:
-            self._checkpointer.commits += 1
         if self._syncer is not None:
             self._syncer.note_commit(sync_soon=sync_soon)
+        if self._checkpointer is not None:
+            self._checkpointer.commits += 1
+            self._keep_wal_bounded(self._checkpointer)
+
+    def _keep_wal_bounded(self, checkpointer: Checkpointer) -> None:
+        """After a commit, before the next BEGIN: the store's part in restarting a large WAL
+        (see :class:`Checkpointer`)."""
+        if checkpointer.tail_wanted:
+            checkpointer.checkpoint_tail(self.db)
+            return
+        assert self._wal_path is not None
+        try:
+            size = os.stat(self._wal_path).st_size
+        except FileNotFoundError:
+            return
+        if size > checkpointer.RESTART_BYTES:
+            checkpointer.wal_grew()
 
     async def sync(self) -> None:
         """Return once everything committed before the call is on disk.

@@ -13,7 +13,11 @@ Futures are resolved with ``loop.call_soon_threadsafe``; nobody polls. An fsync 
 sticky (after a failed fsync Linux may drop the dirty pages and report later fsyncs as
 successful, so nothing after it can be promised): every waiter then and later gets
 ``sqlite3.OperationalError`` ("disk I/O error", as SQLite itself reports a failed fsync), and a
-restart of the process is the recovery. Must not import: engine, transports, agent.
+restart of the process is the recovery.
+
+:class:`Checkpointer` copies the WAL back into the database on a thread of its own and, with
+the store's help between two of its transactions, keeps the WAL from growing without end under
+a flood that never pauses. Must not import: engine, transports, agent.
 """
 
 from __future__ import annotations

@@ -294,23 +294,29 @@ class Checkpointer:
                 if not grew and self.commits < self.EVERY_COMMITS:
                     continue
                 self.commits = 0
+                caught_up = False
                 with contextlib.suppress(sqlite3.Error):  # busy: try again next time
-                    self._checkpoint(db, catch_up=grew)
-                if grew:
-                    self.tail_wanted = True
+                    caught_up = self._checkpoint(db, catch_up=grew)
+                # the store copies the tail only after a checkpoint here copied the bulk (if
+                # another connection held the checkpoint lock, its next commit asks again)
+                self.tail_wanted = grew and caught_up
 
         finally:
             db.close()
 
-    def _checkpoint(self, db: sqlite3.Connection, *, catch_up: bool) -> None:
+    def _checkpoint(self, db: sqlite3.Connection, *, catch_up: bool) -> bool:
         """One passive checkpoint; ``catch_up``: again while the writer appended more than
-        :attr:`TAIL_FRAMES` during the last one, so that the store's tail is short."""
+        :attr:`TAIL_FRAMES` during the last one, so that the store's tail is short. False if
+        the checkpoint lock was busy (another connection checkpointing)."""
         seen = 0
         for _ in range(self.CATCH_UP_ROUNDS if catch_up else 1):
             busy, frames, _ = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-            if busy or frames - seen <= self.TAIL_FRAMES:
-                return
+            if busy:
+                return seen > 0
+            if frames - seen <= self.TAIL_FRAMES:
+                break
             seen = frames
+        return True
 
     def stop(self) -> None:
         self._stop.set()

@@ -281,9 +281,13 @@ async def test_the_wal_stays_bounded_under_a_flood_of_batches(tmp_path: Path) ->
     wal = _wal(store)
     await store.sync()
     inode = wal.stat().st_ino
-    bound = 6 * Checkpointer.RESTART_BYTES  # the restart threshold, and what a slow fsync adds
+    # rewound at 8 MiB; what the writer adds while a checkpoint waits for a slow fsync on a
+    # shared machine comes on top (up to 50 MiB seen at 150 MB/s): a loose bound on the largest
+    # size, a tight one on the typical size
+    bound = 8 * Checkpointer.RESTART_BYTES
     syncs: list[asyncio.Future[None]] = []
-    rows = largest = 0
+    sizes: list[int] = []
+    rows = 0
     try:
         for _ in range(300):  # 60,000 rows: some 130 MB of WAL if it were never rewound
             store.begin_batch()
@@ -296,10 +300,12 @@ async def test_the_wal_stays_bounded_under_a_flood_of_batches(tmp_path: Path) ->
             future = store.synced()
             if future is not None:
                 syncs.append(future)
-            largest = max(largest, wal.stat().st_size)
-            assert largest < bound, f"the WAL reached {largest >> 20} MiB after {rows} rows"
+            sizes.append(wal.stat().st_size)
+            assert sizes[-1] < bound, f"the WAL reached {sizes[-1] >> 20} MiB after {rows} rows"
             await asyncio.sleep(0)
         await asyncio.wait_for(asyncio.gather(*syncs), 30)
+        typical = sorted(sizes)[len(sizes) // 2]
+        assert typical <= 2 * Checkpointer.RESTART_BYTES, f"the WAL was {typical >> 20} MiB half the time"
         assert wal.stat().st_ino == inode, "rewound in place: the syncer's fd stays the live -wal"
     finally:
         store.close()

@@ -23,25 +23,42 @@ after its commit (so an alert committed by a timer, which nobody acknowledges, i
 ms later) without waiting for it.
 
 Checkpoints. Commits never checkpoint (``wal_autocheckpoint=0``); a background thread runs
-``wal_checkpoint(PASSIVE)`` every 256 commits on its own connection. In WAL mode NORMAL differs
-from FULL only in whether a *commit* syncs the WAL. The SQLite docs (PRAGMA synchronous): with
-NORMAL in WAL mode "the WAL file is synchronized before each checkpoint and the database file is
-synchronized after each completed checkpoint and the WAL file header is synchronized when a WAL
-file begins to be reused after a checkpoint, but no sync operations occur during most
-transactions" (strace on 3.40 agrees: fdatasync of -wal then of the database on the
-checkpointing thread, none on a commit). So the WAL is restarted (overwritten from offset 0)
-only once its frames are durable in the database, and our fsync of the WAL never needs the
-database file: a commit's frames are either still in the WAL it fsyncs, or already synced into
-the database by a checkpoint. The one sync SQLite still does on the event loop is that header
-sync: the first commit after a WAL restart writes a new header and syncs it (one small fsync per
-checkpoint cycle, of a file whose other pages the checkpoint already flushed).
+``wal_checkpoint(PASSIVE)`` every 256 commits on its own connection. That alone never rewinds the
+WAL under a sustained flood: SQLite restarts the WAL only at a BEGIN that finds every frame
+copied back, and a writer that begins its next batch as soon as it committed the last one has
+always appended frames since the other connection's checkpoint started (the WAL grew by some
+30 MB a second for as long as a QoS 1 flood lasted). So once ``-wal`` passes
+``Checkpointer.RESTART_BYTES`` (8 MiB) after a commit, the thread checkpoints at once, and after
+the store's next commit, before its next BEGIN, the store's own connection copies the few frames
+committed meanwhile (a PASSIVE checkpoint: a few ms on the event loop, its two fsyncs included,
+once per 8 MiB written); its next transaction then rewinds the WAL, and ``journal_size_limit``
+cuts the file back to 8 MiB. A reader holding an old snapshot only postpones this to the next
+round.
+
+In WAL mode NORMAL differs from FULL only in whether a *commit* syncs the WAL. The SQLite docs
+(PRAGMA synchronous): with NORMAL in WAL mode "the WAL file is synchronized before each
+checkpoint and the database file is synchronized after each completed checkpoint and the WAL
+file header is synchronized when a WAL file begins to be reused after a checkpoint, but no sync
+operations occur during most transactions" (strace on 3.40 agrees: fdatasync of -wal then of the
+database on the checkpointing thread, none on a commit). So the WAL is restarted (overwritten
+from offset 0) only once its frames are durable in the database, and our fsync of the WAL never
+needs the database file: a commit's frames are either still in the WAL it fsyncs, or already
+synced into the database by a checkpoint. This holds for the restarts the store's connection
+asks for too: the checkpoint it runs is an ordinary one (WAL fsynced, frames copied, database
+fsynced, and only then counted as copied back), so a commit whose frames a restart overwrites
+before the syncer's next fsync is already durable in the database, and a waiter released by that
+fsync is owed nothing more; no extra fsync of the old frames is needed. Besides that tail
+checkpoint, the one sync SQLite does on the event loop is the header sync: the first commit
+after a WAL restart writes a new header and syncs it (one small fsync per restart, of a file
+whose other pages the checkpoint already flushed).
 
 WAL identity. While a connection stays open, SQLite restarts the WAL in the same file (same
-inode; TRUNCATE only shortens it). The syncer still checks the inode before every fsync and
-re-opens ``-wal`` if it was replaced (the last connection closed it, or the journal mode
-changed). ``:memory:`` databases have nothing to sync: ``sync()`` returns at once. If WAL mode
-cannot be had (a filesystem without shared memory), the store falls back to ``synchronous=FULL``
-and ``sync()`` returns at once: every commit is then synced inline, as it used to be.
+inode; TRUNCATE and ``journal_size_limit`` only shorten it). The syncer still checks the inode
+before every fsync and re-opens ``-wal`` if it was replaced (the last connection closed it, or
+the journal mode changed). ``:memory:`` databases have nothing to sync: ``sync()`` returns at
+once. If WAL mode cannot be had (a filesystem without shared memory), the store falls back to
+``synchronous=FULL`` and ``sync()`` returns at once: every commit is then synced inline, as it
+used to be.
 
 In-memory totals (:class:`TxTotal`, the outbox's queued bytes) follow the transactions: a change
 made inside one counts once it commits; a ROLLBACK, or a failed savepoint's, drops it.
@@ -111,6 +128,7 @@ class Transactions:
         self._changes_seen = self.db.total_changes
         self._checkpointer: Checkpointer | None = None
         self._syncer: WalSyncer | None = None
+        self._wal_path: Path | None = None
 
     def start_syncing(self) -> None:
         """Start the fsync and checkpoint threads: the last step of opening the store, once its
@@ -120,9 +138,12 @@ class Transactions:
             # their own, so they never stall the event loop: inline auto-checkpoints added
             # 10-20 ms to every thousandth message.
             self.db.execute("PRAGMA wal_autocheckpoint=0")
+            # a WAL that grew past the limit while a restart was held off is cut back to it
+            self.db.execute(f"PRAGMA journal_size_limit={Checkpointer.RESTART_BYTES}")
             self._checkpointer = Checkpointer(self.path)
             # SQLite names the WAL after the full path of the database, symlinks resolved
-            self._syncer = WalSyncer(Path(os.path.realpath(self.path) + "-wal"))
+            self._wal_path = Path(os.path.realpath(self.path) + "-wal")
+            self._syncer = WalSyncer(self._wal_path)
 
     def total(self, value: int) -> TxTotal:
         """A running total that follows this connection's transactions, starting at ``value``."""
@@ -229,10 +250,25 @@ class Transactions:
         if changes == self._changes_seen:
             return  # a read-only transaction: nothing to sync
         self._changes_seen = changes
-        if self._checkpointer is not None:
-            self._checkpointer.commits += 1
         if self._syncer is not None:
             self._syncer.note_commit(sync_soon=sync_soon)
+        if self._checkpointer is not None:
+            self._checkpointer.commits += 1
+            self._keep_wal_bounded(self._checkpointer)
+
+    def _keep_wal_bounded(self, checkpointer: Checkpointer) -> None:
+        """After a commit, before the next BEGIN: the store's part in restarting a large WAL
+        (see :class:`Checkpointer`)."""
+        if checkpointer.tail_wanted:
+            checkpointer.checkpoint_tail(self.db)
+            return
+        assert self._wal_path is not None
+        try:
+            size = os.stat(self._wal_path).st_size
+        except FileNotFoundError:
+            return
+        if size > checkpointer.RESTART_BYTES:
+            checkpointer.wal_grew()
 
     async def sync(self) -> None:
         """Return once everything committed before the call is on disk.

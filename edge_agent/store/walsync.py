@@ -13,7 +13,11 @@ Futures are resolved with ``loop.call_soon_threadsafe``; nobody polls. An fsync 
 sticky (after a failed fsync Linux may drop the dirty pages and report later fsyncs as
 successful, so nothing after it can be promised): every waiter then and later gets
 ``sqlite3.OperationalError`` ("disk I/O error", as SQLite itself reports a failed fsync), and a
-restart of the process is the recovery. Must not import: engine, transports, agent.
+restart of the process is the recovery.
+
+:class:`Checkpointer` copies the WAL back into the database on a thread of its own and, with
+the store's help between two of its transactions, keeps the WAL from growing without end under
+a flood that never pauses. Must not import: engine, transports, agent.
 """
 
 from __future__ import annotations
@@ -223,31 +227,98 @@ class Checkpointer:
     """A background thread with its own connection running passive WAL checkpoints once
     enough has been written (an idle gateway never checkpoints, so it never fsyncs for it).
     Its connection is ``synchronous=NORMAL`` like the store's: checkpoints sync the WAL and the
-    database file in NORMAL as in FULL (see the module docstring)."""
+    database file in NORMAL as in FULL (see the module docstring).
+
+    Keeping the WAL bounded under a flood takes the writer's help. SQLite restarts the WAL (the
+    next transaction writes from offset 0) only if, when the writer *begins* a transaction,
+    every frame is already copied back (nBackfill == mxFrame) and no reader holds an older
+    snapshot. A writer that commits a batch and begins the next one at once has always appended
+    frames since a checkpoint on another connection started, so PASSIVE checkpoints here finish
+    (each copies all it saw) yet never leave the WAL fully copied at a BEGIN: the WAL grew by
+    tens of MB a second and was never rewound. So once the store sees ``-wal`` grow past
+    :attr:`RESTART_BYTES` (:meth:`wal_grew`), this thread runs a checkpoint at once (the bulk of
+    the copying, off the event loop) and then sets :attr:`tail_wanted`; the store's connection,
+    after its next commit and before its next BEGIN, copies the few frames committed meanwhile
+    (:meth:`checkpoint_tail`), so its next transaction restarts the WAL. Until the store has done
+    that, this thread starts no checkpoint (the two never contend for the checkpoint lock).
+    """
 
     EVERY_COMMITS = 256
+    #: a ``-wal`` larger than this is rewound as soon as the writer lets it (also SQLite's
+    #: ``journal_size_limit``: what the file is cut back to after a restart)
+    RESTART_BYTES = 8 << 20
+    TAIL_FRAMES = 64  # a catch-up round that found at most this many new frames is the last
+    CATCH_UP_ROUNDS = 4
 
     def __init__(self, path: Path, interval: float = 0.25) -> None:
         self._path = path
         self._interval = interval
         self.commits = 0  # incremented by the store's connection after each commit
+        self.tail_wanted = False  # set here, cleared by the store's connection (checkpoint_tail)
+        self.restarts_asked = 0  # tails the store copied: WAL restarts it asked for
+        self._grew = False  # the store saw the WAL grow past RESTART_BYTES
+        self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="sqlite-checkpoint", daemon=True)
         self._thread.start()
 
+    # ----- the store's side (its thread) --------------------------------------------------
+    def wal_grew(self) -> None:
+        """The store saw ``-wal`` larger than :attr:`RESTART_BYTES`: checkpoint now."""
+        if not self._grew and not self.tail_wanted:
+            self._grew = True
+            self._wake.set()
+
+    def checkpoint_tail(self, db: sqlite3.Connection) -> None:
+        """On the store's connection, between a COMMIT and the next BEGIN: copy what was
+        committed since this thread's checkpoint, so that the next transaction restarts the WAL.
+        PASSIVE never waits for anyone; if a reader still holds an old snapshot, the WAL is not
+        restarted this time and the next growth past the limit tries again."""
+        self.tail_wanted = False
+        self.restarts_asked += 1
+        with contextlib.suppress(sqlite3.Error):
+            db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        self._wake.set()
+
+    # ----- the thread ---------------------------------------------------------------------
     def _run(self) -> None:
         db = sqlite3.connect(str(self._path), isolation_level=None)
         try:
             db.execute("PRAGMA synchronous=NORMAL")
-            while not self._stop.wait(self._interval):
-                if self.commits < self.EVERY_COMMITS:
+            while not self._stop.is_set():
+                self._wake.wait(self._interval)
+                self._wake.clear()
+                if self._stop.is_set() or self.tail_wanted:
+                    continue  # the store has not copied the tail yet: no checkpoint meanwhile
+                grew, self._grew = self._grew, False
+                if not grew and self.commits < self.EVERY_COMMITS:
                     continue
                 self.commits = 0
+                caught_up = False
                 with contextlib.suppress(sqlite3.Error):  # busy: try again next time
-                    db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                    caught_up = self._checkpoint(db, catch_up=grew)
+                # the store copies the tail only after a checkpoint here copied the bulk (if
+                # another connection held the checkpoint lock, its next commit asks again)
+                self.tail_wanted = grew and caught_up
+
         finally:
             db.close()
 
+    def _checkpoint(self, db: sqlite3.Connection, *, catch_up: bool) -> bool:
+        """One passive checkpoint; ``catch_up``: again while the writer appended more than
+        :attr:`TAIL_FRAMES` during the last one, so that the store's tail is short. False if
+        the checkpoint lock was busy (another connection checkpointing)."""
+        seen = 0
+        for _ in range(self.CATCH_UP_ROUNDS if catch_up else 1):
+            busy, frames, _ = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            if busy:
+                return seen > 0
+            if frames - seen <= self.TAIL_FRAMES:
+                break
+            seen = frames
+        return True
+
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
         self._thread.join(5)

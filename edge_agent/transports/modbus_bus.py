@@ -148,12 +148,10 @@ class ModbusLampBus:
         try:
             connected = await self._client.connect()
         except Exception as exc:  # pyserial raises several kinds while opening
-            self._close_client()
             raise TransportError(f"{s.port}: cannot open ({exc})") from None
         if not connected:
-            self._close_client()
             raise TransportError(f"{s.port}: cannot open")
-        self._timer.open()
+        self._timer.open()  # after the port: an open that fails leaves no fd behind
         self._tasks.append(asyncio.create_task(self._worker(), name="modbus-worker"))
         if self._polling and self._nodes:
             self._tasks.append(asyncio.create_task(self._poll_ticker(), name="modbus-polls"))

@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import ctypes
 import functools
+import logging
 import math
 import os
 import sys
@@ -30,6 +31,8 @@ from collections.abc import Callable
 from typing import Any
 
 __all__ = ["DeadlineTimer"]
+
+log = logging.getLogger(__name__)
 
 _CLOCK_MONOTONIC = 1  # linux/time.h
 _TFD_TIMER_ABSTIME = 1  # linux/timerfd.h
@@ -132,7 +135,8 @@ class DeadlineTimer:
         loop = asyncio.get_running_loop()
         try:
             fd = open_fd()
-        except OSError:
+        except OSError as exc:  # (out of fds, a sandbox refusing timerfd_create)
+            log.warning("no timerfd (%s): waits on asyncio.sleep, up to 1 ms late", exc)
             return
         try:
             loop.add_reader(fd, self._fired)

@@ -1,8 +1,9 @@
-"""Waiting on the event loop until a ``time.monotonic()`` deadline, to the microsecond.
+"""Waiting on the event loop until a ``time.monotonic()`` deadline, without asyncio's rounding.
 
 Owns: ``DeadlineTimer``, a one-shot timer for one asyncio loop. asyncio's own timers are late
 by up to a millisecond (the epoll selector rounds every timeout up to a whole millisecond),
-which is a third of a Modbus inter-frame silence at 115,200 baud. On Linux this is a timerfd
+over half of a Modbus inter-frame silence at 115,200 baud (1.75 ms); a timerfd wakes the
+loop tens of microseconds after its deadline. On Linux this is a timerfd
 on CLOCK_MONOTONIC (the clock ``time.monotonic()`` reads there), armed at the absolute
 deadline and watched with ``loop.add_reader``: no thread, no busy wait, the loop stays free.
 ``os.timerfd_*`` where Python has them (3.13+), else libc's ``timerfd_create`` /

@@ -173,10 +173,7 @@ class ModbusLampBus:
             _, _, job = self._queue.get_nowait()
             if job.future is not None and not job.future.done():
                 job.future.set_exception(TransportError("bus closed"))
-        self._close_client()
         self._timer.close()
-
-    def _close_client(self) -> None:
         if self._client is not None:
             self._client.close()
             self._client = None

@@ -1,12 +1,11 @@
 """DeadlineTimer on each of its ways to wait (os.timerfd_*, libc through ctypes, asyncio.sleep):
-never before the deadline, within a fraction of a millisecond after it, and its fd closed."""
+never before the deadline, not rounded up to a whole millisecond, and its fd closed."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import os
-import statistics
 import time
 from collections.abc import Callable
 
@@ -30,21 +29,28 @@ def timer(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> De
     return DeadlineTimer()
 
 
-async def test_waits_end_after_the_deadline_and_close_to_it(timer: DeadlineTimer) -> None:
+async def test_waits_end_after_the_deadline_not_rounded_up_to_a_millisecond(timer: DeadlineTimer) -> None:
+    """Never before the deadline; and not on epoll's whole milliseconds: a wait of 1.2 ms
+    through asyncio.sleep always lasts 2 ms or more (the selector rounds its timeout up), so
+    most of these must end well before that (a loaded machine may delay a few)."""
     timer.open()
     assert timer.precise
     late = []
+    took = []
     try:
-        for i in range(200):
-            deadline = time.monotonic() + 0.0005 + i * 0.00001
+        for _ in range(100):
+            start = time.monotonic()
+            deadline = start + 0.0012
             await timer.wait_until(deadline)
-            late.append(time.monotonic() - deadline)
+            end = time.monotonic()
+            late.append(end - deadline)
+            took.append(end - start)
         await timer.wait_until(time.monotonic() - 1)  # already past: at once
     finally:
         timer.close()
     assert min(late) >= 0
-    # asyncio.sleep would be 0.5 ms late on average here (epoll's whole milliseconds)
-    assert statistics.median(late) < 0.0003, f"median {1e6 * statistics.median(late):.0f} us late"
+    before_rounding = sum(t < 0.0019 for t in took)
+    assert before_rounding >= 50, f"only {before_rounding} of 100 waits of 1.2 ms ended before 1.9 ms"
 
 
 async def test_a_cancelled_wait_leaves_no_stale_expiry_for_the_next(timer: DeadlineTimer) -> None:

@@ -241,11 +241,11 @@ def _request_gaps(log: list[tuple[float, str, bytes]]) -> list[float]:
     return [t1 - t0 for (t0, d0, _), (t1, d1, _) in itertools.pairwise(log) if (d0, d1) == ("to_agent", "from_agent")]
 
 
-async def test_the_silence_before_a_request_is_the_whole_gap_and_little_more(tmp_path: Path) -> None:
+async def test_the_silence_before_a_request_is_never_shorter_than_the_gap(tmp_path: Path) -> None:
     """At 115,200 baud with the default gap (1.75 ms, the Modbus t3.5): over 200 transactions
     (polls and commands, several nodes) the line is never quiet for less than the gap before a
-    request, and typically for not much more (asyncio's own timers end up to 1 ms late, as
-    epoll rounds them up to a whole millisecond: a fifth of every transaction at this speed)."""
+    request, timed at the other end of the pty. (How little more than the gap it waits is a
+    speed figure: `python -m devtools.bench_serial`.)"""
     ln = make_line(tmp_path, (1, 2, 3, 4), baudrate=115200)
     settings = ln.settings()
     gap = settings.frame_gap()
@@ -262,10 +262,6 @@ async def test_the_silence_before_a_request_is_the_whole_gap_and_little_more(tmp
     gaps = _request_gaps(ln.log)
     assert len(gaps) == 40 * 5 - 1
     assert min(gaps) >= gap, f"{1000 * min(gaps):.3f} ms < {1000 * gap:.3f} ms"
-    # what the relay adds (its thread's wake-ups on both sides) is in this too: on this machine
-    # the median is ~0.3 ms over the gap with the precise timer, ~0.9 ms with asyncio.sleep
-    late = statistics.median(gaps) - gap
-    assert late < 0.0005, f"median {1000 * late:.3f} ms over the gap"
 
 
 def _open_fds() -> list[str]:

@@ -4,8 +4,10 @@ real pty, plus property tests of the response handling. No mocks of what can be 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import itertools
+import os
 import statistics
 import threading
 import time
@@ -229,6 +231,66 @@ async def test_a_stray_byte_during_the_silence_restarts_it(tmp_path: Path) -> No
     assert all(
         t1 - t0 >= gap for (t0, d0), (t1, d1) in itertools.pairwise(times) if (d0, d1) == ("to_agent", "from_agent")
     )
+
+
+def _request_gaps(log: list[tuple[float, str, bytes]]) -> list[float]:
+    """Timed from the other end of the pty, by the relay thread's clock readings (not the bus's
+    own): from the moment a reply's last byte is handed to the master (read just before the
+    write) to the moment the master's next request is read (just after the read). The relay's
+    own lateness can only lengthen what this sees, never shorten it."""
+    return [t1 - t0 for (t0, d0, _), (t1, d1, _) in itertools.pairwise(log) if (d0, d1) == ("to_agent", "from_agent")]
+
+
+async def test_the_silence_before_a_request_is_never_shorter_than_the_gap(tmp_path: Path) -> None:
+    """At 115,200 baud with the default gap (1.75 ms, the Modbus t3.5): over 200 transactions
+    (polls and commands, several nodes) the line is never quiet for less than the gap before a
+    request, timed at the other end of the pty. (How little more than the gap it waits is a
+    speed figure: `python -m devtools.bench_serial`.)"""
+    ln = make_line(tmp_path, (1, 2, 3, 4), baudrate=115200)
+    settings = ln.settings()
+    gap = settings.frame_gap()
+    assert gap == pytest.approx(0.00175)
+    try:
+        async with ModbusLampBus(settings) as bus:
+            await bus.poll_all()
+            ln.log.clear()
+            for i in range(40):
+                await bus.poll_all()
+                await bus.set_level(1 + i % 4, i)
+    finally:
+        ln.bus.close()
+    gaps = _request_gaps(ln.log)
+    assert len(gaps) == 40 * 5 - 1
+    assert min(gaps) >= gap, f"{1000 * min(gaps):.3f} ms < {1000 * gap:.3f} ms"
+
+
+def _open_fds() -> list[str]:
+    """What each of this process's fds points at (a pty, a socket, anon_inode:[timerfd], ...)."""
+    out = []
+    for name in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # (the fd listdir itself used is closed by now)
+            out.append(os.readlink(f"/proc/self/fd/{name}"))
+    return sorted(out)
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc (Linux)")
+async def test_the_bus_closes_every_fd_it_opened_and_opens_the_port_again(line: Line) -> None:
+    """Open, use and close the bus three times on the same port (as the power-cut tests do):
+    each time it runs on one timerfd of its own, and after each close this process holds
+    exactly the fds it held before (the port's exclusive lock goes with its fd: a leaked one
+    and the next open fails)."""
+    before = _open_fds()
+    for level in (10, 20, 30):
+        async with ModbusLampBus(line.settings()) as bus:
+            await bus.set_level(1, level)
+            assert (await bus.poll(1)).level == level
+            opened = _open_fds()
+            assert opened.count("anon_inode:[timerfd]") == before.count("anon_inode:[timerfd]") + 1, opened
+        assert _open_fds() == before
+    with pytest.raises(TransportError):  # and an open that fails leaves nothing open either
+        async with ModbusLampBus(dataclasses.replace(line.settings(), port=str(line.bus.link_path) + "-gone")):
+            pass
+    assert _open_fds() == before
 
 
 async def test_commands_overtake_queued_polls(line: Line) -> None:

@@ -26,6 +26,7 @@ from pymodbus.exceptions import ModbusException
 from edge_agent.codec import registers as regmap
 from edge_agent.errors import ProtocolError, TransportError
 from edge_agent.histogram import BUS_BUCKETS_S, LatencyHistogram
+from edge_agent.transports.deadline_timer import DeadlineTimer
 from edge_agent.transports.modbus_values import LampProgram, LampReading, NodeStatus, decode_reading
 
 __all__ = [
@@ -127,6 +128,7 @@ class ModbusLampBus:
         self._polling = settings.poll_interval > 0
         self._gap = settings.frame_gap()
         self._quiet_since = -float("inf")  # when bytes last came in (or an attempt gave up)
+        self._timer = DeadlineTimer()  # the silence's timer: a timerfd while the bus is open
 
     # --- lifecycle -----------------------------------------------------------------------------
     async def __aenter__(self) -> ModbusLampBus:
@@ -149,6 +151,7 @@ class ModbusLampBus:
             raise TransportError(f"{s.port}: cannot open ({exc})") from None
         if not connected:
             raise TransportError(f"{s.port}: cannot open")
+        self._timer.open()  # after the port: an open that fails leaves no fd behind
         self._tasks.append(asyncio.create_task(self._worker(), name="modbus-worker"))
         if self._polling and self._nodes:
             self._tasks.append(asyncio.create_task(self._poll_ticker(), name="modbus-polls"))
@@ -170,6 +173,7 @@ class ModbusLampBus:
             _, _, job = self._queue.get_nowait()
             if job.future is not None and not job.future.done():
                 job.future.set_exception(TransportError("bus closed"))
+        self._timer.close()
         if self._client is not None:
             self._client.close()
             self._client = None
@@ -273,14 +277,17 @@ class ModbusLampBus:
         """Wait until the line has been quiet for the inter-frame delay (3.5 characters).
 
         The silence is counted from when the last bytes came in, so the time spent decoding a
-        reply and picking the next job counts towards it. The wait is a timer (the loop's timers
-        never fire early: epoll rounds up), then one yield: the loop polls the port once more, so
-        bytes that came in up to then are read (and restart the silence) before the request goes.
+        reply and picking the next job counts towards it. The wait is a timer at the absolute
+        deadline (``DeadlineTimer``: a timerfd on the monotonic clock, so it ends within tens of
+        microseconds after it, where the loop's own timers end up to 1 ms late: epoll rounds
+        them up), then one yield: the loop polls the port once more, so bytes that came in up
+        to then are read (and restart the silence) before the request goes. The clock is read
+        again after both: the request never goes before the whole gap has passed.
         Already quiet long enough (the worker was idle, or waited just before): no wait, as
         the loop has been reading the port all along.
         """
-        while (remaining := self._quiet_since + self._gap - time.monotonic()) > 0:
-            await asyncio.sleep(remaining)
+        while (deadline := self._quiet_since + self._gap) > time.monotonic():
+            await self._timer.wait_until(deadline)
             await asyncio.sleep(0)  # read what came in meanwhile, then look at the clock again
 
     async def _worker(self) -> None:

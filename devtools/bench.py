@@ -177,6 +177,7 @@ def write_gateway(tmp: Path, gw: str, south: str, north: str, n_wearables: int =
 # Node-RED's p99 at 1,000 msg/s QoS 1 on a quiet 2-core machine (issue 22, `just bench-peers`): the
 # aim of every run of `--latency-runs` (bench-peers compares the two in one run)
 PEER_P99_MS = 1.82
+ENGINE_AIM = 40_000  # events/s on one core (issue 22)
 WARM_UP = 500  # messages sent before the measured ones (end-to-end latency at 1,000 msg/s)
 
 
@@ -393,8 +394,8 @@ def main(argv: list[str] | None = None) -> None:
     add(
         f"engine: {result['devices']} devices, {result['rules']} rules, {result['events']:,} events (1 core, no I/O)",
         f"{result['events_per_s']:,.0f} events/s",
-        ">= 20,000 events/s",
-        result["events_per_s"] >= 20_000,
+        f">= {ENGINE_AIM:,} events/s (issue 22)",
+        result["events_per_s"] >= ENGINE_AIM,
         result["events_per_s"],
         "events/s",
     )
@@ -405,8 +406,8 @@ def main(argv: list[str] | None = None) -> None:
         add(
             f"device event -> rule -> published action, {lat.get('rate', 0):,.0f} msg/s, n={lat['count']}",
             f"p50 {lat.get('p50_ms', 0):.2f} ms, p99 {lat.get('p99_ms', 0):.2f} ms",
-            "p99 <= 10 ms",
-            lat.get("p99_ms", 1e9) <= 10,
+            f"p99 <= {PEER_P99_MS} ms (Node-RED's, issue 22)",
+            lat.get("p99_ms", 1e9) <= PEER_P99_MS,
             lat.get("p99_ms", 0),
             "ms",
         )

@@ -255,7 +255,6 @@ class Checkpointer:
         self._interval = interval
         self.commits = 0  # incremented by the store's connection after each commit
         self.tail_wanted = False  # set here, cleared by the store's connection (checkpoint_tail)
-        self.restarts_asked = 0  # tails the store copied: WAL restarts it asked for
         self._grew = False  # the store saw the WAL grow past RESTART_BYTES
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -275,7 +274,6 @@ class Checkpointer:
         PASSIVE never waits for anyone; if a reader still holds an old snapshot, the WAL is not
         restarted this time and the next growth past the limit tries again."""
         self.tail_wanted = False
-        self.restarts_asked += 1
         with contextlib.suppress(sqlite3.Error):
             db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
         self._wake.set()
